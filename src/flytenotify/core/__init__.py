@@ -1,0 +1,1 @@
+"""User-facing configuration classes mirroring ``flytekit.core``."""

@@ -1,0 +1,194 @@
+"""The nouns every stage shares: executions, events, deliveries and outcomes.
+
+Plain frozen dataclasses, free of I/O, so that ingest, resolve, render, the
+ledger, the dispatcher and the channels can pass them around without knowing
+about each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flytenotify.core.notification import Notification
+from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
+
+
+@dataclass(frozen=True, order=True)
+class ExecutionId:
+    """``flyteidl.core.WorkflowExecutionIdentifier``: project, domain, name."""
+
+    project: str
+    domain: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.domain}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutionId:
+        """``"project/domain/name"`` back into an id."""
+        parts = text.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"expected project/domain/name, got {text!r}")
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class EntityId:
+    """A launch plan or workflow: project, domain, name and version.
+
+    An empty ``version`` means "the latest registered" where a version is looked up.
+    """
+
+    project: str
+    domain: str
+    name: str
+    version: str = ""
+
+    def __str__(self) -> str:
+        base = f"{self.project}/{self.domain}/{self.name}"
+        return f"{base}@{self.version}" if self.version else base
+
+
+class ErrorKind(enum.StrEnum):
+    """``flyteidl.core.ExecutionError.ErrorKind``."""
+
+    UNKNOWN = "UNKNOWN"
+    USER = "USER"
+    SYSTEM = "SYSTEM"
+
+
+@dataclass(frozen=True)
+class ExecutionError:
+    """Why an execution failed, as ``flyteidl.core.ExecutionError`` says it."""
+
+    message: str
+    code: str = ""
+    kind: ErrorKind = ErrorKind.UNKNOWN
+    error_uri: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """One ``flyteidl.event.WorkflowExecutionEvent``, normalised.
+
+    ``launch_plan`` is not part of flyteidl's event; producers may add it so an
+    event for an execution we never saw can still be resolved (DESIGN §4).
+    """
+
+    execution_id: ExecutionId
+    phase: int
+    occurred_at: datetime
+    producer_id: str = ""
+    error: ExecutionError | None = None
+    output_uri: str = ""
+    launch_plan: EntityId | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def phase_name(self) -> str:
+        return WorkflowExecutionPhase.enum_to_string(self.phase)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """An execution and the notifications frozen for it at creation."""
+
+    id: ExecutionId
+    launch_plan: EntityId | None
+    notifications: tuple[Notification, ...]
+    created_at: datetime
+    workflow: EntityId | None = None
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    id: EntityId
+    notifications: tuple[Notification, ...]
+    registered_at: datetime | None = None
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its first attempt
+    RETRYING = "retrying"  # failed transiently, waiting for the next attempt
+    DELIVERED = "delivered"  # the provider accepted it
+    DEAD = "dead"  # given up on: permanent error, or too many attempts / too old
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """What a notification says, rendered once at enqueue time and stored.
+
+    ``subject`` is a single line (no CR/LF). ``text`` is the plain-text body;
+    ``html`` the same body for an HTML part (values HTML-escaped);
+    ``slack_text`` the same body as Slack mrkdwn (control sequences escaped).
+    ``variables`` are the raw template variables, for channels that lay out
+    structured messages themselves (Slack blocks, PagerDuty custom_details,
+    webhook JSON).
+    """
+
+    subject: str
+    text: str
+    html: str
+    slack_text: str
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "text": self.text,
+            "html": self.html,
+            "slack_text": self.slack_text,
+            "variables": dict(self.variables),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RenderedMessage:
+        return cls(
+            subject=data["subject"],
+            text=data["text"],
+            html=data["html"],
+            slack_text=data["slack_text"],
+            variables=dict(data.get("variables", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to one recipient over one channel: a row of the ledger."""
+
+    id: int
+    idempotency_key: str
+    execution_id: ExecutionId
+    phase: int
+    notification_index: int
+    kind: str  # the notification's channel: "email", "slack" or "pager_duty"
+    channel: (
+        str  # the transport that delivers it: "email", "slack", "pagerduty", "webhook", "inbox"
+    )
+    recipient: str
+    message: RenderedMessage
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    last_reply: str = ""
+    launch_plan: EntityId | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at sending a delivery: the audit trail users see."""
+
+    delivery_id: int
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str  # "delivered", "transient", "permanent"
+    reply: str

@@ -1,0 +1,54 @@
+"""Errors that user-facing entry points raise.
+
+Configuration mistakes are ``AssertionError`` subclasses on purpose: flytekit
+raises the builtin ``AssertionError`` for a bad phase, so code written against
+flytekit that catches ``AssertionError`` keeps working with our stricter checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is and what is wrong."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class NotificationConfigError(AssertionError):
+    """A notification definition that cannot be accepted.
+
+    ``problems`` lists every problem found, each naming the field (for example
+    ``notifications[1].email.recipients_email``) and showing the bad value.
+    """
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems: list[Problem] = (
+            [problems] if isinstance(problems, Problem) else list(problems)
+        )
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @property
+    def field(self) -> str:
+        """The field of the first problem (most errors have exactly one)."""
+        return self.problems[0].field
+
+    def prefixed(self, prefix: str) -> NotificationConfigError:
+        """The same problems, with ``prefix`` put in front of every field path."""
+        return NotificationConfigError(
+            [Problem(_join(prefix, p.field), p.message) for p in self.problems]
+        )
+
+
+def _join(prefix: str, field: str) -> str:
+    if not prefix:
+        return field
+    if not field:
+        return prefix
+    return f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"

@@ -1,0 +1,1 @@
+"""Wire models mirroring ``flytekit.models``."""
