@@ -94,15 +94,17 @@ class SlackConfig(_Section):
 PagerDutySeverity = Literal["critical", "error", "warning", "info"]
 
 
+def _default_severity() -> dict[str, PagerDutySeverity]:
+    return {"FAILED": "error", "TIMED_OUT": "error", "ABORTED": "warning"}
+
+
 class PagerDutyConfig(_Section):
     """PagerDuty Events API v2. Recipients map to integration routing keys."""
 
     events_url: str = "https://events.pagerduty.com/v2/enqueue"
     routing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # recipient -> routing key
     dedup: Literal["launch_plan", "execution"] = "launch_plan"
-    severity: dict[str, PagerDutySeverity] = Field(
-        default_factory=lambda: {"FAILED": "error", "TIMED_OUT": "error", "ABORTED": "warning"}
-    )
+    severity: dict[str, PagerDutySeverity] = Field(default_factory=_default_severity)
     source: str = "flytenotify"
     timeout: float = Field(default=10.0, gt=0)
 
