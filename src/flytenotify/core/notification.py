@@ -47,12 +47,14 @@ class Notification(_common_model.Notification):
             _common_model.check_phase_shape(phases)  # raises unless a sequence
         sequence = list(phases)  # type: ignore[call-overload]
         if len(sequence) == 0:
-            raise AssertionError("You must specify at least one phase for a notification.")
+            raise _FlytekitError(
+                "You must specify at least one phase for a notification.", "phases"
+            )
         for i, phase in enumerate(sequence):
             if not isinstance(phase, int) or isinstance(phase, bool):
                 _common_model.check_phase_shape(sequence)  # raises, naming the value
             if phase not in self.VALID_PHASES:
-                raise _InvalidPhase(
+                raise _FlytekitError(
                     f"Invalid phase: {phase}. only terminal states are permitted for notifications",
                     f"phases[{i}]",
                 )
@@ -67,8 +69,8 @@ class Notification(_common_model.Notification):
         return cls(phases, **channel)
 
 
-class _InvalidPhase(NotificationConfigError):
-    """flytekit's exact message, while still carrying the field for our callers."""
+class _FlytekitError(NotificationConfigError):
+    """flytekit's exact message (tests compare it), carrying the field for our callers."""
 
     def __init__(self, message: str, field: str) -> None:
         super().__init__(Problem(field, message))

@@ -287,7 +287,10 @@ class Notification(FlyteIdlEntity):
         channel = message.WhichOneof("type")
         kwargs: dict[str, Any] = {}
         if channel:
-            kwargs[channel] = CHANNEL_MODELS[channel].from_flyte_idl(getattr(message, channel))
+            try:
+                kwargs[channel] = CHANNEL_MODELS[channel].from_flyte_idl(getattr(message, channel))
+            except NotificationConfigError as error:
+                raise error.prefixed(channel) from None
         return cls._from_parts(list(message.phases), kwargs)
 
     @classmethod
@@ -418,6 +421,9 @@ def _parse_channel(model: type[_ChannelNotification], raw: object) -> _ChannelNo
     present = [k for k in _RECIPIENT_KEYS if k in raw]
     if not present:
         problems.append(Problem("recipients_email", "is required: name at least one recipient"))
+        raise NotificationConfigError(problems)
+    built = _collect(problems, lambda: model(raw[present[0]], template=raw.get("template")))
     if problems:
         raise NotificationConfigError(problems)
-    return model(raw[present[0]], template=raw.get("template"))
+    result: _ChannelNotification = built
+    return result
