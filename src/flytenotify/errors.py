@@ -52,3 +52,17 @@ def _join(prefix: str, field: str) -> str:
     if not field:
         return prefix
     return f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"
+
+
+class InputError(ValueError):
+    """Malformed input to an entry point (an event, an execution, a request).
+
+    Like :class:`NotificationConfigError` it carries every problem found, each
+    naming its field; the HTTP API turns it into a 400 with those problems.
+    """
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems: list[Problem] = (
+            [problems] if isinstance(problems, Problem) else list(problems)
+        )
+        super().__init__("; ".join(str(p) for p in self.problems))

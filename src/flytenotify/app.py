@@ -1,0 +1,344 @@
+"""The in-process entry point: register, create executions, report events, dispatch.
+
+    async with Notifier(Settings(smtp=SmtpConfig(host="127.0.0.1", port=2525))) as notifier:
+        await notifier.register_launch_plan(EntityId("proj", "prod", "nightly", "v1"), [...])
+        await notifier.create_execution(ExecutionId("proj", "prod", "e1"), launch_plan=...)
+        await notifier.report_event({"executionId": {...}, "phase": "FAILED", ...})
+        await notifier.run_until_idle()
+
+:class:`SyncNotifier` offers the same calls to plain synchronous scripts. The
+HTTP service and the CLI are thin layers over :class:`Notifier`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flytenotify.channels.base import Channel
+from flytenotify.channels.inbox import InboxChannel
+from flytenotify.config import Settings
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    LaunchPlan,
+)
+from flytenotify.engine import resolve
+from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
+from flytenotify.engine.ingest import event_from_bytes, event_from_json, event_from_proto
+from flytenotify.errors import InputError, Problem
+from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
+from flytenotify.store.sqlite import SQLiteStore
+from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
+
+_T = TypeVar("_T")
+
+EventInput = ExecutionEvent | Mapping[str, Any] | bytes | Any  # Any: a protobuf message
+
+
+def build_channels(settings: Settings, store: Store, dev_inbox: bool) -> dict[str, Channel]:
+    """One channel object per configured transport (plus the dev inbox)."""
+    channels: dict[str, Channel] = {}
+    if settings.smtp is not None:
+        from flytenotify.channels.email import EmailChannel
+
+        channels[resolve.EMAIL] = EmailChannel(settings.smtp)
+    if settings.slack is not None and settings.slack.enabled:
+        from flytenotify.channels.slack import SlackChannel
+
+        channels[resolve.SLACK] = SlackChannel(settings.slack)
+    if settings.pagerduty is not None:
+        from flytenotify.channels.pagerduty import PagerDutyChannel
+
+        channels[resolve.PAGERDUTY] = PagerDutyChannel(settings.pagerduty)
+    if settings.webhooks:
+        from flytenotify.channels.webhook import WebhookChannel
+
+        channels[resolve.WEBHOOK] = WebhookChannel(settings.webhooks)
+    if dev_inbox:
+        channels[resolve.INBOX] = InboxChannel(store)
+    return channels
+
+
+def open_store(settings: Settings) -> Store:
+    path = settings.database.sqlite_path
+    if path is None:
+        raise NotImplementedError("only SQLite databases are supported by this version")
+    return SQLiteStore(path)
+
+
+class Notifier:
+    """Everything flytenotify does, in one process, without the HTTP service.
+
+    ``dev_inbox=True`` delivers what no channel is configured for into the
+    local inbox instead of failing it (the service's zero-config mode).
+    ``channels`` replaces the channels built from ``settings``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        dev_inbox: bool = False,
+        channels: Mapping[str, Channel] | None = None,
+        store: Store | None = None,
+        observer: AttemptObserver | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.dev_inbox = dev_inbox
+        self.store = store or open_store(self.settings)
+        self.channels = (
+            dict(channels)
+            if channels is not None
+            else build_channels(self.settings, self.store, dev_inbox)
+        )
+        self.dispatcher = Dispatcher(self.store, self.channels, self.settings, observer=observer)
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Notifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.stop_dispatching()
+        for channel in self.channels.values():
+            await channel.close()
+        await self.store.close()
+
+    # -- registering ---------------------------------------------------------------
+
+    async def register_launch_plan(
+        self, plan: EntityId | Any, notifications: Iterable[NotificationLike] | None = None
+    ) -> LaunchPlan:
+        """Register a launch plan version's notifications.
+
+        ``plan`` is an :class:`EntityId` with ``notifications`` given, or a
+        flyteidl ``LaunchPlan`` message (its id and notifications are read).
+        Notifications may be our objects, their JSON form, or protobuf messages.
+        """
+        if isinstance(plan, EntityId):
+            plan_id = plan
+            found = _notifications_from(notifications or ())
+        else:
+            plan_id, found = _from_launch_plan_message(plan)
+        if not plan_id.version:
+            raise InputError(Problem("launch_plan.version", "is required to register"))
+        registered = LaunchPlan(plan_id, tuple(found), datetime.now(UTC))
+        await self.store.register_launch_plan(registered)
+        return registered
+
+    async def create_execution(
+        self,
+        execution_id: ExecutionId,
+        launch_plan: EntityId | None = None,
+        *,
+        notifications: Iterable[NotificationLike] | None = None,
+        disable_all: bool = False,
+        workflow: EntityId | None = None,
+    ) -> Execution:
+        """Create an execution and freeze its effective notifications (DESIGN §4).
+
+        Creating an execution that exists returns the stored one unchanged.
+        """
+        overrides = _notifications_from(notifications or ())
+        plan_notifications: Sequence[Any] = ()
+        if launch_plan is not None:
+            plan = await self.store.get_launch_plan(launch_plan)
+            if plan is None and not overrides:
+                raise InputError(
+                    Problem("launch_plan", f"no launch plan {launch_plan} is registered")
+                )
+            if plan is not None:
+                launch_plan = plan.id  # pin the version that was latest now
+                plan_notifications = plan.notifications
+        execution = Execution(
+            id=execution_id,
+            launch_plan=launch_plan,
+            workflow=workflow,
+            notifications=resolve.effective_notifications(
+                plan_notifications, overrides, disable_all
+            ),
+            created_at=datetime.now(UTC),
+        )
+        stored, _created = await self.store.create_execution(execution)
+        return stored
+
+    # -- events --------------------------------------------------------------------
+
+    async def report_event(self, event: EventInput) -> EventResult:
+        return (await self.report_events([event]))[0]
+
+    async def report_events(self, events: Sequence[EventInput]) -> list[EventResult]:
+        """Record events; terminal ones enqueue their deliveries in the same transaction."""
+        normalised = [_as_event(e, f"events[{i}]") for i, e in enumerate(events)]
+        writes = [await self._plan(event) for event in normalised]
+        results = await self.store.record_events(writes)
+        if any(r.delivery_ids for r in results):
+            self.dispatcher.wake()
+        return results
+
+    async def _plan(self, event: ExecutionEvent) -> EventWrite:
+        execution = await self.store.get_execution(event.execution_id)
+        if execution is None:
+            execution = await self._execution_for_unknown(event)
+        deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
+        return EventWrite(event, execution, deliveries)
+
+    async def _execution_for_unknown(self, event: ExecutionEvent) -> Execution:
+        # DESIGN §4: use the launch plan the event names if we know it;
+        # otherwise the execution is recorded with no notifications.
+        plan = await self.store.get_launch_plan(event.launch_plan) if event.launch_plan else None
+        return Execution(
+            id=event.execution_id,
+            launch_plan=plan.id if plan else event.launch_plan,
+            notifications=plan.notifications if plan else (),
+            created_at=event.occurred_at,
+        )
+
+    # -- dispatching ---------------------------------------------------------------
+
+    def start_dispatching(self) -> None:
+        """Run the dispatcher in the background until :meth:`stop_dispatching`."""
+        if self._runner is None:
+            self._stop = asyncio.Event()
+            self._runner = asyncio.create_task(self.dispatcher.run(self._stop))
+
+    async def stop_dispatching(self) -> None:
+        if self._runner is not None:
+            self._stop.set()
+            await self._runner
+            self._runner = None
+
+    async def run_until_idle(self, max_wait: float = 60.0, include_retries: bool = False) -> None:
+        """Deliver everything due now (or everything, with ``include_retries``)."""
+        await self.dispatcher.run_until_idle(max_wait, include_retries)
+
+    # -- queries -------------------------------------------------------------------
+
+    async def deliveries(self, query: DeliveryFilter | None = None) -> list[Delivery]:
+        return await self.store.list_deliveries(query or DeliveryFilter())
+
+    async def delivery(self, delivery_id: int) -> Delivery | None:
+        return await self.store.get_delivery(delivery_id)
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        return await self.store.list_attempts(delivery_id)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.store.count_by_status()
+
+    async def inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
+        return await self.store.list_inbox(after_id, limit)
+
+    async def redrive(self, delivery_id: int) -> Delivery | None:
+        """Send a dead-lettered delivery again; None if it is not dead."""
+        delivery = await self.store.redrive(delivery_id, datetime.now(UTC).timestamp())
+        if delivery is not None:
+            self.dispatcher.wake()
+        return delivery
+
+
+def _notifications_from(items: Iterable[NotificationLike]) -> list[Any]:
+    """Our objects, protobuf messages or JSON dicts, validated together."""
+    items = list(items)
+    if all(isinstance(item, Mapping) for item in items):
+        from flytenotify.notification_files import parse_notifications
+
+        return list(parse_notifications(items))
+    return list(to_notifications(items))
+
+
+def _from_launch_plan_message(message: Any) -> tuple[EntityId, list[Any]]:
+    found = launch_plan_notifications(message)
+    ident = message.id if hasattr(message, "id") else None
+    if ident is None or not ident.name:
+        raise InputError(
+            Problem("id", "a LaunchPlan message with an id is needed (a LaunchPlanSpec has none)")
+        )
+    return EntityId(ident.project, ident.domain, ident.name, ident.version), found
+
+
+def _as_event(event: EventInput, field: str) -> ExecutionEvent:
+    try:
+        if isinstance(event, ExecutionEvent):
+            return event
+        if isinstance(event, Mapping):
+            return event_from_json(event)
+        if isinstance(event, bytes):
+            return event_from_bytes(event)
+        return event_from_proto(event)
+    except InputError as error:
+        problems = [Problem(f"{field}.{p.field}".rstrip("."), p.message) for p in error.problems]
+        raise InputError(problems) from None
+
+
+class SyncNotifier:
+    """:class:`Notifier` for synchronous scripts: same calls, no ``await``.
+
+    A private event loop runs in a background thread; the dispatcher keeps
+    delivering there while the script goes on. Use as a context manager.
+    """
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._notifier: Notifier = self._call(_make_notifier(settings, kwargs))
+
+    def _call(self, coro: Awaitable[_T]) -> _T:
+        future: Future[_T] = asyncio.run_coroutine_threadsafe(_await(coro), self._loop)
+        return future.result()
+
+    def __enter__(self) -> SyncNotifier:
+        self._call(self._notifier.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._call(self._notifier.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        target = getattr(self._notifier, name)
+        if not callable(target):
+            return target  # type: ignore[no-any-return]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # Everything runs on the notifier's own loop thread.
+            return self._call(_invoke(target, args, kwargs))
+
+        return call
+
+
+async def _invoke(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = target(*args, **kwargs)
+    if asyncio.iscoroutine(result):
+        return await result
+    return result
+
+
+async def _make_notifier(settings: Settings | None, kwargs: dict[str, Any]) -> Notifier:
+    return Notifier(settings, **kwargs)
+
+
+async def _await(coro: Awaitable[_T]) -> _T:
+    return await coro

@@ -1,0 +1,253 @@
+"""Dispatch: claim due deliveries, send them, write back what happened.
+
+The loop leases due rows (a lease expires, so a crashed process never strands
+a row), hands each to its channel in its own task within the configured
+concurrency limits, and writes outcomes back in batches (one commit for many
+completions). It sleeps until woken by new work, a freed slot, or the next
+due retry; it never polls in a tight loop.
+
+At-least-once: a row is marked delivered only after its channel said the
+provider accepted it. A crash between the provider's answer and our write
+sends that one message again on recovery; the idempotency key (email
+Message-ID, PagerDuty dedup_key, webhook delivery id) lets the far side drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from flytenotify.channels.base import Channel, Outcome, SendResult
+from flytenotify.config import Settings
+from flytenotify.domain import Delivery, DeliveryStatus
+from flytenotify.engine.resolve import UNROUTABLE, RoutingError, route
+from flytenotify.store.base import OTHER_CHANNELS, Completion, Store
+
+log = logging.getLogger("flytenotify.dispatch")
+
+_IDLE_POLL = 2.0  # fallback wake-up, in case another process enqueued work
+_ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with equal jitter, capped; a provider's Retry-After wins if longer."""
+    exponential = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = exponential / 2 + random.uniform(0, exponential / 2)
+    return float(max(delay, retry_after or 0.0))
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+AttemptObserver = Callable[[Delivery, SendResult, float], None]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        settings: Settings,
+        owner: str | None = None,
+        observer: AttemptObserver | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = dict(channels)
+        self.settings = settings
+        self.owner = owner or new_owner_id()
+        self._observer = observer
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: Counter[str] = Counter()
+        self._completions: list[Completion] = []
+
+    # -- control -----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New work was enqueued: look for it now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set, then stop gracefully."""
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_and_start()
+                if claimed:
+                    continue
+                await self._sleep(stopper)
+        finally:
+            stopper.cancel()
+            await self._shutdown()
+
+    async def run_until_idle(self, max_wait: float = 60.0, include_retries: bool = False) -> None:
+        """Dispatch until nothing is due (or, with ``include_retries``, nothing is left).
+
+        For scripts and tests. Raises ``TimeoutError`` if work remains after ``max_wait`` seconds.
+        """
+        stop = asyncio.Event()
+        runner = asyncio.create_task(self.run(stop))
+        deadline = time.monotonic() + max_wait
+        try:
+            while not await self._idle(include_retries):
+                if runner.done():
+                    runner.result()  # re-raise whatever stopped it
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"deliveries still pending after {max_wait} s")
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await runner
+
+    async def _idle(self, include_retries: bool) -> bool:
+        if self._tasks or self._completions:
+            return False
+        due = await self.store.next_due_at()
+        if due is None:
+            return True
+        return not include_retries and due > time.time()
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _limits(self) -> dict[str, int]:
+        dispatch = self.settings.dispatch
+        free = dispatch.concurrency - len(self._tasks)
+        limits: dict[str, int] = {}
+        for name in [*self.channels, OTHER_CHANNELS]:
+            cap = dispatch.per_channel.get(name, dispatch.concurrency)
+            limits[name] = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
+        return limits
+
+    async def _claim_and_start(self) -> int:
+        limits = self._limits()
+        if not any(limits.values()):
+            return 0
+        self._wake.clear()
+        deliveries = await self.store.claim(
+            self.owner, time.time(), self.settings.retry.lease, limits
+        )
+        for delivery in deliveries:
+            key = delivery.channel if delivery.channel in self.channels else OTHER_CHANNELS
+            self._busy[key] += 1
+            task = asyncio.create_task(self._attempt(delivery, key))
+            self._tasks.add(task)
+        return len(deliveries)
+
+    async def _sleep(self, stopper: asyncio.Task[bool]) -> None:
+        if self._tasks:
+            timeout = _IDLE_POLL  # a finishing send will wake us
+        else:
+            due = await self.store.next_due_at()
+            timeout = _IDLE_POLL if due is None else min(_IDLE_POLL, due - time.time())
+            timeout = max(timeout, 0.01)  # never spin
+        waker = asyncio.create_task(self._wake.wait())
+        await asyncio.wait({waker, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waker.cancel()
+
+    # -- one attempt ----------------------------------------------------------------
+
+    async def _attempt(self, delivery: Delivery, key: str) -> None:
+        started = time.time()
+        try:
+            result = await self._send(delivery)
+            if self._observer is not None:
+                self._observer(delivery, result, time.time() - started)
+            self._completions.append(self._decide(delivery, result, started))
+            await self._flush()
+        finally:
+            self._busy[key] -= 1
+            self._tasks.discard(asyncio.current_task())
+            self._wake.set()  # a slot is free
+
+    async def _send(self, delivery: Delivery) -> SendResult:
+        channel = self.channels.get(delivery.channel)
+        if channel is None:
+            return SendResult.permanent(self._why_no_channel(delivery))
+        try:
+            return await asyncio.wait_for(channel.send(delivery), _ATTEMPT_TIMEOUT)
+        except TimeoutError:
+            return SendResult.transient("the attempt took too long and was abandoned")
+        except Exception as error:  # a bug in a channel must not lose the delivery
+            log.exception("channel %s failed on delivery %s", delivery.channel, delivery.id)
+            return SendResult.transient(
+                f"internal error in the {delivery.channel} channel: {error!r}"
+            )
+
+    def _why_no_channel(self, delivery: Delivery) -> str:
+        if delivery.channel == UNROUTABLE:
+            try:
+                route(delivery.kind, delivery.recipient, self.settings)
+            except RoutingError as error:
+                return f"cannot route: {error}"
+            return "cannot route: recipient was unroutable when enqueued; re-drive it"
+        return f"no {delivery.channel!r} channel is configured in this flytenotify"
+
+    def _decide(self, delivery: Delivery, result: SendResult, started: float) -> Completion:
+        now = time.time()
+        retry = self.settings.retry
+        attempts = delivery.attempts + 1
+        status, next_at = DeliveryStatus.DEAD, None
+        reply = result.reply
+        if result.outcome is Outcome.DELIVERED:
+            status = DeliveryStatus.DELIVERED
+        elif result.outcome is Outcome.TRANSIENT:
+            age = now - delivery.created_at.timestamp()
+            if attempts >= retry.max_attempts:
+                reply += f" (gave up after {attempts} attempts)"
+            elif age >= retry.max_age:
+                reply += f" (gave up: older than {retry.max_age:g} s)"
+            else:
+                status = DeliveryStatus.RETRYING
+                next_at = now + backoff_delay(
+                    attempts, retry.base_delay, retry.max_delay, result.retry_after
+                )
+        return Completion(
+            delivery_id=delivery.id,
+            lease_owner=self.owner,
+            started_at=started,
+            finished_at=now,
+            outcome=result.outcome.value,
+            reply=reply,
+            status=status,
+            next_attempt_at=next_at,
+        )
+
+    async def _flush(self) -> None:
+        # Group commit: whoever flushes takes every completion gathered so far;
+        # the others find the list empty and return.
+        if not self._completions:
+            return
+        batch, self._completions = self._completions, []
+        try:
+            await self.store.complete(batch)
+        except Exception:
+            # The rows stay leased; when the lease passes they are sent again.
+            log.exception("could not record %d delivery outcomes", len(batch))
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            _done, pending = await asyncio.wait(
+                set(self._tasks), timeout=self.settings.dispatch.shutdown_grace
+            )
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._flush()
+        released = await self.store.release(self.owner)
+        if released:
+            log.info("released %d unfinished deliveries for the next run", released)

@@ -1,0 +1,132 @@
+"""Which notifications apply, and which transport carries each recipient.
+
+FlyteAdmin's rules (DESIGN §4), kept exactly: the effective list is decided
+once, when the execution is created, then frozen. A non-empty per-execution
+list replaces the launch plan's (no merge); otherwise ``disable_all`` empties
+it; an empty override list falls back to the launch plan's. On a terminal
+event every notification whose ``phases`` holds that phase fires.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flytenotify.config import Settings
+from flytenotify.core.notification import Notification
+from flytenotify.domain import Execution, ExecutionEvent
+from flytenotify.engine.render import render
+from flytenotify.store.base import NewDelivery
+
+# A deliberately loose test: "something@something". Real validation is the
+# SMTP server's job; this only decides whether an address can be emailed.
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
+WEBHOOK_PREFIX = "webhook:"
+
+# Transport names: what the dispatcher keys its channels by.
+EMAIL, SLACK, PAGERDUTY, WEBHOOK, INBOX = "email", "slack", "pagerduty", "webhook", "inbox"
+UNROUTABLE = "unroutable"
+
+
+def effective_notifications(
+    launch_plan: Sequence[Notification],
+    overrides: Sequence[Notification] = (),
+    disable_all: bool = False,
+) -> tuple[Notification, ...]:
+    """The notifications an execution keeps for its whole life."""
+    if overrides:
+        return tuple(overrides)
+    if disable_all:
+        return ()
+    return tuple(launch_plan)
+
+
+def is_email(recipient: str) -> bool:
+    return bool(_EMAIL_SHAPE.match(recipient))
+
+
+@dataclass(frozen=True)
+class Route:
+    channel: str  # the transport
+    recipient: str  # the address that transport understands
+
+
+class RoutingError(ValueError):
+    """A recipient no configured transport can reach."""
+
+
+def route(kind: str, recipient: str, settings: Settings, dev_inbox: bool = False) -> Route:
+    """Pick the transport for one recipient of one notification kind.
+
+    ``webhook:NAME`` goes to that configured webhook whatever the kind. Slack
+    and PagerDuty use their native APIs when configured; otherwise an
+    email-shaped recipient is emailed, exactly as FlyteAdmin does (Slack
+    channel emails, PagerDuty email integrations). With ``dev_inbox`` a channel
+    with no configuration delivers into the local inbox instead.
+    """
+    if recipient.startswith(WEBHOOK_PREFIX):
+        name = recipient.removeprefix(WEBHOOK_PREFIX)
+        if name in settings.webhooks:
+            return Route(WEBHOOK, name)
+        if dev_inbox:
+            return Route(INBOX, recipient)
+        raise RoutingError(f"no webhook named {name!r} is configured")
+    if kind == "slack" and settings.slack is not None and settings.slack.enabled:
+        return Route(SLACK, recipient)
+    pagerduty = settings.pagerduty
+    if kind == "pager_duty" and pagerduty is not None and recipient in pagerduty.routing_keys:
+        return Route(PAGERDUTY, recipient)
+    if dev_inbox and (settings.smtp is None or not is_email(recipient)):
+        return Route(INBOX, recipient)
+    if is_email(recipient):
+        return Route(EMAIL, recipient)
+    raise RoutingError(
+        f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
+        " configuration can reach it"
+    )
+
+
+def idempotency_key(event: ExecutionEvent, index: int, channel: str, recipient: str) -> str:
+    """Unique per (execution, phase, notification index, channel, recipient).
+
+    Readable on purpose: it shows up in the audit trail, the email
+    ``Message-ID`` basis and the webhook delivery id.
+    """
+    return f"{event.execution_id}/{event.phase}/{index}/{channel}/{recipient}"
+
+
+def plan_deliveries(
+    execution: Execution, event: ExecutionEvent, settings: Settings, dev_inbox: bool = False
+) -> list[NewDelivery]:
+    """Resolve and render every delivery a terminal event causes."""
+    if not event.is_terminal:
+        return []
+    planned: list[NewDelivery] = []
+    for index, notification in enumerate(execution.notifications):
+        if event.phase not in notification.phases:
+            continue
+        settings_of_channel = notification.channel_settings
+        kind = notification.channel
+        if settings_of_channel is None or kind is None:
+            continue
+        message = render(notification, event, execution, settings.templates)
+        # A recipient listed twice is one person: message them once.
+        for recipient in dict.fromkeys(settings_of_channel.recipients_email):
+            try:
+                where = route(kind, recipient, settings, dev_inbox)
+            except RoutingError:
+                # Recorded anyway, and dead-lettered by the dispatcher with the
+                # reason: visible and re-drivable once configuration is fixed.
+                where = Route(UNROUTABLE, recipient)
+            planned.append(
+                NewDelivery(
+                    idempotency_key=idempotency_key(event, index, where.channel, where.recipient),
+                    notification_index=index,
+                    kind=kind,
+                    channel=where.channel,
+                    recipient=where.recipient,
+                    message=message,
+                )
+            )
+    return planned

@@ -1,0 +1,182 @@
+"""The storage protocol: everything the engine asks of the ledger.
+
+One protocol, one implementation per database (SQLite now; PostgreSQL behind
+the same methods). The engine never writes SQL; a store never decides which
+notifications apply or how a message reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    LaunchPlan,
+    RenderedMessage,
+)
+
+# The claim key for rows of every channel not named otherwise: a process still
+# claims rows it has no channel for, so they are dead-lettered visibly instead
+# of waiting forever.
+OTHER_CHANNELS = "*"
+
+
+class EventOutcome(enum.StrEnum):
+    ENQUEUED = "enqueued"  # a first terminal phase: deliveries written
+    DUPLICATE = "duplicate"  # the same terminal phase again
+    AFTER_TERMINAL = "after_terminal"  # anything after a different terminal phase
+    NO_NOTIFICATIONS = "no_notifications"  # terminal, but nothing applies
+    RECORDED = "recorded"  # a non-terminal phase, kept for the audit trail
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery the engine wants written with its event."""
+
+    idempotency_key: str
+    notification_index: int
+    kind: str
+    channel: str
+    recipient: str
+    message: RenderedMessage
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """An event plus what it enqueues if it is the execution's first terminal phase.
+
+    ``execution`` is written first if the store does not have it yet (an
+    event for an execution created on the fly, DESIGN §4).
+    """
+
+    event: ExecutionEvent
+    execution: Execution
+    deliveries: Sequence[NewDelivery]
+
+
+@dataclass(frozen=True)
+class EventResult:
+    outcome: EventOutcome
+    delivery_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the dispatcher learned from one attempt, to be written back."""
+
+    delivery_id: int
+    lease_owner: str
+    started_at: float
+    finished_at: float
+    outcome: str  # "delivered" | "transient" | "permanent"
+    reply: str
+    status: DeliveryStatus  # the delivery's status after this attempt
+    next_attempt_at: float | None  # for RETRYING
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    id: int
+    delivery_id: int
+    kind: str
+    recipient: str
+    subject: str
+    body: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    execution: ExecutionId | None = None
+    status: DeliveryStatus | None = None
+    channel: str | None = None
+    since: float | None = None  # created at or after (Unix seconds)
+    after_id: int | None = None  # cursor: ids greater than this
+    limit: int = 100
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    # -- launch plans and executions --------------------------------------
+
+    async def register_launch_plan(self, plan: LaunchPlan) -> None:
+        """Insert or replace the notifications of one launch plan version."""
+        ...
+
+    async def get_launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
+        """The given version, or the latest registered when ``version`` is empty."""
+        ...
+
+    async def create_execution(self, execution: Execution) -> tuple[Execution, bool]:
+        """Insert unless it exists; returns the stored execution and whether it is new."""
+        ...
+
+    async def get_execution(self, execution_id: ExecutionId) -> Execution | None: ...
+
+    # -- events: the transactional outbox ---------------------------------
+
+    async def record_events(self, writes: Sequence[EventWrite]) -> list[EventResult]:
+        """Record events and enqueue their deliveries, each event atomically.
+
+        The first terminal event of an execution enqueues its deliveries; a
+        later one (or a replay) enqueues nothing and says why.
+        """
+        ...
+
+    # -- dispatch ---------------------------------------------------------
+
+    async def claim(
+        self, owner: str, now: float, lease: float, limits: dict[str, int]
+    ) -> list[Delivery]:
+        """Lease up to ``limits[channel]`` due deliveries of each channel."""
+        ...
+
+    async def complete(self, completions: Sequence[Completion]) -> None:
+        """Write attempt outcomes; ignored for rows whose lease was lost."""
+        ...
+
+    async def release(self, owner: str) -> int:
+        """Drop every lease ``owner`` holds (graceful stop); returns how many."""
+        ...
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending/retrying delivery becomes due, if any."""
+        ...
+
+    async def redrive(self, delivery_id: int, now: float) -> Delivery | None:
+        """Make a dead delivery pending again; None if it is not dead."""
+        ...
+
+    async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None: ...
+
+    # -- queries ----------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None: ...
+
+    async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]: ...
+
+    async def list_attempts(self, delivery_id: int) -> list[Attempt]: ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def list_inbox(
+        self, after_id: int | None = None, limit: int = 100
+    ) -> list[InboxMessage]: ...
+
+    async def list_events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]: ...

@@ -1,0 +1,133 @@
+"""Conversions between domain objects and database columns.
+
+Kept apart from the SQL so every backend stores values the same way: times as
+Unix seconds, ids and notifications as JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from flytenotify.core.notification import Notification
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    ErrorKind,
+    Execution,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionId,
+    LaunchPlan,
+    RenderedMessage,
+)
+
+
+def now() -> float:
+    return time.time()
+
+
+def timestamp(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else now()
+
+
+def from_timestamp(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def dump_notifications(notifications: Iterable[Notification]) -> str:
+    return json.dumps([n.to_dict() for n in notifications])
+
+
+def load_notifications(text: str) -> tuple[Notification, ...]:
+    return tuple(Notification.from_dict(item) for item in json.loads(text))
+
+
+def dump_entity(entity: EntityId | None) -> str | None:
+    return json.dumps(asdict(entity)) if entity is not None else None
+
+
+def load_entity(text: str | None) -> EntityId | None:
+    return EntityId(**json.loads(text)) if text else None
+
+
+def dump_error(error: ExecutionError | None) -> str | None:
+    return json.dumps(asdict(error)) if error is not None else None
+
+
+def load_error(text: str | None) -> ExecutionError | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return ExecutionError(
+        message=data["message"],
+        code=data.get("code", ""),
+        kind=ErrorKind(data.get("kind", "UNKNOWN")),
+        error_uri=data.get("error_uri", ""),
+    )
+
+
+def launch_plan_from_row(row: Mapping[str, Any]) -> LaunchPlan:
+    return LaunchPlan(
+        id=EntityId(row["project"], row["domain"], row["name"], row["version"]),
+        notifications=load_notifications(row["notifications"]),
+        registered_at=from_timestamp(row["registered_at"]),
+    )
+
+
+def execution_from_row(row: Mapping[str, Any]) -> Execution:
+    return Execution(
+        id=ExecutionId(row["project"], row["domain"], row["name"]),
+        launch_plan=load_entity(row["launch_plan"]),
+        workflow=load_entity(row["workflow"]),
+        notifications=load_notifications(row["notifications"]),
+        created_at=from_timestamp(row["created_at"]),
+    )
+
+
+def event_from_row(row: Mapping[str, Any]) -> ExecutionEvent:
+    return ExecutionEvent(
+        execution_id=ExecutionId(row["project"], row["domain"], row["name"]),
+        phase=row["phase"],
+        occurred_at=from_timestamp(row["occurred_at"]),
+        producer_id=row["producer_id"],
+        error=load_error(row["error"]),
+    )
+
+
+def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
+    next_at = row["next_attempt_at"]
+    return Delivery(
+        id=int(row["id"]),
+        idempotency_key=row["idempotency_key"],
+        execution_id=ExecutionId(row["project"], row["domain"], row["name"]),
+        phase=int(row["phase"]),
+        notification_index=int(row["notification_index"]),
+        kind=row["kind"],
+        channel=row["channel"],
+        recipient=row["recipient"],
+        message=RenderedMessage.from_json(json.loads(row["message"])),
+        status=DeliveryStatus(row["status"]),
+        attempts=int(row["attempts"]),
+        created_at=from_timestamp(row["created_at"]),
+        next_attempt_at=from_timestamp(next_at) if next_at is not None else None,
+        last_reply=row["last_reply"],
+        launch_plan=load_entity(row["launch_plan"]),
+    )
+
+
+def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
+    return Attempt(
+        delivery_id=int(row["delivery_id"]),
+        number=int(row["number"]),
+        started_at=from_timestamp(row["started_at"]),
+        finished_at=from_timestamp(row["finished_at"]),
+        outcome=row["outcome"],
+        reply=row["reply"],
+    )

@@ -1,0 +1,518 @@
+"""The embedded ledger: one SQLite file in WAL mode.
+
+Every store method is one synchronous function run on a dedicated thread, so a
+whole transaction costs one hop off the event loop and database work never
+blocks it. Writes go through one connection (SQLite has one writer anyway);
+queries use a second connection, which WAL lets read while a write is under
+way. Callers batch (``record_events``, ``complete``) so that many rows share
+one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    Execution,
+    ExecutionId,
+    LaunchPlan,
+)
+from flytenotify.store import codec
+from flytenotify.store.base import (
+    OTHER_CHANNELS,
+    Completion,
+    DeliveryFilter,
+    EventOutcome,
+    EventResult,
+    EventWrite,
+    InboxMessage,
+)
+from flytenotify.store.migrations import MIGRATIONS
+
+_T = TypeVar("_T")
+
+_DELIVERY_COLUMNS = (
+    "id, idempotency_key, project, domain, name, phase, notification_index, kind, channel,"
+    " recipient, message, launch_plan, status, attempts, created_at, next_attempt_at, last_reply"
+)
+
+
+class SQLiteStore:
+    """The :class:`~flytenotify.store.base.Store` protocol on a SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        self._local = threading.local()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per executor thread: sqlite3 objects stay on the
+        # thread that made them.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        def run() -> _T:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, lambda: fn(self._connection())
+        )
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._write(_migrate)
+
+    async def close(self) -> None:
+        def close_here() -> None:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, close_here)
+        await loop.run_in_executor(self._reader, close_here)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def schema_version(self) -> int:
+        return await self._read(_current_version)
+
+    # -- launch plans and executions -------------------------------------------
+
+    async def register_launch_plan(self, plan: LaunchPlan) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans").fetchone()[0]
+            conn.execute(
+                "INSERT INTO launch_plans (project, domain, name, version, notifications,"
+                " registered_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (project, domain, name, version) DO UPDATE SET"
+                " notifications = excluded.notifications, registered_at = excluded.registered_at,"
+                " seq = excluded.seq",
+                (
+                    plan.id.project,
+                    plan.id.domain,
+                    plan.id.name,
+                    plan.id.version,
+                    codec.dump_notifications(plan.notifications),
+                    codec.timestamp(plan.registered_at),
+                    seq,
+                ),
+            )
+
+        await self._write(write)
+
+    async def get_launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
+        def read(conn: sqlite3.Connection) -> LaunchPlan | None:
+            sql = "SELECT * FROM launch_plans WHERE project = ? AND domain = ? AND name = ?"
+            args: list[Any] = [plan_id.project, plan_id.domain, plan_id.name]
+            if plan_id.version:
+                sql += " AND version = ?"
+                args.append(plan_id.version)
+            row = conn.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
+            return codec.launch_plan_from_row(row) if row else None
+
+        return await self._read(read)
+
+    async def create_execution(self, execution: Execution) -> tuple[Execution, bool]:
+        def write(conn: sqlite3.Connection) -> tuple[Execution, bool]:
+            created = _insert_execution(conn, execution)
+            stored = _select_execution(conn, execution.id)
+            assert stored is not None
+            return stored, created
+
+        return await self._write(write)
+
+    async def get_execution(self, execution_id: ExecutionId) -> Execution | None:
+        return await self._read(lambda conn: _select_execution(conn, execution_id))
+
+    # -- events -------------------------------------------------------------------
+
+    async def record_events(self, writes: Sequence[EventWrite]) -> list[EventResult]:
+        def write(conn: sqlite3.Connection) -> list[EventResult]:
+            results = []
+            for item in writes:
+                # A savepoint per event: one event's failure must not undo the
+                # others in the batch, and each event stays atomic.
+                conn.execute("SAVEPOINT event")
+                try:
+                    results.append(_record_event(conn, item, codec.now()))
+                except BaseException:
+                    conn.execute("ROLLBACK TO event")
+                    conn.execute("RELEASE event")
+                    raise
+                conn.execute("RELEASE event")
+            return results
+
+        return await self._write(write)
+
+    # -- dispatch -------------------------------------------------------------------
+
+    async def claim(
+        self, owner: str, now: float, lease: float, limits: dict[str, int]
+    ) -> list[Delivery]:
+        def write(conn: sqlite3.Connection) -> list[Delivery]:
+            claimed: list[Delivery] = []
+            named = [c for c in limits if c != OTHER_CHANNELS]
+            for channel, limit in limits.items():
+                if limit <= 0:
+                    continue
+                if channel == OTHER_CHANNELS:
+                    which = f"channel NOT IN ({', '.join('?' * len(named))})"
+                    which_args: list[Any] = named
+                else:
+                    which, which_args = "channel = ?", [channel]
+                rows = conn.execute(
+                    f"UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?"
+                    f" WHERE id IN (SELECT id FROM deliveries"
+                    f"   WHERE status IN ('pending', 'retrying') AND {which}"
+                    f"   AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                    f"   ORDER BY next_attempt_at LIMIT ?)"
+                    f" RETURNING {_DELIVERY_COLUMNS}",
+                    (owner, now + lease, now, *which_args, now, now, limit),
+                ).fetchall()
+                claimed.extend(codec.delivery_from_row(r) for r in rows)
+            return claimed
+
+        return await self._write(write)
+
+    async def complete(self, completions: Sequence[Completion]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            for c in completions:
+                updated = conn.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?,"
+                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE id = ? AND lease_owner = ?"
+                    " AND status IN ('pending', 'retrying') RETURNING attempts",
+                    (
+                        c.status.value,
+                        c.reply,
+                        c.next_attempt_at,
+                        c.finished_at,
+                        c.delivery_id,
+                        c.lease_owner,
+                    ),
+                ).fetchone()
+                if updated is None:
+                    continue  # the lease expired and someone else took the row
+                conn.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome,"
+                    " reply) VALUES (?, ?, ?, ?, ?, ?)",
+                    (c.delivery_id, updated[0], c.started_at, c.finished_at, c.outcome, c.reply),
+                )
+
+        await self._write(write)
+
+    async def release(self, owner: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
+                " WHERE lease_owner = ? AND status IN ('pending', 'retrying')",
+                (owner,),
+            ).rowcount
+
+        return await self._write(write)
+
+    async def next_due_at(self) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries"
+                " WHERE status IN ('pending', 'retrying')"
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._read(read)
+
+    async def redrive(self, delivery_id: int, now: float) -> Delivery | None:
+        def write(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                f"UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?,"
+                f" lease_owner = NULL, lease_until = NULL WHERE id = ? AND status = 'dead'"
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                (now, now, delivery_id),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome,"
+                " reply) VALUES (?, ?, ?, ?, 'redrive', 're-driven by an operator')",
+                (delivery_id, row["attempts"], now, now),
+            )
+            return codec.delivery_from_row(row)
+
+        return await self._write(write)
+
+    async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO inbox (delivery_id, kind, recipient, subject, body, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    delivery.id,
+                    delivery.kind,
+                    delivery.recipient,
+                    delivery.message.subject,
+                    body,
+                    now,
+                ),
+            )
+
+        await self._write(write)
+
+    # -- queries --------------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        def read(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            return codec.delivery_from_row(row) if row else None
+
+        return await self._read(read)
+
+    async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            where, args = _delivery_conditions(query)
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY id LIMIT ?",
+                (*args, query.limit),
+            ).fetchall()
+            return [codec.delivery_from_row(r) for r in rows]
+
+        return await self._read(read)
+
+    async def list_attempts(self, delivery_id: int) -> list[Attempt]:
+        def read(conn: sqlite3.Connection) -> list[Attempt]:
+            rows = conn.execute(
+                "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
+            ).fetchall()
+            return [codec.attempt_from_row(r) for r in rows]
+
+        return await self._read(read)
+
+    async def count_by_status(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = {status.value: 0 for status in DeliveryStatus}
+            for status, count in conn.execute(
+                "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
+            ):
+                counts[status] = count
+            return counts
+
+        return await self._read(read)
+
+    async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
+        def read(conn: sqlite3.Connection) -> list[InboxMessage]:
+            rows = conn.execute(
+                "SELECT * FROM inbox WHERE id > ? ORDER BY id LIMIT ?", (after_id or 0, limit)
+            ).fetchall()
+            return [InboxMessage(**dict(r)) for r in rows]
+
+        return await self._read(read)
+
+    async def list_events(self, execution_id: ExecutionId) -> list[tuple[Any, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, str]]:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE project = ? AND domain = ? AND name = ? ORDER BY id",
+                (execution_id.project, execution_id.domain, execution_id.name),
+            ).fetchall()
+            return [(codec.event_from_row(r), r["outcome"]) for r in rows]
+
+        return await self._read(read)
+
+
+# -- transaction bodies (run on the writer thread) ------------------------------------
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not exists:
+        return 0
+    return int(
+        conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+    )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+        " applied_at REAL NOT NULL)"
+    )
+    current = _current_version(conn)
+    newest = max(MIGRATIONS)
+    if current > newest:
+        raise RuntimeError(
+            f"the database schema is version {current}, newer than this flytenotify knows"
+            f" ({newest}); upgrade flytenotify"
+        )
+    for version in sorted(v for v in MIGRATIONS if v > current):
+        for statement in _statements(MIGRATIONS[version]):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+            (version, codec.now()),
+        )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (``executescript`` would commit our transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    return statements
+
+
+def _insert_execution(conn: sqlite3.Connection, execution: Execution) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (
+            execution.id.project,
+            execution.id.domain,
+            execution.id.name,
+            codec.dump_entity(execution.launch_plan),
+            codec.dump_entity(execution.workflow),
+            codec.dump_notifications(execution.notifications),
+            codec.timestamp(execution.created_at),
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+def _select_execution(conn: sqlite3.Connection, execution_id: ExecutionId) -> Execution | None:
+    row = conn.execute(
+        "SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?",
+        (execution_id.project, execution_id.domain, execution_id.name),
+    ).fetchone()
+    return codec.execution_from_row(row) if row else None
+
+
+def _record_event(conn: sqlite3.Connection, item: EventWrite, now: float) -> EventResult:
+    event = item.event
+    _insert_execution(conn, item.execution)
+    outcome = _advance_execution(conn, item, now)
+    ids: list[int] = []
+    if outcome is EventOutcome.ENQUEUED:
+        for d in item.deliveries:
+            row = conn.execute(
+                "INSERT INTO deliveries (idempotency_key, project, domain, name, phase,"
+                " notification_index, kind, channel, recipient, message, launch_plan, status,"
+                " created_at, updated_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (
+                    d.idempotency_key,
+                    event.execution_id.project,
+                    event.execution_id.domain,
+                    event.execution_id.name,
+                    event.phase,
+                    d.notification_index,
+                    d.kind,
+                    d.channel,
+                    d.recipient,
+                    json.dumps(d.message.to_json()),
+                    codec.dump_entity(item.execution.launch_plan),
+                    now,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+            if row is not None:
+                ids.append(int(row[0]))
+    conn.execute(
+        "INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error,"
+        " received_at, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.execution_id.project,
+            event.execution_id.domain,
+            event.execution_id.name,
+            event.phase,
+            codec.timestamp(event.occurred_at),
+            event.producer_id,
+            codec.dump_error(event.error),
+            now,
+            outcome.value,
+        ),
+    )
+    return EventResult(outcome, tuple(ids))
+
+
+def _advance_execution(conn: sqlite3.Connection, item: EventWrite, now: float) -> EventOutcome:
+    """Decide what the event means for its execution, moving it to terminal if first."""
+    event = item.event
+    key = (event.execution_id.project, event.execution_id.domain, event.execution_id.name)
+    if event.is_terminal:
+        moved = conn.execute(
+            "UPDATE executions SET terminal_phase = ?, terminal_at = ?"
+            " WHERE project = ? AND domain = ? AND name = ? AND terminal_phase IS NULL",
+            (event.phase, now, *key),
+        ).rowcount
+        if moved:
+            return EventOutcome.ENQUEUED if item.deliveries else EventOutcome.NO_NOTIFICATIONS
+    row = conn.execute(
+        "SELECT terminal_phase FROM executions WHERE project = ? AND domain = ? AND name = ?", key
+    ).fetchone()
+    terminal = row[0] if row else None
+    if terminal is None:
+        return EventOutcome.RECORDED
+    return EventOutcome.DUPLICATE if terminal == event.phase else EventOutcome.AFTER_TERMINAL
+
+
+def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    args: list[Any] = []
+    if query.execution is not None:
+        conditions.append("project = ? AND domain = ? AND name = ?")
+        args += [query.execution.project, query.execution.domain, query.execution.name]
+    if query.status is not None:
+        conditions.append("status = ?")
+        args.append(query.status.value)
+    if query.channel is not None:
+        conditions.append("channel = ?")
+        args.append(query.channel)
+    if query.since is not None:
+        conditions.append("created_at >= ?")
+        args.append(query.since)
+    if query.after_id is not None:
+        conditions.append("id > ?")
+        args.append(query.after_id)
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), args
