@@ -22,3 +22,18 @@ def test_readme_has_the_product_document_examples() -> None:
 @pytest.mark.parametrize("code", BLOCKS, ids=lambda c: c.strip().splitlines()[-1][:40])
 def test_readme_block_runs(code: str) -> None:
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_readme_python_entry_point_sends_real_email(tmp_path: Path) -> None:
+    """The README's script, run against a real SMTP server on a free port."""
+    from tests.servers.smtp import SmtpServer
+
+    (script,) = re.findall(r"```py\n(.*?)```", README, flags=re.DOTALL)
+    with SmtpServer() as server:
+        code = script.replace("port=2525", f"port={server.port}")
+        code = code.replace(
+            "Settings(smtp=", f"Settings(database={{'url': {str(tmp_path / 'r.db')!r}}}, smtp="
+        )
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        received = sorted(m.recipient for m in server.messages)
+    assert received == ["data-team@example.com", "dev-ops@example.com"]

@@ -1,0 +1,492 @@
+"""The email channel: one MIME message per delivery, sent over pooled SMTP.
+
+Three concerns live here, in this order:
+
+* **The message.** :func:`build_message` turns a delivery into a standard
+  ``multipart/alternative`` message (text + HTML). Its Message-ID is derived
+  from the delivery's idempotency key, so a message retried after a crash
+  carries the same id and the receiving side can drop the duplicate. No value
+  from a delivery can add a header: CR/LF in a subject is folded to spaces and
+  a recipient that is not one plain address is refused.
+* **The connections.** Opening an SMTP session (TCP, TLS, EHLO, AUTH) costs
+  several round trips, which is why Alertmanager tops out near 1,000 mails/s.
+  We keep up to ``pool_size`` sessions open, reuse them for one transaction at
+  a time, reset them after a refusal and drop them when idle or broken.
+* **The outcome.** The server's reply code decides: 2xx delivered, 4xx
+  transient, 5xx permanent. Anything without a reply (refused connection,
+  timeout, lost connection, failed TLS handshake) is transient, with a reply
+  text that says what happened. :meth:`EmailChannel.send` never raises for
+  such faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.policy
+import errno
+import hashlib
+import html
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from aiosmtplib import (
+    SMTP,
+    SMTPException,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from flytenotify.channels.base import SendResult
+from flytenotify.config import SmtpConfig
+from flytenotify.domain import Delivery
+
+__all__ = [
+    "IDLE_TIMEOUT",
+    "EmailChannel",
+    "EmailCheckError",
+    "build_message",
+    "describe",
+    "message_id",
+    "parse_address",
+    "single_line",
+]
+
+IDLE_TIMEOUT = 30.0  # seconds an unused connection stays open (servers drop them after ~5 min)
+_QUIT_TIMEOUT = 2.0  # a polite QUIT on close must not hold up shutdown
+_MESSAGE_ID_DOMAIN = "flytenotify"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# 7-bit output so the message needs no 8BITMIME from the server; CRLF line ends.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+# Errors that mean "no usable reply from the server": the connection is the problem.
+_CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, OSError, TimeoutError)
+
+
+class EmailCheckError(Exception):
+    """``check()`` could not connect, secure or log in; the message says why."""
+
+
+# --- the message -----------------------------------------------------------------------------
+
+
+def message_id(idempotency_key: str) -> str:
+    """The Message-ID for a delivery: the same key always gives the same id."""
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:40]
+    return f"<{digest}@{_MESSAGE_ID_DOMAIN}>"
+
+
+def single_line(value: str) -> str:
+    """``value`` with control characters (CR, LF, tab, ...) folded into single spaces."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def parse_address(value: str) -> Address:
+    """One plain ``local@domain`` address, or ``ValueError``.
+
+    Refusing anything else (display names, lists, CR/LF, control characters)
+    is what keeps a crafted recipient from adding headers or recipients.
+    """
+    if _CONTROL.search(value):
+        raise ValueError(f"address contains control characters: {value!r}")
+    try:
+        address = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError) as exc:  # the parser raises all three
+        raise ValueError(f"not a single email address: {value!r}") from exc
+    # The canonical form must be the input: no comments or spacing the parser dropped.
+    if not address.username or not address.domain or address.addr_spec != value:
+        raise ValueError(f"not a single email address: {value!r}")
+    if not value.isascii():
+        # Internationalised addresses need SMTPUTF8 end to end; not supported yet.
+        raise ValueError(f"non-ASCII email address is not supported: {value!r}")
+    return address
+
+
+def build_message(delivery: Delivery, sender: str) -> EmailMessage:
+    """The MIME message for ``delivery``: headers, a text part and an HTML part.
+
+    Raises ``ValueError`` when the recipient or the sender is not one plain
+    address; the subject is made single-line rather than refused, because an
+    alert must still go out when an error message in it has a newline.
+    """
+    recipient = parse_address(delivery.recipient)
+    subject = single_line(delivery.message.subject)
+    msg = EmailMessage(policy=_POLICY)
+    msg["From"] = parse_address(sender)
+    msg["To"] = recipient
+    msg["Subject"] = subject  # the policy RFC 2047-encodes non-ASCII
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = message_id(delivery.idempotency_key)
+    # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Flytenotify-Delivery"] = single_line(delivery.idempotency_key)
+    msg["MIME-Version"] = "1.0"
+    msg.make_alternative()
+    msg.attach(_part(delivery.message.text, "plain"))
+    msg.attach(_part(_html_document(subject, delivery.message.html), "html"))
+    return msg
+
+
+def _part(body: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=_POLICY)
+    part.set_content(body, subtype=subtype)  # picks 7bit, quoted-printable or base64
+    del part["MIME-Version"]  # set_content adds it, but it belongs on the top level only
+    return part
+
+
+def _html_document(subject: str, body: str) -> str:
+    # ``body`` is already escaped HTML from the renderer; only the title needs escaping.
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(subject)}</title></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+# --- outcomes --------------------------------------------------------------------------------
+
+
+def _by_code(code: int, reply: str) -> SendResult:
+    """The outcome a server reply code stands for (RFC 5321 section 4.2.1)."""
+    if 200 <= code < 300:
+        return SendResult.delivered(reply)
+    if 400 <= code < 500:
+        return SendResult.transient(reply)
+    if 500 <= code < 600:
+        return SendResult.permanent(reply)
+    # Not a valid SMTP code (aiosmtplib uses -1 for garbled replies): the link is suspect.
+    return SendResult.transient(reply)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from, innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def describe(exc: BaseException) -> str:
+    """A short human reason for a failure that came without an SMTP reply."""
+    causes = list(_causes(exc))
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause.reason or cause}"
+    for cause in causes:
+        if isinstance(cause, OSError) and (reason := _os_reason(cause)):
+            return reason
+    if any(isinstance(cause, TimeoutError) for cause in causes):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str | None:
+    # asyncio words a refused connect as "Connect call failed (addr)"; the errno says it better.
+    if exc.errno is not None and exc.errno in errno.errorcode:
+        return os.strerror(exc.errno)
+    return exc.strerror  # e.g. resolver errors: "Name or service not known"
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+class _Failure(Exception):
+    """A finished outcome raised out of the connection code, with how it ended."""
+
+    def __init__(self, result: SendResult, *, stale: bool = False) -> None:
+        super().__init__(result.reply)
+        self.result = result
+        # True when a reused connection turned out dead before anything was sent:
+        # safe and right to try once more on a fresh connection.
+        self.stale = stale
+
+
+class _Slot:
+    """The right to use one connection; holds it while one transaction runs."""
+
+    def __init__(self, smtp: SMTP | None) -> None:
+        self.smtp = smtp
+        self.reused = smtp is not None
+        self.reusable = False  # set only once a transaction ended cleanly
+
+    def discard(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+        self.smtp = None
+        self.reused = False
+        self.reusable = False
+
+
+class _Pool:
+    """At most ``size`` open connections; idle ones are reused, newest first.
+
+    Every open connection is either idle here or held by exactly one slot, and
+    a new one is only opened when none is idle, so the total never exceeds
+    ``size`` while the semaphore bounds the slots.
+    """
+
+    def __init__(self, size: int, idle_timeout: float) -> None:
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[tuple[SMTP, float]] = []
+        self._idle_timeout = idle_timeout
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[_Slot]:
+        async with self._slots:
+            slot = _Slot(self._take_idle())
+            try:
+                yield slot
+            finally:
+                self._give_back(slot)
+
+    def _take_idle(self) -> SMTP | None:
+        self._drop_stale()
+        while self._idle:
+            smtp, _ = self._idle.pop()
+            if smtp.is_connected:  # the server may have hung up while it sat idle
+                return smtp
+            smtp.close()
+        return None
+
+    def _give_back(self, slot: _Slot) -> None:
+        smtp = slot.smtp
+        if smtp is None:
+            return
+        if slot.reusable and smtp.is_connected and not self._closed:
+            self._idle.append((smtp, time.monotonic()))
+            self._schedule_reaper()
+        else:
+            smtp.close()
+
+    def _drop_stale(self) -> None:
+        deadline = time.monotonic() - self._idle_timeout
+        keep = []
+        for smtp, since in self._idle:
+            if since <= deadline:
+                smtp.close()
+            else:
+                keep.append((smtp, since))
+        self._idle = keep
+
+    def _schedule_reaper(self) -> None:
+        # Without traffic nobody calls _take_idle, so a timer closes idle connections.
+        if self._reaper is None:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(self._idle_timeout, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        self._drop_stale()
+        if self._idle:
+            self._schedule_reaper()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(smtp) for smtp, _ in idle))
+
+
+async def _quit(smtp: SMTP) -> None:
+    try:
+        await smtp.quit(timeout=_QUIT_TIMEOUT)
+    except (SMTPException, *_CONNECTION_ERRORS):
+        pass  # we are leaving anyway
+    finally:
+        smtp.close()
+
+
+# --- the channel -----------------------------------------------------------------------------
+
+
+class EmailChannel:
+    """Delivers email deliveries to one SMTP server (a relay or a provider)."""
+
+    name = "email"
+
+    def __init__(self, config: SmtpConfig, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        try:
+            parse_address(config.sender)
+        except ValueError as exc:  # a configuration error: fail at startup, not per message
+            raise ValueError(f"smtp.sender: {exc}") from exc
+        self._config = config
+        self._where = f"{config.host}:{config.port}"
+        self._tls_context = _tls_context(config) if config.tls != "none" else None
+        self._pool = _Pool(config.pool_size, idle_timeout)
+        self._local_hostname: str | None = None
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        try:
+            payload = build_message(delivery, self._config.sender).as_bytes()
+        except ValueError as exc:
+            return SendResult.permanent(f"message not sent: {exc}")
+        async with self._pool.slot() as slot:
+            return await self._send_in(slot, delivery.recipient, payload)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def check(self) -> str:
+        """Connect, secure, log in and QUIT; a summary of what the server said.
+
+        Raises :class:`EmailCheckError` with the reason when any step fails.
+        """
+        try:
+            smtp, greeting = await self._open()
+        except _Failure as exc:
+            raise EmailCheckError(exc.result.reply) from exc
+        try:
+            summary = await self._summary(smtp, greeting)
+        except (SMTPException, *_CONNECTION_ERRORS) as exc:
+            raise EmailCheckError(f"EHLO to {self._where} failed: {describe(exc)}") from exc
+        finally:
+            await _quit(smtp)
+        return summary
+
+    async def _summary(self, smtp: SMTP, greeting: str) -> str:
+        ehlo = smtp.last_ehlo_response or await smtp.ehlo()
+        extensions = " ".join(sorted(name.upper() for name in smtp.esmtp_extensions))
+        tls = self._config.tls if self._tls_context is not None else "no TLS"
+        auth = f", logged in as {self._config.username}" if self._config.username else ""
+        first_line = ehlo.message.splitlines()[0] if ehlo.message else ""
+        return (
+            f"{self._where}: {greeting}; EHLO {ehlo.code} {first_line} [{extensions}]; {tls}{auth}"
+        )
+
+    async def _send_in(self, slot: _Slot, recipient: str, payload: bytes) -> SendResult:
+        try:
+            if slot.reused:
+                try:
+                    return await self._transact(slot, recipient, payload)
+                except _Failure as failure:
+                    if not failure.stale:
+                        raise
+                    slot.discard()  # went away while idle: one fresh try, transparently
+            slot.smtp, _ = await self._open()
+            return await self._transact(slot, recipient, payload)
+        except _Failure as failure:
+            slot.discard()
+            return failure.result
+
+    async def _open(self) -> tuple[SMTP, str]:
+        """A connected, secured and logged-in session, and the server's greeting."""
+        password = self._password()
+        smtp = await self._client()
+        stage = "connect to"
+        try:
+            greeting = await smtp.connect()
+            if self._config.tls == "starttls":
+                stage = "STARTTLS with"
+                await smtp.starttls()
+            if self._config.username is not None:
+                stage = "AUTH with"
+                await smtp.login(self._config.username, password)
+        except SMTPResponseException as exc:
+            smtp.close()
+            reply = f"{stage} {self._where} refused: {exc.code} {exc.message}"
+            raise _Failure(_by_code(exc.code, reply)) from exc
+        except (SMTPException, *_CONNECTION_ERRORS) as exc:
+            smtp.close()
+            reply = f"{stage} {self._where} failed: {describe(exc)}"
+            raise _Failure(SendResult.transient(reply)) from exc
+        except BaseException:  # cancelled: do not leak the half-open connection
+            smtp.close()
+            raise
+        return smtp, f"{greeting.code} {greeting.message}"
+
+    def _password(self) -> str:
+        # Read for every new connection, so a rotated password file is picked up.
+        if self._config.username is None:
+            return ""
+        try:
+            return self._config.resolved_password() or ""
+        except OSError as exc:
+            where = self._config.password_file
+            reply = f"cannot read smtp.password_file {where}: {describe(exc)}"
+            raise _Failure(SendResult.transient(reply)) from exc
+
+    async def _client(self) -> SMTP:
+        if self._local_hostname is None:
+            # aiosmtplib would otherwise resolve our FQDN again for every connection.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        config = self._config
+        return SMTP(
+            hostname=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            local_hostname=self._local_hostname,
+            use_tls=config.tls == "implicit",
+            start_tls=False,  # done explicitly in _open, so a missing STARTTLS is an error
+            tls_context=self._tls_context,
+        )
+
+    async def _transact(self, slot: _Slot, recipient: str, payload: bytes) -> SendResult:
+        """MAIL, RCPT, DATA on the slot's connection; the reply decides the outcome."""
+        smtp = slot.smtp
+        assert smtp is not None
+        stage = "MAIL"
+        try:
+            await smtp.mail(self._config.sender)
+            stage = "RCPT"
+            await smtp.rcpt(recipient)
+            stage = "DATA"
+            reply = await smtp.data(payload)
+        except SMTPResponseException as exc:
+            return await self._refused(slot, stage, exc)
+        except (SMTPException, *_CONNECTION_ERRORS) as exc:
+            reason = f"{stage} on {self._where} failed: {describe(exc)}"
+            # A dead reused connection shows at MAIL, before any of the message was sent.
+            stale = slot.reused and stage == "MAIL" and isinstance(exc, ConnectionError)
+            raise _Failure(SendResult.transient(reason), stale=stale) from exc
+        slot.reusable = True
+        return SendResult.delivered(f"{reply.code} {reply.message}")
+
+    async def _refused(self, slot: _Slot, stage: str, exc: SMTPResponseException) -> SendResult:
+        reply = f"{stage} refused: {exc.code} {exc.message}"
+        if exc.code == 421 and slot.reused and stage == "MAIL":
+            # 421: the server is closing this old session; nothing was sent yet.
+            raise _Failure(SendResult.transient(reply), stale=True)
+        slot.reusable = await _reset(slot)
+        return _by_code(exc.code, reply)
+
+
+async def _reset(slot: _Slot) -> bool:
+    """RSET after a refusal, so the next transaction starts clean; False if that failed."""
+    smtp = slot.smtp
+    if smtp is None or not smtp.is_connected:
+        return False
+    try:
+        await smtp.rset()
+    except (SMTPException, *_CONNECTION_ERRORS):
+        return False
+    return True
+
+
+def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
+    """The client TLS context: the system's CAs plus ``ca_file``, verification on by default."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if config.ca_file is not None:
+        context.load_verify_locations(cafile=str(config.ca_file))
+    if not config.verify_certificates:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,0 +1,442 @@
+"""The email channel against real SMTP servers on 127.0.0.1 (tests/servers/smtp.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from flytenotify.channels.base import Channel, Outcome, SendResult
+from flytenotify.channels.email import EmailChannel, EmailCheckError, build_message, message_id
+from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId, RenderedMessage
+from tests.servers.smtp import SmtpServer, free_port, smtp_servers_fixture  # noqa: F401
+
+Servers = Callable[..., SmtpServer]
+
+SUBJECT = "Workflow ⚠ échoué: proj/dev/abc123"
+TEXT = "Execution proj/dev/abc123 failed.\nError: boom ✗\n"
+HTML = "<p>Execution <b>proj/dev/abc123</b> failed.</p>\n<pre>boom &lt;✗&gt;</pre>"
+
+
+def make_delivery(
+    recipient: str = "alice@example.com",
+    *,
+    key: str | None = None,
+    subject: str = SUBJECT,
+    number: int = 1,
+) -> Delivery:
+    return Delivery(
+        id=number,
+        idempotency_key=key or f"proj/dev/abc123:FAILED:0:email:{recipient}:{number}",
+        execution_id=ExecutionId("proj", "dev", "abc123"),
+        phase=5,
+        notification_index=0,
+        kind="email",
+        channel="email",
+        recipient=recipient,
+        message=RenderedMessage(subject=subject, text=TEXT, html=HTML, slack_text=TEXT),
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        created_at=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+    )
+
+
+async def send_one(server: SmtpServer, delivery: Delivery, **config: object) -> SendResult:
+    channel = EmailChannel(server.smtp_config(**config))
+    try:
+        return await channel.send(delivery)
+    finally:
+        await channel.close()
+
+
+# --- the message -----------------------------------------------------------------------------
+
+
+async def test_plain_delivery_is_a_proper_mime_message() -> None:
+    delivery = make_delivery()
+    async with SmtpServer() as server:
+        result = await send_one(server, delivery, sender="flyte@example.org")
+        [received] = await server.wait_for_messages(1)
+
+    assert result.outcome is Outcome.DELIVERED
+    assert result.reply.startswith("250 ")
+    assert received.mail_from == "flyte@example.org"
+    assert received.rcpt_tos == ("alice@example.com",)
+    msg = received.message
+    assert msg["From"] == "flyte@example.org"
+    assert msg["To"] == "alice@example.com"
+    assert msg["Subject"] == SUBJECT  # decoded back from RFC 2047
+    assert b"=?utf-8?" in received.raw.split(b"\r\n\r\n")[0]  # ...and encoded on the wire
+    assert received.raw.isascii()  # 7-bit clean: no 8BITMIME needed
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["Message-ID"] == message_id(delivery.idempotency_key)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Flytenotify-Delivery"] == delivery.idempotency_key
+    sent_at = email.utils.parsedate_to_datetime(msg["Date"])
+    assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 60
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    assert text.get_content().replace("\r\n", "\n") == TEXT  # CRLF is the wire's line end
+    html_document = html.get_content().replace("\r\n", "\n")
+    assert HTML in html_document
+    assert "<title>Workflow ⚠ échoué: proj/dev/abc123</title>" in html_document
+
+
+def test_message_id_depends_only_on_the_idempotency_key() -> None:
+    first = build_message(make_delivery(key="k-1", subject="a"), "f@x.org")
+    again = build_message(make_delivery(key="k-1", subject="b"), "f@x.org")
+    other = build_message(make_delivery(key="k-2"), "f@x.org")
+    assert first["Message-ID"] == again["Message-ID"] == message_id("k-1")
+    assert other["Message-ID"] != first["Message-ID"]
+    assert first["Message-ID"].endswith("@flytenotify>")
+
+
+async def test_a_retried_delivery_keeps_its_message_id() -> None:
+    delivery = make_delivery()
+    async with SmtpServer() as server:
+        await send_one(server, delivery)
+        await send_one(server, delivery)
+        first, second = await server.wait_for_messages(2)
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+
+
+async def test_crlf_in_the_subject_cannot_add_headers() -> None:
+    delivery = make_delivery(subject="failed\r\nBcc: mallory@evil.test\r\nX-Evil: 1")
+    async with SmtpServer() as server:
+        result = await send_one(server, delivery)
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    assert received.rcpt_tos == ("alice@example.com",)
+    assert received.message["Bcc"] is None
+    assert received.message["X-Evil"] is None
+    assert received.message["Subject"] == "failed Bcc: mallory@evil.test X-Evil: 1"
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "alice@example.com\r\nBcc: mallory@evil.test",
+        "alice@example.com\nmallory@evil.test",
+        "Alice <alice@example.com>",
+        "alice@example.com, mallory@evil.test",
+        "not-an-address",
+    ],
+)
+async def test_a_recipient_that_is_not_one_address_is_refused(recipient: str) -> None:
+    async with SmtpServer() as server:
+        result = await send_one(server, make_delivery(recipient))
+        assert server.sessions == 0  # refused before connecting
+    assert result.outcome is Outcome.PERMANENT
+    assert "message not sent" in result.reply
+
+
+def test_a_bad_sender_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match=r"^smtp\.sender: address contains control"):
+        EmailChannel(SmtpServer().smtp_config(sender="x@y.org\r\nBcc: z@y.org"))
+
+
+def test_the_channel_implements_the_protocol() -> None:
+    channel = EmailChannel(SmtpServer().smtp_config())
+    assert isinstance(channel, Channel)
+    assert channel.name == "email"
+
+
+# --- TLS and AUTH ----------------------------------------------------------------------------
+
+
+async def test_starttls_with_verified_certificate() -> None:
+    async with SmtpServer(tls="starttls") as server:
+        result = await send_one(server, make_delivery())
+        [received] = await server.wait_for_messages(1)
+        assert server.sessions == 1  # the TLS upgrade is the same connection
+    assert result.outcome is Outcome.DELIVERED
+    assert received.tls
+
+
+async def test_implicit_tls() -> None:
+    async with SmtpServer(tls="implicit") as server:
+        result = await send_one(server, make_delivery())
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    assert received.tls
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_an_untrusted_certificate_is_transient_with_a_tls_reason(tls: str) -> None:
+    async with SmtpServer(tls=tls) as server:  # type: ignore[arg-type]
+        result = await send_one(server, make_delivery(), ca_file=None)  # system CAs only
+        assert server.messages == []
+    assert result.outcome is Outcome.TRANSIENT
+    assert "TLS certificate verification failed" in result.reply
+    assert f"127.0.0.1:{server.port}" in result.reply
+
+
+async def test_verification_can_be_switched_off() -> None:
+    async with SmtpServer(tls="starttls") as server:
+        result = await send_one(server, make_delivery(), ca_file=None, verify_certificates=False)
+    assert result.outcome is Outcome.DELIVERED
+
+
+async def test_auth_success(tmp_path: Path) -> None:
+    secret = tmp_path / "smtp-password"
+    secret.write_text("s3cret\n")  # as written by `echo`: the newline is not part of it
+    async with SmtpServer(tls="starttls", auth=("bot", "s3cret")) as server:
+        result = await send_one(server, make_delivery(), password=None, password_file=secret)
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    assert received.login == "bot"
+
+
+async def test_an_unreadable_password_file_is_transient(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file"
+    async with SmtpServer(tls="starttls", auth=("bot", "s3cret")) as server:
+        result = await send_one(server, make_delivery(), password=None, password_file=missing)
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.reply == f"cannot read smtp.password_file {missing}: No such file or directory"
+
+
+async def test_auth_failure_is_permanent() -> None:
+    async with SmtpServer(tls="starttls", auth=("bot", "s3cret")) as server:
+        result = await send_one(server, make_delivery(), password="wrong")
+        assert server.messages == []
+        assert ("bot", False) in server.logins
+    assert result.outcome is Outcome.PERMANENT
+    assert result.reply.startswith(f"AUTH with 127.0.0.1:{server.port} refused: 535")
+
+
+async def test_auth_over_implicit_tls() -> None:
+    async with SmtpServer(tls="implicit", auth=("bot", "s3cret")) as server:
+        result = await send_one(server, make_delivery())
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    assert received.login == "bot"
+
+
+# --- replies and outcomes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "reply", "outcome"),
+    [
+        ("MAIL", "451 4.3.0 try again later", Outcome.TRANSIENT),
+        ("MAIL", "553 5.7.1 sender not allowed", Outcome.PERMANENT),
+        ("RCPT", "450 4.2.1 mailbox busy", Outcome.TRANSIENT),
+        ("RCPT", "550 5.1.1 no such user here", Outcome.PERMANENT),
+        ("DATA", "452 4.3.1 insufficient storage", Outcome.TRANSIENT),
+        ("DATA", "554 5.7.1 message looks like spam", Outcome.PERMANENT),
+    ],
+)
+async def test_the_reply_code_decides(command: str, reply: str, outcome: Outcome) -> None:
+    async with SmtpServer() as server:
+        server.script(command, reply)  # type: ignore[arg-type]
+        result = await send_one(server, make_delivery())
+        assert server.messages == []
+    assert result.outcome is outcome
+    assert reply in result.reply  # the server's words, kept for the audit trail
+    assert command in result.reply
+
+
+async def test_a_busy_mailbox_is_delivered_once_the_server_accepts() -> None:
+    async with SmtpServer() as server:
+        rule = server.script("RCPT", "450 4.2.1 busy", address="alice@example.com", times=2)
+        channel = EmailChannel(server.smtp_config())
+        outcomes = [(await channel.send(make_delivery())).outcome for _ in range(3)]
+        await channel.close()
+        assert rule.used == 2
+        assert len(server.messages) == 1
+    assert outcomes == [Outcome.TRANSIENT, Outcome.TRANSIENT, Outcome.DELIVERED]
+
+
+async def test_refused_and_accepted_recipients_on_one_connection() -> None:
+    async with SmtpServer() as server:
+        server.script("RCPT", "550 5.1.1 unknown user", address="ghost@example.com")
+        channel = EmailChannel(server.smtp_config(pool_size=1))
+        ghost = await channel.send(make_delivery("ghost@example.com"))
+        alice = await channel.send(make_delivery("alice@example.com"))
+        await channel.close()
+        [received] = await server.wait_for_messages(1)
+        commands = [command for _, command in server.commands]
+        assert server.sessions == 1
+    assert ghost.outcome is Outcome.PERMANENT
+    assert "550 5.1.1 unknown user" in ghost.reply
+    assert alice.outcome is Outcome.DELIVERED
+    assert received.rcpt_tos == ("alice@example.com",)
+    # The refused transaction was reset before the connection was used again.
+    assert commands[:4] == [
+        "MAIL flytenotify@localhost",
+        "RCPT ghost@example.com",
+        "RSET",
+        "MAIL flytenotify@localhost",
+    ]
+
+
+async def test_concurrent_deliveries_share_a_few_connections() -> None:
+    async with SmtpServer() as server:
+        server.script("RCPT", "550 5.1.1 unknown user", address="ghost@example.com")
+        channel = EmailChannel(server.smtp_config(pool_size=3))
+        deliveries = [make_delivery(f"user{i}@example.com", number=i) for i in range(20)]
+        deliveries[7] = make_delivery("ghost@example.com", number=7)
+        results = await asyncio.gather(*(channel.send(d) for d in deliveries))
+        await channel.close()
+        received = await server.wait_for_messages(19)
+        sessions = server.sessions
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(Outcome.DELIVERED) == 19
+    assert outcomes[7] is Outcome.PERMANENT
+    assert sorted(m.recipient for m in received) == sorted(
+        d.recipient for d in deliveries if d.recipient != "ghost@example.com"
+    )
+    assert 1 <= sessions <= 3 < len(received)
+
+
+async def test_sequential_deliveries_reuse_one_connection() -> None:
+    async with SmtpServer(tls="starttls", auth=("bot", "s3cret")) as server:
+        channel = EmailChannel(server.smtp_config())
+        for i in range(20):
+            assert (await channel.send(make_delivery(number=i))).outcome is Outcome.DELIVERED
+        await channel.close()
+        assert len(server.messages) == 20
+        assert server.sessions == 1
+        assert server.logins == [("bot", True)]
+        assert server.commands[-1] == (1, "QUIT")  # close() says goodbye
+        await server.wait_for_open_sessions(0, within=2.0)
+
+
+async def test_a_connection_the_server_dropped_is_replaced_transparently() -> None:
+    async with SmtpServer(idle_timeout=0.2) as server:
+        channel = EmailChannel(server.smtp_config())
+        first = await channel.send(make_delivery(number=1))
+        await asyncio.sleep(0.5)  # the server hangs up on the idle connection
+        second = await channel.send(make_delivery(number=2))
+        await channel.close()
+        assert server.sessions == 2
+    assert first.outcome is second.outcome is Outcome.DELIVERED
+
+
+async def test_a_connection_lost_mid_transaction_is_transient() -> None:
+    async with SmtpServer() as server:
+        server.script("RCPT", disconnect=True, times=1)
+        channel = EmailChannel(server.smtp_config())
+        lost = await channel.send(make_delivery(number=1))
+        after = await channel.send(make_delivery(number=2))
+        await channel.close()
+    assert lost.outcome is Outcome.TRANSIENT
+    # aiosmtplib words it "Connection lost" or "Unexpected EOF received", by timing.
+    assert re.fullmatch(rf"RCPT on 127\.0\.0\.1:{server.port} failed: .*(lost|EOF).*", lost.reply)
+    assert after.outcome is Outcome.DELIVERED
+
+
+async def test_a_reused_connection_dropped_at_mail_is_retried_on_a_fresh_one() -> None:
+    async with SmtpServer() as server:
+        channel = EmailChannel(server.smtp_config())
+        assert (await channel.send(make_delivery(number=1))).outcome is Outcome.DELIVERED
+        server.script("MAIL", disconnect=True, times=1)
+        result = await channel.send(make_delivery(number=2))
+        await channel.close()
+        assert server.sessions == 2
+        assert len(server.messages) == 2
+    assert result.outcome is Outcome.DELIVERED
+
+
+async def test_a_reused_connection_closing_with_421_is_retried_on_a_fresh_one() -> None:
+    async with SmtpServer() as server:
+        channel = EmailChannel(server.smtp_config())
+        await channel.send(make_delivery(number=1))
+        server.script("MAIL", "421 4.4.2 smtp.test closing idle session", times=1)
+        result = await channel.send(make_delivery(number=2))
+        await channel.close()
+        assert server.sessions == 2
+    assert result.outcome is Outcome.DELIVERED
+
+
+async def test_421_on_a_fresh_connection_is_transient() -> None:
+    async with SmtpServer() as server:
+        server.script("MAIL", "421 4.3.2 system shutting down", times=1)
+        result = await send_one(server, make_delivery())
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.reply == "MAIL refused: 421 4.3.2 system shutting down"
+
+
+async def test_idle_connections_are_closed_by_the_channel() -> None:
+    async with SmtpServer() as server:
+        channel = EmailChannel(server.smtp_config(), idle_timeout=0.1)
+        await channel.send(make_delivery(number=1))
+        assert server.open_sessions == 1
+        await server.wait_for_open_sessions(0, within=2.0)  # no traffic needed to close it
+        await channel.send(make_delivery(number=2))
+        await channel.close()
+        await server.wait_for_open_sessions(0, within=2.0)
+        assert server.sessions == 2
+
+
+async def test_a_slow_server_times_out_as_transient() -> None:
+    async with SmtpServer() as server:
+        server.script("DATA", delay=1.0)
+        result = await send_one(server, make_delivery(), timeout=0.2)
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.reply.startswith(f"DATA on 127.0.0.1:{server.port} failed: timed out")
+
+
+async def test_a_server_that_is_down_then_up(smtp_servers: Servers) -> None:
+    server = smtp_servers(start=False, port=free_port())
+    channel = EmailChannel(server.smtp_config())
+    down = await channel.send(make_delivery())
+    server.start()
+    up = await channel.send(make_delivery())
+    await channel.close()
+    assert down.outcome is Outcome.TRANSIENT
+    assert down.reply == f"connect to 127.0.0.1:{server.port} failed: Connection refused"
+    assert up.outcome is Outcome.DELIVERED
+    assert len(server.messages) == 1
+
+
+# --- check() ---------------------------------------------------------------------------------
+
+
+async def test_check_reports_the_server(smtp_servers: Servers) -> None:
+    server = smtp_servers(tls="starttls", auth=("bot", "s3cret"))
+    summary = await EmailChannel(server.smtp_config()).check()
+    assert summary.startswith(f"127.0.0.1:{server.port}: 220 ")
+    assert "EHLO 250 smtp.test" in summary
+    assert "AUTH" in summary
+    assert "starttls, logged in as bot" in summary
+    assert server.logins == [("bot", True)]
+    assert server.messages == []
+
+
+async def test_check_fails_clearly_when_the_server_is_down() -> None:
+    port = free_port()
+    channel = EmailChannel(SmtpServer(port=port).smtp_config())
+    with pytest.raises(EmailCheckError, match=rf"connect to 127.0.0.1:{port} failed: Connection"):
+        await channel.check()
+
+
+async def test_check_fails_clearly_on_bad_credentials(smtp_servers: Servers) -> None:
+    server = smtp_servers(tls="implicit", auth=("bot", "s3cret"))
+    channel = EmailChannel(server.smtp_config(password="nope"))
+    with pytest.raises(EmailCheckError, match=r"AUTH with .* refused: 535"):
+        await channel.check()
+
+
+# --- the test servers themselves ---------------------------------------------------------------
+
+
+def test_the_server_also_serves_synchronous_code() -> None:
+    # A CLI test blocks its thread (asyncio.run inside CliRunner): the server must not care.
+    with SmtpServer(tls="starttls") as server:
+        assert server.ca_file is not None
+        context = ssl.create_default_context(cafile=str(server.ca_file))
+        with smtplib.SMTP(server.host, server.port, timeout=5) as client:
+            client.starttls(context=context)
+            client.sendmail("a@x.org", ["b@x.org"], b"Subject: hi\r\n\r\nhello\r\n")
+        assert [m.recipient for m in server.messages] == ["b@x.org"]
+    assert not server.running
