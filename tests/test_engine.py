@@ -192,3 +192,32 @@ async def test_unroutable_recipient_is_dead_lettered_with_the_reason(tmp_path: P
         assert "not an email address" in dead.last_reply
         (attempt,) = await n.attempts(dead.id)
         assert attempt.outcome == "permanent"
+
+
+async def test_events_arrive_as_protobuf_bytes_bare_or_wrapped(notifier: Notifier) -> None:
+    from flyteidl.admin import event_pb2 as admin_event_pb2
+    from flyteidl.event import event_pb2
+
+    await notifier.create_execution(execution("pb"), PLAN)
+    bare = event_pb2.WorkflowExecutionEvent(phase=P.RUNNING, producer_id="propeller")
+    bare.execution_id.project, bare.execution_id.domain, bare.execution_id.name = (
+        "proj",
+        "prod",
+        "pb",
+    )
+    assert (await notifier.report_event(bare.SerializeToString())).outcome is (
+        EventOutcome.RECORDED
+    )
+    bare.phase = P.FAILED
+    wrapped = admin_event_pb2.WorkflowExecutionEventRequest(request_id="r1", event=bare)
+    result = await notifier.report_event(wrapped.SerializeToString())
+    assert result.outcome is EventOutcome.ENQUEUED
+    with pytest.raises(InputError, match="not a valid protobuf"):
+        await notifier.report_event(b"\xff\xff\xff")
+
+
+async def test_unknown_phase_numbers_are_refused(notifier: Notifier) -> None:
+    event = event_json("p", "FAILED")
+    event["phase"] = 99
+    with pytest.raises(InputError, match="unknown phase number 99"):
+        await notifier.report_event(event)

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from flytenotify.app import Notifier
+from flytenotify.domain import DeliveryStatus, ExecutionId
 from flytenotify.errors import NotificationConfigError
 from flytenotify.notification_files import load_notification_file
+from flytenotify.settings_loader import (
+    ConfigError,
+    LoadedConfig,
+    default_config_path,
+    load_config,
+    summary,
+)
+from flytenotify.store.base import DeliveryFilter
+
+_T = TypeVar("_T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +63,251 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
             else:
                 click.echo(f"{name}: {counts[name]} notification(s), all valid")
     sys.exit(1 if any(report.values()) else 0)
+
+
+# -- configuration and the service ------------------------------------------------
+
+_CONFIG_HELP = "Configuration file (TOML). Default: ./flytenotify.toml if it exists."
+
+
+def _load(
+    config_file: Path | None, overrides: dict[str, dict[str, Any]] | None = None
+) -> LoadedConfig:
+    """Settings from the file and FLYTENOTIFY_* variables; exits 2 on a problem."""
+    try:
+        return load_config(default_config_path(config_file), os.environ, overrides)
+    except ConfigError as error:
+        for problem in error.problems:
+            click.echo(f"config: {problem}", err=True)
+        sys.exit(2)
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check_config(file: Path, as_json: bool) -> None:
+    """Check a configuration file (and FLYTENOTIFY_* variables); report every problem.
+
+    Exits 1 if anything is wrong. Secrets are never printed.
+    """
+    try:
+        loaded = load_config(file, os.environ)
+    except ConfigError as error:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "problems": error.problems}, indent=2))
+        else:
+            for problem in error.problems:
+                click.echo(f"{file}: {problem}", err=True)
+        sys.exit(1)
+    info = summary(loaded)
+    if as_json:
+        click.echo(json.dumps({"ok": True, **info}, indent=2))
+        return
+    click.echo(f"{file}: valid")
+    click.echo(f"  database: {info['database']}")
+    for name, state in info["channels"].items():
+        click.echo(f"  {name}: {state}")
+    server = info["server"]
+    click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8080).")
+@click.option("--db", help="Database: a SQLite file path or URL (default ./flytenotify.db).")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def serve(
+    config_file: Path | None,
+    host: str | None,
+    port: int | None,
+    db: str | None,
+    log_format: Literal["text", "json"],
+) -> None:
+    """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
+    from flytenotify import service
+
+    loaded = _load(config_file, {"server": {"host": host, "port": port}, "database": {"url": db}})
+    try:
+        service.check_bind(loaded)
+    except service.UnsafeBind as error:
+        click.echo(f"flytenotify serve: {error}", err=True)
+        sys.exit(2)
+    service.configure_logging(log_format)
+    try:
+        asyncio.run(service.serve(loaded))
+    except NotImplementedError as error:  # e.g. a database this version cannot open
+        click.echo(f"flytenotify serve: {error}", err=True)
+        sys.exit(2)
+
+
+# -- the database, directly --------------------------------------------------------
+
+
+def _db_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--db", help="Database (overrides the configuration).")(command)
+    return click.option(
+        "--config", "config_file", type=click.Path(path_type=Path), help=_CONFIG_HELP
+    )(command)
+
+
+async def _with_notifier(
+    config_file: Path | None, db: str | None, work: Callable[[Notifier], Awaitable[_T]]
+) -> _T:
+    loaded = _load(config_file, {"database": {"url": db}})
+    async with Notifier(loaded.settings, dev_inbox=loaded.server.dev_inbox) as notifier:
+        return await work(notifier)
+
+
+def _run(config_file: Path | None, db: str | None, work: Callable[[Notifier], Awaitable[_T]]) -> _T:
+    try:
+        return asyncio.run(_with_notifier(config_file, db, work))
+    except NotImplementedError as error:  # e.g. a database this version cannot open
+        click.echo(f"flytenotify: {error}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -> None:
+    """Messages delivered into the dev inbox (channels that are not configured)."""
+    from flytenotify.api import inbox_json
+
+    messages = _run(config_file, db, lambda n: n.inbox(None, limit))
+    items = [inbox_json(m) for m in messages]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("the inbox is empty")
+        return
+    table = Table("id", "delivery", "kind", "recipient", "subject", "received")
+    for item in items:
+        table.add_row(
+            str(item["id"]),
+            str(item["delivery_id"]),
+            item["kind"],
+            item["recipient"],
+            item["subject"],
+            item["received_at"],
+        )
+    Console().print(table)
+
+
+@main.group()
+def deliveries() -> None:
+    """Inspect and re-drive deliveries in the database."""
+
+
+@deliveries.command("list")
+@_db_options
+@click.option("--status", type=click.Choice([s.value for s in DeliveryStatus]))
+@click.option("--execution", help="project/domain/name")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deliveries_list(
+    config_file: Path | None,
+    db: str | None,
+    status: str | None,
+    execution: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List deliveries, oldest first."""
+    from flytenotify.api import delivery_json
+
+    try:
+        execution_id = ExecutionId.parse(execution) if execution else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--execution") from None
+    query = DeliveryFilter(
+        execution=execution_id,
+        status=DeliveryStatus(status) if status else None,
+        limit=limit,
+    )
+    items = [delivery_json(d) for d in _run(config_file, db, lambda n: n.deliveries(query))]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no deliveries")
+        return
+    table = Table("id", "execution", "phase", "channel", "recipient", "status", "tries", "reply")
+    for item in items:
+        table.add_row(
+            str(item["id"]),
+            item["execution"],
+            item["phase"],
+            item["channel"],
+            item["recipient"],
+            item["status"],
+            str(item["attempts"]),
+            item["last_reply"][:60],
+        )
+    Console().print(table)
+
+
+@deliveries.command("show")
+@click.argument("delivery_id", type=int)
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deliveries_show(
+    delivery_id: int, config_file: Path | None, db: str | None, as_json: bool
+) -> None:
+    """One delivery, its message and every attempt. Exits 1 if there is none."""
+    from flytenotify.api import attempt_json, delivery_json
+
+    async def work(n: Notifier) -> dict[str, Any] | None:
+        delivery = await n.delivery(delivery_id)
+        if delivery is None:
+            return None
+        item = delivery_json(delivery)
+        item["attempts"] = [attempt_json(a) for a in await n.attempts(delivery_id)]
+        item["message"] = {"subject": delivery.message.subject, "text": delivery.message.text}
+        return item
+
+    item = _run(config_file, db, work)
+    if item is None:
+        click.echo(f"no delivery {delivery_id}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(item, indent=2))
+        return
+    console = Console()
+    for key in ("id", "execution", "phase", "kind", "channel", "recipient", "status"):
+        console.print(f"[bold]{key}[/bold]: {item[key]}", highlight=False)
+    console.print(f"[bold]subject[/bold]: {item['message']['subject']}", highlight=False)
+    table = Table("#", "started", "outcome", "reply")
+    for attempt in item["attempts"]:
+        table.add_row(
+            str(attempt["number"]), attempt["started_at"], attempt["outcome"], attempt["reply"]
+        )
+    console.print(table)
+
+
+@deliveries.command("retry")
+@click.argument("delivery_id", type=int)
+@_db_options
+def deliveries_retry(delivery_id: int, config_file: Path | None, db: str | None) -> None:
+    """Send a dead delivery again (the running service picks it up). Exits 1 otherwise."""
+
+    async def work(n: Notifier) -> str:
+        delivery = await n.delivery(delivery_id)
+        if delivery is None:
+            return f"no delivery {delivery_id}"
+        if await n.redrive(delivery_id) is None:
+            return f"delivery {delivery_id} is {delivery.status.value}, not dead"
+        return ""
+
+    problem = _run(config_file, db, work)
+    if problem:
+        click.echo(problem, err=True)
+        sys.exit(1)
+    click.echo(f"delivery {delivery_id} is pending again")
 
 
 if __name__ == "__main__":

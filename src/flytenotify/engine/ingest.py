@@ -44,13 +44,16 @@ def event_from_json(data: object) -> ExecutionEvent:
 
 
 def event_from_bytes(body: bytes) -> ExecutionEvent:
-    """A serialized ``WorkflowExecutionEvent`` or ``WorkflowExecutionEventRequest``."""
+    """A serialized ``WorkflowExecutionEventRequest`` or bare ``WorkflowExecutionEvent``."""
     request = admin_event_pb2.WorkflowExecutionEventRequest()
     try:
         request.ParseFromString(body)
-        if request.HasField("event") and request.event.HasField("execution_id"):
+        if request.event.HasField("execution_id"):
             return event_from_proto(request.event)
-        message = event_pb2.WorkflowExecutionEvent()
+    except DecodeError:
+        pass  # not a request: the bare event's fields do not decode as one
+    message = event_pb2.WorkflowExecutionEvent()
+    try:
         message.ParseFromString(body)
     except DecodeError as error:
         raise InputError(Problem("", f"not a valid protobuf message: {error}")) from None
@@ -72,6 +75,9 @@ def event_from_proto(message: Any, launch_plan: EntityId | None = None) -> Execu
         problems.append(
             Problem("phase", "is required (UNDEFINED is not a phase an event can report)")
         )
+    elif message.phase not in execution_pb2.WorkflowExecution.Phase.values():
+        # protobuf keeps unknown enum numbers; an event must name a real phase.
+        problems.append(Problem("phase", f"unknown phase number {message.phase}"))
     if problems:
         raise InputError(problems)
     occurred_at = (

@@ -1,0 +1,650 @@
+"""The HTTP API: a thin JSON layer over :class:`~flytenotify.app.Notifier`.
+
+Every client mistake is a 4xx with ``{"error": ..., "problems": [{"field",
+"message"}]}``; a 5xx means a fault of ours. See docs/http-api.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flytenotify.app import Notifier
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    ExecutionEvent,
+    ExecutionId,
+)
+from flytenotify.engine import resolve
+from flytenotify.engine.ingest import (
+    entity_id_from_json,
+    event_from_bytes,
+    event_from_json,
+    execution_id_from_json,
+)
+from flytenotify.errors import InputError, NotificationConfigError, Problem
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.settings_loader import ServerConfig
+from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+
+log = logging.getLogger("flytenotify.api")
+
+JSON = "application/json"
+PROTOBUF = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
+MAX_LIMIT = 1000
+CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """A 4xx answer with its problems."""
+
+    def __init__(self, status: int, error: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.problems = problems or []
+
+
+def error_response(status: int, error: str, problems: list[Problem] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": error,
+            "problems": [{"field": p.field, "message": p.message} for p in problems or []],
+        },
+        status_code=status,
+    )
+
+
+def create_app(notifier: Notifier, server: ServerConfig | None = None) -> Starlette:
+    """The Starlette application serving ``notifier``."""
+    api = _Api(notifier, server or ServerConfig())
+    routes = [
+        Route("/healthz", api.wrap(api.healthz, auth=False), methods=["GET"]),
+        Route("/readyz", api.wrap(api.readyz, auth=False), methods=["GET"]),
+        Route("/openapi.json", api.wrap(api.openapi), methods=["GET"]),
+        Route(
+            "/api/v1/launch-plans/{project}/{domain}/{name}",
+            api.wrap(api.launch_plan),
+            methods=["GET", "PUT"],
+        ),
+        Route("/api/v1/executions", api.wrap(api.create_execution), methods=["POST"]),
+        Route("/api/v1/events:batch", api.wrap(api.events_batch), methods=["POST"]),
+        Route("/api/v1/events", api.wrap(api.event), methods=["POST"]),
+        Route("/api/v1/deliveries", api.wrap(api.list_deliveries), methods=["GET"]),
+        Route("/api/v1/deliveries/{id}", api.wrap(api.show_delivery), methods=["GET"]),
+        Route("/api/v1/deliveries/{id}/retry", api.wrap(api.retry_delivery), methods=["POST"]),
+        Route("/api/v1/inbox", api.wrap(api.inbox), methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, exc.detail)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.notifier = notifier
+    return app
+
+
+class _Api:
+    def __init__(self, notifier: Notifier, server: ServerConfig) -> None:
+        self.notifier = notifier
+        self.server = server
+        self.tokens = [t.encode() for t in server.tokens()]
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def wrap(self, handler: Handler, auth: bool = True) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if auth and self.tokens:
+                    self._authenticate(request)
+                return await handler(request)
+            except ApiError as error:
+                return error_response(error.status, error.error, error.problems)
+            except (InputError, NotificationConfigError) as error:
+                return error_response(400, "invalid request", error.problems)
+
+        return endpoint
+
+    def _authenticate(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            given = token.strip().encode()
+            # Compare with every token (no early exit on a match).
+            matches = [hmac.compare_digest(given, t) for t in self.tokens]
+            if any(matches):
+                return
+        raise ApiError(
+            401,
+            "unauthorized",
+            [Problem("Authorization", "a valid 'Bearer <token>' header is required")],
+        )
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json(self, request: Request) -> Any:
+        kind = _content_type(request)
+        if kind and kind != JSON and not kind.endswith("+json"):
+            raise ApiError(
+                415,
+                "unsupported media type",
+                [Problem("Content-Type", f"must be {JSON}, got {kind!r}")],
+            )
+        return _decode(await self._body(request))
+
+    # -- health --------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        channels = {name: self._channel_state(name) for name in CHANNELS}
+        try:
+            version = await self.notifier.store.schema_version()
+        except Exception as error:  # any database failure means "not ready"
+            log.warning("readiness check failed: %s", error)
+            return JSONResponse(
+                {"status": "unavailable", "database": {"error": str(error)}, "channels": channels},
+                status_code=503,
+            )
+        return JSONResponse(
+            {"status": "ready", "database": {"schema_version": version}, "channels": channels}
+        )
+
+    def _channel_state(self, name: str) -> str:
+        if name in self.notifier.channels:
+            return "configured"
+        return "dev-inbox" if self.notifier.dev_inbox else "unconfigured"
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    # -- launch plans and executions -----------------------------------------------
+
+    async def launch_plan(self, request: Request) -> Response:
+        project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
+        if request.method == "GET":
+            plan = await self.notifier.store.get_launch_plan(EntityId(project, domain, name))
+            if plan is None:
+                raise ApiError(404, f"no launch plan {project}/{domain}/{name} is registered")
+            return JSONResponse(_plan_json(plan.id, plan.notifications))
+        if _content_type(request) in PROTOBUF:
+            registered = await self.notifier.register_launch_plan(
+                _launch_plan_message(await self._body(request), project, domain, name)
+            )
+        else:
+            data = await self._json(request)
+            if not isinstance(data, dict):
+                raise InputError(Problem("", "the body must be a JSON object"))
+            problems = [
+                Problem(key, "unknown field")
+                for key in data
+                if key not in ("version", "notifications")
+            ]
+            version = data.get("version")
+            if not isinstance(version, str) or not version:
+                problems.append(Problem("version", "is required: a non-empty string"))
+            notifications = data.get("notifications", [])
+            problems += _notification_shape(notifications)
+            if problems:
+                raise InputError(problems)
+            registered = await self.notifier.register_launch_plan(
+                EntityId(project, domain, name, str(version)), notifications
+            )
+        return JSONResponse(_plan_json(registered.id, registered.notifications))
+
+    async def create_execution(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise InputError(Problem("", "the body must be a JSON object"))
+        known = ("id", "launch_plan", "workflow", "notifications", "disable_all")
+        problems = [Problem(key, "unknown field") for key in data if key not in known]
+        execution_id = _collect(problems, lambda: execution_id_from_json(data.get("id"), "id"))
+        launch_plan = workflow = None
+        if data.get("launch_plan") is not None:
+            launch_plan = _collect(
+                problems, lambda: entity_id_from_json(data["launch_plan"], "launch_plan")
+            )
+        if data.get("workflow") is not None:
+            workflow = _collect(problems, lambda: entity_id_from_json(data["workflow"], "workflow"))
+        notifications = data.get("notifications") or []
+        problems += _notification_shape(notifications)
+        disable_all = data.get("disable_all", False)
+        if not isinstance(disable_all, bool):
+            problems.append(Problem("disable_all", f"must be true or false, got {disable_all!r}"))
+        if problems or execution_id is None:
+            raise InputError(problems)
+        execution = await self.notifier.create_execution(
+            execution_id,
+            launch_plan,
+            notifications=notifications,
+            disable_all=disable_all,
+            workflow=workflow,
+        )
+        return JSONResponse(
+            {
+                "id": _id_json(execution.id),
+                "launch_plan": _entity_json(execution.launch_plan),
+                "workflow": _entity_json(execution.workflow),
+                "notifications": [n.to_dict() for n in execution.notifications],
+                "created_at": execution.created_at.isoformat(),
+            },
+            status_code=201,
+        )
+
+    # -- events --------------------------------------------------------------------
+
+    async def event(self, request: Request) -> Response:
+        if _content_type(request) in PROTOBUF:
+            event = _event_from_protobuf(await self._body(request))
+        else:
+            event = event_from_json(await self._json(request))
+        (result,) = await self.notifier.report_events([event])
+        return JSONResponse(
+            _result_json(result),
+            status_code=202 if result.outcome is EventOutcome.ENQUEUED else 200,
+        )
+
+    async def events_batch(self, request: Request) -> Response:
+        data = await self._json(request)
+        if isinstance(data, dict) and isinstance(data.get("events"), list):
+            data = data["events"]
+        if not isinstance(data, list):
+            raise InputError(Problem("events", "the body must be a JSON array of events"))
+        events, problems = [], []
+        for i, item in enumerate(data):
+            try:
+                events.append(event_from_json(item))
+            except InputError as error:
+                problems += [
+                    Problem(f"events[{i}].{p.field}".rstrip("."), p.message) for p in error.problems
+                ]
+        if problems:
+            raise InputError(problems)
+        results = await self.notifier.report_events(events)
+        return JSONResponse({"results": [_result_json(r) for r in results]})
+
+    # -- deliveries and the inbox --------------------------------------------------
+
+    async def list_deliveries(self, request: Request) -> Response:
+        query = _delivery_filter(request.query_params)
+        items = await self.notifier.deliveries(query)
+        more = len(items) == query.limit
+        return JSONResponse(
+            {
+                "items": [delivery_json(d) for d in items],
+                "next": str(items[-1].id) if items and more else None,
+            }
+        )
+
+    async def show_delivery(self, request: Request) -> Response:
+        delivery = await self._delivery(request)
+        body = delivery_json(delivery)
+        body["attempts"] = [attempt_json(a) for a in await self.notifier.attempts(delivery.id)]
+        body["message"] = {"subject": delivery.message.subject, "text": delivery.message.text}
+        return JSONResponse(body)
+
+    async def retry_delivery(self, request: Request) -> Response:
+        delivery = await self._delivery(request)
+        redriven = await self.notifier.redrive(delivery.id)
+        if redriven is None:
+            raise ApiError(
+                409,
+                f"delivery {delivery.id} is {delivery.status.value}, not dead",
+                [Problem("status", "only a dead delivery can be retried")],
+            )
+        return JSONResponse(delivery_json(redriven))
+
+    async def _delivery(self, request: Request) -> Delivery:
+        raw = request.path_params["id"]
+        if not raw.isdigit():
+            raise ApiError(404, f"no delivery {raw}")
+        delivery = await self.notifier.delivery(int(raw))
+        if delivery is None:
+            raise ApiError(404, f"no delivery {raw}")
+        return delivery
+
+    async def inbox(self, request: Request) -> Response:
+        params = request.query_params
+        after = _int_param(params, "cursor", 0)
+        limit = _int_param(params, "limit", 100, 1, MAX_LIMIT)
+        items = await self.notifier.inbox(after or None, limit)
+        return JSONResponse(
+            {
+                "items": [inbox_json(m) for m in items],
+                "next": str(items[-1].id) if items and len(items) == limit else None,
+            }
+        )
+
+
+# -- conversions (shared with the CLI) ---------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "execution": str(delivery.execution_id),
+        "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+        "channel": delivery.channel,
+        "kind": delivery.kind,
+        "recipient": delivery.recipient,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "last_reply": delivery.last_reply,
+        "created_at": _iso(delivery.created_at),
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
+        "outcome": attempt.outcome,
+        "reply": attempt.reply,
+    }
+
+
+def inbox_json(message: InboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "delivery_id": message.delivery_id,
+        "kind": message.kind,
+        "recipient": message.recipient,
+        "subject": message.subject,
+        "body": message.body,
+        "received_at": datetime.fromtimestamp(message.received_at, UTC).isoformat(),
+    }
+
+
+def _result_json(result: EventResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"outcome": result.outcome.value}
+    if result.outcome is EventOutcome.ENQUEUED:
+        body["delivery_ids"] = list(result.delivery_ids)
+    return body
+
+
+def _id_json(execution_id: ExecutionId) -> dict[str, str]:
+    return {
+        "project": execution_id.project,
+        "domain": execution_id.domain,
+        "name": execution_id.name,
+    }
+
+
+def _entity_json(entity: EntityId | None) -> dict[str, str] | None:
+    if entity is None:
+        return None
+    return {
+        "project": entity.project,
+        "domain": entity.domain,
+        "name": entity.name,
+        "version": entity.version,
+    }
+
+
+def _plan_json(plan_id: EntityId, notifications: Any) -> dict[str, Any]:
+    return {"id": _entity_json(plan_id), "notifications": [n.to_dict() for n in notifications]}
+
+
+def _collect(problems: list[Problem], parse: Callable[[], Any]) -> Any:
+    try:
+        return parse()
+    except InputError as error:
+        problems.extend(error.problems)
+        return None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request body too large", [Problem("body", f"at most {limit} bytes")])
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as error:
+        raise InputError(Problem("body", f"is not UTF-8: {error}")) from None
+    except json.JSONDecodeError as error:
+        raise InputError(
+            Problem(
+                "body",
+                f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
+            )
+        ) from None
+
+
+def _event_from_protobuf(body: bytes) -> ExecutionEvent:
+    try:
+        return event_from_bytes(body)
+    except InputError as error:
+        raise InputError([Problem(p.field or "body", p.message) for p in error.problems]) from None
+
+
+def _notification_shape(notifications: object) -> list[Problem]:
+    """Notifications in a request are JSON objects; the parser checks the rest."""
+    if not isinstance(notifications, list):
+        return [Problem("notifications", "must be a list of notifications")]
+    return [
+        Problem(f"notifications[{i}]", f"must be an object, got {item!r}")
+        for i, item in enumerate(notifications)
+        if not isinstance(item, dict)
+    ]
+
+
+def _launch_plan_message(body: bytes, project: str, domain: str, name: str) -> Any:
+    from flyteidl.admin import launch_plan_pb2
+    from google.protobuf.message import DecodeError
+
+    message = launch_plan_pb2.LaunchPlan()
+    try:
+        message.ParseFromString(body)
+    except DecodeError as error:
+        raise InputError(Problem("body", f"not a serialized LaunchPlan: {error}")) from None
+    given = (message.id.project, message.id.domain, message.id.name)
+    if message.HasField("id") and given != (project, domain, name):
+        raise InputError(
+            Problem("id", f"{'/'.join(given)} does not match the URL {project}/{domain}/{name}")
+        )
+    return message
+
+
+def _int_param(
+    params: Mapping[str, str], name: str, default: int, low: int = 0, high: int | None = None
+) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f" between {low} and {high}" if high is not None else f" >= {low}"
+        raise InputError(Problem(name, f"must be an integer{bound}, got {raw!r}"))
+    return int(raw)
+
+
+def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
+    problems: list[Problem] = []
+    execution = status = since = None
+    if params.get("execution"):
+        try:
+            execution = ExecutionId.parse(params["execution"])
+        except ValueError as error:
+            problems.append(Problem("execution", str(error)))
+    if params.get("status"):
+        try:
+            status = DeliveryStatus(params["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in DeliveryStatus)
+            problems.append(Problem("status", f"must be one of {allowed}"))
+    if params.get("since"):
+        since = _parse_since(params["since"], problems)
+    cursor = _collect_int(problems, params, "cursor", 0)
+    limit = _collect_int(problems, params, "limit", 100, 1, MAX_LIMIT)
+    if problems:
+        raise InputError(problems)
+    return DeliveryFilter(
+        execution=execution,
+        status=status,
+        channel=params.get("channel") or None,
+        since=since,
+        after_id=cursor or None,
+        limit=limit,
+    )
+
+
+def _collect_int(
+    problems: list[Problem], params: Mapping[str, str], name: str, default: int, *bounds: int
+) -> int:
+    try:
+        return _int_param(params, name, default, *bounds)
+    except InputError as error:
+        problems.extend(error.problems)
+        return default
+
+
+def _parse_since(raw: str, problems: list[Problem]) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        problems.append(Problem("since", f"must be an ISO 8601 time or Unix seconds, got {raw!r}"))
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _op(summary: str, *codes: str, body: str | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {code: {"description": _DESCRIPTIONS[code]} for code in codes},
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                JSON: {"schema": {"type": "object" if body == "object" else "array"}},
+                **(
+                    {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}
+                    if body == "object"
+                    else {}
+                ),
+            },
+        }
+    return operation
+
+
+_DESCRIPTIONS = {
+    "200": "OK",
+    "201": "Created",
+    "202": "Accepted: deliveries enqueued",
+    "400": "Invalid request; problems name each field",
+    "401": "Missing or wrong bearer token",
+    "404": "Not found",
+    "409": "Conflict",
+    "413": "Body too large",
+    "415": "Unsupported Content-Type",
+    "503": "Database unreachable",
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "flytenotify", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/healthz": {"get": {**_op("Liveness", "200"), "security": []}},
+        "/readyz": {
+            "get": {**_op("Readiness: database and channels", "200", "503"), "security": []}
+        },
+        "/api/v1/launch-plans/{project}/{domain}/{name}": {
+            "get": _op("Latest registered version's notifications", "200", "401", "404"),
+            "put": _op(
+                "Register a launch plan version's notifications (JSON or a LaunchPlan protobuf)",
+                "200",
+                "400",
+                "401",
+                "413",
+                "415",
+                body="object",
+            ),
+        },
+        "/api/v1/executions": {
+            "post": _op(
+                "Create an execution; freezes its notifications", "201", "400", "401", body="object"
+            ),
+        },
+        "/api/v1/events": {
+            "post": _op(
+                "Report a WorkflowExecutionEvent (JSON mapping or protobuf)",
+                "200",
+                "202",
+                "400",
+                "401",
+                "413",
+                "415",
+                body="object",
+            ),
+        },
+        "/api/v1/events:batch": {
+            "post": _op(
+                "Report many events; all are validated first", "200", "400", "401", body="array"
+            ),
+        },
+        "/api/v1/deliveries": {
+            "get": _op(
+                "List deliveries (execution, status, channel, since, cursor, limit)",
+                "200",
+                "400",
+                "401",
+            ),
+        },
+        "/api/v1/deliveries/{id}": {
+            "get": _op("One delivery with its attempts and message", "200", "401", "404"),
+        },
+        "/api/v1/deliveries/{id}/retry": {
+            "post": _op("Send a dead delivery again", "200", "401", "404", "409"),
+        },
+        "/api/v1/inbox": {"get": _op("Messages in the dev inbox (cursor, limit)", "200", "401")},
+    },
+}

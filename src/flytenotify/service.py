@@ -1,0 +1,153 @@
+"""``flytenotify serve``: the API and the dispatcher in one process, one event loop.
+
+SIGTERM or SIGINT stops accepting requests, lets the dispatcher finish or
+release what it holds, closes the database and returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import sys
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import Literal
+
+import uvicorn
+
+from flytenotify.api import create_app
+from flytenotify.app import Notifier
+from flytenotify.settings_loader import LoadedConfig, summary
+
+log = logging.getLogger("flytenotify.service")
+
+LogFormat = Literal["text", "json"]
+
+
+class UnsafeBind(Exception):
+    """Listening beyond loopback without API tokens."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: LoadedConfig) -> None:
+    server = config.server
+    if not is_loopback(server.host) and not server.tokens():
+        raise UnsafeBind(
+            f"refusing to listen on {server.host}: it is not a loopback address and no API "
+            "tokens are configured; set server.api_tokens (or server.api_tokens_file, or "
+            "FLYTENOTIFY_SERVER__API_TOKENS), or listen on 127.0.0.1"
+        )
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(fmt: LogFormat) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal re-raising: we own shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _stop(self, sig: int) -> None:
+        log.info("received %s, shutting down", signal.Signals(sig).name)
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+async def serve(config: LoadedConfig) -> None:
+    """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe."""
+    check_bind(config)
+    server_config = config.server
+    notifier = Notifier(config.settings, dev_inbox=server_config.dev_inbox)
+    await notifier.start()
+    try:
+        _log_startup(config, notifier)
+        app = create_app(notifier, server_config)
+        uv_config = uvicorn.Config(
+            app,
+            host=server_config.host,
+            port=server_config.port,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            server_header=False,
+        )
+        server = _Server(uv_config)
+        notifier.start_dispatching()
+        await server.serve()
+        log.info("no longer accepting requests; finishing in-flight deliveries")
+        await notifier.stop_dispatching()
+    finally:
+        await notifier.close()
+    log.info("stopped")
+
+
+def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
+    info = summary(config, notifier.dev_inbox)
+    path = config.settings.database.sqlite_path
+    database = str(path.resolve()) if path is not None else info["database"]
+    log.info("database: %s", database)
+    if config.source is not None:
+        log.info("configuration: %s", config.source)
+    dev = [name for name, state in info["channels"].items() if state == "dev-inbox"]
+    for name, state in info["channels"].items():
+        log.info("channel %s: %s", name, state)
+    if dev:
+        log.info(
+            "dev-inbox mode for %s: their messages are NOT sent, they are kept in the local "
+            "inbox (flytenotify inbox, GET /api/v1/inbox)",
+            ", ".join(dev),
+        )
+    auth = "bearer token required" if config.server.tokens() else "no authentication"
+    log.info("listening on http://%s:%d (%s)", config.server.host, config.server.port, auth)

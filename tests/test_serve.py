@@ -1,0 +1,196 @@
+"""``flytenotify serve`` as a real process: HTTP in, dev inbox out, clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import event_json
+
+WAIT = 10.0  # seconds: the bound on every wait below
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTENOTIFY_")}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root / "src"), str(root), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flytenotify.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "x.db"),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT)
+
+
+def test_serve_delivers_into_the_inbox_and_stops_cleanly(
+    server: tuple[subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    process, base = server
+    with httpx.Client(base_url=base, timeout=5) as client:
+        plan = {
+            "version": "v1",
+            "notifications": [
+                {"phases": ["FAILED"], "email": {"recipientsEmail": ["ops@example.com"]}},
+                {"phases": ["FAILED"], "slack": {"recipientsEmail": ["#alerts"]}},
+            ],
+        }
+        assert client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan).status_code == 200
+        execution = {
+            "id": {"project": "proj", "domain": "prod", "name": "run-1"},
+            "launch_plan": {"project": "proj", "domain": "prod", "name": "nightly"},
+        }
+        assert client.post("/api/v1/executions", json=execution).status_code == 201
+        event = client.post("/api/v1/events", json=event_json("run-1", "FAILED", error="boom"))
+        assert event.status_code == 202, event.text
+        deadline = time.monotonic() + WAIT
+        while True:
+            items = client.get("/api/v1/inbox").json()["items"]
+            if len(items) == 2:
+                break
+            assert time.monotonic() < deadline, items
+            time.sleep(0.05)
+        assert sorted(m["recipient"] for m in items) == ["#alerts", "ops@example.com"]
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=WAIT)
+    assert process.returncode == 0, output
+    assert "dev-inbox" in output
+    assert f"listening on {base}" in output
+    with sqlite3.connect(tmp_path / "x.db") as db:
+        leased = db.execute("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+        assert leased.fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 2
+
+
+def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flytenotify.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(_free_port()),
+            "--db",
+            str(tmp_path / "x.db"),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 2
+    assert "tokens" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_database_commands(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from flytenotify import Email
+    from flytenotify import WorkflowExecutionPhase as P
+    from flytenotify.app import Notifier
+    from flytenotify.cli import main
+    from flytenotify.config import DatabaseConfig, Settings
+    from tests.helpers import PLAN, execution
+
+    db = str(tmp_path / "cli.db")
+
+    async def populate() -> None:
+        settings = Settings(database=DatabaseConfig(url=db))
+        async with Notifier(settings, dev_inbox=True) as n:
+            await n.register_launch_plan(PLAN, [Email([P.FAILED], ["ops@example.com"])])
+            await n.create_execution(execution("c1"), PLAN)
+            await n.report_event(event_json("c1", "FAILED"))
+            await n.run_until_idle()
+
+    asyncio.run(populate())
+    runner = CliRunner()
+    env = {"FLYTENOTIFY_DATABASE__URL": db}
+    inbox = runner.invoke(main, ["inbox", "--json"], env=env)
+    assert inbox.exit_code == 0, inbox.output
+    assert [m["recipient"] for m in json.loads(inbox.output)] == ["ops@example.com"]
+    assert "ops@example.com" in runner.invoke(main, ["inbox", "--db", db]).output
+
+    listed = runner.invoke(
+        main, ["deliveries", "list", "--db", db, "--execution", "proj/prod/c1", "--json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    (item,) = json.loads(listed.output)
+    assert item["status"] == "delivered"
+    table = runner.invoke(
+        main, ["deliveries", "list", "--db", db, "--status", "delivered"], env={"COLUMNS": "200"}
+    )
+    assert "ops@example.com" in table.output
+
+    shown = runner.invoke(main, ["deliveries", "show", str(item["id"]), "--db", db, "--json"])
+    assert json.loads(shown.output)["attempts"][0]["outcome"] == "delivered"
+    assert runner.invoke(main, ["deliveries", "show", str(item["id"]), "--db", db]).exit_code == 0
+    assert runner.invoke(main, ["deliveries", "show", "999", "--db", db]).exit_code == 1
+    retry = runner.invoke(main, ["deliveries", "retry", str(item["id"]), "--db", db])
+    assert retry.exit_code == 1
+    assert "not dead" in retry.output
+    bad = runner.invoke(main, ["deliveries", "list", "--db", db, "--execution", "nope"])
+    assert bad.exit_code == 2
+    config_error = runner.invoke(main, ["inbox"], env={"FLYTENOTIFY_SMTP__PORT": "x"})
+    assert config_error.exit_code == 2
+    assert "smtp.port" in config_error.output
