@@ -37,3 +37,36 @@ def test_readme_python_entry_point_sends_real_email(tmp_path: Path) -> None:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
         received = sorted(m.recipient for m in server.messages)
     assert received == ["data-team@example.com", "dev-ops@example.com"]
+
+
+def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> None:
+    import tomllib
+
+    from pydantic import BaseModel
+
+    from flytenotify.config import Settings, WebhookTarget
+    from flytenotify.settings_loader import ServerConfig
+
+    (block,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", README, flags=re.DOTALL)
+    documented = tomllib.loads(block)
+    sections: dict[str, type[BaseModel]] = {"server": ServerConfig}
+    for name, field in Settings.model_fields.items():
+        model = next(
+            (
+                a
+                for a in getattr(field.annotation, "__args__", (field.annotation,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        if model is not None:
+            sections[name] = model
+    sections["webhooks"] = WebhookTarget
+    assert set(documented) == set(sections)
+    for name, model in sections.items():
+        keys = documented[name]
+        if name == "webhooks":
+            keys = keys["ops"]
+        assert set(keys) == set(model.model_fields), (
+            f"[{name}] in the README differs from {model.__name__}"
+        )
