@@ -136,7 +136,9 @@ class DispatchConfig(_Section):
     """How much is sent at once."""
 
     concurrency: int = Field(default=64, ge=1)
-    per_channel: dict[str, int] = Field(default_factory=lambda: {"email": 16})
+    # Slack sends to one channel are paced (about 1/s), so a paced send holds
+    # a slot while it waits: cap Slack so it cannot starve the other channels.
+    per_channel: dict[str, int] = Field(default_factory=lambda: {"email": 16, "slack": 8})
     batch_size: int = Field(default=100, ge=1)
     shutdown_grace: float = Field(default=10.0, ge=0)
 

@@ -1,0 +1,199 @@
+"""PagerDuty channel: Events API v2 (``POST /v2/enqueue``).
+
+A recipient (the address a flytekit ``PagerDuty`` notification names) maps to
+an integration routing key in ``[pagerduty.routing_keys]``. FAILED, TIMED_OUT
+and ABORTED *trigger* an alert; SUCCEEDED *resolves* it. Both use the same
+``dedup_key`` -- by default one per launch plan (``project/domain/launch plan``)
+so that the next successful run of a schedule closes the incident its failure
+opened; ``dedup = "execution"`` keys by execution instead.
+
+PagerDuty answers 202 when it accepted the event, 400 for an event it will
+never accept, 429 and 5xx when it wants us back later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from flytenotify.channels._http import (
+    describe_transport_error,
+    http_status_result,
+    parse_retry_after,
+)
+from flytenotify.channels.base import SendResult
+from flytenotify.config import PagerDutyConfig
+from flytenotify.domain import Delivery
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+
+__all__ = ["PagerDutyChannel", "dedup_key", "pagerduty_event"]
+
+log = logging.getLogger(__name__)
+
+# Limits from the Events API v2 reference.
+MAX_SUMMARY = 1024
+MAX_DEDUP_KEY = 255
+
+_TRUNCATED = "… (truncated)"
+_DEFAULT_SEVERITY = "error"
+_REPLY_BODY_LIMIT = 500
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(_TRUNCATED)] + _TRUNCATED
+
+
+def dedup_key(delivery: Delivery, mode: str) -> str:
+    """The incident key: per launch plan (default) or per execution.
+
+    Without a known launch plan the execution is the only stable key there is.
+    """
+    eid = delivery.execution_id
+    lp = delivery.launch_plan
+    if mode == "launch_plan" and lp is not None and lp.name:
+        key = f"{lp.project}/{lp.domain}/{lp.name}"
+    else:
+        key = f"{eid.project}/{eid.domain}/{eid.name}"
+    if len(key) > MAX_DEDUP_KEY:
+        # PagerDuty rejects longer keys; a digest keeps it stable and unique.
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        key = f"{key[: MAX_DEDUP_KEY - len(digest) - 1]}#{digest}"
+    return key
+
+
+def _timestamp(text: str) -> str | None:
+    # PagerDuty rejects the whole event for a malformed timestamp: send only a valid one.
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        return None
+
+
+def _summary(delivery: Delivery, phase: str) -> str:
+    subject = delivery.message.subject.strip()
+    if not subject:
+        subject = f"Flyte execution {delivery.execution_id} {phase}"
+    return _truncate(subject, MAX_SUMMARY)
+
+
+def _custom_details(delivery: Delivery, phase: str) -> dict[str, Any]:
+    variables = delivery.message.variables
+    details: dict[str, Any] = {
+        "execution": str(delivery.execution_id),
+        "launch_plan": str(delivery.launch_plan) if delivery.launch_plan else None,
+        "workflow": variables.get("workflow") or None,
+        "phase": phase,
+        "occurred_at": variables.get("occurred_at") or None,
+        "duration": variables.get("duration") or None,
+        "error": variables.get("error.message") or None,
+        "error_code": variables.get("error.code") or None,
+        "error_kind": variables.get("error.kind") or None,
+        "console_url": variables.get("console_url") or None,
+        "message": delivery.message.text or None,
+    }
+    return {key: value for key, value in details.items() if value is not None}
+
+
+def _trigger_payload(delivery: Delivery, config: PagerDutyConfig, phase: str) -> dict[str, Any]:
+    eid = delivery.execution_id
+    lp = delivery.launch_plan
+    payload: dict[str, Any] = {
+        "summary": _summary(delivery, phase),
+        "source": config.source,
+        "severity": config.severity.get(phase, _DEFAULT_SEVERITY),
+        # What broke (the launch plan, else the execution), where, and what kind of thing.
+        "component": lp.name if lp is not None and lp.name else eid.name,
+        "group": f"{eid.project}/{eid.domain}",
+        "class": f"workflow execution {phase.lower()}",
+        "custom_details": _custom_details(delivery, phase),
+    }
+    timestamp = _timestamp(delivery.message.variables.get("occurred_at", ""))
+    if timestamp is not None:
+        payload["timestamp"] = timestamp
+    return payload
+
+
+def pagerduty_event(
+    delivery: Delivery, routing_key: str, config: PagerDutyConfig
+) -> dict[str, Any]:
+    """The Events API v2 body for ``delivery``."""
+    phase = WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    resolves = delivery.phase == WorkflowExecutionPhase.SUCCEEDED
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "resolve" if resolves else "trigger",
+        "dedup_key": dedup_key(delivery, config.dedup),
+        "client": "flytenotify",
+    }
+    console_url = delivery.message.variables.get("console_url", "")
+    if console_url:
+        event["client_url"] = console_url
+    if resolves:
+        return event  # PagerDuty ignores a payload on resolve
+    event["payload"] = _trigger_payload(delivery, config, phase)
+    if console_url:
+        event["links"] = [{"href": console_url, "text": "Execution in the Flyte console"}]
+    return event
+
+
+def _reply(response: httpx.Response) -> str:
+    """PagerDuty's answer for the audit trail: status, message, dedup_key or errors."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text.strip()[:_REPLY_BODY_LIMIT]
+        return f"{response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
+    parts = [str(response.status_code), str(body.get("message") or response.reason_phrase)]
+    if body.get("dedup_key"):
+        parts.append(f"dedup_key={body['dedup_key']}")
+    if body.get("errors"):
+        parts.append(f"errors={body['errors']}")
+    return " ".join(parts)
+
+
+class PagerDutyChannel:
+    """Sends Events API v2 events over one keep-alive HTTP client."""
+
+    name: str = "pagerduty"
+
+    def __init__(self, config: PagerDutyConfig) -> None:
+        self._config = config
+        self._routing_keys = {
+            recipient: key.get_secret_value() for recipient, key in config.routing_keys.items()
+        }
+        self._client = httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        routing_key = self._routing_keys.get(delivery.recipient)
+        if routing_key is None:
+            return SendResult.permanent(
+                f"no routing key configured for recipient {delivery.recipient}"
+            )
+        event = pagerduty_event(delivery, routing_key, self._config)
+        try:
+            response = await self._client.post(self._config.events_url, json=event)
+        except httpx.TransportError as err:
+            return SendResult.transient(describe_transport_error(err))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return http_status_result(response.status_code, _reply(response), retry_after)
+
+    async def check(self) -> str:
+        """What is configured; the Events API has no call that sends nothing."""
+        recipients = ", ".join(sorted(self._routing_keys)) or "none"
+        return (
+            f"pagerduty: {self._config.events_url}, dedup per {self._config.dedup}, "
+            f"routing keys for: {recipients}"
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()

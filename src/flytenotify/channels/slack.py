@@ -1,0 +1,614 @@
+"""Slack channel: the Web API with a bot token, or an incoming webhook.
+
+Recipients (bot-token mode):
+
+- ``#name`` (or a bare lower-case channel name) or a conversation ID
+  (``C...``, ``G...``, ``D...``): ``chat.postMessage`` to that conversation.
+- an email address is a person: ``users.lookupByEmail``, ``conversations.open``,
+  then ``chat.postMessage`` to the direct-message channel. Both lookups are
+  cached for ``lookup_cache_ttl`` seconds. A user ID (``U...``, ``W...``) skips
+  the lookup.
+
+In incoming-webhook mode (a ``webhook_url`` and no bot token) every message
+goes to the webhook's channel; the recipient is only logged.
+
+Messages are Block Kit with a ``text`` fallback. Every value is escaped for
+mrkdwn (``&``, ``<``, ``>``) so ``<!channel>`` in an error pings nobody, and
+everything is cut to Slack's limits with a visible marker rather than letting
+Slack reject the message.
+
+Pacing: Slack allows about one message per second per channel. Messages to
+one destination go one at a time, each ``per_channel_interval`` after the
+previous one finished; every destination has its own lane, so a burst to
+``#a`` never delays ``#b``. An HTTP 429 blocks that channel (for the lookups:
+that method) until its ``Retry-After`` has passed; the attempt itself returns
+*transient* with ``retry_after`` so the engine records it and schedules the
+retry. A later send waits out a short block (``max_wait``) and answers
+transient at once for a longer one, without calling Slack. We use the
+official ``slack_sdk`` clients, but without their retry handlers: retrying is
+the engine's job, and a hidden retry would be missing from the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from flytenotify.channels._http import (
+    describe_transport_error,
+    http_status_result,
+    parse_retry_after,
+)
+from flytenotify.channels.base import Outcome, SendResult
+from flytenotify.config import SlackConfig
+from flytenotify.domain import Delivery
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+
+__all__ = [
+    "PERMANENT_ERRORS",
+    "SlackChannel",
+    "escape_mrkdwn",
+    "headline",
+    "slack_message",
+    "truncate",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+_T = TypeVar("_T")
+
+# Slack's documented limits (Block Kit reference, chat.postMessage).
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_SECTION = 3000
+MAX_FIELD = 2000
+MAX_FIELDS = 10
+MAX_TEXT = 4000  # chat.postMessage truncates longer text; we cut it visibly instead
+MAX_URL = 3000
+
+TRUNCATED = "… (truncated)"
+
+# Errors Slack gives for a message that will never be accepted as sent. Any
+# other ok:false answer is treated as transient: a delivery retried in vain
+# ends up dead-lettered with the error, one refused in error would be lost.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "channel_is_archived",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "ekm_access_denied",
+        "team_access_not_granted",
+        "access_denied",
+        "restricted_action",
+        "users_not_found",
+        "user_not_found",
+        "user_disabled",
+        "cannot_dm_bot",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_arguments",
+        "too_many_attachments",
+    }
+)
+
+# A 429 block closer than this is sat out inside send(); a longer one makes the
+# attempt return transient at once, leaving the wait to the engine's scheduler.
+DEFAULT_MAX_WAIT = 10.0
+
+_PRUNE_AT = 4096
+
+
+# --------------------------------------------------------------------------
+# Message layout
+# --------------------------------------------------------------------------
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Escape Slack's three control characters so a value is shown, never parsed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int, marker: str = TRUNCATED) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``marker`` if cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - len(marker))]
+    # Do not leave half an escape such as "&l" from "&lt;" at the end.
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return (cut + marker)[:limit]
+
+
+_PHASE_WORDING: dict[int, tuple[str, str]] = {
+    WorkflowExecutionPhase.SUCCEEDED: (":white_check_mark:", "succeeded"),
+    WorkflowExecutionPhase.FAILED: (":x:", "failed"),
+    WorkflowExecutionPhase.ABORTED: (":no_entry_sign:", "was aborted"),
+    WorkflowExecutionPhase.TIMED_OUT: (":hourglass:", "timed out"),
+}
+
+
+def headline(delivery: Delivery) -> str:
+    """What ended how, e.g. ``:x: Execution proj/dev/a1b2 failed`` (plain text)."""
+    phase = WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    emoji, how = _PHASE_WORDING.get(delivery.phase, (":information_source:", f"ended {phase}"))
+    return f"{emoji} Execution {delivery.execution_id} {how}"
+
+
+def _mrkdwn(text: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(truncate(text, MAX_SECTION))}
+
+
+def _field(label: str, value: str) -> dict[str, str]:
+    return _mrkdwn(truncate(f"*{label}*\n{escape_mrkdwn(value)}", MAX_FIELD))
+
+
+def _launch_plan_name(delivery: Delivery) -> str:
+    lp = delivery.launch_plan
+    variables = delivery.message.variables
+    name = lp.name if lp else variables.get("launch_plan.name", "")
+    version = lp.version if lp else variables.get("launch_plan.version", "")
+    return f"{name}@{version}" if name and version else name
+
+
+def _fields(delivery: Delivery) -> dict[str, Any]:
+    eid = delivery.execution_id
+    fields = [
+        _field("Project", eid.project),
+        _field("Domain", eid.domain),
+        _field("Execution", eid.name),
+        _field("Launch plan", _launch_plan_name(delivery) or "unknown"),
+    ]
+    workflow = delivery.message.variables.get("workflow.name", "")
+    if workflow:
+        fields.append(_field("Workflow", workflow))
+    return {"type": "section", "fields": fields[:MAX_FIELDS]}
+
+
+def _error_section(variables: dict[str, str]) -> dict[str, Any]:
+    detail = " ".join(v for v in (variables.get("error.kind"), variables.get("error.code")) if v)
+    label = f"*Error* ({escape_mrkdwn(detail)})" if detail else "*Error*"
+    # A ``` inside the message would close our code block early.
+    message = escape_mrkdwn(variables["error.message"]).replace("```", "`\u200b``")
+    room = MAX_SECTION - len(label) - len("\n```\n\n```")
+    return _section(f"{label}\n```\n{truncate(message, room)}\n```")
+
+
+def _console_button(url: str) -> dict[str, Any] | None:
+    if not url.startswith(("https://", "http://")) or len(url) > MAX_URL:
+        return None
+    button = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": "View in Flyte console"},
+        "url": url,
+        "action_id": "flytenotify_open_console",
+    }
+    return {"type": "actions", "elements": [button]}
+
+
+def _context(variables: dict[str, str]) -> dict[str, Any] | None:
+    parts = [
+        f"{label} {escape_mrkdwn(variables[key])}"
+        for key, label in (("occurred_at", "Ended"), ("duration", "ran for"))
+        if variables.get(key)
+    ]
+    if not parts:
+        return None
+    return {"type": "context", "elements": [_mrkdwn(truncate(" · ".join(parts), MAX_FIELD))]}
+
+
+def slack_message(delivery: Delivery) -> dict[str, Any]:
+    """``{"text": fallback, "blocks": [...]}`` for ``delivery``, within Slack's limits."""
+    message = delivery.message
+    variables = message.variables
+    title = headline(delivery)
+    header = {
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(title, MAX_HEADER), "emoji": True},
+    }
+    blocks: list[dict[str, Any] | None] = [header]
+    if message.slack_text.strip():
+        blocks.append(_section(message.slack_text))  # already escaped by the renderer
+    blocks.append(_fields(delivery))
+    if variables.get("error.message"):
+        blocks.append(_error_section(variables))
+    blocks.append(_console_button(variables.get("console_url", "")))
+    blocks.append(_context(variables))
+    fallback = escape_mrkdwn(title)
+    if message.slack_text.strip():
+        fallback = f"{fallback}\n{message.slack_text}"
+    present = [block for block in blocks if block is not None]
+    return {"text": truncate(fallback, MAX_TEXT), "blocks": present[:MAX_BLOCKS]}
+
+
+# --------------------------------------------------------------------------
+# Recipients
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    kind: Literal["channel", "email", "user"]
+    value: str
+
+
+_CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{6,}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_CHANNEL_NAME = re.compile(r"#\S+|[a-z0-9][a-z0-9._-]{0,79}")
+
+
+def _parse_recipient(recipient: str) -> _Recipient | None:
+    text = recipient.strip()
+    if _EMAIL.fullmatch(text):
+        return _Recipient("email", text)
+    if _CONVERSATION_ID.fullmatch(text):
+        return _Recipient("channel", text)
+    if _USER_ID.fullmatch(text):
+        return _Recipient("user", text)
+    if _CHANNEL_NAME.fullmatch(text):
+        return _Recipient("channel", text if text.startswith("#") else f"#{text}")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Pacing and caching
+# --------------------------------------------------------------------------
+
+
+class _Busy(Exception):
+    """The destination's next turn is further away than we are willing to wait."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"next turn in {wait:.1f}s")
+        self.wait = wait
+
+
+class _Lane:
+    """One destination: a FIFO lock, when it may send next, how many wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.next_at = 0.0
+        self.blocked_until = 0.0  # from a 429's Retry-After
+        self.waiting = 0
+
+    def idle(self, now: float) -> bool:
+        busy_until = max(self.next_at, self.blocked_until)
+        return not self.lock.locked() and not self.waiting and busy_until <= now
+
+
+class _Pacer:
+    """Per-destination pacing and rate-limit blocks, in monotonic seconds.
+
+    Calls to one paced destination run one at a time, and the next starts
+    ``interval`` after the previous one *finished*: so the provider sees them
+    at least ``interval`` apart however long each took in transit. Other
+    destinations have their own lanes and never wait for this one. With an
+    interval of 0 calls are not serialised; only a 429 block is honoured.
+    """
+
+    def __init__(self, max_wait: float, clock: Clock = time.monotonic) -> None:
+        self._max_wait = max_wait
+        self._clock = clock
+        self._lanes: dict[str, _Lane] = {}
+
+    def block(self, key: str, seconds: float) -> None:
+        lane = self._lane(key)
+        lane.blocked_until = max(lane.blocked_until, self._clock() + seconds)
+
+    async def run(self, key: str, interval: float, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()`` in ``key``'s next turn; ``_Busy`` if that is over ``max_wait`` away."""
+        lane = self._lane(key)
+        if interval <= 0:
+            await self._wait_out(lane)
+            return await call()
+        queued = lane.waiting + lane.lock.locked()
+        self._check(self._delay(lane) + queued * interval)
+        lane.waiting += 1
+        try:
+            await lane.lock.acquire()
+        finally:
+            lane.waiting -= 1
+        try:
+            await self._wait_out(lane)
+            try:
+                return await call()
+            finally:
+                lane.next_at = self._clock() + interval
+        finally:
+            lane.lock.release()
+
+    def _delay(self, lane: _Lane) -> float:
+        return max(0.0, lane.next_at - self._clock(), lane.blocked_until - self._clock())
+
+    def _check(self, wait: float) -> None:
+        if wait > self._max_wait:
+            raise _Busy(wait)
+
+    async def _wait_out(self, lane: _Lane) -> None:
+        wait = self._delay(lane)
+        self._check(wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _lane(self, key: str) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            if len(self._lanes) >= _PRUNE_AT:
+                now = self._clock()
+                self._lanes = {k: v for k, v in self._lanes.items() if not v.idle(now)}
+            lane = self._lanes[key] = _Lane()
+        return lane
+
+
+class _TtlCache:
+    """A small str -> str cache whose entries expire ``ttl`` seconds after they are put."""
+
+    def __init__(self, ttl: float, clock: Clock = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._items: dict[str, tuple[float, str]] = {}
+
+    def get(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is None or item[0] <= self._clock():
+            self._items.pop(key, None)
+            return None
+        return item[1]
+
+    def put(self, key: str, value: str) -> None:
+        if self._ttl <= 0:
+            return
+        now = self._clock()
+        if len(self._items) >= _PRUNE_AT:
+            self._items = {k: item for k, item in self._items.items() if item[0] > now}
+        self._items[key] = (now + self._ttl, value)
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+# --------------------------------------------------------------------------
+# Channel
+# --------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Ends a send early with its result (a failed lookup, a rate limit...)."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.reply)
+        self.result = result
+
+
+def _slack_error(err: SlackApiError) -> str:
+    data = getattr(err.response, "data", None)
+    if isinstance(data, dict):
+        return str(data.get("error") or "")
+    return ""
+
+
+def _method_key(method: str) -> str:
+    return f"method:{method}"
+
+
+class SlackChannel:
+    """Posts Block Kit messages with a bot token, or to an incoming webhook."""
+
+    name: str = "slack"
+
+    def __init__(self, config: SlackConfig, *, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+        self._config = config
+        self._token = config.resolved_bot_token()
+        self._webhook_url = None if self._token else config.resolved_webhook_url()
+        if not self._token and not self._webhook_url:
+            raise ValueError("slack: configure bot_token(_file) or webhook_url(_file)")
+        self._pacer = _Pacer(max_wait)
+        self._users = _TtlCache(config.lookup_cache_ttl)  # email -> user ID
+        self._dms = _TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
+        self._http: aiohttp.ClientSession | None = None
+        # slack_sdk's clients take an int timeout; ours lives on the session anyway.
+        timeout = max(1, math.ceil(config.timeout))
+        self._web = AsyncWebClient(
+            token=self._token, base_url=config.base_url, timeout=timeout, retry_handlers=[]
+        )
+        self._hook = AsyncWebhookClient(
+            url=self._webhook_url or "", timeout=timeout, retry_handlers=[]
+        )
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop; shared for keep-alive.
+        if self._http is None or self._http.closed:
+            timeout = aiohttp.ClientTimeout(total=self._config.timeout)
+            self._http = aiohttp.ClientSession(timeout=timeout)
+            self._web.session = self._http
+            self._hook.session = self._http
+        return self._http
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        message = slack_message(delivery)
+        self._session()
+        try:
+            if self._token is None:
+                return await self._send_webhook(delivery, message)
+            return await self._send_api(delivery, message)
+        except _Stop as stop:
+            return stop.result
+
+    # -- Web API ------------------------------------------------------------
+
+    async def _send_api(self, delivery: Delivery, message: dict[str, Any]) -> SendResult:
+        recipient = _parse_recipient(delivery.recipient)
+        if recipient is None:
+            return SendResult.permanent(
+                f"not a Slack channel (#name or ID) or email address: {delivery.recipient!r}"
+            )
+        try:
+            channel = await self._conversation(recipient)
+            response = await self._call(
+                channel,
+                self._config.per_channel_interval,
+                "chat.postMessage",
+                lambda: self._web.chat_postMessage(
+                    channel=channel, unfurl_links=False, unfurl_media=False, **message
+                ),
+            )
+        except _Stop as stop:
+            if recipient.kind != "channel" and stop.result.outcome is Outcome.PERMANENT:
+                self._forget(recipient)  # the person may have changed: look up afresh
+            raise
+        return SendResult.delivered(
+            f"chat.postMessage ok: channel={response.get('channel')} ts={response.get('ts')}"
+        )
+
+    async def _conversation(self, recipient: _Recipient) -> str:
+        if recipient.kind == "channel":
+            return recipient.value
+        user = recipient.value
+        if recipient.kind == "email":
+            user = await self._user_id(recipient.value)
+        return await self._dm_channel(user)
+
+    async def _user_id(self, email: str) -> str:
+        cached = self._users.get(email.lower())
+        if cached is not None:
+            return cached
+        method = "users.lookupByEmail"
+        response = await self._call(
+            _method_key(method), 0.0, method, lambda: self._web.users_lookupByEmail(email=email)
+        )
+        user = response.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(user_id, str):
+            raise _Stop(SendResult.transient(f"{method}: no user id in the answer"))
+        self._users.put(email.lower(), user_id)
+        return user_id
+
+    async def _dm_channel(self, user_id: str) -> str:
+        cached = self._dms.get(user_id)
+        if cached is not None:
+            return cached
+        method = "conversations.open"
+        response = await self._call(
+            _method_key(method), 0.0, method, lambda: self._web.conversations_open(users=user_id)
+        )
+        channel = response.get("channel")
+        channel_id = channel.get("id") if isinstance(channel, dict) else None
+        if not isinstance(channel_id, str):
+            raise _Stop(SendResult.transient(f"{method}: no channel id in the answer"))
+        self._dms.put(user_id, channel_id)
+        return channel_id
+
+    def _forget(self, recipient: _Recipient) -> None:
+        user = self._users.get(recipient.value.lower()) if recipient.kind == "email" else None
+        self._users.drop(recipient.value.lower())
+        self._dms.drop(user or recipient.value)
+
+    async def _call(
+        self,
+        key: str,
+        interval: float,
+        method: str,
+        call: Callable[[], Awaitable[AsyncSlackResponse]],
+    ) -> AsyncSlackResponse:
+        """One Web API call in ``key``'s pacing slot; a failure becomes a ``_Stop``."""
+        try:
+            return await self._pacer.run(key, interval, call)
+        except _Busy as busy:
+            reply = f"{method}: next free slot for {key} in {busy.wait:.1f}s (Slack rate limit)"
+            raise _Stop(SendResult.transient(reply, retry_after=busy.wait)) from None
+        except SlackApiError as err:
+            raise _Stop(self._api_error(method, key, err)) from None
+        except Exception as err:  # a malformed answer must not crash the dispatcher either
+            if not isinstance(err, aiohttp.ClientError | TimeoutError | OSError):
+                log.exception("slack: unexpected failure in %s", method)
+            reply = f"{method}: {describe_transport_error(err)}"
+            raise _Stop(SendResult.transient(reply)) from None
+
+    def _api_error(self, method: str, key: str, err: SlackApiError) -> SendResult:
+        status = int(getattr(err.response, "status_code", 0) or 0)
+        error = _slack_error(err)
+        if status == 429:
+            headers = getattr(err.response, "headers", None) or {}
+            retry_after = parse_retry_after(headers.get("Retry-After")) or 1.0
+            self._pacer.block(key, retry_after)
+            reply = f"{method}: HTTP 429 {error or 'ratelimited'}, Retry-After {retry_after:g}s"
+            return SendResult.transient(reply, retry_after)
+        if error in PERMANENT_ERRORS:
+            return SendResult.permanent(f"{method}: {error}")
+        reply = f"{method}: HTTP {status} {error or 'no error code'}"
+        if 200 <= status < 300 or status == 0:
+            return SendResult.transient(reply)  # an ok:false we do not know: see PERMANENT_ERRORS
+        return http_status_result(status, reply)  # 5xx later; a 404 from a wrong base_url never
+
+    # -- incoming webhook -----------------------------------------------------
+
+    async def _send_webhook(self, delivery: Delivery, message: dict[str, Any]) -> SendResult:
+        key = "incoming-webhook"  # one webhook posts to one channel
+        log.debug("slack: webhook post for recipient %s", delivery.recipient)
+        interval = self._config.per_channel_interval
+        try:
+            response = await self._pacer.run(key, interval, lambda: self._hook.send_dict(message))
+        except _Busy as busy:
+            reply = f"incoming webhook: next free slot in {busy.wait:.1f}s (Slack rate limit)"
+            return SendResult.transient(reply, retry_after=busy.wait)
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            return SendResult.transient(f"incoming webhook: {describe_transport_error(err)}")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if response.status_code == 429:
+            retry_after = retry_after or 1.0
+            self._pacer.block(key, retry_after)
+        reply = f"incoming webhook: {response.status_code} {response.body.strip()[:300]}".rstrip()
+        return http_status_result(response.status_code, reply, retry_after)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def check(self) -> str:
+        """``auth.test`` with the bot token: who we are and in which workspace."""
+        if self._token is None:
+            return "slack: incoming webhook (cannot be checked without posting)"
+        self._session()
+        try:
+            response = await self._web.auth_test()
+        except SlackApiError as err:
+            raise RuntimeError(f"slack: auth.test failed: {_slack_error(err)}") from err
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise RuntimeError(f"slack: auth.test failed: {describe_transport_error(err)}") from err
+        return (
+            f"slack: bot {response.get('user')} in team {response.get('team')} "
+            f"({response.get('url')})"
+        )
+
+    async def close(self) -> None:
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+        self._http = None

@@ -1,0 +1,269 @@
+"""Webhook channel: a signed JSON POST to a named, configured URL.
+
+A delivery's recipient is a target *name* (the engine strips ``webhook:``);
+the URL, headers and secret come from configuration only, so nothing in an
+event can redirect a notification elsewhere. Redirects are not followed for
+the same reason.
+
+Every request carries::
+
+    Content-Type: application/json
+    X-Flytenotify-Delivery: <idempotency key>     (the same on every retry)
+    X-Flytenotify-Timestamp: <unix seconds>
+    X-Flytenotify-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>
+
+The signature is ``HMAC-SHA256(secret, f"{t}.{raw_body}")``; receivers check it
+with :func:`verify_signature`, which also rejects stale timestamps (replays).
+A target without a secret is sent unsigned (no signature header).
+
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from flytenotify.channels._http import (
+    describe_transport_error,
+    http_status_result,
+    parse_retry_after,
+)
+from flytenotify.channels.base import SendResult
+from flytenotify.config import WebhookTarget
+from flytenotify.domain import Delivery
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookChannel",
+    "encode_body",
+    "sign",
+    "verify_signature",
+    "webhook_payload",
+]
+
+log = logging.getLogger(__name__)
+
+DELIVERY_HEADER = "X-Flytenotify-Delivery"
+TIMESTAMP_HEADER = "X-Flytenotify-Timestamp"
+SIGNATURE_HEADER = "X-Flytenotify-Signature"
+
+# How much of a receiver's answer is kept in the audit trail.
+_REPLY_BODY_LIMIT = 300
+
+
+# --------------------------------------------------------------------------
+# Signatures
+# --------------------------------------------------------------------------
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else body
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    signed = f"{timestamp}.".encode() + body
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, timestamp: int, body: bytes | str) -> str:
+    """The ``X-Flytenotify-Signature`` value for ``body`` sent at ``timestamp``."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, _as_bytes(body))}"
+
+
+def _parse_signature(header_value: str) -> tuple[int, list[str]] | None:
+    timestamp: int | None = None
+    macs: list[str] = []
+    for part in header_value.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            macs.append(value)
+    if timestamp is None or not macs:
+        return None
+    return timestamp, macs
+
+
+def verify_signature(
+    secret: str,
+    header_value: str,
+    body: bytes | str,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> bool:
+    """True when ``header_value`` signs ``body`` with ``secret`` and is fresh.
+
+    ``body`` must be the raw request body, byte for byte. A timestamp more than
+    ``tolerance_s`` seconds from ``now`` (default: the current time) fails, so a
+    captured request cannot be replayed later. Several ``v1=`` values are
+    accepted (one matching is enough), which allows rotating a secret.
+    """
+    parsed = _parse_signature(header_value)
+    if parsed is None:
+        return False
+    timestamp, macs = parsed
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        return False
+    expected = _mac(secret, timestamp, _as_bytes(body))
+    # compare_digest for every candidate: no early exit that leaks timing.
+    matches = [hmac.compare_digest(expected, candidate) for candidate in macs]
+    return any(matches)
+
+
+# --------------------------------------------------------------------------
+# Payload
+# --------------------------------------------------------------------------
+
+
+def _entity(variables: dict[str, str], prefix: str) -> dict[str, str] | None:
+    fields = {
+        part: variables.get(f"{prefix}.{part}", "")
+        for part in ("project", "domain", "name", "version")
+    }
+    return fields if fields["name"] else None
+
+
+def _launch_plan(delivery: Delivery) -> dict[str, str] | None:
+    lp = delivery.launch_plan
+    if lp is not None:
+        return {"project": lp.project, "domain": lp.domain, "name": lp.name, "version": lp.version}
+    return _entity(delivery.message.variables, "launch_plan")
+
+
+def _error(variables: dict[str, str]) -> dict[str, str] | None:
+    message = variables.get("error.message", "")
+    if not message:
+        return None
+    return {
+        "message": message,
+        "code": variables.get("error.code", ""),
+        "kind": variables.get("error.kind", ""),
+        "uri": variables.get("error.uri", ""),
+    }
+
+
+def webhook_payload(delivery: Delivery) -> dict[str, Any]:
+    """The JSON document a webhook receives for ``delivery``."""
+    variables = delivery.message.variables
+    eid = delivery.execution_id
+    execution_id = {"project": eid.project, "domain": eid.domain, "name": eid.name}
+    return {
+        "delivery_id": delivery.idempotency_key,
+        "event": {
+            "execution_id": execution_id,
+            "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+            "phase_code": delivery.phase,
+            "occurred_at": variables.get("occurred_at") or None,
+            "error": _error(variables),
+        },
+        "execution": {
+            **execution_id,
+            "workflow": _entity(variables, "workflow"),
+            "console_url": variables.get("console_url") or None,
+            "duration": variables.get("duration") or None,
+        },
+        "launch_plan": _launch_plan(delivery),
+        "notification": {
+            "kind": delivery.kind,
+            "index": delivery.notification_index,
+            "target": delivery.recipient,
+        },
+        "subject": delivery.message.subject,
+        "text": delivery.message.text,
+        "variables": dict(variables),
+    }
+
+
+def encode_body(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON: the exact bytes that are signed and sent."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------
+# Channel
+# --------------------------------------------------------------------------
+
+
+class _Target:
+    """A configured target with its secret read once."""
+
+    def __init__(self, config: WebhookTarget) -> None:
+        self.url = config.url
+        self.headers = dict(config.headers)
+        self.secret = config.resolved_secret()
+        self.timeout = config.timeout
+
+
+class WebhookChannel:
+    """POSTs signed JSON to the configured webhook targets, one client for all."""
+
+    name: str = "webhook"
+
+    def __init__(self, targets: dict[str, WebhookTarget]) -> None:
+        self._targets = {name: _Target(target) for name, target in targets.items()}
+        # Redirects would send the payload (and our signature) to a URL nobody configured.
+        self._client = httpx.AsyncClient(follow_redirects=False)
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        target = self._targets.get(delivery.recipient)
+        if target is None:
+            return SendResult.permanent(f"unknown webhook target {delivery.recipient!r}")
+        body = encode_body(webhook_payload(delivery))
+        headers = self._headers(target, delivery.idempotency_key, body)
+        try:
+            response = await self._client.post(
+                target.url, content=body, headers=headers, timeout=target.timeout
+            )
+        except httpx.TransportError as err:
+            return SendResult.transient(describe_transport_error(err))
+        return self._result(response)
+
+    @staticmethod
+    def _headers(target: _Target, delivery_id: str, body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        # Ours go last: a configured header must not replace the signature.
+        headers = {
+            **target.headers,
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: delivery_id,
+            TIMESTAMP_HEADER: str(timestamp),
+        }
+        if target.secret:
+            headers[SIGNATURE_HEADER] = sign(target.secret, timestamp, body)
+        return headers
+
+    @staticmethod
+    def _result(response: httpx.Response) -> SendResult:
+        status = response.status_code
+        text = response.text.strip()[:_REPLY_BODY_LIMIT]
+        reply = f"{status} {response.reason_phrase}" + (f": {text}" if text else "")
+        if 300 <= status < 400:
+            return SendResult.permanent(f"{reply} (redirects are not followed)")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return http_status_result(status, reply, retry_after)
+
+    async def check(self) -> str:
+        """What is configured; a webhook has nothing to call without sending."""
+        if not self._targets:
+            return "webhook: no targets configured"
+        described = ", ".join(
+            f"{name} -> {urlsplit(t.url).netloc} ({'signed' if t.secret else 'unsigned'})"
+            for name, t in sorted(self._targets.items())
+        )
+        return f"webhook: {described}"
+
+    async def close(self) -> None:
+        await self._client.aclose()
