@@ -1,0 +1,153 @@
+"""Native channels through the whole engine: events in, provider APIs called.
+
+The loopback Slack, PagerDuty and webhook servers record what they were asked;
+these tests check the engine's side of the contract (routing, retries after a
+429, trigger/resolve across executions, nothing lost).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from flytenotify import Email, PagerDuty, Slack
+from flytenotify import WorkflowExecutionPhase as P
+from flytenotify.app import Notifier
+from flytenotify.channels.webhook import SIGNATURE_HEADER, verify_signature
+from flytenotify.config import (
+    DatabaseConfig,
+    PagerDutyConfig,
+    RetryConfig,
+    Settings,
+    SlackConfig,
+    WebhookTarget,
+)
+from flytenotify.domain import DeliveryStatus
+from tests.helpers import PLAN, event_json, execution
+from tests.servers.http_sink import HttpSink
+from tests.servers.pagerduty_api import PagerDutyApiServer
+from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
+
+ROUTING_KEY = "r" * 32
+RETRY = RetryConfig(base_delay=0.05, max_delay=0.2, max_attempts=6, lease=10.0)
+
+
+def native_settings(
+    tmp_path: Path, slack: SlackApiServer, pagerduty: PagerDutyApiServer, sink: HttpSink
+) -> Settings:
+    return Settings(
+        database=DatabaseConfig(url=str(tmp_path / "ledger.db")),
+        slack=SlackConfig(
+            bot_token=SecretStr(DEFAULT_TOKEN), base_url=slack.base_url, per_channel_interval=0.0
+        ),
+        pagerduty=PagerDutyConfig(
+            events_url=pagerduty.events_url,
+            routing_keys={"data-oncall": SecretStr(ROUTING_KEY)},
+        ),
+        webhooks={"ops": WebhookTarget(url=sink.url("/flyte"), secret=SecretStr("hook-secret"))},
+        retry=RETRY,
+    )
+
+
+async def test_slack_pagerduty_and_webhook_deliveries_end_to_end(tmp_path: Path) -> None:
+    async with (
+        SlackApiServer(users={"john.doe@example.com": "U0JOHNDOE1"}) as slack,
+        PagerDutyApiServer() as pagerduty,
+        HttpSink() as sink,
+    ):
+        settings = native_settings(tmp_path, slack, pagerduty, sink)
+        async with Notifier(settings) as n:
+            await n.register_launch_plan(
+                PLAN,
+                [
+                    Slack([P.FAILED], ["#alerts", "john.doe@example.com"]),
+                    PagerDuty([P.FAILED, P.SUCCEEDED], ["data-oncall"]),
+                    Email([P.FAILED], ["webhook:ops"]),
+                ],
+            )
+            await n.create_execution(execution("nightly-1"), PLAN)
+            await n.report_event(event_json("nightly-1", "FAILED", error="<!channel> disk full"))
+            await n.run_until_idle(include_retries=True, max_wait=20)
+
+            # Slack: the channel and the person (looked up by email, then a DM).
+            posted = {call.body["channel"] for call in slack.posts()}
+            assert posted == {"#alerts", slack.dms["U0JOHNDOE1"]}
+            assert all("&lt;!channel&gt;" in str(call.body["blocks"]) for call in slack.posts())
+            # PagerDuty: a trigger on the launch plan's dedup key.
+            (trigger,) = pagerduty.accepted
+            assert trigger["event_action"] == "trigger"
+            assert trigger["dedup_key"] == "proj/prod/nightly"
+            assert trigger["routing_key"] == ROUTING_KEY
+            # The webhook: signed, verifiable.
+            (hook,) = sink.requests
+            assert verify_signature("hook-secret", hook.headers[SIGNATURE_HEADER], hook.body)
+            assert hook.json()["event"]["phase"] == "FAILED"
+
+            # The next run of the same launch plan succeeds: the incident resolves.
+            await n.create_execution(execution("nightly-2"), PLAN)
+            await n.report_event(event_json("nightly-2", "SUCCEEDED"))
+            await n.run_until_idle(include_retries=True, max_wait=20)
+            resolve = pagerduty.accepted[-1]
+            assert (resolve["event_action"], resolve["dedup_key"]) == (
+                "resolve",
+                "proj/prod/nightly",
+            )
+            assert {d.status for d in await n.deliveries()} == {DeliveryStatus.DELIVERED}
+
+
+async def test_slack_429_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> None:
+    async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
+        slack.rate_limit(retry_after=2, count=1)
+        async with Notifier(native_settings(tmp_path, slack, pd, sink)) as n:
+            await n.create_execution(execution("e"), notifications=[Slack([P.FAILED], ["#alerts"])])
+            await n.report_event(event_json("e", "FAILED"))
+            started = time.monotonic()
+            await n.run_until_idle(include_retries=True, max_wait=20)
+            (delivery,) = await n.deliveries()
+            assert delivery.status is DeliveryStatus.DELIVERED
+            outcomes = [(a.outcome, a.reply) for a in await n.attempts(delivery.id)]
+            assert outcomes[0][0] == "transient"
+            assert "ratelimited" in outcomes[0][1] or "429" in outcomes[0][1]
+            assert outcomes[-1][0] == "delivered"
+            limited, *later = slack.calls_to("chat.postMessage")
+            assert limited.status == 429
+            assert later[0].at - limited.at >= 2.0  # Retry-After honoured
+            assert time.monotonic() - started >= 2.0
+
+
+async def test_permanent_slack_error_dead_letters_with_slacks_words(tmp_path: Path) -> None:
+    async with (
+        SlackApiServer() as slack,
+        PagerDutyApiServer() as pd,
+        HttpSink() as sink,
+        Notifier(native_settings(tmp_path, slack, pd, sink)) as n,
+    ):
+        await n.create_execution(
+            execution("e"), notifications=[Slack([P.FAILED], ["#no-such-channel"])]
+        )
+        await n.report_event(event_json("e", "FAILED"))
+        await n.run_until_idle(include_retries=True, max_wait=20)
+        (dead,) = await n.deliveries()
+        assert (dead.status, dead.attempts) == (DeliveryStatus.DEAD, 1)
+        assert "channel_not_found" in dead.last_reply
+
+
+async def test_pagerduty_outage_is_retried_until_accepted(tmp_path: Path) -> None:
+    async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
+        pd.script(500, count=2)
+        async with Notifier(native_settings(tmp_path, slack, pd, sink)) as n:
+            await n.create_execution(
+                execution("e"), notifications=[PagerDuty([P.TIMED_OUT], ["data-oncall"])]
+            )
+            await n.report_event(event_json("e", "TIMED_OUT"))
+            await n.run_until_idle(include_retries=True, max_wait=20)
+            (delivery,) = await n.deliveries()
+            assert delivery.status is DeliveryStatus.DELIVERED
+            assert [a.outcome for a in await n.attempts(delivery.id)] == [
+                "transient",
+                "transient",
+                "delivered",
+            ]
+            assert [e.status for e in pd.events] == [500, 500, 202]
