@@ -7,7 +7,6 @@ replays. Real channels are exercised in test_engine_email.py.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -29,8 +28,8 @@ DOC_EXAMPLES = [
 
 
 @pytest.fixture
-async def notifier(tmp_path: Path) -> AsyncIterator[Notifier]:
-    settings = Settings(database=DatabaseConfig(url=str(tmp_path / "ledger.db")))
+async def notifier(database_url: str) -> AsyncIterator[Notifier]:
+    settings = Settings(database=DatabaseConfig(url=database_url))
     async with Notifier(settings, dev_inbox=True) as n:
         await n.register_launch_plan(PLAN, DOC_EXAMPLES)
         yield n
@@ -181,8 +180,8 @@ async def test_bad_events_name_the_field(notifier: Notifier) -> None:
         await notifier.create_execution(execution("x"), EntityId("no", "such", "plan"))
 
 
-async def test_unroutable_recipient_is_dead_lettered_with_the_reason(tmp_path: Path) -> None:
-    settings = Settings(database=DatabaseConfig(url=str(tmp_path / "l.db")))
+async def test_unroutable_recipient_is_dead_lettered_with_the_reason(database_url: str) -> None:
+    settings = Settings(database=DatabaseConfig(url=database_url))
     async with Notifier(settings) as n:  # no dev inbox, no channels configured
         await n.create_execution(execution("r"), notifications=[Slack([P.FAILED], ["#nowhere"])])
         await n.report_event(event_json("r", "FAILED"))
@@ -221,3 +220,24 @@ async def test_unknown_phase_numbers_are_refused(notifier: Notifier) -> None:
     event["phase"] = 99
     with pytest.raises(InputError, match="unknown phase number 99"):
         await notifier.report_event(event)
+
+
+async def test_dev_inbox_shows_each_message_as_its_channel_would_send_it(
+    notifier: Notifier,
+) -> None:
+    import json
+
+    await notifier.create_execution(execution("show"), PLAN)
+    await notifier.report_event(event_json("show", "FAILED", error="<!channel> boom"))
+    await notifier.run_until_idle()
+    by_recipient = {m.recipient: m.body for m in await notifier.inbox()}
+    email_text = by_recipient["dev-ops@example.com"]
+    assert "The execution failed with error: [<!channel> boom]" in email_text
+    slack = json.loads(by_recipient["#data-alerts"])
+    assert slack["blocks"]
+    assert "&lt;!channel&gt; boom" in json.dumps(slack["blocks"])
+    await notifier.report_event(event_json("other", "TIMED_OUT", launch_plan=PLAN))
+    await notifier.run_until_idle()
+    (pagerduty,) = [json.loads(m.body) for m in await notifier.inbox() if m.kind == "pager_duty"]
+    assert pagerduty["event_action"] == "trigger"
+    assert pagerduty["dedup_key"] == "proj/prod/nightly"

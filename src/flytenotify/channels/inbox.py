@@ -1,17 +1,40 @@
 """The dev inbox: deliveries of unconfigured channels, kept in the database.
 
 With no SMTP server, Slack token or PagerDuty key configured, the service still
-shows what it would have sent: rendered messages land here, viewable with
-``flytenotify inbox`` and ``GET /api/v1/inbox``.
+shows what it would have sent: each message lands here in the form its real
+channel would send (the email's text, Slack's Block Kit message, PagerDuty's
+Events API v2 body, the webhook's JSON), viewable with ``flytenotify inbox``
+and ``GET /api/v1/inbox``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from flytenotify.channels.base import SendResult
+from flytenotify.channels.pagerduty import pagerduty_event
+from flytenotify.channels.slack import slack_message
+from flytenotify.channels.webhook import webhook_payload
+from flytenotify.config import PagerDutyConfig
 from flytenotify.domain import Delivery
+from flytenotify.engine.resolve import WEBHOOK_PREFIX
 from flytenotify.store.base import Store
+
+
+def preview(delivery: Delivery) -> str:
+    """What the real channel would send for ``delivery``."""
+    if delivery.recipient.startswith(WEBHOOK_PREFIX):
+        return _json(webhook_payload(delivery))
+    if delivery.kind == "slack":
+        return _json(slack_message(delivery))
+    if delivery.kind == "pager_duty":
+        return _json(pagerduty_event(delivery, "<routing key>", PagerDutyConfig()))
+    return delivery.message.text
+
+
+def _json(document: object) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 class InboxChannel:
@@ -21,8 +44,7 @@ class InboxChannel:
         self._store = store
 
     async def send(self, delivery: Delivery) -> SendResult:
-        body = delivery.message.slack_text if delivery.kind == "slack" else delivery.message.text
-        await self._store.add_to_inbox(delivery, body, time.time())
+        await self._store.add_to_inbox(delivery, preview(delivery), time.time())
         return SendResult.delivered("stored in the dev inbox")
 
     async def close(self) -> None:
