@@ -8,8 +8,9 @@ in Python.
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -17,6 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 class _Section(BaseModel):
     # Unknown keys are mistakes (a typo must not silently disable TLS).
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Secrets that may be given inline or as a file: (inline key, file key).
+    _secret_pairs: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _secret_given_once(self) -> Self:
+        for inline, file in self._secret_pairs:
+            if getattr(self, inline) is not None and getattr(self, file) is not None:
+                raise ValueError(f"give {inline} or {file}, not both")
+        return self
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -43,11 +54,15 @@ class SmtpConfig(_Section):
     sender: str = "flytenotify@localhost"
     pool_size: int = Field(default=4, ge=1, le=256)  # connections kept open and reused
 
-    @model_validator(mode="after")
-    def _one_password(self) -> SmtpConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("give password or password_file, not both")
-        return self
+    _secret_pairs = (("password", "password_file"),)
+
+    @field_validator("sender")
+    @classmethod
+    def _one_address(cls, sender: str) -> str:
+        _name, address = parseaddr(sender)
+        if "@" not in address or any(c in sender for c in "\r\n"):
+            raise ValueError(f"must be one email address, got {sender!r}")
+        return sender
 
     def resolved_password(self) -> str | None:
         return read_secret(self.password, self.password_file)
@@ -76,6 +91,8 @@ class SlackConfig(_Section):
     per_channel_interval: float = Field(default=1.0, ge=0)  # Slack allows ~1 msg/s/channel
     lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # users.lookupByEmail results
     timeout: float = Field(default=10.0, gt=0)
+
+    _secret_pairs = (("bot_token", "bot_token_file"), ("webhook_url", "webhook_url_file"))
 
     def resolved_bot_token(self) -> str | None:
         return read_secret(self.bot_token, self.bot_token_file)
@@ -117,6 +134,15 @@ class WebhookTarget(_Section):
     secret_file: Path | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(default=10.0, gt=0)
+
+    _secret_pairs = (("secret", "secret_file"),)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
+        return url
 
     def resolved_secret(self) -> str | None:
         return read_secret(self.secret, self.secret_file)
