@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ PLAN_JSON = {"project": PLAN.project, "domain": PLAN.domain, "name": PLAN.name}
 
 
 @pytest.fixture
-async def notifier(tmp_path: Path) -> AsyncIterator[Notifier]:
-    settings = Settings(database=DatabaseConfig(url=str(tmp_path / "api.db")))
+async def notifier(database_url: str) -> AsyncIterator[Notifier]:
+    settings = Settings(database=DatabaseConfig(url=database_url))
     async with Notifier(settings, dev_inbox=True) as n:
         yield n
 
@@ -274,3 +275,196 @@ async def test_readyz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert response.json()["status"] == "unavailable"
         assert (await client.get("/healthz")).status_code == 200
+
+
+# -- CloudEvents ---------------------------------------------------------------------
+
+CE_TYPE = "com.flyte.resource.cloudevents.WorkflowExecution"
+
+
+def _cloud_data(name: str, phase: str = "FAILED", launch_plan: bool = True) -> Any:
+    from flyteidl.event import cloudevents_pb2
+
+    data = cloudevents_pb2.CloudEventWorkflowExecution()
+    json_format.ParseDict(event_json(name, phase, error="boom"), data.raw_event)
+    if launch_plan:
+        data.launch_plan_id.resource_type = 3  # LAUNCH_PLAN
+        data.launch_plan_id.project = PLAN.project
+        data.launch_plan_id.domain = PLAN.domain
+        data.launch_plan_id.name = PLAN.name
+        data.launch_plan_id.version = PLAN.version
+    data.reference_execution.project = "proj"
+    data.reference_execution.domain = "prod"
+    data.reference_execution.name = "parent"
+    return data
+
+
+def _structured(data: object, **attributes: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "source": "https://github.com/flyteorg/flyteadmin",
+        "type": CE_TYPE,
+        "time": "2024-05-01T12:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+        **attributes,
+    }
+
+
+def _binary_headers(content_type: str, **extra: str) -> dict[str, str]:
+    return {
+        "content-type": content_type,
+        "ce-specversion": "1.0",
+        "ce-id": "ce-2",
+        "ce-source": "https://github.com/flyteorg/flyteadmin",
+        "ce-type": CE_TYPE,
+        "ce-time": "2024-05-01T12:00:00Z",
+        **extra,
+    }
+
+
+async def test_cloud_events_structured_mode(client: httpx.AsyncClient) -> None:
+    import base64
+
+    from cloudevents.core.bindings.http import to_structured_event
+    from cloudevents.core.v1.event import CloudEvent
+
+    await _register(client)
+    # Built with the SDK, as a producer would: an execution we never saw,
+    # resolved through the launch plan id in the data.
+    from datetime import UTC, datetime
+
+    attributes = _structured(None, time=datetime(2024, 5, 1, 12, tzinfo=UTC))
+    del attributes["data"]
+    event = CloudEvent(attributes=attributes, data=json_format.MessageToDict(_cloud_data("ce-s1")))
+    message = to_structured_event(event)
+    response = await client.post("/api/v1/events", content=message.body, headers=message.headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["outcome"] == "enqueued"
+    assert response.json()["cloud_event"] == {
+        "id": "ce-1",
+        "type": CE_TYPE,
+        "source": "https://github.com/flyteorg/flyteadmin",
+    }
+    assert len(response.json()["delivery_ids"]) == 4  # the FAILED recipients of PLAN
+
+    # data_base64: the serialized message.
+    raw = base64.b64encode(_cloud_data("ce-s2").SerializeToString()).decode()
+    body = _structured(None, data_base64=raw)
+    del body["data"]
+    response = await client.post(
+        "/api/v1/events",
+        json=body,
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert response.status_code == 202, response.text
+
+    # The same cloud event again: a duplicate, nothing enqueued.
+    again = await client.post("/api/v1/events", content=message.body, headers=message.headers)
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+
+
+async def test_cloud_events_binary_mode(client: httpx.AsyncClient) -> None:
+    await _register(client)
+    as_json = json_format.MessageToJson(_cloud_data("ce-b1"))
+    response = await client.post(
+        "/api/v1/events", content=as_json, headers=_binary_headers("application/json")
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["cloud_event"]["id"] == "ce-2"
+
+    as_bytes = _cloud_data("ce-b2").SerializeToString()
+    response = await client.post(
+        "/api/v1/events", content=as_bytes, headers=_binary_headers("application/protobuf")
+    )
+    assert response.status_code == 202, response.text
+
+    # Without a launch plan id, an unknown execution has no notifications.
+    plain = _cloud_data("ce-b3", launch_plan=False).SerializeToString()
+    response = await client.post(
+        "/api/v1/events", content=plain, headers=_binary_headers("application/protobuf")
+    )
+    assert response.json()["outcome"] == "no_notifications"
+
+    # Other Flyte cloud events are accepted and ignored.
+    node = _binary_headers(
+        "application/json", **{"ce-type": "com.flyte.resource.cloudevents.NodeExecution"}
+    )
+    response = await client.post("/api/v1/events", content=b"{}", headers=node)
+    assert (response.status_code, response.json()["outcome"]) == (200, "ignored")
+
+
+async def test_bad_cloud_events_are_400_naming_the_problem(client: httpx.AsyncClient) -> None:
+    structured = {"content-type": "application/cloudevents+json"}
+    good_data = json_format.MessageToDict(_cloud_data("bad"))
+    cases: list[tuple[dict[str, str], bytes, str]] = [
+        (structured, b"[1, 2]", "body"),
+        (structured, b"{not json", "body"),
+        (structured, json.dumps(_structured(good_data, type="com.example.other")).encode(), "type"),
+        (structured, json.dumps(_structured({"rawEvent": {"phase": "FAILED"}})).encode(), ""),
+        (structured, json.dumps(_structured({})).encode(), "data.raw_event"),
+        (structured, json.dumps(_structured(None)).encode(), "data"),
+        (structured, json.dumps(_structured({"rawEvent": 5})).encode(), "data"),
+        (structured, json.dumps(_structured(good_data, id=7)).encode(), "id"),
+        (_binary_headers("application/protobuf"), b"\xff\xff\xff", "data"),
+        (_binary_headers("application/json"), b"[1]", "data"),
+        (_binary_headers("application/json", **{"ce-time": "yesterday"}), b"{}", "body"),
+    ]
+    no_id = _binary_headers("application/json")
+    del no_id["ce-id"]
+    cases.append((no_id, json.dumps(good_data).encode(), "id"))
+    for headers, body, field in cases:
+        response = await client.post("/api/v1/events", content=body, headers=headers)
+        assert response.status_code == 400, (body, response.text)
+        fields = _problem_fields(response)
+        assert fields, response.text
+        assert any(f.startswith(field) for f in fields), (body, fields)
+    missing = json.dumps(_structured({"rawEvent": {"phase": "FAILED"}})).encode()
+    response = await client.post("/api/v1/events", content=missing, headers=structured)
+    assert "data.raw_event.execution_id" in _problem_fields(response)
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+async def test_metrics_after_a_delivery(tmp_path: Path) -> None:
+    import re
+
+    from flytenotify.metrics import Metrics
+
+    metrics = Metrics()
+    settings = Settings(database=DatabaseConfig(url=str(tmp_path / "m.db")))
+    async with Notifier(settings, dev_inbox=True, observer=metrics.observe_attempt) as notifier:
+        app = create_app(notifier, ServerConfig(), metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await _register(client)
+            await _create(client, "m1", launch_plan=PLAN_JSON)
+            await client.post("/api/v1/events", json=event_json("m1", "FAILED", error="x"))
+            await client.post("/api/v1/events", json=event_json("m1", "FAILED"))
+            await client.post("/api/v1/events", json={"phase": "FAILED"})
+            pending = (await client.get("/metrics")).text
+            assert "flytenotify_queue_depth 4.0" in pending
+            age = re.search(r"^flytenotify_oldest_pending_age_seconds (\S+)$", pending, re.M)
+            assert age is not None
+            assert 0.0 <= float(age.group(1)) < 60
+
+            await notifier.run_until_idle()
+            response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for sample in (
+        'flytenotify_events_received_total{outcome="enqueued"} 1.0',
+        'flytenotify_events_received_total{outcome="duplicate"} 1.0',
+        'flytenotify_events_received_total{outcome="invalid"} 1.0',
+        'flytenotify_delivery_attempts_total{channel="inbox",outcome="delivered"} 4.0',
+        'flytenotify_delivery_attempt_seconds_count{channel="inbox"} 4.0',
+        'flytenotify_deliveries{status="delivered"} 4.0',
+        'flytenotify_deliveries{status="pending"} 0.0',
+        "flytenotify_queue_depth 0.0",
+        "flytenotify_oldest_pending_age_seconds 0.0",
+    ):
+        assert sample in text, sample
+    assert 'flytenotify_delivery_attempt_seconds_bucket{channel="inbox",le="+Inf"} 4.0' in text

@@ -32,17 +32,15 @@ __all__ = ["smtp_servers_fixture"]  # the fixture is used by name
 FAST_RETRY = RetryConfig(base_delay=0.05, max_delay=0.2, max_attempts=5, lease=5.0)
 
 
-def make_settings(tmp_path: Path, smtp: SmtpConfig, retry: RetryConfig = FAST_RETRY) -> Settings:
-    return Settings(
-        database=DatabaseConfig(url=str(tmp_path / "ledger.db")), smtp=smtp, retry=retry
-    )
+def make_settings(database_url: str, smtp: SmtpConfig, retry: RetryConfig = FAST_RETRY) -> Settings:
+    return Settings(database=DatabaseConfig(url=database_url), smtp=smtp, retry=retry)
 
 
 async def test_product_document_examples_reach_the_right_inboxes(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_servers()
-    async with Notifier(make_settings(tmp_path, server.smtp_config())) as n:
+    async with Notifier(make_settings(database_url, server.smtp_config())) as n:
         await n.register_launch_plan(
             PLAN,
             [
@@ -76,10 +74,10 @@ async def test_product_document_examples_reach_the_right_inboxes(
 
 
 async def test_server_down_then_up_is_delivered_after_retries(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_servers(start=False)
-    async with Notifier(make_settings(tmp_path, server.smtp_config())) as n:
+    async with Notifier(make_settings(database_url, server.smtp_config())) as n:
         await n.create_execution(execution("e"), notifications=[Email([P.FAILED], ["a@x.io"])])
         await n.report_event(event_json("e", "FAILED"))
         await n.run_until_idle()  # one failed attempt, now waiting to retry
@@ -97,12 +95,12 @@ async def test_server_down_then_up_is_delivered_after_retries(
 
 
 async def test_450_is_retried_and_550_is_dead_at_once(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_servers()
     server.script("RCPT", "450 4.2.1 mailbox busy", address="busy@x.io", times=1)
     no_such_user = server.script("RCPT", "550 5.1.1 no such user", address="gone@x.io")
-    async with Notifier(make_settings(tmp_path, server.smtp_config())) as n:
+    async with Notifier(make_settings(database_url, server.smtp_config())) as n:
         recipients = ["busy@x.io", "gone@x.io", "fine@x.io"]
         await n.create_execution(execution("e"), notifications=[Email([P.FAILED], recipients)])
         await n.report_event(event_json("e", "FAILED"))
@@ -132,12 +130,12 @@ async def test_450_is_retried_and_550_is_dead_at_once(
 
 
 async def test_persistent_transient_failure_dead_letters_after_max_attempts(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_servers()
     server.script("RCPT", "451 4.3.0 try later")
     retry = RetryConfig(base_delay=0.01, max_delay=0.02, max_attempts=3, lease=5.0)
-    async with Notifier(make_settings(tmp_path, server.smtp_config(), retry)) as n:
+    async with Notifier(make_settings(database_url, server.smtp_config(), retry)) as n:
         await n.create_execution(execution("e"), notifications=[Email([P.ABORTED], ["a@x.io"])])
         await n.report_event(event_json("e", "ABORTED"))
         await n.run_until_idle(include_retries=True, max_wait=20)
@@ -149,10 +147,10 @@ async def test_persistent_transient_failure_dead_letters_after_max_attempts(
 
 
 async def test_restart_delivers_what_a_previous_run_left(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_servers()
-    settings = make_settings(tmp_path, server.smtp_config())
+    settings = make_settings(database_url, server.smtp_config())
     async with Notifier(settings) as n:
         plan = EntityId("proj", "prod", "lp", "v1")
         await n.register_launch_plan(plan, [Email([P.FAILED], ["ops@x.io"])])
@@ -164,12 +162,12 @@ async def test_restart_delivers_what_a_previous_run_left(
 
 
 def test_sigkill_mid_batch_loses_nothing(
-    tmp_path: Path, smtp_servers: Callable[..., SmtpServer]
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
 ) -> None:
     total = 600
     server = smtp_servers()
     server.script("DATA", delay=0.004)  # slow enough that the kill lands mid-batch
-    db = str(tmp_path / "crash.db")
+    db = database_url
 
     async def enqueue() -> None:
         async with Notifier(child_settings(db, server.port)) as n:

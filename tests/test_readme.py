@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-# Blocks fenced as ```python run as they stand; ```py blocks are illustrations
-# that need a running service and are exercised by the service tests instead.
+# Blocks fenced as ```python run as they stand; ```py blocks need a server
+# (SMTP, or the service) and are run below against real ones on free ports.
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 
 
@@ -70,3 +71,21 @@ def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> 
         assert set(keys) == set(model.model_fields), (
             f"[{name}] in the README differs from {model.__name__}"
         )
+
+
+def test_readme_client_example_runs_against_a_live_service(tmp_path: Path) -> None:
+    """The README's client example, against the real service on a free port."""
+    import httpx
+
+    from tests.live_server import LiveServer
+
+    (script,) = re.findall(r"```py client\n(.*?)```", README, flags=re.DOTALL)
+    with LiveServer(tmp_path / "client.db") as server:
+        code = script.replace("http://127.0.0.1:8080", server.url)
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        deadline = time.monotonic() + 10
+        while not (items := httpx.get(f"{server.url}/api/v1/inbox").json()["items"]):
+            assert time.monotonic() < deadline, "the FAILED notification never arrived"
+            time.sleep(0.05)
+    assert [(m["kind"], m["recipient"]) for m in items] == [("email", "ops@example.com")]
+    assert "input file is empty" in items[0]["body"]

@@ -194,3 +194,68 @@ def test_database_commands(tmp_path: Path) -> None:
     config_error = runner.invoke(main, ["inbox"], env={"FLYTENOTIFY_SMTP__PORT": "x"})
     assert config_error.exit_code == 2
     assert "smtp.port" in config_error.output
+
+
+def test_json_logs_and_metrics_of_the_real_service(tmp_path: Path) -> None:
+    import json
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flytenotify.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "j.db"),
+            "--log-format",
+            "json",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
+        with httpx.Client(base_url=base, timeout=5) as client:
+            event = event_json("j1", "FAILED")
+            plan = {"project": "proj", "domain": "prod", "name": "nightly", "version": "v1"}
+            notifications = [{"phases": ["FAILED"], "email": {"recipientsEmail": ["a@b.io"]}}]
+            client.put(
+                "/api/v1/launch-plans/proj/prod/nightly",
+                json={"version": "v1", "notifications": notifications},
+            )
+            event["launch_plan"] = plan
+            assert client.post("/api/v1/events", json=event).status_code == 202
+            deadline = time.monotonic() + WAIT
+            sample = 'flytenotify_delivery_attempts_total{channel="inbox",outcome="delivered"} 1.0'
+            while sample not in (text := client.get("/metrics").text):
+                assert time.monotonic() < deadline, text
+                time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT)
+    assert process.returncode == 0, output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    messages = [entry["message"] for entry in lines]
+    assert f"listening on {base} (no authentication)" in messages
+    assert any(m.startswith("database: ") for m in messages)
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
+    assert "stopped" in messages

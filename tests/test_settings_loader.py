@@ -161,3 +161,14 @@ def test_unconfigured_channels_are_dev_inbox(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check-config", str(path)], env={})
     assert result.exit_code == 0
     assert "slack: dev-inbox" in result.output
+
+
+def test_client_variables_are_left_to_the_cli() -> None:
+    env = {
+        "FLYTENOTIFY_CLIENT__URL": "http://127.0.0.1:8080",
+        "FLYTENOTIFY_CLIENT__TOKEN": "t",
+        "FLYTENOTIFY_SMTP__PORT": "2525",
+    }
+    loaded = load_config(None, env)
+    assert loaded.settings.smtp is not None
+    assert loaded.settings.smtp.port == 2525

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flytenotify import cloudevents
 from flytenotify.app import Notifier
 from flytenotify.domain import (
     Attempt,
@@ -36,9 +37,13 @@ from flytenotify.engine.ingest import (
     execution_id_from_json,
 )
 from flytenotify.errors import InputError, NotificationConfigError, Problem
+from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+from flytenotify.store.migrations import NEWEST
 
 log = logging.getLogger("flytenotify.api")
 
@@ -70,13 +75,20 @@ def error_response(status: int, error: str, problems: list[Problem] | None = Non
     )
 
 
-def create_app(notifier: Notifier, server: ServerConfig | None = None) -> Starlette:
-    """The Starlette application serving ``notifier``."""
-    api = _Api(notifier, server or ServerConfig())
+def create_app(
+    notifier: Notifier, server: ServerConfig | None = None, metrics: Metrics | None = None
+) -> Starlette:
+    """The Starlette application serving ``notifier``.
+
+    ``metrics`` should be the :class:`Metrics` whose ``observe_attempt`` the
+    notifier's dispatcher reports to; without it, attempts are not counted.
+    """
+    api = _Api(notifier, server or ServerConfig(), metrics or Metrics())
     routes = [
         Route("/healthz", api.wrap(api.healthz, auth=False), methods=["GET"]),
         Route("/readyz", api.wrap(api.readyz, auth=False), methods=["GET"]),
         Route("/openapi.json", api.wrap(api.openapi), methods=["GET"]),
+        Route("/metrics", api.wrap(api.metrics_text), methods=["GET"]),
         Route(
             "/api/v1/launch-plans/{project}/{domain}/{name}",
             api.wrap(api.launch_plan),
@@ -97,13 +109,15 @@ def create_app(notifier: Notifier, server: ServerConfig | None = None) -> Starle
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.notifier = notifier
+    app.state.metrics = api.metrics
     return app
 
 
 class _Api:
-    def __init__(self, notifier: Notifier, server: ServerConfig) -> None:
+    def __init__(self, notifier: Notifier, server: ServerConfig, metrics: Metrics) -> None:
         self.notifier = notifier
         self.server = server
+        self.metrics = metrics
         self.tokens = [t.encode() for t in server.tokens()]
 
     # -- plumbing ------------------------------------------------------------------
@@ -175,9 +189,16 @@ class _Api:
                 {"status": "unavailable", "database": {"error": str(error)}, "channels": channels},
                 status_code=503,
             )
-        return JSONResponse(
-            {"status": "ready", "database": {"schema_version": version}, "channels": channels}
-        )
+        database: dict[str, Any] = {"schema_version": version, "schema_expected": NEWEST}
+        if version != NEWEST:
+            database["error"] = (
+                f"schema version {version}, expected {NEWEST}: run flytenotify db upgrade"
+            )
+            return JSONResponse(
+                {"status": "unavailable", "database": database, "channels": channels},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "database": database, "channels": channels})
 
     def _channel_state(self, name: str) -> str:
         if name in self.notifier.channels:
@@ -186,6 +207,10 @@ class _Api:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(OPENAPI)
+
+    async def metrics_text(self, request: Request) -> Response:
+        body = await self.metrics.render(self.notifier.store)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     # -- launch plans and executions -----------------------------------------------
 
@@ -263,13 +288,33 @@ class _Api:
     # -- events --------------------------------------------------------------------
 
     async def event(self, request: Request) -> Response:
-        if _content_type(request) in PROTOBUF:
-            event = _event_from_protobuf(await self._body(request))
-        else:
-            event = event_from_json(await self._json(request))
+        kind = _content_type(request)
+        try:
+            if cloudevents.is_cloud_event(kind, request.headers):
+                return await self._cloud_event(request, kind)
+            if kind in PROTOBUF:
+                event = _event_from_protobuf(await self._body(request))
+            else:
+                event = event_from_json(await self._json(request))
+        except InputError:
+            self.metrics.event_received("invalid")
+            raise
         (result,) = await self.notifier.report_events([event])
+        self.metrics.event_received(result.outcome.value)
         return JSONResponse(
             _result_json(result),
+            status_code=202 if result.outcome is EventOutcome.ENQUEUED else 200,
+        )
+
+    async def _cloud_event(self, request: Request, kind: str) -> Response:
+        parsed = cloudevents.parse(kind, request.headers, await self._body(request))
+        if parsed.event is None:
+            self.metrics.event_received("ignored")
+            return JSONResponse({"outcome": "ignored", "cloud_event": _cloud_json(parsed)})
+        (result,) = await self.notifier.report_events([parsed.event])
+        self.metrics.event_received(result.outcome.value)
+        return JSONResponse(
+            {**_result_json(result), "cloud_event": _cloud_json(parsed)},
             status_code=202 if result.outcome is EventOutcome.ENQUEUED else 200,
         )
 
@@ -278,6 +323,7 @@ class _Api:
         if isinstance(data, dict) and isinstance(data.get("events"), list):
             data = data["events"]
         if not isinstance(data, list):
+            self.metrics.event_received("invalid")
             raise InputError(Problem("events", "the body must be a JSON array of events"))
         events, problems = [], []
         for i, item in enumerate(data):
@@ -288,8 +334,11 @@ class _Api:
                     Problem(f"events[{i}].{p.field}".rstrip("."), p.message) for p in error.problems
                 ]
         if problems:
+            self.metrics.event_received("invalid", len(data))
             raise InputError(problems)
         results = await self.notifier.report_events(events)
+        for result in results:
+            self.metrics.event_received(result.outcome.value)
         return JSONResponse({"results": [_result_json(r) for r in results]})
 
     # -- deliveries and the inbox --------------------------------------------------
@@ -395,6 +444,10 @@ def _result_json(result: EventResult) -> dict[str, Any]:
     if result.outcome is EventOutcome.ENQUEUED:
         body["delivery_ids"] = list(result.delivery_ids)
     return body
+
+
+def _cloud_json(parsed: cloudevents.ParsedCloudEvent) -> dict[str, str]:
+    return {"id": parsed.id, "type": parsed.type, "source": parsed.source}
 
 
 def _id_json(execution_id: ExecutionId) -> dict[str, str]:
@@ -550,101 +603,3 @@ def _parse_since(raw: str, problems: list[Problem]) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _op(summary: str, *codes: str, body: str | None = None) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {code: {"description": _DESCRIPTIONS[code]} for code in codes},
-    }
-    if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {
-                JSON: {"schema": {"type": "object" if body == "object" else "array"}},
-                **(
-                    {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}
-                    if body == "object"
-                    else {}
-                ),
-            },
-        }
-    return operation
-
-
-_DESCRIPTIONS = {
-    "200": "OK",
-    "201": "Created",
-    "202": "Accepted: deliveries enqueued",
-    "400": "Invalid request; problems name each field",
-    "401": "Missing or wrong bearer token",
-    "404": "Not found",
-    "409": "Conflict",
-    "413": "Body too large",
-    "415": "Unsupported Content-Type",
-    "503": "Database unreachable",
-}
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "flytenotify", "version": "1"},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-    },
-    "security": [{"bearer": []}],
-    "paths": {
-        "/healthz": {"get": {**_op("Liveness", "200"), "security": []}},
-        "/readyz": {
-            "get": {**_op("Readiness: database and channels", "200", "503"), "security": []}
-        },
-        "/api/v1/launch-plans/{project}/{domain}/{name}": {
-            "get": _op("Latest registered version's notifications", "200", "401", "404"),
-            "put": _op(
-                "Register a launch plan version's notifications (JSON or a LaunchPlan protobuf)",
-                "200",
-                "400",
-                "401",
-                "413",
-                "415",
-                body="object",
-            ),
-        },
-        "/api/v1/executions": {
-            "post": _op(
-                "Create an execution; freezes its notifications", "201", "400", "401", body="object"
-            ),
-        },
-        "/api/v1/events": {
-            "post": _op(
-                "Report a WorkflowExecutionEvent (JSON mapping or protobuf)",
-                "200",
-                "202",
-                "400",
-                "401",
-                "413",
-                "415",
-                body="object",
-            ),
-        },
-        "/api/v1/events:batch": {
-            "post": _op(
-                "Report many events; all are validated first", "200", "400", "401", body="array"
-            ),
-        },
-        "/api/v1/deliveries": {
-            "get": _op(
-                "List deliveries (execution, status, channel, since, cursor, limit)",
-                "200",
-                "400",
-                "401",
-            ),
-        },
-        "/api/v1/deliveries/{id}": {
-            "get": _op("One delivery with its attempts and message", "200", "401", "404"),
-        },
-        "/api/v1/deliveries/{id}/retry": {
-            "post": _op("Send a dead delivery again", "200", "401", "404", "409"),
-        },
-        "/api/v1/inbox": {"get": _op("Messages in the dev inbox (cursor, limit)", "200", "401")},
-    },
-}

@@ -35,8 +35,8 @@ from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.ingest import event_from_bytes, event_from_json, event_from_proto
 from flytenotify.errors import InputError, Problem
+from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
-from flytenotify.store.sqlite import SQLiteStore
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
 _T = TypeVar("_T")
@@ -69,10 +69,8 @@ def build_channels(settings: Settings, store: Store, dev_inbox: bool) -> dict[st
 
 
 def open_store(settings: Settings) -> Store:
-    path = settings.database.sqlite_path
-    if path is None:
-        raise NotImplementedError("only SQLite databases are supported by this version")
-    return SQLiteStore(path)
+    """SQLite for ``sqlite:///`` URLs, PostgreSQL for ``postgresql://``/``postgres://``."""
+    return store_for_url(settings.database.url)
 
 
 class Notifier:
@@ -113,6 +111,11 @@ class Notifier:
 
     async def start(self) -> None:
         await self.store.open()
+        # A shared store (PostgreSQL) can say when another replica enqueued work;
+        # the dispatcher's poll remains the fallback.
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:
+            await listen(self.dispatcher.wake)
 
     async def close(self) -> None:
         await self.stop_dispatching()

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -308,6 +308,310 @@ def deliveries_retry(delivery_id: int, config_file: Path | None, db: str | None)
         click.echo(problem, err=True)
         sys.exit(1)
     click.echo(f"delivery {delivery_id} is pending again")
+
+
+# -- talking to a service, or to the database -------------------------------------
+
+_TERMINAL_AND_OTHER_PHASES = [
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDING",
+    "SUCCEEDED",
+    "FAILING",
+    "FAILED",
+    "ABORTING",
+    "ABORTED",
+    "TIMED_OUT",
+]
+
+
+def _service_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--token",
+        envvar="FLYTENOTIFY_CLIENT__TOKEN",
+        help="Bearer token for --url (or FLYTENOTIFY_CLIENT__TOKEN).",
+    )(command)
+    return click.option(
+        "--url",
+        envvar="FLYTENOTIFY_CLIENT__URL",
+        help="A running service (or FLYTENOTIFY_CLIENT__URL); without it the database is used.",
+    )(command)
+
+
+def _fail(error: str, problems: list[str], as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": error, "problems": problems}, indent=2))
+    else:
+        click.echo(f"flytenotify: {error}", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+    sys.exit(1)
+
+
+def _client_call(url: str, token: str | None, call: Callable[[Any], _T], as_json: bool) -> _T:
+    from flytenotify.client import Client, ClientError
+
+    try:
+        with Client(url, token=token) as client:
+            return call(client)
+    except ClientError as error:
+        problems = [f"{p.get('field', '')}: {p.get('message', '')}" for p in error.problems]
+        _fail(str(error.error) if error.status else str(error), problems, as_json)
+
+
+def _direct_call(
+    config_file: Path | None,
+    db: str | None,
+    work: Callable[[Notifier], Awaitable[_T]],
+    as_json: bool,
+) -> _T:
+    from flytenotify.errors import InputError
+
+    try:
+        return _run(config_file, db, work)
+    except (InputError, NotificationConfigError) as error:
+        _fail("invalid request", [str(p) for p in error.problems], as_json)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--project", required=True)
+@click.option("--domain", required=True)
+@click.option("--name", required=True, help="The launch plan's name.")
+@click.option("--version", "version", required=True, help="The launch plan version.")
+@_service_options
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def register(
+    file: Path,
+    project: str,
+    domain: str,
+    name: str,
+    version: str,
+    url: str | None,
+    token: str | None,
+    config_file: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Register a launch plan version's notifications from FILE (JSON or TOML).
+
+    FILE is what `flytenotify validate` checks. With --url the running service
+    is called; otherwise the configured database is written directly.
+    """
+    from flytenotify.domain import EntityId
+
+    try:
+        notifications = load_notification_file(file)
+    except NotificationConfigError as error:
+        _fail(f"{file} is not valid", [str(p) for p in error.problems], as_json)
+    if url:
+        answer = _client_call(
+            url,
+            token,
+            lambda c: c.register_launch_plan(project, domain, name, version, notifications),
+            as_json,
+        )
+    else:
+
+        async def work(n: Notifier) -> dict[str, Any]:
+            plan = await n.register_launch_plan(
+                EntityId(project, domain, name, version), notifications
+            )
+            return {
+                "id": {"project": project, "domain": domain, "name": name, "version": version},
+                "notifications": [x.to_dict() for x in plan.notifications],
+            }
+
+        answer = _direct_call(config_file, db, work, as_json)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    count = len(answer["notifications"])
+    click.echo(f"registered {project}/{domain}/{name}@{version}: {count} notification(s)")
+
+
+@main.command()
+@click.option("--project", required=True)
+@click.option("--domain", required=True)
+@click.option("--name", required=True, help="The execution's name.")
+@click.option(
+    "--phase", required=True, type=click.Choice(_TERMINAL_AND_OTHER_PHASES, case_sensitive=False)
+)
+@click.option("--error", "error", help="The error message (for FAILED, TIMED_OUT...).")
+@click.option("--error-code", help="The error code (default: Error).")
+@click.option("--launch-plan", help="project/domain/name[@version], for an unknown execution.")
+@_service_options
+@_db_options
+@click.option(
+    "--deliver",
+    is_flag=True,
+    help="Without --url: also send what it enqueues now, in this process.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def event(
+    project: str,
+    domain: str,
+    name: str,
+    phase: str,
+    error: str | None,
+    error_code: str | None,
+    launch_plan: str | None,
+    url: str | None,
+    token: str | None,
+    config_file: Path | None,
+    db: str | None,
+    deliver: bool,
+    as_json: bool,
+) -> None:
+    """Report one execution event (what Flyte would send). Exits 1 if it is refused."""
+    from flytenotify.client import make_event
+
+    try:
+        body = make_event(
+            project,
+            domain,
+            name,
+            phase.upper(),
+            error=error,
+            error_code=error_code,
+            launch_plan=launch_plan,
+        )
+    except ValueError as problem:
+        raise click.BadParameter(str(problem), param_hint="--launch-plan") from None
+    if url:
+        answer = _client_call(url, token, lambda c: c.send_event(body), as_json)
+    else:
+
+        async def work(n: Notifier) -> dict[str, Any]:
+            result = await n.report_event(body)
+            if deliver and result.delivery_ids:
+                await n.run_until_idle(max_wait=60)
+            answer: dict[str, Any] = {"outcome": result.outcome.value}
+            if result.delivery_ids:
+                answer["delivery_ids"] = list(result.delivery_ids)
+            return answer
+
+        answer = _direct_call(config_file, db, work, as_json)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    ids = answer.get("delivery_ids") or []
+    detail = f": {len(ids)} delivery(ies) {', '.join(map(str, ids))}" if ids else ""
+    click.echo(f"{project}/{domain}/{name} {phase.upper()}: {answer['outcome']}{detail}")
+
+
+@main.command("send-test")
+@click.argument("channel", type=click.Choice(["email", "slack", "pagerduty", "webhook"]))
+@click.argument("recipient")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def send_test(channel: str, recipient: str, config_file: Path | None, as_json: bool) -> None:
+    """Send one real test message through a configured CHANNEL to RECIPIENT.
+
+    Prints exactly what the provider answered. Exits 0 if it was delivered,
+    1 if the provider refused it or could not be reached, 2 if CHANNEL is not
+    configured. For a webhook, RECIPIENT is the target's name.
+    """
+    loaded = _load(config_file)
+    try:
+        outcome, reply = asyncio.run(_send_test(loaded, channel, recipient))
+    except _NotConfigured as error:
+        click.echo(f"flytenotify send-test: {error}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"channel": channel, "recipient": recipient, "outcome": outcome, "reply": reply},
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"{outcome}: {reply}")
+    sys.exit(0 if outcome == "delivered" else 1)
+
+
+class _NotConfigured(Exception):
+    pass
+
+
+_KINDS = {"email": "email", "slack": "slack", "pagerduty": "pager_duty", "webhook": "email"}
+
+
+async def _send_test(loaded: LoadedConfig, channel: str, recipient: str) -> tuple[str, str]:
+    """One real attempt through ``channel``: (outcome, the provider's reply)."""
+    from datetime import UTC, datetime
+
+    from flytenotify.app import build_channels, open_store
+    from flytenotify.domain import Delivery, ExecutionEvent, RenderedMessage
+    from flytenotify.engine.render import template_variables
+    from flytenotify.engine.resolve import WEBHOOK_PREFIX
+
+    settings = loaded.settings
+    # The store is only handed to the dev inbox, which is not built here.
+    channels = build_channels(settings, open_store(settings), dev_inbox=False)
+    target = channels.get(channel)
+    if target is None:
+        raise _NotConfigured(
+            f"the {channel} channel is not configured; see flytenotify check-config"
+        )
+    now = datetime.now(UTC)
+    execution = ExecutionId("flytenotify", "test", "send-test")
+    event = ExecutionEvent(execution_id=execution, phase=4, occurred_at=now)  # SUCCEEDED
+    variables = template_variables(event, None, settings.templates.console_url)
+    text = (
+        "This is a test message from flytenotify send-test: the "
+        f"{channel} channel can reach {recipient}. Nothing needs doing."
+    )
+    delivery = Delivery(
+        id=0,
+        idempotency_key=f"send-test/{channel}/{recipient}/{now.timestamp()}",
+        execution_id=execution,
+        phase=4,
+        notification_index=0,
+        kind=_KINDS[channel],
+        channel=channel,
+        recipient=recipient.removeprefix(WEBHOOK_PREFIX) if channel == "webhook" else recipient,
+        message=RenderedMessage(
+            subject="flytenotify test message",
+            text=text,
+            html=f"<p>{text}</p>",
+            slack_text=text,
+            variables=variables,
+        ),
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        created_at=now,
+    )
+    try:
+        result = await target.send(delivery)
+    finally:
+        for built in channels.values():
+            await built.close()
+    return result.outcome.value, result.reply
+
+
+# -- the schema --------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database schema."""
+
+
+@db_group.command("upgrade")
+@_db_options
+def db_upgrade(config_file: Path | None, db: str | None) -> None:
+    """Apply pending schema migrations (safe while replicas run, and from several at once)."""
+    from flytenotify.store import upgrade
+
+    loaded = _load(config_file, {"database": {"url": db}})
+    try:
+        version = asyncio.run(upgrade(loaded.settings.database.url))
+    except RuntimeError as error:  # a schema newer than this flytenotify knows
+        click.echo(f"flytenotify: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"schema version {version}")
 
 
 if __name__ == "__main__":

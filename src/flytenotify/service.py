@@ -21,6 +21,7 @@ import uvicorn
 
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
+from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, summary
 
 log = logging.getLogger("flytenotify.service")
@@ -109,11 +110,14 @@ async def serve(config: LoadedConfig) -> None:
     """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe."""
     check_bind(config)
     server_config = config.server
-    notifier = Notifier(config.settings, dev_inbox=server_config.dev_inbox)
+    metrics = Metrics()
+    notifier = Notifier(
+        config.settings, dev_inbox=server_config.dev_inbox, observer=metrics.observe_attempt
+    )
     await notifier.start()
     try:
         _log_startup(config, notifier)
-        app = create_app(notifier, server_config)
+        app = create_app(notifier, server_config, metrics)
         uv_config = uvicorn.Config(
             app,
             host=server_config.host,

@@ -23,6 +23,9 @@ from flytenotify.config import Settings
 
 ENV_PREFIX = "FLYTENOTIFY_"
 DEFAULT_CONFIG = Path("flytenotify.toml")
+# FLYTENOTIFY_CLIENT__URL / FLYTENOTIFY_CLIENT__TOKEN are read by the CLI's
+# client commands (register, event), not by the service's settings.
+CLIENT_SECTION = "client"
 
 
 class ServerConfig(BaseModel):
@@ -125,6 +128,8 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         if not name.upper().startswith(ENV_PREFIX):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if parts[0] == CLIENT_SECTION:
+            continue  # the CLI's client options (FLYTENOTIFY_CLIENT__URL, __TOKEN)
         if len(parts) < 2 or not all(parts):
             problems.append(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
             continue

@@ -34,6 +34,7 @@ from flytenotify.store.base import OTHER_CHANNELS, Completion, Store
 log = logging.getLogger("flytenotify.dispatch")
 
 _IDLE_POLL = 2.0  # fallback wake-up, in case another process enqueued work
+_STORE_RETRY_MIN, _STORE_RETRY_MAX = 1.0, 30.0  # backoff while the ledger is unreachable
 _ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
 
 
@@ -83,12 +84,19 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then stop gracefully."""
         stopper = asyncio.create_task(stop.wait())
+        pause = _STORE_RETRY_MIN
         try:
             while not stop.is_set():
-                claimed = await self._claim_and_start()
-                if claimed:
-                    continue
-                await self._sleep(stopper)
+                try:
+                    if not await self._claim_and_start():
+                        await self._sleep(stopper)
+                    pause = _STORE_RETRY_MIN
+                except Exception:
+                    # The database is away (restart, network): keep the process
+                    # and its in-flight sends, and try again with backoff.
+                    log.exception("the ledger is unavailable; trying again in %.0f s", pause)
+                    await asyncio.wait({stopper}, timeout=pause)
+                    pause = min(pause * 2, _STORE_RETRY_MAX)
         finally:
             stopper.cancel()
             await self._shutdown()
@@ -248,6 +256,10 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._flush()
-        released = await self.store.release(self.owner)
+        try:
+            released = await self.store.release(self.owner)
+        except Exception:
+            log.exception("could not release leases; they expire by themselves")
+            return
         if released:
             log.info("released %d unfinished deliveries for the next run", released)

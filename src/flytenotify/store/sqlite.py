@@ -38,7 +38,7 @@ from flytenotify.store.base import (
     EventWrite,
     InboxMessage,
 )
-from flytenotify.store.migrations import MIGRATIONS
+from flytenotify.store.migrations import migrations_for, refuse_newer
 
 _T = TypeVar("_T")
 
@@ -375,14 +375,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         " applied_at REAL NOT NULL)"
     )
     current = _current_version(conn)
-    newest = max(MIGRATIONS)
-    if current > newest:
-        raise RuntimeError(
-            f"the database schema is version {current}, newer than this flytenotify knows"
-            f" ({newest}); upgrade flytenotify"
-        )
-    for version in sorted(v for v in MIGRATIONS if v > current):
-        for statement in _statements(MIGRATIONS[version]):
+    refuse_newer(current)
+    migrations = migrations_for("sqlite")
+    for version in sorted(v for v in migrations if v > current):
+        for statement in _statements(migrations[version]):
             conn.execute(statement)
         conn.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",

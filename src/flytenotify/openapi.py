@@ -1,0 +1,511 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Hand-written, with a request and a response schema for every route; the
+property-based tests (tests/test_api_schemathesis.py) check the service
+against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+CLOUDEVENTS = "application/cloudevents+json"
+
+_STR = {"type": "string"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {JSON: {"schema": schema}}
+
+
+def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema)}
+
+
+_ERRORS = {
+    "400": "Invalid request; problems name each field",
+    "401": "Missing or wrong bearer token",
+    "404": "Not found",
+    "409": "Conflict",
+    "413": "Body too large",
+    "415": "Unsupported Content-Type",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _answer(_ERRORS[code], _ref("Error")) for code in codes}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {"items": {"type": "array", "items": _ref(item)}, "next": _NULLABLE_STR},
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for n in names
+    ]
+
+
+_CURSOR = _query("cursor", {"type": "integer", "minimum": 0}, "the previous page's next")
+_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
+_PHASES = ["QUEUED", "RUNNING", "SUCCEEDING", "SUCCEEDED", "FAILING", "FAILED", "ABORTED"]
+_PHASES += ["TIMED_OUT", "ABORTING"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "problems"],
+        "properties": {
+            "error": _STR,
+            "problems": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "message"],
+                    "properties": {"field": _STR, "message": _STR},
+                },
+            },
+        },
+    },
+    "ExecutionId": {
+        "type": "object",
+        "required": ["project", "domain", "name"],
+        "properties": {"project": _STR, "domain": _STR, "name": _STR},
+    },
+    "EntityId": {
+        "type": "object",
+        "required": ["project", "domain", "name"],
+        "properties": {"project": _STR, "domain": _STR, "name": _STR, "version": _STR},
+    },
+    "Notification": {
+        "type": "object",
+        "description": "flyteidl admin.Notification in the protobuf JSON mapping",
+        "required": ["phases"],
+        "properties": {
+            "phases": {"type": "array", "items": {"type": ["string", "integer"]}},
+            "email": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
+            "slack": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
+            "pagerDuty": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
+            "template": _STR,
+        },
+    },
+    "LaunchPlanRegistration": {
+        "type": "object",
+        "required": ["version"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"type": "string", "minLength": 1},
+            "notifications": {"type": "array", "items": _ref("Notification")},
+        },
+    },
+    "LaunchPlan": {
+        "type": "object",
+        "required": ["id", "notifications"],
+        "properties": {
+            "id": _ref("EntityId"),
+            "notifications": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "ExecutionRequest": {
+        "type": "object",
+        "required": ["id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": _ref("ExecutionId"),
+            "launch_plan": _ref("EntityId"),
+            "workflow": _ref("EntityId"),
+            "notifications": {"type": "array", "items": _ref("Notification")},
+            "disable_all": {"type": "boolean"},
+        },
+    },
+    "Execution": {
+        "type": "object",
+        "required": ["id", "launch_plan", "workflow", "notifications", "created_at"],
+        "properties": {
+            "id": _ref("ExecutionId"),
+            "launch_plan": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
+            "workflow": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
+            "notifications": {"type": "array", "items": {"type": "object"}},
+            "created_at": _TIME,
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "flyteidl event.WorkflowExecutionEvent in the protobuf JSON mapping,"
+        " plus an optional launch_plan",
+        "required": ["executionId", "phase"],
+        "properties": {
+            "executionId": _ref("ExecutionId"),
+            "phase": {"type": "string", "enum": _PHASES},
+            "occurredAt": _TIME,
+            "producerId": _STR,
+            "outputUri": _STR,
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": _STR,
+                    "message": _STR,
+                    "kind": {"type": "string", "enum": ["UNKNOWN", "USER", "SYSTEM"]},
+                    "errorUri": _STR,
+                },
+            },
+            "launch_plan": _ref("EntityId"),
+        },
+    },
+    "CloudEvent": {
+        "type": "object",
+        "description": "A structured-mode cloud event of type"
+        " com.flyte.resource.cloudevents.WorkflowExecution; data is a"
+        " flyteidl event.CloudEventWorkflowExecution (JSON mapping, or data_base64)",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {
+            "specversion": {"type": "string", "enum": ["1.0"]},
+            "id": {"type": "string", "minLength": 1},
+            "source": {"type": "string", "minLength": 1},
+            "type": _STR,
+            "time": _TIME,
+            "datacontenttype": _STR,
+            "data": {
+                "type": "object",
+                "properties": {
+                    "rawEvent": _ref("Event"),
+                    "launchPlanId": _ref("EntityId"),
+                    "referenceExecution": _ref("ExecutionId"),
+                },
+            },
+            "data_base64": _STR,
+        },
+    },
+    "EventResult": {
+        "type": "object",
+        "required": ["outcome"],
+        "properties": {
+            "outcome": {
+                "type": "string",
+                "enum": [
+                    "enqueued",
+                    "duplicate",
+                    "after_terminal",
+                    "no_notifications",
+                    "recorded",
+                    "ignored",
+                ],
+            },
+            "delivery_ids": {"type": "array", "items": {"type": "integer"}},
+            "cloud_event": {
+                "type": "object",
+                "required": ["id", "type", "source"],
+                "properties": {"id": _STR, "type": _STR, "source": _STR},
+            },
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "required": [
+            "id",
+            "execution",
+            "phase",
+            "channel",
+            "kind",
+            "recipient",
+            "status",
+            "attempts",
+            "last_reply",
+            "created_at",
+            "next_attempt_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "execution": _STR,
+            "phase": _STR,
+            "channel": _STR,
+            "kind": _STR,
+            "recipient": _STR,
+            "status": {"type": "string", "enum": ["pending", "retrying", "delivered", "dead"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_reply": _STR,
+            "created_at": _NULLABLE_TIME,
+            "next_attempt_at": _NULLABLE_TIME,
+        },
+    },
+    "Attempt": {
+        "type": "object",
+        "required": ["number", "started_at", "finished_at", "outcome", "reply"],
+        "properties": {
+            "number": {"type": "integer"},
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+            "outcome": _STR,
+            "reply": _STR,
+        },
+    },
+    "InboxMessage": {
+        "type": "object",
+        "required": ["id", "delivery_id", "kind", "recipient", "subject", "body", "received_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "delivery_id": {"type": "integer"},
+            "kind": _STR,
+            "recipient": _STR,
+            "subject": _STR,
+            "body": _STR,
+            "received_at": _TIME,
+        },
+    },
+}
+
+# In the detail, "attempts" is the list of attempts rather than their count.
+SCHEMAS["DeliveryDetail"] = {
+    "type": "object",
+    "required": [*SCHEMAS["Delivery"]["required"], "message"],
+    "properties": {
+        **SCHEMAS["Delivery"]["properties"],
+        "attempts": {"type": "array", "items": _ref("Attempt")},
+        "message": {
+            "type": "object",
+            "required": ["subject", "text"],
+            "properties": {"subject": _STR, "text": _STR},
+        },
+    },
+}
+
+_EVENT_RESULT = _ref("EventResult")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "flytenotify",
+        "version": "1",
+        "description": "Notifications for Flyte workflow executions. See docs/http-api.md.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": SCHEMAS,
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {
+                    "200": _answer(
+                        "Alive",
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: database and channels",
+                "security": [],
+                "responses": {
+                    code: _answer(
+                        text,
+                        {
+                            "type": "object",
+                            "required": ["status", "database", "channels"],
+                            "properties": {
+                                "status": {"type": "string", "enum": ["ready", "unavailable"]},
+                                "database": {"type": "object"},
+                                "channels": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "type": "string",
+                                        "enum": ["configured", "dev-inbox", "unconfigured"],
+                                    },
+                                },
+                            },
+                        },
+                    )
+                    for code, text in (("200", "Ready"), ("503", "Database unreachable"))
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _answer("OpenAPI 3.1", {"type": "object"}), **_errors("401")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "responses": {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("401"),
+                },
+            }
+        },
+        "/api/v1/launch-plans/{project}/{domain}/{name}": {
+            "parameters": _path("project", "domain", "name"),
+            "get": {
+                "summary": "The latest registered version's notifications",
+                "responses": {
+                    "200": _answer("The launch plan", _ref("LaunchPlan")),
+                    **_errors("401", "404"),
+                },
+            },
+            "put": {
+                "summary": "Register a launch plan version's notifications"
+                " (JSON, or a serialized admin.LaunchPlan)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": _ref("LaunchPlanRegistration")},
+                        PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "responses": {
+                    "200": _answer("Registered", _ref("LaunchPlan")),
+                    **_errors("400", "401", "404", "413", "415"),
+                },
+            },
+        },
+        "/api/v1/executions": {
+            "post": {
+                "summary": "Create an execution; freezes its notifications",
+                "requestBody": {"required": True, "content": _json(_ref("ExecutionRequest"))},
+                "responses": {
+                    "201": _answer("Created (or the existing one)", _ref("Execution")),
+                    **_errors("400", "401", "413", "415"),
+                },
+            }
+        },
+        "/api/v1/events": {
+            "post": {
+                "summary": "Report a WorkflowExecutionEvent: JSON, protobuf, or a Flyte"
+                " cloud event (structured, or binary with ce-* headers)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": _ref("Event")},
+                        PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                        CLOUDEVENTS: {"schema": _ref("CloudEvent")},
+                    },
+                },
+                "responses": {
+                    "200": _answer("Recorded; nothing (more) to send", _EVENT_RESULT),
+                    "202": _answer("Deliveries enqueued", _EVENT_RESULT),
+                    **_errors("400", "401", "413", "415"),
+                },
+            }
+        },
+        "/api/v1/events:batch": {
+            "post": {
+                "summary": "Report many events; all are validated first",
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "oneOf": [
+                                {"type": "array", "items": _ref("Event")},
+                                {
+                                    "type": "object",
+                                    "required": ["events"],
+                                    "properties": {
+                                        "events": {"type": "array", "items": _ref("Event")}
+                                    },
+                                },
+                            ]
+                        }
+                    ),
+                },
+                "responses": {
+                    "200": _answer(
+                        "One result per event",
+                        {
+                            "type": "object",
+                            "required": ["results"],
+                            "properties": {"results": {"type": "array", "items": _EVENT_RESULT}},
+                        },
+                    ),
+                    **_errors("400", "401", "413", "415"),
+                },
+            }
+        },
+        "/api/v1/deliveries": {
+            "get": {
+                "summary": "List deliveries, oldest first",
+                "parameters": [
+                    _query("execution", _STR, "project/domain/name"),
+                    _query(
+                        "status",
+                        {"type": "string", "enum": ["pending", "retrying", "delivered", "dead"]},
+                        "delivery status",
+                    ),
+                    _query("channel", _STR, "email, slack, pagerduty, webhook, inbox, unroutable"),
+                    _query("since", _STR, "ISO 8601 time or Unix seconds"),
+                    _CURSOR,
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": _answer("A page of deliveries", _page("Delivery")),
+                    **_errors("400", "401"),
+                },
+            }
+        },
+        "/api/v1/deliveries/{id}": {
+            "parameters": _path("id"),
+            "get": {
+                "summary": "One delivery with its attempts and message",
+                "responses": {
+                    "200": _answer("The delivery", _ref("DeliveryDetail")),
+                    **_errors("401", "404"),
+                },
+            },
+        },
+        "/api/v1/deliveries/{id}/retry": {
+            "parameters": _path("id"),
+            "post": {
+                "summary": "Send a dead delivery again",
+                "responses": {
+                    "200": _answer("Pending again", _ref("Delivery")),
+                    **_errors("401", "404", "409"),
+                },
+            },
+        },
+        "/api/v1/inbox": {
+            "get": {
+                "summary": "Messages in the dev inbox",
+                "parameters": [_CURSOR, _LIMIT],
+                "responses": {
+                    "200": _answer("A page of messages", _page("InboxMessage")),
+                    **_errors("400", "401"),
+                },
+            }
+        },
+    },
+}

@@ -1,0 +1,117 @@
+"""Fixtures shared by the suites: a fresh ledger on every backend.
+
+``database_url`` runs a test once on a SQLite file and once on a PostgreSQL
+database of its own. PostgreSQL is the server at ``FLYTENOTIFY_TEST_POSTGRES``
+(default ``postgresql://postgres@127.0.0.1:5432/test``); each test gets a new
+``flytenotify_test_<random>`` database there, dropped afterwards. When the
+server cannot be reached the PostgreSQL variant is skipped, saying why, except
+with ``CI=true``, where a missing database must fail the run rather than
+quietly test half the product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import pytest
+
+_T = TypeVar("_T")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FLYTENOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CONNECT_TIMEOUT = 5.0
+
+
+def run_async(make: Callable[[], Awaitable[_T]], timeout: float = 30.0) -> _T:
+    """Run a coroutine to completion on a private loop in another thread.
+
+    Fixtures here serve both sync and async tests; an async test's loop may
+    already be running in this thread, so the setup runs beside it.
+    """
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(asyncio.wait_for(_awaitable(make), timeout)))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if error:
+        raise error[0]
+    if not result:
+        raise TimeoutError(f"database setup took longer than {timeout} s")
+    return result[0]
+
+
+async def _awaitable(make: Callable[[], Awaitable[_T]]) -> _T:
+    return await make()
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=CONNECT_TIMEOUT)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@functools.cache
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None if it can (asked once per run)."""
+    try:
+        run_async(lambda: _admin("SELECT 1"), timeout=CONNECT_TIMEOUT + 2)
+    except Exception as error:
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {error!r}"
+    return None
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL; fail instead under CI=true."""
+    reason = postgres_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+    require_postgres()
+    name = f"flytenotify_test_{uuid.uuid4().hex[:12]}"
+    run_async(lambda: _admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        # FORCE: a replica process a test killed may have left a session behind.
+        run_async(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ledger URL: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    yield request.getfixturevalue("postgres_url")

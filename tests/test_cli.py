@@ -1,0 +1,239 @@
+"""``flytenotify send-test``, ``register`` and ``event``: real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from flytenotify.cli import main
+from tests.live_server import LiveServer
+from tests.servers.smtp import SmtpServer
+
+NOTIFICATIONS = {
+    "notifications": [
+        {"phases": ["FAILED"], "email": {"recipientsEmail": ["ops@example.com"]}},
+        {"phases": ["SUCCEEDED"], "slack": {"recipientsEmail": ["#data"]}},
+    ]
+}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def _smtp_config(tmp_path: Path, server: SmtpServer) -> Path:
+    path = tmp_path / "flytenotify.toml"
+    path.write_text(
+        f'[smtp]\nhost = "{server.host}"\nport = {server.port}\ntimeout = 5\n'
+        'sender = "flyte@example.com"\n'
+        f'[database]\nurl = "{tmp_path / "unused.db"}"\n'
+    )
+    return path
+
+
+def test_send_test_delivers_and_prints_the_reply(
+    runner: CliRunner, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    config = _smtp_config(tmp_path, smtp)
+    result = runner.invoke(main, ["send-test", "email", "ops@example.com", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("delivered: 250")
+    (received,) = smtp.messages
+    assert received.rcpt_tos == ("ops@example.com",)
+    assert received.message["Subject"] == "flytenotify test message"
+
+    as_json = runner.invoke(
+        main, ["send-test", "email", "ops@example.com", "--config", str(config), "--json"]
+    )
+    assert json.loads(as_json.output)["outcome"] == "delivered"
+
+
+def test_send_test_refused_exits_1_with_the_providers_answer(
+    runner: CliRunner, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    smtp.script("RCPT", "550 5.1.1 no such user", address="nobody@example.com")
+    config = _smtp_config(tmp_path, smtp)
+    result = runner.invoke(
+        main, ["send-test", "email", "nobody@example.com", "--config", str(config)]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("permanent: ")
+    assert "550 5.1.1 no such user" in result.output
+
+
+def test_send_test_unconfigured_channel_exits_2(runner: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text(f'[database]\nurl = "{tmp_path / "x.db"}"\n')
+    result = runner.invoke(main, ["send-test", "slack", "#data", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "not configured" in result.output
+
+
+def test_register_and_event_on_the_database(runner: CliRunner, tmp_path: Path) -> None:
+    db = str(tmp_path / "direct.db")
+    file = tmp_path / "nightly.json"
+    file.write_text(json.dumps(NOTIFICATIONS))
+    plan = ["--project", "proj", "--domain", "prod", "--name", "nightly"]
+    registered = runner.invoke(main, ["register", str(file), *plan, "--version", "v1", "--db", db])
+    assert registered.exit_code == 0, registered.output
+    assert registered.output.strip() == "registered proj/prod/nightly@v1: 2 notification(s)"
+
+    event = runner.invoke(
+        main,
+        [
+            "event",
+            *["--project", "proj", "--domain", "prod", "--name", "run-1"],
+            *["--phase", "failed", "--error", "boom", "--launch-plan", "proj/prod/nightly"],
+            *["--db", db, "--deliver", "--json"],
+        ],
+    )
+    assert event.exit_code == 0, event.output
+    answer = json.loads(event.output)
+    assert answer["outcome"] == "enqueued"
+    assert len(answer["delivery_ids"]) == 1
+    inbox = runner.invoke(main, ["inbox", "--db", db, "--json"])
+    (message,) = json.loads(inbox.output)
+    assert message["recipient"] == "ops@example.com"
+    assert "boom" in message["body"]
+
+    again = runner.invoke(
+        main,
+        [
+            "event",
+            "--project",
+            "proj",
+            "--domain",
+            "prod",
+            "--name",
+            "run-1",
+            "--phase",
+            "FAILED",
+            "--db",
+            db,
+        ],
+    )
+    assert again.exit_code == 0
+    assert again.output.strip() == "proj/prod/run-1 FAILED: duplicate"
+
+
+def test_register_refuses_a_bad_file(runner: CliRunner, tmp_path: Path) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text('[[notifications]]\nphases = ["RUNNING"]\n')
+    result = runner.invoke(
+        main,
+        [
+            "register",
+            str(file),
+            "--project",
+            "p",
+            "--domain",
+            "d",
+            "--name",
+            "n",
+            "--version",
+            "v1",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 1
+    assert json.loads(result.output)["ok"] is False
+
+
+def test_register_and_event_through_a_running_service(runner: CliRunner, tmp_path: Path) -> None:
+    file = tmp_path / "nightly.toml"
+    file.write_text(
+        '[[notifications]]\nphases = ["SUCCEEDED"]\n'
+        'email = { recipientsEmail = ["a@example.com"] }\n'
+    )
+    with LiveServer(tmp_path / "served.db") as server:
+        url = ["--url", server.url]
+        registered = runner.invoke(
+            main,
+            [
+                "register",
+                str(file),
+                "--project",
+                "proj",
+                "--domain",
+                "prod",
+                "--name",
+                "nightly",
+                "--version",
+                "v2",
+                *url,
+                "--json",
+            ],
+        )
+        assert registered.exit_code == 0, registered.output
+        assert json.loads(registered.output)["id"]["version"] == "v2"
+        event = runner.invoke(
+            main,
+            [
+                "event",
+                "--project",
+                "proj",
+                "--domain",
+                "prod",
+                "--name",
+                "served-1",
+                "--phase",
+                "SUCCEEDED",
+                "--launch-plan",
+                "proj/prod/nightly",
+                *url,
+            ],
+        )
+        assert event.exit_code == 0, event.output
+        assert "SUCCEEDED: enqueued: 1 delivery(ies)" in event.output
+        bad = runner.invoke(
+            main,
+            [
+                "event",
+                "--project",
+                "proj",
+                "--domain",
+                "prod",
+                "--name",
+                "x",
+                "--phase",
+                "FAILED",
+                "--launch-plan",
+                "proj/prod/unknown@v9",
+                *url,
+                "--json",
+            ],
+            env={"FLYTENOTIFY_CLIENT__TOKEN": "ignored-without-tokens"},
+        )
+        assert bad.exit_code == 0, bad.output  # unknown plan: recorded, nothing to send
+        assert json.loads(bad.output)["outcome"] == "no_notifications"
+    down = runner.invoke(
+        main,
+        [
+            "event",
+            "--project",
+            "p",
+            "--domain",
+            "d",
+            "--name",
+            "n",
+            "--phase",
+            "FAILED",
+            "--url",
+            server.url,
+        ],
+    )
+    assert down.exit_code == 1
+    assert "cannot reach" in down.output
