@@ -36,20 +36,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def start_serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``flytenotify serve`` on a free port over ``tmp_path/x.db``, once it answers."""
     port = _free_port()
+    command = [sys.executable, "-m", "flytenotify.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flytenotify.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "x.db"),
-        ],
+        [*command, "--db", str(tmp_path / "x.db"), *args],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -57,22 +49,34 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + WAIT
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(process.communicate()[0])
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the server did not come up")
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process, base = start_serve(tmp_path)
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.05)
         yield process, base
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
+        stop(process)
 
 
 def test_serve_delivers_into_the_inbox_and_stops_cleanly(
@@ -259,3 +263,38 @@ def test_json_logs_and_metrics_of_the_real_service(tmp_path: Path) -> None:
     assert any(m.startswith("database: ") for m in messages)
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
     assert "stopped" in messages
+
+
+def test_api_and_dispatcher_roles_split_the_work(tmp_path: Path) -> None:
+    api, api_url = start_serve(tmp_path, "--role", "api")
+    try:
+        plan = {
+            "version": "v1",
+            "notifications": [
+                {"phases": ["FAILED"], "email": {"recipientsEmail": ["ops@example.com"]}}
+            ],
+        }
+        lp = {"project": "proj", "domain": "prod", "name": "nightly"}
+        httpx.put(f"{api_url}/api/v1/launch-plans/proj/prod/nightly", json=plan).raise_for_status()
+        answer = httpx.post(
+            f"{api_url}/api/v1/events", json=event_json("r1", "FAILED") | {"launch_plan": lp}
+        )
+        assert answer.status_code == 202
+        time.sleep(0.5)
+        (pending,) = httpx.get(f"{api_url}/api/v1/deliveries").json()["items"]
+        assert pending["status"] == "pending"  # the api role never dispatches
+
+        dispatcher, dispatcher_url = start_serve(tmp_path, "--role", "dispatcher")
+        try:
+            assert httpx.get(f"{dispatcher_url}/api/v1/deliveries").status_code == 404
+            assert httpx.get(f"{dispatcher_url}/metrics").status_code == 200
+            deadline = time.monotonic() + WAIT
+            while not httpx.get(f"{api_url}/api/v1/inbox").json()["items"]:
+                assert time.monotonic() < deadline, "the dispatcher role delivered nothing"
+                time.sleep(0.1)
+            dispatcher.send_signal(signal.SIGTERM)
+            assert dispatcher.wait(timeout=WAIT) == 0
+        finally:
+            stop(dispatcher)
+    finally:
+        stop(api)

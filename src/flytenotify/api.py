@@ -76,19 +76,40 @@ def error_response(status: int, error: str, problems: list[Problem] | None = Non
 
 
 def create_app(
-    notifier: Notifier, server: ServerConfig | None = None, metrics: Metrics | None = None
+    notifier: Notifier,
+    server: ServerConfig | None = None,
+    metrics: Metrics | None = None,
+    *,
+    api: bool = True,
 ) -> Starlette:
     """The Starlette application serving ``notifier``.
 
     ``metrics`` should be the :class:`Metrics` whose ``observe_attempt`` the
     notifier's dispatcher reports to; without it, attempts are not counted.
+    ``api=False`` serves only health, readiness and metrics (a dispatcher replica).
     """
-    api = _Api(notifier, server or ServerConfig(), metrics or Metrics())
+    handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics())
     routes = [
-        Route("/healthz", api.wrap(api.healthz, auth=False), methods=["GET"]),
-        Route("/readyz", api.wrap(api.readyz, auth=False), methods=["GET"]),
+        Route("/healthz", handlers.wrap(handlers.healthz, auth=False), methods=["GET"]),
+        Route("/readyz", handlers.wrap(handlers.readyz, auth=False), methods=["GET"]),
+        Route("/metrics", handlers.wrap(handlers.metrics_text), methods=["GET"]),
+    ]
+    if api:
+        routes += _api_routes(handlers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, exc.detail)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.notifier = notifier
+    app.state.metrics = handlers.metrics
+    return app
+
+
+def _api_routes(api: _Api) -> list[Route]:
+    return [
         Route("/openapi.json", api.wrap(api.openapi), methods=["GET"]),
-        Route("/metrics", api.wrap(api.metrics_text), methods=["GET"]),
         Route(
             "/api/v1/launch-plans/{project}/{domain}/{name}",
             api.wrap(api.launch_plan),
@@ -102,15 +123,6 @@ def create_app(
         Route("/api/v1/deliveries/{id}/retry", api.wrap(api.retry_delivery), methods=["POST"]),
         Route("/api/v1/inbox", api.wrap(api.inbox), methods=["GET"]),
     ]
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return error_response(exc.status_code, exc.detail)
-
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    app.state.notifier = notifier
-    app.state.metrics = api.metrics
-    return app
 
 
 class _Api:

@@ -119,12 +119,21 @@ def check_config(file: Path, as_json: bool) -> None:
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api", "dispatcher"]),
+    default="all",
+    show_default=True,
+    help="api: accept requests only; dispatcher: deliver only (serving just health and"
+    " metrics); all: both. Scale each separately on PostgreSQL.",
+)
 def serve(
     config_file: Path | None,
     host: str | None,
     port: int | None,
     db: str | None,
     log_format: Literal["text", "json"],
+    role: Literal["all", "api", "dispatcher"],
 ) -> None:
     """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
     from flytenotify import service
@@ -137,7 +146,7 @@ def serve(
         sys.exit(2)
     service.configure_logging(log_format)
     try:
-        asyncio.run(service.serve(loaded))
+        asyncio.run(service.serve(loaded, role))
     except NotImplementedError as error:  # e.g. a database this version cannot open
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)

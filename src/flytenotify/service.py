@@ -106,8 +106,16 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve(config: LoadedConfig) -> None:
-    """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe."""
+Role = Literal["all", "api", "dispatcher"]
+
+
+async def serve(config: LoadedConfig, role: Role = "all") -> None:
+    """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe.
+
+    ``role`` splits the process for scaling out: ``api`` serves requests and
+    never dispatches; ``dispatcher`` dispatches and serves only health and
+    metrics (for probes and scraping); ``all`` does both.
+    """
     check_bind(config)
     server_config = config.server
     metrics = Metrics()
@@ -117,7 +125,8 @@ async def serve(config: LoadedConfig) -> None:
     await notifier.start()
     try:
         _log_startup(config, notifier)
-        app = create_app(notifier, server_config, metrics)
+        log.info("role: %s", role)
+        app = create_app(notifier, server_config, metrics, api=role != "dispatcher")
         uv_config = uvicorn.Config(
             app,
             host=server_config.host,
@@ -128,7 +137,8 @@ async def serve(config: LoadedConfig) -> None:
             server_header=False,
         )
         server = _Server(uv_config)
-        notifier.start_dispatching()
+        if role != "api":
+            notifier.start_dispatching()
         await server.serve()
         log.info("no longer accepting requests; finishing in-flight deliveries")
         await notifier.stop_dispatching()
