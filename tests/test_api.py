@@ -468,3 +468,28 @@ async def test_metrics_after_a_delivery(tmp_path: Path) -> None:
     ):
         assert sample in text, sample
     assert 'flytenotify_delivery_attempt_seconds_bucket{channel="inbox",le="+Inf"} 4.0' in text
+
+
+async def test_registering_an_unroutable_recipient_warns(tmp_path: Path) -> None:
+    settings = Settings(database=DatabaseConfig(url=str(tmp_path / "warn.db")))
+    async with Notifier(settings) as n:  # no dev inbox: unconfigured channels reach nobody
+        app = create_app(n)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://flytenotify"
+        ) as client:
+            answer = await client.put(
+                "/api/v1/launch-plans/proj/prod/nightly",
+                json={
+                    "version": "v1",
+                    "notifications": [
+                        {"phases": ["FAILED"], "email": {"recipientsEmail": ["ops@example.com"]}},
+                        {"phases": ["FAILED"], "pagerDuty": {"recipientsEmail": ["db-team"]}},
+                    ],
+                },
+            )
+    assert answer.status_code == 200
+    email, pagerduty = answer.json()["warnings"]
+    assert email["field"] == "notifications[0].email.recipients_email[0]"
+    assert "no [smtp] is configured" in email["message"]
+    assert pagerduty["field"] == "notifications[1].pager_duty.recipients_email[0]"
+    assert "'db-team' is not an email address" in pagerduty["message"]

@@ -237,3 +237,48 @@ def test_register_and_event_through_a_running_service(runner: CliRunner, tmp_pat
     )
     assert down.exit_code == 1
     assert "cannot reach" in down.output
+
+
+def test_check_config_finds_unroutable_recipients_and_unreachable_servers(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from tests.servers.smtp import free_port
+
+    db = tmp_path / "ledger.db"
+    config = tmp_path / "flytenotify.toml"
+    config.write_text(
+        f'[database]\nurl = "{db}"\n[server]\ndev_inbox = false\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {free_port()}\ntimeout = 2.0\n'
+        '[pagerduty.routing_keys]\ndata-oncall = "0123456789abcdef0123456789abcdef"\n'
+    )
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps(
+            [
+                {
+                    "phases": ["FAILED"],
+                    "pagerDuty": {"recipientsEmail": ["data-oncall", "db-team"]},
+                },
+                {"phases": ["FAILED"], "slack": {"recipientsEmail": ["#alerts"]}},
+            ]
+        )
+    )
+    plan_id = ["--project", "p", "--domain", "d", "--name", "lp", "--version", "1"]
+    registered = runner.invoke(main, ["register", str(plan), "--config", str(config), *plan_id])
+    assert registered.exit_code == 0, registered.output
+
+    result = runner.invoke(main, ["check-config", str(config), "--json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert problems == [
+        "launch plan p/d/lp@1: notifications[0].pager_duty.recipients_email[1]: pager_duty"
+        " recipient 'db-team' is not an email address and no pager_duty API configuration"
+        " can reach it",
+        "launch plan p/d/lp@1: notifications[1].slack.recipients_email[0]: slack recipient"
+        " '#alerts' is not an email address and no slack API configuration can reach it",
+    ]
+    connected = runner.invoke(main, ["check-config", str(config), "--connect", "--json"])
+    assert connected.exit_code == 1
+    (smtp_problem,) = [p for p in json.loads(connected.stdout)["problems"] if p.startswith("email")]
+    assert "cannot connect" in smtp_problem
+    assert "refused" in smtp_problem.lower()

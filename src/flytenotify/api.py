@@ -256,7 +256,15 @@ class _Api:
             registered = await self.notifier.register_launch_plan(
                 EntityId(project, domain, name, str(version)), notifications
             )
-        return JSONResponse(_plan_json(registered.id, registered.notifications))
+        answer = _plan_json(registered.id, registered.notifications)
+        # Accepted (the configuration may be fixed later), but said out loud now.
+        answer["warnings"] = [
+            {"field": p.field, "message": p.message}
+            for p in resolve.routing_problems(
+                registered.notifications, self.notifier.settings, self.notifier.dev_inbox
+            )
+        ]
+        return JSONResponse(answer)
 
     async def create_execution(self, request: Request) -> Response:
         data = await self._json(request)

@@ -44,8 +44,10 @@ _T = TypeVar("_T")
 EventInput = ExecutionEvent | Mapping[str, Any] | bytes | Any  # Any: a protobuf message
 
 
-def build_channels(settings: Settings, store: Store, dev_inbox: bool) -> dict[str, Channel]:
-    """One channel object per configured transport (plus the dev inbox)."""
+def build_channels(
+    settings: Settings, store: Store | None = None, dev_inbox: bool = False
+) -> dict[str, Channel]:
+    """One channel object per configured transport (plus the dev inbox, kept in ``store``)."""
     channels: dict[str, Channel] = {}
     if settings.smtp is not None:
         from flytenotify.channels.email import EmailChannel
@@ -63,7 +65,7 @@ def build_channels(settings: Settings, store: Store, dev_inbox: bool) -> dict[st
         from flytenotify.channels.webhook import WebhookChannel
 
         channels[resolve.WEBHOOK] = WebhookChannel(settings.webhooks)
-    if dev_inbox:
+    if dev_inbox and store is not None:
         channels[resolve.INBOX] = InboxChannel(store)
     return channels
 
@@ -180,6 +182,18 @@ class Notifier:
         )
         stored, _created = await self.store.create_execution(execution)
         return stored
+
+    async def routing_problems(self) -> list[Problem]:
+        """Recipients of registered launch plans that no configured channel can reach."""
+        problems: list[Problem] = []
+        for plan in await self.store.latest_launch_plans():
+            problems += resolve.routing_problems(
+                plan.notifications,
+                self.settings,
+                self.dev_inbox,
+                f"launch plan {plan.id}: notifications",
+            )
+        return problems
 
     # -- events --------------------------------------------------------------------
 

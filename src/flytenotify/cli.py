@@ -85,18 +85,29 @@ def _load(
 @main.command("check-config")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def check_config(file: Path, as_json: bool) -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also connect to every configured channel (SMTP login, Slack auth.test) and the database.",
+)
+def check_config(file: Path, as_json: bool, connect: bool) -> None:
     """Check a configuration file (and FLYTENOTIFY_* variables); report every problem.
 
-    Exits 1 if anything is wrong. Secrets are never printed.
+    Besides the file itself, recipients of the launch plans already registered
+    in the configured database are checked against the channels configured
+    (a PagerDuty recipient without a routing key, a Slack channel without a
+    Slack token). Exits 1 if anything is wrong. Secrets are never printed.
     """
     try:
         loaded = load_config(file, os.environ)
+        problems = asyncio.run(_deeper_problems(loaded, connect))
     except ConfigError as error:
+        problems = error.problems
+    if problems:
         if as_json:
-            click.echo(json.dumps({"ok": False, "problems": error.problems}, indent=2))
+            click.echo(json.dumps({"ok": False, "problems": problems}, indent=2))
         else:
-            for problem in error.problems:
+            for problem in problems:
                 click.echo(f"{file}: {problem}", err=True)
         sys.exit(1)
     info = summary(loaded)
@@ -109,6 +120,32 @@ def check_config(file: Path, as_json: bool) -> None:
         click.echo(f"  {name}: {state}")
     server = info["server"]
     click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+
+
+async def _deeper_problems(loaded: LoadedConfig, connect: bool) -> list[str]:
+    """Problems only the database or the channels' servers can reveal."""
+    from flytenotify.app import build_channels
+
+    settings = loaded.settings
+    problems: list[str] = []
+    path = settings.database.sqlite_path
+    if connect or (path is not None and path.exists()):
+        try:
+            async with Notifier(settings, dev_inbox=loaded.server.dev_inbox, channels={}) as n:
+                problems += [str(p) for p in await n.routing_problems()]
+        except Exception as error:  # unreachable, or a newer schema
+            problems.append(f"database: {error}")
+    if connect:
+        for name, channel in build_channels(settings).items():
+            check = getattr(channel, "check", None)
+            try:
+                if check is not None:
+                    await check()
+            except Exception as error:
+                problems.append(f"{name}: cannot connect: {error}")
+            finally:
+                await channel.close()
+    return problems
 
 
 @main.command()
@@ -551,14 +588,13 @@ async def _send_test(loaded: LoadedConfig, channel: str, recipient: str) -> tupl
     """One real attempt through ``channel``: (outcome, the provider's reply)."""
     from datetime import UTC, datetime
 
-    from flytenotify.app import build_channels, open_store
+    from flytenotify.app import build_channels
     from flytenotify.domain import Delivery, ExecutionEvent, RenderedMessage
     from flytenotify.engine.render import template_variables
     from flytenotify.engine.resolve import WEBHOOK_PREFIX
 
     settings = loaded.settings
-    # The store is only handed to the dev inbox, which is not built here.
-    channels = build_channels(settings, open_store(settings), dev_inbox=False)
+    channels = build_channels(settings)
     target = channels.get(channel)
     if target is None:
         raise _NotConfigured(

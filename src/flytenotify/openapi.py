@@ -76,20 +76,15 @@ _PHASES = ["QUEUED", "RUNNING", "SUCCEEDING", "SUCCEEDED", "FAILING", "FAILED", 
 _PHASES += ["TIMED_OUT", "ABORTING"]
 
 SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {"field": _STR, "message": _STR},
+    },
     "Error": {
         "type": "object",
         "required": ["error", "problems"],
-        "properties": {
-            "error": _STR,
-            "problems": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["field", "message"],
-                    "properties": {"field": _STR, "message": _STR},
-                },
-            },
-        },
+        "properties": {"error": _STR, "problems": {"type": "array", "items": _ref("Problem")}},
     },
     "ExecutionId": {
         "type": "object",
@@ -128,6 +123,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _ref("EntityId"),
             "notifications": {"type": "array", "items": {"type": "object"}},
+            "warnings": {
+                "description": "Recipients no configured channel can reach (on registration)",
+                "type": "array",
+                "items": _ref("Problem"),
+            },
         },
     },
     "ExecutionRequest": {

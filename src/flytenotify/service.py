@@ -126,6 +126,8 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     try:
         _log_startup(config, notifier)
         log.info("role: %s", role)
+        for problem in await notifier.routing_problems():
+            log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
         app = create_app(notifier, server_config, metrics, api=role != "dispatcher")
         uv_config = uvicorn.Config(
             app,

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
@@ -181,9 +182,19 @@ class Dispatcher:
             self._wake.set()  # a slot is free
 
     async def _send(self, delivery: Delivery) -> SendResult:
+        if delivery.channel == UNROUTABLE:
+            # Routed again at each attempt: once configuration can reach the
+            # recipient, a re-driven dead letter goes out.
+            try:
+                where = route(delivery.kind, delivery.recipient, self.settings)
+            except RoutingError as error:
+                return SendResult.permanent(f"cannot route: {error}")
+            delivery = replace(delivery, channel=where.channel, recipient=where.recipient)
         channel = self.channels.get(delivery.channel)
         if channel is None:
-            return SendResult.permanent(self._why_no_channel(delivery))
+            return SendResult.permanent(
+                f"no {delivery.channel!r} channel is configured in this flytenotify"
+            )
         try:
             return await asyncio.wait_for(channel.send(delivery), _ATTEMPT_TIMEOUT)
         except TimeoutError:
@@ -193,15 +204,6 @@ class Dispatcher:
             return SendResult.transient(
                 f"internal error in the {delivery.channel} channel: {error!r}"
             )
-
-    def _why_no_channel(self, delivery: Delivery) -> str:
-        if delivery.channel == UNROUTABLE:
-            try:
-                route(delivery.kind, delivery.recipient, self.settings)
-            except RoutingError as error:
-                return f"cannot route: {error}"
-            return "cannot route: recipient was unroutable when enqueued; re-drive it"
-        return f"no {delivery.channel!r} channel is configured in this flytenotify"
 
     def _decide(self, delivery: Delivery, result: SendResult, started: float) -> Completion:
         now = time.time()

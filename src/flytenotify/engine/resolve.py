@@ -17,6 +17,7 @@ from flytenotify.config import Settings
 from flytenotify.core.notification import Notification
 from flytenotify.domain import Execution, ExecutionEvent
 from flytenotify.engine.render import render
+from flytenotify.errors import Problem
 from flytenotify.store.base import NewDelivery
 
 # A deliberately loose test: "something@something". Real validation is the
@@ -79,12 +80,41 @@ def route(kind: str, recipient: str, settings: Settings, dev_inbox: bool = False
         return Route(PAGERDUTY, recipient)
     if dev_inbox and (settings.smtp is None or not is_email(recipient)):
         return Route(INBOX, recipient)
-    if is_email(recipient):
-        return Route(EMAIL, recipient)
-    raise RoutingError(
-        f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
-        " configuration can reach it"
-    )
+    if not is_email(recipient):
+        raise RoutingError(
+            f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
+            " configuration can reach it"
+        )
+    if settings.smtp is None:
+        raise RoutingError(
+            f"{kind} recipient {recipient!r} needs email, and no [smtp] is configured"
+        )
+    return Route(EMAIL, recipient)
+
+
+def routing_problems(
+    notifications: Sequence[Notification],
+    settings: Settings,
+    dev_inbox: bool = False,
+    field: str = "notifications",
+) -> list[Problem]:
+    """Every recipient no configured transport can reach, named by its field.
+
+    Found when a launch plan is registered and when the service starts, so a
+    PagerDuty recipient without a routing key is a configuration error seen
+    in daylight rather than a dead letter at 3 a.m.
+    """
+    problems: list[Problem] = []
+    for i, notification in enumerate(notifications):
+        kind, settings_of_channel = notification.channel, notification.channel_settings
+        if kind is None or settings_of_channel is None:
+            continue
+        for j, recipient in enumerate(settings_of_channel.recipients_email):
+            try:
+                route(kind, recipient, settings, dev_inbox)
+            except RoutingError as error:
+                problems.append(Problem(f"{field}[{i}].{kind}.recipients_email[{j}]", str(error)))
+    return problems
 
 
 def idempotency_key(event: ExecutionEvent, index: int, channel: str, recipient: str) -> str:

@@ -123,6 +123,10 @@ class Store(Protocol):
         """The given version, or the latest registered when ``version`` is empty."""
         ...
 
+    async def latest_launch_plans(self) -> list[LaunchPlan]:
+        """The latest version of every registered launch plan."""
+        ...
+
     async def create_execution(self, execution: Execution) -> tuple[Execution, bool]:
         """Insert unless it exists; returns the stored execution and whether it is new."""
         ...

@@ -201,6 +201,12 @@ INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, erro
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
+_LATEST_LAUNCH_PLANS = (
+    "SELECT * FROM launch_plans AS lp WHERE seq = (SELECT MAX(seq) FROM launch_plans AS other"
+    " WHERE other.project = lp.project AND other.domain = lp.domain AND other.name = lp.name)"
+    " ORDER BY project, domain, name"
+)
+
 _REGISTER_LAUNCH_PLAN = """
 INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at, seq)
 VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans))
@@ -493,6 +499,13 @@ class PostgresStore:
                 args.append(plan_id.version)
             row = await conn.fetchrow(sql + " ORDER BY seq DESC LIMIT 1", *args)
             return codec.launch_plan_from_row(dict(row)) if row else None
+
+        return await self._run(read, transaction=False)
+
+    async def latest_launch_plans(self) -> list[LaunchPlan]:
+        async def read(conn: Conn) -> list[LaunchPlan]:
+            rows = await conn.fetch(_LATEST_LAUNCH_PLANS)
+            return [codec.launch_plan_from_row(dict(r)) for r in rows]
 
         return await self._run(read, transaction=False)
 

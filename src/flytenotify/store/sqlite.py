@@ -42,6 +42,12 @@ from flytenotify.store.migrations import migrations_for, refuse_newer
 
 _T = TypeVar("_T")
 
+_LATEST_LAUNCH_PLANS = (
+    "SELECT * FROM launch_plans AS lp WHERE seq = (SELECT MAX(seq) FROM launch_plans AS other"
+    " WHERE other.project = lp.project AND other.domain = lp.domain AND other.name = lp.name)"
+    " ORDER BY project, domain, name"
+)
+
 _DELIVERY_COLUMNS = (
     "id, idempotency_key, project, domain, name, phase, notification_index, kind, channel,"
     " recipient, message, launch_plan, status, attempts, created_at, next_attempt_at, last_reply"
@@ -145,6 +151,13 @@ class SQLiteStore:
                 args.append(plan_id.version)
             row = conn.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
             return codec.launch_plan_from_row(row) if row else None
+
+        return await self._read(read)
+
+    async def latest_launch_plans(self) -> list[LaunchPlan]:
+        def read(conn: sqlite3.Connection) -> list[LaunchPlan]:
+            rows = conn.execute(_LATEST_LAUNCH_PLANS).fetchall()
+            return [codec.launch_plan_from_row(r) for r in rows]
 
         return await self._read(read)
 
