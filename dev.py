@@ -67,7 +67,12 @@ def lint(_: list[str]) -> int:
 
 
 def bench(args: list[str]) -> int:
-    return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
+    # The plotting library is only needed here, so the test setup stays lean.
+    python = str(BIN / "python")
+    if subprocess.call([python, "-c", "import matplotlib"], stderr=subprocess.DEVNULL) != 0:
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+        subprocess.run([*pip, "-e", f"{ROOT}[test,bench]"], check=True)
+    return subprocess.call([python, str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
 
 
 TASKS = {"run": run, "test": test, "lint": lint, "bench": bench}

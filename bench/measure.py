@@ -1,0 +1,277 @@
+"""One measured run of each scenario: raw limit, flytenotify, Alertmanager, backlog.
+
+Each function returns a flat dict (JSON-ready). A run whose delivered count is
+not the expected count is marked ``ok: False``: a fast system that loses
+messages has not been measured, it has failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import load
+import raw
+import target_alertmanager as am
+import target_flytenotify as fn
+from procstat import cpu_seconds, memory_kib
+from sinks import Receipt, SinkProcess
+
+SINK_KIND = {"email": "smtp", "webhook": "http", "pagerduty": "pagerduty", "slack": "slack"}
+POLL = 0.1
+STALL_LIMIT = 30.0  # seconds without a new delivery before a run is given up
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50": at(0.50),
+        "p95": at(0.95),
+        "p99": at(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+def wait_for(sinks: SinkProcess, kind: str, expected: int, limit: float) -> None:
+    """Until the sink has ``expected`` messages, ``limit`` passes, or delivery stalls."""
+    deadline = time.monotonic() + limit
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = sinks.counts()[kind]
+        if count >= expected:
+            return
+        if count != last:
+            last, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change > STALL_LIMIT:
+            return
+        time.sleep(POLL)
+
+
+def delivery_stats(intake: load.Intake, receipts: list[Receipt], expected: int) -> dict[str, Any]:
+    """Counts, rates and latencies of one run, from the client's and the sink's clocks."""
+    ids = [n for _, n in receipts]
+    unique = set(ids)
+    first_receipt: dict[int, float] = {}
+    for at, n in receipts:
+        first_receipt.setdefault(n, at)
+    from_accept = [t - intake.accepted[n] for n, t in first_receipt.items() if n in intake.accepted]
+    from_post = [t - intake.sent[n] for n, t in first_receipt.items() if n in intake.sent]
+    last = max((t for t, _ in receipts), default=intake.started)
+    took = last - intake.started
+    return {
+        "expected": expected,
+        "accepted": len(intake.accepted),
+        "refused": intake.refused,
+        "delivered": len(unique & set(range(expected))),
+        "duplicates": len(ids) - len(unique),
+        "ok": len(unique & set(range(expected))) == expected and intake.refused == 0,
+        "accepted_per_s": intake.rate,
+        "delivered_per_s": expected / took if took > 0 else 0.0,
+        "seconds": took,
+        "latency_from_accept": percentiles(from_accept),
+        "latency_from_post": percentiles(from_post),
+    }
+
+
+# --- the raw limit -----------------------------------------------------------------
+
+
+def raw_limit(sinks: SinkProcess, mode: str, count: int, connections: int = 16) -> dict[str, Any]:
+    sinks.reset()
+    port = sinks.ports["http" if mode.startswith("http") else "smtp"]
+    seconds = asyncio.run(raw.blast(mode, port, count, connections))
+    received = sum(sinks.counts().values())
+    return {
+        "system": "raw",
+        "mode": mode,
+        "expected": count,
+        "delivered": received,
+        "ok": received == count,
+        "delivered_per_s": count / seconds,
+        "connections": connections,
+    }
+
+
+# --- flytenotify ---------------------------------------------------------------------
+
+
+def flytenotify_run(
+    sinks: SinkProcess, channel: str, intake_mode: str, size: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """N FAILED events for ``channel``, sent one per request or in batches."""
+    sinks.reset()
+    kind = SINK_KIND[channel]
+    with tempfile.TemporaryDirectory(prefix="fn-bench-") as tmp:
+        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
+        with fn.serve(Path(tmp), config) as server:
+            plans = _register(server, channel, size)
+            cpu_before = cpu_seconds(server.pid)
+            intake = asyncio.run(
+                _send(server.base_url, channel, intake_mode, size, plans, settings)
+            )
+            wait_for(sinks, kind, size, limit=60 + size / 20)
+            cpu = cpu_seconds(server.pid) - cpu_before
+            memory = memory_kib(server.pid)
+        receipts = sinks.collect()["receipts"][kind]
+    stats = delivery_stats(intake, receipts, size)
+    return {
+        "system": "flytenotify",
+        "channel": channel,
+        "intake": intake_mode,
+        "size": size,
+        **stats,
+        "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
+        "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+        "peak_rss_mib": memory.get("VmHWM", 0) / 1024,
+    }
+
+
+def _register(server: fn.Server, channel: str, size: int) -> list[str]:
+    """Launch plans to cycle through: one, or for Slack one per channel (see below)."""
+    if channel != "slack":
+        server.register("bench", [fn.notification(channel)])
+        return ["bench"]
+    # Slack allows ~1 message/s per channel and flytenotify paces to that, so a
+    # single channel would measure the pacing, not the service: spread the
+    # messages over SLACK_CHANNELS channels (one launch plan each).
+    plans = [f"bench-{i}" for i in range(min(size, SLACK_CHANNELS))]
+    for i, plan in enumerate(plans):
+        server.register(plan, [fn.notification("slack", f"#bench-{i}")])
+    return plans
+
+
+SLACK_CHANNELS = 500
+
+
+async def _send(
+    base_url: str, channel: str, mode: str, size: int, plans: list[str], settings: dict[str, Any]
+) -> load.Intake:
+    numbers = range(size)
+    if len(plans) > 1:  # one launch plan per Slack channel: batch by plan, merge the intakes
+        return await _send_many_plans(base_url, numbers, plans, settings)
+    if mode == "single":
+        return await load.send_single(base_url, numbers, plans[0], settings["concurrency"])
+    return await load.send_batched(
+        base_url, numbers, plans[0], settings["batch_size"], settings["batch_concurrency"]
+    )
+
+
+async def _send_many_plans(
+    base_url: str, numbers: range, plans: list[str], settings: dict[str, Any]
+) -> load.Intake:
+    return await load.post_batches(
+        f"{base_url}/api/v1/events:batch",
+        numbers,
+        lambda n: load.failed_event(n, plans[n % len(plans)]),
+        load.flytenotify_accepts,
+        settings["batch_size"],
+        settings["batch_concurrency"],
+    )
+
+
+# --- Alertmanager ---------------------------------------------------------------------
+
+
+def alertmanager_run(
+    sinks: SinkProcess, binary: str, receiver: str, size: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    sinks.reset()
+    kind = SINK_KIND[receiver]
+    with tempfile.TemporaryDirectory(prefix="am-bench-") as tmp:
+        config = am.config_yaml(receiver, sinks.ports["smtp"], sinks.ports["http"])
+        with am.run(binary, Path(tmp), config) as manager:
+            cpu_before = cpu_seconds(manager.pid)
+            intake = asyncio.run(
+                load.post_batches(
+                    f"{manager.base_url}/api/v2/alerts",
+                    range(size),
+                    am.alert,
+                    load.alertmanager_accepts,
+                    settings["batch_size"],
+                    settings["batch_concurrency"],
+                )
+            )
+            wait_for(sinks, kind, size, limit=60 + size / 20)
+            cpu = cpu_seconds(manager.pid) - cpu_before
+            memory = memory_kib(manager.pid)
+        receipts = sinks.collect()["receipts"][kind]
+    stats = delivery_stats(intake, receipts, size)
+    return {
+        "system": "alertmanager",
+        "channel": receiver,
+        "intake": "batch",
+        "size": size,
+        **stats,
+        "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
+        "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+        "peak_rss_mib": memory.get("VmHWM", 0) / 1024,
+    }
+
+
+# --- backlog ---------------------------------------------------------------------------
+
+
+def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """``size`` webhook deliveries pile up while dispatch is held, then drain.
+
+    Phase 1 runs the service with no dispatch slots for webhooks (as if the
+    receiver were down), so every delivery stays pending in SQLite. Phase 2
+    restarts it on the same database with dispatch on and samples RSS and the
+    sink's count every half second until the backlog is gone.
+    """
+    sinks.reset()
+    with tempfile.TemporaryDirectory(prefix="fn-backlog-") as tmp:
+        workdir = Path(tmp)
+        held = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], held=("webhook",))
+        with fn.serve(workdir, held) as server:
+            server.register("bench", [fn.notification("webhook")])
+            intake = asyncio.run(
+                load.send_batched(
+                    server.base_url,
+                    range(size),
+                    "bench",
+                    settings["batch_size"],
+                    settings["batch_concurrency"],
+                )
+            )
+        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
+        with fn.serve(workdir, config) as server:
+            samples = _sample_drain(sinks, server.pid, size, limit=120 + size / 20)
+            memory = memory_kib(server.pid)
+    drained = samples[-1]["delivered"] if samples else 0
+    took = samples[-1]["t"] if samples else 0.0
+    return {
+        "system": "flytenotify",
+        "scenario": "backlog",
+        "size": size,
+        "enqueue_per_s": intake.rate,
+        "delivered": drained,
+        "ok": drained >= size,
+        "drain_per_s": drained / took if took > 0 else 0.0,
+        "peak_rss_mib": memory.get("VmHWM", 0) / 1024,
+        "samples": samples,
+    }
+
+
+def _sample_drain(sinks: SinkProcess, pid: int, size: int, limit: float) -> list[dict[str, Any]]:
+    started = time.monotonic()
+    samples: list[dict[str, Any]] = []
+    while time.monotonic() - started < limit:
+        delivered = sinks.counts()["http"]
+        rss = memory_kib(pid).get("VmRSS", 0) / 1024
+        samples.append({"t": time.monotonic() - started, "delivered": delivered, "rss_mib": rss})
+        if delivered >= size:
+            break
+        time.sleep(0.5)
+    return samples

@@ -1,0 +1,34 @@
+"""CPU time and memory of a process, read from /proc (Linux only)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name may contain spaces; the fields after its ")" are fixed.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak resident set), in KiB."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+def free_port() -> int:
+    """A loopback port that is free now (for servers that need one given up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

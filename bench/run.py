@@ -1,0 +1,213 @@
+"""Benchmarks: flytenotify vs Prometheus Alertmanager vs the sinks' raw limit.
+
+    python3 dev.py bench                 # N = 1,000 and 10,000; median of 3 runs
+    python3 dev.py bench --runs 1        # a quick check
+    python3 dev.py bench --full          # adds N = 100,000 and the backlog run
+    python3 dev.py bench --backlog-only --backlog 20000  # backlog only (own JSON)
+
+Writes bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png.
+Everything binds 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: siblings import
+
+import measure
+import raw
+import report
+import target_alertmanager as am
+from sinks import SinkProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+BACKLOG_RESULTS = ROOT / "bench" / "results" / "backlog-latest.json"
+
+# The load generator's shape: single-event requests in flight, events per batch
+# and batches in flight. Kept in the results so a rerun can be compared.
+LOAD = {"concurrency": 32, "batch_size": 500, "batch_concurrency": 2}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median reported)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="flytenotify sizes N")
+    parser.add_argument("--am-sizes", type=int, nargs="+", help="Alertmanager sizes")
+    parser.add_argument("--full", action="store_true", help="add N = 100,000 and the backlog")
+    parser.add_argument("--backlog", type=int, default=0, help="backlog run size (0: off)")
+    parser.add_argument("--backlog-only", action="store_true", help="skip everything else")
+    parser.add_argument("--no-alertmanager", action="store_true")
+    parser.add_argument(
+        "--extra-channels",
+        nargs="*",
+        default=["pagerduty", "slack"],
+        help="channels measured at the smallest size only (default: pagerduty slack)",
+    )
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or ([1_000, 10_000, 100_000] if args.full else [1_000, 10_000])
+    args.am_sizes = args.am_sizes or [1_000, 5_000]
+    if args.full and not args.backlog:
+        args.backlog = 100_000
+    return args
+
+
+def scenarios(args: argparse.Namespace, binary: str | None) -> list[tuple[str, Callable[..., Any]]]:
+    """(label, function of the sinks) for one round; a round is repeated --runs times."""
+    found: list[tuple[str, Callable[..., Any]]] = []
+    raw_count = max(10_000, max(args.sizes) // 2)
+    for mode in raw.MODES:
+        found.append((f"raw {mode}", lambda s, m=mode: measure.raw_limit(s, m, raw_count)))
+    for size in args.sizes:
+        for channel, intake in (("email", "batch"), ("webhook", "batch"), ("email", "single")):
+            found.append(
+                (
+                    f"flytenotify {channel} {intake} N={size}",
+                    lambda s, c=channel, i=intake, n=size: measure.flytenotify_run(
+                        s, c, i, n, LOAD
+                    ),
+                )
+            )
+    for channel in args.extra_channels:
+        size = min(args.sizes)
+        found.append(
+            (
+                f"flytenotify {channel} batch N={size}",
+                lambda s, c=channel, n=size: measure.flytenotify_run(s, c, "batch", n, LOAD),
+            )
+        )
+    if binary is not None:
+        for size in args.am_sizes:
+            for receiver in ("email", "webhook"):
+                found.append(
+                    (
+                        f"alertmanager {receiver} N={size}",
+                        lambda s, r=receiver, n=size: measure.alertmanager_run(
+                            s, binary, r, n, LOAD
+                        ),
+                    )
+                )
+    return found
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    binary, am_note = (None, "skipped (--no-alertmanager)")
+    if not args.no_alertmanager and not args.backlog_only:
+        binary, am_note = am.ensure_installed()
+    started = time.time()
+    machine_before = machine()
+    runs: list[dict[str, Any]] = []
+    backlog: dict[str, Any] | None = None
+    with SinkProcess() as sinks:
+        plan = [] if args.backlog_only else scenarios(args, binary)
+        for round_number in range(args.runs):
+            for label, scenario in plan:
+                runs.append(_one(label, round_number, scenario, sinks))
+        if args.backlog:
+            print(f"backlog N={args.backlog}", flush=True)
+            backlog = measure.backlog_run(sinks, args.backlog, LOAD)
+    return {
+        "machine": {**machine_before, "load_average_1m_at_end": os.getloadavg()[0]},
+        "alertmanager": {
+            "binary": binary,
+            "note": am_note,
+            "version": am.version(binary) if binary else None,
+        },
+        "load": LOAD,
+        "runs_per_scenario": args.runs,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "wall_seconds": time.time() - started,
+        "runs": runs,
+        "summary": summarize(runs),
+        "backlog": backlog,
+    }
+
+
+def _one(label: str, round_number: int, scenario: Callable[..., Any], sinks: SinkProcess) -> Any:
+    print(f"[run {round_number + 1}] {label} ...", end=" ", flush=True)
+    try:
+        result = scenario(sinks)
+    except Exception as error:  # one broken scenario must not lose the others' numbers
+        result = {"ok": False, "error": repr(error)}
+    result.update(label=label, round=round_number)
+    rate = result.get("delivered_per_s", 0.0)
+    print(f"{'ok' if result.get('ok') else 'FAILED'} {rate:,.0f}/s", flush=True)
+    return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per scenario label: median, min and max of each number over the runs."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in runs:
+        grouped[result["label"]].append(result)
+    return {label: _aggregate(results) for label, results in grouped.items()}
+
+
+_NUMBERS = ("accepted_per_s", "delivered_per_s", "cpu_s_per_1000", "peak_rss_mib", "cpu_cores_busy")
+
+
+def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    first = results[0]
+    summary: dict[str, Any] = {
+        k: first.get(k) for k in ("system", "channel", "intake", "size", "mode", "expected")
+    }
+    summary["ok"] = all(r.get("ok") for r in results)
+    summary["runs"] = len(results)
+    for key in _NUMBERS:
+        summary[key] = _spread([r[key] for r in results if key in r])
+    for key in ("latency_from_accept", "latency_from_post"):
+        for q in ("p50", "p95", "p99", "max"):
+            values = [r[key][q] for r in results if r.get(key, {}).get(q) is not None]
+            summary[f"{key}_{q}"] = _spread(values)
+    return summary
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "network": "loopback only (127.0.0.1), no TLS",
+        # Other processes on the machine skew every figure; the load average says how much.
+        "load_average_1m": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    results = run_all(args)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if args.backlog_only:
+        # A backlog-only run has no comparison to report: keep the full run's documents.
+        BACKLOG_RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {BACKLOG_RESULTS.relative_to(ROOT)}")
+    else:
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        report.write(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png")
+        print(f"wrote {RESULTS.relative_to(ROOT)}, docs/benchmarks.md, docs/benchmarks.png")
+    failed = [label for label, s in results["summary"].items() if not s["ok"]]
+    if failed or (results["backlog"] and not results["backlog"]["ok"]):
+        print("FAILED runs: " + ", ".join(failed or ["backlog"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

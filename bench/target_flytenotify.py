@@ -1,0 +1,126 @@
+"""flytenotify under test: a ``flytenotify serve`` subprocess pointed at the sinks."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from load import DOMAIN, PROJECT
+from procstat import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
+
+PAGERDUTY_RECIPIENT = "pd-bench@example.com"
+EMAIL_POOL = 32  # SMTP connections kept open (the sink's ceiling is ~14,000 msg/s)
+
+
+def config_toml(
+    smtp_port: int, http_port: int, held: tuple[str, ...] = (), slack_interval: float = 1.0
+) -> str:
+    """The service's configuration; channels in ``held`` get no dispatch slots at all."""
+    per_channel = {"email": EMAIL_POOL, "webhook": 256, "pagerduty": 256, "slack": 256}
+    per_channel.update(dict.fromkeys(held, 0))
+    slots = ", ".join(f"{k} = {v}" for k, v in per_channel.items())
+    return f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+pool_size = {EMAIL_POOL}
+sender = "flytenotify@bench.example.com"
+
+[webhooks.bench]
+url = "http://127.0.0.1:{http_port}/hook"
+
+[pagerduty]
+events_url = "http://127.0.0.1:{http_port}/v2/enqueue"
+routing_keys = {{ "{PAGERDUTY_RECIPIENT}" = "R0BENCHKEY000000000000000000000" }}
+
+[slack]
+bot_token = "xoxb-bench"
+base_url = "http://127.0.0.1:{http_port}/api/"
+per_channel_interval = {slack_interval}
+
+[dispatch]
+concurrency = 256
+batch_size = 500
+per_channel = {{ {slots} }}
+
+[server]
+dev_inbox = false
+"""
+
+
+def notification(channel: str, slack_channel: str = "#bench") -> dict[str, Any]:
+    """One FAILED-phase notification for ``channel`` in flytekit's JSON form."""
+    recipients = {
+        "email": ["ops@example.com"],
+        "webhook": ["webhook:bench"],
+        "pagerduty": [PAGERDUTY_RECIPIENT],
+        "slack": [slack_channel],
+    }[channel]
+    kind = {"webhook": "email", "pagerduty": "pagerDuty"}.get(channel, channel)
+    return {"phases": ["FAILED"], kind: {"recipientsEmail": recipients}}
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def register(self, launch_plan: str, notifications: list[dict[str, Any]]) -> None:
+        url = f"{self.base_url}/api/v1/launch-plans/{PROJECT}/{DOMAIN}/{launch_plan}"
+        body = {"version": "v1", "notifications": notifications}
+        httpx.put(url, json=body, timeout=30).raise_for_status()
+
+
+@contextlib.contextmanager
+def serve(workdir: Path, config: str, log_name: str = "serve.log") -> Iterator[Server]:
+    """Start ``flytenotify serve`` on a fresh port; SIGTERM it on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "flytenotify.toml"
+    config_path.write_text(config, encoding="utf-8")
+    port = free_port()
+    command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
+    command += ["--db", str(workdir / "flytenotify.db")]
+    with open(workdir / log_name, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
+    server = Server(process, f"http://127.0.0.1:{port}")
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_healthy(server: Server, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"flytenotify serve exited with {server.process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"flytenotify serve was not healthy within {limit:g} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
