@@ -87,6 +87,37 @@ async def test_upgrade_brings_the_schema_up_to_date(database_url: str) -> None:
     assert await upgrade(database_url) == NEWEST  # again: nothing to do
 
 
+async def test_a_first_release_database_is_migrated_forward(database_url: str) -> None:
+    """A ledger made by the first release (schema 1) upgrades in place, rows kept."""
+    create = (
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL)"
+    )
+    rows = [
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)",
+        "INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at,"
+        """ seq) VALUES ('proj', 'prod', 'lp', 'v1', '[{"phases": ["FAILED"], "email":"""
+        """ {"recipientsEmail": ["old@x.io"]}}]', 0, 1)""",
+    ]
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.executescript(migrations_for("sqlite")[1])
+            for sql in [create.format(ts="REAL"), *rows]:
+                conn.execute(sql)
+    else:
+        conn = await asyncpg.connect(database_url)
+        await conn.execute(migrations_for("postgresql")[1])
+        for sql in [create.format(ts="DOUBLE PRECISION"), *rows]:
+            await conn.execute(sql)
+        await conn.close()
+    assert await upgrade(database_url) == NEWEST
+    async with Notifier(Settings(database=DatabaseConfig(url=database_url))) as notifier:
+        await notifier.report_event(event_json("e1", "FAILED", launch_plan=PLAN))
+        (delivery,) = await notifier.deliveries()
+        assert delivery.recipient == "old@x.io"  # from the launch plan the old release stored
+        claimed = await notifier.store.claim("me", time.time(), 30.0, {OTHER_CHANNELS: 10})
+        assert [d.id for d in claimed] == [delivery.id]
+
+
 async def test_a_newer_schema_is_refused(database_url: str) -> None:
     await upgrade(database_url)
     sql = "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)"

@@ -203,23 +203,33 @@ class Notifier:
     async def report_events(self, events: Sequence[EventInput]) -> list[EventResult]:
         """Record events; terminal ones enqueue their deliveries in the same transaction."""
         normalised = [_as_event(e, f"events[{i}]") for i, e in enumerate(events)]
-        writes = [await self._plan(event) for event in normalised]
+        # One look-up for the whole batch; an execution first seen in this
+        # batch is created once and shared by its later events.
+        executions = await self.store.get_executions([e.execution_id for e in normalised])
+        plans: dict[EntityId, LaunchPlan | None] = {}
+        writes = []
+        for event in normalised:
+            execution = executions.get(event.execution_id)
+            if execution is None:
+                execution = await self._execution_for_unknown(event, plans)
+                executions[event.execution_id] = execution
+            deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
+            writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
             self.dispatcher.wake()
         return results
 
-    async def _plan(self, event: ExecutionEvent) -> EventWrite:
-        execution = await self.store.get_execution(event.execution_id)
-        if execution is None:
-            execution = await self._execution_for_unknown(event)
-        deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
-        return EventWrite(event, execution, deliveries)
-
-    async def _execution_for_unknown(self, event: ExecutionEvent) -> Execution:
+    async def _execution_for_unknown(
+        self, event: ExecutionEvent, plans: dict[EntityId, LaunchPlan | None]
+    ) -> Execution:
         # DESIGN §4: use the launch plan the event names if we know it;
         # otherwise the execution is recorded with no notifications.
-        plan = await self.store.get_launch_plan(event.launch_plan) if event.launch_plan else None
+        plan = None
+        if event.launch_plan is not None:
+            if event.launch_plan not in plans:
+                plans[event.launch_plan] = await self.store.get_launch_plan(event.launch_plan)
+            plan = plans[event.launch_plan]
         return Execution(
             id=event.execution_id,
             launch_plan=plan.id if plan else event.launch_plan,

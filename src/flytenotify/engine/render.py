@@ -65,9 +65,10 @@ flytenotify's own:
 
 from __future__ import annotations
 
+import functools
 import html
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -114,11 +115,14 @@ def _identity(text: str) -> str:
     return text
 
 
-def _placeholder_pattern(keys: Collection[str]) -> re.Pattern[str] | None:
+@functools.lru_cache(maxsize=64)
+def _placeholder_pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
     """Match ``{{ key }}`` or ``{{key}}`` for exactly the given keys.
 
     Built from the keys rather than a generic ``\\w+`` so that any key the
     caller supplies substitutes exactly as FlyteAdmin's string replace would.
+    Cached: every render uses the same variable names, and compiling the
+    pattern was a tenth of the intake's CPU.
     """
     if not keys:
         return None
@@ -134,7 +138,7 @@ def _expand(template: str, values: Mapping[str, str], literal: _Escape, value: _
     A value is emitted once and never scanned again, so placeholders inside
     values (an error message quoting ``{{ name }}``) stay as they are.
     """
-    pattern = _placeholder_pattern(values)
+    pattern = _placeholder_pattern(tuple(values))
     if pattern is None:
         return literal(template)
     parts: list[str] = []

@@ -133,6 +133,10 @@ class Store(Protocol):
 
     async def get_execution(self, execution_id: ExecutionId) -> Execution | None: ...
 
+    async def get_executions(self, ids: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
+        """Those of ``ids`` that exist, in one round trip (a batch of events needs them all)."""
+        ...
+
     # -- events: the transactional outbox ---------------------------------
 
     async def record_events(self, writes: Sequence[EventWrite]) -> list[EventResult]:

@@ -207,6 +207,12 @@ _LATEST_LAUNCH_PLANS = (
     " ORDER BY project, domain, name"
 )
 
+_SELECT_EXECUTIONS = """
+SELECT e.* FROM executions AS e
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name)
+  ON e.project = wanted.project AND e.domain = wanted.domain AND e.name = wanted.name
+"""
+
 _REGISTER_LAUNCH_PLAN = """
 INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at, seq)
 VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans))
@@ -522,6 +528,21 @@ class PostgresStore:
         return await self._run(
             lambda conn: _select_execution(conn, execution_id), transaction=False
         )
+
+    async def get_executions(self, ids: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
+        unique = list(set(ids))
+
+        async def read(conn: Conn) -> dict[ExecutionId, Execution]:
+            rows = await conn.fetch(
+                _SELECT_EXECUTIONS,
+                [i.project for i in unique],
+                [i.domain for i in unique],
+                [i.name for i in unique],
+            )
+            found = (codec.execution_from_row(dict(row)) for row in rows)
+            return {execution.id: execution for execution in found}
+
+        return await self._run(read, transaction=False)
 
     # -- events ---------------------------------------------------------------------------
 
