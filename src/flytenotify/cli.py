@@ -183,7 +183,7 @@ def serve(
         sys.exit(2)
     service.configure_logging(log_format)
     try:
-        asyncio.run(service.serve(loaded, role))
+        service.run(service.serve(loaded, role))
     except NotImplementedError as error:  # e.g. a database this version cannot open
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)

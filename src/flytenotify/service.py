@@ -13,9 +13,9 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 
@@ -107,6 +107,21 @@ class _Server(uvicorn.Server):
 
 
 Role = Literal["all", "api", "dispatcher"]
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service's event loop: uvloop where it is installed, asyncio otherwise.
+
+    The API, the dispatcher and every channel share this one loop, so its
+    per-callback cost is paid on every request and every send.
+    """
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows, which uvloop does not support
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def serve(config: LoadedConfig, role: Role = "all") -> None:
