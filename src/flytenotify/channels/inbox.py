@@ -13,10 +13,6 @@ import json
 import time
 
 from flytenotify.channels.base import SendResult
-from flytenotify.channels.pagerduty import pagerduty_event
-from flytenotify.channels.slack import slack_message
-from flytenotify.channels.webhook import webhook_payload
-from flytenotify.config import PagerDutyConfig
 from flytenotify.domain import Delivery
 from flytenotify.engine.resolve import WEBHOOK_PREFIX
 from flytenotify.store.base import Store
@@ -24,11 +20,19 @@ from flytenotify.store.base import Store
 
 def preview(delivery: Delivery) -> str:
     """What the real channel would send for ``delivery``."""
+    # Imported here: the Slack SDK is heavy, and the CLI need not load it.
     if delivery.recipient.startswith(WEBHOOK_PREFIX):
+        from flytenotify.channels.webhook import webhook_payload
+
         return _json(webhook_payload(delivery))
     if delivery.kind == "slack":
+        from flytenotify.channels.slack import slack_message
+
         return _json(slack_message(delivery))
     if delivery.kind == "pager_duty":
+        from flytenotify.channels.pagerduty import pagerduty_event
+        from flytenotify.config import PagerDutyConfig
+
         return _json(pagerduty_event(delivery, "<routing key>", PagerDutyConfig()))
     return delivery.message.text
 
