@@ -7,8 +7,13 @@ replays. Real channels are exercised in test_engine_email.py.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flytenotify import Email, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
@@ -241,3 +246,73 @@ async def test_dev_inbox_shows_each_message_as_its_channel_would_send_it(
     (pagerduty,) = [json.loads(m.body) for m in await notifier.inbox() if m.kind == "pager_duty"]
     assert pagerduty["event_action"] == "trigger"
     assert pagerduty["dedup_key"] == "proj/prod/nightly"
+
+
+# -- the plain-shape fast path of JSON events must read exactly as protobuf does --
+
+_IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_TIMES = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+).map(lambda t: t.isoformat().replace("+00:00", "Z"))
+
+
+@st.composite
+def plain_events(draw: st.DrawFn) -> dict[str, Any]:
+    camel = draw(st.booleans())
+    event: dict[str, Any] = {
+        "executionId" if camel else "execution_id": {
+            "project": draw(_IDS),
+            "domain": draw(_IDS),
+            "name": draw(_IDS),
+        },
+        "phase": draw(st.sampled_from(["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "ABORTED"])),
+    }
+    if draw(st.booleans()):
+        event["occurredAt" if camel else "occurred_at"] = draw(_TIMES)
+    if draw(st.booleans()):
+        event["producerId" if camel else "producer_id"] = draw(st.text(max_size=10))
+    if draw(st.booleans()):
+        error: dict[str, str] = {}
+        for key in draw(st.lists(st.sampled_from(["code", "message", "kind"]), unique=True)):
+            error[key] = draw(st.sampled_from(["USER", "SYSTEM"]) if key == "kind" else st.text())
+        event["error"] = error
+    return event
+
+
+@given(plain_events())
+def test_plain_json_events_read_exactly_as_protobuf_reads_them(event: dict[str, Any]) -> None:
+    from flytenotify.engine import ingest
+
+    fast = ingest._plain_event(dict(event), None)
+    assert fast is not None
+    slow = ingest._event_via_protobuf(dict(event), None)
+    if "occurredAt" not in event and "occurred_at" not in event:
+        fast = replace(fast, occurred_at=slow.occurred_at)  # both "now", a moment apart
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"executionId": {"project": "p", "domain": "d", "name": "n"}, "phase": 6, "x": 1},
+        {
+            "executionId": {"project": "p", "domain": "d", "name": "n"},
+            "phase": "FAILED",
+            "execution_id": {"project": "p", "domain": "d", "name": "n"},
+        },
+        {
+            "executionId": {"project": "p", "domain": "d", "name": "n"},
+            "phase": "FAILED",
+            "occurredAt": "2024-05-01T12:00:00.123456789Z",
+        },
+        {
+            "executionId": {"project": "p", "domain": "d", "name": "n"},
+            "phase": "FAILED",
+            "error": {"kind": "WEIRD"},
+        },
+    ],
+)
+def test_anything_but_the_plain_shape_takes_the_protobuf_road(event: dict[str, Any]) -> None:
+    from flytenotify.engine import ingest
+
+    assert ingest._plain_event(dict(event), None) is None

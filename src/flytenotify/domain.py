@@ -8,6 +8,8 @@ about each other.
 from __future__ import annotations
 
 import enum
+import functools
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -147,6 +149,11 @@ class RenderedMessage:
             "slack_text": self.slack_text,
             "variables": dict(self.variables),
         }
+
+    @functools.cached_property
+    def json_text(self) -> str:
+        """:meth:`to_json` encoded once: every recipient's delivery row stores it."""
+        return json.dumps(self.to_json())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RenderedMessage:

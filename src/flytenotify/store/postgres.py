@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -785,7 +784,7 @@ async def _record_event(conn: Conn, item: EventWrite, now: float) -> EventResult
             [d.kind for d in ds],
             [d.channel for d in ds],
             [d.recipient for d in ds],
-            [json.dumps(d.message.to_json()) for d in ds],
+            [d.message.json_text for d in ds],
             [launch_plan] * n,
             ["pending"] * n,
             [now] * n,

@@ -11,7 +11,6 @@ one commit.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -467,7 +466,7 @@ def _record_event(conn: sqlite3.Connection, item: EventWrite, now: float) -> Eve
                     d.kind,
                     d.channel,
                     d.recipient,
-                    json.dumps(d.message.to_json()),
+                    d.message.json_text,
                     codec.dump_entity(item.execution.launch_plan),
                     now,
                     now,
