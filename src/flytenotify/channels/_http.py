@@ -6,6 +6,10 @@ import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
 from flytenotify.channels.base import SendResult
 
 
@@ -45,3 +49,79 @@ def describe_transport_error(err: BaseException) -> str:
     """A short audit-trail line for a connection error or timeout."""
     detail = str(err).strip()
     return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+
+
+# --------------------------------------------------------------------------
+# aiohttp plumbing for the webhook and PagerDuty channels
+# --------------------------------------------------------------------------
+
+# Every way a request can fail on the wire rather than with an HTTP status:
+# aiohttp.ClientError covers refused/reset connections (ClientConnectionError),
+# truncated or malformed answers (ClientPayloadError, ClientResponseError) and
+# socket timeouts; TimeoutError (= asyncio.TimeoutError) is the total timeout.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
+
+# The pool is bounded like the dispatcher (64 concurrent sends by default), and
+# per host at half of that so one slow receiver cannot take every connection.
+# aiohttp hands out an idle connection from a per-host deque in O(1); httpx's
+# pool scanned every connection on every request, which dominated the profile.
+POOL_LIMIT = 64
+POOL_LIMIT_PER_HOST = 32
+KEEPALIVE_S = 30.0
+DNS_CACHE_TTL_S = 300
+
+USER_AGENT = "flytenotify"
+
+
+def new_session(timeout: float | None = None) -> aiohttp.ClientSession:
+    """A keep-alive session with a bounded pool; call it inside the running loop.
+
+    ``timeout`` is the session default (``total``, covering the wait for a pooled
+    connection, the request and the whole answer); a request can override it.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=POOL_LIMIT,
+        limit_per_host=POOL_LIMIT_PER_HOST,
+        keepalive_timeout=KEEPALIVE_S,
+        ttl_dns_cache=DNS_CACHE_TTL_S,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        # Cookies from a receiver must not follow us to the next delivery.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def env_proxy(url: URL) -> URL | None:
+    """The proxy ``HTTP(S)_PROXY``/``NO_PROXY`` name for ``url``, resolved once.
+
+    httpx honoured these variables by default; aiohttp only does with
+    ``trust_env``, which re-reads the environment on every request. Reading it
+    once per configured URL keeps the behaviour without the per-request cost.
+    Proxy credentials go in the proxy URL (``http://user:pass@proxy:3128``).
+    """
+    try:
+        proxy, auth = get_env_proxy_for_url(url)
+    except LookupError:
+        return None
+    if auth is not None and not proxy.user:
+        proxy = proxy.with_user(auth.login).with_password(auth.password)
+    return proxy
+
+
+def describe_aiohttp_error(err: BaseException, timeout: float) -> str:
+    """The audit-trail line for one of :data:`TRANSPORT_ERRORS`."""
+    if isinstance(err, TimeoutError) and not str(err).strip():
+        # aiohttp's total timeout carries no message; say what ran out.
+        return f"TimeoutError: no complete answer within {timeout:g}s"
+    return describe_transport_error(err)
+
+
+def decode_reply(body: bytes, charset: str | None, limit: int) -> str:
+    """The start of an answer body as text for the audit trail (never raises)."""
+    try:
+        text = body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = body.decode("utf-8", errors="replace")
+    return text.strip()[:limit]

@@ -14,15 +14,22 @@ never accept, 429 and 5xx when it wants us back later.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from flytenotify.channels._http import (
-    describe_transport_error,
+    TRANSPORT_ERRORS,
+    USER_AGENT,
+    decode_reply,
+    describe_aiohttp_error,
+    env_proxy,
     http_status_result,
+    new_session,
     parse_retry_after,
 )
 from flytenotify.channels.base import SendResult
@@ -144,16 +151,18 @@ def pagerduty_event(
     return event
 
 
-def _reply(response: httpx.Response) -> str:
+def _reply(response: aiohttp.ClientResponse, answer: bytes) -> str:
     """PagerDuty's answer for the audit trail: status, message, dedup_key or errors."""
+    reason = response.reason or ""
     try:
-        body = response.json()
-    except ValueError:
+        # Whatever the Content-Type says: a proxy's HTML error page simply is not JSON.
+        body = json.loads(answer)
+    except ValueError:  # includes UnicodeDecodeError
         body = None
     if not isinstance(body, dict):
-        text = response.text.strip()[:_REPLY_BODY_LIMIT]
-        return f"{response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
-    parts = [str(response.status_code), str(body.get("message") or response.reason_phrase)]
+        text = decode_reply(answer, response.charset, _REPLY_BODY_LIMIT)
+        return f"{response.status} {reason}".rstrip() + (f": {text}" if text else "")
+    parts = [str(response.status), str(body.get("message") or reason)]
     if body.get("dedup_key"):
         parts.append(f"dedup_key={body['dedup_key']}")
     if body.get("errors"):
@@ -161,8 +170,11 @@ def _reply(response: httpx.Response) -> str:
     return " ".join(parts)
 
 
+_HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+
 class PagerDutyChannel:
-    """Sends Events API v2 events over one keep-alive HTTP client."""
+    """Sends Events API v2 events over one keep-alive HTTP session."""
 
     name: str = "pagerduty"
 
@@ -171,7 +183,16 @@ class PagerDutyChannel:
         self._routing_keys = {
             recipient: key.get_secret_value() for recipient, key in config.routing_keys.items()
         }
-        self._client = httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+        self._url = URL(config.events_url)  # parsed once, not by aiohttp per request
+        self._proxy = env_proxy(self._url)
+        # Created on the first send: an aiohttp session belongs to the running loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = new_session(self._config.timeout)
+        return session
 
     async def send(self, delivery: Delivery) -> SendResult:
         routing_key = self._routing_keys.get(delivery.recipient)
@@ -180,12 +201,21 @@ class PagerDutyChannel:
                 f"no routing key configured for recipient {delivery.recipient}"
             )
         event = pagerduty_event(delivery, routing_key, self._config)
+        # The bytes httpx's json= sent: compact UTF-8, no NaN (PagerDuty would reject it).
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         try:
-            response = await self._client.post(self._config.events_url, json=event)
-        except httpx.TransportError as err:
-            return SendResult.transient(describe_transport_error(err))
+            async with self._http().post(
+                self._url,
+                data=body.encode("utf-8"),
+                headers=_HEADERS,
+                allow_redirects=False,
+                proxy=self._proxy,
+            ) as response:
+                answer = await response.read()
+        except TRANSPORT_ERRORS as err:
+            return SendResult.transient(describe_aiohttp_error(err, self._config.timeout))
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return http_status_result(response.status_code, _reply(response), retry_after)
+        return http_status_result(response.status, _reply(response, answer), retry_after)
 
     async def check(self) -> str:
         """What is configured; the Events API has no call that sends nothing."""
@@ -196,4 +226,6 @@ class PagerDutyChannel:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

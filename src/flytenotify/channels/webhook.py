@@ -28,11 +28,17 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from flytenotify.channels._http import (
-    describe_transport_error,
+    TRANSPORT_ERRORS,
+    USER_AGENT,
+    decode_reply,
+    describe_aiohttp_error,
+    env_proxy,
     http_status_result,
+    new_session,
     parse_retry_after,
 )
 from flytenotify.channels.base import SendResult
@@ -70,9 +76,13 @@ def _as_bytes(body: bytes | str) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else body
 
 
+def _mac_bytes(key: bytes, timestamp: int, body: bytes) -> str:
+    # hmac.digest is OpenSSL's one-shot HMAC: no Python-level HMAC object per call.
+    return hmac.digest(key, b"%d.%b" % (timestamp, body), hashlib.sha256).hex()
+
+
 def _mac(secret: str, timestamp: int, body: bytes) -> str:
-    signed = f"{timestamp}.".encode() + body
-    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return _mac_bytes(secret.encode("utf-8"), timestamp, body)
 
 
 def sign(secret: str, timestamp: int, body: bytes | str) -> str:
@@ -197,59 +207,84 @@ def encode_body(payload: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------
 
 
+# Headers the channel sets on every request; a configured header of the same
+# name (in any letter case) is dropped so it can never replace the signature.
+_OWN_HEADERS = frozenset(
+    name.lower() for name in ("Content-Type", DELIVERY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+)
+
+
 class _Target:
-    """A configured target with its secret read once."""
+    """A configured target with everything that does not change per request prepared once."""
 
     def __init__(self, config: WebhookTarget) -> None:
         self.url = config.url
-        self.headers = dict(config.headers)
-        self.secret = config.resolved_secret()
+        self.parsed_url = URL(config.url)  # aiohttp would otherwise parse the string per request
+        self.proxy = env_proxy(self.parsed_url)
         self.timeout = config.timeout
+        self.client_timeout = aiohttp.ClientTimeout(total=config.timeout)
+        secret = config.resolved_secret()
+        self.secret = secret
+        self.key = secret.encode("utf-8") if secret else None
+        headers = {k: v for k, v in config.headers.items() if k.lower() not in _OWN_HEADERS}
+        if not any(k.lower() == "user-agent" for k in headers):
+            headers["User-Agent"] = USER_AGENT
+        headers["Content-Type"] = "application/json"
+        self.headers = headers  # copied and completed per request
+
+    def request_headers(self, delivery_id: str, body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        headers = self.headers.copy()
+        headers[DELIVERY_HEADER] = delivery_id
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        if self.key is not None:
+            mac = _mac_bytes(self.key, timestamp, body)
+            headers[SIGNATURE_HEADER] = f"t={timestamp},v1={mac}"
+        return headers
 
 
 class WebhookChannel:
-    """POSTs signed JSON to the configured webhook targets, one client for all."""
+    """POSTs signed JSON to the configured webhook targets over one keep-alive session."""
 
     name: str = "webhook"
 
     def __init__(self, targets: dict[str, WebhookTarget]) -> None:
         self._targets = {name: _Target(target) for name, target in targets.items()}
-        # Redirects would send the payload (and our signature) to a URL nobody configured.
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        # Created on the first send: an aiohttp session belongs to the running loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = new_session()
+        return session
 
     async def send(self, delivery: Delivery) -> SendResult:
         target = self._targets.get(delivery.recipient)
         if target is None:
             return SendResult.permanent(f"unknown webhook target {delivery.recipient!r}")
         body = encode_body(webhook_payload(delivery))
-        headers = self._headers(target, delivery.idempotency_key, body)
+        headers = target.request_headers(delivery.idempotency_key, body)
         try:
-            response = await self._client.post(
-                target.url, content=body, headers=headers, timeout=target.timeout
-            )
-        except httpx.TransportError as err:
-            return SendResult.transient(describe_transport_error(err))
-        return self._result(response)
+            # Redirects would send the payload (and our signature) to a URL nobody configured.
+            async with self._http().post(
+                target.parsed_url,
+                data=body,
+                headers=headers,
+                timeout=target.client_timeout,
+                allow_redirects=False,
+                proxy=target.proxy,
+            ) as response:
+                answer = await response.read()
+        except TRANSPORT_ERRORS as err:
+            return SendResult.transient(describe_aiohttp_error(err, target.timeout))
+        return self._result(response, answer)
 
     @staticmethod
-    def _headers(target: _Target, delivery_id: str, body: bytes) -> dict[str, str]:
-        timestamp = int(time.time())
-        # Ours go last: a configured header must not replace the signature.
-        headers = {
-            **target.headers,
-            "Content-Type": "application/json",
-            DELIVERY_HEADER: delivery_id,
-            TIMESTAMP_HEADER: str(timestamp),
-        }
-        if target.secret:
-            headers[SIGNATURE_HEADER] = sign(target.secret, timestamp, body)
-        return headers
-
-    @staticmethod
-    def _result(response: httpx.Response) -> SendResult:
-        status = response.status_code
-        text = response.text.strip()[:_REPLY_BODY_LIMIT]
-        reply = f"{status} {response.reason_phrase}" + (f": {text}" if text else "")
+    def _result(response: aiohttp.ClientResponse, answer: bytes) -> SendResult:
+        status = response.status
+        text = decode_reply(answer, response.charset, _REPLY_BODY_LIMIT)
+        reply = f"{status} {response.reason or ''}".rstrip() + (f": {text}" if text else "")
         if 300 <= status < 400:
             return SendResult.permanent(f"{reply} (redirects are not followed)")
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -266,4 +301,6 @@ class WebhookChannel:
         return f"webhook: {described}"
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
