@@ -132,12 +132,20 @@ class Dispatcher:
     # -- the loop -------------------------------------------------------------------
 
     def _limits(self) -> dict[str, int]:
+        """How many rows of each channel to claim now.
+
+        A channel with sends in flight waits until a quarter of its slots are
+        free before claiming again: claiming one row per finished send cost a
+        database round trip per delivery.
+        """
         dispatch = self.settings.dispatch
         free = dispatch.concurrency - len(self._tasks)
         limits: dict[str, int] = {}
         for name in [*self.channels, OTHER_CHANNELS]:
             cap = dispatch.per_channel.get(name, dispatch.concurrency)
-            limits[name] = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
+            room = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
+            worthwhile = max(1, min(cap, dispatch.concurrency, dispatch.batch_size) // 4)
+            limits[name] = room if room >= worthwhile or not self._busy[name] else 0
         return limits
 
     async def _claim_and_start(self) -> int:
