@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import email
+import email.policy
 import email.utils
 import re
 import smtplib
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
-from flytenotify.channels.email import EmailChannel, EmailCheckError, build_message, message_id
+from flytenotify.channels.email import (
+    EmailChannel,
+    EmailCheckError,
+    build_message,
+    encode_message,
+    message_id,
+    single_line,
+)
+from flytenotify.config import SmtpConfig
 from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId, RenderedMessage
 from tests.servers.smtp import SmtpServer, free_port, smtp_servers_fixture  # noqa: F401
 
@@ -443,3 +457,131 @@ def test_the_server_also_serves_synchronous_code() -> None:
             client.sendmail("a@x.org", ["b@x.org"], b"Subject: hi\r\n\r\nhello\r\n")
         assert [m.recipient for m in server.messages] == ["b@x.org"]
     assert not server.running
+
+
+# --- the wire format, for any content ----------------------------------------------------------
+
+# Characters that have tripped MIME writers: encoded-word and QP markers, SMTP's
+# lone dot, header-looking text, CR and LF alone, controls, non-Latin scripts,
+# characters outside the BMP, and spaces that line ends would swallow.
+_AWKWARD = ["=?utf-8?q?x?=", "=", ".", "\r", "\n", "\r\n", "\t", " ", "  ", "From ", "Bcc: x"]
+_AWKWARD += ["\x00", "\x0b", "\x7f", "\x85", "\u2028", "é", "✗", "日本語", "🚀", "a" * 90]
+_awkward_text = st.lists(
+    st.one_of(st.sampled_from(_AWKWARD), st.text(max_size=20)), max_size=40
+).map("".join)
+
+
+def delivery_with(subject: str, text: str, html: str = "<p>hi</p>", key: str = "k") -> Delivery:
+    message = RenderedMessage(subject=subject, text=text, html=html, slack_text=text)
+    return dataclasses.replace(make_delivery(), idempotency_key=key, message=message)
+
+
+def assert_wire_safe(raw: bytes) -> None:
+    """7-bit, CRLF line ends only, and no line over RFC 5322's 998 characters."""
+    assert raw.isascii()
+    assert raw.endswith(b"\r\n")
+    lines = raw[:-2].split(b"\r\n")
+    assert not any(b"\r" in line or b"\n" in line for line in lines)
+    assert max(len(line) for line in lines) <= 998
+
+
+def normalized_body(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(subject=_awkward_text, text=_awkward_text, html=_awkward_text, key=_awkward_text)
+@example(subject="x" * 2000, text="y" * 2000, html="", key="k" * 1200)
+@example(subject="é" * 400, text="日本語のテキスト\n" * 50, html="🚀" * 300, key="ключ")
+@example(subject="", text="", html="", key="")
+@example(subject="a " * 100, text=".\n..\nFrom me\ntrailing  \n", html="=\t\n", key="a b")
+def test_any_content_goes_out_7bit_and_parses_back_exactly(
+    subject: str, text: str, html: str, key: str
+) -> None:
+    raw = encode_message(delivery_with(subject, text, html, key), "flyte@example.org")
+
+    assert_wire_safe(raw)
+    head = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    # Headers fold at 78 unless a single unbreakable word is longer.
+    for line in head:
+        words = line.split()
+        assert len(line) <= 78 or len(words) == (1 if line.startswith(b" ") else 2), line
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert not msg.defects
+    assert msg["Subject"] == single_line(subject)
+    assert msg["X-Flytenotify-Delivery"] == single_line(key)
+    assert msg["To"] == "alice@example.com"
+    assert [name for name in msg if name in ("From", "To", "Subject", "Bcc")] == [
+        "From",
+        "To",
+        "Subject",
+    ]
+    text_part, html_part = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text_part is not None
+    assert html_part is not None
+    assert text_part.get_content().replace("\r\n", "\n") == normalized_body(text)
+    assert normalized_body(html) in html_part.get_content().replace("\r\n", "\n")
+
+
+def test_plain_subject_words_stay_readable_and_long_headers_fold() -> None:
+    subject = "Flyte execution run-42 " + "très " * 30 + "failed"
+    raw = encode_message(delivery_with(subject, "body\n"), "flyte@example.org")
+    head = raw.split(b"\r\n\r\n")[0].decode("ascii")
+    assert head.startswith("From: flyte@example.org\r\nTo: alice@example.com\r\n")
+    assert "Subject: Flyte execution run-42\r\n =?utf-8?b?" in head  # ASCII words as they are
+    assert "\r\n =?utf-8?b?" in head  # folded between encoded words
+    assert all(len(line) <= 78 for line in head.split("\r\n"))
+    assert re.search(r"\r\nDate: [^\r]* \+0000\r\n", head)  # a numeric zone, not obsolete "GMT"
+    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
+
+
+def test_short_ascii_bodies_go_as_they_are() -> None:
+    raw = encode_message(delivery_with("s", "Execution run-7 failed.\n"), "flyte@example.org")
+    assert b"Content-Transfer-Encoding: 7bit\r\n\r\nExecution run-7 failed.\r\n" in raw
+
+
+def test_build_message_is_the_sent_bytes_parsed() -> None:
+    delivery = make_delivery()
+    msg = build_message(delivery, "flyte@example.org")
+    assert isinstance(msg, EmailMessage)
+    assert msg["Subject"] == SUBJECT
+    assert msg.get_content_type() == "multipart/alternative"
+
+
+async def test_a_server_without_ehlo_is_greeted_with_helo() -> None:
+    # aiosmtpd always speaks ESMTP, so this is a tiny RFC 821 server.
+    commands: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 old.test\r\n")
+        while line := await reader.readline():
+            command = line.decode("ascii").strip()
+            commands.append(command.split(" ", 1)[0].upper())
+            verb = commands[-1]
+            if verb == "EHLO":
+                writer.write(b"502 5.5.2 command not recognized\r\n")
+            elif verb == "DATA":
+                writer.write(b"354 go ahead\r\n")
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == "QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        channel = EmailChannel(SmtpConfig(host="127.0.0.1", port=port, timeout=5))
+        result = await channel.send(make_delivery())
+        await channel.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.outcome is Outcome.DELIVERED
+    assert commands == ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT"]

@@ -52,7 +52,7 @@ class SmtpConfig(_Section):
     ca_file: Path | None = None  # trust this CA bundle in addition to the system's
     timeout: float = Field(default=30.0, gt=0)
     sender: str = "flytenotify@localhost"
-    pool_size: int = Field(default=4, ge=1, le=256)  # connections kept open and reused
+    pool_size: int = Field(default=16, ge=1, le=256)  # connections kept open and reused
 
     _secret_pairs = (("password", "password_file"),)
 
