@@ -79,6 +79,18 @@ def scenarios(args: argparse.Namespace, binary: str | None) -> list[tuple[str, C
                     ),
                 )
             )
+    # The same at the largest size with the API and the dispatcher in two
+    # processes on one SQLite file: one process uses one core at most.
+    for channel in ("email", "webhook"):
+        size = max(args.sizes)
+        found.append(
+            (
+                f"flytenotify {channel} batch, 2 processes N={size}",
+                lambda s, c=channel, n=size: measure.flytenotify_run(
+                    s, c, "batch", n, LOAD, split=True
+                ),
+            )
+        )
     for channel in args.extra_channels:
         size = min(args.sizes)
         found.append(

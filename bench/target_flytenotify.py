@@ -72,12 +72,12 @@ def notification(channel: str, slack_channel: str = "#bench") -> dict[str, Any]:
 
 @dataclass
 class Server:
-    process: subprocess.Popen[bytes]
+    processes: list[subprocess.Popen[bytes]]  # one, or an api and a dispatcher
     base_url: str
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
 
     def register(self, launch_plan: str, notifications: list[dict[str, Any]]) -> None:
         url = f"{self.base_url}/api/v1/launch-plans/{PROJECT}/{DOMAIN}/{launch_plan}"
@@ -86,29 +86,40 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, config: str, log_name: str = "serve.log") -> Iterator[Server]:
-    """Start ``flytenotify serve`` on a fresh port; SIGTERM it on exit."""
+def serve(
+    workdir: Path, config: str, log_name: str = "serve.log", split: bool = False
+) -> Iterator[Server]:
+    """Start ``flytenotify serve`` on a fresh port; SIGTERM it on exit.
+
+    ``split`` runs the two roles as two processes on the same SQLite file
+    (``--role api`` and ``--role dispatcher``), so that both cores work.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "flytenotify.toml"
     config_path.write_text(config, encoding="utf-8")
-    port = free_port()
-    command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
-    command += ["--db", str(workdir / "flytenotify.db")]
-    with open(workdir / log_name, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
-    server = Server(process, f"http://127.0.0.1:{port}")
+    roles = ["api", "dispatcher"] if split else ["all"]
+    servers: list[Server] = []
     try:
-        _wait_healthy(server)
-        yield server
+        for role in roles:
+            port = free_port()
+            command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
+            command += ["--db", str(workdir / "flytenotify.db"), "--role", role]
+            with open(workdir / log_name, "ab") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
+            servers.append(Server([process], f"http://127.0.0.1:{port}"))
+            _wait_healthy(servers[-1])
+        yield Server([p for server in servers for p in server.processes], servers[0].base_url)
     finally:
-        _stop(process)
+        for server in servers:
+            _stop(server.processes[0])
 
 
 def _wait_healthy(server: Server, limit: float = 30.0) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"flytenotify serve exited with {server.process.returncode}")
+        process = server.processes[0]
+        if process.poll() is not None:
+            raise RuntimeError(f"flytenotify serve exited with {process.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
                 return
