@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flytenotify.domain import EntityId, ExecutionId
+from flytenotify import Email, PagerDuty, Slack, WorkflowExecutionPhase
+from flytenotify.config import TemplateConfig
+from flytenotify.domain import (
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    ErrorKind,
+    Execution,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionId,
+)
+from flytenotify.engine.render import render
 
 PLAN = EntityId("proj", "prod", "nightly", "v1")
 
@@ -40,3 +52,61 @@ def event_json(
 
 def execution(name: str, project: str = "proj", domain: str = "prod") -> ExecutionId:
     return ExecutionId(project, domain, name)
+
+
+# -- deliveries, rendered by the real render stage, for channel tests ----------------
+
+ENDED = datetime(2024, 5, 1, 12, 3, 12, tzinfo=UTC)
+STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+CONSOLE_BASE = "https://flyte.example.com/console"
+CHANNEL_PLAN = EntityId("proj", "dev", "daily_etl", "v7")
+_KINDS = {"email": Email, "slack": Slack, "pager_duty": PagerDuty}
+
+
+def rendered_delivery(
+    kind: str,
+    channel: str,
+    recipient: str,
+    *,
+    phase: int = WorkflowExecutionPhase.FAILED,
+    name: str = "e1",
+    error: str | None = "division by zero",
+    launch_plan: EntityId | None = CHANNEL_PLAN,
+    console_base: str | None = CONSOLE_BASE,
+    key: str | None = None,
+    number: int = 1,
+) -> Delivery:
+    """A delivery as the engine would hand it to ``channel``: rendered for real."""
+    execution_id = ExecutionId("proj", "dev", name)
+    event = ExecutionEvent(
+        execution_id=execution_id,
+        phase=phase,
+        occurred_at=ENDED,
+        producer_id="propeller",
+        error=ExecutionError(error, "USER:ZeroDivision", ErrorKind.USER) if error else None,
+        launch_plan=launch_plan,
+    )
+    notification = _KINDS[kind]([phase], [recipient])
+    execution = Execution(
+        id=execution_id,
+        launch_plan=launch_plan,
+        notifications=(notification,),
+        created_at=STARTED,
+        workflow=EntityId("proj", "dev", "etl.wf", "v7"),
+    )
+    message = render(notification, event, execution, TemplateConfig(console_url=console_base))
+    return Delivery(
+        id=number,
+        idempotency_key=key or f"{execution_id}/{phase}/0/{channel}/{recipient}",
+        execution_id=execution_id,
+        phase=phase,
+        notification_index=0,
+        kind=kind,
+        channel=channel,
+        recipient=recipient,
+        message=message,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        created_at=STARTED,
+        launch_plan=launch_plan,
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,14 +12,14 @@ from pydantic import SecretStr
 from flytenotify.channels.base import Channel, Outcome
 from flytenotify.channels.pagerduty import PagerDutyChannel
 from flytenotify.config import PagerDutyConfig
-from flytenotify.domain import Delivery, DeliveryStatus, EntityId, ExecutionId, RenderedMessage
+from flytenotify.domain import Delivery, EntityId
+from tests.helpers import CONSOLE_BASE, rendered_delivery
 from tests.servers.pagerduty_api import PagerDutyApiServer
 
 ONCALL = "oncall@example.pagerduty.com"
 KEY = "R0UT1NGKEY0123456789abcdef012345"  # 32 characters, as PagerDuty's are
 CONSOLE = "https://flyte.example.com/console/projects/proj/domains/dev/executions/e1"
 LAUNCH_PLAN = EntityId("proj", "dev", "daily_etl", "v7")
-PHASES = {4: "SUCCEEDED", 6: "FAILED", 7: "ABORTED", 8: "TIMED_OUT"}
 
 
 def make_delivery(
@@ -28,37 +28,24 @@ def make_delivery(
     execution: str = "e1",
     recipient: str = ONCALL,
     launch_plan: EntityId | None = LAUNCH_PLAN,
-    subject: str = "Flyte execution proj/dev/e1 failed",
+    subject: str | None = None,
     console_url: str = CONSOLE,
 ) -> Delivery:
-    variables = {
-        "project": "proj",
-        "domain": "dev",
-        "name": execution,
-        "phase": PHASES[phase].lower(),
-        "phase_upper": PHASES[phase],
-        "error.message": "division by zero" if phase == 6 else "",
-        "error.code": "USER:ZeroDivision" if phase == 6 else "",
-        "error.kind": "USER" if phase == 6 else "",
-        "console_url": console_url,
-        "occurred_at": "2024-05-01T12:03:12Z",
-        "duration": "3m 12s",
-    }
-    message = RenderedMessage(subject, "body", "<div>body</div>", "body", variables)
-    return Delivery(
-        id=1,
-        idempotency_key=f"{execution}-{phase}",
-        execution_id=ExecutionId("proj", "dev", execution),
+    delivery = rendered_delivery(
+        "pager_duty",
+        "pagerduty",
+        recipient,
         phase=phase,
-        notification_index=0,
-        kind="pager_duty",
-        channel="pagerduty",
-        recipient=recipient,
-        message=message,
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        created_at=datetime(2024, 5, 1, tzinfo=UTC),
+        name=execution,
+        error="division by zero" if phase == 6 else None,
         launch_plan=launch_plan,
+        console_base=CONSOLE_BASE if console_url else None,
+        key=f"{execution}-{phase}",
+    )
+    if subject is None:
+        return delivery
+    return dataclasses.replace(
+        delivery, message=dataclasses.replace(delivery.message, subject=subject)
     )
 
 

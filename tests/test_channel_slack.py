@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,11 +20,8 @@ from flytenotify.channels.slack import SlackChannel, escape_mrkdwn, slack_messag
 from flytenotify.config import SlackConfig
 from flytenotify.domain import (
     Delivery,
-    DeliveryStatus,
-    EntityId,
-    ExecutionId,
-    RenderedMessage,
 )
+from tests.helpers import CONSOLE_BASE, rendered_delivery
 from tests.servers.slack_api import DEFAULT_TOKEN, WEBHOOK, SlackApiServer, SlackCall
 
 GENERAL = "C0GENERAL1"
@@ -40,50 +37,21 @@ def make_delivery(
     phase: int = 6,
     error: str = "division by zero",
     console_url: str = CONSOLE,
-    slack_text: str = "Flyte execution proj/dev/e1 failed.",
+    slack_text: str | None = None,
 ) -> Delivery:
-    phase_name = {4: "SUCCEEDED", 6: "FAILED", 7: "ABORTED", 8: "TIMED_OUT"}[phase]
-    variables = {
-        "project": "proj",
-        "domain": "dev",
-        "name": "e1",
-        "phase": phase_name.lower(),
-        "phase_upper": phase_name,
-        "error": f" The execution failed with error: [{error}]." if error else "",
-        "error.message": error,
-        "error.code": "USER:ZeroDivision" if error else "",
-        "error.kind": "USER" if error else "",
-        "launch_plan.project": "proj",
-        "launch_plan.domain": "dev",
-        "launch_plan.name": "daily_etl",
-        "launch_plan.version": "v7",
-        "workflow.name": "etl.wf",
-        "console_url": console_url,
-        "occurred_at": "2024-05-01T12:03:12Z",
-        "duration": "3m 12s",
-    }
-    message = RenderedMessage(
-        subject="Flyte execution proj/dev/e1 failed",
-        text=slack_text,
-        html=f"<div>{slack_text}</div>",
-        slack_text=slack_text,
-        variables=variables,
-    )
-    return Delivery(
-        id=1,
-        idempotency_key="key-1",
-        execution_id=ExecutionId("proj", "dev", "e1"),
+    delivery = rendered_delivery(
+        "slack",
+        "slack",
+        recipient,
         phase=phase,
-        notification_index=0,
-        kind="slack",
-        channel="slack",
-        recipient=recipient,
-        message=message,
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        created_at=datetime(2024, 5, 1, tzinfo=UTC),
-        launch_plan=EntityId("proj", "dev", "daily_etl", "v7"),
+        error=error or None,
+        console_base=CONSOLE_BASE if console_url else None,
+        key="key-1",
     )
+    if slack_text is None:
+        return delivery
+    message = dataclasses.replace(delivery.message, text=slack_text, slack_text=slack_text)
+    return dataclasses.replace(delivery, message=message)
 
 
 def bot_config(server: SlackApiServer, **overrides: Any) -> SlackConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -24,47 +25,20 @@ from flytenotify.channels.webhook import (
     verify_signature,
 )
 from flytenotify.config import WebhookTarget
-from flytenotify.domain import Delivery, DeliveryStatus, EntityId, ExecutionId, RenderedMessage
+from flytenotify.domain import Delivery
+from tests.helpers import rendered_delivery
 from tests.servers.http_sink import HttpSink, SinkRequest
 
 SECRET = "s3cret-for-tests"
 
 
 def make_delivery(recipient: str = "ops", *, extra: dict[str, str] | None = None) -> Delivery:
-    variables = {
-        "project": "proj",
-        "domain": "dev",
-        "name": "e1",
-        "phase": "failed",
-        "phase_upper": "FAILED",
-        "error.message": "division by zero",
-        "error.code": "USER:ZeroDivision",
-        "error.kind": "USER",
-        "workflow.project": "proj",
-        "workflow.domain": "dev",
-        "workflow.name": "etl.wf",
-        "workflow.version": "v7",
-        "console_url": "https://flyte.example.com/console/projects/proj/domains/dev/executions/e1",
-        "occurred_at": "2024-05-01T12:03:12Z",
-        "duration": "3m 12s",
-        **(extra or {}),
-    }
-    message = RenderedMessage("Flyte execution proj/dev/e1 failed", "body ✓", "", "", variables)
-    return Delivery(
-        id=1,
-        idempotency_key="proj/dev/e1#6#0#webhook#ops",
-        execution_id=ExecutionId("proj", "dev", "e1"),
-        phase=6,
-        notification_index=0,
-        kind="slack",
-        channel="webhook",
-        recipient=recipient,
-        message=message,
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        created_at=datetime(2024, 5, 1, tzinfo=UTC),
-        launch_plan=EntityId("proj", "dev", "daily_etl", "v7"),
+    # A Slack notification whose recipient was "webhook:ops": any kind may use a webhook.
+    delivery = rendered_delivery("slack", "webhook", recipient, key="proj/dev/e1#6#0#webhook#ops")
+    message = dataclasses.replace(
+        delivery.message, text="body ✓", variables={**delivery.message.variables, **(extra or {})}
     )
+    return dataclasses.replace(delivery, message=message)
 
 
 @pytest.fixture
