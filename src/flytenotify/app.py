@@ -56,11 +56,12 @@ def build_channels(
     if settings.slack is not None and settings.slack.enabled:
         from flytenotify.channels.slack import SlackChannel
 
-        channels[resolve.SLACK] = SlackChannel(settings.slack)
+        # The ledger spaces Slack sends across replicas, not just in this process.
+        channels[resolve.SLACK] = SlackChannel(settings.slack, shared_pacing=store)
     if settings.pagerduty is not None:
         from flytenotify.channels.pagerduty import PagerDutyChannel
 
-        channels[resolve.PAGERDUTY] = PagerDutyChannel(settings.pagerduty)
+        channels[resolve.PAGERDUTY] = PagerDutyChannel(settings.pagerduty, shared_pacing=store)
     if settings.webhooks:
         from flytenotify.channels.webhook import WebhookChannel
 

@@ -124,6 +124,9 @@ class PagerDutyConfig(_Section):
     severity: dict[str, PagerDutySeverity] = Field(default_factory=_default_severity)
     source: str = "flytenotify"
     timeout: float = Field(default=10.0, gt=0)
+    # Seconds between events to one routing key, kept across replicas; PagerDuty
+    # allows about 120 events a minute per key (0.5). 0 sends as fast as it can.
+    per_key_interval: float = Field(default=0.0, ge=0)
 
 
 class WebhookTarget(_Section):

@@ -53,3 +53,20 @@ class Channel(Protocol):
     async def close(self) -> None:
         """Release connections; called once when the dispatcher stops."""
         ...
+
+
+class SharedPacing(Protocol):
+    """Send slots per destination, shared by every replica (the ledger provides them).
+
+    A channel that paces a provider (Slack's ~1 message per second per channel)
+    reserves each send's slot here too, so several replicas together keep the
+    provider's rate rather than each keeping it on its own.
+    """
+
+    async def reserve_slot(self, key: str, interval: float) -> float:
+        """Seconds to wait until this send's slot starts."""
+        ...
+
+    async def block_slots(self, key: str, seconds: float) -> None:
+        """No slot of ``key`` starts within ``seconds``."""
+        ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,8 @@ from flytenotify.channels._http import (
     new_session,
     parse_retry_after,
 )
-from flytenotify.channels.base import SendResult
+from flytenotify.channels._pacing import Busy, Pacer
+from flytenotify.channels.base import SendResult, SharedPacing
 from flytenotify.config import PagerDutyConfig
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
@@ -178,8 +180,13 @@ class PagerDutyChannel:
 
     name: str = "pagerduty"
 
-    def __init__(self, config: PagerDutyConfig) -> None:
+    def __init__(
+        self, config: PagerDutyConfig, *, shared_pacing: SharedPacing | None = None
+    ) -> None:
         self._config = config
+        # PagerDuty limits events per routing key; lanes are keyed by a digest so
+        # the key itself never reaches the ledger's pacing table.
+        self._pacer = Pacer(max_wait=config.timeout, shared=shared_pacing)
         self._routing_keys = {
             recipient: key.get_secret_value() for recipient, key in config.routing_keys.items()
         }
@@ -203,19 +210,31 @@ class PagerDutyChannel:
         event = pagerduty_event(delivery, routing_key, self._config)
         # The bytes httpx's json= sent: compact UTF-8, no NaN (PagerDuty would reject it).
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        lane = "pagerduty:" + hashlib.sha256(routing_key.encode()).hexdigest()[:16]
         try:
-            async with self._http().post(
-                self._url,
-                data=body.encode("utf-8"),
-                headers=_HEADERS,
-                allow_redirects=False,
-                proxy=self._proxy,
-            ) as response:
-                answer = await response.read()
+            status, headers, reply = await self._pacer.run(
+                lane, self._config.per_key_interval, lambda: self._post(body)
+            )
+        except Busy as busy:
+            reply = f"next free slot for this routing key in {busy.wait:.1f}s (rate limit)"
+            return SendResult.transient(reply, retry_after=busy.wait)
         except TRANSPORT_ERRORS as err:
             return SendResult.transient(describe_aiohttp_error(err, self._config.timeout))
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return http_status_result(response.status, _reply(response, answer), retry_after)
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if status == 429:
+            self._pacer.block(lane, retry_after or 1.0)
+        return http_status_result(status, reply, retry_after)
+
+    async def _post(self, body: str) -> tuple[int, Mapping[str, str], str]:
+        async with self._http().post(
+            self._url,
+            data=body.encode("utf-8"),
+            headers=_HEADERS,
+            allow_redirects=False,
+            proxy=self._proxy,
+        ) as response:
+            answer = await response.read()
+            return response.status, response.headers, _reply(response, answer)
 
     async def check(self) -> str:
         """What is configured; the Events API has no call that sends nothing."""

@@ -31,7 +31,6 @@ the engine's job, and a hidden retry would be missing from the audit trail.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -51,7 +50,8 @@ from flytenotify.channels._http import (
     http_status_result,
     parse_retry_after,
 )
-from flytenotify.channels.base import Outcome, SendResult
+from flytenotify.channels._pacing import Busy, Pacer
+from flytenotify.channels.base import Outcome, SendResult, SharedPacing
 from flytenotify.config import SlackConfig
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
@@ -284,92 +284,6 @@ def _parse_recipient(recipient: str) -> _Recipient | None:
 # --------------------------------------------------------------------------
 
 
-class _Busy(Exception):
-    """The destination's next turn is further away than we are willing to wait."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"next turn in {wait:.1f}s")
-        self.wait = wait
-
-
-class _Lane:
-    """One destination: a FIFO lock, when it may send next, how many wait for it."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.next_at = 0.0
-        self.blocked_until = 0.0  # from a 429's Retry-After
-        self.waiting = 0
-
-    def idle(self, now: float) -> bool:
-        busy_until = max(self.next_at, self.blocked_until)
-        return not self.lock.locked() and not self.waiting and busy_until <= now
-
-
-class _Pacer:
-    """Per-destination pacing and rate-limit blocks, in monotonic seconds.
-
-    Calls to one paced destination run one at a time, and the next starts
-    ``interval`` after the previous one *finished*: so the provider sees them
-    at least ``interval`` apart however long each took in transit. Other
-    destinations have their own lanes and never wait for this one. With an
-    interval of 0 calls are not serialised; only a 429 block is honoured.
-    """
-
-    def __init__(self, max_wait: float, clock: Clock = time.monotonic) -> None:
-        self._max_wait = max_wait
-        self._clock = clock
-        self._lanes: dict[str, _Lane] = {}
-
-    def block(self, key: str, seconds: float) -> None:
-        lane = self._lane(key)
-        lane.blocked_until = max(lane.blocked_until, self._clock() + seconds)
-
-    async def run(self, key: str, interval: float, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``call()`` in ``key``'s next turn; ``_Busy`` if that is over ``max_wait`` away."""
-        lane = self._lane(key)
-        if interval <= 0:
-            await self._wait_out(lane)
-            return await call()
-        queued = lane.waiting + lane.lock.locked()
-        self._check(self._delay(lane) + queued * interval)
-        lane.waiting += 1
-        try:
-            await lane.lock.acquire()
-        finally:
-            lane.waiting -= 1
-        try:
-            await self._wait_out(lane)
-            try:
-                return await call()
-            finally:
-                lane.next_at = self._clock() + interval
-        finally:
-            lane.lock.release()
-
-    def _delay(self, lane: _Lane) -> float:
-        return max(0.0, lane.next_at - self._clock(), lane.blocked_until - self._clock())
-
-    def _check(self, wait: float) -> None:
-        if wait > self._max_wait:
-            raise _Busy(wait)
-
-    async def _wait_out(self, lane: _Lane) -> None:
-        wait = self._delay(lane)
-        self._check(wait)
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def _lane(self, key: str) -> _Lane:
-        lane = self._lanes.get(key)
-        if lane is None:
-            if len(self._lanes) >= _PRUNE_AT:
-                now = self._clock()
-                self._lanes = {k: v for k, v in self._lanes.items() if not v.idle(now)}
-            lane = self._lanes[key] = _Lane()
-        return lane
-
-
 class _TtlCache:
     """A small str -> str cache whose entries expire ``ttl`` seconds after they are put."""
 
@@ -426,13 +340,19 @@ class SlackChannel:
 
     name: str = "slack"
 
-    def __init__(self, config: SlackConfig, *, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+    def __init__(
+        self,
+        config: SlackConfig,
+        *,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        shared_pacing: SharedPacing | None = None,
+    ) -> None:
         self._config = config
         self._token = config.resolved_bot_token()
         self._webhook_url = None if self._token else config.resolved_webhook_url()
         if not self._token and not self._webhook_url:
             raise ValueError("slack: configure bot_token(_file) or webhook_url(_file)")
-        self._pacer = _Pacer(max_wait)
+        self._pacer = Pacer(max_wait, shared=shared_pacing)
         self._users = _TtlCache(config.lookup_cache_ttl)  # email -> user ID
         self._dms = _TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
@@ -543,7 +463,7 @@ class SlackChannel:
         """One Web API call in ``key``'s pacing slot; a failure becomes a ``_Stop``."""
         try:
             return await self._pacer.run(key, interval, call)
-        except _Busy as busy:
+        except Busy as busy:
             reply = f"{method}: next free slot for {key} in {busy.wait:.1f}s (Slack rate limit)"
             raise _Stop(SendResult.transient(reply, retry_after=busy.wait)) from None
         except SlackApiError as err:
@@ -578,7 +498,7 @@ class SlackChannel:
         interval = self._config.per_channel_interval
         try:
             response = await self._pacer.run(key, interval, lambda: self._hook.send_dict(message))
-        except _Busy as busy:
+        except Busy as busy:
             reply = f"incoming webhook: next free slot in {busy.wait:.1f}s (Slack rate limit)"
             return SendResult.transient(reply, retry_after=busy.wait)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:

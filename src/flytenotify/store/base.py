@@ -173,6 +173,20 @@ class Store(Protocol):
 
     async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None: ...
 
+    # -- pacing shared by replicas ------------------------------------------------
+
+    async def reserve_slot(self, key: str, interval: float) -> float:
+        """Reserve the next send slot of ``key``; seconds to wait until it starts.
+
+        Slots are ``interval`` apart on the database's clock, whichever
+        replica reserves them.
+        """
+        ...
+
+    async def block_slots(self, key: str, seconds: float) -> None:
+        """No slot of ``key`` starts within ``seconds`` (a provider's Retry-After)."""
+        ...
+
     # -- queries ----------------------------------------------------------
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None: ...

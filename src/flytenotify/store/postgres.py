@@ -212,6 +212,21 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
   ON e.project = wanted.project AND e.domain = wanted.domain AND e.name = wanted.name
 """
 
+# Slots are spaced on the database's clock: replicas' clocks may disagree.
+_RESERVE_SLOT = """
+WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS at)
+INSERT INTO pacing AS p (key, next_at) SELECT $1, now.at + $2 FROM now
+ON CONFLICT (key) DO UPDATE
+    SET next_at = GREATEST(p.next_at, (SELECT at FROM now)) + $2
+RETURNING p.next_at - $2 - (SELECT at FROM now)
+"""
+
+_BLOCK_SLOTS = """
+INSERT INTO pacing AS p (key, next_at)
+VALUES ($1, extract(epoch FROM clock_timestamp())::double precision + $2)
+ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at)
+"""
+
 _REGISTER_LAUNCH_PLAN = """
 INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at, seq)
 VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans))
@@ -650,6 +665,21 @@ class PostgresStore:
             )
 
         await self._run(write)
+
+    # -- pacing ------------------------------------------------------------------------------
+
+    async def reserve_slot(self, key: str, interval: float) -> float:
+        async def write(conn: Conn) -> float:
+            wait = await conn.fetchval(_RESERVE_SLOT, key, interval)
+            return max(0.0, float(wait))
+
+        return await self._run(write, transaction=False)
+
+    async def block_slots(self, key: str, seconds: float) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(_BLOCK_SLOTS, key, seconds)
+
+        await self._run(write, transaction=False)
 
     # -- queries ----------------------------------------------------------------------------
 

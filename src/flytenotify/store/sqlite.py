@@ -314,6 +314,32 @@ class SQLiteStore:
 
         await self._write(write)
 
+    # -- pacing ---------------------------------------------------------------------
+
+    async def reserve_slot(self, key: str, interval: float) -> float:
+        def write(conn: sqlite3.Connection) -> float:
+            now = codec.now()
+            start = conn.execute(
+                "INSERT INTO pacing (key, next_at) VALUES (?, ? + ?)"
+                " ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, ?) + ?"
+                " RETURNING next_at - ?",
+                (key, now, interval, now, interval, interval),
+            ).fetchone()[0]
+            return max(0.0, float(start) - now)
+
+        return await self._write(write)
+
+    async def block_slots(self, key: str, seconds: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            until = codec.now() + seconds
+            conn.execute(
+                "INSERT INTO pacing (key, next_at) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, excluded.next_at)",
+                (key, until),
+            )
+
+        await self._write(write)
+
     # -- queries --------------------------------------------------------------------
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:
