@@ -42,7 +42,10 @@ def setup() -> None:
 
 
 def run(args: list[str]) -> int:
-    return subprocess.call([str(BIN / "flytenotify"), *(args or ["serve"])], cwd=os.getcwd())
+    # Replace this process, so that Ctrl-C and SIGTERM reach the service itself.
+    program = str(BIN / "flytenotify")
+    os.execv(program, [program, *(args or ["serve"])])
+    return 1  # not reached
 
 
 def test(args: list[str]) -> int:

@@ -298,3 +298,38 @@ def test_api_and_dispatcher_roles_split_the_work(tmp_path: Path) -> None:
             stop(dispatcher)
     finally:
         stop(api)
+
+
+def test_the_readme_first_command_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    """``python3 dev.py run`` (with a free port and a scratch database)."""
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    command = [sys.executable, str(root / "dev.py"), "run", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--db", str(tmp_path / "readme.db")],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60  # the first run may install into .venv
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "dev.py run did not bring the service up"
+            time.sleep(0.1)
+        readyz = httpx.get(f"{base}/readyz").json()
+        assert set(readyz["channels"].values()) == {"dev-inbox"}
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=WAIT)
+        assert process.returncode == 0, output
+        assert "dev-inbox mode" in output
+    finally:
+        stop(process)
