@@ -8,7 +8,6 @@ these tests check the engine's side of the contract (routing, retries after a
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -35,10 +34,10 @@ RETRY = RetryConfig(base_delay=0.05, max_delay=0.2, max_attempts=6, lease=10.0)
 
 
 def native_settings(
-    tmp_path: Path, slack: SlackApiServer, pagerduty: PagerDutyApiServer, sink: HttpSink
+    database_url: str, slack: SlackApiServer, pagerduty: PagerDutyApiServer, sink: HttpSink
 ) -> Settings:
     return Settings(
-        database=DatabaseConfig(url=str(tmp_path / "ledger.db")),
+        database=DatabaseConfig(url=database_url),
         slack=SlackConfig(
             bot_token=SecretStr(DEFAULT_TOKEN), base_url=slack.base_url, per_channel_interval=0.0
         ),
@@ -51,13 +50,13 @@ def native_settings(
     )
 
 
-async def test_slack_pagerduty_and_webhook_deliveries_end_to_end(tmp_path: Path) -> None:
+async def test_slack_pagerduty_and_webhook_deliveries_end_to_end(database_url: str) -> None:
     async with (
         SlackApiServer(users={"john.doe@example.com": "U0JOHNDOE1"}) as slack,
         PagerDutyApiServer() as pagerduty,
         HttpSink() as sink,
     ):
-        settings = native_settings(tmp_path, slack, pagerduty, sink)
+        settings = native_settings(database_url, slack, pagerduty, sink)
         async with Notifier(settings) as n:
             await n.register_launch_plan(
                 PLAN,
@@ -97,10 +96,10 @@ async def test_slack_pagerduty_and_webhook_deliveries_end_to_end(tmp_path: Path)
             assert {d.status for d in await n.deliveries()} == {DeliveryStatus.DELIVERED}
 
 
-async def test_slack_429_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> None:
+async def test_slack_429_is_waited_out_and_nothing_is_lost(database_url: str) -> None:
     async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
         slack.rate_limit(retry_after=2, count=1)
-        async with Notifier(native_settings(tmp_path, slack, pd, sink)) as n:
+        async with Notifier(native_settings(database_url, slack, pd, sink)) as n:
             await n.create_execution(execution("e"), notifications=[Slack([P.FAILED], ["#alerts"])])
             await n.report_event(event_json("e", "FAILED"))
             started = time.monotonic()
@@ -117,12 +116,12 @@ async def test_slack_429_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> No
             assert time.monotonic() - started >= 2.0
 
 
-async def test_permanent_slack_error_dead_letters_with_slacks_words(tmp_path: Path) -> None:
+async def test_permanent_slack_error_dead_letters_with_slacks_words(database_url: str) -> None:
     async with (
         SlackApiServer() as slack,
         PagerDutyApiServer() as pd,
         HttpSink() as sink,
-        Notifier(native_settings(tmp_path, slack, pd, sink)) as n,
+        Notifier(native_settings(database_url, slack, pd, sink)) as n,
     ):
         await n.create_execution(
             execution("e"), notifications=[Slack([P.FAILED], ["#no-such-channel"])]
@@ -134,10 +133,10 @@ async def test_permanent_slack_error_dead_letters_with_slacks_words(tmp_path: Pa
         assert "channel_not_found" in dead.last_reply
 
 
-async def test_pagerduty_outage_is_retried_until_accepted(tmp_path: Path) -> None:
+async def test_pagerduty_outage_is_retried_until_accepted(database_url: str) -> None:
     async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
         pd.script(500, count=2)
-        async with Notifier(native_settings(tmp_path, slack, pd, sink)) as n:
+        async with Notifier(native_settings(database_url, slack, pd, sink)) as n:
             await n.create_execution(
                 execution("e"), notifications=[PagerDuty([P.TIMED_OUT], ["data-oncall"])]
             )
