@@ -18,7 +18,7 @@ import load
 import raw
 import target_alertmanager as am
 import target_flytenotify as fn
-from procstat import cpu_seconds, memory_kib
+from procstat import cpu_seconds, machine_busy_seconds, memory_kib
 from sinks import Receipt, SinkProcess
 
 SINK_KIND = {"email": "smtp", "webhook": "http", "pagerduty": "pagerduty", "slack": "slack"}
@@ -113,17 +113,26 @@ def flytenotify_run(
     size: int,
     settings: dict[str, Any],
     split: bool = False,
+    backend: str = "sqlite",
+    replicas: int = 0,
 ) -> dict[str, Any]:
     """N FAILED events for ``channel``, sent one per request or in batches.
 
-    ``split`` runs the API and the dispatcher as two processes on one SQLite
-    file; CPU and memory are then the sum of both.
+    ``backend`` is ``sqlite`` (a file) or ``postgresql`` (a fresh database on
+    the local server, dropped afterwards). ``replicas`` > 0 runs one API
+    process and that many dispatcher processes on the one database; ``split``
+    is ``replicas=1``. CPU and memory are then the sum over all processes (the
+    PostgreSQL server's own are not included).
     """
     sinks.reset()
     kind = SINK_KIND[channel]
+    replicas = max(replicas, 1) if split else replicas
     with tempfile.TemporaryDirectory(prefix="fn-bench-") as tmp:
         config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
-        with fn.serve(Path(tmp), config, split=split) as server:
+        with (
+            fn.database(backend, Path(tmp)) as db,
+            fn.serve(Path(tmp), config, db=db, replicas=replicas) as server,
+        ):
             plans = _register(server, channel, size)
             cpu_before = sum(cpu_seconds(pid) for pid in server.pids)
             intake = asyncio.run(
@@ -137,11 +146,90 @@ def flytenotify_run(
     return {
         "system": "flytenotify",
         "channel": channel,
-        "intake": f"{intake_mode}, 2 processes" if split else intake_mode,
+        "intake": intake_label(intake_mode, backend, replicas),
+        "backend": backend,
+        "dispatchers": replicas,
         "size": size,
         **stats,
         "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
         "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+        "peak_rss_mib": peak / 1024,
+    }
+
+
+def intake_label(intake_mode: str, backend: str, replicas: int) -> str:
+    """The row's intake column: e.g. batch; batch, 2 processes; batch, PostgreSQL, 3 dispatchers."""
+    if backend == "sqlite":
+        return f"{intake_mode}, {replicas + 1} processes" if replicas else intake_mode
+    if replicas == 0:
+        return f"{intake_mode}, PostgreSQL, 1 process"
+    return f"{intake_mode}, PostgreSQL, {replicas} dispatcher{'s' if replicas > 1 else ''}"
+
+
+def drain_run(
+    sinks: SinkProcess,
+    size: int,
+    settings: dict[str, Any],
+    backend: str = "postgresql",
+    replicas: int = 1,
+) -> dict[str, Any]:
+    """The dispatchers alone: ``size`` webhook deliveries wait, then ``replicas`` drain them.
+
+    Phase 1 enqueues with webhook dispatch held (one process). Phase 2 starts
+    one API process and ``replicas`` dispatcher processes on the same database.
+    Delivered/s is ``size`` over the time from the sink's first receipt to its
+    last, so intake speed plays no part: this is what the replicas can send.
+    """
+    sinks.reset()
+    with tempfile.TemporaryDirectory(prefix="fn-drain-") as tmp:
+        workdir = Path(tmp)
+        held = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], held=("webhook",))
+        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
+        with fn.database(backend, workdir) as db:
+            with fn.serve(workdir, held, db=db) as server:
+                server.register("bench", [fn.notification("webhook")])
+                intake = asyncio.run(
+                    load.send_batched(
+                        server.base_url,
+                        range(size),
+                        "bench",
+                        settings["batch_size"],
+                        settings["batch_concurrency"],
+                    )
+                )
+            with fn.serve(workdir, config, db=db, replicas=replicas) as server:
+                cpu_before = sum(cpu_seconds(pid) for pid in server.pids)
+                busy_before, clock_before = machine_busy_seconds(), time.monotonic()
+                wait_for(sinks, "http", size, limit=60 + size / 20)
+                cpu = sum(cpu_seconds(pid) for pid in server.pids) - cpu_before
+                busy = machine_busy_seconds() - busy_before
+                wall = time.monotonic() - clock_before
+                peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
+        receipts = sinks.collect()["receipts"]["http"]
+    ids = [n for _, n in receipts]
+    delivered = len(set(ids) & set(range(size)))
+    times = [t for t, _ in receipts]
+    took = max(times) - min(times) if times else 0.0
+    return {
+        "system": "flytenotify",
+        "channel": "webhook",
+        "intake": intake_label("drain", backend, replicas),
+        "backend": backend,
+        "dispatchers": replicas,
+        "size": size,
+        "expected": size,
+        "accepted": len(intake.accepted),
+        "refused": intake.refused,
+        "delivered": delivered,
+        "duplicates": len(ids) - len(set(ids)),
+        "ok": delivered == size and intake.refused == 0,
+        "accepted_per_s": intake.rate,
+        "delivered_per_s": size / took if took > 0 else 0.0,
+        "seconds": took,
+        "cpu_s_per_1000": 1000 * cpu / max(1, delivered),
+        "cpu_cores_busy": cpu / took if took > 0 else 0.0,
+        # Every process on the machine (PostgreSQL, the sinks too) while draining.
+        "machine_cores_busy": busy / wall if wall > 0 else 0.0,
         "peak_rss_mib": peak / 1024,
     }
 

@@ -4,6 +4,11 @@
     python3 dev.py bench --runs 1        # a quick check
     python3 dev.py bench --full          # adds N = 100,000 and the backlog run
     python3 dev.py bench --backlog-only --backlog 20000  # backlog only (own JSON)
+    python3 dev.py bench --no-postgresql # without the local PostgreSQL server
+
+The PostgreSQL runs need a server on 127.0.0.1:5432 that lets user postgres in
+without a password; each run creates a database flytenotify_bench_<random> and
+drops it afterwards.
 
 Writes bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png.
 Everything binds 127.0.0.1; every loop is bounded in count and time.
@@ -50,6 +55,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--backlog-only", action="store_true", help="skip everything else")
     parser.add_argument("--no-alertmanager", action="store_true")
     parser.add_argument(
+        "--no-postgresql", action="store_true", help="skip the PostgreSQL runs (local server)"
+    )
+    parser.add_argument(
+        "--pg-replicas",
+        type=int,
+        nargs="+",
+        default=[1, 3],
+        help="PostgreSQL dispatcher replicas to measure at the largest size (default: 1 3)",
+    )
+    parser.add_argument(
         "--extra-channels",
         nargs="*",
         default=["pagerduty", "slack"],
@@ -88,6 +103,43 @@ def scenarios(args: argparse.Namespace, binary: str | None) -> list[tuple[str, C
                 f"flytenotify {channel} batch, 2 processes N={size}",
                 lambda s, c=channel, n=size: measure.flytenotify_run(
                     s, c, "batch", n, LOAD, split=True
+                ),
+            )
+        )
+    # PostgreSQL: the same batched webhook run with one API process and one or
+    # three dispatcher replicas (the target: three deliver >= 2x what one does),
+    # and single-event intake at the smallest size. Each run gets a fresh
+    # database on the local server, dropped afterwards.
+    if not args.no_postgresql:
+        size = max(args.sizes)
+        for replicas in args.pg_replicas:
+            found.append(
+                (
+                    f"flytenotify webhook batch, PostgreSQL, {replicas} "
+                    f"dispatcher{'s' if replicas > 1 else ''} N={size}",
+                    lambda s, r=replicas, n=size: measure.flytenotify_run(
+                        s, "webhook", "batch", n, LOAD, backend="postgresql", replicas=r
+                    ),
+                )
+            )
+        # The dispatchers alone: the same deliveries enqueued first, then drained
+        # by one or three replicas (end to end, the API's intake bounds the rate).
+        for replicas in args.pg_replicas:
+            found.append(
+                (
+                    f"flytenotify webhook drain, PostgreSQL, {replicas} "
+                    f"dispatcher{'s' if replicas > 1 else ''} N={size}",
+                    lambda s, r=replicas, n=size: measure.drain_run(
+                        s, n, LOAD, backend="postgresql", replicas=r
+                    ),
+                )
+            )
+        size = min(args.sizes)
+        found.append(
+            (
+                f"flytenotify email single, PostgreSQL N={size}",
+                lambda s, n=size: measure.flytenotify_run(
+                    s, "email", "single", n, LOAD, backend="postgresql"
                 ),
             )
         )
@@ -166,14 +218,22 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {label: _aggregate(results) for label, results in grouped.items()}
 
 
-_NUMBERS = ("accepted_per_s", "delivered_per_s", "cpu_s_per_1000", "peak_rss_mib", "cpu_cores_busy")
+_NUMBERS = (
+    "accepted_per_s",
+    "delivered_per_s",
+    "cpu_s_per_1000",
+    "peak_rss_mib",
+    "cpu_cores_busy",
+    "machine_cores_busy",
+)
 
 
 def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
-    first = results[0]
-    summary: dict[str, Any] = {
-        k: first.get(k) for k in ("system", "channel", "intake", "size", "mode", "expected")
-    }
+    # A run that raised has only its error: describe the scenario by one that did not.
+    first = next((r for r in results if r.get("system")), results[0])
+    keys = ("system", "channel", "intake", "size", "mode", "expected", "backend", "dispatchers")
+    summary: dict[str, Any] = {k: first.get(k) for k in keys}
+    summary["errors"] = [r["error"] for r in results if "error" in r]
     summary["ok"] = all(r.get("ok") for r in results)
     summary["runs"] = len(results)
     for key in _NUMBERS:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import secrets
 import signal
 import subprocess
 import time
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from load import DOMAIN, PROJECT
 from procstat import free_port
@@ -20,6 +23,11 @@ FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
 
 PAGERDUTY_RECIPIENT = "pd-bench@example.com"
 EMAIL_POOL = 32  # SMTP connections kept open (the sink's ceiling is ~14,000 msg/s)
+
+# The local PostgreSQL server (trust auth). Each scenario gets a database of its
+# own, flytenotify_bench_<random>, created from and dropped through this one.
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+POSTGRES_ADMIN_DB = "postgres"
 
 
 def config_toml(
@@ -86,28 +94,74 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(
-    workdir: Path, config: str, log_name: str = "serve.log", split: bool = False
-) -> Iterator[Server]:
-    """Start ``flytenotify serve`` on a fresh port; SIGTERM it on exit.
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh, empty database for one scenario: its URL (or SQLite path).
 
-    ``split`` runs the two roles as two processes on the same SQLite file
-    (``--role api`` and ``--role dispatcher``), so that both cores work.
+    ``sqlite``: a file in ``workdir`` (gone with the directory). ``postgresql``:
+    a new database on the local server, dropped on exit, even after a failure
+    (``WITH (FORCE)`` ends any connection a stuck replica still holds).
+    """
+    if backend == "sqlite":
+        yield str(workdir / "flytenotify.db")
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown backend {backend!r}")
+    name = f"flytenotify_bench_{secrets.token_hex(6)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(f"{POSTGRES_SERVER}/{POSTGRES_ADMIN_DB}", timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def serve(
+    workdir: Path,
+    config: str,
+    log_name: str = "serve.log",
+    split: bool = False,
+    db: str | None = None,
+    replicas: int = 0,
+) -> Iterator[Server]:
+    """Start ``flytenotify serve`` on fresh ports; SIGTERM every process on exit.
+
+    ``db`` is the database URL or SQLite path (default: ``flytenotify.db`` in
+    ``workdir``). ``replicas`` > 0 runs one ``--role api`` process plus that
+    many ``--role dispatcher`` processes on the same database; 0 runs one
+    ``--role all`` process. ``split`` is ``replicas=1`` (both cores work).
+    The returned server's base URL is the API process's.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "flytenotify.toml"
     config_path.write_text(config, encoding="utf-8")
-    roles = ["api", "dispatcher"] if split else ["all"]
+    db = db or str(workdir / "flytenotify.db")
+    replicas = max(replicas, 1) if split else replicas
+    roles = ["api"] + ["dispatcher"] * replicas if replicas > 0 else ["all"]
     servers: list[Server] = []
+
+    def start(role: str) -> Server:
+        port = free_port()
+        command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
+        command += ["--db", db, "--role", role]
+        with open(workdir / log_name, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
+        servers.append(Server([process], f"http://127.0.0.1:{port}"))
+        return servers[-1]
+
     try:
-        for role in roles:
-            port = free_port()
-            command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
-            command += ["--db", str(workdir / "flytenotify.db"), "--role", role]
-            with open(workdir / log_name, "ab") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
-            servers.append(Server([process], f"http://127.0.0.1:{port}"))
-            _wait_healthy(servers[-1])
+        # The first process applies the schema; the dispatchers then start together,
+        # so that none of them gets a head start on a waiting backlog.
+        _wait_healthy(start(roles[0]))
+        for server in [start(role) for role in roles[1:]]:
+            _wait_healthy(server)
         yield Server([p for server in servers for p in server.processes], servers[0].base_url)
     finally:
         for server in servers:
