@@ -89,3 +89,19 @@ def test_readme_client_example_runs_against_a_live_service(tmp_path: Path) -> No
             time.sleep(0.05)
     assert [(m["kind"], m["recipient"]) for m in items] == [("email", "ops@example.com")]
     assert "input file is empty" in items[0]["body"]
+
+
+def test_readme_tour_registration_from_python_runs(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.live_server import LiveServer
+
+    (script,) = re.findall(r"```py tour\n(.*?)```", README, flags=re.DOTALL)
+    with LiveServer(tmp_path / "tour.db") as server:
+        exec(compile(script.replace("http://127.0.0.1:8080", server.url), "README.md", "exec"), {})
+        plan = httpx.get(f"{server.url}/api/v1/launch-plans/flytesnacks/development/nightly_etl")
+    assert [sorted(n) for n in plan.json()["notifications"]] == [
+        ["email", "phases"],
+        ["phases", "slack"],
+        ["pagerDuty", "phases"],
+    ]
