@@ -36,12 +36,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """``flytenotify serve`` on a free port over ``tmp_path/x.db``, once it answers."""
+def start_serve(
+    tmp_path: Path, *args: str, launcher: list[str] | None = None, within: float = WAIT
+) -> tuple[subprocess.Popen[str], str]:
+    """``flytenotify serve`` on a free port over ``tmp_path/x.db``, once it answers.
+
+    ``launcher`` is what runs the CLI (``python -m flytenotify.cli`` unless given).
+    """
     port = _free_port()
-    command = [sys.executable, "-m", "flytenotify.cli", "serve", "--port", str(port)]
+    launcher = launcher or [sys.executable, "-m", "flytenotify.cli"]
     process = subprocess.Popen(
-        [*command, "--db", str(tmp_path / "x.db"), *args],
+        [*launcher, "serve", "--port", str(port), "--db", str(tmp_path / "x.db"), *args],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -49,7 +54,7 @@ def start_serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + within
     while True:
         if process.poll() is not None:
             raise AssertionError(process.communicate()[0])
@@ -203,38 +208,8 @@ def test_database_commands(tmp_path: Path) -> None:
 def test_json_logs_and_metrics_of_the_real_service(tmp_path: Path) -> None:
     import json
 
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flytenotify.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "j.db"),
-            "--log-format",
-            "json",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_serve(tmp_path, "--log-format", "json")
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.05)
         with httpx.Client(base_url=base, timeout=5) as client:
             event = event_json("j1", "FAILED")
             plan = {"project": "proj", "domain": "prod", "name": "nightly", "version": "v1"}
@@ -253,9 +228,7 @@ def test_json_logs_and_metrics_of_the_real_service(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=WAIT)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
+        stop(process)
     assert process.returncode == 0, output
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     messages = [entry["message"] for entry in lines]
@@ -302,29 +275,10 @@ def test_api_and_dispatcher_roles_split_the_work(tmp_path: Path) -> None:
 
 def test_the_readme_first_command_serves_and_stops_cleanly(tmp_path: Path) -> None:
     """``python3 dev.py run`` (with a free port and a scratch database)."""
-    root = Path(__file__).resolve().parents[1]
-    port = _free_port()
-    command = [sys.executable, str(root / "dev.py"), "run", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--db", str(tmp_path / "readme.db")],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    dev = str(Path(__file__).resolve().parents[1] / "dev.py")
+    # The first run may install into .venv, hence the longer wait.
+    process, base = start_serve(tmp_path, launcher=[sys.executable, dev, "run"], within=60)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60  # the first run may install into .venv
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "dev.py run did not bring the service up"
-            time.sleep(0.1)
         readyz = httpx.get(f"{base}/readyz").json()
         assert set(readyz["channels"].values()) == {"dev-inbox"}
         process.send_signal(signal.SIGTERM)

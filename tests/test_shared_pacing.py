@@ -8,88 +8,85 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 from pydantic import SecretStr
 
-from flytenotify.channels.base import Outcome
+from flytenotify.channels.base import Channel, Outcome, SendResult
+from flytenotify.channels.pagerduty import PagerDutyChannel
 from flytenotify.channels.slack import SlackChannel
-from flytenotify.config import SlackConfig
+from flytenotify.config import PagerDutyConfig, SlackConfig
+from flytenotify.domain import Delivery
 from flytenotify.store import store_for_url
+from flytenotify.store.base import Store
 from tests.helpers import rendered_delivery
+from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 
 INTERVAL = 0.2
 
 
-async def test_two_replicas_together_keep_one_message_per_interval(database_url: str) -> None:
+async def send_through_replicas(
+    database_url: str, channel: Callable[[Store], Channel], deliveries: list[Delivery]
+) -> list[SendResult]:
+    """Two replicas, each a channel over its own store connection, sending in turn."""
     stores = [store_for_url(database_url) for _ in range(2)]
     for store in stores:
         await store.open()
+    replicas = [channel(store) for store in stores]
     try:
-        async with SlackApiServer() as slack:
-            config = SlackConfig(
-                bot_token=SecretStr(DEFAULT_TOKEN),
-                base_url=slack.base_url,
-                per_channel_interval=INTERVAL,
-            )
-            replicas = [SlackChannel(config, shared_pacing=store) for store in stores]
-            deliveries = [rendered_delivery("slack", "slack", "#general") for _ in range(10)]
-            sends = [
-                replica.send(delivery)
-                for replica, delivery in zip(itertools.cycle(replicas), deliveries, strict=False)
-            ]
-            results = await asyncio.gather(*sends)
-            for replica in replicas:
-                await replica.close()
+        sends = [
+            replica.send(delivery)
+            for replica, delivery in zip(itertools.cycle(replicas), deliveries, strict=False)
+        ]
+        return list(await asyncio.gather(*sends))
     finally:
+        for replica in replicas:
+            await replica.close()
         for store in stores:
             await store.close()
 
-    assert {r.outcome for r in results} == {Outcome.DELIVERED}
-    arrivals = sorted(call.at for call in slack.posts())
-    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert len(arrivals) == 10
-    # Within one replica alone, two replicas would each send at the full rate and
-    # the channel would see pairs arriving together.
+
+def assert_spaced(arrivals: list[float], count: int) -> None:
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(arrivals))]
+    assert len(arrivals) == count
+    # Each replica pacing only itself would let pairs arrive together.
     assert min(gaps) >= INTERVAL * 0.8, gaps
+
+
+async def test_two_replicas_together_keep_one_message_per_interval(database_url: str) -> None:
+    async with SlackApiServer() as slack:
+        config = SlackConfig(
+            bot_token=SecretStr(DEFAULT_TOKEN),
+            base_url=slack.base_url,
+            per_channel_interval=INTERVAL,
+        )
+        results = await send_through_replicas(
+            database_url,
+            lambda store: SlackChannel(config, shared_pacing=store),
+            [rendered_delivery("slack", "slack", "#general") for _ in range(10)],
+        )
+    assert {r.outcome for r in results} == {Outcome.DELIVERED}
+    assert_spaced([call.at for call in slack.posts()], 10)
 
 
 async def test_pagerduty_routing_key_pacing_holds_across_replicas(database_url: str) -> None:
-    from flytenotify.channels.pagerduty import PagerDutyChannel
-    from flytenotify.config import PagerDutyConfig
-    from tests.servers.pagerduty_api import PagerDutyApiServer
-
-    stores = [store_for_url(database_url) for _ in range(2)]
-    for store in stores:
-        await store.open()
-    try:
-        async with PagerDutyApiServer() as pagerduty:
-            config = PagerDutyConfig(
-                events_url=pagerduty.events_url,
-                routing_keys={"oncall": SecretStr("R" * 32)},
-                per_key_interval=INTERVAL,
-            )
-            replicas = [PagerDutyChannel(config, shared_pacing=store) for store in stores]
-            deliveries = [
-                rendered_delivery("pager_duty", "pagerduty", "oncall", name=f"e{i}")
-                for i in range(6)
-            ]
-            sends = [
-                replica.send(delivery)
-                for replica, delivery in zip(itertools.cycle(replicas), deliveries, strict=False)
-            ]
-            results = await asyncio.gather(*sends)
-            for replica in replicas:
-                await replica.close()
-    finally:
-        for store in stores:
-            await store.close()
-
+    async with PagerDutyApiServer() as pagerduty:
+        config = PagerDutyConfig(
+            events_url=pagerduty.events_url,
+            routing_keys={"oncall": SecretStr("R" * 32)},
+            per_key_interval=INTERVAL,
+        )
+        deliveries = [
+            rendered_delivery("pager_duty", "pagerduty", "oncall", name=f"e{n}") for n in range(6)
+        ]
+        results = await send_through_replicas(
+            database_url,
+            lambda store: PagerDutyChannel(config, shared_pacing=store),
+            deliveries,
+        )
     assert {r.outcome for r in results} == {Outcome.DELIVERED}, [r.reply for r in results]
-    arrivals = sorted(event.at for event in pagerduty.events)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert len(arrivals) == 6
-    assert min(gaps) >= INTERVAL * 0.8, gaps
+    assert_spaced([event.at for event in pagerduty.events], 6)
     # The routing key itself never reaches the ledger's pacing table.
     keys = await _pacing_keys(database_url)
     assert keys
