@@ -419,34 +419,42 @@ class SlackChannel:
         return await self._dm_channel(user)
 
     async def _user_id(self, email: str) -> str:
-        cached = self._users.get(email.lower())
-        if cached is not None:
-            return cached
-        method = "users.lookupByEmail"
-        response = await self._call(
-            _method_key(method), 0.0, method, lambda: self._web.users_lookupByEmail(email=email)
+        return await self._cached_id(
+            self._users,
+            email.lower(),
+            "users.lookupByEmail",
+            lambda: self._web.users_lookupByEmail(email=email),
+            "user",
         )
-        user = response.get("user")
-        user_id = user.get("id") if isinstance(user, dict) else None
-        if not isinstance(user_id, str):
-            raise _Stop(SendResult.transient(f"{method}: no user id in the answer"))
-        self._users.put(email.lower(), user_id)
-        return user_id
 
     async def _dm_channel(self, user_id: str) -> str:
-        cached = self._dms.get(user_id)
+        return await self._cached_id(
+            self._dms,
+            user_id,
+            "conversations.open",
+            lambda: self._web.conversations_open(users=user_id),
+            "channel",
+        )
+
+    async def _cached_id(
+        self,
+        cache: _TtlCache,
+        key: str,
+        method: str,
+        call: Callable[[], Awaitable[AsyncSlackResponse]],
+        field: str,
+    ) -> str:
+        """``answer[field]["id"]`` of ``method``, cached: a person is looked up once per TTL."""
+        cached = cache.get(key)
         if cached is not None:
             return cached
-        method = "conversations.open"
-        response = await self._call(
-            _method_key(method), 0.0, method, lambda: self._web.conversations_open(users=user_id)
-        )
-        channel = response.get("channel")
-        channel_id = channel.get("id") if isinstance(channel, dict) else None
-        if not isinstance(channel_id, str):
-            raise _Stop(SendResult.transient(f"{method}: no channel id in the answer"))
-        self._dms.put(user_id, channel_id)
-        return channel_id
+        response = await self._call(_method_key(method), 0.0, method, call)
+        found = response.get(field)
+        found_id = found.get("id") if isinstance(found, dict) else None
+        if not isinstance(found_id, str):
+            raise _Stop(SendResult.transient(f"{method}: no {field} id in the answer"))
+        cache.put(key, found_id)
+        return found_id
 
     def _forget(self, recipient: _Recipient) -> None:
         user = self._users.get(recipient.value.lower()) if recipient.kind == "email" else None
