@@ -183,20 +183,9 @@ def drain_run(
     sinks.reset()
     with tempfile.TemporaryDirectory(prefix="fn-drain-") as tmp:
         workdir = Path(tmp)
-        held = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], held=("webhook",))
         config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
         with fn.database(backend, workdir) as db:
-            with fn.serve(workdir, held, db=db) as server:
-                server.register("bench", [fn.notification("webhook")])
-                intake = asyncio.run(
-                    load.send_batched(
-                        server.base_url,
-                        range(size),
-                        "bench",
-                        settings["batch_size"],
-                        settings["batch_concurrency"],
-                    )
-                )
+            intake = _enqueue_held(sinks, workdir, size, settings, db)
             with fn.serve(workdir, config, db=db, replicas=replicas) as server:
                 cpu_before = sum(cpu_seconds(pid) for pid in server.pids)
                 busy_before, clock_before = machine_busy_seconds(), time.monotonic()
@@ -319,6 +308,28 @@ def alertmanager_run(
 # --- backlog ---------------------------------------------------------------------------
 
 
+def _enqueue_held(
+    sinks: SinkProcess,
+    workdir: Path,
+    size: int,
+    settings: dict[str, Any],
+    db: str | None = None,
+) -> load.Intake:
+    """``size`` webhook deliveries enqueued by a service with no webhook dispatch slots."""
+    held = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], held=("webhook",))
+    with fn.serve(workdir, held, db=db) as server:
+        server.register("bench", [fn.notification("webhook")])
+        return asyncio.run(
+            load.send_batched(
+                server.base_url,
+                range(size),
+                "bench",
+                settings["batch_size"],
+                settings["batch_concurrency"],
+            )
+        )
+
+
 def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict[str, Any]:
     """``size`` webhook deliveries pile up while dispatch is held, then drain.
 
@@ -330,18 +341,7 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
     sinks.reset()
     with tempfile.TemporaryDirectory(prefix="fn-backlog-") as tmp:
         workdir = Path(tmp)
-        held = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], held=("webhook",))
-        with fn.serve(workdir, held) as server:
-            server.register("bench", [fn.notification("webhook")])
-            intake = asyncio.run(
-                load.send_batched(
-                    server.base_url,
-                    range(size),
-                    "bench",
-                    settings["batch_size"],
-                    settings["batch_concurrency"],
-                )
-            )
+        intake = _enqueue_held(sinks, workdir, size, settings)
         config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
         with fn.serve(workdir, config) as server:
             samples = _sample_drain(sinks, server.pids[0], size, limit=120 + size / 20)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from procstat import free_port
+from procstat import free_port, stop_process
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -122,13 +121,7 @@ def run(binary: str, workdir: Path, config: str) -> Iterator[Alertmanager]:
         _wait_ready(manager)
         yield manager
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process)
 
 
 def _wait_ready(manager: Alertmanager, limit: float = 30.0) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 from load import DOMAIN, PROJECT
-from procstat import free_port
+from procstat import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
@@ -165,7 +164,7 @@ def serve(
         yield Server([p for server in servers for p in server.processes], servers[0].base_url)
     finally:
         for server in servers:
-            _stop(server.processes[0])
+            stop_process(server.processes[0])
 
 
 def _wait_healthy(server: Server, limit: float = 30.0) -> None:
@@ -179,13 +178,3 @@ def _wait_healthy(server: Server, limit: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"flytenotify serve was not healthy within {limit:g} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
