@@ -242,3 +242,51 @@ async def test_ping_and_recovery_after_connections_are_cut(postgres_url: str) ->
         await asyncio.wait_for(woken.wait(), 10)  # LISTEN is back
     finally:
         await store.close()
+
+
+async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, store: Store) -> None:
+    """The dispatcher's one round trip: outcomes written, then more work leased."""
+    await enqueue(database_url, 4)
+    a, b, c = await store.claim("me", time.time(), 60.0, {OTHER_CHANNELS: 3})
+    now = time.time()
+
+    def outcome(
+        delivery_id: int, owner: str, status: DeliveryStatus, retry_in: float | None
+    ) -> Completion:
+        kind = "delivered" if status is DeliveryStatus.DELIVERED else "transient"
+        due = None if retry_in is None else now + retry_in
+        return Completion(delivery_id, owner, now, now, kind, f"{kind} reply", status, due)
+
+    (d,) = await store.claim(
+        "me",
+        time.time(),
+        60.0,
+        {OTHER_CHANNELS: 5},
+        [
+            outcome(a.id, "me", DeliveryStatus.DELIVERED, None),
+            outcome(b.id, "me", DeliveryStatus.RETRYING, 0.3),
+            outcome(c.id, "someone-else", DeliveryStatus.DELIVERED, None),  # not their lease
+        ],
+    )
+    assert d.id not in {a.id, b.id, c.id}  # the fourth row; b is not due yet
+    statuses = {x: (await store.get_delivery(x)).status for x in (a.id, b.id, c.id)}  # type: ignore[union-attr]
+    assert statuses == {
+        a.id: DeliveryStatus.DELIVERED,
+        b.id: DeliveryStatus.RETRYING,
+        c.id: DeliveryStatus.PENDING,
+    }
+    assert [(t.number, t.outcome) for t in await store.list_attempts(b.id)] == [(1, "transient")]
+    assert await store.list_attempts(c.id) == []
+
+    await asyncio.sleep(0.4)  # b's retry is due
+    (again,) = await store.claim(
+        "me",
+        time.time(),
+        60.0,
+        {OTHER_CHANNELS: 5},
+        [outcome(d.id, "me", DeliveryStatus.DELIVERED, None)],
+    )
+    assert again.id == b.id
+    assert again.attempts == 1
+    await store.complete([outcome(b.id, "me", DeliveryStatus.DELIVERED, None)])
+    assert [t.number for t in await store.list_attempts(b.id)] == [1, 2]

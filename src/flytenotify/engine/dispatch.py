@@ -2,9 +2,10 @@
 
 The loop leases due rows (a lease expires, so a crashed process never strands
 a row), hands each to its channel in its own task within the configured
-concurrency limits, and writes outcomes back in batches (one commit for many
-completions). It sleeps until woken by new work, a freed slot, or the next
-due retry; it never polls in a tight loop.
+concurrency limits, and writes outcomes back in batches: the outcomes gathered
+since its last look and its next claim share one round trip and one commit.
+It sleeps until woken by new work, a finished send, or the next due retry; it
+never polls in a tight loop.
 
 At-least-once: a row is marked delivered only after its channel said the
 provider accepted it. A crash between the provider's answer and our write
@@ -91,7 +92,7 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 try:
-                    if not await self._claim_and_start():
+                    if not await self._settle_and_claim():
                         await self._sleep()
                     pause = _STORE_RETRY_MIN
                 except Exception:
@@ -150,30 +151,37 @@ class Dispatcher:
             limits[name] = room if room >= worthwhile or not self._busy[name] else 0
         return limits
 
-    async def _claim_and_start(self) -> int:
+    async def _settle_and_claim(self) -> bool:
+        """Write the outcomes gathered so far and lease more work; True if either happened."""
         # Cleared before looking: a wake-up that arrives from here on means
         # something changed after this look. (Clearing only when claiming left
         # the event set while slots were scarce, and the loop spun.)
         self._wake.clear()
         limits = self._limits()
-        if not any(limits.values()):
-            return 0
-        deliveries = await self.store.claim(
-            self.owner, time.time(), self.settings.retry.lease, limits
-        )
+        completions, self._completions = self._completions, []
+        if not completions and not any(limits.values()):
+            return False
+        try:
+            deliveries = await self.store.claim(
+                self.owner, time.time(), self.settings.retry.lease, limits, completions
+            )
+        except BaseException:
+            # Not written: keep them for the next round (the rows stay leased).
+            self._completions[:0] = completions
+            raise
         for delivery in deliveries:
             key = delivery.channel if delivery.channel in self.channels else OTHER_CHANNELS
             self._busy[key] += 1
             task = asyncio.create_task(self._attempt(delivery, key))
             self._tasks.add(task)
-        return len(deliveries)
+        return True
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._wake.set()
 
     async def _sleep(self) -> None:
-        """Until woken (new work, a freed slot, stop) or the next due time.
+        """Until woken (new work, a finished send, stop) or the next due time.
 
         Waits on the event directly: a task per sleep cost a tenth of the
         dispatcher's time, since every finished send wakes the loop.
@@ -199,11 +207,10 @@ class Dispatcher:
             if self._observer is not None:
                 self._observer(delivery, result, time.time() - started)
             self._completions.append(self._decide(delivery, result, started))
-            await self._flush()
         finally:
             self._busy[key] -= 1
             self._tasks.discard(asyncio.current_task())
-            self._wake.set()  # a slot is free
+            self._wake.set()  # an outcome to write, a slot to fill
 
     async def _send(self, delivery: Delivery) -> SendResult:
         if delivery.channel == UNROUTABLE:
@@ -220,7 +227,9 @@ class Dispatcher:
                 f"no {delivery.channel!r} channel is configured in this flytenotify"
             )
         try:
-            return await asyncio.wait_for(channel.send(delivery), _ATTEMPT_TIMEOUT)
+            # asyncio.timeout, not wait_for: wait_for wraps the send in a task of its own.
+            async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                return await channel.send(delivery)
         except TimeoutError:
             return SendResult.transient("the attempt took too long and was abandoned")
         except Exception as error:  # a bug in a channel must not lose the delivery
@@ -260,8 +269,7 @@ class Dispatcher:
         )
 
     async def _flush(self) -> None:
-        # Group commit: whoever flushes takes every completion gathered so far;
-        # the others find the list empty and return.
+        """Write the outcomes still held (at shutdown; the loop writes them with its claims)."""
         if not self._completions:
             return
         batch, self._completions = self._completions, []

@@ -150,9 +150,19 @@ class Store(Protocol):
     # -- dispatch ---------------------------------------------------------
 
     async def claim(
-        self, owner: str, now: float, lease: float, limits: dict[str, int]
+        self,
+        owner: str,
+        now: float,
+        lease: float,
+        limits: dict[str, int],
+        completions: Sequence[Completion] = (),
     ) -> list[Delivery]:
-        """Lease up to ``limits[channel]`` due deliveries of each channel."""
+        """Write ``completions`` as :meth:`complete` does, then lease up to
+        ``limits[channel]`` due deliveries of each channel.
+
+        Both in one round trip: the dispatcher's loop pays one commit for the
+        outcomes it gathered and the work it takes next.
+        """
         ...
 
     async def complete(self, completions: Sequence[Completion]) -> None:

@@ -282,6 +282,26 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
+    """The batch as the eight column arrays ``_COMPLETE`` unnests."""
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for c in completions:
+        delay = None if c.next_attempt_at is None else c.next_attempt_at - c.finished_at
+        row = (
+            c.delivery_id,
+            c.lease_owner,
+            c.status.value,
+            c.reply,
+            delay,
+            c.started_at,
+            c.finished_at,
+            c.outcome,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
 def _rowcount(status: str) -> int:
     """The row count from a command status such as ``UPDATE 3`` or ``INSERT 0 1``."""
     return int(status.rsplit(" ", 1)[-1])
@@ -574,13 +594,20 @@ class PostgresStore:
     # -- dispatch ---------------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, now: float, lease: float, limits: dict[str, int]
+        self,
+        owner: str,
+        now: float,
+        lease: float,
+        limits: dict[str, int],
+        completions: Sequence[Completion] = (),
     ) -> list[Delivery]:
         # ``now`` is the caller's clock; the database's is the one every replica shares.
         del now
         named = [c for c in limits if c != OTHER_CHANNELS]
 
         async def write(conn: Conn) -> list[Delivery]:
+            if completions:
+                await conn.execute(_COMPLETE, *_completion_columns(completions))
             claimed: list[Delivery] = []
             for channel, limit in limits.items():
                 if limit <= 0:
@@ -591,31 +618,17 @@ class PostgresStore:
                 claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
             return claimed
 
-        # No transaction: each channel's UPDATE is atomic on its own, and holding
-        # the first channel's row locks while claiming the next gains nothing.
+        # No transaction: each statement is atomic on its own (the outcomes'
+        # too), and holding one channel's row locks while claiming the next
+        # gains nothing.
         return await self._run(write, transaction=False)
 
     async def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for c in completions:
-            delay = None if c.next_attempt_at is None else c.next_attempt_at - c.finished_at
-            row = (
-                c.delivery_id,
-                c.lease_owner,
-                c.status.value,
-                c.reply,
-                delay,
-                c.started_at,
-                c.finished_at,
-                c.outcome,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
 
         async def write(conn: Conn) -> None:
-            await conn.execute(_COMPLETE, *columns)
+            await conn.execute(_COMPLETE, *_completion_columns(completions))
 
         await self._run(write)
 

@@ -11,6 +11,7 @@ one commit.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -204,9 +205,15 @@ class SQLiteStore:
     # -- dispatch -------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, now: float, lease: float, limits: dict[str, int]
+        self,
+        owner: str,
+        now: float,
+        lease: float,
+        limits: dict[str, int],
+        completions: Sequence[Completion] = (),
     ) -> list[Delivery]:
         def write(conn: sqlite3.Connection) -> list[Delivery]:
+            _complete(conn, completions)
             claimed: list[Delivery] = []
             named = [c for c in limits if c != OTHER_CHANNELS]
             for channel, limit in limits.items():
@@ -232,31 +239,7 @@ class SQLiteStore:
         return await self._write(write)
 
     async def complete(self, completions: Sequence[Completion]) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            for c in completions:
-                updated = conn.execute(
-                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?,"
-                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ? AND lease_owner = ?"
-                    " AND status IN ('pending', 'retrying') RETURNING attempts",
-                    (
-                        c.status.value,
-                        c.reply,
-                        c.next_attempt_at,
-                        c.finished_at,
-                        c.delivery_id,
-                        c.lease_owner,
-                    ),
-                ).fetchone()
-                if updated is None:
-                    continue  # the lease expired and someone else took the row
-                conn.execute(
-                    "INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome,"
-                    " reply) VALUES (?, ?, ?, ?, ?, ?)",
-                    (c.delivery_id, updated[0], c.started_at, c.finished_at, c.outcome, c.reply),
-                )
-
-        await self._write(write)
+        await self._write(lambda conn: _complete(conn, completions))
 
     async def release(self, owner: str) -> int:
         def write(conn: sqlite3.Connection) -> int:
@@ -442,6 +425,47 @@ def _statements(script: str) -> list[str]:
             statements.append(pending)
             pending = ""
     return statements
+
+
+def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> None:
+    """Write attempt outcomes, skipping rows whose lease passed to another owner.
+
+    Three statements for the whole batch: the writer lock is held, so what the
+    first reads cannot change before the other two write.
+    """
+    if not completions:
+        return
+    ids = json.dumps([c.delivery_id for c in completions])
+    held = {
+        (row[0], row[1]): row[2]
+        for row in conn.execute(
+            "SELECT id, lease_owner, attempts FROM deliveries WHERE id IN"
+            " (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying')",
+            (ids,),
+        )
+    }
+    mine = [c for c in completions if (c.delivery_id, c.lease_owner) in held]
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+        " WHERE id = ?",
+        [(c.status.value, c.reply, c.next_attempt_at, c.finished_at, c.delivery_id) for c in mine],
+    )
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                c.delivery_id,
+                held[c.delivery_id, c.lease_owner] + 1,
+                c.started_at,
+                c.finished_at,
+                c.outcome,
+                c.reply,
+            )
+            for c in mine
+        ],
+    )
 
 
 def _insert_execution(conn: sqlite3.Connection, execution: Execution) -> bool:
