@@ -186,18 +186,18 @@ class SQLiteStore:
 
     async def record_events(self, writes: Sequence[EventWrite]) -> list[EventResult]:
         def write(conn: sqlite3.Connection) -> list[EventResult]:
-            results = []
-            for item in writes:
-                # A savepoint per event: one event's failure must not undo the
-                # others in the batch, and each event stays atomic.
-                conn.execute("SAVEPOINT event")
-                try:
-                    results.append(_record_event(conn, item, codec.now()))
-                except BaseException:
-                    conn.execute("ROLLBACK TO event")
-                    conn.execute("RELEASE event")
-                    raise
-                conn.execute("RELEASE event")
+            # One transaction for the batch, as on PostgreSQL: if one event
+            # fails, none is recorded and the caller hears why.
+            now = codec.now()
+            results = [_record_event(conn, item, now) for item in writes]
+            conn.executemany(
+                "INSERT INTO events (project, domain, name, phase, occurred_at, producer_id,"
+                " error, received_at, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    _event_row(item, now, result.outcome)
+                    for item, result in zip(writes, results, strict=True)
+                ],
+            )
             return results
 
         return await self._write(write)
@@ -525,22 +525,22 @@ def _record_event(conn: sqlite3.Connection, item: EventWrite, now: float) -> Eve
             ).fetchone()
             if row is not None:
                 ids.append(int(row[0]))
-    conn.execute(
-        "INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error,"
-        " received_at, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            event.execution_id.project,
-            event.execution_id.domain,
-            event.execution_id.name,
-            event.phase,
-            codec.timestamp(event.occurred_at),
-            event.producer_id,
-            codec.dump_error(event.error),
-            now,
-            outcome.value,
-        ),
-    )
     return EventResult(outcome, tuple(ids))
+
+
+def _event_row(item: EventWrite, now: float, outcome: EventOutcome) -> tuple[Any, ...]:
+    event = item.event
+    return (
+        event.execution_id.project,
+        event.execution_id.domain,
+        event.execution_id.name,
+        event.phase,
+        codec.timestamp(event.occurred_at),
+        event.producer_id,
+        codec.dump_error(event.error),
+        now,
+        outcome.value,
+    )
 
 
 def _advance_execution(conn: sqlite3.Connection, item: EventWrite, now: float) -> EventOutcome:
