@@ -14,6 +14,7 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +24,7 @@ from flytenotify import Email
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.domain import DeliveryStatus, EntityId
+from flytenotify.domain import DeliveryStatus, EntityId, LaunchPlan
 from flytenotify.store import store_for_url, upgrade
 from flytenotify.store.base import OTHER_CHANNELS, Completion, Store
 from flytenotify.store.migrations import NEWEST, migrations_for, render
@@ -197,6 +198,55 @@ async def test_claim_limits_are_per_channel(database_url: str, store: Store) -> 
     more = await store.claim("a", time.time(), 60.0, {named: 2, OTHER_CHANNELS: 0})
     assert len(more) == 2
     assert await store.claim("a", time.time(), 60.0, {OTHER_CHANNELS: 0, named: 0}) == []
+
+
+# -- SQLite: other processes on the same file -----------------------------------------------
+
+
+async def test_another_connections_commit_wakes_a_sqlite_listener(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    listener = SQLiteStore(path)
+    await listener.open()
+    woken = asyncio.Event()
+    try:
+        await listener.listen(woken.set)
+        await listener.register_launch_plan(_plan_with_email())
+        await asyncio.sleep(0.3)  # several polls: its own commits do not count
+        assert not woken.is_set()
+        await enqueue(str(path), 1)  # another process's transaction
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await listener.close()
+
+
+async def test_a_sqlite_write_waits_for_another_process_to_release_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ledger.db"
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        writing = asyncio.create_task(store.register_launch_plan(_plan_with_email()))
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, 5)
+        assert await store.get_launch_plan(PLAN) is not None
+
+        monkeypatch.setattr("flytenotify.store.sqlite._LOCK_WAIT", 0.2)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.register_launch_plan(_plan_with_email())
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        await store.close()
+
+
+def _plan_with_email() -> LaunchPlan:
+    return LaunchPlan(PLAN, (Email([P.FAILED], ["a@x.io"]),), datetime.now(UTC))
 
 
 # -- PostgreSQL: wake-ups, readiness, cut connections ---------------------------------------

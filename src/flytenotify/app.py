@@ -114,11 +114,9 @@ class Notifier:
 
     async def start(self) -> None:
         await self.store.open()
-        # A shared store (PostgreSQL) can say when another replica enqueued work;
-        # the dispatcher's poll remains the fallback.
-        listen = getattr(self.store, "listen", None)
-        if listen is not None:
-            await listen(self.dispatcher.wake)
+        # Work enqueued by another process (a replica, the CLI) wakes the
+        # dispatcher at once; its poll remains the fallback.
+        await self.store.listen(self.dispatcher.wake)
 
     async def close(self) -> None:
         await self.stop_dispatching()

@@ -8,7 +8,7 @@ notifications apply or how a message reads.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,6 +112,14 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def schema_version(self) -> int: ...
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process may have enqueued work.
+
+        A hint to look now: the dispatcher keeps its slow poll, so a missed
+        call costs latency, never a delivery.
+        """
+        ...
 
     # -- launch plans and executions --------------------------------------
 

@@ -6,14 +6,21 @@ blocks it. Writes go through one connection (SQLite has one writer anyway);
 queries use a second connection, which WAL lets read while a write is under
 way. Callers batch (``record_events``, ``complete``) so that many rows share
 one commit.
+
+Other processes may share the file (``serve --role api`` beside ``--role
+dispatcher``, or the CLI): :meth:`listen` notices their commits through
+``PRAGMA data_version``, so a dispatcher starts on their work at once instead
+of at its next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +55,13 @@ _LATEST_LAUNCH_PLANS = (
     " ORDER BY project, domain, name"
 )
 
+# How often listen() asks whether another connection committed: a cheap read of
+# the WAL index, and the most a dispatcher waits for another process's work.
+_WATCH_INTERVAL = 0.05
+
+# How long a write waits for another process to release the file's write lock.
+_LOCK_WAIT = 30.0
+
 _DELIVERY_COLUMNS = (
     "id, idempotency_key, project, domain, name, phase, notification_index, kind, channel,"
     " recipient, message, launch_plan, status, attempts, created_at, next_attempt_at, last_reply"
@@ -62,10 +76,11 @@ class SQLiteStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._local = threading.local()
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
         # One connection per executor thread: sqlite3 objects stay on the
         # thread that made them.
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -75,14 +90,18 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
             self._local.conn = conn
         return conn
 
+    def _writer_connection(self) -> sqlite3.Connection:
+        # No busy handler: _begin_immediate waits for the write lock itself.
+        return self._connection(busy_timeout_ms=0)
+
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         def run() -> _T:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._writer_connection()
+            _begin_immediate(conn)
             try:
                 result = fn(conn)
             except BaseException:
@@ -102,7 +121,39 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._write(_migrate)
 
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` soon after another connection commits to the file.
+
+        ``data_version`` changes only for other connections' commits, so asking
+        on the writer's connection ignores this process's own writes.
+        """
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(callback))
+
+    async def _watch(self, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def version() -> int:
+            return int(self._writer_connection().execute("PRAGMA data_version").fetchone()[0])
+
+        seen = await loop.run_in_executor(self._writer, version)
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            try:
+                now = await loop.run_in_executor(self._writer, version)
+            except sqlite3.Error:
+                continue  # a moment's trouble; the dispatcher's own poll covers it
+            if now != seen:
+                seen = now
+                callback()
+
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
         def close_here() -> None:
             conn = getattr(self._local, "conn", None)
             if conn is not None:
@@ -386,6 +437,28 @@ class SQLiteStore:
 
 
 # -- transaction bodies (run on the writer thread) ------------------------------------
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """Take the write lock, retrying every millisecond or two while another process holds it.
+
+    SQLite's own busy handler backs off to 25-100 ms sleeps; a process writing
+    in quick succession (the API during a burst) then keeps the lock through
+    every short gap, and a dispatcher in another process starved for a second
+    at a time. Short, bounded retries catch those gaps.
+    """
+    deadline = time.monotonic() + _LOCK_WAIT
+    pause = 0.0002
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.002)
 
 
 def _current_version(conn: sqlite3.Connection) -> int:
