@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from pydantic import SecretStr
 
 from flytenotify import Email, PagerDuty, Slack
@@ -150,3 +151,30 @@ async def test_pagerduty_outage_is_retried_until_accepted(database_url: str) -> 
                 "delivered",
             ]
             assert [e.status for e in pd.events] == [500, 500, 202]
+
+
+async def test_an_attempt_that_hangs_is_abandoned_and_retried(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher's own guard, for a channel whose timeout is longer (or missing)."""
+    monkeypatch.setattr("flytenotify.engine.dispatch._ATTEMPT_TIMEOUT", 0.3)
+    async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
+        settings = native_settings(database_url, slack, pd, sink)
+        settings.webhooks["ops"] = WebhookTarget(url=sink.url("/flyte"), timeout=30.0)
+        sink.delay = 20.0  # far longer than the guard
+        async with Notifier(settings) as n:
+            await n.create_execution(
+                execution("e"), notifications=[Email([P.FAILED], ["webhook:ops"])]
+            )
+            await n.report_event(event_json("e", "FAILED"))
+            await n.run_until_idle(max_wait=20)
+            (delivery,) = await n.deliveries()
+            assert delivery.status is DeliveryStatus.RETRYING
+            (attempt,) = await n.attempts(delivery.id)
+            assert attempt.outcome == "transient"
+            assert "took too long" in attempt.reply
+            assert (attempt.finished_at - attempt.started_at).total_seconds() < 10.0
+
+            sink.delay = 0.0
+            await n.run_until_idle(include_retries=True, max_wait=20)
+            assert (await n.delivery(delivery.id)).status is DeliveryStatus.DELIVERED  # type: ignore[union-attr]
