@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from flytenotify.core.notification import Notification
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
@@ -153,7 +154,7 @@ class RenderedMessage:
     @functools.cached_property
     def json_text(self) -> str:
         """:meth:`to_json` encoded once: every recipient's delivery row stores it."""
-        return json.dumps(self.to_json())
+        return orjson.dumps(self.to_json()).decode("utf-8")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RenderedMessage:

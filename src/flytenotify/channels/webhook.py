@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from flytenotify.channels._http import (
@@ -199,7 +199,7 @@ def webhook_payload(delivery: Delivery) -> dict[str, Any]:
 
 def encode_body(payload: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON: the exact bytes that are signed and sent."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(payload)
 
 
 # --------------------------------------------------------------------------
