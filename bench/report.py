@@ -105,9 +105,9 @@ def _targets(summary: dict[str, dict[str, Any]]) -> list[str]:
     am_sizes = sorted({s["size"] for s in _rows(summary, "alertmanager")})
     if not fn_sizes:
         return ["No flytenotify batch runs: no targets to judge."]
-    pairs = [(fn_sizes[0], am_sizes[0])] if am_sizes else []
-    if am_sizes and (fn_sizes[-1], am_sizes[-1]) not in pairs:
-        pairs.append((fn_sizes[-1], am_sizes[-1]))
+    # Each Alertmanager size against the smallest flytenotify size at least as
+    # large (flytenotify never carries less), or the largest there is.
+    pairs = [(next((n for n in fn_sizes if n >= am_n), fn_sizes[-1]), am_n) for am_n in am_sizes]
     parts: list[str] = []
     verdicts: list[str] = []
 
