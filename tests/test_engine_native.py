@@ -7,7 +7,9 @@ these tests check the engine's side of the contract (routing, retries after a
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -24,7 +26,7 @@ from flytenotify.config import (
     SlackConfig,
     WebhookTarget,
 )
-from flytenotify.domain import DeliveryStatus
+from flytenotify.domain import Delivery, DeliveryStatus
 from tests.helpers import PLAN, event_json, execution
 from tests.servers.http_sink import HttpSink
 from tests.servers.pagerduty_api import PagerDutyApiServer
@@ -178,3 +180,59 @@ async def test_an_attempt_that_hangs_is_abandoned_and_retried(
             sink.delay = 0.0
             await n.run_until_idle(include_retries=True, max_wait=20)
             assert (await n.delivery(delivery.id)).status is DeliveryStatus.DELIVERED  # type: ignore[union-attr]
+
+
+async def test_the_dispatcher_does_not_spin_while_idle_or_waiting_on_a_send(
+    database_url: str,
+) -> None:
+    """Free slots and nothing due mean sleep, not a claim after claim."""
+    async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
+        sink.delay = 1.0  # one send in flight for a second
+        async with Notifier(native_settings(database_url, slack, pd, sink)) as n:
+            claims = 0
+            claim = n.store.claim
+
+            async def counted(*args: Any, **kwargs: Any) -> list[Delivery]:
+                nonlocal claims
+                claims += 1
+                return await claim(*args, **kwargs)
+
+            n.store.claim = counted  # type: ignore[method-assign]
+            n.start_dispatching()
+            await asyncio.sleep(1.0)  # idle: nothing enqueued
+            idle_claims = claims
+            await n.create_execution(
+                execution("e"), notifications=[Email([P.FAILED], ["webhook:ops"])]
+            )
+            (delivery_id,) = (await n.report_event(event_json("e", "FAILED"))).delivery_ids
+            for _ in range(200):  # until recorded as delivered (20 s at most)
+                if (await n.delivery(delivery_id)).status is DeliveryStatus.DELIVERED:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.1)
+            busy_claims = claims - idle_claims
+            await n.stop_dispatching()
+            assert len(sink.requests) == 1
+            # The poll is every 2 s; then one look per wake-up (the enqueue, the
+            # finished send) and one more after each look that found something.
+            assert idle_claims <= 2
+            assert busy_claims <= 6
+
+
+async def test_a_process_without_the_rows_channel_dead_letters_it_visibly(
+    database_url: str,
+) -> None:
+    """Rows of a channel this process has not configured are claimed too, then dead-lettered."""
+    async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
+        async with Notifier(native_settings(database_url, slack, pd, sink)) as enqueuer:
+            await enqueuer.create_execution(
+                execution("e"), notifications=[Email([P.FAILED], ["webhook:ops"])]
+            )
+            await enqueuer.report_event(event_json("e", "FAILED"))
+        without_webhooks = Settings(database=DatabaseConfig(url=database_url), retry=RETRY)
+        async with Notifier(without_webhooks) as other:
+            await other.run_until_idle(max_wait=20)
+            (delivery,) = await other.deliveries()
+            assert delivery.channel == "webhook"
+            assert delivery.status is DeliveryStatus.DEAD
+            assert "no 'webhook' channel is configured" in delivery.last_reply
+        assert sink.requests == []

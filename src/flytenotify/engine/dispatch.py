@@ -82,6 +82,7 @@ class Dispatcher:
         self._flights: set[_Flight] = set()
         self._busy: Counter[str] = Counter()
         self._completions: list[Completion] = []
+        self._others_looked_at = -_IDLE_POLL  # monotonic time of the last OTHER_CHANNELS claim
         self._stop = asyncio.Event()
 
     # -- control -----------------------------------------------------------------
@@ -150,11 +151,20 @@ class Dispatcher:
         A channel with sends in flight waits until a quarter of its slots are
         free before claiming again: claiming one row per finished send cost a
         database round trip per delivery.
+
+        Rows of channels this process does not know (``OTHER_CHANNELS``) are
+        looked for once per poll interval only: no index serves "any channel
+        but these", so that look reads every pending row, and doing it on every
+        round made a large backlog slower to drain the larger it was.
         """
         dispatch = self.settings.dispatch
         free = dispatch.concurrency - len(self._flights)
         limits: dict[str, int] = {}
-        for name in [*self.channels, OTHER_CHANNELS]:
+        if time.monotonic() - self._others_looked_at < _IDLE_POLL:
+            limits[OTHER_CHANNELS] = 0
+        for name in [*self.channels, UNROUTABLE, OTHER_CHANNELS]:
+            if name in limits:
+                continue
             cap = dispatch.per_channel.get(name, dispatch.concurrency)
             room = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
             worthwhile = max(1, min(cap, dispatch.concurrency, dispatch.batch_size) // 4)
@@ -162,7 +172,7 @@ class Dispatcher:
         return limits
 
     async def _settle_and_claim(self) -> bool:
-        """Write the outcomes gathered so far and lease more work; True if either happened."""
+        """Write the outcomes gathered so far and lease more work; True if there was either."""
         # Cleared before looking: a wake-up that arrives from here on means
         # something changed after this look. (Clearing only when claiming left
         # the event set while slots were scarce, and the loop spun.)
@@ -171,6 +181,8 @@ class Dispatcher:
         completions, self._completions = self._completions, []
         if not completions and not any(limits.values()):
             return False
+        if limits[OTHER_CHANNELS]:
+            self._others_looked_at = time.monotonic()
         try:
             deliveries = await self.store.claim(
                 self.owner, time.time(), self.settings.retry.lease, limits, completions
@@ -180,12 +192,14 @@ class Dispatcher:
             self._completions[:0] = completions
             raise
         for delivery in deliveries:
-            key = delivery.channel if delivery.channel in self.channels else OTHER_CHANNELS
+            key = delivery.channel if delivery.channel in limits else OTHER_CHANNELS
             self._busy[key] += 1
             flight = _Flight(delivery, key)
             flight.task = asyncio.create_task(self._attempt(flight))
             self._flights.add(flight)
-        return True
+        # Not "the store was asked": with free slots and nothing due, that is
+        # every round, and the loop would claim nothing as fast as it can.
+        return bool(deliveries or completions)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -204,6 +218,10 @@ class Dispatcher:
         else:
             due = await self.store.next_due_at()
             timeout = _IDLE_POLL if due is None else min(_IDLE_POLL, due - time.time())
+            if timeout <= 0:
+                # Due, yet the look just made found nothing: a row of a channel
+                # looked for only once per poll (see _limits).
+                timeout = self._others_looked_at + _IDLE_POLL - time.monotonic()
             timeout = max(timeout, 0.01)  # never spin
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
