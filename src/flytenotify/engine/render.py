@@ -138,18 +138,36 @@ def _expand(template: str, values: Mapping[str, str], literal: _Escape, value: _
     A value is emitted once and never scanned again, so placeholders inside
     values (an error message quoting ``{{ name }}``) stay as they are.
     """
-    pattern = _placeholder_pattern(tuple(values))
+    texts, keys = _cut(template, tuple(values), literal)
+    parts = [texts[0]]
+    for key, text in zip(keys, texts[1:], strict=True):
+        parts.append(value(values[key]))
+        parts.append(text)
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cut(
+    template: str, keys: tuple[str, ...], literal: _Escape
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The template's text between placeholders (through ``literal``) and the keys between.
+
+    ``texts`` has one more item than ``keys``. Cached: the same few templates
+    are rendered for every event, and scanning them was most of the intake's
+    rendering time.
+    """
+    pattern = _placeholder_pattern(keys)
     if pattern is None:
-        return literal(template)
-    parts: list[str] = []
+        return (literal(template),), ()
+    texts: list[str] = []
+    found: list[str] = []
     position = 0
     for match in pattern.finditer(template):
-        parts.append(literal(template[position : match.start()]))
-        key = match.group(1) if match.group(1) is not None else match.group(2)
-        parts.append(value(values[key]))
+        texts.append(literal(template[position : match.start()]))
+        found.append(match.group(1) if match.group(1) is not None else match.group(2))
         position = match.end()
-    parts.append(literal(template[position:]))
-    return "".join(parts)
+    texts.append(literal(template[position:]))
+    return tuple(texts), tuple(found)
 
 
 def substitute(template: str, values: Mapping[str, str]) -> str:
