@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,6 +52,20 @@ def native_settings(
         webhooks={"ops": WebhookTarget(url=sink.url("/flyte"), secret=SecretStr("hook-secret"))},
         retry=RETRY,
     )
+
+
+def count_claims(n: Notifier) -> Callable[[], int]:
+    """From now on, count the store's claims (each still runs): how often the loop looks."""
+    calls = 0
+    claim = n.store.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> list[Delivery]:
+        nonlocal calls
+        calls += 1
+        return await claim(*args, **kwargs)
+
+    n.store.claim = counted  # type: ignore[method-assign]
+    return lambda: calls
 
 
 async def test_slack_pagerduty_and_webhook_deliveries_end_to_end(database_url: str) -> None:
@@ -189,18 +204,10 @@ async def test_the_dispatcher_does_not_spin_while_idle_or_waiting_on_a_send(
     async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
         sink.delay = 1.0  # one send in flight for a second
         async with Notifier(native_settings(database_url, slack, pd, sink)) as n:
-            claims = 0
-            claim = n.store.claim
-
-            async def counted(*args: Any, **kwargs: Any) -> list[Delivery]:
-                nonlocal claims
-                claims += 1
-                return await claim(*args, **kwargs)
-
-            n.store.claim = counted  # type: ignore[method-assign]
+            claims = count_claims(n)
             n.start_dispatching()
             await asyncio.sleep(1.0)  # idle: nothing enqueued
-            idle_claims = claims
+            idle_claims = claims()
             await n.create_execution(
                 execution("e"), notifications=[Email([P.FAILED], ["webhook:ops"])]
             )
@@ -209,7 +216,7 @@ async def test_the_dispatcher_does_not_spin_while_idle_or_waiting_on_a_send(
                 if (await n.delivery(delivery_id)).status is DeliveryStatus.DELIVERED:  # type: ignore[union-attr]
                     break
                 await asyncio.sleep(0.1)
-            busy_claims = claims - idle_claims
+            busy_claims = claims() - idle_claims
             await n.stop_dispatching()
             assert len(sink.requests) == 1
             # The poll is every 2 s; then one look per wake-up (the enqueue, the
@@ -236,3 +243,27 @@ async def test_a_process_without_the_rows_channel_dead_letters_it_visibly(
             assert delivery.status is DeliveryStatus.DEAD
             assert "no 'webhook' channel is configured" in delivery.last_reply
         assert sink.requests == []
+
+
+async def test_run_until_idle_beside_a_running_dispatcher_waits_for_it(
+    database_url: str,
+) -> None:
+    """One loop per dispatcher: a second shared its stop event and spun once it ended."""
+    async with (
+        SlackApiServer() as slack,
+        PagerDutyApiServer() as pd,
+        HttpSink() as sink,
+        Notifier(native_settings(database_url, slack, pd, sink)) as n,
+    ):
+        n.start_dispatching()
+        await n.create_execution(execution("e"), notifications=[Email([P.FAILED], ["webhook:ops"])])
+        await n.report_event(event_json("e", "FAILED"))
+        await n.run_until_idle(max_wait=20)
+        assert len(sink.requests) == 1
+
+        claims = count_claims(n)
+        await asyncio.sleep(1.0)
+        assert claims() <= 1  # asleep until its 2 s poll, not spinning
+        with pytest.raises(RuntimeError, match="already running"):
+            await n.dispatcher.run(asyncio.Event())
+        await n.stop_dispatching()

@@ -84,6 +84,7 @@ class Dispatcher:
         self._completions: list[Completion] = []
         self._others_looked_at = -_IDLE_POLL  # monotonic time of the last OTHER_CHANNELS claim
         self._stop = asyncio.Event()
+        self._running = False
 
     # -- control -----------------------------------------------------------------
 
@@ -97,6 +98,10 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then stop gracefully."""
+        if self._running:
+            # Two loops would share one set of slots and one stop event.
+            raise RuntimeError("this dispatcher is already running")
+        self._running = True
         self._stop = stop
         stopper = asyncio.create_task(self._wake_on(stop))
         pause = _STORE_RETRY_MIN
@@ -115,25 +120,29 @@ class Dispatcher:
         finally:
             stopper.cancel()
             await self._shutdown()
+            self._running = False
 
     async def run_until_idle(self, max_wait: float = 60.0, include_retries: bool = False) -> None:
         """Dispatch until nothing is due (or, with ``include_retries``, nothing is left).
 
         For scripts and tests. Raises ``TimeoutError`` if work remains after ``max_wait`` seconds.
+        If the dispatcher is already running (``Notifier.start_dispatching``),
+        waits for that loop instead of starting another.
         """
         stop = asyncio.Event()
-        runner = asyncio.create_task(self.run(stop))
+        runner = None if self._running else asyncio.create_task(self.run(stop))
         deadline = time.monotonic() + max_wait
         try:
             while not await self._idle(include_retries):
-                if runner.done():
+                if runner is not None and runner.done():
                     runner.result()  # re-raise whatever stopped it
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"deliveries still pending after {max_wait} s")
                 await asyncio.sleep(0.02)
         finally:
             stop.set()
-            await runner
+            if runner is not None:
+                await runner
 
     async def _idle(self, include_retries: bool) -> bool:
         if self._flights or self._completions:
