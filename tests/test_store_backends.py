@@ -24,9 +24,17 @@ from flytenotify import Email
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.domain import DeliveryStatus, EntityId, LaunchPlan
+from flytenotify.domain import (
+    DeliveryStatus,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    LaunchPlan,
+    RenderedMessage,
+)
 from flytenotify.store import store_for_url, upgrade
-from flytenotify.store.base import OTHER_CHANNELS, Completion, Store
+from flytenotify.store.base import OTHER_CHANNELS, Completion, EventWrite, NewDelivery, Store
 from flytenotify.store.migrations import NEWEST, migrations_for, render
 from flytenotify.store.postgres import PostgresStore, split_url
 from flytenotify.store.sqlite import SQLiteStore
@@ -292,6 +300,30 @@ async def test_ping_and_recovery_after_connections_are_cut(postgres_url: str) ->
         await asyncio.wait_for(woken.wait(), 10)  # LISTEN is back
     finally:
         await store.close()
+
+
+async def test_rows_of_channels_not_named_are_claimed_together_up_to_the_limit(
+    store: Store,
+) -> None:
+    """OTHER_CHANNELS: every pending channel not in the limits, sharing one limit."""
+    now = datetime.now(UTC)
+    execution_id = ExecutionId("proj", "prod", "e-others")
+    event = ExecutionEvent(execution_id, int(P.FAILED), now)
+    message = RenderedMessage("subject", "text", "<p>text</p>", "text")
+    channels = ["x-one", "x-one", "x-two", "x-two", "email"]
+    deliveries = [
+        NewDelivery(f"key-{i}", i, "email", channel, f"r{i}@x.io", message)
+        for i, channel in enumerate(channels)
+    ]
+    await store.record_events(
+        [EventWrite(event, Execution(execution_id, None, (), now), deliveries)]
+    )
+    first = await store.claim("a", time.time(), 60.0, {"email": 0, OTHER_CHANNELS: 3})
+    assert len(first) == 3
+    rest = await store.claim("a", time.time(), 60.0, {"email": 0, OTHER_CHANNELS: 5})
+    assert sorted(d.channel for d in first + rest) == ["x-one", "x-one", "x-two", "x-two"]
+    (email,) = await store.claim("a", time.time(), 60.0, {"email": 5, OTHER_CHANNELS: 5})
+    assert email.channel == "email"
 
 
 async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, store: Store) -> None:

@@ -108,14 +108,29 @@ UPDATE deliveries AS d
    SET lease_owner = $1, lease_until = {_DB_NOW} + $2, updated_at = {_DB_NOW}
   FROM (SELECT id FROM deliveries
          WHERE status IN ('pending', 'retrying')
-           AND (CASE WHEN $3::text IS NULL THEN channel <> ALL($4::text[]) ELSE channel = $3 END)
+           AND channel = $3
            AND next_attempt_at <= {_DB_NOW}
            AND (lease_until IS NULL OR lease_until < {_DB_NOW})
          ORDER BY next_attempt_at
-         LIMIT $5
+         LIMIT $4
            FOR UPDATE SKIP LOCKED) AS due
  WHERE d.id = due.id
 RETURNING {_DELIVERY_COLUMNS_D}
+"""
+
+# The distinct channels of pending rows, one index probe each (a "loose index
+# scan"): "any channel but these" as one condition would read every pending row.
+_PENDING_CHANNELS = """
+WITH RECURSIVE found(channel) AS (
+    (SELECT channel FROM deliveries WHERE status IN ('pending', 'retrying')
+      ORDER BY channel LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.channel FROM deliveries AS d
+             WHERE d.status IN ('pending', 'retrying') AND d.channel > found.channel
+             ORDER BY d.channel LIMIT 1)
+      FROM found WHERE found.channel IS NOT NULL
+)
+SELECT channel FROM found WHERE channel IS NOT NULL
 """
 
 # One statement for a whole batch of outcomes: the arrays are the batch's
@@ -603,19 +618,25 @@ class PostgresStore:
     ) -> list[Delivery]:
         # ``now`` is the caller's clock; the database's is the one every replica shares.
         del now
-        named = [c for c in limits if c != OTHER_CHANNELS]
 
         async def write(conn: Conn) -> list[Delivery]:
             if completions:
                 await conn.execute(_COMPLETE, *_completion_columns(completions))
             claimed: list[Delivery] = []
-            for channel, limit in limits.items():
+            for key, limit in limits.items():
                 if limit <= 0:
                     continue
-                # channel NULL means "every channel not named": OTHER_CHANNELS.
-                which = None if channel == OTHER_CHANNELS else channel
-                rows = await conn.fetch(_CLAIM, owner, lease, which, named, limit)
-                claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
+                if key == OTHER_CHANNELS:
+                    pending = [r["channel"] for r in await conn.fetch(_PENDING_CHANNELS)]
+                    channels = [c for c in pending if c not in limits]
+                else:
+                    channels = [key]
+                for channel in channels:
+                    if limit <= 0:
+                        break
+                    rows = await conn.fetch(_CLAIM, owner, lease, channel, limit)
+                    limit -= len(rows)
+                    claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
             return claimed
 
         # No transaction: each statement is atomic on its own (the outcomes'
