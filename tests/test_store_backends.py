@@ -326,6 +326,38 @@ async def test_rows_of_channels_not_named_are_claimed_together_up_to_the_limit(
     assert email.channel == "email"
 
 
+async def test_next_due_at_sees_due_rows_then_leases_then_retries(store: Store) -> None:
+    assert await store.next_due_at() is None
+    now = datetime.now(UTC)
+    execution_id = ExecutionId("proj", "prod", "e-due")
+    event = ExecutionEvent(execution_id, int(P.FAILED), now)
+    message = RenderedMessage("subject", "text", "<p>text</p>", "text")
+    deliveries = [NewDelivery(f"due-{i}", i, "email", "x", f"r{i}@x.io", message) for i in (0, 1)]
+    await store.record_events(
+        [EventWrite(event, Execution(execution_id, None, (), now), deliveries)]
+    )
+    assert (await store.next_due_at() or 0) <= time.time()  # both due now
+
+    first, _second = await store.claim("a", time.time(), 30.0, {"x": 2})
+    leased = await store.next_due_at()  # nothing claimable until a lease passes
+    assert leased is not None
+    assert 25 < leased - time.time() <= 31
+
+    retry_at = time.time() + 5
+    done = Completion(
+        first.id,
+        "a",
+        time.time(),
+        time.time(),
+        "transient",
+        "later",
+        DeliveryStatus.RETRYING,
+        retry_at,
+    )
+    await store.complete([done])
+    assert abs((await store.next_due_at() or 0) - retry_at) < 1.0  # the retry, before the lease
+
+
 async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, store: Store) -> None:
     """The dispatcher's one round trip: outcomes written, then more work leased."""
     await enqueue(database_url, 4)

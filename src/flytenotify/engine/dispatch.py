@@ -85,6 +85,7 @@ class Dispatcher:
         self._others_looked_at = -_IDLE_POLL  # monotonic time of the last OTHER_CHANNELS claim
         self._stop = asyncio.Event()
         self._running = False
+        self._claiming = False
 
     # -- control -----------------------------------------------------------------
 
@@ -145,12 +146,18 @@ class Dispatcher:
                 await runner
 
     async def _idle(self, include_retries: bool) -> bool:
-        if self._flights or self._completions:
+        if self._working():
             return False
         due = await self.store.next_due_at()
+        if self._working():
+            return False  # a claim began while we looked: its rows look leased, not due
         if due is None:
             return True
         return not include_retries and due > time.time()
+
+    def _working(self) -> bool:
+        # While a claim is under way its rows are leased but not yet in flight.
+        return self._claiming or bool(self._flights) or bool(self._completions)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -192,6 +199,7 @@ class Dispatcher:
             return False
         if limits[OTHER_CHANNELS]:
             self._others_looked_at = time.monotonic()
+        self._claiming = True
         try:
             deliveries = await self.store.claim(
                 self.owner, time.time(), self.settings.retry.lease, limits, completions
@@ -200,6 +208,8 @@ class Dispatcher:
             # Not written: keep them for the next round (the rows stay leased).
             self._completions[:0] = completions
             raise
+        finally:
+            self._claiming = False
         for delivery in deliveries:
             key = delivery.channel if delivery.channel in limits else OTHER_CHANNELS
             self._busy[key] += 1

@@ -278,7 +278,7 @@ class SQLiteStore:
             _complete(conn, completions)
             claimed: list[Delivery] = []
             for key, limit in limits.items():
-                channels = [key] if key != OTHER_CHANNELS else _other_channels(conn, limits)
+                channels = [key] if key != OTHER_CHANNELS else _pending_channels(conn, limits)
                 for channel in channels:
                     if limit <= 0:
                         break
@@ -306,11 +306,9 @@ class SQLiteStore:
 
     async def next_due_at(self) -> float | None:
         def read(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries"
-                " WHERE status IN ('pending', 'retrying')"
-            ).fetchone()
-            return None if row[0] is None else float(row[0])
+            now = codec.now()
+            times = [_next_due(conn, channel, now) for channel in _pending_channels(conn)]
+            return min((t for t in times if t is not None), default=None)
 
         return await self._read(read)
 
@@ -543,13 +541,14 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
     )
 
 
-def _other_channels(conn: sqlite3.Connection, named: Iterable[str]) -> list[str]:
-    """Channels of pending rows other than ``named``, one index seek per channel.
+def _pending_channels(conn: sqlite3.Connection, skip: Iterable[str] = ()) -> list[str]:
+    """The channels of pending rows (but ``skip``), one index seek per channel.
 
-    "Any channel but these" as one query would read every pending row; the
-    pending channels are few, so step from one to the next on the index instead.
+    "Any channel but these" (or a MIN over every row) as one query would read
+    every pending row, a million during an outage; the pending channels are
+    few, so step from one to the next along the claim index instead.
     """
-    skip = set(named)
+    skipped = set(skip)
     found: list[str] = []
     after = ""
     while True:
@@ -561,8 +560,30 @@ def _other_channels(conn: sqlite3.Connection, named: Iterable[str]) -> list[str]
         if row[0] is None:
             return found
         after = row[0]
-        if after not in skip:
+        if after not in skipped:
             found.append(after)
+
+
+def _next_due(conn: sqlite3.Connection, channel: str, now: float) -> float | None:
+    """When a row of ``channel`` can next be claimed: its first row not leased,
+    or, if that is not due yet, the earliest lease to pass. Due rows are then
+    all leased (claims only take due rows), so that look reads few."""
+    row = conn.execute(
+        "SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due"
+        " WHERE status IN ('pending', 'retrying') AND channel = ?"
+        " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT 1",
+        (channel, now),
+    ).fetchone()
+    free_at = None if row is None else float(row[0])
+    if free_at is not None and free_at <= now:
+        return free_at
+    lease = conn.execute(
+        "SELECT MIN(lease_until) FROM deliveries INDEXED BY deliveries_due"
+        " WHERE status IN ('pending', 'retrying') AND channel = ? AND next_attempt_at <= ?",
+        (channel, now),
+    ).fetchone()[0]
+    times = [t for t in (free_at, lease) if t is not None]
+    return float(min(times)) if times else None
 
 
 def _insert_execution(conn: sqlite3.Connection, execution: Execution) -> bool:
