@@ -168,10 +168,10 @@ class Dispatcher:
         free before claiming again: claiming one row per finished send cost a
         database round trip per delivery.
 
-        Rows of channels this process does not know (``OTHER_CHANNELS``) are
-        looked for once per poll interval only: no index serves "any channel
-        but these", so that look reads every pending row, and doing it on every
-        round made a large backlog slower to drain the larger it was.
+        Rows of channels this process does not know (``OTHER_CHANNELS``: a
+        channel configured only on another replica) are rare, and finding
+        them costs the store a look at every pending channel, so that claim is
+        made once per poll interval rather than on every round.
         """
         dispatch = self.settings.dispatch
         free = dispatch.concurrency - len(self._flights)
