@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,15 @@ async def send_single(
                 else:
                     intake.refused += 1
 
+    return await _drive(intake, worker, concurrency)
+
+
+async def _drive(
+    intake: Intake,
+    worker: Callable[[aiohttp.ClientSession], Awaitable[None]],
+    concurrency: int,
+) -> Intake:
+    """``concurrency`` workers on one session until the shared queue is empty."""
     async with _session(concurrency) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     intake.finished = time.time()
@@ -109,10 +118,7 @@ async def post_batches(
                 else:
                     intake.refused += 1
 
-    async with _session(concurrency) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    intake.finished = time.time()
-    return intake
+    return await _drive(intake, worker, concurrency)
 
 
 def flytenotify_accepts(size: int, status: int, answer: Any) -> list[bool]:

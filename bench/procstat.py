@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import time
+
+import httpx
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -42,6 +46,21 @@ def machine_busy_seconds() -> float:
         fields = [int(v) for v in stat.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / _TICKS
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes], url: str, what: str, limit: float = 30.0
+) -> None:
+    """Until ``url`` answers 200; raises if ``process`` exits or ``limit`` s pass."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer {url} within {limit:g} s")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from procstat import free_port, stop_process
+from procstat import free_port, stop_process, wait_until_answering
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -118,19 +116,7 @@ def run(binary: str, workdir: Path, config: str) -> Iterator[Alertmanager]:
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
     manager = Alertmanager(process, f"http://127.0.0.1:{port}")
     try:
-        _wait_ready(manager)
+        wait_until_answering(manager.process, f"{manager.base_url}/-/ready", "alertmanager")
         yield manager
     finally:
         stop_process(process)
-
-
-def _wait_ready(manager: Alertmanager, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if manager.process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with {manager.process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{manager.base_url}/-/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"alertmanager was not ready within {limit:g} s")

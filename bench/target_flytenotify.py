@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 from load import DOMAIN, PROJECT
-from procstat import free_port, stop_process
+from procstat import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
@@ -167,14 +166,6 @@ def serve(
             stop_process(server.processes[0])
 
 
-def _wait_healthy(server: Server, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        process = server.processes[0]
-        if process.poll() is not None:
-            raise RuntimeError(f"flytenotify serve exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"flytenotify serve was not healthy within {limit:g} s")
+def _wait_healthy(server: Server) -> None:
+    process = server.processes[0]
+    wait_until_answering(process, f"{server.base_url}/healthz", "flytenotify serve")

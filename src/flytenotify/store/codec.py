@@ -110,6 +110,22 @@ def load_error(text: str | None) -> ExecutionError | None:
     )
 
 
+def event_columns(event: ExecutionEvent, received_at: float, outcome: str) -> tuple[Any, ...]:
+    """An ``events`` row: project, domain, name, phase, occurred_at, producer_id,
+    error, received_at, outcome."""
+    return (
+        event.execution_id.project,
+        event.execution_id.domain,
+        event.execution_id.name,
+        event.phase,
+        timestamp(event.occurred_at),
+        event.producer_id,
+        dump_error(event.error),
+        received_at,
+        outcome,
+    )
+
+
 def launch_plan_from_row(row: Mapping[str, Any]) -> LaunchPlan:
     return LaunchPlan(
         id=EntityId(row["project"], row["domain"], row["name"], row["version"]),

@@ -877,16 +877,7 @@ async def _record_event(conn: Conn, item: EventWrite, now: float) -> EventResult
         # One multi-row INSERT: RETURNING gives the ids in the order of the rows
         # inserted (skipped conflicts give none); sort to match SQLite's order.
         ids = sorted(int(r["id"]) for r in rows)
-    await conn.execute(
-        _INSERT_EVENT,
-        *key,
-        event.phase,
-        codec.timestamp(event.occurred_at),
-        event.producer_id,
-        codec.dump_error(event.error),
-        now,
-        outcome.value,
-    )
+    await conn.execute(_INSERT_EVENT, *codec.event_columns(event, now, outcome.value))
     return EventResult(outcome, tuple(ids))
 
 

@@ -256,7 +256,7 @@ class SQLiteStore:
                 "INSERT INTO events (project, domain, name, phase, occurred_at, producer_id,"
                 " error, received_at, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    _event_row(item, now, result.outcome)
+                    codec.event_columns(item.event, now, result.outcome.value)
                     for item, result in zip(writes, results, strict=True)
                 ],
             )
@@ -644,21 +644,6 @@ def _record_event(conn: sqlite3.Connection, item: EventWrite, now: float) -> Eve
             if row is not None:
                 ids.append(int(row[0]))
     return EventResult(outcome, tuple(ids))
-
-
-def _event_row(item: EventWrite, now: float, outcome: EventOutcome) -> tuple[Any, ...]:
-    event = item.event
-    return (
-        event.execution_id.project,
-        event.execution_id.domain,
-        event.execution_id.name,
-        event.phase,
-        codec.timestamp(event.occurred_at),
-        event.producer_id,
-        codec.dump_error(event.error),
-        now,
-        outcome.value,
-    )
 
 
 def _advance_execution(conn: sqlite3.Connection, item: EventWrite, now: float) -> EventOutcome:
