@@ -31,11 +31,12 @@ from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
 from flytenotify.domain import Delivery, DeliveryStatus
 from flytenotify.engine.resolve import UNROUTABLE, RoutingError, route
-from flytenotify.store.base import OTHER_CHANNELS, Completion, Store
+from flytenotify.store.base import OTHER_CHANNELS, Completion, Store, channel_key
 
 log = logging.getLogger("flytenotify.dispatch")
 
 _IDLE_POLL = 2.0  # fallback wake-up, in case another process enqueued work
+_RECHECK = 0.05  # the shortest sleep: something is due that the last look did not claim
 _STORE_RETRY_MIN, _STORE_RETRY_MAX = 1.0, 30.0  # backoff while the ledger is unreachable
 _ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
 
@@ -82,7 +83,6 @@ class Dispatcher:
         self._flights: set[_Flight] = set()
         self._busy: Counter[str] = Counter()
         self._completions: list[Completion] = []
-        self._others_looked_at = -_IDLE_POLL  # monotonic time of the last OTHER_CHANNELS claim
         self._stop = asyncio.Event()
         self._running = False
         self._claiming = False
@@ -167,20 +167,11 @@ class Dispatcher:
         A channel with sends in flight waits until a quarter of its slots are
         free before claiming again: claiming one row per finished send cost a
         database round trip per delivery.
-
-        Rows of channels this process does not know (``OTHER_CHANNELS``: a
-        channel configured only on another replica) are rare, and finding
-        them costs the store a look at every pending channel, so that claim is
-        made once per poll interval rather than on every round.
         """
         dispatch = self.settings.dispatch
         free = dispatch.concurrency - len(self._flights)
         limits: dict[str, int] = {}
-        if time.monotonic() - self._others_looked_at < _IDLE_POLL:
-            limits[OTHER_CHANNELS] = 0
-        for name in [*self.channels, UNROUTABLE, OTHER_CHANNELS]:
-            if name in limits:
-                continue
+        for name in [*self.channels, OTHER_CHANNELS]:
             cap = dispatch.per_channel.get(name, dispatch.concurrency)
             room = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
             worthwhile = max(1, min(cap, dispatch.concurrency, dispatch.batch_size) // 4)
@@ -197,8 +188,6 @@ class Dispatcher:
         completions, self._completions = self._completions, []
         if not completions and not any(limits.values()):
             return False
-        if limits[OTHER_CHANNELS]:
-            self._others_looked_at = time.monotonic()
         self._claiming = True
         try:
             deliveries = await self.store.claim(
@@ -211,7 +200,7 @@ class Dispatcher:
         finally:
             self._claiming = False
         for delivery in deliveries:
-            key = delivery.channel if delivery.channel in limits else OTHER_CHANNELS
+            key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
             flight = _Flight(delivery, key)
             flight.task = asyncio.create_task(self._attempt(flight))
@@ -237,11 +226,10 @@ class Dispatcher:
         else:
             due = await self.store.next_due_at()
             timeout = _IDLE_POLL if due is None else min(_IDLE_POLL, due - time.time())
-            if timeout <= 0:
-                # Due, yet the look just made found nothing: a row of a channel
-                # looked for only once per poll (see _limits).
-                timeout = self._others_looked_at + _IDLE_POLL - time.monotonic()
-            timeout = max(timeout, 0.01)  # never spin
+            # Never less than _RECHECK: whatever is due now, the look just made
+            # did not claim (it became due since, or its channel has no slots
+            # here), so look again soon rather than at once.
+            timeout = max(timeout, _RECHECK)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()

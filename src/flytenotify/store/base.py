@@ -38,6 +38,11 @@ class EventOutcome(enum.StrEnum):
     RECORDED = "recorded"  # a non-terminal phase, kept for the audit trail
 
 
+def channel_key(channel: str, limits: dict[str, int]) -> str:
+    """The claim limit a row of ``channel`` counts against: its own, or OTHER_CHANNELS."""
+    return channel if channel in limits else OTHER_CHANNELS
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """A delivery the engine wants written with its event."""

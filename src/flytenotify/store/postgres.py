@@ -53,13 +53,13 @@ from flytenotify.domain import (
 )
 from flytenotify.store import codec
 from flytenotify.store.base import (
-    OTHER_CHANNELS,
     Completion,
     DeliveryFilter,
     EventOutcome,
     EventResult,
     EventWrite,
     InboxMessage,
+    channel_key,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 
@@ -641,20 +641,17 @@ class PostgresStore:
         async def write(conn: Conn) -> list[Delivery]:
             if completions:
                 await conn.execute(_COMPLETE, *_completion_columns(completions))
+            room = dict(limits)
             claimed: list[Delivery] = []
-            for key, limit in limits.items():
-                if limit <= 0:
-                    continue
-                if key == OTHER_CHANNELS:
-                    pending = [r["channel"] for r in await conn.fetch(_PENDING_CHANNELS)]
-                    channels = [c for c in pending if c not in limits]
-                else:
-                    channels = [key]
-                for channel in channels:
-                    if limit <= 0:
-                        break
+            if not any(room.values()):
+                return claimed
+            for found in await conn.fetch(_PENDING_CHANNELS):
+                channel = found["channel"]
+                key = channel_key(channel, room)
+                limit = room.get(key, 0)
+                if limit > 0:
                     rows = await conn.fetch(_CLAIM, owner, lease, channel, limit)
-                    limit -= len(rows)
+                    room[key] = limit - len(rows)
                     claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
             return claimed
 

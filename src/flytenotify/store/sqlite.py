@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,13 +37,13 @@ from flytenotify.domain import (
 )
 from flytenotify.store import codec
 from flytenotify.store.base import (
-    OTHER_CHANNELS,
     Completion,
     DeliveryFilter,
     EventOutcome,
     EventResult,
     EventWrite,
     InboxMessage,
+    channel_key,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 
@@ -276,16 +276,16 @@ class SQLiteStore:
     ) -> list[Delivery]:
         def write(conn: sqlite3.Connection) -> list[Delivery]:
             _complete(conn, completions)
+            room = dict(limits)
             claimed: list[Delivery] = []
-            for key, limit in limits.items():
-                channels = [key] if key != OTHER_CHANNELS else _pending_channels(conn, limits)
-                for channel in channels:
-                    if limit <= 0:
-                        break
+            for channel in _pending_channels(conn) if any(room.values()) else ():
+                key = channel_key(channel, room)
+                limit = room.get(key, 0)
+                if limit > 0:
                     rows = conn.execute(
                         _CLAIM, (owner, now + lease, now, channel, now, now, limit)
                     ).fetchall()
-                    limit -= len(rows)
+                    room[key] = limit - len(rows)
                     claimed.extend(codec.delivery_from_row(r) for r in rows)
             return claimed
 
@@ -541,14 +541,13 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
     )
 
 
-def _pending_channels(conn: sqlite3.Connection, skip: Iterable[str] = ()) -> list[str]:
-    """The channels of pending rows (but ``skip``), one index seek per channel.
+def _pending_channels(conn: sqlite3.Connection) -> list[str]:
+    """The channels of pending rows, one index seek per channel.
 
     "Any channel but these" (or a MIN over every row) as one query would read
     every pending row, a million during an outage; the pending channels are
     few, so step from one to the next along the claim index instead.
     """
-    skipped = set(skip)
     found: list[str] = []
     after = ""
     while True:
@@ -560,8 +559,7 @@ def _pending_channels(conn: sqlite3.Connection, skip: Iterable[str] = ()) -> lis
         if row[0] is None:
             return found
         after = row[0]
-        if after not in skipped:
-            found.append(after)
+        found.append(after)
 
 
 def _next_due(conn: sqlite3.Connection, channel: str, now: float) -> float | None:
