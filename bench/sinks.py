@@ -238,7 +238,14 @@ def _port(server: asyncio.Server) -> int:
 
 
 def _on_command(conn: Connection, recorder: Recorder, stopped: asyncio.Future[None]) -> None:
-    command = conn.recv()
+    try:
+        command = conn.recv()
+    except EOFError:
+        # The harness is gone (killed before it could say stop). Stop too:
+        # the closed pipe stays readable, and this callback would run forever.
+        if not stopped.done():
+            stopped.set_result(None)
+        return
     if command == "counts":
         conn.send(recorder.counts())
     elif command == "collect":
