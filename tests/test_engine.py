@@ -1,6 +1,6 @@
 """The engine end to end on a real SQLite file, delivering into the dev inbox.
 
-Resolution semantics (FlyteAdmin's, DESIGN §4), the transactional outbox and
+Resolution semantics (FlyteAdmin's), the transactional outbox and
 replays. Real channels are exercised in test_engine_email.py.
 """
 
@@ -281,7 +281,7 @@ def plain_events(draw: st.DrawFn) -> dict[str, Any]:
 
 @given(plain_events())
 def test_plain_json_events_read_exactly_as_protobuf_reads_them(event: dict[str, Any]) -> None:
-    from flytenotify.engine import ingest
+    from flytenotify.intake import events as ingest
 
     fast = ingest._plain_event(dict(event), None)
     assert fast is not None
@@ -313,6 +313,6 @@ def test_plain_json_events_read_exactly_as_protobuf_reads_them(event: dict[str, 
     ],
 )
 def test_anything_but_the_plain_shape_takes_the_protobuf_road(event: dict[str, Any]) -> None:
-    from flytenotify.engine import ingest
+    from flytenotify.intake import events as ingest
 
     assert ingest._plain_event(dict(event), None) is None

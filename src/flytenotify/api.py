@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flytenotify import cloudevents
 from flytenotify.app import Notifier
 from flytenotify.domain import (
     Attempt,
@@ -32,13 +31,14 @@ from flytenotify.domain import (
     ExecutionId,
 )
 from flytenotify.engine import resolve
-from flytenotify.engine.ingest import (
+from flytenotify.errors import InputError, NotificationConfigError, Problem
+from flytenotify.intake import cloudevents
+from flytenotify.intake.events import (
     entity_id_from_json,
     event_from_bytes,
     event_from_json,
     execution_id_from_json,
 )
-from flytenotify.errors import InputError, NotificationConfigError, Problem
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase

@@ -33,8 +33,8 @@ from flytenotify.domain import (
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
-from flytenotify.engine.ingest import event_from_bytes, event_from_json, event_from_proto
 from flytenotify.errors import InputError, Problem
+from flytenotify.intake.events import event_from_bytes, event_from_json, event_from_proto
 from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -155,7 +155,7 @@ class Notifier:
         disable_all: bool = False,
         workflow: EntityId | None = None,
     ) -> Execution:
-        """Create an execution and freeze its effective notifications (DESIGN §4).
+        """Create an execution and freeze its effective notifications.
 
         Creating an execution that exists returns the stored one unchanged.
         """
@@ -222,7 +222,7 @@ class Notifier:
     async def _execution_for_unknown(
         self, event: ExecutionEvent, plans: dict[EntityId, LaunchPlan | None]
     ) -> Execution:
-        # DESIGN §4: use the launch plan the event names if we know it;
+        # As FlyteAdmin does: use the launch plan the event names if we know it;
         # otherwise the execution is recorded with no notifications.
         plan = None
         if event.launch_plan is not None:

@@ -194,6 +194,102 @@ class DatabaseConfig(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
+class FlyteAdminConfig(_Section):
+    """Where FlyteAdmin's gRPC API is, and how to authenticate to it.
+
+    An event for an execution flytenotify has not seen is resolved by asking
+    FlyteAdmin (``AdminService.GetExecution``) for the notifications it stored
+    for that execution.
+    """
+
+    endpoint: str  # host:port of FlyteAdmin's gRPC API, e.g. "flyteadmin:81"
+    insecure: bool = False  # plaintext gRPC (no TLS)
+    ca_cert_file: Path | None = None  # trust this CA for FlyteAdmin's TLS certificate
+    client_id: str | None = None  # OAuth2 client credentials ...
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None  # ... the secret, inline or from a file
+    token_file: Path | None = None  # or a static bearer token read from this file
+    scopes: list[str] = Field(default_factory=list)  # OAuth2 scopes (default: FlyteAdmin's)
+    timeout: float = Field(default=10.0, gt=0)  # seconds per call
+    cache_ttl: float = Field(default=3600.0, ge=0)  # how long a looked-up execution is kept
+
+    _secret_pairs = (("client_secret", "client_secret_file"),)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, endpoint: str) -> str:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, got {endpoint!r}")
+        return endpoint
+
+    @field_validator("ca_cert_file", "client_secret_file", "token_file")
+    @classmethod
+    def _empty_is_unset(cls, path: Path | None) -> Path | None:
+        # ``ca_cert_file = ""`` in a file means "not set", as in FlyteAdmin's own config.
+        return None if path is None or str(path) in ("", ".") else path
+
+    @field_validator("client_id")
+    @classmethod
+    def _empty_id_is_unset(cls, client_id: str | None) -> str | None:
+        return client_id or None
+
+    def resolved_client_secret(self) -> str | None:
+        return read_secret(self.client_secret, self.client_secret_file)
+
+
+class NatsIntakeConfig(_Section):
+    """FlyteAdmin's ``cloudEvents`` of ``type: nats``, read from NATS."""
+
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
+    subject: str = "flyte-events"  # FlyteAdmin's eventsPublisher.topicName
+    # JetStream stream (created if missing) for at-least-once; "" = plain core NATS,
+    # which loses whatever is published while flytenotify is not running.
+    stream: str = "FLYTE_EVENTS"
+    durable: str = "flytenotify"  # the durable consumer's name
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    ack_wait: float = Field(default=60.0, gt=0)  # redelivered if not acked within this
+
+
+class GcpIntakeConfig(_Section):
+    """FlyteAdmin's ``cloudEvents`` of ``type: gcp``: a Pub/Sub subscription on its topic.
+
+    ``PUBSUB_EMULATOR_HOST`` and Google's application default credentials
+    work as the client library defines them.
+    """
+
+    project_id: str
+    subscription: str  # a subscription on FlyteAdmin's topic
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+class AwsIntakeConfig(_Section):
+    """FlyteAdmin's ``cloudEvents`` of ``type: aws``: an SQS queue subscribed to its SNS topic.
+
+    Credentials come from the standard AWS variables, files and roles.
+    """
+
+    queue_url: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # another SQS endpoint (tests, private endpoints)
+    batch_size: int = Field(default=10, ge=1, le=10)  # SQS returns at most 10 per call
+    wait_time: int = Field(default=20, ge=0, le=20)  # long polling, seconds
+    visibility_timeout: int | None = Field(default=None, ge=0, le=43200)  # None: the queue's
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _empty_is_unset(cls, url: str | None) -> str | None:
+        return url or None
+
+
+class IntakeConfig(_Section):
+    """Message brokers FlyteAdmin publishes its cloud events to; any number at once."""
+
+    nats: NatsIntakeConfig | None = None
+    gcp: GcpIntakeConfig | None = None
+    aws: AwsIntakeConfig | None = None
+
+
 class Settings(_Section):
     """Everything the engine needs. Empty means: SQLite in the working directory."""
 
@@ -205,3 +301,5 @@ class Settings(_Section):
     templates: TemplateConfig = TemplateConfig()
     retry: RetryConfig = RetryConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    flyteadmin: FlyteAdminConfig | None = None
+    intake: IntakeConfig = IntakeConfig()

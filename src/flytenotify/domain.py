@@ -79,7 +79,7 @@ class ExecutionEvent:
     """One ``flyteidl.event.WorkflowExecutionEvent``, normalised.
 
     ``launch_plan`` is not part of flyteidl's event; producers may add it so an
-    event for an execution we never saw can still be resolved (DESIGN §4).
+    event for an execution we never saw can still be resolved.
     """
 
     execution_id: ExecutionId

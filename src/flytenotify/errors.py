@@ -66,3 +66,15 @@ class InputError(ValueError):
             [problems] if isinstance(problems, Problem) else list(problems)
         )
         super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class UpstreamUnavailable(RuntimeError):
+    """A service an event depends on (FlyteAdmin) cannot answer now; nothing was recorded.
+
+    The event is not lost: a broker intake leaves the message unacknowledged so
+    it comes back, and the HTTP API answers 503 with ``Retry-After``.
+    """
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -195,7 +195,7 @@ def template_variables(
     when it is known; ``console_url`` is the console's base URL, if any.
     """
     eid = event.execution_id
-    # The event may name the launch plan of an execution we never saw (DESIGN §4).
+    # The event may name the launch plan of an execution we never saw.
     launch_plan = (execution.launch_plan if execution else None) or event.launch_plan
     workflow = execution.workflow if execution else None
     url = _console_url(console_url, eid.project, eid.domain, eid.name)

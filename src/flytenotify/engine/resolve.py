@@ -1,6 +1,6 @@
 """Which notifications apply, and which transport carries each recipient.
 
-FlyteAdmin's rules (DESIGN §4), kept exactly: the effective list is decided
+FlyteAdmin's rules, kept exactly: the effective list is decided
 once, when the execution is created, then frozen. A non-empty per-execution
 list replaces the launch plan's (no merge); otherwise ``disable_all`` empties
 it; an empty override list falls back to the launch plan's. On a terminal

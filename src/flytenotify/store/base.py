@@ -60,7 +60,7 @@ class EventWrite:
     """An event plus what it enqueues if it is the execution's first terminal phase.
 
     ``execution`` is written first if the store does not have it yet (an
-    event for an execution created on the fly, DESIGN §4).
+    event for an execution created on the fly).
     """
 
     event: ExecutionEvent

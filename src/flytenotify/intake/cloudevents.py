@@ -31,8 +31,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from flytenotify.domain import EntityId, ExecutionEvent
-from flytenotify.engine.ingest import event_from_proto
 from flytenotify.errors import InputError, Problem
+from flytenotify.intake.events import event_from_proto
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
