@@ -248,20 +248,21 @@ async def test_dead_delivery_is_re_driven(tmp_path: Path) -> None:
 
 
 async def test_bearer_tokens_guard_everything_but_health(notifier: Notifier) -> None:
-    server = ServerConfig(api_tokens=[SecretStr("s3cret"), SecretStr("other")])
+    secret, other = "s3cret-" + "x" * 25, "other-" + "y" * 26
+    server = ServerConfig(api_tokens=[SecretStr(secret), SecretStr(other)])
     async with _client(notifier, server) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["database"]["schema_version"] >= 1
         assert ready.json()["channels"]["email"] == "dev-inbox"
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": secret}):
             denied = await client.get("/api/v1/inbox", headers=headers)
             assert denied.status_code == 401
             assert denied.json()["problems"][0]["field"] == "Authorization"
-        allowed = await client.get("/api/v1/inbox", headers={"authorization": "Bearer other"})
+        allowed = await client.get("/api/v1/inbox", headers={"authorization": f"Bearer {other}"})
         assert allowed.status_code == 200
-        spec = await client.get("/openapi.json", headers={"authorization": "Bearer s3cret"})
+        spec = await client.get("/openapi.json", headers={"authorization": f"Bearer {secret}"})
         assert "/api/v1/events:batch" in spec.json()["paths"]
 
 

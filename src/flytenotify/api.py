@@ -6,10 +6,11 @@ Every client mistake is a 4xx with ``{"error": ..., "problems": [{"field",
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,11 +18,14 @@ import orjson
 from starlette import responses
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify.app import Notifier
+from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -55,6 +59,8 @@ MAX_LIMIT = 1000
 CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Probes must work without a token; everything else needs one when tokens are set.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class JSONResponse(responses.JSONResponse):
@@ -99,8 +105,8 @@ def create_app(
     """
     handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics())
     routes = [
-        Route("/healthz", handlers.wrap(handlers.healthz, auth=False), methods=["GET"]),
-        Route("/readyz", handlers.wrap(handlers.readyz, auth=False), methods=["GET"]),
+        Route("/healthz", handlers.wrap(handlers.healthz), methods=["GET"]),
+        Route("/readyz", handlers.wrap(handlers.readyz), methods=["GET"]),
         Route("/metrics", handlers.wrap(handlers.metrics_text), methods=["GET"]),
     ]
     if api:
@@ -110,7 +116,11 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return error_response(exc.status_code, exc.detail)
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(_TokenGate, api=handlers)],
+    )
     app.state.notifier = notifier
     app.state.metrics = handlers.metrics
     return app
@@ -134,20 +144,37 @@ def _api_routes(api: _Api) -> list[Route]:
     ]
 
 
+class _TokenGate:
+    """Authenticates before routing: an anonymous caller gets 401 for every path but
+    the probes, so a 404 or 405 cannot tell it which routes exist."""
+
+    def __init__(self, app: ASGIApp, api: _Api) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.api.tokens and scope["path"] not in OPEN_PATHS:
+            try:
+                self.api.authenticate(Request(scope))
+            except ApiError as error:
+                response = error_response(error.status, error.error, error.problems)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _Api:
     def __init__(self, notifier: Notifier, server: ServerConfig, metrics: Metrics) -> None:
         self.notifier = notifier
         self.server = server
         self.metrics = metrics
-        self.tokens = [t.encode() for t in server.tokens()]
+        self.tokens = [_digest(t.encode()) for t in server.tokens()]
 
     # -- plumbing ------------------------------------------------------------------
 
-    def wrap(self, handler: Handler, auth: bool = True) -> Handler:
+    def wrap(self, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             try:
-                if auth and self.tokens:
-                    self._authenticate(request)
                 return await handler(request)
             except ApiError as error:
                 return error_response(error.status, error.error, error.problems)
@@ -156,12 +183,13 @@ class _Api:
 
         return endpoint
 
-    def _authenticate(self, request: Request) -> None:
+    def authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token:
-            given = token.strip().encode()
-            # Compare with every token (no early exit on a match).
+            # Digests have one length, so the comparison time says nothing about
+            # the token's length; every token is compared (no early exit).
+            given = _digest(token.strip().encode())
             matches = [hmac.compare_digest(given, t) for t in self.tokens]
             if any(matches):
                 return
@@ -267,13 +295,14 @@ class _Api:
             )
         answer = _plan_json(registered.id, registered.notifications)
         # Accepted (the configuration may be fixed later), but said out loud now.
-        answer["warnings"] = [
-            {"field": p.field, "message": p.message}
-            for p in resolve.routing_problems(
-                registered.notifications, self.notifier.settings, self.notifier.dev_inbox
-            )
-        ]
+        answer["warnings"] = self._routing_warnings(registered.notifications)
         return JSONResponse(answer)
+
+    def _routing_warnings(self, notifications: Sequence[Notification]) -> list[dict[str, str]]:
+        problems = resolve.routing_problems(
+            notifications, self.notifier.settings, self.notifier.dev_inbox
+        )
+        return [{"field": p.field, "message": p.message} for p in problems]
 
     async def create_execution(self, request: Request) -> Response:
         data = await self._json(request)
@@ -310,6 +339,8 @@ class _Api:
                 "workflow": _entity_json(execution.workflow),
                 "notifications": [n.to_dict() for n in execution.notifications],
                 "created_at": execution.created_at.isoformat(),
+                # Overrides come from the caller: say now which recipients will not be reached.
+                "warnings": self._routing_warnings(execution.notifications),
             },
             status_code=201,
         )
@@ -632,3 +663,7 @@ def _parse_since(raw: str, problems: list[Problem]) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()

@@ -11,8 +11,17 @@ from __future__ import annotations
 from email.utils import parseaddr
 from pathlib import Path
 from typing import ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -146,6 +155,22 @@ class WebhookTarget(_Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
         return url
+
+    @field_validator("headers")
+    @classmethod
+    def _one_kind_of_credentials(
+        cls, headers: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        # The HTTP client turns user:password@ in the URL into an Authorization
+        # header and refuses a request that has both: every send would fail.
+        parts = urlsplit(info.data.get("url", ""))
+        has_userinfo = parts.username is not None or parts.password is not None
+        if has_userinfo and any(k.lower() == "authorization" for k in headers):
+            raise ValueError(
+                "an Authorization header cannot be combined with user:password@ in url "
+                "(no request could be sent); keep the credentials in one of the two"
+            )
+        return headers
 
     def resolved_secret(self) -> str | None:
         return read_secret(self.secret, self.secret_file)
