@@ -124,7 +124,7 @@ SCHEMAS: dict[str, Any] = {
             "id": _ref("EntityId"),
             "notifications": {"type": "array", "items": {"type": "object"}},
             "warnings": {
-                "description": "Recipients no configured channel can reach (on registration)",
+                "description": "Recipients no configured channel can reach, or [allow] refuses",
                 "type": "array",
                 "items": _ref("Problem"),
             },
@@ -151,6 +151,11 @@ SCHEMAS: dict[str, Any] = {
             "workflow": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
             "notifications": {"type": "array", "items": {"type": "object"}},
             "created_at": _TIME,
+            "warnings": {
+                "description": "Recipients no configured channel can reach, or [allow] refuses",
+                "type": "array",
+                "items": _ref("Problem"),
+            },
         },
     },
     "Event": {
