@@ -202,8 +202,10 @@ def go_rfc3339nano(moment: datetime) -> str:
 
 
 def _time_of(message: Any) -> datetime:
-    return message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else (
-        datetime.now(UTC)
+    return (
+        message.occurred_at.ToDatetime(tzinfo=UTC)
+        if message.HasField("occurred_at")
+        else (datetime.now(UTC))
     )
 
 
@@ -249,9 +251,7 @@ def v1_task(event: event_pb2.TaskExecutionEvent) -> FlyteCloudEvent:
 # -- v2: CloudEvent* wrappers as data ----------------------------------------------------------
 
 
-def _v2(
-    topic: str, data: Message, ident: str, source: str, occurred: datetime
-) -> FlyteCloudEvent:
+def _v2(topic: str, data: Message, ident: str, source: str, occurred: datetime) -> FlyteCloudEvent:
     return FlyteCloudEvent(
         id=ident,
         source=source,

@@ -52,7 +52,10 @@ def test_v1_terminal_event(form: str) -> None:
     cloud_event = egress.v1_workflow(egress.workflow_event("run-7", "FAILED", error="boom"))
     decoded = fe.decode(wire(cloud_event, form))
     assert isinstance(decoded, fe.TerminalEvent)
-    assert decoded.cloud_event_type == "com.flyte.resource.flyteidl.admin.WorkflowExecutionEventRequest"
+    assert (
+        decoded.cloud_event_type
+        == "com.flyte.resource.flyteidl.admin.WorkflowExecutionEventRequest"
+    )
     assert decoded.cloud_event_id == 'project:"proj" domain:"prod" name:"run-7".FAILED'
     assert decoded.launch_plan is None
     event = decoded.event
@@ -168,7 +171,9 @@ def test_everything_but_terminal_workflow_events_is_dropped(
 
 def test_unknown_types_are_dropped() -> None:
     decoded = fe.decode(envelope(type="com.example.something.else"))
-    assert decoded == fe.Dropped("com.example.something.else", fe.UNKNOWN_TYPE, decoded.cloud_event_id)
+    assert decoded == fe.Dropped(
+        "com.example.something.else", fe.UNKNOWN_TYPE, decoded.cloud_event_id
+    )
 
 
 def test_a_phase_given_as_a_number_still_decides() -> None:
@@ -183,7 +188,12 @@ def test_a_phase_given_as_a_number_still_decides() -> None:
 def test_dropping_never_reads_the_data(form: str) -> None:
     node = egress.v1_node(egress.node_event("x"))
     garbled = egress.FlyteCloudEvent(
-        id=node.id, source=node.source, type=node.type, time=node.time, data=b"\xff not json", key=node.key
+        id=node.id,
+        source=node.source,
+        type=node.type,
+        time=node.time,
+        data=b"\xff not json",
+        key=node.key,
     )
     assert isinstance(fe.decode(wire(garbled, form)), fe.Dropped)
 
@@ -250,7 +260,8 @@ def test_the_nats_envelope_is_sdk_go_structured_json() -> None:
     assert b" " not in body.split(b'"id"')[0]  # compact, as jsoniter writes
     data = base64.b64decode(document["data_base64"])
     assert data.startswith(b'{"requestId":"')
-    assert b'"executionId":{"project":"proj"' in data and b'"phase":"FAILED"' in data
+    assert b'"executionId":{"project":"proj"' in data
+    assert b'"phase":"FAILED"' in data
     assert document["time"].endswith("Z")
 
 

@@ -34,8 +34,14 @@ import orjson
 from flyteidl.admin import event_pb2 as admin_event_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.event import cloudevents_pb2
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf import timestamp_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+    timestamp_pb2,
+)
 from google.protobuf.message import DecodeError, Message
 
 from flytenotify.domain import EntityId, ExecutionEvent
@@ -265,7 +271,12 @@ def _cloud_event_file() -> descriptor_pb2.FileDescriptorProto:
     field = descriptor_pb2.FieldDescriptorProto
     optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
 
-    def scalar(name: str, number: int, kind: int, oneof: int | None = None) -> Any:
+    def scalar(
+        name: str,
+        number: int,
+        kind: descriptor_pb2.FieldDescriptorProto.Type.ValueType,
+        oneof: int | None = None,
+    ) -> Any:
         made = field(name=name, number=number, label=optional, type=kind, json_name=_camel(name))
         if oneof is not None:
             made.oneof_index = oneof
