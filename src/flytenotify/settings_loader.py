@@ -41,7 +41,10 @@ def token_problem(token: str) -> str | None:
     if any(c.isspace() for c in token):
         return "contains whitespace, which a 'Bearer <token>' header cannot carry"
     if len(token) < MIN_TOKEN_LENGTH:
-        return f"is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are required"
+        return (
+            f"is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are required"
+            " so that it cannot be guessed"
+        )
     return None
 
 
