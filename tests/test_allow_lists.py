@@ -6,6 +6,7 @@ what those servers received, and what the ledger says about the rest.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
-from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, Settings, SlackConfig
+from flytenotify.config import (
+    AllowConfig,
+    DatabaseConfig,
+    RetryConfig,
+    Settings,
+    SlackConfig,
+    SmtpConfig,
+)
 from flytenotify.domain import DeliveryStatus
 from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
 from flytenotify.store.base import DeliveryFilter
@@ -197,3 +205,29 @@ def test_check_config_reports_refused_recipients_of_registered_plans(tmp_path: P
 def test_a_misspelt_allow_key_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"unknown|Extra"):
         AllowConfig.model_validate({"emails": ["example.com"]})
+
+
+@pytest.mark.parametrize(("allow", "warned"), [({}, True), ({"email": ["example.com"]}, False)])
+def test_a_public_bind_warns_about_transports_without_a_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, allow: dict[str, list[str]], warned: bool
+) -> None:
+    from flytenotify.service import _log_startup
+    from flytenotify.settings_loader import LoadedConfig
+
+    settings = Settings(
+        database=DatabaseConfig(url=str(tmp_path / "x.db")),
+        smtp=SmtpConfig(),
+        allow=AllowConfig(**allow),
+    )
+    server = ServerConfig(host="0.0.0.0", api_tokens=[SecretStr("k" * 32)])
+    with caplog.at_level(logging.INFO, logger="flytenotify.service"):
+        _log_startup(LoadedConfig(settings, server, None), Notifier(settings, dev_inbox=True))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == (
+        [
+            "no [allow] list for email: any API token holder can have them"
+            " message any recipient; see docs/deployment.md#security"
+        ]
+        if warned
+        else []
+    )
