@@ -33,7 +33,7 @@ def test_weak_inline_tokens_are_refused(weak: str) -> None:
     assert problem.startswith("server.api_tokens: ")
     assert "token 1 " in problem
     assert "secrets.token_urlsafe(32)" in problem
-    if weak.strip():
+    if len(weak.strip()) > 1:
         assert weak not in problem.replace("token_urlsafe", "")  # a token is never echoed
 
 
