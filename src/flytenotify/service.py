@@ -193,7 +193,7 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
         await notifier.stop_dispatching()
     finally:
         starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StartupFailed):
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # raised above if it failed
             await starting
         await notifier.close()
     log.info("stopped")
@@ -203,7 +203,7 @@ async def _start(notifier: Notifier, config: LoadedConfig, role: Role, server: _
     """Open the ledger (waiting for its server if need be), then begin dispatching."""
     try:
         await _open_ledger(notifier, config)
-    except StartupFailed:
+    except Exception:
         server.should_exit = True  # serve() returns and re-raises it
         raise
     try:
