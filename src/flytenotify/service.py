@@ -1,7 +1,12 @@
 """``flytenotify serve``: the API and the dispatcher in one process, one event loop.
 
-SIGTERM or SIGINT stops accepting requests, lets the dispatcher finish or
-release what it holds, closes the database and returns normally.
+With ``[intake.*]`` sections configured (roles ``all`` and ``api``), one
+broker source per section feeds FlyteAdmin's cloud events in beside the API.
+
+SIGTERM or SIGINT stops accepting requests, stops the broker sources (each
+finishes the batch in hand: every message is acknowledged only once recorded,
+or left to the broker), lets the dispatcher finish or release what it holds,
+closes the database and returns normally.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import uvicorn
 
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
+from flytenotify.intake import build_sources
+from flytenotify.intake.egress import EgressIntake
+from flytenotify.intake.source import Source
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, summary
 from flytenotify.store import unreachable
@@ -173,7 +181,9 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     )
     _log_startup(config, notifier)
     log.info("role: %s", role)
-    app = create_app(notifier, server_config, metrics, api=role != "dispatcher")
+    sources = build_sources(config.settings) if role != "dispatcher" else []
+    metrics.watch_sources(sources)
+    app = create_app(notifier, server_config, metrics, api=role != "dispatcher", sources=sources)
     uv_config = uvicorn.Config(
         app,
         host=server_config.host,
@@ -184,9 +194,14 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
         server_header=False,
     )
     server = _Server(uv_config)
-    starting = asyncio.create_task(_start(notifier, config, role, server))
+    intake = _Intake(sources, notifier, metrics)
+    starting = asyncio.create_task(_start(notifier, config, role, server, intake))
     try:
         await server.serve()
+        if intake.tasks:
+            log.info("no longer accepting requests; stopping intake after the batches in hand")
+            intake.stop.set()
+            await asyncio.gather(*intake.tasks)
         log.info("no longer accepting requests; finishing in-flight deliveries")
         if starting.done():
             starting.result()  # re-raise why it could not start
@@ -199,8 +214,26 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     log.info("stopped")
 
 
-async def _start(notifier: Notifier, config: LoadedConfig, role: Role, server: _Server) -> None:
-    """Open the ledger (waiting for its server if need be), then begin dispatching."""
+class _Intake:
+    """The broker sources, started once the ledger is open (they record into it)."""
+
+    def __init__(self, sources: list[Source], notifier: Notifier, metrics: Metrics) -> None:
+        self.sources = sources
+        self.notifier = notifier
+        self.metrics = metrics
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            _start_source(s, self.notifier, self.metrics, self.stop) for s in self.sources
+        ]
+
+
+async def _start(
+    notifier: Notifier, config: LoadedConfig, role: Role, server: _Server, intake: _Intake
+) -> None:
+    """Open the ledger (waiting for its server if need be), then dispatch and take intake."""
     try:
         await _open_ledger(notifier, config)
     except Exception:
@@ -213,6 +246,7 @@ async def _start(notifier: Notifier, config: LoadedConfig, role: Role, server: _
         log.warning("could not check the launch plans' recipients: %s", error)
     if role != "api":
         notifier.start_dispatching()
+    intake.start()
 
 
 async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
@@ -239,6 +273,25 @@ async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
         if attempt > 1:
             log.info("database %s is reachable; starting", where)
         return
+
+
+def _start_source(
+    source: Source, notifier: Notifier, metrics: Metrics, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    describe = getattr(source, "describe", None)
+    log.info("intake %s: %s", source.name, describe() if describe else "starting")
+    handler = EgressIntake(notifier, metrics, source=source.name)
+    return asyncio.create_task(_run_source(source, handler, stop))
+
+
+async def _run_source(source: Source, handler: EgressIntake, stop: asyncio.Event) -> None:
+    # A source that gives up (a bug, a source not written yet) is reported and
+    # shows as not ready; it must not take the API and the dispatcher down.
+    try:
+        await source.run(handler.handle, stop)
+    except Exception as error:
+        source.status.failed(error)
+        log.exception("intake %s stopped: %s", source.name, error)
 
 
 def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
