@@ -312,14 +312,20 @@ def is_transient(error: BaseException) -> bool:
         | asyncpg.SerializationError,
     ):
         return True
-    # asyncpg reports using a connection that died meanwhile as an InterfaceError,
-    # and a server-side termination that arrived while the connection sat idle
-    # in the pool as a protocol state clash on its next use (or reset). Either
-    # way the pool discards that connection; a retry gets a new one.
+    # asyncpg reports using a connection that died meanwhile as an InterfaceError.
     if isinstance(error, asyncpg.InterfaceError):
         return "closed" in str(error)
+    # A server that ends a session (a restart, pg_terminate_backend) sends a
+    # FATAL error, then closes the socket. On a connection idle in the pool,
+    # asyncpg takes the unsolicited error as a protocol fault and enters its
+    # error-consuming state (2); until it reads the close (the next turns of
+    # the event loop), the pool still hands the connection out, and the next
+    # query or reset fails with "cannot switch to state N; another operation
+    # (2) is in progress". Plain pool use does this, no connection shared by
+    # two callers; the pool then discards the connection, and a retry gets a
+    # new one. Only state 2 is that: any other clash would be a real bug.
     if isinstance(error, asyncpg.InternalClientError):
-        return "cannot switch to state" in str(error)
+        return "another operation (2) is in progress" in str(error)
     return False
 
 
