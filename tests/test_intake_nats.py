@@ -504,7 +504,8 @@ async def _ack_floor(names: Names) -> int:
 async def test_jetstream_survives_sigkill_mid_stream(names: Names, tmp_path: Path) -> None:
     total = 500
     with SmtpServer() as smtp:
-        config = _config(tmp_path, names, smtp, batch_size=10)
+        # A send in flight at the kill is claimable again once its lease passes.
+        config = _config(tmp_path, names, smtp, "[retry]\nlease = 3.0\n", batch_size=10)
         first, base = await asyncio.to_thread(
             start_serve, tmp_path, "--config", str(config), within=WAIT
         )
@@ -579,3 +580,26 @@ async def test_sigterm_leaves_nothing_acknowledged_but_unrecorded(
     # stream sequence n is the event for crash-(n-1): every acknowledged one is in the ledger
     assert {f"crash-{seq - 1:03d}" for seq in range(1, acked + 1)} <= recorded
     assert "stopping intake after the batches in hand" in output
+
+
+def test_check_config_connect_reaches_the_broker(names: Names, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flytenotify.cli import main
+
+    def check(servers: str) -> tuple[int, str]:
+        config = tmp_path / "flytenotify.toml"
+        config.write_text(
+            f'[database]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n'
+            f'[intake.nats]\nservers = ["{servers}"]\nsubject = "{names.subject}"\n'
+            f'stream = "{names.stream}"\ndurable = "{names.durable}"\n'
+        )
+        result = CliRunner().invoke(main, ["check-config", str(config), "--connect"], env={})
+        return result.exit_code, result.output
+
+    code, output = check(NATS_URL)
+    assert code == 0, output
+    assert f"intake nats: NATS {NATS_URL.removeprefix('nats://')}: no JetStream stream" in output
+    code, output = check(f"nats://127.0.0.1:{free_port()}")
+    assert code == 1
+    assert "intake nats: cannot connect" in output
