@@ -224,8 +224,11 @@ class NatsSource:
     # -- core NATS ---------------------------------------------------------------------
 
     async def _consume_core(self, client: Client, handle: Handler, stop: asyncio.Event) -> None:
+        # A queue group: replicas share the messages instead of each taking every one.
         subscription = await client.subscribe(
-            self.config.subject, pending_msgs_limit=max(65536, self.config.batch_size)
+            self.config.subject,
+            queue=self.config.durable,
+            pending_msgs_limit=max(65536, self.config.batch_size),
         )
         self._connected(f"core NATS subscription on {self.config.subject} (no redelivery)")
         while not stop.is_set():
