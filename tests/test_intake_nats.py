@@ -444,8 +444,8 @@ async def test_serve_turns_flyteadmin_events_into_email_and_slack(
     assert 'flytenotify_intake_messages_total{outcome="recorded",source="nats"} 2.0' in metrics
     assert 'flytenotify_intake_messages_total{outcome="dropped",source="nats"} 2.0' in metrics
     assert 'flytenotify_intake_messages_total{outcome="malformed",source="nats"} 1.0' in metrics
-    assert 'flytenotify_intake_up{source="nats"} 1.0' in metrics
-    assert ready["intake"]["nats"]["state"] == "connected"
+    assert ready["intake"]["nats"]["state"] == "connected", output
+    assert 'flytenotify_intake_up{source="nats"} 1.0' in metrics, output
     assert f"intake nats: NATS {NATS_URL}: subject {names.subject!r}" in output
     assert "malformed message at nats subject=" in output
 

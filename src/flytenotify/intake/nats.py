@@ -194,7 +194,12 @@ class NatsSource:
         self.status.backlog = batch[-1].metadata.num_pending
 
     async def _refresh_backlog(self, subscription: Any) -> None:
-        info = await subscription.consumer_info()
+        # Best effort: a slow answer about the backlog is no reason to reconnect.
+        try:
+            info = await subscription.consumer_info()
+        except (nats.errors.Error, TimeoutError) as error:
+            log.debug("intake nats: consumer info unavailable: %s", error)
+            return
         self.status.backlog = int(info.num_pending or 0)
 
     async def _describe_jetstream(self, client: Client) -> str:
