@@ -709,3 +709,11 @@ async def _reachable(url: str) -> bool:
         return False
     await client.close()
     return True
+
+
+def test_credentials_in_server_urls_stay_out_of_the_logs() -> None:
+    config = NatsIntakeConfig(servers=["nats://bot:s3cret@nats.internal:4222", "tok3n@other:4222"])
+    described = NatsSource(config).describe()
+    assert "s3cret" not in described
+    assert "tok3n" not in described
+    assert "nats://nats.internal:4222, nats://other:4222" in described

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 import nats
@@ -51,8 +52,8 @@ class NatsSource:
         self.status = SourceStatus()
 
     def describe(self) -> str:
-        """What this source consumes, for the start-up log."""
-        servers = ", ".join(self.config.servers)
+        """What this source consumes, for the start-up log (credentials left out)."""
+        servers = ", ".join(_without_credentials(url) for url in self.config.servers)
         if self.config.stream:
             return (
                 f"NATS {servers}: subject {self.config.subject!r} through JetStream stream "
@@ -76,7 +77,7 @@ class NatsSource:
         try:
             if not self.config.stream:
                 return (
-                    f"connected to {client.connected_url.netloc if client.connected_url else ''}; "
+                    f"connected to {_where(client)}; "
                     f"core NATS subscription on {self.config.subject!r} (events published while "
                     "flytenotify is down are lost)"
                 )
@@ -204,7 +205,7 @@ class NatsSource:
 
     async def _describe_jetstream(self, client: Client) -> str:
         jetstream = client.jetstream()
-        where = f"NATS {client.connected_url.netloc if client.connected_url else ''}"
+        where = f"NATS {_where(client)}"
         try:
             stream = await jetstream.find_stream_name_by_subject(self.config.subject)
         except nats.js.errors.NotFoundError:
@@ -277,6 +278,17 @@ async def _next_batch(subscription: Any, size: int) -> list[Msg]:
     while len(batch) < size and subscription.pending_msgs:
         batch.append(await subscription.next_msg(timeout=POLL))
     return batch
+
+
+def _where(client: Client) -> str:
+    url = client.connected_url
+    return _without_credentials(url.geturl()).removeprefix("nats://") if url else "?"
+
+
+def _without_credentials(url: str) -> str:
+    """``nats://user:secret@host:4222`` as ``nats://host:4222``: URLs may carry credentials."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _received(message: Msg) -> Received:
