@@ -179,7 +179,7 @@ class NatsSource:
             self._check_open(client)
             try:
                 batch = await subscription.fetch(self.config.batch_size, timeout=POLL)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside fetch
                 await self._refresh_backlog(subscription)
                 continue
             await self._settle_jetstream(batch, handle)
@@ -273,7 +273,7 @@ async def _next_batch(subscription: Any, size: int) -> list[Msg]:
     """Up to ``size`` messages: wait ``POLL`` for the first, then take what has arrived."""
     try:
         batch = [await subscription.next_msg(timeout=POLL)]
-    except nats.errors.TimeoutError:
+    except TimeoutError:
         return []
     while len(batch) < size and subscription.pending_msgs:
         batch.append(await subscription.next_msg(timeout=POLL))
