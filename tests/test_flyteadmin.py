@@ -2,9 +2,10 @@
 
 A real gRPC FlyteAdmin on 127.0.0.1 (tests/servers/flyteadmin.py) answers
 GetExecution and AuthMetadataService; an OAuth2 token endpoint issues
-client-credentials tokens. Messages end in the loopback SMTP server and the
-Slack test server; the ledger is a real SQLite file and a real PostgreSQL
-database.
+client-credentials tokens. Events come in over HTTP, or as FlyteAdmin publishes
+them on the real NATS server (JetStream); messages end in the loopback SMTP
+server and the Slack test server; the ledger is a real SQLite file and a real
+PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import grpc
 import httpx
+import nats
 import pytest
 from click.testing import CliRunner
 
@@ -32,6 +35,7 @@ from flytenotify.cli import main
 from flytenotify.config import (
     DatabaseConfig,
     FlyteAdminConfig,
+    NatsIntakeConfig,
     Settings,
     SlackConfig,
     TemplateConfig,
@@ -39,12 +43,17 @@ from flytenotify.config import (
 from flytenotify.domain import EntityId, ExecutionId, NotificationSource
 from flytenotify.errors import UpstreamUnavailable
 from flytenotify.flyteadmin import FlyteAdmin
+from flytenotify.intake.egress import EgressIntake
+from flytenotify.intake.nats import NatsSource
+from flytenotify.metrics import Metrics
 from flytenotify.store.base import EventOutcome
+from tests import flyteadmin_egress as egress
 from tests.helpers import event_json
 from tests.live_server import LiveServer
 from tests.servers.flyteadmin import FlyteAdminServer, TokenEndpoint, admin_execution
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer
+from tests.test_intake_nats import NATS_URL, publish, running
 
 PLAN = EntityId("proj", "prod", "nightly_etl", "lp-v7")
 WORKFLOW = EntityId("proj", "prod", "etl.workflows.nightly", "wf-v3")
@@ -345,11 +354,13 @@ def test_a_refusal_is_recorded_and_shown_in_the_api_and_cli(
             serve_execution(admin, "gone")
             admin.fail(code, details="user flytenotify may not read proj/prod")
         settings = settings_for(database_url, admin.config())
-        with LiveServer(Path("unused"), settings=settings) as server:
-            with httpx.Client(base_url=server.url, timeout=10) as client:
-                first = client.post("/api/v1/events", json=event_json("gone", "FAILED"))
-                second = client.post("/api/v1/events", json=event_json("gone", "FAILED"))
-                shown = client.get("/api/v1/executions/proj/prod/gone")
+        with (
+            LiveServer(Path("unused"), settings=settings) as server,
+            httpx.Client(base_url=server.url, timeout=10) as client,
+        ):
+            first = client.post("/api/v1/events", json=event_json("gone", "FAILED"))
+            second = client.post("/api/v1/events", json=event_json("gone", "FAILED"))
+            shown = client.get("/api/v1/executions/proj/prod/gone")
     assert (first.status_code, first.json()) == (200, {"outcome": "no_notifications"})
     assert second.json() == {"outcome": "duplicate"}
     assert len(admin.calls) == 1  # final: never asked again
@@ -393,55 +404,74 @@ async def test_unavailable_records_nothing_and_answers_503(database_url: str) ->
     assert shown.json()["notifications_source"] == "flyteadmin"
 
 
+@pytest.fixture
+async def nats_config() -> AsyncIterator[NatsIntakeConfig]:
+    """A JetStream subject, stream and consumer of this test's own, deleted after.
+
+    Without NATS (with JetStream) on 127.0.0.1 the test skips; under CI=true it fails.
+    """
+    try:
+        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
+        await client.jetstream().account_info()
+        await client.close()
+    except Exception as error:
+        reason = f"NATS with JetStream at {NATS_URL} is unavailable: {error!r}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: NATS tests must run)", pytrace=False)
+        pytest.skip(reason)
+    tag = uuid.uuid4().hex[:10]
+    yield NatsIntakeConfig(
+        servers=[NATS_URL], subject=f"fa-test.{tag}", stream=f"FATEST_{tag}", durable=f"fa-{tag}"
+    )
+    client = await nats.connect(NATS_URL, allow_reconnect=False)
+    try:
+        await client.jetstream().delete_stream(f"FATEST_{tag}")
+    finally:
+        await client.close()
+
+
 async def test_flyteadmin_down_for_20_seconds_loses_nothing(
-    database_url: str, smtp: SmtpServer, slack: SlackApiServer
+    database_url: str, smtp: SmtpServer, slack: SlackApiServer, nats_config: NatsIntakeConfig
 ) -> None:
-    """A producer that retries on 503 keeps sending while FlyteAdmin is away."""
+    """FlyteAdmin's own cloud events over NATS while FlyteAdmin is away for 20 s."""
     names = [f"stream-{i}" for i in range(8)]
     admin = FlyteAdminServer().start()
     try:
         for name in names:
             serve_execution(admin, name)
         settings = settings_for(database_url, admin.config(timeout=2.0), smtp, slack)
-        with LiveServer(Path("unused"), settings=settings) as server:
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-                producer = asyncio.create_task(produce(client, names))
-                await wait_until(lambda: len(smtp.messages) >= 2, "the first emails")
+        async with Notifier(settings) as notifier:
+            notifier.start_dispatching()
+            source = NatsSource(nats_config)
+            source.retry_delay = 1.0  # a nak'd message comes back after a second
+            async with running(source, EgressIntake(notifier, Metrics(), "nats").handle):
+                await publish(nats_config.subject, [failed_event(n) for n in names[:2]])
+                await wait_until(lambda: len(smtp.messages) == 2, "the first two emails")
                 admin.stop()
                 down_at = time.monotonic()
-                await asyncio.sleep(20)
+                for name in names[2:]:  # FlyteAdmin's events keep coming meanwhile
+                    await publish(nats_config.subject, [failed_event(name)])
+                    await asyncio.sleep(1)
+                await asyncio.sleep(20 - (time.monotonic() - down_at))
+                recorded_while_down = [await notifier.execution(execution_id(n)) for n in names]
                 admin.start()
-                refusals = await asyncio.wait_for(producer, 60)
                 await wait_until(
                     lambda: len(smtp.messages) == 8 and len(slack.posts()) == 8,
                     "every email and Slack message",
-                    within=30,
+                    within=60,
                 )
     finally:
         admin.stop()
-    assert refusals > 0, "the producer never met the outage"
-    assert time.monotonic() - down_at >= 20
-    assert sorted(m.message["Subject"].split()[2] for m in smtp.messages) == sorted(
-        f"proj/prod/{name}" for name in names
-    )
-    assert len(slack.posts()) == 8
+    assert [e is not None for e in recorded_while_down] == [True] * 2 + [False] * 6
+    subjects = sorted(m.message["Subject"] for m in smtp.messages)
+    assert subjects == sorted(f"Flyte execution proj/prod/{n} failed" for n in names)
+    assert sorted(post.body["channel"] for post in slack.posts()) == ["#alerts"] * 8
+    assert {c.execution.name for c in admin.calls if c.code is grpc.StatusCode.OK} == set(names)
 
 
-async def produce(client: httpx.AsyncClient, names: list[str]) -> int:
-    """Send each event once it is accepted, retrying after 503; how many 503s it met."""
-    refusals = 0
-    for name in names:
-        deadline = time.monotonic() + 60
-        while True:
-            answer = await client.post("/api/v1/events", json=event_json(name, "FAILED"))
-            if answer.status_code != 503:
-                assert answer.status_code == 202, answer.text
-                break
-            refusals += 1
-            assert time.monotonic() < deadline, f"{name} was never accepted"
-            await asyncio.sleep(min(float(answer.headers["retry-after"]), 1.0))
-        await asyncio.sleep(0.5)
-    return refusals
+def failed_event(name: str) -> bytes:
+    """A FAILED workflow event as FlyteAdmin publishes it on NATS (cloudEventVersion v1)."""
+    return egress.v1_workflow(egress.workflow_event(name, "FAILED", error="boom")).nats_json()
 
 
 # -- operating it ----------------------------------------------------------------------

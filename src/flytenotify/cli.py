@@ -89,7 +89,8 @@ def _load(
 @click.option(
     "--connect",
     is_flag=True,
-    help="Also connect to every configured channel (SMTP login, Slack auth.test) and the database.",
+    help="Also connect to every configured channel (SMTP login, Slack auth.test), the "
+    "database and every [intake.*] broker.",
 )
 def check_config(file: Path, as_json: bool, connect: bool) -> None:
     """Check a configuration file (and FLYTENOTIFY_* variables); report every problem.
@@ -129,9 +130,10 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
 async def _deeper_problems(
     loaded: LoadedConfig, connect: bool, found: list[str] | None = None
 ) -> list[str]:
-    """Problems only the database or the channels' servers can reveal.
+    """Problems only the database, the channels' servers, the brokers or FlyteAdmin can reveal.
 
-    What a connection found (FlyteAdmin reached, a token obtained) goes to ``found``.
+    What each connection found (a broker's stream, FlyteAdmin reached, a token
+    obtained) is appended to ``found``.
     """
     from flytenotify.app import build_channels
 
@@ -154,8 +156,23 @@ async def _deeper_problems(
                 problems.append(f"{name}: cannot connect: {error}")
             finally:
                 await channel.close()
+        problems += await _check_sources(settings, found if found is not None else [])
         if settings.flyteadmin is not None:
             problems += await _check_flyteadmin(settings, found if found is not None else [])
+    return problems
+
+
+async def _check_sources(settings: Settings, found: list[str]) -> list[str]:
+    from flytenotify.intake import build_sources
+
+    problems: list[str] = []
+    for source in build_sources(settings):
+        try:
+            found.append(f"intake {source.name}: {await asyncio.wait_for(source.check(), 30)}")
+        except Exception as error:
+            problems.append(
+                f"intake {source.name}: cannot connect: {error or type(error).__name__}"
+            )
     return problems
 
 
