@@ -277,6 +277,24 @@ async def test_client_credentials_discovered_through_auth_metadata(tmp_path: Pat
     assert all("authorization" not in c.metadata for c in admin.calls)
 
 
+async def test_calls_refused_together_share_one_new_token(tmp_path: Path) -> None:
+    with oauth_admin() as (admin, tokens):
+        names = ["p1", "p2", "p3", "p4"]
+        for name in names:
+            serve_execution(admin, name)
+        config = admin.config(client_id="flytepropeller", client_secret="pw")
+        async with Notifier(settings_for(f"sqlite:///{tmp_path / 'l.db'}", config)) as n:
+            await n.report_event(event_json("p1", "FAILED"))
+            admin.forget_tokens()
+            # Three look-ups in flight at once, all refused with the old token.
+            await n.report_events([event_json(name, "FAILED") for name in names[1:]])
+    assert len(tokens.issued) == 2
+    answered = {
+        c.execution.name: c.metadata["authorization"] for c in admin.calls if c.code.name == "OK"
+    }
+    assert answered == {"p1": "Bearer token-1"} | {n: "Bearer token-2" for n in names[1:]}
+
+
 async def test_a_token_is_renewed_before_it_expires(tmp_path: Path) -> None:
     with oauth_admin(lifetime=1) as (admin, tokens):
         serve_execution(admin, "e1")

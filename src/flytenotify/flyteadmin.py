@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METADATA_KEY = "authorization"  # FlyteAdmin's default grpcAuthorizationHeader
 RETRY_AFTER = 5.0  # seconds a caller is told to wait when FlyteAdmin cannot answer
+DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, for a token answer without a usable expires_in
 # gRPC's reconnect backoff grows to two minutes by default; events wait for FlyteAdmin
 # to come back, so try again within seconds of it being back.
 CHANNEL_OPTIONS = (
@@ -72,6 +73,9 @@ _FINAL_CODES = frozenset(
         grpc.StatusCode.UNAUTHENTICATED,
     }
 )
+
+
+Metadata = tuple[tuple[str, str], ...]  # gRPC call metadata: (key, value) pairs
 
 
 class LookupRefused(Exception):
@@ -91,22 +95,22 @@ class AuthDiscovery:
 class _Credentials(Protocol):
     description: str
 
-    async def metadata(self, admin: FlyteAdmin) -> tuple[tuple[str, str], ...]:
+    async def metadata(self, admin: FlyteAdmin) -> Metadata:
         """The call metadata that authenticates one call (empty: none)."""
         ...
 
-    async def refresh(self, admin: FlyteAdmin) -> bool:
-        """Get new credentials after UNAUTHENTICATED; False if nothing new can be had."""
+    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
+        """New credentials after ``refused`` got UNAUTHENTICATED; False if none can be had."""
         ...
 
 
 class _NoCredentials:
     description = "no credentials"
 
-    async def metadata(self, admin: FlyteAdmin) -> tuple[tuple[str, str], ...]:
+    async def metadata(self, admin: FlyteAdmin) -> Metadata:
         return ()
 
-    async def refresh(self, admin: FlyteAdmin) -> bool:
+    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
         return False
 
 
@@ -139,11 +143,11 @@ class _TokenFile:
             raise UpstreamUnavailable(f"flyteadmin.token_file: {self.path} is empty", RETRY_AFTER)
         return self._token
 
-    async def metadata(self, admin: FlyteAdmin) -> tuple[tuple[str, str], ...]:
+    async def metadata(self, admin: FlyteAdmin) -> Metadata:
         key = (await admin.discovery(required=False)).metadata_key
         return ((key, f"Bearer {self._read()}"),)
 
-    async def refresh(self, admin: FlyteAdmin) -> bool:
+    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
         before = self._token
         self._seen = None
         return self._read() != before
@@ -161,16 +165,19 @@ class _ClientCredentials:
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def metadata(self, admin: FlyteAdmin) -> tuple[tuple[str, str], ...]:
+    async def metadata(self, admin: FlyteAdmin) -> Metadata:
         discovery = await admin.discovery(required=True)
         async with self._lock:  # one token request at a time, not one per event
             if not self._token or time.monotonic() >= self._refresh_at:
                 await self._fetch(admin, discovery)
         return ((discovery.metadata_key, f"Bearer {self._token}"),)
 
-    async def refresh(self, admin: FlyteAdmin) -> bool:
+    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
         async with self._lock:
-            self._token = ""
+            # Calls in flight together are refused together: the first one to
+            # get here fetches a new token, the others use it.
+            if any(value == f"Bearer {self._token}" for _, value in refused):
+                self._token = ""
         return True
 
     async def _fetch(self, admin: FlyteAdmin, discovery: AuthDiscovery) -> None:
@@ -209,10 +216,13 @@ def _token_from(answer: Any, endpoint: str) -> tuple[str, float]:
         raise UpstreamUnavailable(
             f"token endpoint {endpoint} answered without an access_token", RETRY_AFTER
         )
-    lifetime = answer.get("expires_in")
-    # Without expires_in, assume a short life rather than keep a dead token.
-    seconds = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 300.0
-    return answer["access_token"], seconds
+    # Some identity providers send expires_in as a string. Without it, assume a
+    # short life rather than keep a dead token.
+    try:
+        seconds = float(answer.get("expires_in", DEFAULT_TOKEN_LIFETIME))
+    except (TypeError, ValueError):
+        seconds = DEFAULT_TOKEN_LIFETIME
+    return answer["access_token"], seconds if seconds > 0 else DEFAULT_TOKEN_LIFETIME
 
 
 def credentials_for(config: FlyteAdminConfig) -> _Credentials:
@@ -308,21 +318,21 @@ class FlyteAdmin:
                 project=execution_id.project, domain=execution_id.domain, name=execution_id.name
             )
         )
+        metadata = await self.credentials.metadata(self)
         try:
-            return await self._call_admin(request)
+            return await self._call_admin(request, metadata)
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise self._classify(error, execution_id) from None
-            if not await self.credentials.refresh(self):
+            if not await self.credentials.refresh(self, metadata):
                 raise self._classify(error, execution_id) from None
         # Once more with new credentials; UNAUTHENTICATED now is FlyteAdmin's final word.
         try:
-            return await self._call_admin(request)
+            return await self._call_admin(request, await self.credentials.metadata(self))
         except grpc.aio.AioRpcError as error:
             raise self._classify(error, execution_id) from None
 
-    async def _call_admin(self, request: Any) -> Any:
-        metadata = await self.credentials.metadata(self)
+    async def _call_admin(self, request: Any, metadata: Metadata) -> Any:
         return await self._admin.GetExecution(
             request, metadata=metadata, timeout=self.config.timeout
         )
