@@ -46,7 +46,13 @@ from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
-from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+from flytenotify.store.base import (
+    DeliveryFilter,
+    EventOutcome,
+    EventResult,
+    InboxMessage,
+    StoreUnavailable,
+)
 from flytenotify.store.migrations import NEWEST
 
 log = logging.getLogger("flytenotify.api")
@@ -175,6 +181,8 @@ class _Api:
                 response = error_response(503, str(error))
                 response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
                 return response
+            except StoreUnavailable as error:  # still waiting for the database at start-up
+                return error_response(503, "unavailable", [Problem("database", str(error))])
 
         return endpoint
 

@@ -38,8 +38,8 @@ _ERRORS = {
     "409": "Conflict",
     "413": "Body too large",
     "415": "Unsupported Content-Type",
-    "503": "FlyteAdmin cannot answer now (looking up an unknown execution): nothing was"
-    " recorded; send again after Retry-After seconds",
+    "503": "A service this depends on cannot answer now (FlyteAdmin, looking up an unknown"
+    " execution; or the database at start-up): nothing was recorded; send again later",
 }
 
 
