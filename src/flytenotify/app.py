@@ -34,7 +34,14 @@ from flytenotify.domain import (
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import event_from_bytes, event_from_json, event_from_proto
+from flytenotify.intake.events import (
+    check_entity_id,
+    check_execution_id,
+    checked_event,
+    event_from_bytes,
+    event_from_json,
+    event_from_proto,
+)
 from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -140,8 +147,7 @@ class Notifier:
             found = _notifications_from(notifications or ())
         else:
             plan_id, found = _from_launch_plan_message(plan)
-        if not plan_id.version:
-            raise InputError(Problem("launch_plan.version", "is required to register"))
+        check_entity_id(plan_id, "launch_plan", version_required=True)
         registered = LaunchPlan(plan_id, tuple(found), datetime.now(UTC))
         await self.store.register_launch_plan(registered)
         return registered
@@ -159,6 +165,11 @@ class Notifier:
 
         Creating an execution that exists returns the stored one unchanged.
         """
+        check_execution_id(execution_id, "id")
+        if launch_plan is not None:
+            check_entity_id(launch_plan, "launch_plan")
+        if workflow is not None:
+            check_entity_id(workflow, "workflow")
         overrides = _notifications_from(notifications or ())
         plan_notifications: Sequence[Any] = ()
         if launch_plan is not None:
@@ -201,7 +212,14 @@ class Notifier:
 
     async def report_events(self, events: Sequence[EventInput]) -> list[EventResult]:
         """Record events; terminal ones enqueue their deliveries in the same transaction."""
-        normalised = [_as_event(e, f"events[{i}]") for i, e in enumerate(events)]
+        normalised, problems = [], []
+        for i, given in enumerate(events):
+            try:
+                normalised.append(_as_event(given, f"events[{i}]"))
+            except InputError as error:
+                problems += error.problems  # every bad event named, nothing recorded
+        if problems:
+            raise InputError(problems)
         # One look-up for the whole batch; an execution first seen in this
         # batch is created once and shared by its later events.
         executions = await self.store.get_executions([e.execution_id for e in normalised])
@@ -302,7 +320,7 @@ def _from_launch_plan_message(message: Any) -> tuple[EntityId, list[Any]]:
 def _as_event(event: EventInput, field: str) -> ExecutionEvent:
     try:
         if isinstance(event, ExecutionEvent):
-            return event
+            return checked_event(event)  # built by a caller: the same limits as every form
         if isinstance(event, Mapping):
             return event_from_json(event)
         if isinstance(event, bytes):
