@@ -190,7 +190,7 @@ async def test_client_mistakes_are_4xx_naming_the_field(client: httpx.AsyncClien
     no_plan = await _create(
         client, "x", launch_plan={"project": "no", "domain": "such", "name": "p"}
     )
-    assert no_plan.status_code == 400
+    assert no_plan.status_code == 404  # as FlyteAdmin answers
     assert _problem_fields(no_plan) == ["launch_plan"]
 
     bad_notification = await client.put(

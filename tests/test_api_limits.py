@@ -367,3 +367,30 @@ def test_the_cli_refuses_an_over_long_name(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1, result.output
     assert "execution_id.name" in result.output
+
+
+async def test_notifications_refuse_what_no_store_can_hold(client: httpx.AsyncClient) -> None:
+    cases = [
+        ({"recipientsEmail": ["a\u0000b@example.com"]}, "email.recipients_email[0]"),
+        ({"recipientsEmail": ["ops@example.com", "x" * 300]}, "email.recipients_email[1]"),
+        ({"recipientsEmail": ["ops@example.com"], "template": "a\u0000b"}, "email.template"),
+    ]
+    for channel, field in cases:
+        body = {"version": "v1", "notifications": [{"phases": ["FAILED"], "email": channel}]}
+        response = await client.put(PLAN_URL, json=body)
+        assert response.status_code == 400, (channel, response.text)
+        assert _fields(response) == [f"notifications[0].{field}"]
+
+
+async def test_empty_query_parameters_and_unknown_error_kinds_are_400s(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("since", "cursor", "limit", "execution", "status", "channel"):
+        response = await client.get("/api/v1/deliveries", params={name: ""})
+        assert response.status_code == 400, (name, response.text)
+        assert _fields(response) == [name]
+    event = event_json("kind", "FAILED")
+    event["error"] = {"message": "boom", "kind": 7}
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 400, response.text
+    assert _fields(response) == ["error.kind"]

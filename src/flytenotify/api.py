@@ -31,7 +31,7 @@ from flytenotify.domain import (
     ExecutionId,
 )
 from flytenotify.engine import resolve
-from flytenotify.errors import InputError, NotificationConfigError, Problem
+from flytenotify.errors import InputError, NotificationConfigError, Problem, UnknownReference
 from flytenotify.intake import cloudevents
 from flytenotify.intake.events import (
     entity_id_from_json,
@@ -160,6 +160,8 @@ class _Api:
                 return await handler(request)
             except ApiError as error:
                 return error_response(error.status, error.error, error.problems)
+            except UnknownReference as error:
+                return error_response(404, "not found", error.problems)
             except (InputError, NotificationConfigError) as error:
                 # A problem with no field is one with the request body as a whole.
                 problems = [Problem(p.field or "body", p.message) for p in error.problems]
@@ -606,7 +608,7 @@ def _int_param(
     params: Mapping[str, str], name: str, default: int, low: int = 0, high: int = MAX_INT
 ) -> int:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     return parse_int(raw, name, low, high)
 
@@ -614,17 +616,18 @@ def _int_param(
 def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
     problems: list[Problem] = []
     execution = status = since = None
-    if params.get("execution"):
+    # A parameter given empty is a mistake, not an absent one: refused like any other.
+    if "execution" in params:
         execution = _execution_param(params["execution"], problems)
-    if params.get("status"):
+    if "status" in params:
         try:
             status = DeliveryStatus(params["status"])
         except ValueError:
             allowed = ", ".join(s.value for s in DeliveryStatus)
             problems.append(Problem("status", f"must be one of {allowed}"))
-    if params.get("since"):
+    if "since" in params:
         since = _parse_since(params["since"], problems)
-    channel = params.get("channel") or None
+    channel = params.get("channel")
     if channel is not None:
         # Channel names follow the identifier rules (no NUL for PostgreSQL).
         problems += identifier_problems(channel, "channel", "project")

@@ -33,7 +33,7 @@ from flytenotify.domain import (
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
-from flytenotify.errors import InputError, Problem
+from flytenotify.errors import InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
     check_execution_id,
@@ -175,7 +175,7 @@ class Notifier:
         if launch_plan is not None:
             plan = await self.store.get_launch_plan(launch_plan)
             if plan is None and not overrides:
-                raise InputError(
+                raise UnknownReference(
                     Problem("launch_plan", f"no launch plan {launch_plan} is registered")
                 )
             if plan is not None:

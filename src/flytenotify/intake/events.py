@@ -78,6 +78,7 @@ _PLAIN_ERROR_SPELLINGS = {
     "errorUri": "error_uri",
     "error_uri": "error_uri",
 }
+_ERROR_KINDS = frozenset(execution_pb2.ExecutionError.ErrorKind.values())
 _PHASE_NUMBERS = {
     name: number
     for name, number in execution_pb2.WorkflowExecution.Phase.items()
@@ -191,6 +192,8 @@ def event_from_proto(message: Any, launch_plan: EntityId | None = None) -> Execu
     elif message.phase not in execution_pb2.WorkflowExecution.Phase.values():
         # protobuf keeps unknown enum numbers; an event must name a real phase.
         problems.append(Problem("phase", f"unknown phase number {message.phase}"))
+    if message.HasField("error") and message.error.kind not in _ERROR_KINDS:
+        problems.append(Problem("error.kind", f"unknown error kind number {message.error.kind}"))
     if problems:
         raise InputError(problems)
     occurred_at = (

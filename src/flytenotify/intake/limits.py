@@ -37,7 +37,14 @@ _NOT_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 
 # Characters, per part. Flyte projects and domains name a Kubernetes namespace
 # ("project-domain"), so 63 is more than they can be; names and versions get 255.
-IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255}
+# A recipient (an email address is at most 254) is part of a delivery's unique
+# idempotency key with the execution's id: 4 * (63 + 63 + 255 + 254) + the rest
+# stays under the index row limit too.
+IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255, "recipient": 254}
+# Parts that may hold "/" (elsewhere it separates "project/domain/name").
+_SLASH_ALLOWED = frozenset({"version", "recipient"})
+# A notification's body template: refused beyond this, it is configuration.
+TEMPLATE_LIMIT = 16_384
 # Free text, in characters; longer text is cut and ends with TRUNCATED.
 TEXT_LIMITS = {
     "error.message": 16_384,
@@ -71,7 +78,7 @@ def identifier_problems(
                 f" found {bad.group()!r} at position {bad.start()}",
             )
         ]
-    if part != "version" and "/" in value:
+    if part not in _SLASH_ALLOWED and "/" in value:
         # "project/domain/name" is how an execution is named in queries and logs.
         return [Problem(field, f"must not contain '/', got {value!r}")]
     return []
@@ -87,6 +94,16 @@ def id_problems(
         required = part != "version" or version_required
         problems += identifier_problems(value, f"{prefix}{part}", part, required)
     return problems
+
+
+def template_problems(value: str, field: str) -> list[Problem]:
+    """What is wrong with a body template: too long, or a character no store can hold."""
+    if len(value) > TEMPLATE_LIMIT:
+        return [Problem(field, f"is {len(value)} characters long; at most {TEMPLATE_LIMIT}")]
+    bad = _NOT_IN_TEXT.search(value)
+    if bad is not None:
+        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+    return []
 
 
 def clean_text(value: str, limit: int) -> str:
