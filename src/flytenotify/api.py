@@ -323,13 +323,14 @@ class _Api:
         problems = [Problem(key, "unknown field") for key in data if key not in known]
         execution_id = _collect(problems, lambda: execution_id_from_json(data.get("id"), "id"))
         launch_plan = workflow = None
-        if data.get("launch_plan") is not None:
+        # A field given must be valid: null is not "left out" here.
+        if "launch_plan" in data:
             launch_plan = _collect(
                 problems, lambda: entity_id_from_json(data["launch_plan"], "launch_plan")
             )
-        if data.get("workflow") is not None:
+        if "workflow" in data:
             workflow = _collect(problems, lambda: entity_id_from_json(data["workflow"], "workflow"))
-        notifications = data.get("notifications") or []
+        notifications = data.get("notifications", [])
         problems += _notification_shape(notifications)
         disable_all = data.get("disable_all", False)
         if not isinstance(disable_all, bool):
