@@ -28,7 +28,7 @@ from flytenotify.config import DatabaseConfig, Settings
 from tests.helpers import PLAN, event_json
 from tests.live_server import LiveServer
 
-MAX_EXAMPLES = 150
+MAX_EXAMPLES = 100  # per store: together about 20 s on a quiet machine
 
 
 @dataclass(frozen=True)
