@@ -394,3 +394,14 @@ async def test_empty_query_parameters_and_unknown_error_kinds_are_400s(
     response = await client.post("/api/v1/events", json=event)
     assert response.status_code == 400, response.text
     assert _fields(response) == ["error.kind"]
+
+
+async def test_a_null_version_is_refused_not_stored(client: httpx.AsyncClient) -> None:
+    # Found by schemathesis: it was stored, and answered as "version": null.
+    body = {
+        "id": {"project": "proj", "domain": "prod", "name": "nullv"},
+        "workflow": {"project": "p", "domain": "d", "name": "w", "version": None},
+    }
+    response = await client.post("/api/v1/executions", json=body)
+    assert response.status_code == 400, response.text
+    assert _fields(response) == ["workflow.version"]

@@ -268,7 +268,7 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "minLength": 1},
             "type": {"const": "com.flyte.resource.cloudevents.WorkflowExecution"},
             "time": _TIME,
-            "datacontenttype": {"const": JSON},
+            "datacontenttype": {"type": "string", "minLength": 1},
             "data": {
                 "type": "object",
                 "required": ["rawEvent"],

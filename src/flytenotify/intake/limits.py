@@ -62,8 +62,10 @@ def identifier_problems(
     value: object, field: str, part: str, required: bool = True
 ) -> list[Problem]:
     """What is wrong with one identifier part (``part`` is a key of IDENTIFIER_LIMITS)."""
-    if value is None or value == "":
-        return [Problem(field, "is required: a non-empty string")] if required else []
+    if required and (value is None or value == ""):
+        return [Problem(field, "is required: a non-empty string")]
+    if value == "":
+        return []  # an optional part left empty
     if not isinstance(value, str):
         return [Problem(field, f"must be a string, got {type(value).__name__}")]
     limit = IDENTIFIER_LIMITS[part]
