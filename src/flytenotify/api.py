@@ -52,7 +52,13 @@ from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
-from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+from flytenotify.store.base import (
+    DeliveryFilter,
+    EventOutcome,
+    EventResult,
+    InboxMessage,
+    StoreUnavailable,
+)
 from flytenotify.store.migrations import NEWEST
 
 log = logging.getLogger("flytenotify.api")
@@ -176,6 +182,8 @@ class _Api:
                 # A problem with no field is one with the request body as a whole.
                 problems = [Problem(p.field or "body", p.message) for p in error.problems]
                 return error_response(400, "invalid request", problems)
+            except StoreUnavailable as error:  # still waiting for the database at start-up
+                return error_response(503, "unavailable", [Problem("database", str(error))])
 
         return endpoint
 
