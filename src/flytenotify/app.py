@@ -42,6 +42,7 @@ from flytenotify.intake.events import (
     event_from_json,
     event_from_proto,
 )
+from flytenotify.intake.limits import recipient_problems, template_problems
 from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -148,6 +149,7 @@ class Notifier:
             found = _notifications_from(notifications or ())
         else:
             plan_id, found = _from_launch_plan_message(plan)
+        _check_storable(found)
         check_entity_id(plan_id, "launch_plan", version_required=True)
         registered = LaunchPlan(plan_id, tuple(found), datetime.now(UTC))
         await self.store.register_launch_plan(registered)
@@ -172,6 +174,7 @@ class Notifier:
         if workflow is not None:
             check_entity_id(workflow, "workflow")
         overrides = _notifications_from(notifications or ())
+        _check_storable(overrides)
         plan_notifications: Sequence[Any] = ()
         if launch_plan is not None:
             plan = await self.store.get_launch_plan(launch_plan)
@@ -306,6 +309,22 @@ def _notifications_from(items: Iterable[NotificationLike]) -> list[Any]:
 
         return list(parse_notifications(items))
     return list(to_notifications(items))
+
+
+def _check_storable(notifications: Sequence[Any]) -> None:
+    """Refuse recipients and templates no store can hold (length, NUL, lone surrogates)."""
+    problems: list[Problem] = []
+    for i, notification in enumerate(notifications):
+        settings = notification.channel_settings
+        if settings is None:
+            continue
+        where = f"notifications[{i}].{notification.channel}"
+        for j, recipient in enumerate(settings.recipients_email):
+            problems += recipient_problems(recipient, f"{where}.recipients_email[{j}]")
+        if settings.template:
+            problems += template_problems(settings.template, f"{where}.template")
+    if problems:
+        raise InputError(problems)
 
 
 def _from_launch_plan_message(message: Any) -> tuple[EntityId, list[Any]]:

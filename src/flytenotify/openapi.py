@@ -17,7 +17,13 @@ CLOUDEVENTS = "application/cloudevents+json"
 
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
-_TIME = {"type": "string", "format": "date-time"}
+# RFC 3339 as protobuf's Timestamp reads it (ASCII digits, an offset or Z).
+_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
+    "(Z|[+-][0-9]{2}:[0-9]{2})$",
+}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
@@ -128,12 +134,14 @@ _CHANNEL = {
         },
     },
 }
+# outputUri and error are one protobuf oneof (output_result): one of them at most.
+_BOTH_RESULTS = {"required": ["outputUri", "error"]}
 # In protobuf's JSON mapping, null stands for a field left out.
 _OPTIONAL_STR = {"type": ["string", "null"]}
 _EVENT_PROPERTIES: dict[str, Any] = {
     "executionId": _ref("ExecutionId"),
     "phase": _PHASE,
-    "occurredAt": {"type": ["string", "null"], "format": "date-time"},
+    "occurredAt": {**_TIME, "type": ["string", "null"]},
     "producerId": _OPTIONAL_STR,
     "outputUri": _OPTIONAL_STR,
     "error": {
@@ -246,12 +254,14 @@ SCHEMAS: dict[str, Any] = {
         "required": ["executionId", "phase"],
         "additionalProperties": False,
         "properties": {**_EVENT_PROPERTIES, "launch_plan": _ref("EntityId")},
+        "not": _BOTH_RESULTS,
     },
     "RawEvent": {
         "type": "object",
         "description": "flyteidl event.WorkflowExecutionEvent in a cloud event's data",
         "required": ["executionId", "phase"],
         "properties": _EVENT_PROPERTIES,
+        "not": _BOTH_RESULTS,
     },
     "CloudEvent": {
         "type": "object",

@@ -302,7 +302,9 @@ def _error_from_proto(error: Any) -> ExecutionError:
     )
 
 
-def entity_id_from_json(data: object, field: str, version_required: bool = False) -> EntityId:
+def entity_id_from_json(
+    data: object, field: str, version_required: bool = False, with_version: bool = True
+) -> EntityId:
     """``{"project", "domain", "name", "version"?}`` into an :class:`EntityId`."""
     if not isinstance(data, Mapping):
         raise InputError(
@@ -311,13 +313,15 @@ def entity_id_from_json(data: object, field: str, version_required: bool = False
     parts = {key: data.get(key) for key in _ID_FIELDS}
     parts["version"] = data.get("version", "")
     problems = id_problems(parts, field, version_required)
+    known = (*_ID_FIELDS, "version") if with_version else _ID_FIELDS
+    problems += [Problem(f"{field}.{key}", "unknown field") for key in data if key not in known]
     if problems:
         raise InputError(problems)
     return EntityId(data["project"], data["domain"], data["name"], data.get("version", ""))
 
 
 def execution_id_from_json(data: object, field: str = "id") -> ExecutionId:
-    entity = entity_id_from_json(data, field)
+    entity = entity_id_from_json(data, field, with_version=False)
     return ExecutionId(entity.project, entity.domain, entity.name)
 
 

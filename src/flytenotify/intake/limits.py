@@ -98,6 +98,17 @@ def id_problems(
     return problems
 
 
+def recipient_problems(value: str, field: str) -> list[Problem]:
+    """What is wrong with a recipient: too long, or a character no store can hold."""
+    limit = IDENTIFIER_LIMITS["recipient"]
+    if len(value) > limit:
+        return [Problem(field, f"is {len(value)} characters long; at most {limit} are allowed")]
+    bad = _NOT_IN_TEXT.search(value)
+    if bad is not None:
+        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+    return []
+
+
 def template_problems(value: str, field: str) -> list[Problem]:
     """What is wrong with a body template: too long, or a character no store can hold."""
     if len(value) > TEMPLATE_LIMIT:

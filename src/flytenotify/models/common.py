@@ -19,7 +19,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from flytenotify.errors import NotificationConfigError, Problem
-from flytenotify.intake.limits import identifier_problems, template_problems
 from flytenotify.models.core.execution import (
     TERMINAL_PHASES,
     WorkflowExecutionPhase,
@@ -111,12 +110,11 @@ def check_recipients(recipients: object, field: str = "recipients_email") -> lis
         raise NotificationConfigError(
             Problem(field, "must not be empty: name at least one recipient")
         )
-    problems: list[Problem] = []
-    for i, value in enumerate(recipients):
-        if not isinstance(value, str) or not value.strip():
-            problems.append(Problem(f"{field}[{i}]", f"must be a non-empty string, got {value!r}"))
-        else:
-            problems += identifier_problems(value, f"{field}[{i}]", "recipient")
+    problems = [
+        Problem(f"{field}[{i}]", f"must be a non-empty string, got {value!r}")
+        for i, value in enumerate(recipients)
+        if not isinstance(value, str) or not value.strip()
+    ]
     if problems:
         raise NotificationConfigError(problems)
     return list(recipients)
@@ -146,12 +144,7 @@ def check_phase_shape(phases: object, field: str = "phases") -> list[int]:
 
 
 def _check_template(template: object, field: str = "template") -> str | None:
-    if template is None:
-        return None
-    if isinstance(template, str):
-        problems = template_problems(template, field)
-        if problems:
-            raise NotificationConfigError(problems)
+    if template is None or isinstance(template, str):
         return template or None
     raise NotificationConfigError(Problem(field, f"must be a string, got {template!r}"))
 
