@@ -253,7 +253,10 @@ SCHEMAS: dict[str, Any] = {
         " longer than its limit is cut and ends with '… [truncated]'.",
         "required": ["executionId", "phase"],
         "additionalProperties": False,
-        "properties": {**_EVENT_PROPERTIES, "launch_plan": _ref("EntityId")},
+        "properties": {
+            **_EVENT_PROPERTIES,
+            "launch_plan": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
+        },
         "not": _BOTH_RESULTS,
     },
     "RawEvent": {

@@ -41,12 +41,27 @@ def event_from_json(data: object) -> ExecutionEvent:
         raise InputError(Problem("", f"an event must be a JSON object, got {type(data).__name__}"))
     fields = dict(data)
     launch_plan_raw = next((fields.pop(k) for k in _LAUNCH_PLAN_KEYS if k in fields), None)
-    launch_plan = entity_id_from_json(launch_plan_raw, "launch_plan") if launch_plan_raw else None
+    launch_plan = (
+        entity_id_from_json(launch_plan_raw, "launch_plan") if launch_plan_raw is not None else None
+    )
     return _plain_event(fields, launch_plan) or _event_via_protobuf(fields, launch_plan)
 
 
 def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent:
     """protobuf's own JSON parser: every form the mapping allows, and its error messages."""
+    # protobuf's parser reads true/false as enum numbers 1/0: a phase or kind is a name or number.
+    error = fields.get("error")
+    enums = {
+        "phase": fields.get("phase"),
+        "error.kind": error.get("kind") if isinstance(error, dict) else None,
+    }
+    bools = [
+        Problem(f, "must be a name or a number, got a boolean")
+        for f, v in enums.items()
+        if isinstance(v, bool)
+    ]
+    if bools:
+        raise InputError(bools)
     message = event_pb2.WorkflowExecutionEvent()
     try:
         json_format.ParseDict(fields, message)
