@@ -405,3 +405,18 @@ async def test_a_null_version_is_refused_not_stored(client: httpx.AsyncClient) -
     response = await client.post("/api/v1/executions", json=body)
     assert response.status_code == 400, response.text
     assert _fields(response) == ["workflow.version"]
+
+
+async def test_a_phase_or_error_kind_that_is_not_a_name_or_whole_number_is_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    # protobuf's JSON parser reads 1.5 as 1 and true as 1: both must be refused.
+    for field, value in (("phase", 6.5), ("error.kind", 1.5), ("error.kind", True)):
+        event = event_json("e-enum", "FAILED", error="boom")
+        if field == "phase":
+            event["phase"] = value
+        else:
+            event["error"]["kind"] = value
+        response = await client.post("/api/v1/events", json=event)
+        assert response.status_code == 400, (field, value, response.text)
+        assert _fields(response) == [field], response.text

@@ -49,19 +49,20 @@ def event_from_json(data: object) -> ExecutionEvent:
 
 def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent:
     """protobuf's own JSON parser: every form the mapping allows, and its error messages."""
-    # protobuf's parser reads true/false as enum numbers 1/0: a phase or kind is a name or number.
+    # protobuf's parser reads true/false as enum numbers 1/0 and 1.5 as 1: a phase
+    # or kind is a name or a whole number, nothing else.
     error = fields.get("error")
     enums = {
         "phase": fields.get("phase"),
         "error.kind": error.get("kind") if isinstance(error, dict) else None,
     }
-    bools = [
-        Problem(f, "must be a name or a number, got a boolean")
+    wrong = [
+        Problem(f, f"must be a name or a whole number, got {v!r}")
         for f, v in enums.items()
-        if isinstance(v, bool)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int))
     ]
-    if bools:
-        raise InputError(bools)
+    if wrong:
+        raise InputError(wrong)
     message = event_pb2.WorkflowExecutionEvent()
     try:
         json_format.ParseDict(fields, message)
