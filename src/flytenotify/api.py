@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from flytenotify.intake.events import (
     event_from_json,
     execution_id_from_json,
 )
+from flytenotify.intake.source import Source, SourceStatus
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase
@@ -90,14 +91,16 @@ def create_app(
     metrics: Metrics | None = None,
     *,
     api: bool = True,
+    sources: Sequence[Source] = (),
 ) -> Starlette:
     """The Starlette application serving ``notifier``.
 
     ``metrics`` should be the :class:`Metrics` whose ``observe_attempt`` the
     notifier's dispatcher reports to; without it, attempts are not counted.
     ``api=False`` serves only health, readiness and metrics (a dispatcher replica).
+    ``sources`` are the broker sources running beside it, reported by ``/readyz``.
     """
-    handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics())
+    handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics(), sources)
     routes = [
         Route("/healthz", handlers.wrap(handlers.healthz, auth=False), methods=["GET"]),
         Route("/readyz", handlers.wrap(handlers.readyz, auth=False), methods=["GET"]),
@@ -135,8 +138,15 @@ def _api_routes(api: _Api) -> list[Route]:
 
 
 class _Api:
-    def __init__(self, notifier: Notifier, server: ServerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        server: ServerConfig,
+        metrics: Metrics,
+        sources: Sequence[Source] = (),
+    ) -> None:
         self.notifier = notifier
+        self.sources = list(sources)
         self.server = server
         self.metrics = metrics
         self.tokens = [t.encode() for t in server.tokens()]
@@ -219,7 +229,13 @@ class _Api:
                 {"status": "unavailable", "database": database, "channels": channels},
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "database": database, "channels": channels})
+        body: dict[str, Any] = {"status": "ready", "database": database, "channels": channels}
+        if self.sources:
+            body["intake"] = {s.name: _source_json(s.status) for s in self.sources}
+            if not all(s.status.ready for s in self.sources):
+                body["status"] = "unavailable"
+                return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
 
     def _channel_state(self, name: str) -> str:
         if name in self.notifier.channels:
@@ -424,6 +440,20 @@ class _Api:
 
 
 # -- conversions (shared with the CLI) ---------------------------------------------
+
+
+def _source_json(status: SourceStatus) -> dict[str, Any]:
+    def when(stamp: float | None) -> str | None:
+        return _iso(datetime.fromtimestamp(stamp, UTC)) if stamp is not None else None
+
+    return {
+        "state": status.state,
+        "detail": status.detail,
+        "backlog": status.backlog,
+        "last_error": status.last_error or None,
+        "last_error_at": when(status.last_error_at),
+        "last_message_at": when(status.last_message_at),
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flytenotify.app import Notifier
+from flytenotify.config import Settings
 from flytenotify.domain import DeliveryStatus, ExecutionId
 from flytenotify.errors import NotificationConfigError
 from flytenotify.notification_files import load_notification_file
@@ -88,7 +89,8 @@ def _load(
 @click.option(
     "--connect",
     is_flag=True,
-    help="Also connect to every configured channel (SMTP login, Slack auth.test) and the database.",
+    help="Also connect to every configured channel (SMTP login, Slack auth.test), the "
+    "database and every [intake.*] broker.",
 )
 def check_config(file: Path, as_json: bool, connect: bool) -> None:
     """Check a configuration file (and FLYTENOTIFY_* variables); report every problem.
@@ -100,7 +102,8 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     """
     try:
         loaded = load_config(file, os.environ)
-        problems = asyncio.run(_deeper_problems(loaded, connect))
+        found: list[str] = []
+        problems = asyncio.run(_deeper_problems(loaded, connect, found))
     except ConfigError as error:
         problems = error.problems
     if problems:
@@ -120,10 +123,17 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
         click.echo(f"  {name}: {state}")
     server = info["server"]
     click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+    for line in found:
+        click.echo(f"  {line}")
 
 
-async def _deeper_problems(loaded: LoadedConfig, connect: bool) -> list[str]:
-    """Problems only the database or the channels' servers can reveal."""
+async def _deeper_problems(
+    loaded: LoadedConfig, connect: bool, found: list[str] | None = None
+) -> list[str]:
+    """Problems only the database, the channels' servers or the brokers can reveal.
+
+    What each broker source found is appended to ``found``.
+    """
     from flytenotify.app import build_channels
 
     settings = loaded.settings
@@ -145,6 +155,21 @@ async def _deeper_problems(loaded: LoadedConfig, connect: bool) -> list[str]:
                 problems.append(f"{name}: cannot connect: {error}")
             finally:
                 await channel.close()
+        problems += await _check_sources(settings, found if found is not None else [])
+    return problems
+
+
+async def _check_sources(settings: Settings, found: list[str]) -> list[str]:
+    from flytenotify.intake import build_sources
+
+    problems: list[str] = []
+    for source in build_sources(settings):
+        try:
+            found.append(f"intake {source.name}: {await asyncio.wait_for(source.check(), 30)}")
+        except Exception as error:
+            problems.append(
+                f"intake {source.name}: cannot connect: {error or type(error).__name__}"
+            )
     return problems
 
 

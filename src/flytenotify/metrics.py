@@ -9,18 +9,22 @@ its :meth:`Metrics.observe_attempt` can be the dispatcher's observer::
 
 Counters and the latency histogram are fed as things happen; the gauges about
 the ledger (deliveries by status, queue depth, oldest waiting delivery) are
-read from the store on every scrape (:meth:`Metrics.render`).
+read from the store on every scrape (:meth:`Metrics.render`), and so are the
+broker sources' gauges (connected, backlog) from the sources given to
+:meth:`Metrics.watch_sources`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from flytenotify.channels.base import SendResult
 from flytenotify.domain import Delivery, DeliveryStatus
+from flytenotify.intake.source import Source
 from flytenotify.store.base import DeliveryFilter, Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -69,6 +73,46 @@ class Metrics:
             "Age of the oldest pending or retrying delivery (0 when none waits)",
             registry=self.registry,
         )
+        self.intake_messages = Counter(
+            "flytenotify_intake_messages",
+            "Broker messages decided, by source and outcome (recorded, dropped, malformed, retry)",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.intake_dropped = Counter(
+            "flytenotify_intake_dropped",
+            "Broker messages dropped on purpose (not a terminal workflow event), by source,"
+            " cloud event type and reason",
+            ["source", "type", "reason"],
+            registry=self.registry,
+        )
+        self.intake_up = Gauge(
+            "flytenotify_intake_up",
+            "1 while the source is connected to its broker, else 0",
+            ["source"],
+            registry=self.registry,
+        )
+        self.intake_backlog = Gauge(
+            "flytenotify_intake_backlog",
+            "Messages waiting in the broker for this source, where the broker tells it",
+            ["source"],
+            registry=self.registry,
+        )
+        self._sources: list[Source] = []
+
+    def watch_sources(self, sources: Sequence[Source]) -> None:
+        """Report these broker sources' state at every scrape."""
+        self._sources = list(sources)
+        for source in self._sources:
+            self.intake_up.labels(source.name).set(0)
+
+    def intake_outcome(self, source: str, outcome: str, count: int = 1) -> None:
+        if count:
+            self.intake_messages.labels(source, outcome).inc(count)
+
+    def intake_drop(self, source: str, cloud_event_type: str, reason: str) -> None:
+        self.intake_messages.labels(source, "dropped").inc()
+        self.intake_dropped.labels(source, cloud_event_type, reason).inc()
 
     def observe_attempt(self, delivery: Delivery, result: SendResult, seconds: float) -> None:
         """The dispatcher's observer: one finished attempt."""
@@ -78,8 +122,16 @@ class Metrics:
     def event_received(self, outcome: str, count: int = 1) -> None:
         self.events.labels(outcome).inc(count)
 
+    def refresh_sources(self) -> None:
+        for source in self._sources:
+            status = source.status
+            self.intake_up.labels(source.name).set(1 if status.ready else 0)
+            if status.backlog is not None:
+                self.intake_backlog.labels(source.name).set(status.backlog)
+
     async def refresh(self, store: Store) -> None:
-        """Read the ledger's gauges from the store."""
+        """Read the ledger's gauges from the store, and the sources' from the sources."""
+        self.refresh_sources()
         counts = await store.count_by_status()
         for status in DeliveryStatus:
             self.deliveries.labels(status.value).set(counts.get(status.value, 0))

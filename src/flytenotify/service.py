@@ -1,7 +1,12 @@
 """``flytenotify serve``: the API and the dispatcher in one process, one event loop.
 
-SIGTERM or SIGINT stops accepting requests, lets the dispatcher finish or
-release what it holds, closes the database and returns normally.
+With ``[intake.*]`` sections configured (roles ``all`` and ``api``), one
+broker source per section feeds FlyteAdmin's cloud events in beside the API.
+
+SIGTERM or SIGINT stops accepting requests, stops the broker sources (each
+finishes the batch in hand: every message is acknowledged only once recorded,
+or left to the broker), lets the dispatcher finish or release what it holds,
+closes the database and returns normally.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import uvicorn
 
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
+from flytenotify.intake import build_sources
+from flytenotify.intake.egress import EgressIntake
+from flytenotify.intake.source import Source
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, summary
 
@@ -143,7 +151,11 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
         log.info("role: %s", role)
         for problem in await notifier.routing_problems():
             log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
-        app = create_app(notifier, server_config, metrics, api=role != "dispatcher")
+        sources = build_sources(config.settings) if role != "dispatcher" else []
+        metrics.watch_sources(sources)
+        app = create_app(
+            notifier, server_config, metrics, api=role != "dispatcher", sources=sources
+        )
         uv_config = uvicorn.Config(
             app,
             host=server_config.host,
@@ -156,12 +168,37 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
         server = _Server(uv_config)
         if role != "api":
             notifier.start_dispatching()
+        intake_stop = asyncio.Event()
+        intake = [_start_source(s, notifier, metrics, intake_stop) for s in sources]
         await server.serve()
+        if intake:
+            log.info("no longer accepting requests; stopping intake after the batches in hand")
+            intake_stop.set()
+            await asyncio.gather(*intake)
         log.info("no longer accepting requests; finishing in-flight deliveries")
         await notifier.stop_dispatching()
     finally:
         await notifier.close()
     log.info("stopped")
+
+
+def _start_source(
+    source: Source, notifier: Notifier, metrics: Metrics, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    describe = getattr(source, "describe", None)
+    log.info("intake %s: %s", source.name, describe() if describe else "starting")
+    handler = EgressIntake(notifier, metrics, source=source.name)
+    return asyncio.create_task(_run_source(source, handler, stop))
+
+
+async def _run_source(source: Source, handler: EgressIntake, stop: asyncio.Event) -> None:
+    # A source that gives up (a bug, a source not written yet) is reported and
+    # shows as not ready; it must not take the API and the dispatcher down.
+    try:
+        await source.run(handler.handle, stop)
+    except Exception as error:
+        source.status.failed(error)
+        log.exception("intake %s stopped: %s", source.name, error)
 
 
 def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:

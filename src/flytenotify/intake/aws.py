@@ -61,6 +61,13 @@ class SqsSource:
         self.status = SourceStatus()
         self._backlog_read_at = 0.0
 
+    def describe(self) -> str:
+        """What this source consumes, for the start-up log."""
+        return (
+            f"SQS queue {self.config.queue_url} (region {self.config.region}), "
+            f"long polls of {self.config.wait_time} s"
+        )
+
     async def run(self, handle: Handler, stop: asyncio.Event) -> None:
         await keep_running(self, lambda: self._session(handle, stop), stop)
 

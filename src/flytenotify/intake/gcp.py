@@ -45,6 +45,10 @@ class PubSubSource:
             config.project_id, config.subscription
         )
 
+    def describe(self) -> str:
+        """What this source consumes, for the start-up log."""
+        return f"Pub/Sub subscription {self.subscription}, up to {self.config.batch_size} per pull"
+
     async def run(self, handle: Handler, stop: asyncio.Event) -> None:
         await keep_running(self, lambda: self._session(handle, stop), stop)
 

@@ -1,0 +1,120 @@
+"""The one handler every broker source hands FlyteAdmin's cloud events to.
+
+``EgressIntake(notifier, metrics).handle`` is a :data:`~flytenotify.intake.source.Handler`:
+for a batch of messages it answers one :class:`Verdict` each.
+
+- malformed (not a FlyteAdmin cloud event we can read): one log line with the
+  message's position, counted, ``ACK``. Retrying it would only stall the stream.
+- dropped (node, task, execution-start and non-terminal workflow events, unknown
+  types): counted by type and reason, ``ACK``, before any look-up or write.
+- terminal workflow events: recorded together through
+  :meth:`~flytenotify.app.Notifier.report_events`, then ``ACK``. If FlyteAdmin or the
+  ledger is away, nothing was recorded: ``RETRY`` so the broker delivers them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from flytenotify.errors import InputError, UpstreamUnavailable
+from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, TerminalEvent, decode
+from flytenotify.intake.source import Received, Verdict
+from flytenotify.metrics import Metrics
+
+if TYPE_CHECKING:
+    from flytenotify.app import Notifier
+
+log = logging.getLogger("flytenotify.intake")
+
+RECORDED, DROPPED, MALFORMED, RETRY = "recorded", "dropped", "malformed", "retry"
+
+
+class EgressIntake:
+    """Decode, filter and record FlyteAdmin's cloud events for one source."""
+
+    def __init__(self, notifier: Notifier, metrics: Metrics, source: str = "broker") -> None:
+        self.notifier = notifier
+        self.metrics = metrics
+        self.source = source
+
+    async def handle(self, messages: Sequence[Received]) -> list[Verdict]:
+        verdicts = [Verdict.ACK] * len(messages)
+        terminal: list[tuple[int, TerminalEvent]] = []
+        for index, message in enumerate(messages):
+            decoded = self._decode(message)
+            if isinstance(decoded, TerminalEvent):
+                terminal.append((index, decoded))
+        if terminal:
+            for index in await self._record(messages, terminal):
+                verdicts[index] = Verdict.RETRY
+        return verdicts
+
+    def _decode(self, message: Received) -> TerminalEvent | Dropped | None:
+        """The decoded event; None (logged and counted) when it is malformed."""
+        try:
+            decoded = decode(message.body)
+        except InputError as error:
+            self._malformed(message, str(error))
+            return None
+        except Exception as error:  # a bug must not stall the stream: count it, say what
+            self._malformed(message, f"cannot be decoded ({type(error).__name__}: {error})")
+            return None
+        if isinstance(decoded, Dropped):
+            kind = decoded.cloud_event_type if decoded.cloud_event_type in KNOWN_TYPES else "other"
+            self.metrics.intake_drop(self.source, kind, decoded.reason)
+        return decoded
+
+    def _malformed(self, message: Received, problem: str) -> None:
+        log.warning(
+            "intake %s: malformed message at %s (acknowledged, not retried): %s",
+            self.source,
+            message.position or "unknown position",
+            problem,
+        )
+        self.metrics.intake_outcome(self.source, MALFORMED)
+
+    async def _record(
+        self, messages: Sequence[Received], terminal: list[tuple[int, TerminalEvent]]
+    ) -> list[int]:
+        """Record the batch's terminal events; the indexes to retry."""
+        try:
+            await self._report([t for _, t in terminal])
+            return []
+        except InputError:
+            pass  # one event the ledger refuses: find it below, record the others
+        except Exception as error:
+            self._retrying(len(terminal), error)
+            return [index for index, _ in terminal]
+        retry: list[int] = []
+        failure: Exception | None = None
+        for index, item in terminal:
+            try:
+                await self._report([item])
+            except InputError as error:
+                self._malformed(messages[index], str(error))
+            except Exception as error:
+                failure = error
+                retry.append(index)
+        if failure is not None:
+            self._retrying(len(retry), failure)
+        return retry
+
+    async def _report(self, events: list[TerminalEvent]) -> None:
+        results = await self.notifier.report_events([t.event for t in events])
+        for result in results:
+            self.metrics.event_received(result.outcome.value)
+        self.metrics.intake_outcome(self.source, RECORDED, len(events))
+
+    def _retrying(self, count: int, error: Exception) -> None:
+        why = "FlyteAdmin is unavailable" if isinstance(error, UpstreamUnavailable) else "failed"
+        log.warning(
+            "intake %s: recording %d event(s) %s (%s: %s); left to the broker to deliver again",
+            self.source,
+            count,
+            why,
+            type(error).__name__,
+            error,
+        )
+        self.metrics.intake_outcome(self.source, RETRY, count)
