@@ -45,7 +45,13 @@ from flytenotify.metrics import Metrics
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
-from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+from flytenotify.store.base import (
+    DeliveryFilter,
+    EventOutcome,
+    EventResult,
+    InboxMessage,
+    StoreUnavailable,
+)
 from flytenotify.store.migrations import NEWEST
 
 log = logging.getLogger("flytenotify.api")
@@ -163,6 +169,8 @@ class _Api:
                 return error_response(error.status, error.error, error.problems)
             except (InputError, NotificationConfigError) as error:
                 return error_response(400, "invalid request", error.problems)
+            except StoreUnavailable as error:  # still waiting for the database at start-up
+                return error_response(503, "unavailable", [Problem("database", str(error))])
 
         return endpoint
 

@@ -112,8 +112,9 @@ class Notifier:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self) -> None:
-        await self.store.open()
+    async def start(self, *, retry: bool = True) -> None:
+        """Open the ledger; ``retry=False`` tries a database server once (see Store.open)."""
+        await self.store.open(retry=retry)
         # Work enqueued by another process (a replica, the CLI) wakes the
         # dispatcher at once; its poll remains the fallback.
         await self.store.listen(self.dispatcher.wake)

@@ -212,6 +212,9 @@ def serve(
     except NotImplementedError as error:  # e.g. a database this version cannot open
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)
+    except service.StartupFailed as error:  # a bad password, a newer schema: said once
+        click.echo(f"flytenotify serve: {error}", err=True)
+        sys.exit(1)
 
 
 # -- the database, directly --------------------------------------------------------

@@ -158,7 +158,9 @@ class RetryConfig(_Section):
     max_age: float = Field(default=24 * 3600.0, gt=0)  # seconds since the delivery was created
     base_delay: float = Field(default=2.0, gt=0)
     max_delay: float = Field(default=600.0, gt=0)
-    lease: float = Field(default=120.0, gt=0)  # a claim older than this is claimable again
+    # Seconds a claim holds a delivery; renewed while its send is in progress, so
+    # only a dead process's rows become claimable again, this long after it died.
+    lease: float = Field(default=10.0, gt=0)
 
 
 class DispatchConfig(_Section):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import signal
@@ -31,14 +32,22 @@ from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Source
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, summary
+from flytenotify.store import unreachable
 
 log = logging.getLogger("flytenotify.service")
+
+# Backoff between attempts to reach a database server that is not there yet.
+_OPEN_RETRY_MIN, _OPEN_RETRY_MAX = 1.0, 5.0
 
 LogFormat = Literal["text", "json"]
 
 
 class UnsafeBind(Exception):
     """Listening beyond loopback without API tokens."""
+
+
+class StartupFailed(Exception):
+    """The database refused us for a reason that waiting will not fix."""
 
 
 def is_loopback(host: str) -> bool:
@@ -73,6 +82,22 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _ExceptionOnOneLine(logging.Filter):
+    """Folds a record's exception into its message, traceback dropped.
+
+    For asyncpg's pool, whose only exceptions are reconnection attempts
+    failing while the database is away: one line each says all there is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[1]!r})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure_logging(fmt: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -86,6 +111,9 @@ def configure_logging(fmt: LogFormat) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _ExceptionOnOneLine) for f in pool_log.filters):
+        pool_log.addFilter(_ExceptionOnOneLine())
 
 
 class _Server(uvicorn.Server):
@@ -138,6 +166,12 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     ``role`` splits the process for scaling out: ``api`` serves requests and
     never dispatches; ``dispatcher`` dispatches and serves only health and
     metrics (for probes and scraping); ``all`` does both.
+
+    HTTP is served at once, while the database may still be unreachable: a
+    replica started before its PostgreSQL waits for it as long as it takes,
+    answering ``/healthz`` 200 and ``/readyz`` 503 meanwhile. A database that
+    refuses for good (a bad password, a newer schema) raises
+    :class:`StartupFailed`.
     """
     check_bind(config)
     server_config = config.server
@@ -145,41 +179,100 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     notifier = Notifier(
         config.settings, dev_inbox=server_config.dev_inbox, observer=metrics.observe_attempt
     )
-    await notifier.start()
+    _log_startup(config, notifier)
+    log.info("role: %s", role)
+    sources = build_sources(config.settings) if role != "dispatcher" else []
+    metrics.watch_sources(sources)
+    app = create_app(notifier, server_config, metrics, api=role != "dispatcher", sources=sources)
+    uv_config = uvicorn.Config(
+        app,
+        host=server_config.host,
+        port=server_config.port,
+        log_config=None,
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+    )
+    server = _Server(uv_config)
+    intake = _Intake(sources, notifier, metrics)
+    starting = asyncio.create_task(_start(notifier, config, role, server, intake))
     try:
-        _log_startup(config, notifier)
-        log.info("role: %s", role)
-        for problem in await notifier.routing_problems():
-            log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
-        sources = build_sources(config.settings) if role != "dispatcher" else []
-        metrics.watch_sources(sources)
-        app = create_app(
-            notifier, server_config, metrics, api=role != "dispatcher", sources=sources
-        )
-        uv_config = uvicorn.Config(
-            app,
-            host=server_config.host,
-            port=server_config.port,
-            log_config=None,
-            lifespan="off",
-            access_log=False,
-            server_header=False,
-        )
-        server = _Server(uv_config)
-        if role != "api":
-            notifier.start_dispatching()
-        intake_stop = asyncio.Event()
-        intake = [_start_source(s, notifier, metrics, intake_stop) for s in sources]
         await server.serve()
-        if intake:
+        if intake.tasks:
             log.info("no longer accepting requests; stopping intake after the batches in hand")
-            intake_stop.set()
-            await asyncio.gather(*intake)
+            intake.stop.set()
+            await asyncio.gather(*intake.tasks)
         log.info("no longer accepting requests; finishing in-flight deliveries")
+        if starting.done():
+            starting.result()  # re-raise why it could not start
         await notifier.stop_dispatching()
     finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # raised above if it failed
+            await starting
         await notifier.close()
     log.info("stopped")
+
+
+class _Intake:
+    """The broker sources, started once the ledger is open (they record into it)."""
+
+    def __init__(self, sources: list[Source], notifier: Notifier, metrics: Metrics) -> None:
+        self.sources = sources
+        self.notifier = notifier
+        self.metrics = metrics
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            _start_source(s, self.notifier, self.metrics, self.stop) for s in self.sources
+        ]
+
+
+async def _start(
+    notifier: Notifier, config: LoadedConfig, role: Role, server: _Server, intake: _Intake
+) -> None:
+    """Open the ledger (waiting for its server if need be), then dispatch and take intake."""
+    try:
+        await _open_ledger(notifier, config)
+    except Exception:
+        server.should_exit = True  # serve() returns and re-raises it
+        raise
+    try:
+        for problem in await notifier.routing_problems():
+            log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
+    except Exception as error:  # the database went away again; dispatching copes with that
+        log.warning("could not check the launch plans' recipients: %s", error)
+    if role != "api":
+        notifier.start_dispatching()
+    intake.start()
+
+
+async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
+    url = config.settings.database.url
+    where = summary(config)["database"]  # the password redacted
+    for attempt in itertools.count(1):
+        try:
+            await notifier.start(retry=False)  # one try each: the waiting is done here
+        except Exception as error:
+            if not unreachable(url, error):
+                raise StartupFailed(f"cannot open the database {where}: {error}") from error
+            delay = min(_OPEN_RETRY_MAX, _OPEN_RETRY_MIN * 2 ** (attempt - 1))
+            log.warning(
+                "database %s is not reachable (attempt %d: %s: %s); /readyz answers 503;"
+                " trying again in %.0f s",
+                where,
+                attempt,
+                type(error).__name__,
+                error,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            continue
+        if attempt > 1:
+            log.info("database %s is reachable; starting", where)
+        return
 
 
 def _start_source(

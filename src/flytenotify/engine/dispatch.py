@@ -1,9 +1,12 @@
 """Dispatch: claim due deliveries, send them, write back what happened.
 
-The loop leases due rows (a lease expires, so a crashed process never strands
-a row), hands each to its channel in its own task within the configured
-concurrency limits, and writes outcomes back in batches: the outcomes gathered
-since its last look and its next claim share one round trip and one commit.
+The loop leases due rows, hands each to its channel in its own task within
+the configured concurrency limits, and writes outcomes back in batches: the
+outcomes gathered since its last look and its next claim share one round trip
+and one commit. A lease expires, so a crashed process never strands a row; it
+is renewed while its send is in progress, so it can be short (a restarted
+process resumes a dead one's work within seconds) while a slow but live send
+is never taken over by another process.
 It sleeps until woken by new work, a finished send, or the next due retry; it
 never polls in a tight loop.
 
@@ -39,6 +42,8 @@ _IDLE_POLL = 2.0  # fallback wake-up, in case another process enqueued work
 _RECHECK = 0.05  # the shortest sleep: something is due that the last look did not claim
 _STORE_RETRY_MIN, _STORE_RETRY_MAX = 1.0, 30.0  # backoff while the ledger is unreachable
 _ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
+# Renewals per lease: two may fail (a database hiccup) before the lease passes.
+_RENEWALS_PER_LEASE = 3
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -105,6 +110,7 @@ class Dispatcher:
         self._running = True
         self._stop = stop
         stopper = asyncio.create_task(self._wake_on(stop))
+        renewer = asyncio.create_task(self._renew_leases())
         pause = _STORE_RETRY_MIN
         try:
             while not stop.is_set():
@@ -120,8 +126,14 @@ class Dispatcher:
                     pause = min(pause * 2, _STORE_RETRY_MAX)
         finally:
             stopper.cancel()
-            await self._shutdown()
-            self._running = False
+            try:
+                await self._shutdown()
+            finally:
+                # Only now: the sends finishing during shutdown keep their leases.
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                self._running = False
 
     async def run_until_idle(self, max_wait: float = 60.0, include_retries: bool = False) -> None:
         """Dispatch until nothing is due (or, with ``include_retries``, nothing is left).
@@ -208,6 +220,25 @@ class Dispatcher:
         # Not "the store was asked": with free slots and nothing due, that is
         # every round, and the loop would claim nothing as fast as it can.
         return bool(deliveries or completions)
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of this process's unfinished rows from passing, until cancelled.
+
+        Its rows are those in flight and those whose outcome is not written
+        yet. A renewal that fails is logged and tried again at the next tick:
+        the lease allows for a few missed ones.
+        """
+        while True:
+            lease = self.settings.retry.lease
+            await asyncio.sleep(lease / _RENEWALS_PER_LEASE)
+            held = [f.delivery.id for f in self._flights]
+            held += [c.delivery_id for c in self._completions]
+            if not held:
+                continue
+            try:
+                await self.store.renew_leases(self.owner, held, time.time(), lease)
+            except Exception as error:
+                log.warning("could not renew %d delivery leases: %r", len(held), error)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -23,6 +23,16 @@ def store_for_url(url: str) -> Store:
     return SQLiteStore(config.sqlite_path)
 
 
+def unreachable(url: str, error: BaseException) -> bool:
+    """Whether ``error``, from opening the store for ``url``, means "its server is
+    not reachable now" (worth waiting for) rather than "this will not work"."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        return False  # a SQLite file is there or it is not: waiting changes nothing
+    from flytenotify.store.postgres import is_transient
+
+    return is_transient(error)
+
+
 async def upgrade(url: str) -> int:
     """Apply every pending migration to the database at ``url``; returns its schema version.
 

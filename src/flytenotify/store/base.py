@@ -109,9 +109,17 @@ class DeliveryFilter:
     limit: int = 100
 
 
+class StoreUnavailable(RuntimeError):
+    """The ledger is not connected (yet): the caller should answer "try later"."""
+
+
 class Store(Protocol):
-    async def open(self) -> None:
-        """Connect and bring the schema up to date."""
+    async def open(self, *, retry: bool = True) -> None:
+        """Connect and bring the schema up to date.
+
+        A database server that cannot be reached is retried for a while, or,
+        with ``retry=False``, not at all: for a caller that waits in its own way.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -180,6 +188,18 @@ class Store(Protocol):
 
     async def complete(self, completions: Sequence[Completion]) -> None:
         """Write attempt outcomes; ignored for rows whose lease was lost."""
+        ...
+
+    async def renew_leases(
+        self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
+    ) -> int:
+        """Extend ``owner``'s leases on ``delivery_ids`` to ``lease`` seconds from now.
+
+        The dispatcher calls this while sends are in flight, so a lease can be
+        short (a dead process's rows come back soon) without a slow but live
+        send being claimed by another process. A row whose lease passed to
+        another owner is left alone. Returns how many leases were extended.
+        """
         ...
 
     async def release(self, owner: str) -> int:

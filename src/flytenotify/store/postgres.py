@@ -59,6 +59,7 @@ from flytenotify.store.base import (
     EventResult,
     EventWrite,
     InboxMessage,
+    StoreUnavailable,
     channel_key,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
@@ -155,6 +156,12 @@ WITH batch AS (
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
 SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply
   FROM done JOIN batch ON batch.id = done.id
+"""
+
+# By primary key: a renewal costs the same however many rows are pending.
+_RENEW = f"""
+UPDATE deliveries SET lease_until = {_DB_NOW} + $3
+ WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND status IN ('pending', 'retrying')
 """
 
 _RELEASE = """
@@ -305,14 +312,20 @@ def is_transient(error: BaseException) -> bool:
         | asyncpg.SerializationError,
     ):
         return True
-    # asyncpg reports using a connection that died meanwhile as an InterfaceError,
-    # and a server-side termination that arrived while the connection sat idle
-    # in the pool as a protocol state clash on its next use (or reset). Either
-    # way the pool discards that connection; a retry gets a new one.
+    # asyncpg reports using a connection that died meanwhile as an InterfaceError.
     if isinstance(error, asyncpg.InterfaceError):
         return "closed" in str(error)
+    # A server that ends a session (a restart, pg_terminate_backend) sends a
+    # FATAL error, then closes the socket. On a connection idle in the pool,
+    # asyncpg takes the unsolicited error as a protocol fault and enters its
+    # error-consuming state (2); until it reads the close (the next turns of
+    # the event loop), the pool still hands the connection out, and the next
+    # query or reset fails with "cannot switch to state N; another operation
+    # (2) is in progress". Plain pool use does this, no connection shared by
+    # two callers; the pool then discards the connection, and a retry gets a
+    # new one. Only state 2 is that: any other clash would be a real bug.
     if isinstance(error, asyncpg.InternalClientError):
-        return "cannot switch to state" in str(error)
+        return "another operation (2) is in progress" in str(error)
     return False
 
 
@@ -432,11 +445,11 @@ class PostgresStore:
 
     def _require_pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None:
-            raise RuntimeError("the PostgreSQL store is not open; call open() first")
+            raise StoreUnavailable("not connected to PostgreSQL (yet)")
         return self._pool
 
-    async def _create_pool(self) -> asyncpg.Pool[asyncpg.Record]:
-        deadline = time.monotonic() + self.retry_for
+    async def _create_pool(self, retry: bool) -> asyncpg.Pool[asyncpg.Record]:
+        deadline = time.monotonic() + (self.retry_for if retry else 0.0)
         delay = 0.1
         while True:
             try:
@@ -457,10 +470,10 @@ class PostgresStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 
-    async def open(self) -> None:
+    async def open(self, *, retry: bool = True) -> None:
         if self._pool is None:
-            self._pool = await self._create_pool()
-        await self._run(_migrate)
+            self._pool = await self._create_pool(retry)
+        await self._run(_migrate, retry=retry)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -668,6 +681,19 @@ class PostgresStore:
             await conn.execute(_COMPLETE, *_completion_columns(completions))
 
         await self._run(write)
+
+    async def renew_leases(
+        self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
+    ) -> int:
+        del now  # leases are judged by the database's clock
+        ids = list(delivery_ids)
+        if not ids:
+            return 0
+
+        async def write(conn: Conn) -> int:
+            return _rowcount(await conn.execute(_RENEW, owner, ids, lease))
+
+        return await self._run(write, transaction=False)
 
     async def release(self, owner: str) -> int:
         async def write(conn: Conn) -> int:

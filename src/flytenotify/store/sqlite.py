@@ -128,7 +128,8 @@ class SQLiteStore:
             self._reader, lambda: fn(self._connection())
         )
 
-    async def open(self) -> None:
+    async def open(self, *, retry: bool = True) -> None:
+        del retry  # a file: nothing to wait for (the write lock has its own timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._write(_migrate)
 
@@ -293,6 +294,23 @@ class SQLiteStore:
 
     async def complete(self, completions: Sequence[Completion]) -> None:
         await self._write(lambda conn: _complete(conn, completions))
+
+    async def renew_leases(
+        self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
+    ) -> int:
+        ids = list(delivery_ids)
+        if not ids:
+            return 0
+
+        def write(conn: sqlite3.Connection) -> int:
+            marks = ", ".join("?" * len(ids))
+            return conn.execute(
+                f"UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND id IN ({marks})"
+                " AND status IN ('pending', 'retrying')",
+                (now + lease, owner, *ids),
+            ).rowcount
+
+        return await self._write(write)
 
     async def release(self, owner: str) -> int:
         def write(conn: sqlite3.Connection) -> int:

@@ -36,11 +36,24 @@ DIALECTS: dict[Dialect, dict[str, str]] = {
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
-MIGRATIONS: dict[int, str] = {
-    int(entry.name.split("_", 1)[0]): entry.read_text(encoding="utf-8")
-    for entry in files(__name__).iterdir()
-    if entry.name.endswith(".sql")
-}
+
+def _read_scripts() -> dict[int, str]:
+    scripts = {
+        int(entry.name.split("_", 1)[0]): entry.read_text(encoding="utf-8")
+        for entry in files(__name__).iterdir()
+        if entry.name.endswith(".sql")
+    }
+    if not scripts:
+        # What a build that leaves out package data produces: say so, not "max() of nothing".
+        raise ImportError(
+            f"no schema migrations (*.sql) found in {files(__name__)}: this flytenotify was"
+            " installed without its package data; reinstall it from a wheel or sdist built"
+            " from the project (pyproject.toml ships store/migrations/*.sql)"
+        )
+    return scripts
+
+
+MIGRATIONS: dict[int, str] = _read_scripts()
 """The migration scripts as written, placeholders and all, by version."""
 
 NEWEST: int = max(MIGRATIONS)
