@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from flytenotify import Email, PagerDuty, Slack, WorkflowExecutionPhase
 from flytenotify.config import TemplateConfig
 from flytenotify.domain import (
@@ -110,3 +112,39 @@ def rendered_delivery(
         created_at=STARTED,
         launch_plan=launch_plan,
     )
+
+
+# -- the launch plan the broker-intake tests publish events for ---------------------
+
+
+async def register_plan_and_run(client: httpx.AsyncClient) -> None:
+    """proj/prod/nightly emailing ops@x.io and posting to #alerts, and its execution run-1.
+
+    v1 cloud events carry no launch plan: run-1 is known from the API.
+    """
+    plan = {
+        "version": "v1",
+        "notifications": [
+            {"phases": ["FAILED", "SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}},
+            {"phases": ["FAILED", "SUCCEEDED"], "slack": {"recipientsEmail": ["#alerts"]}},
+        ],
+    }
+    answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
+    assert answer.status_code == 200, answer.text
+    execution = {
+        "id": {"project": "proj", "domain": "prod", "name": "run-1"},
+        "launch_plan": {"project": "proj", "domain": "prod", "name": "nightly"},
+    }
+    answer = await client.post("/api/v1/executions", json=execution)
+    assert answer.status_code == 201, answer.text
+
+
+async def register_email_plan(base: str) -> None:
+    """proj/prod/nightly emailing ops@x.io on SUCCEEDED, through the service at ``base``."""
+    plan = {
+        "version": "v1",
+        "notifications": [{"phases": ["SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}}],
+    }
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
+        assert answer.status_code == 200, answer.text

@@ -273,4 +273,4 @@ async def test_check_keeps_url_credentials_out() -> None:
         await chan.close()
     assert "hooks.example.com" in description
     assert "s3cret-pw" not in description
-    assert "hook:" not in description
+    assert "hook:s3cret-pw@" not in description

@@ -40,6 +40,7 @@ from flytenotify.intake.nats import NatsSource
 from flytenotify.intake.source import Received, Verdict
 from flytenotify.metrics import Metrics
 from tests import flyteadmin_egress as egress
+from tests.helpers import register_email_plan, register_plan_and_run
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer, free_port
 from tests.test_serve import start_serve, stop
@@ -410,7 +411,7 @@ async def test_serve_turns_flyteadmin_events_into_email_and_slack(
             )
             try:
                 async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                    await _register(client)
+                    await register_plan_and_run(client)
                     await wait_until(lambda: _ready_over_http(client), "/readyz to say ready")
                     await publish(
                         names.subject,
@@ -452,36 +453,8 @@ async def test_serve_turns_flyteadmin_events_into_email_and_slack(
     assert "malformed message at nats subject=" in output
 
 
-async def _register(client: httpx.AsyncClient) -> None:
-    plan = {
-        "version": "v1",
-        "notifications": [
-            {"phases": ["FAILED", "SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}},
-            {"phases": ["FAILED", "SUCCEEDED"], "slack": {"recipientsEmail": ["#alerts"]}},
-        ],
-    }
-    answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
-    assert answer.status_code == 200, answer.text
-    execution = {
-        "id": {"project": "proj", "domain": "prod", "name": "run-1"},
-        "launch_plan": {"project": "proj", "domain": "prod", "name": "nightly"},
-    }
-    answer = await client.post("/api/v1/executions", json=execution)
-    assert answer.status_code == 201, answer.text
-
-
 async def _ready_over_http(client: httpx.AsyncClient) -> bool:
     return (await client.get("/readyz")).status_code == 200
-
-
-async def _register_email_plan(base: str) -> None:
-    plan = {
-        "version": "v1",
-        "notifications": [{"phases": ["SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}}],
-    }
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
-        assert answer.status_code == 200, answer.text
 
 
 def _stream_events(count: int) -> list[bytes]:
@@ -512,7 +485,7 @@ async def test_jetstream_survives_sigkill_mid_stream(names: Names, tmp_path: Pat
             start_serve, tmp_path, "--config", str(config), within=WAIT
         )
         try:
-            await _register_email_plan(base)
+            await register_email_plan(base)
             await publish(names.subject, _stream_events(total))
 
             async def under_way() -> bool:
@@ -563,7 +536,7 @@ async def test_sigterm_leaves_nothing_acknowledged_but_unrecorded(
             start_serve, tmp_path, "--config", str(config), within=WAIT
         )
         try:
-            await _register_email_plan(base)
+            await register_email_plan(base)
             await publish(names.subject, _stream_events(total))
 
             async def under_way() -> bool:

@@ -24,6 +24,7 @@ import pytest
 from flytenotify.config import Settings
 from tests import flyteadmin_egress as egress
 from tests.cloud.brokers import PROJECT, PubSub, SnsSqs, sns_notification_json
+from tests.helpers import register_email_plan, register_plan_and_run
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer
 from tests.test_serve import start_serve, stop
@@ -122,25 +123,6 @@ def config_file(tmp_path: Path, transport: Transport, smtp: SmtpServer, extra: s
     return path
 
 
-async def _register(client: httpx.AsyncClient) -> None:
-    plan = {
-        "version": "v1",
-        "notifications": [
-            {"phases": ["FAILED", "SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}},
-            {"phases": ["FAILED", "SUCCEEDED"], "slack": {"recipientsEmail": ["#alerts"]}},
-        ],
-    }
-    answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
-    assert answer.status_code == 200, answer.text
-    # v1 events carry no launch plan: this execution is known from the API.
-    execution = {
-        "id": {"project": "proj", "domain": "prod", "name": "run-1"},
-        "launch_plan": {"project": "proj", "domain": "prod", "name": "nightly"},
-    }
-    answer = await client.post("/api/v1/executions", json=execution)
-    assert answer.status_code == 201, answer.text
-
-
 @pytest.mark.parametrize("kind", ["gcp", "aws-envelope", "aws-raw"])
 async def test_serve_turns_flyteadmin_events_into_email_and_slack(
     request: pytest.FixtureRequest, kind: str, tmp_path: Path
@@ -154,7 +136,7 @@ async def test_serve_turns_flyteadmin_events_into_email_and_slack(
             )
             try:
                 async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                    await _register(client)
+                    await register_plan_and_run(client)
                     await transport.publish(
                         [
                             egress.v1_node(egress.node_event("run-1")),
@@ -201,16 +183,6 @@ def _terminal_events(count: int) -> list[egress.FlyteCloudEvent | bytes]:
     ]
 
 
-async def _register_email_plan(base: str) -> None:
-    plan = {
-        "version": "v1",
-        "notifications": [{"phases": ["SUCCEEDED"], "email": {"recipientsEmail": ["ops@x.io"]}}],
-    }
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
-        assert answer.status_code == 200, answer.text
-
-
 @pytest.mark.parametrize("kind", ["gcp", "aws-envelope"])
 async def test_sigkill_mid_stream_loses_nothing(
     request: pytest.FixtureRequest, kind: str, tmp_path: Path
@@ -225,7 +197,7 @@ async def test_sigkill_mid_stream_loses_nothing(
                 start_serve, tmp_path, "--config", str(config), within=WAIT
             )
             try:
-                await _register_email_plan(base)
+                await register_email_plan(base)
                 await transport.fill(_terminal_events(total))
                 await wait_until(lambda: len(smtp.messages) >= 30, "the intake to get going")
                 first.send_signal(signal.SIGKILL)
