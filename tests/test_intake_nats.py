@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,8 +446,8 @@ async def test_serve_turns_flyteadmin_events_into_email_and_slack(
     assert 'flytenotify_intake_messages_total{outcome="recorded",source="nats"} 2.0' in metrics
     assert 'flytenotify_intake_messages_total{outcome="dropped",source="nats"} 2.0' in metrics
     assert 'flytenotify_intake_messages_total{outcome="malformed",source="nats"} 1.0' in metrics
-    assert 'flytenotify_intake_up{source="nats"} 1.0' in metrics
-    assert ready["intake"]["nats"]["state"] == "connected"
+    assert ready["intake"]["nats"]["state"] == "connected", output
+    assert 'flytenotify_intake_up{source="nats"} 1.0' in metrics, output
     assert f"intake nats: NATS {NATS_URL}: subject {names.subject!r}" in output
     assert "malformed message at nats subject=" in output
 
@@ -504,7 +506,8 @@ async def _ack_floor(names: Names) -> int:
 async def test_jetstream_survives_sigkill_mid_stream(names: Names, tmp_path: Path) -> None:
     total = 500
     with SmtpServer() as smtp:
-        config = _config(tmp_path, names, smtp, batch_size=10)
+        # A send in flight at the kill is claimable again once its lease passes.
+        config = _config(tmp_path, names, smtp, "[retry]\nlease = 3.0\n", batch_size=10)
         first, base = await asyncio.to_thread(
             start_serve, tmp_path, "--config", str(config), within=WAIT
         )
@@ -579,3 +582,138 @@ async def test_sigterm_leaves_nothing_acknowledged_but_unrecorded(
     # stream sequence n is the event for crash-(n-1): every acknowledged one is in the ledger
     assert {f"crash-{seq - 1:03d}" for seq in range(1, acked + 1)} <= recorded
     assert "stopping intake after the batches in hand" in output
+
+
+def test_check_config_connect_reaches_the_broker(names: Names, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flytenotify.cli import main
+
+    def check(servers: str) -> tuple[int, str]:
+        config = tmp_path / "flytenotify.toml"
+        config.write_text(
+            f'[database]\nurl = "sqlite:///{tmp_path / "ledger.db"}"\n'
+            f'[intake.nats]\nservers = ["{servers}"]\nsubject = "{names.subject}"\n'
+            f'stream = "{names.stream}"\ndurable = "{names.durable}"\n'
+        )
+        result = CliRunner().invoke(main, ["check-config", str(config), "--connect"], env={})
+        return result.exit_code, result.output
+
+    code, output = check(NATS_URL)
+    assert code == 0, output
+    assert f"intake nats: NATS {NATS_URL.removeprefix('nats://')}: no JetStream stream" in output
+    code, output = check(f"nats://127.0.0.1:{free_port()}")
+    assert code == 1
+    assert "intake nats: cannot connect" in output
+
+
+async def test_core_nats_retries_in_process_then_says_the_event_is_lost(
+    names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    async def ledger_away(batch: Sequence[Received]) -> list[Verdict]:
+        calls.append(len(batch))
+        return [Verdict.RETRY] * len(batch)
+
+    source = NatsSource(names.config(stream=""))
+    source.retry_delay = 0.2
+    with caplog.at_level(logging.WARNING, logger="flytenotify.intake"):
+        async with running(source, ledger_away):
+            await publish(names.subject, [b"one"])
+
+            async def lost() -> bool:
+                return any("LOST" in r.getMessage() and "cannot redeliver" in r.getMessage()
+                           for r in caplog.records)  # fmt: skip
+
+            await wait_until(lost, "the loss to be reported")
+    assert calls == [1] * 5  # tried a bounded number of times, then given up loudly
+
+
+@contextlib.contextmanager
+def own_nats_server(port: int, store: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A NATS server of this test's own (JetStream on), stopped by its PID."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("nats-server is not installed (CI=true: this test must run)")
+        pytest.skip("nats-server is not installed")
+    process = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=WAIT)
+
+
+async def test_the_source_reconnects_when_its_broker_comes_back(
+    notifier: Notifier, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    source = NatsSource(NatsIntakeConfig(servers=[url], subject="flyte-events"))
+    intake = EgressIntake(notifier, Metrics(), source="nats")
+    for name in ("r1", "r2"):
+        await notifier.create_execution(ExecutionId("proj", "prod", name), PLAN)
+
+    async def publish_here(body: bytes) -> None:
+        client = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+        try:
+            await client.publish("flyte-events", body)
+            await client.flush()
+        finally:
+            await client.close()
+
+    def recorded(count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(await notifier.deliveries()) == count
+
+        return check
+
+    async def reconnecting() -> bool:
+        return source.status.state == "reconnecting"
+
+    stop = asyncio.Event()
+    with own_nats_server(port, tmp_path / "js"):
+        await wait_until(lambda: _reachable(url), "our NATS server to start")
+        task = asyncio.create_task(source.run(intake.handle, stop))
+        try:
+            await wait_until(lambda: _ready(source), "the source to connect")
+            await publish_here(failed("r1"))
+            await wait_until(recorded(1), "the first event")
+        except BaseException:
+            stop.set()
+            raise
+    try:  # the server was stopped (by its PID), and comes back on the same port and storage
+        await wait_until(reconnecting, "the source to notice")
+        assert source.status.last_error
+        with own_nats_server(port, tmp_path / "js"):
+            await wait_until(lambda: _ready(source), "the source to reconnect")
+            await publish_here(failed("r2"))
+            await wait_until(recorded(2), "the event after the reconnect")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT)
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        client = await nats.connect(url, allow_reconnect=False, connect_timeout=1,
+                                    max_reconnect_attempts=1, reconnect_time_wait=0.1)  # fmt: skip
+    except Exception:
+        return False
+    await client.close()
+    return True
+
+
+def test_credentials_in_server_urls_stay_out_of_the_logs() -> None:
+    config = NatsIntakeConfig(servers=["nats://bot:s3cret@nats.internal:4222", "tok3n@other:4222"])
+    described = NatsSource(config).describe()
+    assert "s3cret" not in described
+    assert "tok3n" not in described
+    assert "nats://nats.internal:4222, nats://other:4222" in described

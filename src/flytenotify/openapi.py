@@ -295,6 +295,19 @@ SCHEMAS["DeliveryDetail"] = {
 
 _EVENT_RESULT = _ref("EventResult")
 
+_SOURCE_STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": ["state"],
+    "properties": {
+        "state": {"type": "string", "enum": ["starting", "connected", "reconnecting", "stopped"]},
+        "detail": {"type": "string"},
+        "backlog": {"type": ["integer", "null"]},
+        "last_error": {"type": ["string", "null"]},
+        "last_error_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_message_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -344,10 +357,18 @@ OPENAPI: dict[str, Any] = {
                                         "enum": ["configured", "dev-inbox", "unconfigured"],
                                     },
                                 },
+                                "intake": {
+                                    "type": "object",
+                                    "description": "Each broker source ([intake.*]), when any",
+                                    "additionalProperties": _SOURCE_STATUS,
+                                },
                             },
                         },
                     )
-                    for code, text in (("200", "Ready"), ("503", "Database unreachable"))
+                    for code, text in (
+                        ("200", "Ready"),
+                        ("503", "Database unreachable, or a broker source not connected"),
+                    )
                 },
             }
         },

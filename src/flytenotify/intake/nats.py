@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 import nats
@@ -51,8 +52,8 @@ class NatsSource:
         self.status = SourceStatus()
 
     def describe(self) -> str:
-        """What this source consumes, for the start-up log."""
-        servers = ", ".join(self.config.servers)
+        """What this source consumes, for the start-up log (credentials left out)."""
+        servers = ", ".join(_without_credentials(url) for url in self.config.servers)
         if self.config.stream:
             return (
                 f"NATS {servers}: subject {self.config.subject!r} through JetStream stream "
@@ -76,7 +77,7 @@ class NatsSource:
         try:
             if not self.config.stream:
                 return (
-                    f"connected to {client.connected_url.netloc if client.connected_url else ''}; "
+                    f"connected to {_where(client)}; "
                     f"core NATS subscription on {self.config.subject!r} (events published while "
                     "flytenotify is down are lost)"
                 )
@@ -178,7 +179,7 @@ class NatsSource:
             self._check_open(client)
             try:
                 batch = await subscription.fetch(self.config.batch_size, timeout=POLL)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside fetch
                 await self._refresh_backlog(subscription)
                 continue
             await self._settle_jetstream(batch, handle)
@@ -194,12 +195,17 @@ class NatsSource:
         self.status.backlog = batch[-1].metadata.num_pending
 
     async def _refresh_backlog(self, subscription: Any) -> None:
-        info = await subscription.consumer_info()
+        # Best effort: a slow answer about the backlog is no reason to reconnect.
+        try:
+            info = await subscription.consumer_info()
+        except (nats.errors.Error, TimeoutError) as error:
+            log.debug("intake nats: consumer info unavailable: %s", error)
+            return
         self.status.backlog = int(info.num_pending or 0)
 
     async def _describe_jetstream(self, client: Client) -> str:
         jetstream = client.jetstream()
-        where = f"NATS {client.connected_url.netloc if client.connected_url else ''}"
+        where = f"NATS {_where(client)}"
         try:
             stream = await jetstream.find_stream_name_by_subject(self.config.subject)
         except nats.js.errors.NotFoundError:
@@ -224,8 +230,11 @@ class NatsSource:
     # -- core NATS ---------------------------------------------------------------------
 
     async def _consume_core(self, client: Client, handle: Handler, stop: asyncio.Event) -> None:
+        # A queue group: replicas share the messages instead of each taking every one.
         subscription = await client.subscribe(
-            self.config.subject, pending_msgs_limit=max(65536, self.config.batch_size)
+            self.config.subject,
+            queue=self.config.durable,
+            pending_msgs_limit=max(65536, self.config.batch_size),
         )
         self._connected(f"core NATS subscription on {self.config.subject} (no redelivery)")
         while not stop.is_set():
@@ -264,11 +273,22 @@ async def _next_batch(subscription: Any, size: int) -> list[Msg]:
     """Up to ``size`` messages: wait ``POLL`` for the first, then take what has arrived."""
     try:
         batch = [await subscription.next_msg(timeout=POLL)]
-    except nats.errors.TimeoutError:
+    except TimeoutError:
         return []
     while len(batch) < size and subscription.pending_msgs:
         batch.append(await subscription.next_msg(timeout=POLL))
     return batch
+
+
+def _where(client: Client) -> str:
+    url = client.connected_url
+    return _without_credentials(url.geturl()).removeprefix("nats://") if url else "?"
+
+
+def _without_credentials(url: str) -> str:
+    """``nats://user:secret@host:4222`` as ``nats://host:4222``: URLs may carry credentials."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _received(message: Msg) -> Received:
