@@ -70,6 +70,7 @@ def test_the_document_is_served_and_covers_every_route(live: LiveServer) -> None
         "/metrics",
         "/api/v1/launch-plans/{project}/{domain}/{name}",
         "/api/v1/executions",
+        "/api/v1/executions/{project}/{domain}/{name}",
         "/api/v1/events",
         "/api/v1/events:batch",
         "/api/v1/deliveries",

@@ -27,11 +27,12 @@ from flytenotify.domain import (
     Delivery,
     DeliveryStatus,
     EntityId,
+    Execution,
     ExecutionEvent,
     ExecutionId,
 )
 from flytenotify.engine import resolve
-from flytenotify.errors import InputError, NotificationConfigError, Problem
+from flytenotify.errors import InputError, NotificationConfigError, Problem, UpstreamUnavailable
 from flytenotify.intake import cloudevents
 from flytenotify.intake.events import (
     entity_id_from_json,
@@ -134,6 +135,11 @@ def _api_routes(api: _Api) -> list[Route]:
             methods=["GET", "PUT"],
         ),
         Route("/api/v1/executions", api.wrap(api.create_execution), methods=["POST"]),
+        Route(
+            "/api/v1/executions/{project}/{domain}/{name}",
+            api.wrap(api.show_execution),
+            methods=["GET"],
+        ),
         Route("/api/v1/events:batch", api.wrap(api.events_batch), methods=["POST"]),
         Route("/api/v1/events", api.wrap(api.event), methods=["POST"]),
         Route("/api/v1/deliveries", api.wrap(api.list_deliveries), methods=["GET"]),
@@ -169,6 +175,12 @@ class _Api:
                 return error_response(error.status, error.error, error.problems)
             except (InputError, NotificationConfigError) as error:
                 return error_response(400, "invalid request", error.problems)
+            except UpstreamUnavailable as error:
+                # Not the client's mistake: nothing was recorded, sending again later works.
+                log.warning("answering 503: %s", error)
+                response = error_response(503, str(error))
+                response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+                return response
             except StoreUnavailable as error:  # still waiting for the database at start-up
                 return error_response(503, "unavailable", [Problem("database", str(error))])
 
@@ -338,6 +350,18 @@ class _Api:
             status_code=201,
         )
 
+    async def show_execution(self, request: Request) -> Response:
+        project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
+        execution_id = ExecutionId(project, domain, name)
+        execution = await self.notifier.execution(execution_id)
+        if execution is None:
+            raise ApiError(404, f"no execution {execution_id}")
+        events = await self.notifier.events(execution_id)
+        deliveries = await self.notifier.deliveries(
+            DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
+        )
+        return JSONResponse(execution_json(execution, events, deliveries))
+
     # -- events --------------------------------------------------------------------
 
     async def event(self, request: Request) -> Response:
@@ -481,6 +505,39 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "last_reply": delivery.last_reply,
         "created_at": _iso(delivery.created_at),
         "next_attempt_at": _iso(delivery.next_attempt_at),
+    }
+
+
+def execution_json(
+    execution: Execution,
+    events: list[tuple[ExecutionEvent, str]],
+    deliveries: list[Delivery],
+) -> dict[str, Any]:
+    """An execution, where its notifications came from, its events and deliveries."""
+    return {
+        "id": _id_json(execution.id),
+        "launch_plan": _entity_json(execution.launch_plan),
+        "workflow": _entity_json(execution.workflow),
+        "created_at": _iso(execution.created_at),
+        "notifications_source": execution.source.value,
+        "lookup_error": execution.lookup_error or None,
+        "notifications": [n.to_dict() for n in execution.notifications],
+        "events": [_event_json(event, outcome) for event, outcome in events],
+        "deliveries": [delivery_json(d) for d in deliveries],
+    }
+
+
+def _event_json(event: ExecutionEvent, outcome: str) -> dict[str, Any]:
+    error = event.error
+    return {
+        "phase": event.phase_name,
+        "occurred_at": _iso(event.occurred_at),
+        "outcome": outcome,
+        "error": (
+            {"message": error.message, "code": error.code, "kind": error.kind.value}
+            if error is not None
+            else None
+        ),
     }
 
 

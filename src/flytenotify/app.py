@@ -13,11 +13,14 @@ HTTP service and the CLI are thin layers over :class:`Notifier`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from cachetools import TTLCache
 
 from flytenotify.channels.base import Channel
 from flytenotify.channels.inbox import InboxChannel
@@ -30,6 +33,7 @@ from flytenotify.domain import (
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    NotificationSource,
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
@@ -40,6 +44,29 @@ from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, Inbo
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
 _T = TypeVar("_T")
+
+# Executions looked up in FlyteAdmin at once for one batch of events.
+LOOKUP_CONCURRENCY = 8
+LOOKUP_CACHE_SIZE = 10_000
+
+
+class ExecutionLookup(Protocol):
+    """Where executions flytenotify never saw are looked up (FlyteAdmin)."""
+
+    @property
+    def description(self) -> str:
+        """Where it looks, for the start-up log."""
+        ...
+
+    async def get_execution(self, execution_id: ExecutionId) -> Execution:
+        """The execution, or one recorded with no notifications and the refusal.
+
+        Raises :class:`~flytenotify.errors.UpstreamUnavailable` when it cannot answer now.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
 
 EventInput = ExecutionEvent | Mapping[str, Any] | bytes | Any  # Any: a protobuf message
 
@@ -92,6 +119,7 @@ class Notifier:
         channels: Mapping[str, Channel] | None = None,
         store: Store | None = None,
         observer: AttemptObserver | None = None,
+        lookup: ExecutionLookup | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.dev_inbox = dev_inbox
@@ -102,6 +130,11 @@ class Notifier:
             else build_channels(self.settings, self.store, dev_inbox)
         )
         self.dispatcher = Dispatcher(self.store, self.channels, self.settings, observer=observer)
+        self.lookup = lookup if lookup is not None else build_lookup(self.settings)
+        ttl = self.settings.flyteadmin.cache_ttl if self.settings.flyteadmin else 0.0
+        self._looked_up: TTLCache[ExecutionId, Execution] | None = (
+            TTLCache(LOOKUP_CACHE_SIZE, ttl) if ttl > 0 else None
+        )
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -123,6 +156,8 @@ class Notifier:
         await self.stop_dispatching()
         for channel in self.channels.values():
             await channel.close()
+        if self.lookup is not None:
+            await self.lookup.close()
         await self.store.close()
 
     # -- registering ---------------------------------------------------------------
@@ -201,18 +236,17 @@ class Notifier:
         return (await self.report_events([event]))[0]
 
     async def report_events(self, events: Sequence[EventInput]) -> list[EventResult]:
-        """Record events; terminal ones enqueue their deliveries in the same transaction."""
+        """Record events; terminal ones enqueue their deliveries in the same transaction.
+
+        An execution flytenotify does not know is looked up in FlyteAdmin first
+        (when configured); if FlyteAdmin cannot answer now this raises
+        :class:`~flytenotify.errors.UpstreamUnavailable` and records nothing.
+        """
         normalised = [_as_event(e, f"events[{i}]") for i, e in enumerate(events)]
-        # One look-up for the whole batch; an execution first seen in this
-        # batch is created once and shared by its later events.
-        executions = await self.store.get_executions([e.execution_id for e in normalised])
-        plans: dict[EntityId, LaunchPlan | None] = {}
+        executions = await self._executions_for(normalised)
         writes = []
         for event in normalised:
-            execution = executions.get(event.execution_id)
-            if execution is None:
-                execution = await self._execution_for_unknown(event, plans)
-                executions[event.execution_id] = execution
+            execution = executions[event.execution_id]
             deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
@@ -220,22 +254,83 @@ class Notifier:
             self.dispatcher.wake()
         return results
 
-    async def _execution_for_unknown(
+    async def _executions_for(
+        self, events: Sequence[ExecutionEvent]
+    ) -> dict[ExecutionId, Execution]:
+        """Every event's execution: the ledger's, else a registered launch plan's,
+        else FlyteAdmin's (cached), else one with no notifications."""
+        # One ledger look-up for the whole batch; an execution first seen in
+        # this batch is created once and shared by its later events.
+        executions = await self.store.get_executions([e.execution_id for e in events])
+        plans: dict[EntityId, LaunchPlan | None] = {}
+        unknown: dict[ExecutionId, ExecutionEvent] = {}
+        for event in events:
+            if event.execution_id in executions or event.execution_id in unknown:
+                continue
+            registered = await self._from_registered_plan(event, plans)
+            if registered is not None:
+                executions[event.execution_id] = registered
+            else:
+                unknown[event.execution_id] = event
+        executions.update(await self._look_up(list(unknown.values())))
+        return executions
+
+    async def _from_registered_plan(
         self, event: ExecutionEvent, plans: dict[EntityId, LaunchPlan | None]
-    ) -> Execution:
-        # As FlyteAdmin does: use the launch plan the event names if we know it;
-        # otherwise the execution is recorded with no notifications.
-        plan = None
-        if event.launch_plan is not None:
-            if event.launch_plan not in plans:
-                plans[event.launch_plan] = await self.store.get_launch_plan(event.launch_plan)
-            plan = plans[event.launch_plan]
+    ) -> Execution | None:
+        # A launch plan registered with us wins over FlyteAdmin: the event names it.
+        if event.launch_plan is None:
+            return None
+        if event.launch_plan not in plans:
+            plans[event.launch_plan] = await self.store.get_launch_plan(event.launch_plan)
+        plan = plans[event.launch_plan]
+        if plan is None:
+            return None
         return Execution(
             id=event.execution_id,
-            launch_plan=plan.id if plan else event.launch_plan,
-            notifications=plan.notifications if plan else (),
+            launch_plan=plan.id,
+            notifications=plan.notifications,
             created_at=event.occurred_at,
         )
+
+    async def _look_up(self, events: Sequence[ExecutionEvent]) -> dict[ExecutionId, Execution]:
+        """Executions nobody registered: from the cache or FlyteAdmin, all or none.
+
+        Without a look-up configured they are recorded with no notifications, as before.
+        """
+        found: dict[ExecutionId, Execution] = {}
+        wanted: list[ExecutionEvent] = []
+        for event in events:
+            cached = self._looked_up.get(event.execution_id) if self._looked_up else None
+            if cached is not None:
+                found[event.execution_id] = cached
+            elif self.lookup is None:
+                found[event.execution_id] = _unknown_execution(event)
+            else:
+                wanted.append(event)
+        if not wanted or self.lookup is None:
+            return found
+        lookup = self.lookup
+        limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+        async def one(event: ExecutionEvent) -> Execution:
+            async with limit:
+                execution = await lookup.get_execution(event.execution_id)
+            if execution.launch_plan is None and event.launch_plan is not None:
+                execution = dataclasses.replace(execution, launch_plan=event.launch_plan)
+            return execution
+
+        answers = await asyncio.gather(*(one(e) for e in wanted), return_exceptions=True)
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        for execution in answers:
+            if isinstance(execution, Execution):
+                found[execution.id] = execution
+                if self._looked_up is not None:  # kept even if the batch fails: asked once
+                    self._looked_up[execution.id] = execution
+        if failures:
+            # Nothing is written: the caller retries the whole batch later.
+            raise failures[0]
+        return found
 
     # -- dispatching ---------------------------------------------------------------
 
@@ -256,6 +351,14 @@ class Notifier:
         await self.dispatcher.run_until_idle(max_wait, include_retries)
 
     # -- queries -------------------------------------------------------------------
+
+    async def execution(self, execution_id: ExecutionId) -> Execution | None:
+        """The execution as recorded: its notifications and where they came from."""
+        return await self.store.get_execution(execution_id)
+
+    async def events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]:
+        """The execution's events in arrival order, each with its outcome."""
+        return await self.store.list_events(execution_id)
 
     async def deliveries(self, query: DeliveryFilter | None = None) -> list[Delivery]:
         return await self.store.list_deliveries(query or DeliveryFilter())
@@ -278,6 +381,26 @@ class Notifier:
         if delivery is not None:
             self.dispatcher.wake()
         return delivery
+
+
+def build_lookup(settings: Settings) -> ExecutionLookup | None:
+    """A FlyteAdmin client when ``[flyteadmin]`` is configured."""
+    if settings.flyteadmin is None:
+        return None
+    from flytenotify.flyteadmin import FlyteAdmin
+
+    return FlyteAdmin(settings.flyteadmin)
+
+
+def _unknown_execution(event: ExecutionEvent) -> Execution:
+    # As FlyteAdmin does for an execution it has no record of: nothing to notify.
+    return Execution(
+        id=event.execution_id,
+        launch_plan=event.launch_plan,
+        notifications=(),
+        created_at=event.occurred_at,
+        source=NotificationSource.NONE,
+    )
 
 
 def _notifications_from(items: Iterable[NotificationLike]) -> list[Any]:

@@ -115,7 +115,7 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
         sys.exit(1)
     info = summary(loaded)
     if as_json:
-        click.echo(json.dumps({"ok": True, **info}, indent=2))
+        click.echo(json.dumps({"ok": True, **info, "connected": found}, indent=2))
         return
     click.echo(f"{file}: valid")
     click.echo(f"  database: {info['database']}")
@@ -130,9 +130,10 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
 async def _deeper_problems(
     loaded: LoadedConfig, connect: bool, found: list[str] | None = None
 ) -> list[str]:
-    """Problems only the database, the channels' servers or the brokers can reveal.
+    """Problems only the database, the channels' servers, the brokers or FlyteAdmin can reveal.
 
-    What each broker source found is appended to ``found``.
+    What each connection found (a broker's stream, FlyteAdmin reached, a token
+    obtained) is appended to ``found``.
     """
     from flytenotify.app import build_channels
 
@@ -156,6 +157,8 @@ async def _deeper_problems(
             finally:
                 await channel.close()
         problems += await _check_sources(settings, found if found is not None else [])
+        if settings.flyteadmin is not None:
+            problems += await _check_flyteadmin(settings, found if found is not None else [])
     return problems
 
 
@@ -171,6 +174,20 @@ async def _check_sources(settings: Settings, found: list[str]) -> list[str]:
                 f"intake {source.name}: cannot connect: {error or type(error).__name__}"
             )
     return problems
+
+
+async def _check_flyteadmin(settings: Settings, found: list[str]) -> list[str]:
+    from flytenotify.flyteadmin import FlyteAdmin
+
+    assert settings.flyteadmin is not None
+    admin = FlyteAdmin(settings.flyteadmin)
+    try:
+        found.append(f"flyteadmin: {await admin.check()}")
+    except Exception as error:  # unreachable, refused, no token: all reported the same way
+        return [f"flyteadmin: cannot use {admin.description}: {error}"]
+    finally:
+        await admin.close()
+    return []
 
 
 @main.command()
@@ -382,6 +399,74 @@ def deliveries_retry(delivery_id: int, config_file: Path | None, db: str | None)
         click.echo(problem, err=True)
         sys.exit(1)
     click.echo(f"delivery {delivery_id} is pending again")
+
+
+@main.group()
+def executions() -> None:
+    """Inspect executions: where their notifications came from, and their events."""
+
+
+@executions.command("show")
+@click.argument("execution")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def executions_show(
+    execution: str, config_file: Path | None, db: str | None, as_json: bool
+) -> None:
+    """One execution (PROJECT/DOMAIN/NAME): its notifications and where they came from
+    (registered, flyteadmin, none), FlyteAdmin's refusal if any, its events and
+    deliveries. Exits 1 if there is none."""
+    from flytenotify.api import MAX_LIMIT, execution_json
+
+    try:
+        execution_id = ExecutionId.parse(execution)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="EXECUTION") from None
+
+    async def work(n: Notifier) -> dict[str, Any] | None:
+        found = await n.execution(execution_id)
+        if found is None:
+            return None
+        query = DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
+        return execution_json(found, await n.events(execution_id), await n.deliveries(query))
+
+    item = _run(config_file, db, work)
+    if item is None:
+        click.echo(f"no execution {execution_id}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(item, indent=2))
+        return
+    _print_execution(item)
+
+
+def _print_execution(item: dict[str, Any]) -> None:
+    console = Console()
+
+    def entity(value: dict[str, str] | None) -> str:
+        if value is None:
+            return "-"
+        return "/".join(value[k] for k in ("project", "domain", "name")) + f"@{value['version']}"
+
+    console.print(f"[bold]execution[/bold]: {'/'.join(item['id'].values())}", highlight=False)
+    console.print(f"[bold]launch plan[/bold]: {entity(item['launch_plan'])}", highlight=False)
+    console.print(f"[bold]workflow[/bold]: {entity(item['workflow'])}", highlight=False)
+    source = item["notifications_source"]
+    console.print(f"[bold]notifications from[/bold]: {source}", highlight=False)
+    if item["lookup_error"]:
+        console.print(f"[bold]lookup error[/bold]: {item['lookup_error']}", highlight=False)
+    console.print(f"[bold]notifications[/bold]: {len(item['notifications'])}", highlight=False)
+    for notification in item["notifications"]:
+        console.print(f"  {json.dumps(notification)}", highlight=False)
+    events = Table("phase", "occurred", "outcome")
+    for event in item["events"]:
+        events.add_row(event["phase"], event["occurred_at"], event["outcome"])
+    console.print(events)
+    if item["deliveries"]:
+        deliveries = Table("id", "channel", "recipient", "status")
+        for d in item["deliveries"]:
+            deliveries.add_row(str(d["id"]), d["channel"], d["recipient"], d["status"])
+        console.print(deliveries)
 
 
 # -- talking to a service, or to the database -------------------------------------

@@ -236,6 +236,17 @@ class FlyteAdminConfig(_Section):
     def _empty_id_is_unset(cls, client_id: str | None) -> str | None:
         return client_id or None
 
+    @model_validator(mode="after")
+    def _one_auth_mode(self) -> Self:
+        has_secret = self.client_secret is not None or self.client_secret_file is not None
+        if self.client_id is not None and not has_secret:
+            raise ValueError("client_id needs client_secret or client_secret_file")
+        if self.client_id is None and has_secret:
+            raise ValueError("client_secret needs client_id")
+        if self.client_id is not None and self.token_file is not None:
+            raise ValueError("give client_id (OAuth2 client credentials) or token_file, not both")
+        return self
+
     def resolved_client_secret(self) -> str | None:
         return read_secret(self.client_secret, self.client_secret_file)
 

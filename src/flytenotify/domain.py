@@ -99,15 +99,29 @@ class ExecutionEvent:
         return WorkflowExecutionPhase.enum_to_string(self.phase)
 
 
+class NotificationSource(enum.StrEnum):
+    """Where an execution's notifications came from."""
+
+    REGISTERED = "registered"  # our API: the execution, or a launch plan registered with us
+    FLYTEADMIN = "flyteadmin"  # FlyteAdmin's GetExecution (the closure's notifications)
+    NONE = "none"  # nobody knew the execution: recorded with no notifications
+
+
 @dataclass(frozen=True)
 class Execution:
-    """An execution and the notifications frozen for it at creation."""
+    """An execution and the notifications frozen for it at creation.
+
+    ``lookup_error`` is FlyteAdmin's refusal (``NOT_FOUND: ...``) when a
+    look-up was refused and the execution recorded with no notifications.
+    """
 
     id: ExecutionId
     launch_plan: EntityId | None
     notifications: tuple[Notification, ...]
     created_at: datetime
     workflow: EntityId | None = None
+    source: NotificationSource = NotificationSource.REGISTERED
+    lookup_error: str = ""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ _ERRORS = {
     "409": "Conflict",
     "413": "Body too large",
     "415": "Unsupported Content-Type",
+    "503": "A service this depends on cannot answer now (FlyteAdmin, looking up an unknown"
+    " execution; or the database at start-up): nothing was recorded; send again later",
 }
 
 
@@ -293,6 +295,44 @@ SCHEMAS["DeliveryDetail"] = {
     },
 }
 
+SCHEMAS["ExecutionDetail"] = {
+    "type": "object",
+    "required": [
+        "id",
+        "launch_plan",
+        "workflow",
+        "created_at",
+        "notifications_source",
+        "lookup_error",
+        "notifications",
+        "events",
+        "deliveries",
+    ],
+    "properties": {
+        "id": _ref("ExecutionId"),
+        "launch_plan": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
+        "workflow": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
+        "created_at": _NULLABLE_TIME,
+        "notifications_source": {"type": "string", "enum": ["registered", "flyteadmin", "none"]},
+        "lookup_error": _NULLABLE_STR,
+        "notifications": {"type": "array", "items": {"type": "object"}},
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["phase", "occurred_at", "outcome", "error"],
+                "properties": {
+                    "phase": _STR,
+                    "occurred_at": _NULLABLE_TIME,
+                    "outcome": _STR,
+                    "error": {"oneOf": [{"type": "object"}, {"type": "null"}]},
+                },
+            },
+        },
+        "deliveries": {"type": "array", "items": _ref("Delivery")},
+    },
+}
+
 _EVENT_RESULT = _ref("EventResult")
 
 _SOURCE_STATUS: dict[str, Any] = {
@@ -425,6 +465,17 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/executions/{project}/{domain}/{name}": {
+            "parameters": _path("project", "domain", "name"),
+            "get": {
+                "summary": "An execution: where its notifications came from, its events"
+                " with their outcomes, and its deliveries",
+                "responses": {
+                    "200": _answer("The execution", _ref("ExecutionDetail")),
+                    **_errors("401", "404"),
+                },
+            },
+        },
         "/api/v1/events": {
             "post": {
                 "summary": "Report a WorkflowExecutionEvent: JSON, protobuf, or a Flyte"
@@ -440,7 +491,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _answer("Recorded; nothing (more) to send", _EVENT_RESULT),
                     "202": _answer("Deliveries enqueued", _EVENT_RESULT),
-                    **_errors("400", "401", "413", "415"),
+                    **_errors("400", "401", "413", "415", "503"),
                 },
             }
         },
@@ -473,7 +524,7 @@ OPENAPI: dict[str, Any] = {
                             "properties": {"results": {"type": "array", "items": _EVENT_RESULT}},
                         },
                     ),
-                    **_errors("400", "401", "413", "415"),
+                    **_errors("400", "401", "413", "415", "503"),
                 },
             }
         },

@@ -310,5 +310,16 @@ def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
             "inbox (flytenotify inbox, GET /api/v1/inbox)",
             ", ".join(dev),
         )
+    if notifier.lookup is not None:
+        log.info(
+            "notifications: registered through our API first; executions we do not know are"
+            " looked up in FlyteAdmin at %s",
+            notifier.lookup.description,
+        )
+    else:
+        log.info(
+            "notifications: only those registered through our API; events for other"
+            " executions are recorded with none ([flyteadmin] is not configured)"
+        )
     auth = "bearer token required" if config.server.tokens() else "no authentication"
     log.info("listening on http://%s:%d (%s)", config.server.host, config.server.port, auth)

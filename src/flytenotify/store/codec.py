@@ -26,6 +26,7 @@ from flytenotify.domain import (
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    NotificationSource,
     RenderedMessage,
 )
 
@@ -141,6 +142,24 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
         workflow=load_entity(row["workflow"]),
         notifications=load_notifications(row["notifications"]),
         created_at=from_timestamp(row["created_at"]),
+        source=NotificationSource(row["notifications_source"]),
+        lookup_error=row["lookup_error"],
+    )
+
+
+def execution_columns(execution: Execution) -> tuple[Any, ...]:
+    """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
+    notifications, created_at, notifications_source, lookup_error."""
+    return (
+        execution.id.project,
+        execution.id.domain,
+        execution.id.name,
+        dump_entity(execution.launch_plan),
+        dump_entity(execution.workflow),
+        dump_notifications(execution.notifications),
+        timestamp(execution.created_at),
+        execution.source.value,
+        execution.lookup_error,
     )
 
 

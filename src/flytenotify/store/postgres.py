@@ -209,8 +209,9 @@ VALUES ($1, $2, {_DB_NOW}, {_DB_NOW}, 'redrive', 're-driven by an operator')
 """
 
 _INSERT_EXECUTION = """
-INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
+                        notifications_source, lookup_error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
 """
 
 _SELECT_EXECUTION = "SELECT * FROM executions WHERE project = $1 AND domain = $2 AND name = $3"
@@ -849,16 +850,7 @@ async def _migrate(conn: Conn) -> int:
 
 
 async def _insert_execution(conn: Conn, execution: Execution) -> bool:
-    status = await conn.execute(
-        _INSERT_EXECUTION,
-        execution.id.project,
-        execution.id.domain,
-        execution.id.name,
-        codec.dump_entity(execution.launch_plan),
-        codec.dump_entity(execution.workflow),
-        codec.dump_notifications(execution.notifications),
-        codec.timestamp(execution.created_at),
-    )
+    status = await conn.execute(_INSERT_EXECUTION, *codec.execution_columns(execution))
     return _rowcount(status) == 1
 
 

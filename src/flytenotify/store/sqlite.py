@@ -605,16 +605,9 @@ def _next_due(conn: sqlite3.Connection, channel: str, now: float) -> float | Non
 def _insert_execution(conn: sqlite3.Connection, execution: Execution) -> bool:
     cursor = conn.execute(
         "INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (
-            execution.id.project,
-            execution.id.domain,
-            execution.id.name,
-            codec.dump_entity(execution.launch_plan),
-            codec.dump_entity(execution.workflow),
-            codec.dump_notifications(execution.notifications),
-            codec.timestamp(execution.created_at),
-        ),
+        " created_at, notifications_source, lookup_error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        codec.execution_columns(execution),
     )
     return cursor.rowcount == 1
 

@@ -1,0 +1,376 @@
+"""A loopback FlyteAdmin for tests: real gRPC on 127.0.0.1, and an OAuth2 token endpoint.
+
+:class:`FlyteAdminServer` serves flyteidl's ``AdminService.GetExecution`` and
+``AuthMetadataService`` (``GetOAuth2Metadata``, ``GetPublicClientConfig``)
+with the servicer base classes flyteidl ships, on a gRPC server with its own
+threads, so it serves async tests and synchronous ones (a CLI run by
+``CliRunner``) alike. Optionally TLS (a certificate from the test CA) and
+authentication: ``GetExecution`` then wants ``Bearer <token>`` in the metadata
+key the server advertises, as FlyteAdmin's auth interceptor does, and answers
+UNAUTHENTICATED otherwise.
+
+:class:`TokenEndpoint` is an aiohttp server on its own thread that issues
+client-credentials tokens (HTTP Basic client authentication) and records
+each request; tokens it issues are the ones the admin server accepts.
+
+Every ``GetExecution`` is recorded in ``calls``; ``fail`` scripts status codes
+for the next calls; ``stop``/``start`` take the server down and bring it back
+on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from aiohttp import web
+from flyteidl.admin import execution_pb2
+from flyteidl.core import identifier_pb2
+from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc
+from google.protobuf import timestamp_pb2
+
+from flytenotify.config import FlyteAdminConfig
+from flytenotify.domain import EntityId, ExecutionId
+from tests.servers.smtp import HOST, default_ca, free_port
+
+__all__ = ["AdminCall", "FlyteAdminServer", "TokenEndpoint", "TokenRequest", "admin_execution"]
+
+STOP_GRACE = 1.0
+
+
+def admin_execution(
+    execution_id: ExecutionId,
+    *,
+    launch_plan: EntityId,
+    workflow: EntityId,
+    notifications: Iterable[Any] = (),
+    created_at: datetime | None = None,
+) -> Any:
+    """A ``flyteidl.admin.Execution`` as FlyteAdmin answers GetExecution.
+
+    ``notifications`` (anything with ``to_flyte_idl()``) go into
+    ``closure.notifications``, where FlyteAdmin keeps the merged ones.
+    """
+    execution = execution_pb2.Execution(
+        id=identifier_pb2.WorkflowExecutionIdentifier(
+            project=execution_id.project, domain=execution_id.domain, name=execution_id.name
+        )
+    )
+    execution.spec.launch_plan.CopyFrom(_identifier(identifier_pb2.LAUNCH_PLAN, launch_plan))
+    execution.closure.workflow_id.CopyFrom(_identifier(identifier_pb2.WORKFLOW, workflow))
+    execution.closure.notifications.extend(n.to_flyte_idl() for n in notifications)
+    if created_at is not None:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(created_at)
+        execution.closure.created_at.CopyFrom(stamp)
+    return execution
+
+
+def _identifier(kind: int, entity: EntityId) -> Any:
+    return identifier_pb2.Identifier(
+        resource_type=kind,
+        project=entity.project,
+        domain=entity.domain,
+        name=entity.name,
+        version=entity.version,
+    )
+
+
+@dataclass(frozen=True)
+class AdminCall:
+    execution: ExecutionId
+    metadata: dict[str, str]  # the call's metadata, keys lower-case as gRPC sends them
+    code: grpc.StatusCode  # what the server answered
+    at: float  # time.monotonic()
+
+
+@dataclass
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    executions: dict[ExecutionId, Any] = field(default_factory=dict)
+    calls: list[AdminCall] = field(default_factory=list)
+    failures: deque[tuple[grpc.StatusCode, str]] = field(default_factory=deque)
+    tokens: set[str] = field(default_factory=set)
+    discovery_calls: int = 0
+
+
+class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: FlyteAdminServer) -> None:
+        self.server = server
+
+    def GetExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        state = self.server.state
+        wanted = ExecutionId(request.id.project, request.id.domain, request.id.name)
+        metadata = {k.lower(): v for k, v in context.invocation_metadata()}
+        with state.lock:
+            code, details, found = self._answer(wanted, metadata)
+            state.calls.append(AdminCall(wanted, metadata, code, time.monotonic()))
+        if code != grpc.StatusCode.OK:
+            context.abort(code, details)
+        return found
+
+    def _answer(
+        self, wanted: ExecutionId, metadata: dict[str, str]
+    ) -> tuple[grpc.StatusCode, str, Any]:
+        state = self.server.state
+        if self.server.requires_auth:
+            header = metadata.get(self.server.metadata_key, "")
+            scheme, _, token = header.partition(" ")
+            if scheme != "Bearer" or token not in state.tokens:
+                return grpc.StatusCode.UNAUTHENTICATED, "token is missing or not valid", None
+        if state.failures:
+            code, details = state.failures.popleft()
+            return code, details, None
+        found = state.executions.get(wanted)
+        if found is None:
+            return grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {wanted}", None
+        return grpc.StatusCode.OK, "", found
+
+
+class _AuthMetadata(auth_pb2_grpc.AuthMetadataServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: FlyteAdminServer) -> None:
+        self.server = server
+
+    def GetOAuth2Metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.server.state.lock:
+            self.server.state.discovery_calls += 1
+        return auth_pb2.OAuth2MetadataResponse(
+            issuer=self.server.token_endpoint.rsplit("/", 2)[0],
+            token_endpoint=self.server.token_endpoint,
+            grant_types_supported=["client_credentials"],
+        )
+
+    def GetPublicClientConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.server.state.lock:
+            self.server.state.discovery_calls += 1
+        return auth_pb2.PublicClientAuthConfigResponse(
+            client_id="flytectl",
+            scopes=list(self.server.scopes),
+            authorization_metadata_key=self.server.metadata_key,
+            audience=self.server.audience,
+        )
+
+
+class FlyteAdminServer:
+    """``with FlyteAdminServer(tls=True, requires_auth=True) as admin: admin.config()``."""
+
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        requires_auth: bool = False,
+        metadata_key: str = "authorization",
+        token_endpoint: str = "",
+        scopes: Sequence[str] = ("all",),
+        audience: str = "",
+    ) -> None:
+        self.tls = tls
+        self.requires_auth = requires_auth
+        self.metadata_key = metadata_key
+        self.token_endpoint = token_endpoint
+        self.scopes = tuple(scopes)
+        self.audience = audience
+        self.state = _State()
+        self.port = free_port()
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def config(self, **overrides: Any) -> FlyteAdminConfig:
+        """A ``[flyteadmin]`` section pointing here (plaintext, or TLS trusting the test CA)."""
+        base: dict[str, Any] = {"endpoint": self.endpoint, "timeout": 5.0}
+        if self.tls:
+            base["ca_cert_file"] = default_ca().ca_file
+        else:
+            base["insecure"] = True
+        return FlyteAdminConfig(**(base | overrides))
+
+    # -- scripting and what was seen -------------------------------------------------
+
+    def add(self, execution: Any) -> None:
+        """Serve this ``flyteidl.admin.Execution`` (see :func:`admin_execution`)."""
+        ident = execution.id
+        with self.state.lock:
+            self.state.executions[ExecutionId(ident.project, ident.domain, ident.name)] = execution
+
+    def fail(self, code: grpc.StatusCode, *, count: int = 1, details: str = "scripted") -> None:
+        """Answer the next ``count`` GetExecution calls (that pass auth) with ``code``."""
+        with self.state.lock:
+            self.state.failures.extend([(code, details)] * count)
+
+    def accept_token(self, token: str) -> None:
+        with self.state.lock:
+            self.state.tokens.add(token)
+
+    def forget_tokens(self) -> None:
+        """Every token issued so far is no longer valid (as after a key rotation)."""
+        with self.state.lock:
+            self.state.tokens.clear()
+
+    @property
+    def calls(self) -> list[AdminCall]:
+        with self.state.lock:
+            return list(self.state.calls)
+
+    def calls_for(self, execution_id: ExecutionId) -> list[AdminCall]:
+        return [call for call in self.calls if call.execution == execution_id]
+
+    # -- running -----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(_Admin(self), server)
+        auth_pb2_grpc.add_AuthMetadataServiceServicer_to_server(_AuthMetadata(self), server)
+        address = self.endpoint
+        if self.tls:
+            cert = default_ca().ca.issue_cert(HOST, "localhost")
+            credentials = grpc.ssl_server_credentials(
+                [(cert.private_key_pem.bytes(), cert.cert_chain_pems[0].bytes())]
+            )
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
+        assert bound == self.port, f"could not bind {address}"
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        """Down: connections are refused until :meth:`start` (same port)."""
+        if self._server is not None:
+            self._server.stop(STOP_GRACE).wait(STOP_GRACE + 5)
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    headers: dict[str, str]  # lower-case names
+    form: dict[str, str]
+    status: int
+
+
+class TokenEndpoint:
+    """An OAuth2 token endpoint (client credentials) on 127.0.0.1, on its own thread.
+
+    Tokens it issues are accepted by ``admin`` (when given) for ``lifetime`` seconds
+    as far as the client is told (``expires_in``).
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        secret: str,
+        admin: FlyteAdminServer | None = None,
+        *,
+        lifetime: int = 3600,
+        tls: bool = False,
+    ) -> None:
+        self.client_id = client_id
+        self.secret = secret
+        self.admin = admin
+        self.lifetime = lifetime
+        self.tls = tls
+        self.requests: list[TokenRequest] = []
+        self.port = 0
+        self._numbers = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{HOST}:{self.port}/oauth2/token"
+
+    @property
+    def issued(self) -> list[TokenRequest]:
+        return [r for r in self.requests if r.status == 200]
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if not self._authenticated(headers.get("authorization", "")):
+            self.requests.append(TokenRequest(headers, form, 401))
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "client_credentials":
+            self.requests.append(TokenRequest(headers, form, 400))
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        self.requests.append(TokenRequest(headers, form, 200))
+        token = f"token-{next(self._numbers)}"
+        if self.admin is not None:
+            self.admin.accept_token(token)
+        return web.json_response(
+            {"access_token": token, "token_type": "bearer", "expires_in": self.lifetime}
+        )
+
+    def _authenticated(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme != "Basic":
+            return False
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+        return (
+            urllib.parse.unquote_plus(user) == self.client_id
+            and urllib.parse.unquote_plus(password) == self.secret
+        )
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/oauth2/token", self._token)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        context = None
+        if self.tls:
+            context = default_ca().server_context()
+        site = web.TCPSite(runner, HOST, 0, ssl_context=context)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
