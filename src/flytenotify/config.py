@@ -274,6 +274,9 @@ class GcpIntakeConfig(_Section):
     project_id: str
     subscription: str  # a subscription on FlyteAdmin's topic
     batch_size: int = Field(default=100, ge=1, le=1000)
+    # Seconds a message the handler could not record now (RETRY) stays hidden
+    # before Pub/Sub delivers it again (its ack deadline; Pub/Sub allows 0-600).
+    retry_delay: int = Field(default=10, ge=0, le=600)
 
 
 class AwsIntakeConfig(_Section):
