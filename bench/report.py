@@ -334,7 +334,9 @@ def broker_section(broker_intake: dict[str, Any] | None) -> list[str]:
         "is an execution flytenotify has never seen, with no launch plan, so one `GetExecution`"
         " each against a loopback gRPC FlyteAdmin (tests/servers/flyteadmin.py) in a process of"
         " its own. CPU is the service process's after start-up, per event; the brokers, "
-        "FlyteAdmin and the sink share the same 2 cores.",
+        "FlyteAdmin and the sink share the same 2 cores. SNS → SQS runs fewer events: moto "
+        "answers only a few `ReceiveMessage` calls (of at most 10 messages) per second on this "
+        "machine, so that row measures moto more than flytenotify.",
         "",
         f"Run {broker_intake['started']}, {broker_intake['wall_seconds'] / 60:.1f} minutes, "
         f"{how}; 1-minute load average {broker_intake['load_average_1m']:.1f} at the start "

@@ -7,6 +7,7 @@
     python3 dev.py bench --no-postgresql # without the local PostgreSQL server
     python3 dev.py bench --intake-only   # FlyteAdmin's events from the brokers only (~2 min)
     python3 dev.py bench --intake-only --intake-n 5000 --brokers nats
+    (SNS → SQS runs --intake-sqs-n events, 100 by default: moto, not flytenotify, bounds it)
 
 The PostgreSQL runs need a server on 127.0.0.1:5432 that lets user postgres in
 without a password; each run creates a database flytenotify_bench_<random> and
@@ -98,6 +99,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--intake-n", type=int, default=1_000, help="events per broker-intake run (default 1,000)"
+    )
+    parser.add_argument(
+        "--intake-sqs-n",
+        type=int,
+        default=100,
+        help="events per SNS → SQS run (default 100: moto answers a few receives per second)",
     )
     parser.add_argument(
         "--brokers",
@@ -259,14 +266,15 @@ def run_broker_intake(args: argparse.Namespace, sinks: SinkProcess) -> dict[str,
     with brokers.available(args.brokers) as found, FlyteAdminProcess(PROJECT, DOMAIN) as admin:
         for round_number in range(args.runs):
             for broker, make_lane in found.makers.items():
+                size = args.intake_sqs_n if broker == "aws" else args.intake_n
                 for cached in (True, False):
-                    label = f"{broker} {'cached' if cached else 'uncached'} N={args.intake_n}"
+                    label = f"{broker} {'cached' if cached else 'uncached'} N={size}"
                     runs.append(
                         _one(
                             label,
                             round_number,
-                            lambda s, m=make_lane, c=cached: measure.broker_intake_run(
-                                s, admin, m, args.intake_n, c
+                            lambda s, m=make_lane, c=cached, n=size: measure.broker_intake_run(
+                                s, admin, m, n, c
                             ),
                             sinks,
                         )
