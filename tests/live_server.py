@@ -32,8 +32,11 @@ def free_port() -> int:
 class LiveServer:
     """``with LiveServer(tmp_path / "x.db") as server: httpx.get(server.url + "/healthz")``."""
 
-    def __init__(self, db: Path, settings: Settings | None = None) -> None:
+    def __init__(
+        self, db: Path, settings: Settings | None = None, server: ServerConfig | None = None
+    ) -> None:
         self.settings = settings or Settings(database=DatabaseConfig(url=str(db)))
+        self.server = server or ServerConfig(max_body_bytes=64 * 1024)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
@@ -49,7 +52,7 @@ class LiveServer:
     async def _serve(self) -> None:
         metrics = Metrics()
         async with Notifier(self.settings, dev_inbox=True, observer=metrics.observe_attempt) as n:
-            app = create_app(n, ServerConfig(max_body_bytes=64 * 1024), metrics)
+            app = create_app(n, self.server, metrics)
             config = uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off"
             )

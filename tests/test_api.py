@@ -166,11 +166,20 @@ async def test_client_mistakes_are_4xx_naming_the_field(client: httpx.AsyncClien
     assert missing.status_code == 400
     assert _problem_fields(missing) == ["execution_id.name"]
 
+    # A batch answers per event: the good one is recorded, the bad ones say why.
     batch = await client.post(
         "/api/v1/events:batch", json=[event_json("ok", "FAILED"), {"phase": "FAILED"}, 7]
     )
-    assert batch.status_code == 400
-    assert _problem_fields(batch) == ["events[1].execution_id", "events[2]"]
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert [r["outcome"] for r in results] == ["no_notifications", "rejected", "rejected"]
+    assert [p["field"] for r in results[1:] for p in r["problems"]] == [
+        "events[1].execution_id",
+        "events[2]",
+    ]
+    not_a_list = await client.post("/api/v1/events:batch", json={"phase": "FAILED"})
+    assert not_a_list.status_code == 400
+    assert _problem_fields(not_a_list) == ["events"]
 
     execution = await client.post(
         "/api/v1/executions", json={"id": {"project": "p"}, "launch_plan": {"name": "x"}}
@@ -181,7 +190,7 @@ async def test_client_mistakes_are_4xx_naming_the_field(client: httpx.AsyncClien
     no_plan = await _create(
         client, "x", launch_plan={"project": "no", "domain": "such", "name": "p"}
     )
-    assert no_plan.status_code == 400
+    assert no_plan.status_code == 404  # as FlyteAdmin answers
     assert _problem_fields(no_plan) == ["launch_plan"]
 
     bad_notification = await client.put(
@@ -248,20 +257,21 @@ async def test_dead_delivery_is_re_driven(tmp_path: Path) -> None:
 
 
 async def test_bearer_tokens_guard_everything_but_health(notifier: Notifier) -> None:
-    server = ServerConfig(api_tokens=[SecretStr("s3cret"), SecretStr("other")])
+    secret, other = "s3cret-" + "x" * 25, "other-" + "y" * 26
+    server = ServerConfig(api_tokens=[SecretStr(secret), SecretStr(other)])
     async with _client(notifier, server) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["database"]["schema_version"] >= 1
         assert ready.json()["channels"]["email"] == "dev-inbox"
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": secret}):
             denied = await client.get("/api/v1/inbox", headers=headers)
             assert denied.status_code == 401
             assert denied.json()["problems"][0]["field"] == "Authorization"
-        allowed = await client.get("/api/v1/inbox", headers={"authorization": "Bearer other"})
+        allowed = await client.get("/api/v1/inbox", headers={"authorization": f"Bearer {other}"})
         assert allowed.status_code == 200
-        spec = await client.get("/openapi.json", headers={"authorization": "Bearer s3cret"})
+        spec = await client.get("/openapi.json", headers={"authorization": f"Bearer {secret}"})
         assert "/api/v1/events:batch" in spec.json()["paths"]
 
 

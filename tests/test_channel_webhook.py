@@ -261,3 +261,16 @@ def test_parse_retry_after_http_date() -> None:
     seconds = parse_retry_after(later)
     assert seconds is not None
     assert 55 <= seconds <= 60
+
+
+async def test_check_keeps_url_credentials_out() -> None:
+    chan = WebhookChannel(
+        {"basic": WebhookTarget(url="https://hook:s3cret-pw@hooks.example.com/x")}
+    )
+    try:
+        description = await chan.check()
+    finally:
+        await chan.close()
+    assert "hooks.example.com" in description
+    assert "s3cret-pw" not in description
+    assert "hook:" not in description

@@ -178,6 +178,11 @@ async def test_an_attempt_that_hangs_is_abandoned_and_retried(
     async with SlackApiServer() as slack, PagerDutyApiServer() as pd, HttpSink() as sink:
         settings = native_settings(database_url, slack, pd, sink)
         settings.webhooks["ops"] = WebhookTarget(url=sink.url("/flyte"), timeout=30.0)
+        # A retry due 1-2 s later: on a busy machine a shorter one came due
+        # before the first look found nothing due, and was attempted too.
+        settings = settings.model_copy(
+            update={"retry": RETRY.model_copy(update={"base_delay": 2.0})}
+        )
         sink.delay = 20.0  # far longer than the guard
         async with Notifier(settings) as n:
             await n.create_execution(

@@ -280,3 +280,17 @@ def test_protobuf_and_json_are_told_apart_by_more_than_the_first_byte() -> None:
     assert decoded.cloud_event_id == "i" * 123
     after_newline = fe.decode(b"\n" + envelope())
     assert isinstance(after_newline, fe.TerminalEvent)
+
+
+def test_a_nats_envelope_nested_too_deep_is_malformed_not_a_crash() -> None:
+    from flytenotify.errors import InputError
+    from flytenotify.intake.flyteadmin_events import decode
+    from flytenotify.intake.limits import MAX_JSON_DEPTH
+
+    nested = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
+    body = '{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": ' + nested + "}"
+    with pytest.raises(InputError) as raised:
+        decode(("[" * 100_000).encode())
+    assert raised.value.problems[0].field == "body"
+    with pytest.raises(InputError):
+        decode(body.encode())

@@ -11,6 +11,9 @@ from click.testing import CliRunner
 from flytenotify.cli import main
 from flytenotify.settings_loader import ConfigError, load_config, load_settings
 
+TOKEN_A = "a" * 32
+TOKEN_B = "b" * 40
+
 CONFIG = """
 [database]
 url = "ledger.db"
@@ -37,7 +40,7 @@ max_attempts = 5
 
 [server]
 port = 9000
-api_tokens = ["token-secret"]
+api_tokens = ["token-secret-0123456789abcdefghijklmnop"]
 """
 
 
@@ -55,7 +58,7 @@ def test_toml_with_env_overrides(config_file: Path) -> None:
         "FLYTENOTIFY_SMTP__PORT": "2525",
         "FLYTENOTIFY_DATABASE__URL": "sqlite:////var/lib/flytenotify.db",
         "FLYTENOTIFY_WEBHOOKS__AUDIT__URL": "https://audit.example.com/",
-        "FLYTENOTIFY_SERVER__API_TOKENS": "a,b",
+        "FLYTENOTIFY_SERVER__API_TOKENS": f"{TOKEN_A},{TOKEN_B}",
         "FLYTENOTIFY_DISPATCH__PER_CHANNEL": '{"email": 2}',
         "UNRELATED": "ignored",
     }
@@ -73,7 +76,7 @@ def test_toml_with_env_overrides(config_file: Path) -> None:
     assert settings.dispatch.per_channel == {"email": 2}
     assert settings.retry.max_attempts == 5
     assert loaded.server.port == 9000
-    assert loaded.server.tokens() == ["a", "b"]
+    assert loaded.server.tokens() == [TOKEN_A, TOKEN_B]
     assert load_settings(config_file, {}).smtp.port == 587  # type: ignore[union-attr]
 
 
@@ -88,9 +91,9 @@ def test_defaults_without_a_file() -> None:
 
 def test_tokens_from_a_file(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("# deploy tokens\none\n\ntwo\n", encoding="utf-8")
+    tokens.write_text(f"# deploy tokens\n{TOKEN_A}\n\n{TOKEN_B}\n", encoding="utf-8")
     loaded = load_config(None, {"FLYTENOTIFY_SERVER__API_TOKENS_FILE": str(tokens)})
-    assert loaded.server.tokens() == ["one", "two"]
+    assert loaded.server.tokens() == [TOKEN_A, TOKEN_B]
     with pytest.raises(ConfigError, match=r"server\.api_tokens_file: cannot read"):
         load_config(None, {"FLYTENOTIFY_SERVER__API_TOKENS_FILE": str(tmp_path / "missing")})
 

@@ -6,9 +6,10 @@ Every client mistake is a 4xx with ``{"error": ..., "problems": [{"field",
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +18,14 @@ import orjson
 from starlette import responses
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify.app import Notifier
+from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -32,13 +36,26 @@ from flytenotify.domain import (
     ExecutionId,
 )
 from flytenotify.engine import resolve
-from flytenotify.errors import InputError, NotificationConfigError, Problem, UpstreamUnavailable
+from flytenotify.errors import (
+    InputError,
+    NotificationConfigError,
+    Problem,
+    UnknownReference,
+    UpstreamUnavailable,
+)
 from flytenotify.intake import cloudevents
 from flytenotify.intake.events import (
     entity_id_from_json,
     event_from_bytes,
     event_from_json,
     execution_id_from_json,
+)
+from flytenotify.intake.limits import (
+    MAX_INT,
+    id_problems,
+    identifier_problems,
+    loads_json,
+    parse_int,
 )
 from flytenotify.intake.source import Source, SourceStatus
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -63,6 +80,8 @@ MAX_LIMIT = 1000
 CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Probes must work without a token; everything else needs one when tokens are set.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class JSONResponse(responses.JSONResponse):
@@ -109,8 +128,8 @@ def create_app(
     """
     handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics(), sources)
     routes = [
-        Route("/healthz", handlers.wrap(handlers.healthz, auth=False), methods=["GET"]),
-        Route("/readyz", handlers.wrap(handlers.readyz, auth=False), methods=["GET"]),
+        Route("/healthz", handlers.wrap(handlers.healthz), methods=["GET"]),
+        Route("/readyz", handlers.wrap(handlers.readyz), methods=["GET"]),
         Route("/metrics", handlers.wrap(handlers.metrics_text), methods=["GET"]),
     ]
     if api:
@@ -118,9 +137,15 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return error_response(exc.status_code, exc.detail)
+        answer = error_response(exc.status_code, exc.detail, _routing_problems(exc.status_code))
+        answer.headers.update(exc.headers or {})  # a 405 says which methods are allowed
+        return answer
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(_TokenGate, api=handlers)],
+    )
     app.state.notifier = notifier
     app.state.metrics = handlers.metrics
     return app
@@ -149,6 +174,25 @@ def _api_routes(api: _Api) -> list[Route]:
     ]
 
 
+class _TokenGate:
+    """Authenticates before routing: an anonymous caller gets 401 for every path but
+    the probes, so a 404 or 405 cannot tell it which routes exist."""
+
+    def __init__(self, app: ASGIApp, api: _Api) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.api.tokens and scope["path"] not in OPEN_PATHS:
+            try:
+                self.api.authenticate(Request(scope))
+            except ApiError as error:
+                response = error_response(error.status, error.error, error.problems)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _Api:
     def __init__(
         self,
@@ -161,20 +205,22 @@ class _Api:
         self.sources = list(sources)
         self.server = server
         self.metrics = metrics
-        self.tokens = [t.encode() for t in server.tokens()]
+        self.tokens = [_digest(t.encode()) for t in server.tokens()]
 
     # -- plumbing ------------------------------------------------------------------
 
-    def wrap(self, handler: Handler, auth: bool = True) -> Handler:
+    def wrap(self, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             try:
-                if auth and self.tokens:
-                    self._authenticate(request)
                 return await handler(request)
             except ApiError as error:
                 return error_response(error.status, error.error, error.problems)
+            except UnknownReference as error:
+                return error_response(404, "not found", error.problems)
             except (InputError, NotificationConfigError) as error:
-                return error_response(400, "invalid request", error.problems)
+                # A problem with no field is one with the request body as a whole.
+                problems = [Problem(p.field or "body", p.message) for p in error.problems]
+                return error_response(400, "invalid request", problems)
             except UpstreamUnavailable as error:
                 # Not the client's mistake: nothing was recorded, sending again later works.
                 log.warning("answering 503: %s", error)
@@ -186,12 +232,13 @@ class _Api:
 
         return endpoint
 
-    def _authenticate(self, request: Request) -> None:
+    def authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token:
-            given = token.strip().encode()
-            # Compare with every token (no early exit on a match).
+            # Digests have one length, so the comparison time says nothing about
+            # the token's length; every token is compared (no early exit).
+            given = _digest(token.strip().encode())
             matches = [hmac.compare_digest(given, t) for t in self.tokens]
             if any(matches):
                 return
@@ -203,8 +250,13 @@ class _Api:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.server.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = request.headers.get("content-length", "")
+        # ASCII digits only; the length test keeps int() away from a huge number.
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > limit)
+        ):
             raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
@@ -223,7 +275,7 @@ class _Api:
                 "unsupported media type",
                 [Problem("Content-Type", f"must be {JSON}, got {kind!r}")],
             )
-        return _decode(await self._body(request))
+        return loads_json(await self._body(request))
 
     # -- health --------------------------------------------------------------------
 
@@ -273,10 +325,17 @@ class _Api:
 
     async def launch_plan(self, request: Request) -> Response:
         project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
+        path_problems = id_problems({"project": project, "domain": domain, "name": name}, "")
+        if path_problems:
+            raise InputError(path_problems)
         if request.method == "GET":
             plan = await self.notifier.store.get_launch_plan(EntityId(project, domain, name))
             if plan is None:
-                raise ApiError(404, f"no launch plan {project}/{domain}/{name} is registered")
+                raise ApiError(
+                    404,
+                    f"no launch plan {project}/{domain}/{name} is registered",
+                    [Problem("name", "no launch plan of this name is registered")],
+                )
             return JSONResponse(_plan_json(plan.id, plan.notifications))
         if _content_type(request) in PROTOBUF:
             registered = await self.notifier.register_launch_plan(
@@ -292,8 +351,7 @@ class _Api:
                 if key not in ("version", "notifications")
             ]
             version = data.get("version")
-            if not isinstance(version, str) or not version:
-                problems.append(Problem("version", "is required: a non-empty string"))
+            problems += identifier_problems(version, "version", "version")
             notifications = data.get("notifications", [])
             problems += _notification_shape(notifications)
             if problems:
@@ -303,13 +361,14 @@ class _Api:
             )
         answer = _plan_json(registered.id, registered.notifications)
         # Accepted (the configuration may be fixed later), but said out loud now.
-        answer["warnings"] = [
-            {"field": p.field, "message": p.message}
-            for p in resolve.routing_problems(
-                registered.notifications, self.notifier.settings, self.notifier.dev_inbox
-            )
-        ]
+        answer["warnings"] = self._routing_warnings(registered.notifications)
         return JSONResponse(answer)
+
+    def _routing_warnings(self, notifications: Sequence[Notification]) -> list[dict[str, str]]:
+        problems = resolve.routing_problems(
+            notifications, self.notifier.settings, self.notifier.dev_inbox
+        )
+        return [{"field": p.field, "message": p.message} for p in problems]
 
     async def create_execution(self, request: Request) -> Response:
         data = await self._json(request)
@@ -319,13 +378,14 @@ class _Api:
         problems = [Problem(key, "unknown field") for key in data if key not in known]
         execution_id = _collect(problems, lambda: execution_id_from_json(data.get("id"), "id"))
         launch_plan = workflow = None
-        if data.get("launch_plan") is not None:
+        # A field given must be valid: null is not "left out" here.
+        if "launch_plan" in data:
             launch_plan = _collect(
                 problems, lambda: entity_id_from_json(data["launch_plan"], "launch_plan")
             )
-        if data.get("workflow") is not None:
+        if "workflow" in data:
             workflow = _collect(problems, lambda: entity_id_from_json(data["workflow"], "workflow"))
-        notifications = data.get("notifications") or []
+        notifications = data.get("notifications", [])
         problems += _notification_shape(notifications)
         disable_all = data.get("disable_all", False)
         if not isinstance(disable_all, bool):
@@ -346,6 +406,8 @@ class _Api:
                 "workflow": _entity_json(execution.workflow),
                 "notifications": [n.to_dict() for n in execution.notifications],
                 "created_at": execution.created_at.isoformat(),
+                # Overrides come from the caller: say now which recipients will not be reached.
+                "warnings": self._routing_warnings(execution.notifications),
             },
             status_code=201,
         )
@@ -396,27 +458,33 @@ class _Api:
         )
 
     async def events_batch(self, request: Request) -> Response:
+        """One result per event: the good ones are recorded even when others are rejected.
+
+        All-or-nothing would leave a producer that retries the same batch stuck
+        forever behind one bad event; a rejected event says why instead.
+        """
         data = await self._json(request)
         if isinstance(data, dict) and isinstance(data.get("events"), list):
             data = data["events"]
         if not isinstance(data, list):
             self.metrics.event_received("invalid")
             raise InputError(Problem("events", "the body must be a JSON array of events"))
-        events, problems = [], []
+        answers: list[dict[str, Any] | None] = []
+        events: list[ExecutionEvent] = []
         for i, item in enumerate(data):
             try:
                 events.append(event_from_json(item))
+                answers.append(None)  # filled in once the good events are recorded
             except InputError as error:
-                problems += [
-                    Problem(f"events[{i}].{p.field}".rstrip("."), p.message) for p in error.problems
-                ]
-        if problems:
-            self.metrics.event_received("invalid", len(data))
-            raise InputError(problems)
-        results = await self.notifier.report_events(events)
-        for result in results:
-            self.metrics.event_received(result.outcome.value)
-        return JSONResponse({"results": [_result_json(r) for r in results]})
+                self.metrics.event_received("invalid")
+                answers.append(_rejected_json(error, f"events[{i}]"))
+        results = iter(await self.notifier.report_events(events) if events else [])
+        for i, answer in enumerate(answers):
+            if answer is None:
+                result = next(results)
+                self.metrics.event_received(result.outcome.value)
+                answers[i] = _result_json(result)
+        return JSONResponse({"results": answers})
 
     # -- deliveries and the inbox --------------------------------------------------
 
@@ -451,11 +519,14 @@ class _Api:
 
     async def _delivery(self, request: Request) -> Delivery:
         raw = request.path_params["id"]
-        if not raw.isdigit():
-            raise ApiError(404, f"no delivery {raw}")
-        delivery = await self.notifier.delivery(int(raw))
+        try:
+            delivery_id = parse_int(raw, "id", 1, MAX_INT)
+        except InputError as error:
+            # Not an id any delivery can have: as unknown as a number never used.
+            raise ApiError(404, f"no delivery {raw}", error.problems) from None
+        delivery = await self.notifier.delivery(delivery_id)
         if delivery is None:
-            raise ApiError(404, f"no delivery {raw}")
+            raise ApiError(404, f"no delivery {raw}", [Problem("id", "no delivery has this id")])
         return delivery
 
     async def inbox(self, request: Request) -> Response:
@@ -563,6 +634,24 @@ def inbox_json(message: InboxMessage) -> dict[str, Any]:
     }
 
 
+def _rejected_json(error: InputError, prefix: str) -> dict[str, Any]:
+    return {
+        "outcome": "rejected",
+        "problems": [
+            {"field": f"{prefix}.{p.field}".rstrip("."), "message": p.message}
+            for p in error.problems
+        ],
+    }
+
+
+def _routing_problems(status: int) -> list[Problem]:
+    if status == 404:
+        return [Problem("path", "no such route")]
+    if status == 405:
+        return [Problem("method", "not allowed on this route")]
+    return []
+
+
 def _result_json(result: EventResult) -> dict[str, Any]:
     body: dict[str, Any] = {"outcome": result.outcome.value}
     if result.outcome is EventOutcome.ENQUEUED:
@@ -613,20 +702,6 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "request body too large", [Problem("body", f"at most {limit} bytes")])
 
 
-def _decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as error:
-        raise InputError(Problem("body", f"is not UTF-8: {error}")) from None
-    except json.JSONDecodeError as error:
-        raise InputError(
-            Problem(
-                "body",
-                f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
-            )
-        ) from None
-
-
 def _event_from_protobuf(body: bytes) -> ExecutionEvent:
     try:
         return event_from_bytes(body)
@@ -663,33 +738,32 @@ def _launch_plan_message(body: bytes, project: str, domain: str, name: str) -> A
 
 
 def _int_param(
-    params: Mapping[str, str], name: str, default: int, low: int = 0, high: int | None = None
+    params: Mapping[str, str], name: str, default: int, low: int = 0, high: int = MAX_INT
 ) -> int:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bound = f" between {low} and {high}" if high is not None else f" >= {low}"
-        raise InputError(Problem(name, f"must be an integer{bound}, got {raw!r}"))
-    return int(raw)
+    return parse_int(raw, name, low, high)
 
 
 def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
     problems: list[Problem] = []
     execution = status = since = None
-    if params.get("execution"):
-        try:
-            execution = ExecutionId.parse(params["execution"])
-        except ValueError as error:
-            problems.append(Problem("execution", str(error)))
-    if params.get("status"):
+    # A parameter given empty is a mistake, not an absent one: refused like any other.
+    if "execution" in params:
+        execution = _execution_param(params["execution"], problems)
+    if "status" in params:
         try:
             status = DeliveryStatus(params["status"])
         except ValueError:
             allowed = ", ".join(s.value for s in DeliveryStatus)
             problems.append(Problem("status", f"must be one of {allowed}"))
-    if params.get("since"):
+    if "since" in params:
         since = _parse_since(params["since"], problems)
+    channel = params.get("channel")
+    if channel is not None:
+        # Channel names follow the identifier rules (no NUL for PostgreSQL).
+        problems += identifier_problems(channel, "channel", "project")
     cursor = _collect_int(problems, params, "cursor", 0)
     limit = _collect_int(problems, params, "limit", 100, 1, MAX_LIMIT)
     if problems:
@@ -697,7 +771,7 @@ def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
     return DeliveryFilter(
         execution=execution,
         status=status,
-        channel=params.get("channel") or None,
+        channel=channel,
         since=since,
         after_id=cursor or None,
         limit=limit,
@@ -714,11 +788,28 @@ def _collect_int(
         return default
 
 
+def _execution_param(raw: str, problems: list[Problem]) -> ExecutionId | None:
+    try:
+        execution = ExecutionId.parse(raw)
+    except ValueError as error:
+        problems.append(Problem("execution", str(error)))
+        return None
+    parts = {"project": execution.project, "domain": execution.domain, "name": execution.name}
+    found = id_problems(parts, "execution")
+    problems += found
+    return None if found else execution
+
+
 def _parse_since(raw: str, problems: list[Problem]) -> float | None:
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+        problems.append(Problem("since", f"must be a finite number of seconds, got {raw!r}"))
+        return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -727,3 +818,7 @@ def _parse_since(raw: str, problems: list[Problem]) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()

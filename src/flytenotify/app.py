@@ -37,8 +37,16 @@ from flytenotify.domain import (
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
-from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import event_from_bytes, event_from_json, event_from_proto
+from flytenotify.errors import InputError, Problem, UnknownReference
+from flytenotify.intake.events import (
+    check_entity_id,
+    check_execution_id,
+    checked_event,
+    event_from_bytes,
+    event_from_json,
+    event_from_proto,
+)
+from flytenotify.intake.limits import recipient_problems, template_problems
 from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -176,8 +184,8 @@ class Notifier:
             found = _notifications_from(notifications or ())
         else:
             plan_id, found = _from_launch_plan_message(plan)
-        if not plan_id.version:
-            raise InputError(Problem("launch_plan.version", "is required to register"))
+        _check_storable(found)
+        check_entity_id(plan_id, "launch_plan", version_required=True)
         registered = LaunchPlan(plan_id, tuple(found), datetime.now(UTC))
         await self.store.register_launch_plan(registered)
         return registered
@@ -195,12 +203,18 @@ class Notifier:
 
         Creating an execution that exists returns the stored one unchanged.
         """
+        check_execution_id(execution_id, "id")
+        if launch_plan is not None:
+            check_entity_id(launch_plan, "launch_plan")
+        if workflow is not None:
+            check_entity_id(workflow, "workflow")
         overrides = _notifications_from(notifications or ())
+        _check_storable(overrides)
         plan_notifications: Sequence[Any] = ()
         if launch_plan is not None:
             plan = await self.store.get_launch_plan(launch_plan)
             if plan is None and not overrides:
-                raise InputError(
+                raise UnknownReference(
                     Problem("launch_plan", f"no launch plan {launch_plan} is registered")
                 )
             if plan is not None:
@@ -241,8 +255,16 @@ class Notifier:
         An execution flytenotify does not know is looked up in FlyteAdmin first
         (when configured); if FlyteAdmin cannot answer now this raises
         :class:`~flytenotify.errors.UpstreamUnavailable` and records nothing.
+        A bad event raises :class:`InputError` naming every bad one; nothing is recorded.
         """
-        normalised = [_as_event(e, f"events[{i}]") for i, e in enumerate(events)]
+        normalised, problems = [], []
+        for i, given in enumerate(events):
+            try:
+                normalised.append(_as_event(given, f"events[{i}]"))
+            except InputError as error:
+                problems += error.problems
+        if problems:
+            raise InputError(problems)
         executions = await self._executions_for(normalised)
         writes = []
         for event in normalised:
@@ -413,6 +435,22 @@ def _notifications_from(items: Iterable[NotificationLike]) -> list[Any]:
     return list(to_notifications(items))
 
 
+def _check_storable(notifications: Sequence[Any]) -> None:
+    """Refuse recipients and templates no store can hold (length, NUL, lone surrogates)."""
+    problems: list[Problem] = []
+    for i, notification in enumerate(notifications):
+        settings = notification.channel_settings
+        if settings is None:
+            continue
+        where = f"notifications[{i}].{notification.channel}"
+        for j, recipient in enumerate(settings.recipients_email):
+            problems += recipient_problems(recipient, f"{where}.recipients_email[{j}]")
+        if settings.template:
+            problems += template_problems(settings.template, f"{where}.template")
+    if problems:
+        raise InputError(problems)
+
+
 def _from_launch_plan_message(message: Any) -> tuple[EntityId, list[Any]]:
     found = launch_plan_notifications(message)
     ident = message.id if hasattr(message, "id") else None
@@ -426,7 +464,7 @@ def _from_launch_plan_message(message: Any) -> tuple[EntityId, list[Any]]:
 def _as_event(event: EventInput, field: str) -> ExecutionEvent:
     try:
         if isinstance(event, ExecutionEvent):
-            return event
+            return checked_event(event)  # built by a caller: the same limits as every form
         if isinstance(event, Mapping):
             return event_from_json(event)
         if isinstance(event, bytes):

@@ -11,8 +11,17 @@ from __future__ import annotations
 from email.utils import parseaddr
 from pathlib import Path
 from typing import ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -146,6 +155,22 @@ class WebhookTarget(_Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
         return url
+
+    @field_validator("headers")
+    @classmethod
+    def _one_kind_of_credentials(
+        cls, headers: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        # The HTTP client turns user:password@ in the URL into an Authorization
+        # header and refuses a request that has both: every send would fail.
+        parts = urlsplit(info.data.get("url", ""))
+        has_userinfo = parts.username is not None or parts.password is not None
+        if has_userinfo and any(k.lower() == "authorization" for k in headers):
+            raise ValueError(
+                "an Authorization header cannot be combined with user:password@ in url "
+                "(no request could be sent); keep the credentials in one of the two"
+            )
+        return headers
 
     def resolved_secret(self) -> str | None:
         return read_secret(self.secret, self.secret_file)
@@ -306,6 +331,54 @@ class IntakeConfig(_Section):
     aws: AwsIntakeConfig | None = None
 
 
+class AllowConfig(_Section):
+    """Who may be messaged, per transport; a list that is not set allows anyone.
+
+    Any API token holder can give an execution its own notifications, so
+    without these lists the token is a licence to use the SMTP relay, the
+    Slack bot and PagerDuty for any recipient. A recipient outside a set list
+    is reported when notifications are registered and its delivery is
+    dead-lettered with the reason, never sent. The dev inbox is not restricted
+    (nothing leaves it).
+    """
+
+    email: list[str] | None = None  # domains ("example.com") or addresses ("ops@partner.org")
+    slack: list[str] | None = None  # channels ("#data-alerts", "C0123ABC"), user emails, domains
+    pagerduty: list[str] | None = None  # names in [pagerduty.routing_keys]
+    webhook: list[str] | None = None  # names of [webhooks.NAME]
+
+    @field_validator("email", "slack", "pagerduty", "webhook")
+    @classmethod
+    def _plain_entries(cls, entries: list[str] | None) -> list[str] | None:
+        if entries is None:
+            return None
+        for i, entry in enumerate(entries):
+            if not entry.strip() or any(c.isspace() for c in entry):
+                raise ValueError(
+                    f"entry {i} must be a non-empty name without spaces, got {entry!r}"
+                )
+        return [entry.lower() for entry in entries]
+
+    @field_validator("email")
+    @classmethod
+    def _domains_or_addresses(cls, entries: list[str] | None) -> list[str] | None:
+        for i, entry in enumerate(entries or []):
+            local, at, domain = entry.rpartition("@")
+            if (at and not local) or "@" in local or "." not in domain:
+                raise ValueError(
+                    f"entry {i} must be a domain (example.com) or an address "
+                    f"(ops@example.com), got {entry!r}"
+                )
+        return entries
+
+    def entries(self, transport: str) -> list[str] | None:
+        """The allow-list of ``transport``, or None when it allows anyone."""
+        if transport in ("email", "slack", "pagerduty", "webhook"):
+            found: list[str] | None = getattr(self, transport)
+            return found
+        return None
+
+
 class Settings(_Section):
     """Everything the engine needs. Empty means: SQLite in the working directory."""
 
@@ -319,3 +392,18 @@ class Settings(_Section):
     dispatch: DispatchConfig = DispatchConfig()
     flyteadmin: FlyteAdminConfig | None = None
     intake: IntakeConfig = IntakeConfig()
+    allow: AllowConfig = AllowConfig()
+
+    @model_validator(mode="after")
+    def _allowed_names_exist(self) -> Self:
+        # A misspelt name would refuse every delivery it was meant to allow.
+        known = {
+            "pagerduty": set(self.pagerduty.routing_keys) if self.pagerduty else set(),
+            "webhook": set(self.webhooks),
+        }
+        for transport, names in known.items():
+            for entry in self.allow.entries(transport) or []:
+                if entry not in {name.lower() for name in names}:
+                    where = "pagerduty.routing_keys" if transport == "pagerduty" else "webhooks"
+                    raise ValueError(f"allow.{transport}: {entry!r} is not configured in [{where}]")
+        return self

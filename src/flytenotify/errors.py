@@ -68,6 +68,13 @@ class InputError(ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
+class UnknownReference(InputError):
+    """Input naming something that does not exist (a launch plan never registered).
+
+    The HTTP API answers 404, as FlyteAdmin does for the same mistake.
+    """
+
+
 class UpstreamUnavailable(RuntimeError):
     """A service an event depends on (FlyteAdmin) cannot answer now; nothing was recorded.
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from flytenotify.intake.limits import IDENTIFIER_LIMITS, MAX_INT, MAX_JSON_DEPTH, TEMPLATE_LIMIT
+
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
 CLOUDEVENTS = "application/cloudevents+json"
 
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
-_TIME = {"type": "string", "format": "date-time"}
+# RFC 3339 as protobuf's Timestamp reads it (ASCII digits, an offset or Z).
+_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
+    "(Z|[+-][0-9]{2}:[0-9]{2})$",
+}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
@@ -34,7 +42,7 @@ def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 _ERRORS = {
     "400": "Invalid request; problems name each field",
     "401": "Missing or wrong bearer token",
-    "404": "Not found",
+    "404": "Not found (an unknown delivery, or launch plan, also when a request names it)",
     "409": "Conflict",
     "413": "Body too large",
     "415": "Unsupported Content-Type",
@@ -65,17 +73,90 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
+# The intake limits (flytenotify.intake.limits), so that generated data the
+# document calls valid is data the service accepts.
+_NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def _identifier(part: str, shortest: int = 1) -> dict[str, Any]:
+    # The length is in the pattern, not in minLength/maxLength: generating a
+    # string of a given length that matches a pattern is slow in schemathesis.
+    slash = "" if part in ("version", "recipient") else "/"
+    return {
+        "type": "string",
+        "pattern": f"^[^{_NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$",
+    }
+
+
 def _path(*names: str) -> list[dict[str, Any]]:
-    return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-        for n in names
-    ]
+    return [{"name": n, "in": "path", "required": True, "schema": _identifier(n)} for n in names]
 
 
-_CURSOR = _query("cursor", {"type": "integer", "minimum": 0}, "the previous page's next")
+_DELIVERY_ID = [
+    {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+    }
+]
+_CURSOR = _query(
+    "cursor", {"type": "integer", "minimum": 0, "maximum": MAX_INT}, "the previous page's next"
+)
+_EXECUTION_PARAM = {
+    "type": "string",
+    "pattern": f"^[^{_NO_CONTROL}/]{{1,63}}/[^{_NO_CONTROL}/]{{1,63}}/[^{_NO_CONTROL}/]{{1,255}}$",
+}
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
 _PHASES = ["QUEUED", "RUNNING", "SUCCEEDING", "SUCCEEDED", "FAILING", "FAILED", "ABORTED"]
 _PHASES += ["TIMED_OUT", "ABORTING"]
+_TERMINAL = ["SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"]
+# protobuf's JSON mapping takes an enum's name or its number.
+_PHASE = {"enum": [*_PHASES, *range(1, len(_PHASES) + 1)]}
+_TERMINAL_PHASE = {"enum": [*_TERMINAL, 4, 6, 7, 8]}
+_RECIPIENT_LIMIT = IDENTIFIER_LIMITS["recipient"]
+_RECIPIENTS = {
+    "type": "array",
+    "minItems": 1,
+    "items": {  # starts with a visible character
+        "type": "string",
+        "pattern": f"^[^\\s{_NO_CONTROL}][^{_NO_CONTROL}]{{0,{_RECIPIENT_LIMIT - 1}}}$",
+    },
+}
+_CHANNEL = {
+    "type": "object",
+    "required": ["recipientsEmail"],
+    "additionalProperties": False,
+    "properties": {
+        "recipientsEmail": _RECIPIENTS,
+        "template": {
+            "type": ["string", "null"],
+            "description": f"at most {TEMPLATE_LIMIT} characters",
+            "pattern": "^[^\\u0000]*$",
+        },
+    },
+}
+# outputUri and error are one protobuf oneof (output_result): one of them at most.
+_BOTH_RESULTS = {"required": ["outputUri", "error"]}
+# In protobuf's JSON mapping, null stands for a field left out.
+_OPTIONAL_STR = {"type": ["string", "null"]}
+_EVENT_PROPERTIES: dict[str, Any] = {
+    "executionId": _ref("ExecutionId"),
+    "phase": _PHASE,
+    "occurredAt": {**_TIME, "type": ["string", "null"]},
+    "producerId": _OPTIONAL_STR,
+    "outputUri": _OPTIONAL_STR,
+    "error": {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            "code": _OPTIONAL_STR,
+            "message": _OPTIONAL_STR,
+            "kind": {"enum": ["UNKNOWN", "USER", "SYSTEM", 0, 1, 2, None]},
+            "errorUri": _OPTIONAL_STR,
+        },
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -86,28 +167,40 @@ SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error", "problems"],
-        "properties": {"error": _STR, "problems": {"type": "array", "items": _ref("Problem")}},
+        "properties": {
+            "error": _STR,
+            "problems": {"type": "array", "minItems": 1, "items": _ref("Problem")},
+        },
     },
     "ExecutionId": {
         "type": "object",
         "required": ["project", "domain", "name"],
-        "properties": {"project": _STR, "domain": _STR, "name": _STR},
+        "additionalProperties": False,
+        "properties": {p: _identifier(p) for p in ("project", "domain", "name")},
     },
     "EntityId": {
         "type": "object",
         "required": ["project", "domain", "name"],
-        "properties": {"project": _STR, "domain": _STR, "name": _STR, "version": _STR},
+        "additionalProperties": False,
+        "properties": {
+            **{p: _identifier(p) for p in ("project", "domain", "name")},
+            # Empty: the latest registered version.
+            "version": _identifier("version", shortest=0),
+        },
     },
     "Notification": {
         "type": "object",
-        "description": "flyteidl admin.Notification in the protobuf JSON mapping",
+        "description": "flyteidl admin.Notification in the protobuf JSON mapping: terminal"
+        " phases and exactly one channel (snake_case spellings are accepted too)",
         "required": ["phases"],
+        "additionalProperties": False,
+        "minProperties": 2,
+        "maxProperties": 2,
         "properties": {
-            "phases": {"type": "array", "items": {"type": ["string", "integer"]}},
-            "email": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
-            "slack": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
-            "pagerDuty": {"type": "object", "properties": {"recipientsEmail": {"type": "array"}}},
-            "template": _STR,
+            "phases": {"type": "array", "minItems": 1, "items": _TERMINAL_PHASE},
+            "email": _CHANNEL,
+            "slack": _CHANNEL,
+            "pagerDuty": _CHANNEL,
         },
     },
     "LaunchPlanRegistration": {
@@ -115,7 +208,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["version"],
         "additionalProperties": False,
         "properties": {
-            "version": {"type": "string", "minLength": 1},
+            "version": _identifier("version"),
             "notifications": {"type": "array", "items": _ref("Notification")},
         },
     },
@@ -126,7 +219,7 @@ SCHEMAS: dict[str, Any] = {
             "id": _ref("EntityId"),
             "notifications": {"type": "array", "items": {"type": "object"}},
             "warnings": {
-                "description": "Recipients no configured channel can reach (on registration)",
+                "description": "Recipients no configured channel can reach, or [allow] refuses",
                 "type": "array",
                 "items": _ref("Problem"),
             },
@@ -153,53 +246,58 @@ SCHEMAS: dict[str, Any] = {
             "workflow": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
             "notifications": {"type": "array", "items": {"type": "object"}},
             "created_at": _TIME,
+            "warnings": {
+                "description": "Recipients no configured channel can reach, or [allow] refuses",
+                "type": "array",
+                "items": _ref("Problem"),
+            },
         },
     },
     "Event": {
         "type": "object",
-        "description": "flyteidl event.WorkflowExecutionEvent in the protobuf JSON mapping,"
-        " plus an optional launch_plan",
+        "description": "flyteidl event.WorkflowExecutionEvent in the protobuf JSON mapping"
+        " (snake_case spellings are accepted too), plus an optional launch_plan. Free text"
+        " longer than its limit is cut and ends with '… [truncated]'.",
         "required": ["executionId", "phase"],
+        "additionalProperties": False,
         "properties": {
-            "executionId": _ref("ExecutionId"),
-            "phase": {"type": "string", "enum": _PHASES},
-            "occurredAt": _TIME,
-            "producerId": _STR,
-            "outputUri": _STR,
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": _STR,
-                    "message": _STR,
-                    "kind": {"type": "string", "enum": ["UNKNOWN", "USER", "SYSTEM"]},
-                    "errorUri": _STR,
-                },
-            },
-            "launch_plan": _ref("EntityId"),
+            **_EVENT_PROPERTIES,
+            "launch_plan": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
         },
+        "not": _BOTH_RESULTS,
+    },
+    "RawEvent": {
+        "type": "object",
+        "description": "flyteidl event.WorkflowExecutionEvent in a cloud event's data",
+        "required": ["executionId", "phase"],
+        "properties": _EVENT_PROPERTIES,
+        "not": _BOTH_RESULTS,
     },
     "CloudEvent": {
         "type": "object",
         "description": "A structured-mode cloud event of type"
         " com.flyte.resource.cloudevents.WorkflowExecution; data is a"
-        " flyteidl event.CloudEventWorkflowExecution (JSON mapping, or data_base64)",
-        "required": ["specversion", "id", "source", "type"],
+        " flyteidl event.CloudEventWorkflowExecution in the JSON mapping (or its"
+        " serialization as data_base64). Other com.flyte.resource.cloudevents.* types"
+        " are answered 200 with outcome ignored.",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "additionalProperties": False,
         "properties": {
-            "specversion": {"type": "string", "enum": ["1.0"]},
+            "specversion": {"const": "1.0"},
             "id": {"type": "string", "minLength": 1},
             "source": {"type": "string", "minLength": 1},
-            "type": _STR,
+            "type": {"const": "com.flyte.resource.cloudevents.WorkflowExecution"},
             "time": _TIME,
-            "datacontenttype": _STR,
+            "datacontenttype": {"type": "string", "minLength": 1},
             "data": {
                 "type": "object",
+                "required": ["rawEvent"],
                 "properties": {
-                    "rawEvent": _ref("Event"),
+                    "rawEvent": _ref("RawEvent"),
                     "launchPlanId": _ref("EntityId"),
                     "referenceExecution": _ref("ExecutionId"),
                 },
             },
-            "data_base64": _STR,
         },
     },
     "EventResult": {
@@ -334,6 +432,18 @@ SCHEMAS["ExecutionDetail"] = {
 }
 
 _EVENT_RESULT = _ref("EventResult")
+# Any JSON value: a batch item that is not a valid Event is not a bad request,
+# it is answered in the results (outcome rejected).
+_BATCH_ITEM = {"description": "an Event (#/components/schemas/Event)"}
+_REJECTED = {
+    "type": "object",
+    "description": "An event of the batch that was not recorded, and why",
+    "required": ["outcome", "problems"],
+    "properties": {
+        "outcome": {"const": "rejected"},
+        "problems": {"type": "array", "minItems": 1, "items": _ref("Problem")},
+    },
+}
 
 _SOURCE_STATUS: dict[str, Any] = {
     "type": "object",
@@ -353,7 +463,9 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "flytenotify",
         "version": "1",
-        "description": "Notifications for Flyte workflow executions. See docs/http-api.md.",
+        "description": "Notifications for Flyte workflow executions. See docs/http-api.md"
+        f" (Limits: JSON nests at most {MAX_JSON_DEPTH} levels; identifiers and free text"
+        " have length limits; numbers in paths and queries are ASCII digits up to 2**63-1).",
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -436,7 +548,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "The latest registered version's notifications",
                 "responses": {
                     "200": _answer("The launch plan", _ref("LaunchPlan")),
-                    **_errors("401", "404"),
+                    **_errors("400", "401", "404"),
                 },
             },
             "put": {
@@ -461,7 +573,7 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, "content": _json(_ref("ExecutionRequest"))},
                 "responses": {
                     "201": _answer("Created (or the existing one)", _ref("Execution")),
-                    **_errors("400", "401", "413", "415"),
+                    **_errors("400", "401", "404", "413", "415"),
                 },
             }
         },
@@ -497,18 +609,19 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/events:batch": {
             "post": {
-                "summary": "Report many events; all are validated first",
+                "summary": "Report many events: the good ones are recorded, each bad one is"
+                " answered with outcome rejected and its problems (events[i].field)",
                 "requestBody": {
                     "required": True,
                     "content": _json(
                         {
                             "oneOf": [
-                                {"type": "array", "items": _ref("Event")},
+                                {"type": "array", "items": _BATCH_ITEM},
                                 {
                                     "type": "object",
                                     "required": ["events"],
                                     "properties": {
-                                        "events": {"type": "array", "items": _ref("Event")}
+                                        "events": {"type": "array", "items": _BATCH_ITEM}
                                     },
                                 },
                             ]
@@ -517,11 +630,16 @@ OPENAPI: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _answer(
-                        "One result per event",
+                        "One result per event, in order",
                         {
                             "type": "object",
                             "required": ["results"],
-                            "properties": {"results": {"type": "array", "items": _EVENT_RESULT}},
+                            "properties": {
+                                "results": {
+                                    "type": "array",
+                                    "items": {"oneOf": [_EVENT_RESULT, _REJECTED]},
+                                }
+                            },
                         },
                     ),
                     **_errors("400", "401", "413", "415", "503"),
@@ -532,14 +650,22 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "List deliveries, oldest first",
                 "parameters": [
-                    _query("execution", _STR, "project/domain/name"),
+                    _query("execution", _EXECUTION_PARAM, "project/domain/name"),
                     _query(
                         "status",
                         {"type": "string", "enum": ["pending", "retrying", "delivered", "dead"]},
                         "delivery status",
                     ),
-                    _query("channel", _STR, "email, slack, pagerduty, webhook, inbox, unroutable"),
-                    _query("since", _STR, "ISO 8601 time or Unix seconds"),
+                    _query(
+                        "channel",
+                        _identifier("project"),
+                        "email, slack, pagerduty, webhook, inbox, unroutable",
+                    ),
+                    _query(
+                        "since",
+                        {"anyOf": [{"type": "number"}, _TIME]},
+                        "ISO 8601 time or Unix seconds",
+                    ),
                     _CURSOR,
                     _LIMIT,
                 ],
@@ -550,7 +676,7 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/api/v1/deliveries/{id}": {
-            "parameters": _path("id"),
+            "parameters": _DELIVERY_ID,
             "get": {
                 "summary": "One delivery with its attempts and message",
                 "responses": {
@@ -560,7 +686,7 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "/api/v1/deliveries/{id}/retry": {
-            "parameters": _path("id"),
+            "parameters": _DELIVERY_ID,
             "post": {
                 "summary": "Send a dead delivery again",
                 "responses": {

@@ -323,3 +323,14 @@ def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
         )
     auth = "bearer token required" if config.server.tokens() else "no authentication"
     log.info("listening on http://%s:%d (%s)", config.server.host, config.server.port, auth)
+    unrestricted = [
+        name
+        for name, state in info["channels"].items()
+        if state.startswith("configured") and config.settings.allow.entries(name) is None
+    ]
+    if unrestricted and not is_loopback(config.server.host):
+        log.warning(
+            "no [allow] list for %s: any API token holder can have them message any "
+            "recipient; see docs/deployment.md#security",
+            ", ".join(unrestricted),
+        )

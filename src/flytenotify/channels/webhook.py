@@ -295,7 +295,8 @@ class WebhookChannel:
         if not self._targets:
             return "webhook: no targets configured"
         described = ", ".join(
-            f"{name} -> {urlsplit(t.url).netloc} ({'signed' if t.secret else 'unsigned'})"
+            # The host alone: a URL's user:password@ is a secret like any other.
+            f"{name} -> {urlsplit(t.url).hostname} ({'signed' if t.secret else 'unsigned'})"
             for name, t in sorted(self._targets.items())
         )
         return f"webhook: {described}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
 from flytenotify.domain import Delivery, DeliveryStatus
-from flytenotify.engine.resolve import UNROUTABLE, RoutingError, route
+from flytenotify.engine.resolve import UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import OTHER_CHANNELS, Completion, Store, channel_key
 
 log = logging.getLogger("flytenotify.dispatch")
@@ -299,6 +299,10 @@ class Dispatcher:
             except RoutingError as error:
                 return SendResult.permanent(f"cannot route: {error}")
             delivery = replace(delivery, channel=where.channel, recipient=where.recipient)
+        # Checked at every attempt: a re-drive after [allow] was narrowed sends nothing.
+        refused = refusal(delivery.channel, delivery.recipient, self.settings)
+        if refused is not None:
+            return SendResult.permanent(f"cannot route: {refused}")
         channel = self.channels.get(delivery.channel)
         if channel is None:
             return SendResult.permanent(

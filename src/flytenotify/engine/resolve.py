@@ -54,10 +54,47 @@ class Route:
 
 
 class RoutingError(ValueError):
-    """A recipient no configured transport can reach."""
+    """A recipient no configured transport can reach, or one ``[allow]`` refuses."""
 
 
 def route(kind: str, recipient: str, settings: Settings, dev_inbox: bool = False) -> Route:
+    """The transport for one recipient of one notification kind, if ``[allow]`` permits.
+
+    Every delivery is routed here when it is planned (and an unroutable one
+    again at each attempt), so this is where the allow-lists are enforced.
+    """
+    where = _pick_transport(kind, recipient, settings, dev_inbox)
+    refused = refusal(where.channel, where.recipient, settings)
+    if refused is not None:
+        raise RoutingError(refused)
+    return where
+
+
+def refusal(channel: str, recipient: str, settings: Settings) -> str | None:
+    """Why ``[allow]`` forbids sending to ``recipient`` over ``channel``, or None.
+
+    Entries match without regard to case; an email-shaped recipient also
+    matches its domain, and Slack channels match with or without ``#``.
+    """
+    allowed = settings.allow.entries(channel)
+    if allowed is None:
+        return None
+    wanted = recipient.strip().lower()
+    candidates = {wanted}
+    if is_email(wanted):
+        candidates.add(wanted.rpartition("@")[2])
+    if channel == SLACK:
+        candidates |= {c.removeprefix("#") for c in candidates}
+        allowed = [*allowed, *(entry.removeprefix("#") for entry in allowed)]
+    if candidates.isdisjoint(allowed):
+        return (
+            f"{channel} recipient {recipient!r} is not allowed: it is not in allow.{channel}"
+            " (no message is sent to it)"
+        )
+    return None
+
+
+def _pick_transport(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
     """Pick the transport for one recipient of one notification kind.
 
     ``webhook:NAME`` goes to that configured webhook whatever the kind. Slack

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from google.protobuf.message import DecodeError
 from flytenotify.domain import EntityId, ExecutionEvent
 from flytenotify.errors import InputError, Problem
 from flytenotify.intake.events import event_from_proto
+from flytenotify.intake.limits import loads_json
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -69,6 +69,8 @@ def parse(content_type: str, headers: Mapping[str, str], body: bytes) -> ParsedC
             [name for name in _REQUIRED if not headers.get(f"ce-{name}")],
             "a binary-mode cloud event needs the header ce-",
         )
+        if content_type in _JSON_TYPES and body.strip():
+            loads_json(body, "data")  # the SDK's own decoder has no depth limit
     try:
         if content_type == STRUCTURED:
             cloud_event = from_structured(message, JSONFormat())
@@ -89,12 +91,7 @@ def parse(content_type: str, headers: Mapping[str, str], body: bytes) -> ParsedC
 
 
 def _check_structured(body: bytes) -> None:
-    try:
-        document = json.loads(body)
-    except UnicodeDecodeError as error:
-        raise InputError(Problem("body", f"is not UTF-8: {error}")) from None
-    except ValueError as error:
-        raise InputError(Problem("body", f"is not valid JSON: {error}")) from None
+    document = loads_json(body)
     if not isinstance(document, dict):
         raise InputError(
             Problem("body", f"a cloud event must be a JSON object, got {type(document).__name__}")
@@ -173,10 +170,7 @@ def _text_data(text: str) -> dict[str, Any] | bytes:
     """A string: JSON text of the message, or its base64 serialization."""
     stripped = text.strip()
     if stripped.startswith("{"):
-        try:
-            parsed = json.loads(stripped)
-        except ValueError as error:
-            raise InputError(Problem("data", f"is not valid JSON: {error}")) from None
+        parsed = loads_json(stripped, "data")
         if isinstance(parsed, dict):
             return parsed
     try:

@@ -5,11 +5,17 @@ JSON and protobuf take the same road: JSON is parsed into flyteidl's
 spellings, enum names or numbers and RFC 3339 timestamps work exactly as
 protobuf defines them), then the message is checked and converted. Every
 problem is reported with its field.
+
+Whatever the form, the event ends in :func:`checked_event`, which applies the
+intake limits (:mod:`flytenotify.intake.limits`): identifiers a store cannot
+hold are refused, free text is made storable. An :class:`ExecutionEvent` built
+by a Python caller goes through it too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from flytenotify.domain import EntityId, ErrorKind, ExecutionError, ExecutionEvent, ExecutionId
 from flytenotify.errors import InputError, Problem
+from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems
 
 _ID_FIELDS = ("project", "domain", "name")
 # Not part of flyteidl's event: a producer may name the launch plan so that an
@@ -34,12 +41,28 @@ def event_from_json(data: object) -> ExecutionEvent:
         raise InputError(Problem("", f"an event must be a JSON object, got {type(data).__name__}"))
     fields = dict(data)
     launch_plan_raw = next((fields.pop(k) for k in _LAUNCH_PLAN_KEYS if k in fields), None)
-    launch_plan = entity_id_from_json(launch_plan_raw, "launch_plan") if launch_plan_raw else None
+    launch_plan = (
+        entity_id_from_json(launch_plan_raw, "launch_plan") if launch_plan_raw is not None else None
+    )
     return _plain_event(fields, launch_plan) or _event_via_protobuf(fields, launch_plan)
 
 
 def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent:
     """protobuf's own JSON parser: every form the mapping allows, and its error messages."""
+    # protobuf's parser reads true/false as enum numbers 1/0 and 1.5 as 1: a phase
+    # or kind is a name or a whole number, nothing else.
+    error = fields.get("error")
+    enums = {
+        "phase": fields.get("phase"),
+        "error.kind": error.get("kind") if isinstance(error, dict) else None,
+    }
+    wrong = [
+        Problem(f, f"must be a name or a whole number, got {v!r}")
+        for f, v in enums.items()
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int))
+    ]
+    if wrong:
+        raise InputError(wrong)
     message = event_pb2.WorkflowExecutionEvent()
     try:
         json_format.ParseDict(fields, message)
@@ -71,6 +94,7 @@ _PLAIN_ERROR_SPELLINGS = {
     "errorUri": "error_uri",
     "error_uri": "error_uri",
 }
+_ERROR_KINDS = frozenset(execution_pb2.ExecutionError.ErrorKind.values())
 _PHASE_NUMBERS = {
     name: number
     for name, number in execution_pb2.WorkflowExecution.Phase.items()
@@ -97,14 +121,16 @@ def _plain_event(fields: dict[str, Any], launch_plan: EntityId | None) -> Execut
         return None
     if not isinstance(output, str):
         return None
-    return ExecutionEvent(
-        execution_id=ExecutionId(ident["project"], ident["domain"], ident["name"]),
-        phase=phase,
-        occurred_at=occurred_at,
-        producer_id=producer,
-        error=error,
-        output_uri=output,
-        launch_plan=launch_plan,
+    return checked_event(
+        ExecutionEvent(
+            execution_id=ExecutionId(ident["project"], ident["domain"], ident["name"]),
+            phase=phase,
+            occurred_at=occurred_at,
+            producer_id=producer,
+            error=error,
+            output_uri=output,
+            launch_plan=launch_plan,
+        )
     )
 
 
@@ -182,6 +208,8 @@ def event_from_proto(message: Any, launch_plan: EntityId | None = None) -> Execu
     elif message.phase not in execution_pb2.WorkflowExecution.Phase.values():
         # protobuf keeps unknown enum numbers; an event must name a real phase.
         problems.append(Problem("phase", f"unknown phase number {message.phase}"))
+    if message.HasField("error") and message.error.kind not in _ERROR_KINDS:
+        problems.append(Problem("error.kind", f"unknown error kind number {message.error.kind}"))
     if problems:
         raise InputError(problems)
     occurred_at = (
@@ -189,15 +217,95 @@ def event_from_proto(message: Any, launch_plan: EntityId | None = None) -> Execu
         if message.HasField("occurred_at")
         else datetime.now(UTC)
     )
-    return ExecutionEvent(
-        execution_id=ExecutionId(*(getattr(message.execution_id, f) for f in _ID_FIELDS)),
-        phase=int(message.phase),
-        occurred_at=occurred_at,
-        producer_id=message.producer_id,
-        error=_error_from_proto(message.error) if message.HasField("error") else None,
-        output_uri=message.output_uri,
-        launch_plan=launch_plan,
+    return checked_event(
+        ExecutionEvent(
+            execution_id=ExecutionId(*(getattr(message.execution_id, f) for f in _ID_FIELDS)),
+            phase=int(message.phase),
+            occurred_at=occurred_at,
+            producer_id=message.producer_id,
+            error=_error_from_proto(message.error) if message.HasField("error") else None,
+            output_uri=message.output_uri,
+            launch_plan=launch_plan,
+        )
     )
+
+
+def checked_event(event: ExecutionEvent) -> ExecutionEvent:
+    """``event`` within the intake limits: identifiers checked, free text made storable.
+
+    Raises :class:`InputError` naming each bad field (``execution_id.name``,
+    ``launch_plan.version``, ``phase``...). Every event form ends here.
+    """
+    problems = execution_id_problems(event.execution_id, "execution_id")
+    if event.launch_plan is not None:
+        problems += entity_id_problems(event.launch_plan, "launch_plan")
+    if not isinstance(event.phase, int) or event.phase not in _PHASE_NUMBERS.values():
+        problems.append(
+            Problem("phase", f"must be a phase number of an event, got {event.phase!r}")
+        )
+    if not isinstance(event.occurred_at, datetime):
+        problems.append(Problem("occurred_at", f"must be a datetime, got {event.occurred_at!r}"))
+    problems += _text_type_problems(event)
+    if problems:
+        raise InputError(problems)
+    return _with_storable_text(event)
+
+
+def _text_type_problems(event: ExecutionEvent) -> list[Problem]:
+    texts: dict[str, object] = {"producer_id": event.producer_id, "output_uri": event.output_uri}
+    if event.error is not None:
+        texts |= {f"error.{k}": getattr(event.error, k) for k in ("message", "code", "error_uri")}
+    return [
+        Problem(field, f"must be a string, got {type(value).__name__}")
+        for field, value in texts.items()
+        if not isinstance(value, str)
+    ]
+
+
+def _with_storable_text(event: ExecutionEvent) -> ExecutionEvent:
+    producer_id = clean_text(event.producer_id, TEXT_LIMITS["producer_id"])
+    output_uri = clean_text(event.output_uri, TEXT_LIMITS["output_uri"])
+    error = event.error
+    if error is not None:
+        cleaned = ExecutionError(
+            message=clean_text(error.message, TEXT_LIMITS["error.message"]),
+            code=clean_text(error.code, TEXT_LIMITS["error.code"]),
+            kind=error.kind,
+            error_uri=clean_text(error.error_uri, TEXT_LIMITS["error.error_uri"]),
+        )
+        error = error if cleaned == error else cleaned
+    if (producer_id, output_uri, error) == (event.producer_id, event.output_uri, event.error):
+        return event  # the common case: nothing to change, nothing copied
+    return replace(event, producer_id=producer_id, output_uri=output_uri, error=error)
+
+
+def execution_id_problems(ident: object, field: str) -> list[Problem]:
+    """What is wrong with an :class:`ExecutionId` (its parts checked by the intake limits)."""
+    if not isinstance(ident, ExecutionId):
+        return [Problem(field, f"must be an ExecutionId, got {type(ident).__name__}")]
+    return id_problems({f: getattr(ident, f) for f in _ID_FIELDS}, field)
+
+
+def entity_id_problems(ident: object, field: str, version_required: bool = False) -> list[Problem]:
+    """What is wrong with an :class:`EntityId` of a launch plan or workflow."""
+    if not isinstance(ident, EntityId):
+        return [Problem(field, f"must be an EntityId, got {type(ident).__name__}")]
+    parts = {f: getattr(ident, f) for f in (*_ID_FIELDS, "version")}
+    return id_problems(parts, field, version_required)
+
+
+def check_execution_id(ident: object, field: str) -> None:
+    """Raise :class:`InputError` naming each bad part of an execution id."""
+    problems = execution_id_problems(ident, field)
+    if problems:
+        raise InputError(problems)
+
+
+def check_entity_id(ident: object, field: str, version_required: bool = False) -> None:
+    """Raise :class:`InputError` naming each bad part of a launch plan or workflow id."""
+    problems = entity_id_problems(ident, field, version_required)
+    if problems:
+        raise InputError(problems)
 
 
 def _error_from_proto(error: Any) -> ExecutionError:
@@ -210,27 +318,26 @@ def _error_from_proto(error: Any) -> ExecutionError:
     )
 
 
-def entity_id_from_json(data: object, field: str, version_required: bool = False) -> EntityId:
+def entity_id_from_json(
+    data: object, field: str, version_required: bool = False, with_version: bool = True
+) -> EntityId:
     """``{"project", "domain", "name", "version"?}`` into an :class:`EntityId`."""
     if not isinstance(data, Mapping):
         raise InputError(
             Problem(field, f"must be an object with project, domain and name, got {data!r}")
         )
-    problems = [
-        Problem(f"{field}.{key}", "is required: a non-empty string")
-        for key in (*_ID_FIELDS, *(("version",) if version_required else ()))
-        if not isinstance(data.get(key), str) or not data.get(key)
-    ]
-    version = data.get("version", "")
-    if not isinstance(version, str):
-        problems.append(Problem(f"{field}.version", f"must be a string, got {version!r}"))
+    parts = {key: data.get(key) for key in _ID_FIELDS}
+    parts["version"] = data.get("version", "")
+    problems = id_problems(parts, field, version_required)
+    known = (*_ID_FIELDS, "version") if with_version else _ID_FIELDS
+    problems += [Problem(f"{field}.{key}", "unknown field") for key in data if key not in known]
     if problems:
         raise InputError(problems)
-    return EntityId(data["project"], data["domain"], data["name"], version)
+    return EntityId(data["project"], data["domain"], data["name"], data.get("version", ""))
 
 
 def execution_id_from_json(data: object, field: str = "id") -> ExecutionId:
-    entity = entity_id_from_json(data, field)
+    entity = entity_id_from_json(data, field, with_version=False)
     return ExecutionId(entity.project, entity.domain, entity.name)
 
 

@@ -30,7 +30,6 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from flyteidl.admin import event_pb2 as admin_event_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.event import cloudevents_pb2
@@ -47,6 +46,7 @@ from google.protobuf.message import DecodeError, Message
 from flytenotify.domain import EntityId, ExecutionEvent
 from flytenotify.errors import InputError, Problem
 from flytenotify.intake.events import event_from_proto
+from flytenotify.intake.limits import loads_json
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
 _PREFIX = "com.flyte.resource."
@@ -118,10 +118,7 @@ def decode(body: bytes) -> Decoded:
 def _decode_json(body: bytes) -> Decoded:
     # Read by hand rather than with the cloudevents SDK: it decodes the data of
     # every event, and the point here is to drop most events by type first.
-    try:
-        envelope = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InputError(Problem("body", f"is not valid JSON: {error}")) from None
+    envelope = loads_json(body, "body")  # the same depth limit as every other JSON intake
     if not isinstance(envelope, dict):
         raise InputError(Problem("body", "a cloud event must be a JSON object"))
     missing = [Problem(name, "is required") for name in _REQUIRED if not envelope.get(name)]
@@ -196,10 +193,7 @@ def _decode_protobuf(cloud_event: Any) -> Decoded:
 
 
 def _parse_json_data(raw: bytes, field: str) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InputError(Problem(field, f"is not valid JSON: {error}")) from None
+    return loads_json(raw, field)
 
 
 # -- the data: a workflow execution event ----------------------------------------------

@@ -11,6 +11,8 @@ JSON mapping of ``flyteidl.admin.Notification``.
 from __future__ import annotations
 
 import abc
+import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -45,21 +47,19 @@ class FlyteIdlEntity(abc.ABC):
         return hash(self.to_flyte_idl().SerializeToString(deterministic=True))
 
     def __repr__(self) -> str:
+        """The protobuf text format of the message, as flytekit's ``repr()``."""
         return str(self.to_flyte_idl())
 
     def __str__(self) -> str:
-        return self.verbose_string()
+        return self.short_string()
 
     def short_string(self) -> str:
-        """``Flyte Serialized object (Email):`` followed by the fields, indented."""
-        fields = json_format.MessageToDict(
-            self.to_flyte_idl(), preserving_proto_field_name=True, use_integers_for_enums=True
-        )
-        lines = [f"Flyte Serialized object ({type(self).__name__}):"]
-        lines.extend(_indented_fields(fields, depth=1))
-        return "\n".join(lines)
+        """``Flyte Serialized object (Email):`` and the protobuf fields, as flytekit prints them."""
+        fields = _yaml_like(self.to_flyte_idl(), indent=2).rstrip(os.linesep)
+        return f"Flyte Serialized object ({type(self).__name__}):" + os.linesep + fields
 
     def verbose_string(self) -> str:
+        """The same as :meth:`short_string` (kept for callers of earlier flytekit versions)."""
         return self.short_string()
 
     def serialize_to_string(self) -> bytes:
@@ -70,16 +70,30 @@ class FlyteIdlEntity(abc.ABC):
         return len(self.to_flyte_idl().SerializeToString()) == 0
 
 
-def _indented_fields(fields: Mapping[str, Any], depth: int) -> list[str]:
-    pad = "  " * depth
+def _yaml_like(message: Any, indent: int) -> str:
+    """flytekit's text form of a protobuf message, one line per set field.
+
+    Fields come in field-number order (``ListFields``). A sub-message is a
+    ``name:`` line followed by its own fields two columns further in, and is
+    left out when none of its fields is set. Anything else (a scalar, or a
+    repeated field shown as a Python list) is ``name: text`` where the text is
+    ``textwrap.shorten(str(value).strip(), width=80)``: whitespace runs become
+    one space and a longer text is cut at a word boundary and ends in
+    ``[...]``; a field whose text ends up empty is left out.
+    """
+    if not hasattr(message, "ListFields"):
+        return str(message)
     lines: list[str] = []
-    for key, value in fields.items():
-        if isinstance(value, Mapping):
-            lines.append(f"{pad}{key}:")
-            lines.extend(_indented_fields(value, depth + 1))
-        else:
-            lines.append(f"{pad}{key}: {value}")
-    return lines
+    for descriptor, value in message.ListFields():
+        if hasattr(value, "ListFields"):
+            if value.ListFields():
+                lines.append(" " * indent + descriptor.name + ":" + os.linesep)
+                lines.append(_yaml_like(value, indent + 2))
+            continue
+        text = textwrap.shorten(str(value).strip(), width=80)
+        if text:
+            lines.append(" " * indent + descriptor.name + ": " + text + os.linesep)
+    return "".join(lines)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""What intake accepts: one place for the rules on identifiers, free text, numbers and JSON.
+
+Every way into the ledger (the HTTP API, the broker sources, the CLI, Python
+callers of :class:`~flytenotify.app.Notifier`) goes through these checks, so a
+value that a store cannot hold is refused at the door with its field named,
+the same on SQLite and PostgreSQL:
+
+- identifiers (project, domain, name, version) have a length limit and no
+  control characters or lone surrogates: PostgreSQL text cannot hold NUL, no
+  UTF-8 encoder can write a lone surrogate, and an identifier is part of a
+  btree index entry, which PostgreSQL caps at 2,704 bytes. The limits below keep
+  the longest key (a launch plan's four parts, 4 bytes per character at worst)
+  under that cap;
+- free text (an error message, a URI, a producer id) is never refused: it is
+  cut to its limit with :data:`TRUNCATED` at the end, and NUL or lone
+  surrogates become U+FFFD, so one odd event cannot jam a producer that retries;
+- integers in paths and query strings are ASCII digits within 0..2**63-1 (a
+  64-bit database integer), not whatever ``str.isdigit`` accepts;
+- JSON nests at most :data:`MAX_JSON_DEPTH` levels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from flytenotify.errors import InputError, Problem
+
+# Characters an identifier may not hold: C0 and C1 controls (NUL among them)
+# and lone surrogates (a str can hold one; UTF-8 cannot).
+_NOT_IN_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Free text keeps tabs and newlines; NUL and lone surrogates cannot be stored.
+_NOT_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+# Characters, per part. Flyte projects and domains name a Kubernetes namespace
+# ("project-domain"), so 63 is more than they can be; names and versions get 255.
+# A recipient (an email address is at most 254) is part of a delivery's unique
+# idempotency key with the execution's id: 4 * (63 + 63 + 255 + 254) + the rest
+# stays under the index row limit too.
+IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255, "recipient": 254}
+# Parts that may hold "/" (elsewhere it separates "project/domain/name").
+_SLASH_ALLOWED = frozenset({"version", "recipient"})
+# A notification's body template: refused beyond this, it is configuration.
+TEMPLATE_LIMIT = 16_384
+# Free text, in characters; longer text is cut and ends with TRUNCATED.
+TEXT_LIMITS = {
+    "error.message": 16_384,
+    "error.code": 1_024,
+    "error.error_uri": 2_048,
+    "output_uri": 2_048,
+    "producer_id": 1_024,
+}
+TRUNCATED = "… [truncated]"
+MAX_JSON_DEPTH = 64
+MAX_INT = 2**63 - 1
+
+
+def identifier_problems(
+    value: object, field: str, part: str, required: bool = True
+) -> list[Problem]:
+    """What is wrong with one identifier part (``part`` is a key of IDENTIFIER_LIMITS)."""
+    if required and (value is None or value == ""):
+        return [Problem(field, "is required: a non-empty string")]
+    if value == "":
+        return []  # an optional part left empty
+    if not isinstance(value, str):
+        return [Problem(field, f"must be a string, got {type(value).__name__}")]
+    limit = IDENTIFIER_LIMITS[part]
+    if len(value) > limit:
+        return [Problem(field, f"is {len(value)} characters long; at most {limit} are allowed")]
+    bad = _NOT_IN_IDENTIFIER.search(value)
+    if bad is not None:
+        return [
+            Problem(
+                field,
+                f"must not contain control characters or lone surrogates,"
+                f" found {bad.group()!r} at position {bad.start()}",
+            )
+        ]
+    if part not in _SLASH_ALLOWED and "/" in value:
+        # "project/domain/name" is how an execution is named in queries and logs.
+        return [Problem(field, f"must not contain '/', got {value!r}")]
+    return []
+
+
+def id_problems(
+    parts: Mapping[str, object], field: str, version_required: bool = False
+) -> list[Problem]:
+    """Problems of an execution id or entity id given as ``{part: value}``."""
+    prefix = f"{field}." if field else ""
+    problems: list[Problem] = []
+    for part, value in parts.items():
+        required = part != "version" or version_required
+        problems += identifier_problems(value, f"{prefix}{part}", part, required)
+    return problems
+
+
+def recipient_problems(value: str, field: str) -> list[Problem]:
+    """What is wrong with a recipient: too long, or a character no store can hold."""
+    limit = IDENTIFIER_LIMITS["recipient"]
+    if len(value) > limit:
+        return [Problem(field, f"is {len(value)} characters long; at most {limit} are allowed")]
+    bad = _NOT_IN_TEXT.search(value)
+    if bad is not None:
+        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+    return []
+
+
+def template_problems(value: str, field: str) -> list[Problem]:
+    """What is wrong with a body template: too long, or a character no store can hold."""
+    if len(value) > TEMPLATE_LIMIT:
+        return [Problem(field, f"is {len(value)} characters long; at most {TEMPLATE_LIMIT}")]
+    bad = _NOT_IN_TEXT.search(value)
+    if bad is not None:
+        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+    return []
+
+
+def clean_text(value: str, limit: int) -> str:
+    """``value`` made storable: NUL and lone surrogates replaced, cut to ``limit`` characters."""
+    if not value.isascii() or "\x00" in value:
+        value = _NOT_IN_TEXT.sub("\ufffd", value)
+    if len(value) > limit:
+        value = value[: limit - len(TRUNCATED)] + TRUNCATED
+    return value
+
+
+def parse_int(raw: str, field: str, low: int = 0, high: int = MAX_INT) -> int:
+    """``raw`` as an integer in ``low..high``, ASCII digits only; InputError naming ``field``."""
+    digits = (raw.lstrip("0") or "0") if raw.isascii() and raw.isdigit() else ""
+    # A length check first: int() of thousands of digits is slow, then refused.
+    if digits and len(digits) <= len(str(high)) and low <= int(digits) <= high:
+        return int(digits)
+    raise InputError(Problem(field, f"must be an integer between {low} and {high}, got {raw!r}"))
+
+
+def loads_json(body: bytes | str, field: str = "body") -> Any:
+    """Decoded JSON, or InputError naming ``field``: invalid, not UTF-8, or nested too deep."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InputError(
+            Problem(
+                field,
+                f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
+            )
+        ) from None
+    if _deeper_than(data, MAX_JSON_DEPTH):
+        raise InputError(Problem(field, f"nests deeper than {MAX_JSON_DEPTH} levels"))
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    # Iterative: the point is to stay clear of Python's recursion limit.
+    if not isinstance(data, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
