@@ -463,6 +463,8 @@ def broker_intake_run(
     # The same backlog counted from /healthz answering: start-up (a Python
     # process importing its libraries, on a loaded machine) left out.
     after_startup = stats["seconds"] - (ready - started)
+    # A backlog gone before /healthz answered has no after-start-up figures (None: "-").
+    measured_after = stats["ok"] and after_startup > 0
     return {
         "system": "flytenotify",
         "scenario": "broker intake",
@@ -471,9 +473,9 @@ def broker_intake_run(
         "size": size,
         **stats,
         "startup_s": ready - started,
-        "after_startup_per_s": size / after_startup if stats["ok"] and after_startup > 0 else 0.0,
+        "after_startup_per_s": size / after_startup if measured_after else None,
         "flyteadmin_calls": calls,
-        "cpu_s_per_1000": 1000 * cpu / size,
+        "cpu_s_per_1000": 1000 * cpu / size if measured_after else None,
         "peak_rss_mib": peak / 1024,
     }
 

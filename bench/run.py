@@ -352,7 +352,7 @@ def summarize_brokers(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         row["runs"] = len(results)
         numbers = ("delivered_per_s", "after_startup_per_s", "startup_s")
         for key in (*numbers, "flyteadmin_calls", "cpu_s_per_1000"):
-            row[key] = _spread([r[key] for r in results if key in r])
+            row[key] = _spread([r[key] for r in results if r.get(key) is not None])
         for q in ("p50", "p99"):
             values = [r["arrival_after_start"][q] for r in results if r.get("arrival_after_start")]
             row[f"arrival_{q}"] = _spread(values)
