@@ -29,7 +29,7 @@ from flytenotify.settings_loader import ServerConfig
 from tests.conftest import POSTGRES_ADMIN_URL, _admin, require_postgres, run_async, with_database
 from tests.live_server import LiveServer
 
-TOKEN = "schemathesis-token"
+TOKEN = "schemathesis-token-0123456789abcdef"  # 32+ characters, as serve requires
 AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
 MAX_EXAMPLES = 10  # per operation and generation mode
 load_all_checks()
@@ -91,7 +91,8 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case, live: LiveServer) -
 def test_the_document_is_served_and_covers_every_route(live: LiveServer) -> None:
     import httpx
 
-    document = httpx.get(f"{live.url}/openapi.json", timeout=5).json()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    document = httpx.get(f"{live.url}/openapi.json", headers=auth, timeout=5).json()
     assert document == OPENAPI
     assert set(document["paths"]) >= {
         "/healthz",

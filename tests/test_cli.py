@@ -282,3 +282,25 @@ def test_check_config_finds_unroutable_recipients_and_unreachable_servers(
     (smtp_problem,) = [p for p in json.loads(connected.stdout)["problems"] if p.startswith("email")]
     assert "cannot connect" in smtp_problem
     assert "refused" in smtp_problem.lower()
+
+
+def test_check_config_says_what_it_consumes_and_where_it_looks_up(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    config = tmp_path / "flytenotify.toml"
+    config.write_text(
+        f'[database]\nurl = "{tmp_path / "x.db"}"\n'
+        '[intake.nats]\nservers = ["nats://user:s3cret@nats:4222"]\nsubject = "flyte-events"\n'
+        '[flyteadmin]\nendpoint = "flyteadmin:81"\nclient_id = "flytepropeller"\n'
+        'client_secret = "admin-s3cret"\n'
+    )
+    result = runner.invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "intake nats: NATS nats://nats:4222: subject 'flyte-events'" in result.output
+    assert "flyteadmin: flyteadmin:81 (TLS, OAuth2 client credentials as flytepropeller)" in (
+        result.output
+    )
+    assert "s3cret" not in result.output
+    as_json = json.loads(runner.invoke(main, ["check-config", str(config), "--json"]).output)
+    assert set(as_json["intake"]) == {"nats"}
+    assert as_json["flyteadmin"].startswith("flyteadmin:81")

@@ -324,10 +324,7 @@ class _Api:
     # -- launch plans and executions -----------------------------------------------
 
     async def launch_plan(self, request: Request) -> Response:
-        project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
-        path_problems = id_problems({"project": project, "domain": domain, "name": name}, "")
-        if path_problems:
-            raise InputError(path_problems)
+        project, domain, name = _path_id(request)
         if request.method == "GET":
             plan = await self.notifier.store.get_launch_plan(EntityId(project, domain, name))
             if plan is None:
@@ -413,11 +410,14 @@ class _Api:
         )
 
     async def show_execution(self, request: Request) -> Response:
-        project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
-        execution_id = ExecutionId(project, domain, name)
+        execution_id = ExecutionId(*_path_id(request))
         execution = await self.notifier.execution(execution_id)
         if execution is None:
-            raise ApiError(404, f"no execution {execution_id}")
+            raise ApiError(
+                404,
+                f"no execution {execution_id}",
+                [Problem("name", "no execution of this name is known")],
+            )
         events = await self.notifier.events(execution_id)
         deliveries = await self.notifier.deliveries(
             DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
@@ -692,6 +692,15 @@ def _collect(problems: list[Problem], parse: Callable[[], Any]) -> Any:
     except InputError as error:
         problems.extend(error.problems)
         return None
+
+
+def _path_id(request: Request) -> tuple[str, str, str]:
+    """project, domain and name from the path, held to the identifier rules."""
+    project, domain, name = (request.path_params[k] for k in ("project", "domain", "name"))
+    problems = id_problems({"project": project, "domain": domain, "name": name}, "")
+    if problems:
+        raise InputError(problems)
+    return project, domain, name
 
 
 def _content_type(request: Request) -> str:

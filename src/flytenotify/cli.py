@@ -123,6 +123,10 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
         click.echo(f"  {name}: {state}")
     server = info["server"]
     click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+    for name, described in info["intake"].items():
+        click.echo(f"  intake {name}: {described}")
+    if info["flyteadmin"] is not None:
+        click.echo(f"  flyteadmin: {info['flyteadmin']}")
     for line in found:
         click.echo(f"  {line}")
 

@@ -584,7 +584,7 @@ OPENAPI: dict[str, Any] = {
                 " with their outcomes, and its deliveries",
                 "responses": {
                     "200": _answer("The execution", _ref("ExecutionDetail")),
-                    **_errors("401", "404"),
+                    **_errors("400", "401", "404"),
                 },
             },
         },

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from flytenotify.config import Settings
+from flytenotify.config import FlyteAdminConfig, Settings
 
 ENV_PREFIX = "FLYTENOTIFY_"
 DEFAULT_CONFIG = Path("flytenotify.toml")
@@ -244,6 +244,9 @@ def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, An
             f"configured ({', '.join(sorted(settings.webhooks))})" if settings.webhooks else unset
         ),
     }
+    from flytenotify.intake import build_sources  # the broker clients load only when configured
+
+    admin = settings.flyteadmin
     token_count = len(server.api_tokens) + (1 if server.api_tokens_file else 0)
     return {
         "source": str(config.source) if config.source else None,
@@ -251,6 +254,8 @@ def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, An
         if settings.database.sqlite_path is not None
         else _redact_url(settings.database.url),
         "channels": channels,
+        "intake": {source.name: source.describe() for source in build_sources(settings)},
+        "flyteadmin": _describe_flyteadmin(admin) if admin is not None else None,
         "server": {
             "listen": f"http://{server.host}:{server.port}",
             "auth": "bearer tokens" if token_count else "none",
@@ -258,6 +263,17 @@ def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, An
             "dev_inbox": dev,
         },
     }
+
+
+def _describe_flyteadmin(admin: FlyteAdminConfig) -> str:
+    transport = "plaintext" if admin.insecure else "TLS"
+    if admin.client_id:
+        auth = f"OAuth2 client credentials as {admin.client_id}"
+    elif admin.token_file is not None:
+        auth = f"token from {admin.token_file}"
+    else:
+        auth = "no authentication"
+    return f"{admin.endpoint} ({transport}, {auth})"
 
 
 def _redact_url(url: str) -> str:

@@ -74,6 +74,10 @@ class Source(Protocol):
     name: str  # "nats", "gcp", "aws": the label in logs, metrics and /readyz
     status: SourceStatus
 
+    def describe(self) -> str:
+        """What this source consumes, for people (start-up log, check-config); no secrets."""
+        ...
+
     async def run(self, handle: Handler, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; reconnect with backoff when the broker goes away.
 
