@@ -18,8 +18,13 @@ import load
 import raw
 import target_alertmanager as am
 import target_flytenotify as fn
+from brokers import Lane, LaneMaker
+from load import DOMAIN, PROJECT
 from procstat import cpu_seconds, machine_busy_seconds, memory_kib
 from sinks import Receipt, SinkProcess
+from target_flyteadmin import FlyteAdminProcess
+from tests import flyteadmin_egress as egress
+from tests.flyteadmin_egress import FlyteCloudEvent
 
 SINK_KIND = {"email": "smtp", "webhook": "http", "pagerduty": "pagerduty", "slack": "slack"}
 POLL = 0.1
@@ -372,3 +377,130 @@ def _sample_drain(sinks: SinkProcess, pid: int, size: int, limit: float) -> list
             break
         time.sleep(0.5)
     return samples
+
+
+# --- broker intake: FlyteAdmin's cloud events from NATS, Pub/Sub, SNS → SQS ----------------
+
+BROKER_LAUNCH_PLAN = "bench"
+
+
+def broker_config(http_port: int, lane: Lane | None, admin_endpoint: str) -> str:
+    """The service's defaults plus a webhook to the sink, FlyteAdmin and the broker's section."""
+    config = f"""
+[webhooks.bench]
+url = "http://127.0.0.1:{http_port}/hook"
+
+[flyteadmin]
+endpoint = "{admin_endpoint}"
+insecure = true
+"""
+    return config + ("\n" + lane.toml if lane is not None else "")
+
+
+def flyteadmin_events(size: int, cached: bool) -> list[FlyteCloudEvent]:
+    """``size`` terminal (FAILED) workflow events, v2, as FlyteAdmin publishes them.
+
+    ``cached``: each names the registered launch plan (FlyteAdmin's
+    ``enrichAllWorkflowEventTypes``), so no execution is looked up. Otherwise each
+    is an execution flytenotify has never seen, with no launch plan: one
+    GetExecution each.
+    """
+    launch_plan = (PROJECT, DOMAIN, BROKER_LAUNCH_PLAN, "v1") if cached else None
+    return [
+        egress.v2_workflow(
+            egress.workflow_event(
+                f"run-{n}", "FAILED", project=PROJECT, domain=DOMAIN, error=f"run-{n} failed"
+            ),
+            launch_plan=launch_plan,
+        )
+        for n in range(size)
+    ]
+
+
+def broker_intake_run(
+    sinks: SinkProcess,
+    admin: FlyteAdminProcess,
+    make_lane: LaneMaker,
+    size: int,
+    cached: bool,
+) -> dict[str, Any]:
+    """N FlyteAdmin events waiting in a broker, then ``flytenotify serve`` consumes them.
+
+    Phase 1 runs the service without intake on the run's SQLite file, to create
+    the schema and (cached) register the launch plan the events name: nothing is
+    consumed before that is done. The events are then published and acknowledged
+    by the broker; phase 2 starts the service with the broker's intake section.
+    Events/s is N over the time from phase 2's start (the process launch) to
+    the sink's last receipt; the start-up (until /healthz answers) is part of it
+    and reported on its own.
+    """
+    sinks.reset()
+    lane = asyncio.run(make_lane())
+    events = flyteadmin_events(size, cached)
+    if not cached:
+        admin.add_executions([f"run-{n}" for n in range(size)])
+    try:
+        with tempfile.TemporaryDirectory(prefix="fn-broker-") as tmp:
+            workdir = Path(tmp)
+            with fn.serve(workdir, broker_config(sinks.ports["http"], None, admin.endpoint)) as s:
+                if cached:
+                    s.register(BROKER_LAUNCH_PLAN, [fn.notification("webhook")])
+            asyncio.run(lane.publish(events))
+            config = broker_config(sinks.ports["http"], lane, admin.endpoint)
+            calls_before = admin.calls()
+            started = time.time()
+            with fn.serve(workdir, config, log_name="intake.log", env=lane.env) as server:
+                ready = time.time()
+                cpu_before = cpu_seconds(server.pids[0])
+                wait_for(sinks, "http", size, limit=60 + size / 10)
+                cpu = cpu_seconds(server.pids[0]) - cpu_before
+                peak = memory_kib(server.pids[0]).get("VmHWM", 0)
+            calls = admin.calls() - calls_before
+    finally:
+        asyncio.run(lane.cleanup())
+    receipts = sinks.collect()["receipts"]["http"]
+    stats = backlog_stats(receipts, size, started)
+    # The same backlog counted from /healthz answering: start-up (a Python
+    # process importing its libraries, on a loaded machine) left out.
+    after_startup = stats["seconds"] - (ready - started)
+    # A backlog gone before /healthz answered has no after-start-up figures (None: "-").
+    measured_after = stats["ok"] and after_startup > 0
+    return {
+        "system": "flytenotify",
+        "scenario": "broker intake",
+        "broker": lane.broker,
+        "lookup": "cached" if cached else "uncached",
+        "size": size,
+        **stats,
+        "startup_s": ready - started,
+        "after_startup_per_s": size / after_startup if measured_after else None,
+        "flyteadmin_calls": calls,
+        "cpu_s_per_1000": 1000 * cpu / size if measured_after else None,
+        "peak_rss_mib": peak / 1024,
+    }
+
+
+def backlog_stats(receipts: list[Receipt], size: int, started: float) -> dict[str, Any]:
+    """Counts and rate of a backlog consumed from ``started``; when events arrived after it.
+
+    Publish-to-delivery is not measured: every event waits in the broker until
+    the service starts, so it would be the wait, not the service. What says how
+    the service works through the backlog is when each event reached the sink,
+    counted from the start (p50: half of them had arrived).
+    """
+    ids = [n for _, n in receipts]
+    unique = set(ids) & set(range(size))
+    first_receipt: dict[int, float] = {}
+    for at, n in receipts:
+        first_receipt.setdefault(n, at)
+    last = max(first_receipt.values(), default=started)
+    took = last - started
+    return {
+        "expected": size,
+        "delivered": len(unique),
+        "duplicates": len(ids) - len(set(ids)),
+        "ok": len(unique) == size,
+        "delivered_per_s": size / took if took > 0 and unique else 0.0,
+        "seconds": took,
+        "arrival_after_start": percentiles([t - started for t in first_receipt.values()]),
+    }

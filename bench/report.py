@@ -286,6 +286,83 @@ def _intake_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+BROKER_HEADING = "## Broker intake: FlyteAdmin's cloud events"
+BROKER_NAMES = {"nats": "NATS JetStream", "gcp": "Pub/Sub (emulator)", "aws": "SNS → SQS (moto)"}
+
+
+def broker_table(broker_intake: dict[str, Any]) -> list[str]:
+    lines = [
+        "| broker | FlyteAdmin lookup | N | events/s | start-up (s) | events/s after start-up "
+        "| at the sink after start p50 / p99 (s) | GetExecution calls "
+        "| CPU ms per event | all delivered |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for s in broker_intake.get("summary", {}).values():
+        arrival = " / ".join(_cell(s, f"arrival_{q}", fmt=".2f") for q in ("p50", "p99"))
+        lines.append(
+            f"| {BROKER_NAMES.get(s['broker'], s['broker'])} | {s['lookup']} | {s['size']:,} "
+            f"| {_cell(s, 'delivered_per_s')} | {_cell(s, 'startup_s', fmt='.1f')} "
+            f"| {_cell(s, 'after_startup_per_s')} | {arrival} "
+            f"| {_cell(s, 'flyteadmin_calls')} | {_cell(s, 'cpu_s_per_1000', fmt='.2f')} "
+            f"| {'yes' if s['ok'] else '**NO: run failed**'} |"
+        )
+    return lines
+
+
+def broker_section(broker_intake: dict[str, Any] | None) -> list[str]:
+    """The broker-intake section: how it was measured, when, on what load, and the table."""
+    if not broker_intake:
+        return [BROKER_HEADING, "", "Not run this time (`--brokers` named none)."]
+    runs = broker_intake["runs_per_scenario"]
+    how = "the median of 3 runs, (min-max) after it" if runs >= 3 else f"{runs} run(s), no median"
+    skipped = [f"{name}: {why}" for name, why in broker_intake.get("skipped", {}).items()]
+    return [
+        BROKER_HEADING,
+        "",
+        "N terminal workflow events (FAILED, cloud events `v2` as FlyteAdmin publishes them) "
+        "are published to the broker and acknowledged by it first; then `flytenotify serve` "
+        "starts (its defaults, the broker's `[intake.*]` section, a `[flyteadmin]` section and "
+        "a webhook to the HTTP sink) and works through them. Events/s is N over the time from "
+        "the service's launch to the sink's last receipt; start-up (until `/healthz` answers) "
+        "is inside it and also given alone, and *events/s after start-up* counts from "
+        "`/healthz` answering (start-up is mostly Python importing its libraries). Publish-to-"
+        "delivery latency is not given: every event waits in the broker until the service "
+        "starts, so it would measure the wait. The p50 / p99 column says instead when half and "
+        "99% of the events had reached the sink, counted from the launch. *cached*: each event "
+        "names a launch plan registered with flytenotify (FlyteAdmin's "
+        "`enrichAllWorkflowEventTypes`), so FlyteAdmin is never asked; *uncached*: each event "
+        "is an execution flytenotify has never seen, with no launch plan, so one `GetExecution`"
+        " each against a loopback gRPC FlyteAdmin (tests/servers/flyteadmin.py) in a process of"
+        " its own. CPU is the service process's after start-up, per event; the brokers, "
+        "FlyteAdmin and the sink share the same 2 cores. SNS → SQS runs fewer events: moto "
+        "answers only a few `ReceiveMessage` calls (of at most 10 messages) per second on this "
+        "machine, so that row measures moto more than flytenotify.",
+        "",
+        f"Run {broker_intake['started']}, {broker_intake['wall_seconds'] / 60:.1f} minutes, "
+        f"{how}; 1-minute load average {broker_intake['load_average_1m']:.1f} at the start "
+        f"and {broker_intake['load_average_1m_at_end']:.1f} at the end (other processes "
+        "share the machine and skew the figures)."
+        + (f" Skipped: {'; '.join(skipped)}." if skipped else ""),
+        "",
+        *broker_table(broker_intake),
+    ]
+
+
+def replace_broker_section(broker_intake: dict[str, Any], markdown_path: Path) -> None:
+    """Put a new broker-intake section into the document, leaving every other line as it is."""
+    text = markdown_path.read_text(encoding="utf-8")
+    section = "\n".join(broker_section(broker_intake)) + "\n\n"
+    start = text.find(BROKER_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(BROKER_HEADING))
+        end = len(text) if end < 0 else end + 1
+    else:  # a document from before these runs: the section goes before the backlog's
+        start = end = text.find("## Backlog")
+        if start < 0:
+            start = end = len(text)
+    markdown_path.write_text(text[:start] + section + text[end:], encoding="utf-8")
+
+
 def _backlog(backlog: dict[str, Any] | None) -> list[str]:
     if not backlog:
         return ["Not run this time (`--backlog N` or `--full`)."]
@@ -361,6 +438,8 @@ def markdown(results: dict[str, Any]) -> str:
         "acceptance (the 202, or the batch's answer) to the sink's receipt.",
         "",
         *_intake_table(summary),
+        "",
+        *broker_section(results.get("broker_intake")),
         "",
         "## Backlog",
         "",

@@ -5,12 +5,21 @@
     python3 dev.py bench --full          # adds the 1,000,000-delivery backlog run
     python3 dev.py bench --backlog-only --backlog 20000  # backlog only (own JSON)
     python3 dev.py bench --no-postgresql # without the local PostgreSQL server
+    python3 dev.py bench --intake-only   # FlyteAdmin's events from the brokers only (~2 min)
+    python3 dev.py bench --intake-only --intake-n 5000 --brokers nats
+    (SNS → SQS runs --intake-sqs-n events, 100 by default: moto, not flytenotify, bounds it)
 
 The PostgreSQL runs need a server on 127.0.0.1:5432 that lets user postgres in
 without a password; each run creates a database flytenotify_bench_<random> and
 drops it afterwards.
 
-Writes bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png.
+The broker-intake runs consume FlyteAdmin's cloud events from NATS JetStream
+(127.0.0.1:4222), Google's Pub/Sub emulator and SNS → SQS in moto; a broker
+that is not there is skipped with the reason printed.
+
+Writes bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png;
+--intake-only writes bench/results/intake-latest.json and replaces only the
+broker-intake section of docs/benchmarks.md.
 Everything binds 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -29,16 +38,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: siblings import
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the tests' builders and servers
 
+import brokers
 import measure
 import raw
 import report
 import target_alertmanager as am
+from load import DOMAIN, PROJECT
 from sinks import SinkProcess
+from target_flyteadmin import FlyteAdminProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 BACKLOG_RESULTS = ROOT / "bench" / "results" / "backlog-latest.json"
+INTAKE_RESULTS = ROOT / "bench" / "results" / "intake-latest.json"
 
 # The load generator's shape: single-event requests in flight, events per batch
 # and batches in flight. Kept in the results so a rerun can be compared.
@@ -47,7 +61,9 @@ LOAD = {"concurrency": 32, "batch_size": 500, "batch_concurrency": 2}
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median reported)")
+    parser.add_argument(
+        "--runs", type=int, help="runs per scenario, median reported (default 3; --intake-only 1)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", help="flytenotify sizes N")
     parser.add_argument("--am-sizes", type=int, nargs="+", help="Alertmanager sizes")
     parser.add_argument(
@@ -78,7 +94,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=["pagerduty", "slack"],
         help="channels measured at the smallest size only (default: pagerduty slack)",
     )
+    parser.add_argument(
+        "--intake-only", action="store_true", help="only the broker-intake runs (FlyteAdmin events)"
+    )
+    parser.add_argument(
+        "--intake-n", type=int, default=1_000, help="events per broker-intake run (default 1,000)"
+    )
+    parser.add_argument(
+        "--intake-sqs-n",
+        type=int,
+        default=100,
+        help="events per SNS → SQS run (default 100: moto answers a few receives per second)",
+    )
+    parser.add_argument(
+        "--brokers",
+        nargs="*",
+        choices=brokers.BROKERS,
+        default=list(brokers.BROKERS),
+        help="brokers for the intake runs (default: all; none: skip them)",
+    )
     args = parser.parse_args(argv)
+    args.runs = args.runs or (1 if args.intake_only else 3)
     args.sizes = args.sizes or [1_000, 10_000]
     args.am_sizes = args.am_sizes or [1_000, 5_000]
     if args.full and not args.backlog:
@@ -187,20 +223,21 @@ def scenarios(args: argparse.Namespace, binary: str | None) -> list[tuple[str, C
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     binary, am_note = (None, "skipped (--no-alertmanager)")
-    if not args.no_alertmanager and not args.backlog_only:
+    if not args.no_alertmanager and not (args.backlog_only or args.intake_only):
         binary, am_note = am.ensure_installed()
     started = time.time()
     machine_before = machine()
     runs: list[dict[str, Any]] = []
     backlog: dict[str, Any] | None = None
     with SinkProcess() as sinks:
-        plan = [] if args.backlog_only else scenarios(args, binary)
+        plan = [] if args.backlog_only or args.intake_only else scenarios(args, binary)
         for round_number in range(args.runs):
             for label, scenario in plan:
                 runs.append(_one(label, round_number, scenario, sinks))
         if args.backlog:
             print(f"backlog N={args.backlog}", flush=True)
             backlog = measure.backlog_run(sinks, args.backlog, LOAD)
+        broker_intake = None if args.backlog_only else run_broker_intake(args, sinks)
     return {
         "machine": {**machine_before, "load_average_1m_at_end": os.getloadavg()[0]},
         "alertmanager": {
@@ -215,6 +252,42 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "runs": runs,
         "summary": summarize(runs),
         "backlog": backlog,
+        "broker_intake": broker_intake,
+    }
+
+
+def run_broker_intake(args: argparse.Namespace, sinks: SinkProcess) -> dict[str, Any] | None:
+    """Each available broker, FlyteAdmin lookups cached and uncached, --runs times."""
+    if not args.brokers:
+        return None
+    started = time.time()
+    load_before = os.getloadavg()[0]
+    runs: list[dict[str, Any]] = []
+    with brokers.available(args.brokers) as found, FlyteAdminProcess(PROJECT, DOMAIN) as admin:
+        for round_number in range(args.runs):
+            for broker, make_lane in found.makers.items():
+                size = args.intake_sqs_n if broker == "aws" else args.intake_n
+                for cached in (True, False):
+                    label = f"{broker} {'cached' if cached else 'uncached'} N={size}"
+                    runs.append(
+                        _one(
+                            label,
+                            round_number,
+                            lambda s, m=make_lane, c=cached, n=size: measure.broker_intake_run(
+                                s, admin, m, n, c
+                            ),
+                            sinks,
+                        )
+                    )
+    return {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "wall_seconds": time.time() - started,
+        "load_average_1m": load_before,
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "runs_per_scenario": args.runs,
+        "skipped": found.missing,
+        "runs": runs,
+        "summary": summarize_brokers(runs),
     }
 
 
@@ -265,6 +338,28 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def summarize_brokers(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per broker-intake label: median, min and max of each number over the runs."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in runs:
+        grouped[result["label"]].append(result)
+    summary: dict[str, dict[str, Any]] = {}
+    for label, results in grouped.items():
+        first = next((r for r in results if r.get("broker")), results[0])
+        row: dict[str, Any] = {k: first.get(k) for k in ("broker", "lookup", "size")}
+        row["errors"] = [r["error"] for r in results if "error" in r]
+        row["ok"] = all(r.get("ok") for r in results)
+        row["runs"] = len(results)
+        numbers = ("delivered_per_s", "after_startup_per_s", "startup_s")
+        for key in (*numbers, "flyteadmin_calls", "cpu_s_per_1000"):
+            row[key] = _spread([r[key] for r in results if r.get(key) is not None])
+        for q in ("p50", "p99"):
+            values = [r["arrival_after_start"][q] for r in results if r.get("arrival_after_start")]
+            row[f"arrival_{q}"] = _spread(values)
+        summary[label] = row
+    return summary
+
+
 def _spread(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -286,7 +381,14 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     results = run_all(args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if args.backlog_only:
+    if args.intake_only:
+        # Only the broker-intake section changes: the other rows keep their run's numbers.
+        INTAKE_RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        if results["broker_intake"] is not None:
+            report.replace_broker_section(results["broker_intake"], ROOT / "docs" / "benchmarks.md")
+        print(f"wrote {INTAKE_RESULTS.relative_to(ROOT)}, docs/benchmarks.md (broker intake)")
+        print("\n".join(report.broker_table(results["broker_intake"] or {})))
+    elif args.backlog_only:
         # A backlog-only run has no comparison to report: keep the full run's documents.
         BACKLOG_RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {BACKLOG_RESULTS.relative_to(ROOT)}")
@@ -295,6 +397,8 @@ def main(argv: list[str]) -> int:
         report.write(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png")
         print(f"wrote {RESULTS.relative_to(ROOT)}, docs/benchmarks.md, docs/benchmarks.png")
     failed = [label for label, s in results["summary"].items() if not s["ok"]]
+    broker_summary = (results["broker_intake"] or {}).get("summary", {})
+    failed += [f"broker intake {label}" for label, s in broker_summary.items() if not s["ok"]]
     if failed or (results["backlog"] and not results["backlog"]["ok"]):
         print("FAILED runs: " + ", ".join(failed or ["backlog"]), file=sys.stderr)
         return 1

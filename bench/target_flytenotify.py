@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -128,6 +129,7 @@ def serve(
     split: bool = False,
     db: str | None = None,
     replicas: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start ``flytenotify serve`` on fresh ports; SIGTERM every process on exit.
 
@@ -135,7 +137,8 @@ def serve(
     ``workdir``). ``replicas`` > 0 runs one ``--role api`` process plus that
     many ``--role dispatcher`` processes on the same database; 0 runs one
     ``--role all`` process. ``split`` is ``replicas=1`` (both cores work).
-    The returned server's base URL is the API process's.
+    The returned server's base URL is the API process's. ``env`` is added to
+    the processes' environment (a broker emulator's address, say).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "flytenotify.toml"
@@ -150,7 +153,9 @@ def serve(
         command = [str(FLYTENOTIFY), "serve", "--config", str(config_path), "--port", str(port)]
         command += ["--db", db, "--role", role]
         with open(workdir / log_name, "ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=log, cwd=workdir)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=log, cwd=workdir, env={**os.environ, **(env or {})}
+            )
         servers.append(Server([process], f"http://127.0.0.1:{port}"))
         return servers[-1]
 
