@@ -99,8 +99,8 @@ def pubsub_attributes(event: FlyteCloudEvent) -> dict[str, str]:
 def sns_notification(event: FlyteCloudEvent, topic_arn: str, raw: bytes | None = None) -> str:
     """The JSON SQS receives from SNS for gizmo's PublishRaw (base64 Message, key as Subject).
 
-    With raw message delivery on the subscription SQS gets ``event.protobuf()``
-    itself instead.
+    With raw message delivery on the subscription SQS gets only the message:
+    gizmo's base64 text of ``event.protobuf()``, not the bytes themselves.
     """
     body = raw if raw is not None else event.protobuf()
     return json.dumps(
