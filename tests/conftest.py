@@ -12,6 +12,7 @@ quietly test half the product.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -95,9 +96,9 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped on leaving."""
     require_postgres()
     name = f"flytenotify_test_{uuid.uuid4().hex[:12]}"
     run_async(lambda: _admin(f'CREATE DATABASE "{name}"'))
@@ -106,6 +107,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         # FORCE: a replica process a test killed may have left a session behind.
         run_async(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

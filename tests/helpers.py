@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,3 +150,19 @@ async def register_email_plan(base: str) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
         assert answer.status_code == 200, answer.text
+
+
+def assert_mailed_once_but_in_flight(messages: Sequence[Any], total: int, what: str) -> None:
+    """After a kill -9 and a restart: every one of ``total`` notifications was mailed,
+    and only those in flight at the kill (at most the dispatch concurrency) twice.
+
+    ``messages`` are what the loopback SMTP server received; the count of
+    repeats is printed, since it varies from run to run.
+    """
+    from flytenotify.config import Settings
+
+    ids = Counter(m.message["Message-ID"] for m in messages)
+    twice = sorted(mid for mid, n in ids.items() if n > 1)
+    print(f"\n{what}; sent twice (in flight at the kill): {len(twice)} {twice}")
+    assert len(ids) == total
+    assert len(twice) <= Settings().dispatch.concurrency

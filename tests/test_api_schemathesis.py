@@ -11,7 +11,6 @@ stable.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
-from tests.conftest import POSTGRES_ADMIN_URL, _admin, require_postgres, run_async, with_database
+from tests.conftest import fresh_postgres_database
 from tests.live_server import LiveServer
 
 TOKEN = "schemathesis-token-0123456789abcdef"  # 32+ characters, as serve requires
@@ -50,13 +49,8 @@ def database(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'api.db'}"
         return
-    require_postgres()
-    name = f"flytenotify_test_{uuid.uuid4().hex[:12]}"
-    run_async(lambda: _admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        run_async(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
