@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -61,7 +62,11 @@ class SmtpConfig(_Section):
     ca_file: Path | None = None  # trust this CA bundle in addition to the system's
     timeout: float = Field(default=30.0, gt=0)
     sender: str = "flytenotify@localhost"
-    pool_size: int = Field(default=16, ge=1, le=256)  # connections kept open and reused
+    # Sessions open at once: the most emails in flight to this relay. The
+    # dispatcher opens them as the relay keeps up (dispatch.initial_per_destination,
+    # then AIMD); at 300 ms a message, 300 sessions carry 1,000 emails/s. Set it
+    # to the relay's own limit per client (Postfix: 50) if it has one.
+    pool_size: int = Field(default=512, ge=1, le=8192)
 
     _secret_pairs = (("password", "password_file"),)
 
@@ -189,14 +194,44 @@ class RetryConfig(_Section):
 
 
 class DispatchConfig(_Section):
-    """How much is sent at once."""
+    """How much is sent at once.
 
-    concurrency: int = Field(default=64, ge=1)
+    Under latency the delivery rate is (sends in flight) / (provider latency),
+    so the limits are sized from the rate wanted times the worst latency
+    expected: 1,000 deliveries/s at 300 ms is 300 in flight. Per destination (a
+    channel and its host or relay) the number in flight adapts (AIMD): it
+    starts at ``initial_per_destination``, grows while the destination answers
+    2xx, halves on 429, 5xx, timeouts and refused connections, and never
+    exceeds ``max_per_destination``, the channel's own cap (``per_channel``,
+    ``smtp.pool_size``) or, over every destination, ``max_in_flight``.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    # Every send in flight holds a socket and a task (a few KiB each): the budget
+    # for the whole process. ``concurrency`` is its earlier name.
+    max_in_flight: int = Field(
+        default=1024, ge=1, validation_alias=AliasChoices("max_in_flight", "concurrency")
+    )
+    initial_per_destination: int = Field(default=64, ge=1)
+    max_per_destination: int = Field(default=512, ge=1)
+    adaptive: bool = True  # false: every destination gets max_per_destination from the start
     # Slack sends to one channel are paced (about 1/s), so a paced send holds
     # a slot while it waits: cap Slack so it cannot starve the other channels.
-    per_channel: dict[str, int] = Field(default_factory=lambda: {"email": 16, "slack": 8})
-    batch_size: int = Field(default=100, ge=1)
+    per_channel: dict[str, int] = Field(default_factory=lambda: {"slack": 8})
+    # The most rows of one channel claimed in one round trip; a claim asks for
+    # only as many as there is room for in flight, up to this.
+    batch_size: int = Field(default=512, ge=1)
     shutdown_grace: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> Self:
+        if self.initial_per_destination > self.max_per_destination:
+            raise ValueError(
+                f"initial_per_destination ({self.initial_per_destination}) is above "
+                f"max_per_destination ({self.max_per_destination})"
+            )
+        return self
 
 
 class DatabaseConfig(_Section):

@@ -469,7 +469,13 @@ class EmailChannel:
         self._where = f"{config.host}:{config.port}"
         self._tls_context = _tls_context(config) if config.tls != "none" else None
         self._pool = _Pool(config.pool_size, idle_timeout)
+        # The dispatcher keeps this channel's sends in flight within the pool.
+        self.max_in_flight = config.pool_size
         self._local_hostname: str | None = None
+
+    def destination(self, delivery: Delivery) -> str:
+        """The relay: every message goes through it, so its sends are limited together."""
+        return self._where
 
     async def send(self, delivery: Delivery) -> SendResult:
         try:
