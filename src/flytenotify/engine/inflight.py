@@ -13,7 +13,7 @@ way TCP adapts its window:
   once per window: the sends that were already under way when it was halved
   do not halve it again, or one burst of 429s would take it to the floor;
 * it grows only while it is being used (at least half of it in flight when
-  the send started), so a trickle never inflates it;
+  the send started or when it ended), so a trickle never inflates it;
 * it stays between 1 and the destination's cap: ``max_per_destination``, or
   less when the channel has its own bound (``smtp.pool_size``, a per-channel
   cap). The process-wide budget (``dispatch.max_in_flight``) is kept by the
@@ -63,31 +63,35 @@ class AimdRule:
     minimum: int = 1
     adaptive: bool = True  # False: every destination sends ``maximum`` at once
 
-    def start(self, cap: int) -> float:
-        return float(min(cap, self.initial if self.adaptive else self.maximum))
+    def start(self, cap: int) -> int:
+        return min(cap, self.initial if self.adaptive else self.maximum)
 
-    def grown(self, limit: float, cap: int, slow_start: bool) -> float:
-        step = 1.0 if slow_start else 1.0 / max(limit, 1.0)
-        return min(float(cap), limit + step)
-
-    def halved(self, limit: float) -> float:
-        return max(float(self.minimum), limit / 2)
+    def halved(self, limit: int) -> int:
+        return max(self.minimum, limit // 2)
 
 
 @dataclass(eq=False, slots=True)
 class _Destination:
-    limit: float
+    limit: int
     cap: int
     in_flight: int = 0
+    credit: int = 0  # successes since the last additive step
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     slow_start: bool = True
     granted: int = 0  # sends started so far: the sequence numbers of tickets
     backed_off_at: int = -1  # sends numbered up to this were under way at the last halving
     last_used: float = 0.0
 
-    @property
-    def allowed(self) -> int:
-        return max(1, int(self.limit))
+    def grow(self) -> None:
+        """One more per success in slow start; after it, one more per limit's worth."""
+        if self.slow_start:
+            self.limit += 1
+        else:
+            self.credit += 1
+            if self.credit >= self.limit:
+                self.credit = 0
+                self.limit += 1
+        self.limit = min(self.limit, self.cap)
 
     def grant(self) -> Ticket:
         self.in_flight += 1
@@ -115,7 +119,7 @@ class InflightLimiter:
     def limit(self, channel: str, destination: str) -> int | None:
         """The current limit of a destination, None if it has not been used (or was forgotten)."""
         found = self._destinations.get((channel, destination))
-        return None if found is None else found.allowed
+        return None if found is None else found.limit
 
     def capacity(self, channel: str, cap: int) -> int:
         """How many of ``channel``'s sends may be in flight now, over all its destinations.
@@ -127,13 +131,13 @@ class InflightLimiter:
         destinations = self._by_channel.get(channel)
         if not destinations:
             return int(self.rule.start(cap))
-        active = sum(d.allowed for d in destinations.values() if d.in_flight or d.waiters)
-        return min(cap, active or max(d.allowed for d in destinations.values()))
+        active = sum(d.limit for d in destinations.values() if d.in_flight or d.waiters)
+        return min(cap, active or max(d.limit for d in destinations.values()))
 
     async def acquire(self, channel: str, destination: str, cap: int) -> Ticket:
         """Wait for a slot at ``destination`` (FIFO); ``cap`` bounds its limit."""
         found = self._destination(channel, destination, cap)
-        if found.in_flight < found.allowed and not found.waiters:
+        if found.in_flight < found.limit and not found.waiters:
             return found.grant()
         waiter = asyncio.get_running_loop().create_future()
         found.waiters.append(waiter)
@@ -154,18 +158,22 @@ class InflightLimiter:
     def release(self, ticket: Ticket, signal: Signal) -> None:
         """The send is over: adapt the limit to what it said, and admit whoever waits."""
         found = ticket.destination
+        busy = ticket.busy or 2 * found.in_flight >= found.limit
         found.in_flight -= 1
         found.last_used = time.monotonic()
-        if signal is Signal.GROW and ticket.busy:
-            found.limit = self.rule.grown(found.limit, found.cap, found.slow_start)
+        if not self.rule.adaptive:
+            pass  # fixed limits
+        elif signal is Signal.GROW and busy:
+            found.grow()
         elif signal is Signal.BACK_OFF and ticket.number > found.backed_off_at:
             found.limit = self.rule.halved(found.limit)
             found.slow_start = False
+            found.credit = 0
             found.backed_off_at = found.granted
         self._admit(found)
 
     def _admit(self, found: _Destination) -> None:
-        while found.waiters and found.in_flight < found.allowed:
+        while found.waiters and found.in_flight < found.limit:
             waiter = found.waiters.popleft()
             if not waiter.done():
                 found.in_flight += 1
@@ -183,7 +191,7 @@ class InflightLimiter:
             self._by_channel.setdefault(channel, {})[destination] = found
         elif found.cap != cap:  # the channel's own bound changed
             found.cap = cap
-            found.limit = min(found.limit, float(cap))
+            found.limit = min(found.limit, cap)
         return found
 
     def _forget_idle(self) -> None:
