@@ -12,8 +12,8 @@ way TCP adapts its window:
 * a 429, 5xx, timeout or refused connection (a transient failure) halves it,
   once per window: the sends that were already under way when it was halved
   do not halve it again, or one burst of 429s would take it to the floor;
-* it grows only while it is being used (at least half of it in flight when
-  the send started or when it ended), so a trickle never inflates it;
+* it grows only up to twice the most it has had in flight, so a trickle
+  never inflates it: a limit is only raised once it has been used;
 * it stays between 1 and the destination's cap: ``max_per_destination``, or
   less when the channel has its own bound (``smtp.pool_size``, a per-channel
   cap). The process-wide budget (``dispatch.max_in_flight``) is kept by the
@@ -76,6 +76,7 @@ class _Destination:
     cap: int
     in_flight: int = 0
     credit: int = 0  # successes since the last additive step
+    peak: int = 0  # the most in flight at once: the limit grows to twice this at most
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     slow_start: bool = True
     granted: int = 0  # sends started so far: the sequence numbers of tickets
@@ -84,6 +85,8 @@ class _Destination:
 
     def grow(self) -> None:
         """One more per success in slow start; after it, one more per limit's worth."""
+        if self.limit >= 2 * self.peak:
+            return  # not used enough to show it needs more
         if self.slow_start:
             self.limit += 1
         else:
@@ -96,7 +99,8 @@ class _Destination:
     def grant(self) -> Ticket:
         self.in_flight += 1
         self.granted += 1
-        return Ticket(self, self.granted, busy=2 * self.in_flight >= self.limit)
+        self.peak = max(self.peak, self.in_flight)
+        return Ticket(self, self.granted)
 
 
 @dataclass(eq=False, slots=True)
@@ -105,7 +109,6 @@ class Ticket:
 
     destination: _Destination
     number: int
-    busy: bool  # at least half the limit was in flight when it started
 
 
 class InflightLimiter:
@@ -158,17 +161,17 @@ class InflightLimiter:
     def release(self, ticket: Ticket, signal: Signal) -> None:
         """The send is over: adapt the limit to what it said, and admit whoever waits."""
         found = ticket.destination
-        busy = ticket.busy or 2 * found.in_flight >= found.limit
         found.in_flight -= 1
         found.last_used = time.monotonic()
         if not self.rule.adaptive:
             pass  # fixed limits
-        elif signal is Signal.GROW and busy:
+        elif signal is Signal.GROW:
             found.grow()
         elif signal is Signal.BACK_OFF and ticket.number > found.backed_off_at:
             found.limit = self.rule.halved(found.limit)
             found.slow_start = False
             found.credit = 0
+            found.peak = found.limit  # what it showed before no longer counts
             found.backed_off_at = found.granted
         self._admit(found)
 
