@@ -29,10 +29,10 @@ PAGERDUTY_RECIPIENT = "pd-bench@example.com"
 PROFILES = ("defaults", "tuned")
 TUNED_DISPATCH = """
 [dispatch]
-max_in_flight = 4096
-initial_per_destination = 256
-max_per_destination = 2048
-batch_size = 1000
+max_in_flight = 8192
+initial_per_destination = 1024
+max_per_destination = 4096
+batch_size = 2000
 """
 
 # The local PostgreSQL server (trust auth). Each scenario gets a database of its
@@ -65,7 +65,7 @@ def config_toml(
 host = "127.0.0.1"
 port = {smtp_port}
 sender = "flytenotify@bench.example.com"
-{"pool_size = 2048" if tuned else ""}
+{"pool_size = 4096" if tuned else ""}
 
 [webhooks.bench]
 url = "http://127.0.0.1:{http_port}/hook"
