@@ -41,7 +41,7 @@ def _delivery_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     rows = [s for s in summary.values() if s["system"] != "raw"]
     rows.sort(key=lambda s: (s["channel"], s["size"], s["system"], s["intake"]))
     for s in rows:
-        raw = summary.get(RAW_FOR[s["channel"]], {})
+        raw = summary.get(RAW_FOR.get(s["channel"], ""), {})
         rate, limit = _median(s, "delivered_per_s"), _median(raw, "delivered_per_s")
         share = f"{rate / limit:.1%}" if rate and limit else "-"
         latency = " / ".join(

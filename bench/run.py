@@ -178,12 +178,18 @@ def latency_scenarios(
     size = args.latency_n
     for ms in args.latencies:
         for channel in ("webhook", "email"):
+            row = {"channel": channel, "size": size, "latency_ms": ms, "intake": "batch"}
             for profile in fn.PROFILES:
                 found.append(
                     (
                         f"flytenotify {profile} {channel} {ms} ms N={size}",
-                        lambda s, c=channel, p=profile, d=ms / 1000: _in_matrix(
-                            measure.flytenotify_run(s, c, "batch", size, LOAD, latency=d, profile=p)
+                        lambda s, c=channel, p=profile, d=ms / 1000, w=row: _in_matrix(
+                            lambda: measure.flytenotify_run(
+                                s, c, "batch", size, LOAD, latency=d, profile=p
+                            ),
+                            system="flytenotify",
+                            profile=p,
+                            **w,
                         ),
                     )
                 )
@@ -191,8 +197,10 @@ def latency_scenarios(
                 found.append(
                     (
                         f"alertmanager {channel} {ms} ms N={size}",
-                        lambda s, c=channel, d=ms / 1000: _in_matrix(
-                            measure.alertmanager_run(s, binary, c, size, LOAD, latency=d)
+                        lambda s, c=channel, d=ms / 1000, w=row: _in_matrix(
+                            lambda: measure.alertmanager_run(s, binary, c, size, LOAD, latency=d),
+                            system="alertmanager",
+                            **w,
                         ),
                     )
                 )
@@ -204,7 +212,7 @@ def latency_scenarios(
                     f"flytenotify defaults webhook drain, PostgreSQL, {replicas} "
                     f"dispatcher{'s' if replicas > 1 else ''} {slowest} ms N={args.pg_latency_n}",
                     lambda s, r=replicas, d=slowest / 1000: _in_matrix(
-                        measure.drain_run(
+                        lambda: measure.drain_run(
                             s,
                             args.pg_latency_n,
                             LOAD,
@@ -212,16 +220,31 @@ def latency_scenarios(
                             replicas=r,
                             latency=d,
                             profile="defaults",
-                        )
+                        ),
+                        system="flytenotify",
+                        profile="defaults",
+                        channel="webhook",
+                        size=args.pg_latency_n,
+                        latency_ms=slowest,
+                        dispatchers=r,
+                        backend="postgresql",
+                        intake=measure.intake_label("drain", "postgresql", r),
                     ),
                 )
             )
     return found
 
 
-def _in_matrix(result: dict[str, Any]) -> dict[str, Any]:
-    """Marks a run as the latency matrix's: reported in its own table, judged by its targets."""
-    return {**result, "matrix": "latency"}
+def _in_matrix(run: Callable[[], dict[str, Any]], **describe: Any) -> dict[str, Any]:
+    """A run of the latency matrix, described even if it fails, and marked as the matrix's.
+
+    Marked, it is reported in its own table and judged by its own targets.
+    """
+    try:
+        result = run()
+    except Exception as error:  # reported as a failed row, the others still run
+        result = {"ok": False, "error": repr(error)}
+    return {**describe, **result, "matrix": "latency"}
 
 
 def throughput_scenarios(
