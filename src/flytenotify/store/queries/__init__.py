@@ -90,15 +90,19 @@ def _read(name: str) -> str:
 @functools.cache
 def queries_for(dialect: Dialect) -> Queries:
     """Every statement ``dialect`` runs, loaded once per process."""
-    common = parse(_read("common.sql"), "common.sql")
-    own = parse(_read(f"{dialect}.sql"), f"{dialect}.sql")
+    return load(_read("common.sql"), _read(f"{dialect}.sql"), dialect)
+
+
+def load(common_text: str, dialect_text: str, dialect: Dialect) -> Queries:
+    """The statements of ``common.sql`` and a dialect's file, ready to run."""
+    common = parse(common_text, "common.sql")
+    own = parse(dialect_text, f"{dialect}.sql")
     both = sorted(common.keys() & own.keys())
     if both:
         raise ValueError(f"{dialect}.sql redefines common queries: {', '.join(both)}")
-    statements = _include({**common, **own}, dialect)
     if dialect == "postgresql":
-        statements.update({name: number_marks(statements[name]) for name in common})
-    return Queries(dialect, statements)
+        common = {name: number_marks(sql) for name, sql in common.items()}
+    return Queries(dialect, _include({**common, **own}, dialect))
 
 
 def _include(raw: dict[str, str], dialect: Dialect) -> dict[str, str]:
