@@ -13,6 +13,7 @@ import pytest
 
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.domain import (
+    Delivery,
     DeliveryStatus,
     Execution,
     ExecutionEvent,
@@ -32,6 +33,20 @@ from flytenotify.store.queries import load, number_marks, parse, queries_for
 
 E = EventOutcome
 NOW = datetime.now(UTC)
+DELIVERY = Delivery(
+    1,
+    "k",
+    ExecutionId("p", "d", "n"),
+    int(P.FAILED),
+    0,
+    "email",
+    "email",
+    "a@x.io",
+    RenderedMessage("s", "t", "<p>t</p>", "t"),
+    DeliveryStatus.PENDING,
+    0,
+    NOW,
+)
 
 
 def _event(name: str, phase: int) -> ExecutionEvent:
@@ -101,15 +116,16 @@ def test_delivery_ids_go_to_the_event_that_wrote_them_once() -> None:
 
 def test_channels_not_named_share_one_claim_limit() -> None:
     room = ledger.ClaimRoom({"email": 2, OTHER_CHANNELS: 3, "idle": 0})
-    assert room.limit("email") == 2
-    assert room.limit("idle") == 0  # named with no room: not claimed, not "other"
-    assert room.limit("slack") == 3
-    room.took("slack", 2)
-    assert room.limit("webhook") == 1  # what slack took, webhook cannot
-    room.took("webhook", 1)
-    room.took("email", 2)
+    rounds = room.rounds(["email", "idle", "slack", "webhook", "x"])
+    assert next(rounds) == ("email", 2)
+    room.took("email", [DELIVERY, DELIVERY])
+    assert next(rounds) == ("slack", 3)  # "idle" is named with no room: not an "other"
+    room.took("slack", [DELIVERY, DELIVERY])
+    assert next(rounds) == ("webhook", 1)  # what slack took, webhook cannot
+    room.took("webhook", [DELIVERY])
+    assert list(rounds) == []  # and nothing is left for x
     assert not room
-    assert room.limit("webhook") == room.limit("email") == 0
+    assert len(room.claimed) == 5
     assert not ledger.ClaimRoom({OTHER_CHANNELS: 0})
 
 

@@ -8,11 +8,11 @@ only its SQL and its I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flytenotify.domain import EntityId, ExecutionEvent, ExecutionId
+from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId
 from flytenotify.store.base import (
     Completion,
     DeliveryFilter,
@@ -110,7 +110,8 @@ def plan_intake(
 
 
 class ClaimRoom:
-    """How many more rows each claim limit allows while channels are claimed in turn.
+    """How many more rows each claim limit allows while channels are claimed in turn,
+    and the rows claimed so far.
 
     A channel named in the limits has its own; every other channel draws on
     the shared ``OTHER_CHANNELS`` limit, so what one of them takes the next
@@ -119,6 +120,7 @@ class ClaimRoom:
 
     def __init__(self, limits: Mapping[str, int]) -> None:
         self._room = dict(limits)
+        self.claimed: list[Delivery] = []
 
     def __bool__(self) -> bool:
         return any(left > 0 for left in self._room.values())
@@ -127,9 +129,16 @@ class ClaimRoom:
         """How many rows of ``channel`` to claim now (0: none)."""
         return max(0, self._room.get(channel_key(channel, self._room), 0))
 
-    def took(self, channel: str, count: int) -> None:
+    def rounds(self, channels: Iterable[str]) -> Iterator[tuple[str, int]]:
+        """Each channel worth claiming and how many rows, judged after the rounds before."""
+        for channel in channels:
+            if limit := self.limit(channel):
+                yield channel, limit
+
+    def took(self, channel: str, deliveries: Sequence[Delivery]) -> None:
         key = channel_key(channel, self._room)
-        self._room[key] = self._room.get(key, 0) - count
+        self._room[key] = self._room.get(key, 0) - len(deliveries)
+        self.claimed.extend(deliveries)
 
 
 def held_completions(

@@ -427,14 +427,11 @@ class PostgresStore(SQLStore):
             if completions:
                 await conn.execute(Q["complete"], *_completion_columns(completions))
             room = ledger.ClaimRoom(limits)
-            claimed: list[Delivery] = []
-            for found in await conn.fetch(Q["pending_channels"]) if room else ():
-                channel = found["channel"]
-                if limit := room.limit(channel):
-                    rows = await conn.fetch(Q["claim_due"], owner, channel, limit, lease)
-                    room.took(channel, len(rows))
-                    claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
-            return claimed
+            pending = await conn.fetch(Q["pending_channels"]) if room else ()
+            for channel, limit in room.rounds(row["channel"] for row in pending):
+                rows = await conn.fetch(Q["claim_due"], owner, channel, limit, lease)
+                room.took(channel, [codec.delivery_from_row(dict(r)) for r in rows])
+            return room.claimed
 
         # No transaction: each statement is atomic on its own (the outcomes'
         # too), and holding one channel's row locks while claiming the next
@@ -449,10 +446,7 @@ class PostgresStore(SQLStore):
         self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
     ) -> int:
         del now  # leases are judged by the database's clock
-        ids = list(delivery_ids)
-        if not ids:
-            return 0
-        return await self._change(Q["renew_leases"], (owner, ids, lease))
+        return await self._change(Q["renew_leases"], (owner, list(delivery_ids), lease))
 
     async def release(self, owner: str) -> int:
         async def write(conn: Conn) -> int:

@@ -198,14 +198,11 @@ class SQLiteStore(SQLStore):
         def write(conn: sqlite3.Connection) -> list[Delivery]:
             _complete(conn, completions)
             room = ledger.ClaimRoom(limits)
-            claimed: list[Delivery] = []
-            for channel in _pending_channels(conn) if room else ():
-                if limit := room.limit(channel):
-                    args = (owner, now + lease, now, channel, now, now, limit)
-                    rows = conn.execute(Q["claim_due"], args).fetchall()
-                    room.took(channel, len(rows))
-                    claimed.extend(codec.delivery_from_row(r) for r in rows)
-            return claimed
+            for channel, limit in room.rounds(_pending_channels(conn) if room else ()):
+                args = (owner, now + lease, now, channel, now, now, limit)
+                rows = conn.execute(Q["claim_due"], args).fetchall()
+                room.took(channel, [codec.delivery_from_row(r) for r in rows])
+            return room.claimed
 
         return await self._write(write)
 
@@ -215,10 +212,8 @@ class SQLiteStore(SQLStore):
     async def renew_leases(
         self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
     ) -> int:
-        ids = list(delivery_ids)
-        if not ids:
-            return 0
-        return await self._change(Q["renew_leases"], (now + lease, owner, json.dumps(ids)))
+        ids = json.dumps(list(delivery_ids))
+        return await self._change(Q["renew_leases"], (now + lease, owner, ids))
 
     async def release(self, owner: str) -> int:
         return await self._change(Q["release"], (owner,))
