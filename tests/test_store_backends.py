@@ -517,3 +517,44 @@ async def test_a_batch_after_the_execution_became_terminal_enqueues_nothing(
     assert results[0].delivery_ids == ()
     assert len(results[1].delivery_ids) == 2
     assert await store.record_events([]) == []
+
+
+async def test_replicas_recording_one_executions_events_at_once_enqueue_once(
+    postgres_url: str,
+) -> None:
+    """Two replicas, each a batch with a terminal event of the same 40 executions
+    (in opposite orders): every execution is enqueued by exactly one of them, its
+    rows written once. Each reads the terminal phases under the rows' locks."""
+    names = [f"e-race-{i}" for i in range(40)]
+    replicas = [PostgresStore(postgres_url, max_size=2) for _ in range(2)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for round_ in range(5):
+            tag = f"round-{round_}-"
+            # The executions exist already: the replicas meet at the row locks.
+            await replicas[0].record_events([_write(tag + n, P.RUNNING) for n in names])
+            batches = [
+                [_write(tag + n, P.FAILED) for n in names],
+                [_write(tag + n, P.SUCCEEDED) for n in reversed(names)],
+            ]
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(r.record_events(b) for r, b in zip(replicas, batches, strict=True))
+                ),
+                30,
+            )
+            first = dict(zip(names, results[0], strict=True))
+            second = dict(zip(reversed(names), results[1], strict=True))
+            for n in names:
+                outcomes = {first[n].outcome, second[n].outcome}
+                assert outcomes == {EventOutcome.ENQUEUED, EventOutcome.AFTER_TERMINAL}, n
+                events, keys = await _outcomes_and_rows(replicas[0], tag + n)
+                assert sorted(events) == ["after_terminal", "enqueued", "recorded"]
+                assert len(keys) == 2
+                assert {k.split("/")[0] for k in keys} == {  # the phase that came first
+                    str(int(P.FAILED if first[n].outcome is EventOutcome.ENQUEUED else P.SUCCEEDED))
+                }
+    finally:
+        for replica in replicas:
+            await replica.close()
