@@ -522,7 +522,9 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     at once waits, then reads what this one wrote.
     """
     now = float(await conn.fetchval(Q["db_now"]))
-    executions = {ledger.execution_key(w.event.execution_id): w.execution for w in writes}
+    executions: dict[ledger.ExecutionKey, Execution] = {}
+    for write in writes:  # the first event's execution is the one written, as one by one
+        executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
     keys = sorted(executions)
     rows = [codec.execution_columns(executions[key]) for key in keys]
     await conn.execute(Q["insert_executions"], *_columns(rows, 9))
