@@ -26,7 +26,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify import openapi as openapi_document
 from flytenotify.app import Notifier
-from flytenotify.channels import registry
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     Delivery,
@@ -289,9 +288,9 @@ class _Api:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        channels = {name: self._channel_state(name) for name in registry.names()}
+        channels = self.notifier.channel_states()
         try:
-            version = await self.notifier.store.schema_version()
+            version = await self.notifier.schema_version()
         except Exception as error:  # any database failure means "not ready"
             log.warning("readiness check failed: %s", error)
             return JSONResponse(
@@ -315,16 +314,11 @@ class _Api:
                 return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
-    def _channel_state(self, name: str) -> str:
-        if name in self.notifier.channels:
-            return "configured"
-        return "dev-inbox" if self.notifier.dev_inbox else "unconfigured"
-
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document.document())
 
     async def metrics_text(self, request: Request) -> Response:
-        body = await self.metrics.render(self.notifier.store)
+        body = self.metrics.render(await self.notifier.ledger_state())
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     # -- launch plans and executions -----------------------------------------------
@@ -332,7 +326,7 @@ class _Api:
     async def launch_plan(self, request: Request) -> Response:
         project, domain, name = _path_id(request)
         if request.method == "GET":
-            plan = await self.notifier.store.get_launch_plan(EntityId(project, domain, name))
+            plan = await self.notifier.launch_plan(EntityId(project, domain, name))
             if plan is None:
                 raise ApiError(
                     404,

@@ -36,6 +36,7 @@ from flytenotify.domain import (
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    LedgerState,
     NotificationSource,
     RenderedMessage,
 )
@@ -53,7 +54,13 @@ from flytenotify.intake.events import (
 )
 from flytenotify.intake.limits import recipient_problems, template_problems
 from flytenotify.store import store_for_url
-from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
+from flytenotify.store.base import (
+    DeliveryFilter,
+    EventResult,
+    EventWrite,
+    InboxMessage,
+    Store,
+)
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
 _T = TypeVar("_T")
@@ -389,6 +396,32 @@ class Notifier:
 
     async def counts(self) -> dict[str, int]:
         return await self.store.count_by_status()
+
+    async def ledger_state(self) -> LedgerState:
+        """Deliveries per status and the oldest still waiting (metrics, status pages)."""
+        counts = await self.store.count_by_status()
+        oldest: datetime | None = None
+        for status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
+            if not counts.get(status.value):
+                continue
+            # Ids grow with creation time, so the first row is the oldest one.
+            first = await self.store.list_deliveries(DeliveryFilter(status=status, limit=1))
+            if first and (oldest is None or first[0].created_at < oldest):
+                oldest = first[0].created_at
+        return LedgerState(counts, oldest)
+
+    async def schema_version(self) -> int:
+        """The ledger's schema version (raises if the database cannot answer)."""
+        return await self.store.schema_version()
+
+    async def launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
+        """The newest registration of ``plan_id`` (any version when its version is empty)."""
+        return await self.store.get_launch_plan(plan_id)
+
+    def channel_states(self) -> dict[str, str]:
+        """Each channel: configured, dev-inbox (its messages kept locally) or unconfigured."""
+        unset = "dev-inbox" if self.dev_inbox else "unconfigured"
+        return {name: "configured" if name in self.channels else unset for name in registry.names()}
 
     async def inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
         return await self.store.list_inbox(after_id, limit)
