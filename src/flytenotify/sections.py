@@ -52,7 +52,6 @@ def secret_http_url(url: SecretStr) -> SecretStr:
     return url
 
 
-
 def read_secret_url(value: SecretStr | None, file: Path | None, where: str) -> str:
     """A secret URL given inline or in a file; a file's content is checked when it is read."""
     url = read_secret(value, file) or ""

@@ -94,26 +94,23 @@ def scrub_url(text: str, url: str) -> str:
 def shrink_to_fit(
     build: Callable[[Sequence[int]], T], lengths: Sequence[int], fits: Callable[[T], bool]
 ) -> T:
-    """``build(lengths)``, or with the first length cut as little as needed, then the next...
+    """``build(lengths)``, or with the longest parts cut to a common cap, as high as fits.
 
-    ``lengths`` are the characters each cuttable part may keep, in the order
-    they are given up (an error's full text before the message itself). Each
-    cut length stays at least the truncation marker's, so a cut is visible.
-    What cannot be made to fit is returned at its smallest.
+    ``lengths`` are the full lengths of the parts that may be cut (an error,
+    the message text); ``build`` gets the characters each may keep. Capping
+    them together cuts the longest first (in practice the error, and the
+    message text quoting it) and leaves short ones whole. A cap never goes
+    below the truncation marker's length, so a cut is always visible; what
+    cannot be made to fit is returned at its smallest.
     """
-    current = list(lengths)
-    result = build(current)
-    for i, full in enumerate(current):
-        if fits(result):
-            break
-        floor = min(full, len(TRUNCATED))
-        low, high = floor, full
-        while low < high:  # the longest that fits
-            middle = (low + high + 1) // 2
-            if fits(build([*current[:i], middle, *current[i + 1 :]])):
-                low = middle
-            else:
-                high = middle - 1
-        current[i] = low
-        result = build(current)
-    return result
+    result = build(lengths)
+    if fits(result) or not lengths:
+        return result
+    low, high = min(len(TRUNCATED), max(lengths)), max(lengths) - 1
+    while low < high:  # the highest cap that fits
+        middle = (low + high + 1) // 2
+        if fits(build([min(length, middle) for length in lengths])):
+            low = middle
+        else:
+            high = middle - 1
+    return build([min(length, low) for length in lengths])
