@@ -21,7 +21,7 @@ from flytenotify.config import DatabaseConfig, RetryConfig, Settings, TemplateCo
 from flytenotify.domain import DeliveryStatus
 from flytenotify.engine.resolve import Route, RoutingError, route
 from flytenotify.settings_loader import ConfigError, load_config
-from tests.helpers import CONSOLE_BASE, event_json, execution, rendered_delivery
+from tests.helpers import CONSOLE_BASE, event_json, execution, rendered_delivery, write_config
 from tests.servers.teams_webhook import TeamsWebhookServer
 
 CONSOLE = f"{CONSOLE_BASE}/projects/proj/domains/dev/executions/e1"
@@ -266,12 +266,6 @@ async def test_the_dev_inbox_shows_the_card(tmp_path: Path) -> None:
     card = json.loads(message.body)["attachments"][0]["content"]
     assert card["type"] == "AdaptiveCard"
     assert card["actions"][0]["title"] == "View in Flyte console"
-
-
-def write_config(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "flytenotify.toml"
-    path.write_text(f'[database]\nurl = "{tmp_path / "ledger.db"}"\n' + body)
-    return path
 
 
 def test_configuration_errors_name_the_key(tmp_path: Path) -> None:
