@@ -24,8 +24,8 @@ The message is Mattermost Markdown. Every value from the execution is
 escaped, so ``**`` or ``[x](y)`` in an error is text, and an ``@`` is
 followed by a zero-width joiner so that ``@channel`` or ``@all`` in an error
 notifies nobody. Posts are kept under Mattermost's :data:`MAX_POST_CHARS`
-by cutting the error first, visibly. Webhook URLs are credentials: only their
-hosts are ever shown.
+by cutting the longest texts (in practice the error) first, visibly.
+Webhook URLs are credentials: only their hosts are ever shown.
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def _compose(delivery: Delivery, keep: Sequence[int]) -> str:
 
 
 def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
-    """The post's Markdown for ``delivery``, at most ``limit`` characters: the error
-    is cut first, then the message text, each ending in a visible marker."""
+    """The post's Markdown for ``delivery``, at most ``limit`` characters: the longest
+    texts (the error, and the message text quoting it) are cut just enough, visibly."""
     lengths = [
         len(delivery.message.variables.get("error.message", "")),
         len(delivery.message.text.strip()),

@@ -20,8 +20,8 @@ permanent with Teams' answer in the reply. Redirects are not followed.
 The URL is the credential: only its host is ever logged or shown. Teams
 accepts messages up to about 28 KB and throttles a webhook sending more than
 4 requests a second, so every message is kept under :data:`MAX_PAYLOAD_BYTES`
-(the error is cut first, visibly) and sends to one webhook are spaced
-``per_webhook_interval`` apart across every replica.
+(the longest texts, in practice the error, are cut first, visibly) and sends
+to one webhook are spaced ``per_webhook_interval`` apart across every replica.
 """
 
 from __future__ import annotations
@@ -180,8 +180,8 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 def teams_message(delivery: Delivery, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """The request body for ``delivery``, at most ``limit`` bytes of JSON: the error
-    is cut first, then the message text, each ending in a visible marker."""
+    """The request body for ``delivery``, at most ``limit`` bytes of JSON: the longest
+    texts (the error, and the message text quoting it) are cut just enough, visibly."""
 
     def build(keep: Sequence[int]) -> dict[str, Any]:
         return _wrap(adaptive_card(delivery, error_keep=keep[0], text_keep=keep[1]))
