@@ -31,20 +31,23 @@ the engine's job, and a hidden retry would be missing from the audit trail.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from pydantic import Field, SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from flytenotify.channels._cache import TtlCache
 from flytenotify.channels._http import (
     describe_transport_error,
     http_status_result,
@@ -52,10 +55,16 @@ from flytenotify.channels._http import (
     parse_retry_after,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import Outcome, SendResult, SharedPacing
-from flytenotify.config import SlackConfig
+from flytenotify.channels.base import (
+    ChannelSpec,
+    Outcome,
+    SendResult,
+    SharedPacing,
+    plain_allow_forms,
+)
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.sections import Section, read_secret
 
 __all__ = [
     "PERMANENT_ERRORS",
@@ -68,7 +77,39 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
+
+class SlackConfig(Section):
+    """``[slack]``: Slack Web API (bot token) or an incoming webhook."""
+
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    webhook_url: SecretStr | None = None  # incoming-webhook mode, for teams without a bot
+    webhook_url_file: Path | None = None
+    base_url: str = "https://slack.com/api/"  # tests point this at a loopback server
+    per_channel_interval: float = Field(default=1.0, ge=0)  # Slack allows ~1 msg/s/channel
+    lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # users.lookupByEmail results
+    timeout: float = Field(default=10.0, gt=0)
+
+    _secret_pairs = (("bot_token", "bot_token_file"), ("webhook_url", "webhook_url_file"))
+
+    def resolved_bot_token(self) -> str | None:
+        return read_secret(self.bot_token, self.bot_token_file)
+
+    def resolved_webhook_url(self) -> str | None:
+        return read_secret(self.webhook_url, self.webhook_url_file)
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.bot_token, self.bot_token_file, self.webhook_url, self.webhook_url_file)
+        )
+
+    @property
+    def uses_bot_token(self) -> bool:
+        return self.bot_token is not None or self.bot_token_file is not None
+
+
 _T = TypeVar("_T")
 
 # Slack's documented limits (Block Kit reference, chat.postMessage).
@@ -119,8 +160,6 @@ PERMANENT_ERRORS = frozenset(
 # A 429 block closer than this is sat out inside send(); a longer one makes the
 # attempt return transient at once, leaving the wait to the engine's scheduler.
 DEFAULT_MAX_WAIT = 10.0
-
-_PRUNE_AT = 4096
 
 
 # --------------------------------------------------------------------------
@@ -281,38 +320,6 @@ def _parse_recipient(recipient: str) -> _Recipient | None:
 
 
 # --------------------------------------------------------------------------
-# Pacing and caching
-# --------------------------------------------------------------------------
-
-
-class _TtlCache:
-    """A small str -> str cache whose entries expire ``ttl`` seconds after they are put."""
-
-    def __init__(self, ttl: float, clock: Clock = time.monotonic) -> None:
-        self._ttl = ttl
-        self._clock = clock
-        self._items: dict[str, tuple[float, str]] = {}
-
-    def get(self, key: str) -> str | None:
-        item = self._items.get(key)
-        if item is None or item[0] <= self._clock():
-            self._items.pop(key, None)
-            return None
-        return item[1]
-
-    def put(self, key: str, value: str) -> None:
-        if self._ttl <= 0:
-            return
-        now = self._clock()
-        if len(self._items) >= _PRUNE_AT:
-            self._items = {k: item for k, item in self._items.items() if item[0] > now}
-        self._items[key] = (now + self._ttl, value)
-
-    def drop(self, key: str) -> None:
-        self._items.pop(key, None)
-
-
-# --------------------------------------------------------------------------
 # Channel
 # --------------------------------------------------------------------------
 
@@ -354,8 +361,8 @@ class SlackChannel:
         if not self._token and not self._webhook_url:
             raise ValueError("slack: configure bot_token(_file) or webhook_url(_file)")
         self._pacer = Pacer(max_wait, shared=shared_pacing)
-        self._users = _TtlCache(config.lookup_cache_ttl)  # email -> user ID
-        self._dms = _TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
+        self._users = TtlCache(config.lookup_cache_ttl)  # email -> user ID
+        self._dms = TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
         # slack_sdk's clients take an int timeout; ours lives on the session anyway.
         timeout = max(1, math.ceil(config.timeout))
@@ -439,7 +446,7 @@ class SlackChannel:
 
     async def _cached_id(
         self,
-        cache: _TtlCache,
+        cache: TtlCache,
         key: str,
         method: str,
         call: Callable[[], Awaitable[AsyncSlackResponse]],
@@ -541,3 +548,44 @@ class SlackChannel:
         if self._http is not None and not self._http.closed:
             await self._http.close()
         self._http = None
+
+
+# --------------------------------------------------------------------------
+# What the registry knows
+# --------------------------------------------------------------------------
+
+
+def _takes(kind: str, recipient: str, config: SlackConfig | None) -> str | None:
+    # Every recipient of a Slack notification once Slack is configured (an
+    # address is looked up as a user); otherwise email may still carry it.
+    return recipient if kind == "slack" and config is not None and config.enabled else None
+
+
+def _allow_forms(recipient: str) -> set[str]:
+    # "#data-alerts" and "data-alerts" name the same channel, in a list or a recipient.
+    bare = {form.removeprefix("#") for form in plain_allow_forms(recipient)}
+    return bare | {f"#{form}" for form in bare}
+
+
+def _build(config: SlackConfig, pacing: SharedPacing | None) -> SlackChannel:
+    # The ledger spaces Slack sends across replicas, not just in this process.
+    return SlackChannel(config, shared_pacing=pacing)
+
+
+def _preview(delivery: Delivery) -> str:
+    return json.dumps(slack_message(delivery), indent=2, ensure_ascii=False)
+
+
+CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
+    name="slack",
+    section="slack",
+    config=SlackConfig,
+    build=_build,
+    takes=_takes,
+    preview=_preview,
+    summary=lambda config: "bot token" if config.uses_bot_token else "webhook",
+    usable=lambda config: config.enabled,
+    kinds=frozenset({"slack"}),
+    test_kind="slack",
+    allow_forms=_allow_forms,
+)
