@@ -155,6 +155,36 @@ Role = Literal["all", "api", "dispatcher"]
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
+# Sockets beyond the sends in flight: the database, the API's clients, the brokers.
+SOCKET_HEADROOM = 1024
+
+
+def allow_sockets(wanted: int) -> None:
+    """Raise the open-file limit to ``wanted`` if it is lower, as far as the hard limit allows.
+
+    Every send in flight holds a socket, and the usual soft limit (1,024) is
+    below ``dispatch.max_in_flight``'s default: past it connections fail with
+    "Too many open files". Go's runtime raises the limit the same way.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform (Windows): its limit is its own
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < wanted:
+        log.warning(
+            "open files are limited to %d (hard limit); dispatch.max_in_flight wants %d: "
+            "raise the limit (ulimit -n, LimitNOFILE=) or lower dispatch.max_in_flight",
+            raised,
+            wanted,
+        )
+
+
 def settle_garbage_collection() -> None:
     """Freeze what start-up made (never scanned again) and collect the young less often."""
     gc.collect()
@@ -191,6 +221,7 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     :class:`StartupFailed`.
     """
     check_bind(config)
+    allow_sockets(config.settings.dispatch.max_in_flight + SOCKET_HEADROOM)
     server_config = config.server
     metrics = Metrics()
     notifier = Notifier(
