@@ -499,7 +499,7 @@ def broker_section(broker_intake: dict[str, Any] | None) -> list[str]:
     if not broker_intake:
         return [BROKER_HEADING, "", "Not run this time (`--brokers` named none)."]
     runs = broker_intake["runs_per_scenario"]
-    how = "the median of 3 runs, (min-max) after it" if runs >= 3 else f"{runs} run(s), no median"
+    how = f"the median of {runs} runs, (min-max) after it" if runs >= 2 else "1 run, no median"
     skipped = [f"{name}: {why}" for name, why in broker_intake.get("skipped", {}).items()]
     return [
         BROKER_HEADING,
@@ -569,7 +569,7 @@ def markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     manager = results["alertmanager"]
     runs = results["runs_per_scenario"]
-    how = "the median of 3 runs, (min-max) after it" if runs >= 3 else f"{runs} run(s), no median"
+    how = f"the median of {runs} runs, (min-max) after it" if runs >= 2 else "1 run, no median"
     parts = [
         "# Benchmarks",
         "",

@@ -70,7 +70,9 @@ LOAD = {"concurrency": 32, "batch_size": 500, "batch_concurrency": 2}
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--runs", type=int, help="runs per scenario, median reported (default 3; --intake-only 1)"
+        "--runs",
+        type=int,
+        help="runs per scenario, median reported (default 2; --quick, --intake-only 1)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="one run, small N, no throughput or broker runs"
@@ -99,7 +101,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the largest N, batched email and webhook only (0: skip; default 0, --full 100,000)",
     )
     parser.add_argument(
-        "--full", action="store_true", help="add the backlog run (1,000,000 deliveries)"
+        "--full",
+        action="store_true",
+        help="add N = 100,000 and the backlog run (1,000,000 deliveries)",
     )
     parser.add_argument("--backlog", type=int, default=0, help="backlog run size (0: off)")
     parser.add_argument("--backlog-only", action="store_true", help="skip everything else")
