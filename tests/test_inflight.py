@@ -127,14 +127,16 @@ async def test_a_full_destination_queues_sends_in_order() -> None:
         order.append(n)
         return ticket
 
-    waiting = [asyncio.create_task(wait(n)) for n in range(3)]
+    waiting = [asyncio.create_task(wait(n)) for n in range(4)]
     await asyncio.sleep(0)
     assert order == []  # none started past the limit
     waiting[1].cancel()  # a waiter that gives up takes no slot
+    waiting[3].cancel()  # nor does one that gives up just before the slots free
     limiter.release(held[0], Signal.HOLD)
     limiter.release(held[1], Signal.HOLD)
-    await asyncio.gather(*waiting, return_exceptions=True)
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert order == [0, 2]
+    assert [type(o) for o in outcomes[1::2]] == [asyncio.CancelledError] * 2
     # Another destination has slots of its own.
     other = await limiter.acquire("webhook", "http://b:80", 1000)
     assert limiter.limit("webhook", "http://b:80") == 2

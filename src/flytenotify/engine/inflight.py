@@ -35,8 +35,10 @@ from flytenotify.channels.base import Outcome, SendResult
 
 __all__ = ["AimdRule", "InflightLimiter", "Signal", "Ticket", "signal_of"]
 
-_FORGET_AFTER = 300.0  # seconds idle after which a destination starts afresh
-_PRUNE_AT = 1024  # destinations kept before idle ones are looked for
+# Once this many destinations are known, those idle for _FORGET_AFTER seconds
+# are forgotten (and start afresh at ``initial`` if they come back).
+_PRUNE_AT = 1024
+_FORGET_AFTER = 300.0
 
 
 class Signal(enum.Enum):
@@ -133,7 +135,7 @@ class InflightLimiter:
         """
         destinations = self._by_channel.get(channel)
         if not destinations:
-            return int(self.rule.start(cap))
+            return self.rule.start(cap)
         active = sum(d.limit for d in destinations.values() if d.in_flight or d.waiters)
         return min(cap, active or max(d.limit for d in destinations.values()))
 
@@ -151,7 +153,7 @@ class InflightLimiter:
                 # Granted and cancelled in the same turn: the slot goes to the next.
                 found.in_flight -= 1
                 self._admit(found)
-            else:
+            elif waiter in found.waiters:  # _admit may have dropped it already
                 found.waiters.remove(waiter)
             raise
         # _admit counted this send in before waking it; number it now.
