@@ -417,8 +417,13 @@ def _latency_targets(rows: list[dict[str, Any]]) -> list[str]:
         + (f" (at most {peak:.0f} MiB, with up to {most:,.0f} sends in flight)." if peak else ".")
     )
     held = sum("**holds**" in v for v in verdicts)
+    measured = (
+        "Measured in this run, flytenotify ÷ Alertmanager: " + "; ".join(ratios) + "."
+        if ratios
+        else "Alertmanager was not run: no ratios."
+    )
     return [
-        "Measured in this run, flytenotify ÷ Alertmanager: " + "; ".join(ratios) + ".",
+        measured,
         "",
         f"Latency targets ({held} of {len(verdicts)} hold in this run):",
         "",
