@@ -774,7 +774,7 @@ class PostgresStore:
             where, args = _delivery_conditions(query)
             rows = await conn.fetch(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where}"
-                f" ORDER BY id LIMIT ${len(args) + 1}",
+                f" ORDER BY id{' DESC' if query.newest_first else ''} LIMIT ${len(args) + 1}",
                 *args,
                 query.limit,
             )
@@ -936,4 +936,14 @@ def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:
         conditions.append(f"created_at >= {arg(query.since)}")
     if query.after_id is not None:
         conditions.append(f"id > {arg(query.after_id)}")
+    for column, value in (
+        ("recipient", query.recipient),
+        ("project", query.project),
+        ("domain", query.domain),
+        ("launch_plan::jsonb ->> 'name'", query.launch_plan),
+    ):
+        if value is not None:
+            conditions.append(f"{column} = {arg(value)}")
+    if query.before_id is not None:
+        conditions.append(f"id < {arg(query.before_id)}")
     return ("WHERE " + " AND ".join(conditions) if conditions else ""), args

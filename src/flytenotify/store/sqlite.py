@@ -407,7 +407,8 @@ class SQLiteStore:
         def read(conn: sqlite3.Connection) -> list[Delivery]:
             where, args = _delivery_conditions(query)
             rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY id LIMIT ?",
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where}"
+                f" ORDER BY id{' DESC' if query.newest_first else ''} LIMIT ?",
                 (*args, query.limit),
             ).fetchall()
             return [codec.delivery_from_row(r) for r in rows]
@@ -694,4 +695,16 @@ def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:
     if query.after_id is not None:
         conditions.append("id > ?")
         args.append(query.after_id)
+    for column, value in (
+        ("recipient", query.recipient),
+        ("project", query.project),
+        ("domain", query.domain),
+        ("json_extract(launch_plan, '$.name')", query.launch_plan),
+    ):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            args.append(value)
+    if query.before_id is not None:
+        conditions.append("id < ?")
+        args.append(query.before_id)
     return ("WHERE " + " AND ".join(conditions) if conditions else ""), args
