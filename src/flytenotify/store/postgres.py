@@ -771,13 +771,8 @@ class PostgresStore:
 
     async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
         async def read(conn: Conn) -> list[Delivery]:
-            where, args = _delivery_conditions(query)
-            rows = await conn.fetch(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where}"
-                f" ORDER BY id{' DESC' if query.newest_first else ''} LIMIT ${len(args) + 1}",
-                *args,
-                query.limit,
-            )
+            sql, args = list_deliveries_sql(query)
+            rows = await conn.fetch(sql, *args)
             return [codec.delivery_from_row(dict(r)) for r in rows]
 
         return await self._run(read, transaction=False)
@@ -913,6 +908,14 @@ async def _advance_execution(conn: Conn, item: EventWrite, now: float) -> EventO
     if terminal is None:
         return EventOutcome.RECORDED
     return EventOutcome.DUPLICATE if terminal == event.phase else EventOutcome.AFTER_TERMINAL
+
+
+def list_deliveries_sql(query: DeliveryFilter) -> tuple[str, list[Any]]:
+    """The query :meth:`PostgresStore.list_deliveries` runs (its plan is tested on many rows)."""
+    where, args = _delivery_conditions(query)
+    order = "DESC" if query.newest_first else "ASC"
+    sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY id {order}"
+    return f"{sql} LIMIT ${len(args) + 1}", [*args, query.limit]
 
 
 def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:

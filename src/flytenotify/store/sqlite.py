@@ -405,12 +405,7 @@ class SQLiteStore:
 
     async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
         def read(conn: sqlite3.Connection) -> list[Delivery]:
-            where, args = _delivery_conditions(query)
-            rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where}"
-                f" ORDER BY id{' DESC' if query.newest_first else ''} LIMIT ?",
-                (*args, query.limit),
-            ).fetchall()
+            rows = conn.execute(*list_deliveries_sql(query)).fetchall()
             return [codec.delivery_from_row(r) for r in rows]
 
         return await self._read(read)
@@ -675,6 +670,14 @@ def _advance_execution(conn: sqlite3.Connection, item: EventWrite, now: float) -
     if terminal is None:
         return EventOutcome.RECORDED
     return EventOutcome.DUPLICATE if terminal == event.phase else EventOutcome.AFTER_TERMINAL
+
+
+def list_deliveries_sql(query: DeliveryFilter) -> tuple[str, list[Any]]:
+    """The query :meth:`SQLiteStore.list_deliveries` runs (its plan is tested on a large ledger)."""
+    where, args = _delivery_conditions(query)
+    order = "DESC" if query.newest_first else "ASC"
+    sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY id {order} LIMIT ?"
+    return sql, [*args, query.limit]
 
 
 def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:
