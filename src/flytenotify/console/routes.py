@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
@@ -40,6 +40,8 @@ from flytenotify.store.base import DeliveryFilter
 PREFIX = "/ui"
 CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
 MAX_FORM_BYTES = 256 * 1024
+MAX_FORM_FIELDS = 1000
+FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_TIMELINE_DELIVERIES = 500
 # Every page: scripts only from our own files, no framing, forms only to us.
 # The email preview's srcdoc iframe inherits this, on top of its empty sandbox.
@@ -159,12 +161,23 @@ class _Console:
         return isinstance(given, str) and self.sessions.csrf_accepted(session, given)
 
     async def _form(self, request: Request) -> FormData:
+        """The posted form, read once (the CSRF check and the handler both look at it).
+
+        The console's forms are plain ``application/x-www-form-urlencoded``; the
+        standard library reads them, no multipart parser is needed.
+        """
         form: FormData | None = getattr(request.state, "form", None)
-        if form is None:  # read once: the CSRF check and the handler both look at it
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-                raise HTTPException(413, f"form too large: at most {MAX_FORM_BYTES} bytes")
-            form = await request.form(max_files=0, max_fields=1000)
+        if form is None:
+            kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if kind != FORM_TYPE:
+                raise HTTPException(415, f"a form must be sent as {FORM_TYPE}, got {kind!r}")
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise HTTPException(413, f"form too large: at most {MAX_FORM_BYTES} bytes")
+            fields = parse_qsl(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+            form = FormData(fields)
             request.state.form = form
         return form
 
@@ -234,7 +247,7 @@ class _Console:
             items=items,
             older=_older_cursor(items),
             statuses=[s.value for s in DeliveryStatus],
-            channels=[*CHANNELS, resolve.INBOX],
+            channels=[*CHANNELS, resolve.INBOX, resolve.UNROUTABLE],
         )
 
     async def delivery_rows(self, request: Request) -> Response:
@@ -369,10 +382,13 @@ class _Console:
         names = list(CHANNELS)
         if self.notifier.dev_inbox:
             names.append(resolve.INBOX)
-        return names
+        # Recipients no transport could take are dead-lettered under this name.
+        return [*names, resolve.UNROUTABLE]
 
     async def _channel_status(self, name: str) -> dict[str, Any]:
-        if name == resolve.INBOX or name in self.notifier.channels:
+        if name == resolve.UNROUTABLE:
+            state = "no transport"
+        elif name == resolve.INBOX or name in self.notifier.channels:
             state = "configured" if name != resolve.INBOX else "dev inbox"
         else:
             state = "dev inbox" if self.notifier.dev_inbox else "not configured"
