@@ -482,3 +482,26 @@ def test_block_kit_blocks_are_drawn() -> None:
     assert 'href="https://f.example"' in drawn
     assert "javascript:" not in drawn
     assert "[image block]" in drawn
+
+
+async def test_forms_are_bounded_and_urlencoded(dead: Notifier) -> None:
+    async with _client(dead) as client:
+        token = _csrf(await client.get("/ui/dead-letters"))
+        as_json = await client.post("/ui/dead-letters/redrive", json={"csrf_token": token})
+        assert as_json.status_code == 415
+        assert "application/x-www-form-urlencoded" in as_json.text
+        many = [("id", "1")] * 1001 + [("csrf_token", token)]
+        crowded = await client.post(
+            "/ui/dead-letters/redrive",
+            content=str(httpx.QueryParams(many)),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert crowded.status_code == 413
+        huge = await client.post(
+            "/ui/dead-letters/redrive",
+            content="csrf_token=" + "x" * 300_000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert huge.status_code == 413
+    (letter,) = await dead.deliveries()
+    assert letter.status is DeliveryStatus.DEAD

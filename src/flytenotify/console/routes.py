@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -176,7 +176,12 @@ class _Console:
                 body += chunk
                 if len(body) > MAX_FORM_BYTES:
                     raise HTTPException(413, f"form too large: at most {MAX_FORM_BYTES} bytes")
-            fields = parse_qsl(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+            try:
+                fields: list[tuple[str, str | UploadFile]] = list(
+                    parse_qsl(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+                )
+            except ValueError:  # more fields than allowed
+                raise HTTPException(413, f"form has more than {MAX_FORM_FIELDS} fields") from None
             form = FormData(fields)
             request.state.form = form
         return form
