@@ -49,6 +49,12 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -124,14 +130,6 @@ class _Console:
                 response = self.error_page(request, error.status_code, str(error.detail))
             if cookie is not None and "set-cookie" not in response.headers:
                 self._set_cookie(request, response, cookie)
-            response.headers.update(
-                {
-                    "Content-Security-Policy": CSP,
-                    "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "same-origin",
-                    "Cache-Control": "no-store",
-                }
-            )
             return response
 
         return endpoint
@@ -207,7 +205,9 @@ class _Console:
             path=request.url.path,
             **context,
         )
-        return HTMLResponse(body, status_code=status_code)
+        response = HTMLResponse(body, status_code=status_code)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     def error_page(self, request: Request, status: int, message: str) -> Response:
         if not hasattr(request.state, "session"):  # a route that does not exist

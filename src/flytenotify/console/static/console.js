@@ -28,6 +28,10 @@ function startLive(tbody) {
     busy = true;
     try {
       const answer = await fetch(tbody.dataset.live, { credentials: "same-origin" });
+      if (answer.redirected) {
+        location.reload();  // the session ended: show the login page, not rows
+        return;
+      }
       if (answer.ok) {
         const rows = await answer.text();
         if (rows !== tbody.dataset.rows) {
