@@ -67,10 +67,10 @@ def test_allow_lists_load_from_toml(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     allow = load_config(path, {}).settings.allow
-    assert allow.email == ["example.com", "ops@partner.org"]
-    assert allow.slack == ["#data-alerts"]
-    assert allow.pagerduty is None
-    assert allow.webhook is None
+    assert allow.entries("email") == ["example.com", "ops@partner.org"]
+    assert allow.entries("slack") == ["#data-alerts"]
+    assert allow.entries("pagerduty") is None
+    assert allow.entries("webhook") is None
 
 
 # -- allow-lists in the engine, over real servers -------------------------------------

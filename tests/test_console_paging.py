@@ -18,10 +18,10 @@ import asyncpg
 import pytest
 
 from flytenotify.domain import DeliveryStatus, ExecutionId
-from flytenotify.store import postgres as pg_store
-from flytenotify.store import sqlite as sqlite_store
 from flytenotify.store import store_for_url
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.store.queries import queries_for
+from flytenotify.store.sql import deliveries_query
 from tests.conftest import fresh_postgres_database, run_async
 
 ROWS = 200_000
@@ -99,7 +99,7 @@ def large_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _sqlite_plan(path: Path, query: DeliveryFilter) -> str:
-    sql, args = sqlite_store.list_deliveries_sql(query)
+    sql, args = deliveries_query(queries_for("sqlite"), query)
     with sqlite3.connect(path) as conn:
         rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
     return "\n".join(row[-1] for row in rows)
@@ -138,7 +138,7 @@ def _vm_steps(conn: sqlite3.Connection, query: DeliveryFilter) -> int:
 
     conn.set_progress_handler(tick, 100)  # one tick per 100 instructions
     try:
-        conn.execute(*sqlite_store.list_deliveries_sql(query)).fetchall()
+        conn.execute(*deliveries_query(queries_for("sqlite"), query)).fetchall()
     finally:
         conn.set_progress_handler(None, 100)
     return counted[0]
@@ -168,7 +168,7 @@ async def _fill_postgres(url: str) -> None:
 
 
 async def _postgres_plan(url: str, query: DeliveryFilter) -> str:
-    sql, args = pg_store.list_deliveries_sql(query)
+    sql, args = deliveries_query(queries_for("postgresql"), query)
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(f"EXPLAIN {sql}", *args)

@@ -85,17 +85,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_the_wheel_ships_its_migrations_and_is_imported_from_the_install(
+def test_the_wheel_ships_its_sql_and_is_imported_from_the_install(
     installed: Path, tmp_path: Path
 ) -> None:
     code = (
         "import flytenotify, flytenotify.store.migrations as m;"
-        " print(flytenotify.__file__); print(sorted(m.MIGRATIONS))"
+        " from flytenotify.store.queries import queries_for;"
+        " print(flytenotify.__file__); print(sorted(m.MIGRATIONS));"
+        " print(queries_for('sqlite')['claim_due'].split()[0]);"
+        " print(queries_for('postgresql')['insert_deliveries'].split()[0])"
     )
-    where, versions = _run([_bin(installed, "python"), "-c", code], tmp_path).splitlines()
+    output = _run([_bin(installed, "python"), "-c", code], tmp_path).splitlines()
+    where, versions, sqlite_claim, postgres_intake = output
     assert Path(where).is_relative_to(installed), where
     assert not Path(where).is_relative_to(ROOT / "src"), where
     assert versions.startswith("[1, 2, 3"), versions
+    assert (sqlite_claim, postgres_intake) == ("UPDATE", "INSERT")  # common.sql, dialect files
 
 
 def test_the_installed_service_delivers_an_event_to_the_inbox(
@@ -141,21 +146,36 @@ def test_the_installed_service_delivers_an_event_to_the_inbox(
     assert process.returncode == 0, output
 
 
-def test_without_its_migrations_the_package_says_so(installed: Path, tmp_path: Path) -> None:
-    """A build that leaves the SQL out fails on import with a message, not max() of nothing."""
+def _import_without(
+    installed: Path, tmp_path: Path, module: str, *left_out: str
+) -> subprocess.CompletedProcess[str]:
+    """Import ``module`` from a copy of the installed package without the files ``left_out``."""
     broken = tmp_path / "broken"
     code = "import flytenotify, pathlib; print(pathlib.Path(flytenotify.__file__).parent)"
     package = Path(_run([_bin(installed, "python"), "-c", code], tmp_path).strip())
-    shutil.copytree(package, broken / "flytenotify", ignore=shutil.ignore_patterns("*.sql"))
-    env = {**_clean_env(), "PYTHONPATH": str(broken)}
-    result = subprocess.run(
-        [str(_bin(installed, "python")), "-c", "import flytenotify.store.migrations"],
+    shutil.copytree(package, broken / "flytenotify", ignore=shutil.ignore_patterns(*left_out))
+    return subprocess.run(
+        [str(_bin(installed, "python")), "-c", f"import {module}"],
         cwd=tmp_path,
-        env=env,
+        env={**_clean_env(), "PYTHONPATH": str(broken)},
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
+
+
+def test_without_its_migrations_the_package_says_so(installed: Path, tmp_path: Path) -> None:
+    """A build that leaves the SQL out fails on import with a message, not max() of nothing."""
+    result = _import_without(installed, tmp_path, "flytenotify.store.migrations", "*.sql")
     assert result.returncode != 0
     assert "no schema migrations (*.sql) found" in result.stderr, result.stderr
+    assert "installed without its package data" in result.stderr, result.stderr
+
+
+def test_without_its_queries_the_store_says_so(installed: Path, tmp_path: Path) -> None:
+    result = _import_without(
+        installed, tmp_path, "flytenotify.store.sqlite", "common.sql", "sqlite.sql"
+    )
+    assert result.returncode != 0
+    assert "no common.sql found" in result.stderr, result.stderr
     assert "installed without its package data" in result.stderr, result.stderr

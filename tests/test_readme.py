@@ -42,10 +42,12 @@ def test_readme_python_entry_point_sends_real_email(tmp_path: Path) -> None:
 
 def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> None:
     import tomllib
+    from typing import get_args, get_origin
 
     from pydantic import BaseModel
 
-    from flytenotify.config import Settings, WebhookTarget
+    from flytenotify.channels import registry
+    from flytenotify.config import Settings
     from flytenotify.settings_loader import ServerConfig
 
     (block,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", README, flags=re.DOTALL)
@@ -60,14 +62,22 @@ def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> 
             ),
             None,
         )
-        if model is not None:
+        if model is not None and name != "allow":
             sections[name] = model
-    sections["webhooks"] = WebhookTarget
-    assert set(documented) == set(sections)
+    named_targets = set()
+    for spec in registry.specs():
+        if get_origin(spec.config) is dict:  # [section.NAME] tables: one example each
+            named_targets.add(spec.section)
+            sections[spec.section] = get_args(spec.config)[1]
+        else:
+            sections[spec.section] = spec.config
+    assert set(documented) == {*sections, "allow"}
+    # Every channel has an allow-list, and the README shows each.
+    assert set(documented["allow"]) == set(registry.names())
     for name, model in sections.items():
         keys = documented[name]
-        if name == "webhooks":
-            keys = keys["ops"]
+        if name in named_targets:
+            (keys,) = keys.values()
         assert set(keys) == set(model.model_fields), (
             f"[{name}] in the README differs from {model.__name__}"
         )

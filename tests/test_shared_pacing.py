@@ -50,8 +50,9 @@ async def send_through_replicas(
 def assert_spaced(arrivals: list[float], count: int) -> None:
     gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(arrivals))]
     assert len(arrivals) == count
-    # Each replica pacing only itself would let pairs arrive together.
-    assert min(gaps) >= INTERVAL * 0.8, gaps
+    # Each replica pacing only itself would let pairs arrive together (gaps near
+    # 0); half an interval leaves room for a loaded machine's scheduling jitter.
+    assert min(gaps) >= INTERVAL * 0.5, gaps
 
 
 async def test_two_replicas_together_keep_one_message_per_interval(database_url: str) -> None:

@@ -34,7 +34,15 @@ from flytenotify.domain import (
     RenderedMessage,
 )
 from flytenotify.store import store_for_url, upgrade
-from flytenotify.store.base import OTHER_CHANNELS, Completion, EventWrite, NewDelivery, Store
+from flytenotify.store.base import (
+    OTHER_CHANNELS,
+    Completion,
+    DeliveryFilter,
+    EventOutcome,
+    EventWrite,
+    NewDelivery,
+    Store,
+)
 from flytenotify.store.migrations import NEWEST, migrations_for, render
 from flytenotify.store.postgres import PostgresStore, split_url
 from flytenotify.store.sqlite import SQLiteStore
@@ -404,3 +412,149 @@ async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, st
     assert again.attempts == 1
     await store.complete([outcome(b.id, "me", DeliveryStatus.DELIVERED, None)])
     assert [t.number for t in await store.list_attempts(b.id)] == [1, 2]
+
+
+# -- a batch of events: as if they came one after another -------------------------------------
+
+
+def _write(name: str, phase: int, recipients: int = 2, tag: str = "") -> EventWrite:
+    """An event of execution ``name`` with ``recipients`` deliveries (keyed by execution,
+    phase and ``tag``), the execution created on the fly."""
+    now = datetime.now(UTC)
+    execution_id = ExecutionId("proj", "prod", name)
+    message = RenderedMessage("subject", "text", "<p>text</p>", "text")
+    deliveries = [
+        NewDelivery(f"{name}/{phase}/{tag}{i}", i, "email", "email", f"r{i}@x.io", message)
+        for i in range(recipients)
+    ]
+    event = ExecutionEvent(execution_id, int(phase), now, producer_id=f"{phase}{tag}")
+    return EventWrite(event, Execution(execution_id, None, (), now), deliveries)
+
+
+async def _outcomes_and_rows(store: Store, name: str) -> tuple[list[str], list[str]]:
+    """What the ledger holds for execution ``name``: its events' outcomes in order,
+    and its deliveries' idempotency keys."""
+    execution_id = ExecutionId("proj", "prod", name)
+    events = [outcome for _, outcome in await store.list_events(execution_id)]
+    deliveries = await store.list_deliveries(DeliveryFilter(execution=execution_id))
+    return events, sorted(d.idempotency_key.split("/", 1)[1] for d in deliveries)
+
+
+async def test_a_batch_with_two_terminal_events_of_one_execution_enqueues_the_first(
+    store: Store,
+) -> None:
+    results = await store.record_events(
+        [_write("e-two", P.FAILED), _write("e-two", P.SUCCEEDED), _write("e-two", P.FAILED)]
+    )
+    assert [r.outcome for r in results] == [
+        EventOutcome.ENQUEUED,
+        EventOutcome.AFTER_TERMINAL,
+        EventOutcome.DUPLICATE,
+    ]
+    assert len(results[0].delivery_ids) == 2
+    assert results[1].delivery_ids == results[2].delivery_ids == ()
+    events, keys = await _outcomes_and_rows(store, "e-two")
+    assert events == ["enqueued", "after_terminal", "duplicate"]
+    assert keys == [f"{int(P.FAILED)}/0", f"{int(P.FAILED)}/1"]
+    stored = [await store.get_delivery(i) for i in results[0].delivery_ids]
+    assert [d.idempotency_key for d in stored if d] == [
+        f"e-two/{int(P.FAILED)}/{i}" for i in (0, 1)
+    ]
+
+
+async def test_the_same_event_twice_in_a_batch_is_a_replay(store: Store) -> None:
+    first, second = await store.record_events([_write("e-twice", P.FAILED)] * 2)
+    assert (first.outcome, second.outcome) == (EventOutcome.ENQUEUED, EventOutcome.DUPLICATE)
+    assert second.delivery_ids == ()
+    assert len((await _outcomes_and_rows(store, "e-twice"))[1]) == 2
+
+
+async def test_a_batch_decides_each_event_as_if_recorded_one_by_one(store: Store) -> None:
+    """The same events, as one batch for some executions and one call each for
+    others: every outcome, id count and stored row agrees."""
+    script = [
+        ("a", P.RUNNING, 2, ""),
+        ("b", P.SUCCEEDED, 0, ""),  # terminal, nothing applies
+        ("a", P.FAILED, 2, ""),
+        ("b", P.FAILED, 2, ""),  # after b's terminal phase: nothing
+        ("c", P.ABORTED, 1, ""),
+        ("a", P.FAILED, 2, "again-"),  # a replay with other keys: still nothing
+        ("c", P.RUNNING, 1, ""),  # late non-terminal event
+    ]
+    batch = [_write(f"batch-{n}", phase, count, tag) for n, phase, count, tag in script]
+    batched = await store.record_events(batch)
+    one_by_one = []
+    for n, phase, count, tag in script:
+        (result,) = await store.record_events([_write(f"single-{n}", phase, count, tag)])
+        one_by_one.append(result)
+    assert [r.outcome for r in batched] == [r.outcome for r in one_by_one]
+    assert [len(r.delivery_ids) for r in batched] == [len(r.delivery_ids) for r in one_by_one]
+    assert [r.outcome for r in batched] == [
+        EventOutcome.RECORDED,
+        EventOutcome.NO_NOTIFICATIONS,
+        EventOutcome.ENQUEUED,
+        EventOutcome.AFTER_TERMINAL,
+        EventOutcome.ENQUEUED,
+        EventOutcome.DUPLICATE,
+        EventOutcome.AFTER_TERMINAL,
+    ]
+    for n in "abc":
+        assert await _outcomes_and_rows(store, f"batch-{n}") == await _outcomes_and_rows(
+            store, f"single-{n}"
+        )
+    all_ids = [i for r in batched for i in r.delivery_ids]
+    assert all_ids == sorted(all_ids)  # handed out in input order
+
+
+async def test_a_batch_after_the_execution_became_terminal_enqueues_nothing(
+    store: Store,
+) -> None:
+    await store.record_events([_write("e-later", P.FAILED)])
+    results = await store.record_events(
+        [_write("e-later", P.FAILED, tag="x"), _write("e-fresh", P.FAILED)]
+    )
+    assert [r.outcome for r in results] == [EventOutcome.DUPLICATE, EventOutcome.ENQUEUED]
+    assert results[0].delivery_ids == ()
+    assert len(results[1].delivery_ids) == 2
+    assert await store.record_events([]) == []
+
+
+async def test_replicas_recording_one_executions_events_at_once_enqueue_once(
+    postgres_url: str,
+) -> None:
+    """Two replicas, each a batch with a terminal event of the same 40 executions
+    (in opposite orders): every execution is enqueued by exactly one of them, its
+    rows written once. Each reads the terminal phases under the rows' locks."""
+    names = [f"e-race-{i}" for i in range(40)]
+    replicas = [PostgresStore(postgres_url, max_size=2) for _ in range(2)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for round_ in range(5):
+            tag = f"round-{round_}-"
+            # The executions exist already: the replicas meet at the row locks.
+            await replicas[0].record_events([_write(tag + n, P.RUNNING) for n in names])
+            batches = [
+                [_write(tag + n, P.FAILED) for n in names],
+                [_write(tag + n, P.SUCCEEDED) for n in reversed(names)],
+            ]
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(r.record_events(b) for r, b in zip(replicas, batches, strict=True))
+                ),
+                30,
+            )
+            first = dict(zip(names, results[0], strict=True))
+            second = dict(zip(reversed(names), results[1], strict=True))
+            for n in names:
+                outcomes = {first[n].outcome, second[n].outcome}
+                assert outcomes == {EventOutcome.ENQUEUED, EventOutcome.AFTER_TERMINAL}, n
+                events, keys = await _outcomes_and_rows(replicas[0], tag + n)
+                assert sorted(events) == ["after_terminal", "enqueued", "recorded"]
+                assert len(keys) == 2
+                assert {k.split("/")[0] for k in keys} == {  # the phase that came first
+                    str(int(P.FAILED if first[n].outcome is EventOutcome.ENQUEUED else P.SUCCEEDED))
+                }
+    finally:
+        for replica in replicas:
+            await replica.close()

@@ -24,15 +24,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flytenotify import openapi as openapi_document
 from flytenotify.app import Notifier
 from flytenotify.console import console_app
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
-    Attempt,
     Delivery,
     DeliveryStatus,
     EntityId,
-    Execution,
     ExecutionEvent,
     ExecutionId,
 )
@@ -58,27 +57,33 @@ from flytenotify.intake.limits import (
     loads_json,
     parse_int,
 )
-from flytenotify.intake.source import Source, SourceStatus
+from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
-from flytenotify.models.core.execution import WorkflowExecutionPhase
-from flytenotify.openapi import OPENAPI
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import (
     DeliveryFilter,
     EventOutcome,
     EventResult,
-    InboxMessage,
     StoreUnavailable,
 )
 from flytenotify.store.migrations import NEWEST
+from flytenotify.views import (
+    MAX_LIMIT,
+    attempt_json,
+    delivery_json,
+    entity_json,
+    execution_json,
+    id_json,
+    inbox_json,
+    plan_json,
+    source_json,
+)
 
 log = logging.getLogger("flytenotify.api")
 
 JSON = "application/json"
 PROTOBUF = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
-MAX_LIMIT = 1000
-CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
 
 Handler = Callable[[Request], Awaitable[Response]]
 # Probes must work without a token; everything else needs one when tokens are set.
@@ -293,9 +298,9 @@ class _Api:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        channels = {name: self._channel_state(name) for name in CHANNELS}
+        channels = self.notifier.channel_states()
         try:
-            version = await self.notifier.store.schema_version()
+            version = await self.notifier.schema_version()
         except Exception as error:  # any database failure means "not ready"
             log.warning("readiness check failed: %s", error)
             return JSONResponse(
@@ -313,22 +318,17 @@ class _Api:
             )
         body: dict[str, Any] = {"status": "ready", "database": database, "channels": channels}
         if self.sources:
-            body["intake"] = {s.name: _source_json(s.status) for s in self.sources}
+            body["intake"] = {s.name: source_json(s.status) for s in self.sources}
             if not all(s.status.ready for s in self.sources):
                 body["status"] = "unavailable"
                 return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
-    def _channel_state(self, name: str) -> str:
-        if name in self.notifier.channels:
-            return "configured"
-        return "dev-inbox" if self.notifier.dev_inbox else "unconfigured"
-
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(OPENAPI)
+        return JSONResponse(openapi_document.document())
 
     async def metrics_text(self, request: Request) -> Response:
-        body = await self.metrics.render(self.notifier.store)
+        body = self.metrics.render(await self.notifier.ledger_state())
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     # -- launch plans and executions -----------------------------------------------
@@ -336,14 +336,14 @@ class _Api:
     async def launch_plan(self, request: Request) -> Response:
         project, domain, name = _path_id(request)
         if request.method == "GET":
-            plan = await self.notifier.store.get_launch_plan(EntityId(project, domain, name))
+            plan = await self.notifier.launch_plan(EntityId(project, domain, name))
             if plan is None:
                 raise ApiError(
                     404,
                     f"no launch plan {project}/{domain}/{name} is registered",
                     [Problem("name", "no launch plan of this name is registered")],
                 )
-            return JSONResponse(_plan_json(plan.id, plan.notifications))
+            return JSONResponse(plan_json(plan.id, plan.notifications))
         if _content_type(request) in PROTOBUF:
             registered = await self.notifier.register_launch_plan(
                 _launch_plan_message(await self._body(request), project, domain, name)
@@ -366,7 +366,7 @@ class _Api:
             registered = await self.notifier.register_launch_plan(
                 EntityId(project, domain, name, str(version)), notifications
             )
-        answer = _plan_json(registered.id, registered.notifications)
+        answer = plan_json(registered.id, registered.notifications)
         # Accepted (the configuration may be fixed later), but said out loud now.
         answer["warnings"] = self._routing_warnings(registered.notifications)
         return JSONResponse(answer)
@@ -408,9 +408,9 @@ class _Api:
         )
         return JSONResponse(
             {
-                "id": _id_json(execution.id),
-                "launch_plan": _entity_json(execution.launch_plan),
-                "workflow": _entity_json(execution.workflow),
+                "id": id_json(execution.id),
+                "launch_plan": entity_json(execution.launch_plan),
+                "workflow": entity_json(execution.workflow),
                 "notifications": [n.to_dict() for n in execution.notifications],
                 "created_at": execution.created_at.isoformat(),
                 # Overrides come from the caller: say now which recipients will not be reached.
@@ -552,96 +552,7 @@ class _Api:
         )
 
 
-# -- conversions (shared with the CLI) ---------------------------------------------
-
-
-def _source_json(status: SourceStatus) -> dict[str, Any]:
-    def when(stamp: float | None) -> str | None:
-        return _iso(datetime.fromtimestamp(stamp, UTC)) if stamp is not None else None
-
-    return {
-        "state": status.state,
-        "detail": status.detail,
-        "backlog": status.backlog,
-        "last_error": status.last_error or None,
-        "last_error_at": when(status.last_error_at),
-        "last_message_at": when(status.last_message_at),
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "execution": str(delivery.execution_id),
-        "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
-        "channel": delivery.channel,
-        "kind": delivery.kind,
-        "recipient": delivery.recipient,
-        "status": delivery.status.value,
-        "attempts": delivery.attempts,
-        "last_reply": delivery.last_reply,
-        "created_at": _iso(delivery.created_at),
-        "next_attempt_at": _iso(delivery.next_attempt_at),
-    }
-
-
-def execution_json(
-    execution: Execution,
-    events: list[tuple[ExecutionEvent, str]],
-    deliveries: list[Delivery],
-) -> dict[str, Any]:
-    """An execution, where its notifications came from, its events and deliveries."""
-    return {
-        "id": _id_json(execution.id),
-        "launch_plan": _entity_json(execution.launch_plan),
-        "workflow": _entity_json(execution.workflow),
-        "created_at": _iso(execution.created_at),
-        "notifications_source": execution.source.value,
-        "lookup_error": execution.lookup_error or None,
-        "notifications": [n.to_dict() for n in execution.notifications],
-        "events": [_event_json(event, outcome) for event, outcome in events],
-        "deliveries": [delivery_json(d) for d in deliveries],
-    }
-
-
-def _event_json(event: ExecutionEvent, outcome: str) -> dict[str, Any]:
-    error = event.error
-    return {
-        "phase": event.phase_name,
-        "occurred_at": _iso(event.occurred_at),
-        "outcome": outcome,
-        "error": (
-            {"message": error.message, "code": error.code, "kind": error.kind.value}
-            if error is not None
-            else None
-        ),
-    }
-
-
-def attempt_json(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "started_at": _iso(attempt.started_at),
-        "finished_at": _iso(attempt.finished_at),
-        "outcome": attempt.outcome,
-        "reply": attempt.reply,
-    }
-
-
-def inbox_json(message: InboxMessage) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "delivery_id": message.delivery_id,
-        "kind": message.kind,
-        "recipient": message.recipient,
-        "subject": message.subject,
-        "body": message.body,
-        "received_at": datetime.fromtimestamp(message.received_at, UTC).isoformat(),
-    }
+# -- conversions -------------------------------------------------------------------
 
 
 def _rejected_json(error: InputError, prefix: str) -> dict[str, Any]:
@@ -671,29 +582,6 @@ def _result_json(result: EventResult) -> dict[str, Any]:
 
 def _cloud_json(parsed: cloudevents.ParsedCloudEvent) -> dict[str, str]:
     return {"id": parsed.id, "type": parsed.type, "source": parsed.source}
-
-
-def _id_json(execution_id: ExecutionId) -> dict[str, str]:
-    return {
-        "project": execution_id.project,
-        "domain": execution_id.domain,
-        "name": execution_id.name,
-    }
-
-
-def _entity_json(entity: EntityId | None) -> dict[str, str] | None:
-    if entity is None:
-        return None
-    return {
-        "project": entity.project,
-        "domain": entity.domain,
-        "name": entity.name,
-        "version": entity.version,
-    }
-
-
-def _plan_json(plan_id: EntityId, notifications: Any) -> dict[str, Any]:
-    return {"id": _entity_json(plan_id), "notifications": [n.to_dict() for n in notifications]}
 
 
 def _collect(problems: list[Problem], parse: Callable[[], Any]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -22,21 +23,26 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
-from flytenotify.channels.base import Channel
+from flytenotify.channels import registry
+from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreachable
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
     Attempt,
     Delivery,
+    DeliveryStatus,
     EntityId,
     Execution,
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    LedgerState,
     NotificationSource,
+    RenderedMessage,
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
+from flytenotify.engine.render import template_variables
 from flytenotify.errors import InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
@@ -48,7 +54,13 @@ from flytenotify.intake.events import (
 )
 from flytenotify.intake.limits import recipient_problems, template_problems
 from flytenotify.store import store_for_url
-from flytenotify.store.base import DeliveryFilter, EventResult, EventWrite, InboxMessage, Store
+from flytenotify.store.base import (
+    DeliveryFilter,
+    EventResult,
+    EventWrite,
+    InboxMessage,
+    Store,
+)
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
 _T = TypeVar("_T")
@@ -82,27 +94,18 @@ EventInput = ExecutionEvent | Mapping[str, Any] | bytes | Any  # Any: a protobuf
 def build_channels(
     settings: Settings, store: Store | None = None, dev_inbox: bool = False
 ) -> dict[str, Channel]:
-    """One channel object per configured transport (plus the dev inbox, kept in ``store``)."""
-    channels: dict[str, Channel] = {}
-    if settings.smtp is not None:
-        from flytenotify.channels.email import EmailChannel
+    """One channel object per configured channel (plus the dev inbox, kept in ``store``).
 
-        channels[resolve.EMAIL] = EmailChannel(settings.smtp)
-    if settings.slack is not None and settings.slack.enabled:
-        from flytenotify.channels.slack import SlackChannel
-
-        # The ledger spaces Slack sends across replicas, not just in this process.
-        channels[resolve.SLACK] = SlackChannel(settings.slack, shared_pacing=store)
-    if settings.pagerduty is not None:
-        from flytenotify.channels.pagerduty import PagerDutyChannel
-
-        channels[resolve.PAGERDUTY] = PagerDutyChannel(settings.pagerduty, shared_pacing=store)
-    if settings.webhooks:
-        from flytenotify.channels.webhook import WebhookChannel
-
-        channels[resolve.WEBHOOK] = WebhookChannel(settings.webhooks)
+    ``store`` also paces providers across replicas (Slack per channel,
+    PagerDuty per routing key).
+    """
+    channels: dict[str, Channel] = {
+        spec.name: spec.build(settings.channel(spec.name), store)
+        for spec in registry.specs()
+        if settings.configured(spec.name)
+    }
     if dev_inbox and store is not None:
-        channels[resolve.INBOX] = InboxChannel(store)
+        channels[registry.INBOX] = InboxChannel(store)
     return channels
 
 
@@ -394,6 +397,32 @@ class Notifier:
     async def counts(self) -> dict[str, int]:
         return await self.store.count_by_status()
 
+    async def ledger_state(self) -> LedgerState:
+        """Deliveries per status and the oldest still waiting (metrics, status pages)."""
+        counts = await self.store.count_by_status()
+        oldest: datetime | None = None
+        for status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
+            if not counts.get(status.value):
+                continue
+            # Ids grow with creation time, so the first row is the oldest one.
+            first = await self.store.list_deliveries(DeliveryFilter(status=status, limit=1))
+            if first and (oldest is None or first[0].created_at < oldest):
+                oldest = first[0].created_at
+        return LedgerState(counts, oldest)
+
+    async def schema_version(self) -> int:
+        """The ledger's schema version (raises if the database cannot answer)."""
+        return await self.store.schema_version()
+
+    async def launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
+        """The newest registration of ``plan_id`` (any version when its version is empty)."""
+        return await self.store.get_launch_plan(plan_id)
+
+    def channel_states(self) -> dict[str, str]:
+        """Each channel: configured, dev-inbox (its messages kept locally) or unconfigured."""
+        unset = "dev-inbox" if self.dev_inbox else "unconfigured"
+        return {name: "configured" if name in self.channels else unset for name in registry.names()}
+
     async def inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
         return await self.store.list_inbox(after_id, limit)
 
@@ -403,6 +432,95 @@ class Notifier:
         if delivery is not None:
             self.dispatcher.wake()
         return delivery
+
+    # -- reaching the providers ------------------------------------------------------
+
+    async def send_test(self, channel: str, recipient: str) -> SendResult:
+        """One real attempt through ``channel`` to ``recipient``, outside the ledger.
+
+        Raises :class:`InputError` naming ``channel`` or ``recipient`` when the
+        channel is unknown or not configured, or does not take that recipient.
+        """
+        spec = registry.get(channel)
+        if spec is None:
+            known = ", ".join(registry.names())
+            raise InputError([Problem("channel", f"unknown channel {channel!r}; one of {known}")])
+        config = self.settings.channel(channel)
+        if not spec.is_configured(config):
+            raise InputError(
+                [Problem("channel", f"the {channel} channel is not configured; see check-config")]
+            )
+        address = _test_address(spec, recipient, config)
+        # A test message is one send: no ledger paces it.
+        target = spec.build(config, None)
+        try:
+            return await target.send(self._test_delivery(spec, address))
+        finally:
+            await target.close()
+
+    def _test_delivery(self, spec: ChannelSpec[Any], address: str) -> Delivery:
+        now = datetime.now(UTC)
+        execution = ExecutionId("flytenotify", "test", "send-test")
+        event = ExecutionEvent(execution_id=execution, phase=4, occurred_at=now)  # SUCCEEDED
+        variables = template_variables(event, None, self.settings.templates.console_url)
+        text = (
+            "This is a test message from flytenotify send-test: the "
+            f"{spec.name} channel can reach {address}. Nothing needs doing."
+        )
+        return Delivery(
+            id=0,
+            idempotency_key=f"send-test/{spec.name}/{address}/{now.timestamp()}",
+            execution_id=execution,
+            phase=4,
+            notification_index=0,
+            kind=spec.test_kind,
+            channel=spec.name,
+            recipient=address,
+            message=RenderedMessage(
+                subject="flytenotify test message",
+                text=text,
+                html=f"<p>{html.escape(text)}</p>",
+                slack_text=text,
+                variables=variables,
+            ),
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            created_at=now,
+        )
+
+    async def check_channels(self) -> tuple[list[str], list[str]]:
+        """Reach every configured channel's provider without sending: (found, problems)."""
+        found: list[str] = []
+        problems: list[str] = []
+        for spec in registry.specs():
+            config = self.settings.channel(spec.name)
+            if not spec.is_configured(config):
+                continue
+            channel = spec.build(config, None)
+            check = getattr(channel, "check", None)
+            try:
+                if check is not None:
+                    found.append(await check())
+            except Exception as error:  # whatever the provider's client raised
+                problems.append(f"{spec.name}: cannot connect: {error}")
+            finally:
+                await channel.close()
+        return found, problems
+
+
+def _test_address(spec: ChannelSpec[Any], recipient: str, config: Any) -> str:
+    """Where ``spec`` sends a test to ``recipient`` (``ops`` or ``webhook:ops`` alike)."""
+    if spec.prefix is not None and not recipient.startswith(spec.prefix):
+        recipient = spec.prefix + recipient
+    try:
+        address = spec.takes(spec.test_kind, recipient, config)
+    except Unreachable as why:
+        raise InputError([Problem("recipient", str(why))]) from None
+    if address is None:
+        raise InputError(
+            [Problem("recipient", f"the {spec.name} channel does not take {recipient!r}")]
+        )
+    return address
 
 
 def build_lookup(settings: Settings) -> ExecutionLookup | None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from flytenotify.app import Notifier
 from flytenotify.config import Settings
 from flytenotify.domain import DeliveryStatus, ExecutionId
-from flytenotify.errors import NotificationConfigError
+from flytenotify.errors import InputError, NotificationConfigError
 from flytenotify.notification_files import load_notification_file
 from flytenotify.settings_loader import (
     ConfigError,
@@ -139,8 +139,6 @@ async def _deeper_problems(
     What each connection found (a broker's stream, FlyteAdmin reached, a token
     obtained) is appended to ``found``.
     """
-    from flytenotify.app import build_channels
-
     settings = loaded.settings
     problems: list[str] = []
     path = settings.database.sqlite_path
@@ -151,15 +149,10 @@ async def _deeper_problems(
         except Exception as error:  # unreachable, or a newer schema
             problems.append(f"database: {error}")
     if connect:
-        for name, channel in build_channels(settings).items():
-            check = getattr(channel, "check", None)
-            try:
-                if check is not None:
-                    await check()
-            except Exception as error:
-                problems.append(f"{name}: cannot connect: {error}")
-            finally:
-                await channel.close()
+        reached, unreachable = await Notifier(settings, channels={}).check_channels()
+        problems += unreachable
+        if found is not None:
+            found += reached
         problems += await _check_sources(settings, found if found is not None else [])
         if settings.flyteadmin is not None:
             problems += await _check_flyteadmin(settings, found if found is not None else [])
@@ -270,7 +263,7 @@ def _run(config_file: Path | None, db: str | None, work: Callable[[Notifier], Aw
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -> None:
     """Messages delivered into the dev inbox (channels that are not configured)."""
-    from flytenotify.api import inbox_json
+    from flytenotify.views import inbox_json
 
     messages = _run(config_file, db, lambda n: n.inbox(None, limit))
     items = [inbox_json(m) for m in messages]
@@ -313,7 +306,7 @@ def deliveries_list(
     as_json: bool,
 ) -> None:
     """List deliveries, oldest first."""
-    from flytenotify.api import delivery_json
+    from flytenotify.views import delivery_json
 
     try:
         execution_id = ExecutionId.parse(execution) if execution else None
@@ -354,7 +347,7 @@ def deliveries_show(
     delivery_id: int, config_file: Path | None, db: str | None, as_json: bool
 ) -> None:
     """One delivery, its message and every attempt. Exits 1 if there is none."""
-    from flytenotify.api import attempt_json, delivery_json
+    from flytenotify.views import attempt_json, delivery_json
 
     async def work(n: Notifier) -> dict[str, Any] | None:
         delivery = await n.delivery(delivery_id)
@@ -420,7 +413,7 @@ def executions_show(
     """One execution (PROJECT/DOMAIN/NAME): its notifications and where they came from
     (registered, flyteadmin, none), FlyteAdmin's refusal if any, its events and
     deliveries. Exits 1 if there is none."""
-    from flytenotify.api import MAX_LIMIT, execution_json
+    from flytenotify.views import MAX_LIMIT, execution_json
 
     try:
         execution_id = ExecutionId.parse(execution)
@@ -665,23 +658,28 @@ def event(
 
 
 @main.command("send-test")
-@click.argument("channel", type=click.Choice(["email", "slack", "pagerduty", "webhook"]))
+@click.argument("channel")
 @click.argument("recipient")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help=_CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def send_test(channel: str, recipient: str, config_file: Path | None, as_json: bool) -> None:
     """Send one real test message through a configured CHANNEL to RECIPIENT.
 
+    CHANNEL is one of the channels check-config lists (email, slack,
+    pagerduty, webhook, teams, mattermost).
+
     Prints exactly what the provider answered. Exits 0 if it was delivered,
     1 if the provider refused it or could not be reached, 2 if CHANNEL is not
     configured. For a webhook, RECIPIENT is the target's name.
     """
     loaded = _load(config_file)
+    notifier = Notifier(loaded.settings, channels={})
     try:
-        outcome, reply = asyncio.run(_send_test(loaded, channel, recipient))
-    except _NotConfigured as error:
-        click.echo(f"flytenotify send-test: {error}", err=True)
+        result = asyncio.run(notifier.send_test(channel, recipient))
+    except InputError as error:
+        click.echo(f"flytenotify send-test: {error.problems[0].message}", err=True)
         sys.exit(2)
+    outcome, reply = result.outcome.value, result.reply
     if as_json:
         click.echo(
             json.dumps(
@@ -692,65 +690,6 @@ def send_test(channel: str, recipient: str, config_file: Path | None, as_json: b
     else:
         click.echo(f"{outcome}: {reply}")
     sys.exit(0 if outcome == "delivered" else 1)
-
-
-class _NotConfigured(Exception):
-    pass
-
-
-_KINDS = {"email": "email", "slack": "slack", "pagerduty": "pager_duty", "webhook": "email"}
-
-
-async def _send_test(loaded: LoadedConfig, channel: str, recipient: str) -> tuple[str, str]:
-    """One real attempt through ``channel``: (outcome, the provider's reply)."""
-    from datetime import UTC, datetime
-
-    from flytenotify.app import build_channels
-    from flytenotify.domain import Delivery, ExecutionEvent, RenderedMessage
-    from flytenotify.engine.render import template_variables
-    from flytenotify.engine.resolve import WEBHOOK_PREFIX
-
-    settings = loaded.settings
-    channels = build_channels(settings)
-    target = channels.get(channel)
-    if target is None:
-        raise _NotConfigured(
-            f"the {channel} channel is not configured; see flytenotify check-config"
-        )
-    now = datetime.now(UTC)
-    execution = ExecutionId("flytenotify", "test", "send-test")
-    event = ExecutionEvent(execution_id=execution, phase=4, occurred_at=now)  # SUCCEEDED
-    variables = template_variables(event, None, settings.templates.console_url)
-    text = (
-        "This is a test message from flytenotify send-test: the "
-        f"{channel} channel can reach {recipient}. Nothing needs doing."
-    )
-    delivery = Delivery(
-        id=0,
-        idempotency_key=f"send-test/{channel}/{recipient}/{now.timestamp()}",
-        execution_id=execution,
-        phase=4,
-        notification_index=0,
-        kind=_KINDS[channel],
-        channel=channel,
-        recipient=recipient.removeprefix(WEBHOOK_PREFIX) if channel == "webhook" else recipient,
-        message=RenderedMessage(
-            subject="flytenotify test message",
-            text=text,
-            html=f"<p>{text}</p>",
-            slack_text=text,
-            variables=variables,
-        ),
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        created_at=now,
-    )
-    try:
-        result = await target.send(delivery)
-    finally:
-        for built in channels.values():
-            await built.close()
-    return result.outcome.value, result.reply
 
 
 # -- the schema --------------------------------------------------------------------

@@ -8,76 +8,28 @@ in Python.
 
 from __future__ import annotations
 
-from email.utils import parseaddr
+import functools
 from pathlib import Path
-from typing import ClassVar, Literal, Self
-from urllib.parse import urlsplit
+from typing import Any, Self, get_origin
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
-    ValidationInfo,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
+
+from flytenotify.channels import registry
+from flytenotify.channels.base import ChannelSpec
+from flytenotify.sections import Section, read_secret
 
 
-class _Section(BaseModel):
-    # Unknown keys are mistakes (a typo must not silently disable TLS).
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Secrets that may be given inline or as a file: (inline key, file key).
-    _secret_pairs: ClassVar[tuple[tuple[str, str], ...]] = ()
-
-    @model_validator(mode="after")
-    def _secret_given_once(self) -> Self:
-        for inline, file in self._secret_pairs:
-            if getattr(self, inline) is not None and getattr(self, file) is not None:
-                raise ValueError(f"give {inline} or {file}, not both")
-        return self
-
-
-def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
-    """A secret given inline or in a file (a trailing newline is stripped)."""
-    if value is not None:
-        return value.get_secret_value()
-    if file is not None:
-        return file.read_text(encoding="utf-8").rstrip("\r\n")
-    return None
-
-
-class SmtpConfig(_Section):
-    """How to reach the SMTP server that sends email."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=25, ge=1, le=65535)
-    tls: Literal["none", "starttls", "implicit"] = "none"
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    verify_certificates: bool = True  # off only for tests against a self-signed server
-    ca_file: Path | None = None  # trust this CA bundle in addition to the system's
-    timeout: float = Field(default=30.0, gt=0)
-    sender: str = "flytenotify@localhost"
-    pool_size: int = Field(default=16, ge=1, le=256)  # connections kept open and reused
-
-    _secret_pairs = (("password", "password_file"),)
-
-    @field_validator("sender")
-    @classmethod
-    def _one_address(cls, sender: str) -> str:
-        _name, address = parseaddr(sender)
-        if "@" not in address or any(c in sender for c in "\r\n"):
-            raise ValueError(f"must be one email address, got {sender!r}")
-        return sender
-
-    def resolved_password(self) -> str | None:
-        return read_secret(self.password, self.password_file)
-
-
-class TemplateConfig(_Section):
+class TemplateConfig(Section):
     """Subject and body templates (FlyteAdmin's ``{{ key }}`` syntax).
 
     None means the built-in default of :mod:`flytenotify.engine.render`. A
@@ -89,94 +41,7 @@ class TemplateConfig(_Section):
     console_url: str | None = None  # e.g. https://flyte.example.com/console
 
 
-class SlackConfig(_Section):
-    """Slack Web API (bot token) or an incoming webhook."""
-
-    bot_token: SecretStr | None = None
-    bot_token_file: Path | None = None
-    webhook_url: SecretStr | None = None  # incoming-webhook mode, for teams without a bot
-    webhook_url_file: Path | None = None
-    base_url: str = "https://slack.com/api/"  # tests point this at a loopback server
-    per_channel_interval: float = Field(default=1.0, ge=0)  # Slack allows ~1 msg/s/channel
-    lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # users.lookupByEmail results
-    timeout: float = Field(default=10.0, gt=0)
-
-    _secret_pairs = (("bot_token", "bot_token_file"), ("webhook_url", "webhook_url_file"))
-
-    def resolved_bot_token(self) -> str | None:
-        return read_secret(self.bot_token, self.bot_token_file)
-
-    def resolved_webhook_url(self) -> str | None:
-        return read_secret(self.webhook_url, self.webhook_url_file)
-
-    @property
-    def enabled(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.bot_token, self.bot_token_file, self.webhook_url, self.webhook_url_file)
-        )
-
-
-PagerDutySeverity = Literal["critical", "error", "warning", "info"]
-
-
-def _default_severity() -> dict[str, PagerDutySeverity]:
-    return {"FAILED": "error", "TIMED_OUT": "error", "ABORTED": "warning"}
-
-
-class PagerDutyConfig(_Section):
-    """PagerDuty Events API v2. Recipients map to integration routing keys."""
-
-    events_url: str = "https://events.pagerduty.com/v2/enqueue"
-    routing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # recipient -> routing key
-    dedup: Literal["launch_plan", "execution"] = "launch_plan"
-    severity: dict[str, PagerDutySeverity] = Field(default_factory=_default_severity)
-    source: str = "flytenotify"
-    timeout: float = Field(default=10.0, gt=0)
-    # Seconds between events to one routing key, kept across replicas; PagerDuty
-    # allows about 120 events a minute per key (0.5). 0 sends as fast as it can.
-    per_key_interval: float = Field(default=0.0, ge=0)
-
-
-class WebhookTarget(_Section):
-    """A named webhook destination, addressed by recipients ``webhook:NAME``."""
-
-    url: str
-    secret: SecretStr | None = None
-    secret_file: Path | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(default=10.0, gt=0)
-
-    _secret_pairs = (("secret", "secret_file"),)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
-        return url
-
-    @field_validator("headers")
-    @classmethod
-    def _one_kind_of_credentials(
-        cls, headers: dict[str, str], info: ValidationInfo
-    ) -> dict[str, str]:
-        # The HTTP client turns user:password@ in the URL into an Authorization
-        # header and refuses a request that has both: every send would fail.
-        parts = urlsplit(info.data.get("url", ""))
-        has_userinfo = parts.username is not None or parts.password is not None
-        if has_userinfo and any(k.lower() == "authorization" for k in headers):
-            raise ValueError(
-                "an Authorization header cannot be combined with user:password@ in url "
-                "(no request could be sent); keep the credentials in one of the two"
-            )
-        return headers
-
-    def resolved_secret(self) -> str | None:
-        return read_secret(self.secret, self.secret_file)
-
-
-class RetryConfig(_Section):
+class RetryConfig(Section):
     """When to try a failed delivery again, and when to give up."""
 
     max_attempts: int = Field(default=12, ge=1)
@@ -188,7 +53,7 @@ class RetryConfig(_Section):
     lease: float = Field(default=10.0, gt=0)
 
 
-class DispatchConfig(_Section):
+class DispatchConfig(Section):
     """How much is sent at once."""
 
     concurrency: int = Field(default=64, ge=1)
@@ -199,7 +64,7 @@ class DispatchConfig(_Section):
     shutdown_grace: float = Field(default=10.0, ge=0)
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     """Where the ledger lives: a SQLite file path, or a database URL."""
 
     url: str = "sqlite:///flytenotify.db"
@@ -221,7 +86,7 @@ class DatabaseConfig(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
-class FlyteAdminConfig(_Section):
+class FlyteAdminConfig(Section):
     """Where FlyteAdmin's gRPC API is, and how to authenticate to it.
 
     An event for an execution flytenotify has not seen is resolved by asking
@@ -276,7 +141,7 @@ class FlyteAdminConfig(_Section):
         return read_secret(self.client_secret, self.client_secret_file)
 
 
-class NatsIntakeConfig(_Section):
+class NatsIntakeConfig(Section):
     """FlyteAdmin's ``cloudEvents`` of ``type: nats``, read from NATS."""
 
     servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
@@ -289,7 +154,7 @@ class NatsIntakeConfig(_Section):
     ack_wait: float = Field(default=60.0, gt=0)  # redelivered if not acked within this
 
 
-class GcpIntakeConfig(_Section):
+class GcpIntakeConfig(Section):
     """FlyteAdmin's ``cloudEvents`` of ``type: gcp``: a Pub/Sub subscription on its topic.
 
     ``PUBSUB_EMULATOR_HOST`` and Google's application default credentials
@@ -304,7 +169,7 @@ class GcpIntakeConfig(_Section):
     retry_delay: int = Field(default=10, ge=0, le=600)
 
 
-class AwsIntakeConfig(_Section):
+class AwsIntakeConfig(Section):
     """FlyteAdmin's ``cloudEvents`` of ``type: aws``: an SQS queue subscribed to its SNS topic.
 
     Credentials come from the standard AWS variables, files and roles.
@@ -323,7 +188,7 @@ class AwsIntakeConfig(_Section):
         return url or None
 
 
-class IntakeConfig(_Section):
+class IntakeConfig(Section):
     """Message brokers FlyteAdmin publishes its cloud events to; any number at once."""
 
     nats: NatsIntakeConfig | None = None
@@ -331,62 +196,77 @@ class IntakeConfig(_Section):
     aws: AwsIntakeConfig | None = None
 
 
-class AllowConfig(_Section):
-    """Who may be messaged, per transport; a list that is not set allows anyone.
+class AllowConfig(Section):
+    """Who may be messaged, per channel; a list that is not set allows anyone.
 
-    Any API token holder can give an execution its own notifications, so
-    without these lists the token is a licence to use the SMTP relay, the
-    Slack bot and PagerDuty for any recipient. A recipient outside a set list
-    is reported when notifications are registered and its delivery is
-    dead-lettered with the reason, never sent. The dev inbox is not restricted
-    (nothing leaves it).
+    Keys are channel names (``email``, ``slack``, ``pagerduty``, ``webhook``,
+    ``teams``, ``mattermost``). Any API token holder can give an execution its
+    own notifications, so without these lists the token is a licence to use the
+    SMTP relay, the Slack bot and PagerDuty for any recipient. A recipient
+    outside a set list is reported when notifications are registered and its
+    delivery is dead-lettered with the reason, never sent. The dev inbox is not
+    restricted (nothing leaves it).
     """
 
-    email: list[str] | None = None  # domains ("example.com") or addresses ("ops@partner.org")
-    slack: list[str] | None = None  # channels ("#data-alerts", "C0123ABC"), user emails, domains
-    pagerduty: list[str] | None = None  # names in [pagerduty.routing_keys]
-    webhook: list[str] | None = None  # names of [webhooks.NAME]
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @field_validator("email", "slack", "pagerduty", "webhook")
+    @model_validator(mode="wrap")
     @classmethod
-    def _plain_entries(cls, entries: list[str] | None) -> list[str] | None:
-        if entries is None:
-            return None
-        for i, entry in enumerate(entries):
-            if not entry.strip() or any(c.isspace() for c in entry):
-                raise ValueError(
-                    f"entry {i} must be a non-empty name without spaces, got {entry!r}"
-                )
-        return [entry.lower() for entry in entries]
+    def _channel_lists(cls, data: Any, handler: ModelWrapValidatorHandler[AllowConfig]) -> Any:
+        if not isinstance(data, dict):
+            return handler(data)
+        errors: list[InitErrorDetails] = []
+        lists: dict[str, list[str] | None] = {}
+        for name, entries in data.items():
+            spec = registry.get(name)
+            if spec is None:
+                errors.append(_unknown_key(name, entries))
+                continue
+            try:
+                lists[name] = _allow_entries(spec, _ENTRY_LIST.validate_python(entries))
+            except ValidationError as error:
+                errors += _nested(error, (name,))
+            except ValueError as error:
+                errors.append(_value_error((name,), entries, error))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        allow = handler({})
+        allow.__pydantic_extra__ = dict(lists)
+        return allow
 
-    @field_validator("email")
-    @classmethod
-    def _domains_or_addresses(cls, entries: list[str] | None) -> list[str] | None:
-        for i, entry in enumerate(entries or []):
-            local, at, domain = entry.rpartition("@")
-            if (at and not local) or "@" in local or "." not in domain:
-                raise ValueError(
-                    f"entry {i} must be a domain (example.com) or an address "
-                    f"(ops@example.com), got {entry!r}"
-                )
-        return entries
+    def entries(self, channel: str) -> list[str] | None:
+        """The allow-list of ``channel``, or None when it allows anyone."""
+        found: list[str] | None = (self.__pydantic_extra__ or {}).get(channel)
+        return found
 
-    def entries(self, transport: str) -> list[str] | None:
-        """The allow-list of ``transport``, or None when it allows anyone."""
-        if transport in ("email", "slack", "pagerduty", "webhook"):
-            found: list[str] | None = getattr(self, transport)
-            return found
+
+_ENTRY_LIST: TypeAdapter[list[str] | None] = TypeAdapter(list[str] | None)
+
+
+def _allow_entries(spec: ChannelSpec[Any], entries: list[str] | None) -> list[str] | None:
+    if entries is None:
         return None
+    for i, entry in enumerate(entries):
+        if not entry.strip() or any(c.isspace() for c in entry):
+            raise ValueError(f"entry {i} must be a non-empty name without spaces, got {entry!r}")
+        problem = spec.allow_entry_problem(entry.lower()) if spec.allow_entry_problem else None
+        if problem is not None:
+            raise ValueError(f"entry {i} {problem}, got {entry!r}")
+    return [entry.lower() for entry in entries]
 
 
-class Settings(_Section):
-    """Everything the engine needs. Empty means: SQLite in the working directory."""
+class Settings(Section):
+    """Everything the engine needs. Empty means: SQLite in the working directory.
+
+    Besides the sections below, each channel of :mod:`flytenotify.channels.registry`
+    has its own (``smtp``, ``slack``, ``pagerduty``, ``webhooks``, ``teams``,
+    ``mattermost``): ``Settings(smtp=SmtpConfig(...))`` or ``[smtp]`` in the file,
+    read back with :meth:`channel`.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     database: DatabaseConfig = DatabaseConfig()
-    smtp: SmtpConfig | None = None
-    slack: SlackConfig | None = None
-    pagerduty: PagerDutyConfig | None = None
-    webhooks: dict[str, WebhookTarget] = Field(default_factory=dict)
     templates: TemplateConfig = TemplateConfig()
     retry: RetryConfig = RetryConfig()
     dispatch: DispatchConfig = DispatchConfig()
@@ -394,16 +274,119 @@ class Settings(_Section):
     intake: IntakeConfig = IntakeConfig()
     allow: AllowConfig = AllowConfig()
 
-    @model_validator(mode="after")
-    def _allowed_names_exist(self) -> Self:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _channel_sections(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Any:
+        """Each channel's section validated by the type its channel declares."""
+        if not isinstance(data, dict):
+            return handler(data)
+        rest = dict(data)
+        errors: list[InitErrorDetails] = []
+        sections: dict[str, Any] = {}
+        for spec in registry.specs():
+            raw = rest.pop(spec.section, None)
+            try:
+                sections[spec.section] = _validate_section(spec, raw)
+            except ValidationError as error:
+                errors += _nested(error, (spec.section,))
+        for key in [k for k in rest if k not in cls.model_fields]:
+            errors.append(_unknown_key(key, rest.pop(key)))
+        settings: Settings | None = None
+        try:
+            settings = handler(rest)
+        except ValidationError as error:
+            errors += _nested(error, ())
+        if errors or settings is None:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        settings.__pydantic_extra__ = sections
+        settings._allowed_names_exist()
+        return settings
+
+    def channel(self, name: str) -> Any:
+        """The configuration section of channel ``name`` (None or {} when not configured)."""
+        spec = registry.get(name)
+        if spec is None:
+            raise KeyError(f"no channel named {name!r}")
+        found = (self.__pydantic_extra__ or {}).get(spec.section)
+        return found if found is not None else _validate_section(spec, None)
+
+    def configured(self, name: str) -> bool:
+        """Whether channel ``name`` has what it needs to send."""
+        spec = registry.get(name)
+        return spec is not None and spec.is_configured(self.channel(name))
+
+    def _allowed_names_exist(self) -> None:
         # A misspelt name would refuse every delivery it was meant to allow.
-        known = {
-            "pagerduty": set(self.pagerduty.routing_keys) if self.pagerduty else set(),
-            "webhook": set(self.webhooks),
-        }
-        for transport, names in known.items():
-            for entry in self.allow.entries(transport) or []:
-                if entry not in {name.lower() for name in names}:
-                    where = "pagerduty.routing_keys" if transport == "pagerduty" else "webhooks"
-                    raise ValueError(f"allow.{transport}: {entry!r} is not configured in [{where}]")
-        return self
+        for spec in registry.specs():
+            if spec.allow_names is None:
+                continue
+            config = self.channel(spec.name)
+            names = {n.lower() for n in spec.allow_names(config)} if config else set()
+            for entry in self.allow.entries(spec.name) or []:
+                if entry not in names:
+                    raise ValidationError.from_exception_data(
+                        "Settings",
+                        [
+                            _value_error(
+                                ("allow", spec.name),
+                                entry,
+                                ValueError(f"{entry!r} is not configured in [{spec.section}]"),
+                            )
+                        ],
+                    )
+
+
+def _validate_section(spec: ChannelSpec[Any], raw: Any) -> Any:
+    """A channel's section: None (or {} for named targets) when it is absent."""
+    if raw is None:
+        return {} if get_origin(spec.config) is dict else None
+    return _section_type(spec).validate_python(raw)
+
+
+@functools.cache
+def _section_type(spec: ChannelSpec[Any]) -> TypeAdapter[Any]:
+    return TypeAdapter(spec.config)
+
+
+def _nested(error: ValidationError, prefix: tuple[str | int, ...]) -> list[InitErrorDetails]:
+    """``error``'s problems, located under ``prefix``."""
+    return [
+        InitErrorDetails(
+            type=item["type"],
+            loc=(*prefix, *item["loc"]),
+            input=item["input"],
+            ctx=item.get("ctx", {}),
+        )
+        for item in error.errors()
+    ]
+
+
+def _unknown_key(key: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(type="extra_forbidden", loc=(key,), input=value)
+
+
+def _value_error(loc: tuple[str | int, ...], value: Any, error: ValueError) -> InitErrorDetails:
+    return InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": error})
+
+
+# The channels' own sections, importable from here as before.
+from flytenotify.channels.email import SmtpConfig  # noqa: E402
+from flytenotify.channels.pagerduty import PagerDutyConfig  # noqa: E402
+from flytenotify.channels.slack import SlackConfig  # noqa: E402
+from flytenotify.channels.webhook import WebhookTarget  # noqa: E402
+
+__all__ = [
+    "AllowConfig",
+    "DatabaseConfig",
+    "DispatchConfig",
+    "FlyteAdminConfig",
+    "IntakeConfig",
+    "PagerDutyConfig",
+    "RetryConfig",
+    "Settings",
+    "SlackConfig",
+    "SmtpConfig",
+    "TemplateConfig",
+    "WebhookTarget",
+    "read_secret",
+]

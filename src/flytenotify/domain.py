@@ -214,3 +214,15 @@ class Attempt:
     finished_at: datetime
     outcome: str  # "delivered", "transient", "permanent"
     reply: str
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """How much is waiting: deliveries per status and the oldest one still to send."""
+
+    counts: dict[str, int]
+    oldest_waiting: datetime | None  # created_at of the oldest pending or retrying delivery
+
+    @property
+    def waiting(self) -> int:
+        return self.counts.get("pending", 0) + self.counts.get("retrying", 0)

@@ -23,13 +23,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from flytenotify.channels.base import SendResult
-from flytenotify.domain import Delivery, DeliveryStatus
+from flytenotify.domain import Delivery, DeliveryStatus, LedgerState
 from flytenotify.intake.source import Source
-from flytenotify.store.base import DeliveryFilter, Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 class Metrics:
@@ -129,25 +127,16 @@ class Metrics:
             if status.backlog is not None:
                 self.intake_backlog.labels(source.name).set(status.backlog)
 
-    async def refresh(self, store: Store) -> None:
-        """Read the ledger's gauges from the store, and the sources' from the sources."""
+    def refresh(self, ledger: LedgerState) -> None:
+        """Set the ledger's gauges, and read the sources' from the sources."""
         self.refresh_sources()
-        counts = await store.count_by_status()
         for status in DeliveryStatus:
-            self.deliveries.labels(status.value).set(counts.get(status.value, 0))
-        self.queue_depth.set(sum(counts.get(s.value, 0) for s in _WAITING))
-        oldest: float | None = None
-        for status in _WAITING:
-            if not counts.get(status.value):
-                continue
-            # Ids grow with creation time, so the first row is the oldest one.
-            first = await store.list_deliveries(DeliveryFilter(status=status, limit=1))
-            if first:
-                created = first[0].created_at.timestamp()
-                oldest = created if oldest is None else min(oldest, created)
-        self.oldest_waiting.set(max(time.time() - oldest, 0.0) if oldest is not None else 0.0)
+            self.deliveries.labels(status.value).set(ledger.counts.get(status.value, 0))
+        self.queue_depth.set(ledger.waiting)
+        oldest = ledger.oldest_waiting
+        self.oldest_waiting.set(max(time.time() - oldest.timestamp(), 0.0) if oldest else 0.0)
 
-    async def render(self, store: Store) -> bytes:
+    def render(self, ledger: LedgerState) -> bytes:
         """The Prometheus text exposition, gauges refreshed first."""
-        await self.refresh(store)
+        self.refresh(ledger)
         return generate_latest(self.registry)

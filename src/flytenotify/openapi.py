@@ -7,8 +7,10 @@ against it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from flytenotify.channels import registry
 from flytenotify.intake.limits import IDENTIFIER_LIMITS, MAX_INT, MAX_JSON_DEPTH, TEMPLATE_LIMIT
 
 JSON = "application/json"
@@ -458,7 +460,7 @@ _SOURCE_STATUS: dict[str, Any] = {
     },
 }
 
-OPENAPI: dict[str, Any] = {
+_DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "flytenotify",
@@ -502,13 +504,7 @@ OPENAPI: dict[str, Any] = {
                             "properties": {
                                 "status": {"type": "string", "enum": ["ready", "unavailable"]},
                                 "database": {"type": "object"},
-                                "channels": {
-                                    "type": "object",
-                                    "additionalProperties": {
-                                        "type": "string",
-                                        "enum": ["configured", "dev-inbox", "unconfigured"],
-                                    },
-                                },
+                                "channels": {"type": "object"},
                                 "intake": {
                                     "type": "object",
                                     "description": "Each broker source ([intake.*]), when any",
@@ -656,11 +652,7 @@ OPENAPI: dict[str, Any] = {
                         {"type": "string", "enum": ["pending", "retrying", "delivered", "dead"]},
                         "delivery status",
                     ),
-                    _query(
-                        "channel",
-                        _identifier("project"),
-                        "email, slack, pagerduty, webhook, inbox, unroutable",
-                    ),
+                    _query("channel", _identifier("project"), "the channel"),
                     _query(
                         "since",
                         {"anyOf": [{"type": "number"}, _TIME]},
@@ -707,3 +699,19 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def document() -> dict[str, Any]:
+    """The document, naming the channels the registry holds now."""
+    found = copy.deepcopy(_DOCUMENT)
+    names = registry.names()
+    state = {"type": "string", "enum": ["configured", "dev-inbox", "unconfigured"]}
+    for answer in found["paths"]["/readyz"]["get"]["responses"].values():
+        channels = answer["content"][JSON]["schema"]["properties"]["channels"]
+        channels.update(
+            required=names, properties=dict.fromkeys(names, state), additionalProperties=False
+        )
+    for parameter in found["paths"]["/api/v1/deliveries"]["get"]["parameters"]:
+        if parameter["name"] == "channel":
+            parameter["description"] = ", ".join([*names, registry.INBOX, registry.UNROUTABLE])
+    return found

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from flytenotify.channels import registry
 from flytenotify.config import FlyteAdminConfig, Settings
 
 ENV_PREFIX = "FLYTENOTIFY_"
@@ -207,7 +208,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     found = []
     for item in error.errors():
         path = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         found.append(f"{path}: {message}" if path else message)
@@ -219,30 +220,10 @@ def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, An
     settings, server = config.settings, config.server
     dev = server.dev_inbox if dev_inbox is None else dev_inbox
     unset = "dev-inbox" if dev else "not configured"
-    channels: dict[str, str] = {
-        "email": (
-            f"configured (smtp {settings.smtp.host}:{settings.smtp.port}, tls={settings.smtp.tls})"
-            if settings.smtp is not None
-            else unset
-        ),
-        "slack": (
-            "configured (webhook)"
-            if settings.slack is not None
-            and settings.slack.enabled
-            and settings.slack.bot_token is None
-            and settings.slack.bot_token_file is None
-            else "configured (bot token)"
-            if settings.slack is not None and settings.slack.enabled
-            else unset
-        ),
-        "pagerduty": (
-            f"configured ({len(settings.pagerduty.routing_keys)} routing key(s))"
-            if settings.pagerduty is not None
-            else unset
-        ),
-        "webhook": (
-            f"configured ({', '.join(sorted(settings.webhooks))})" if settings.webhooks else unset
-        ),
+    channels = {
+        spec.name: f"configured ({spec.summary(config)})" if spec.is_configured(config) else unset
+        for spec in registry.specs()
+        for config in [settings.channel(spec.name)]
     }
     from flytenotify.intake import build_sources  # the broker clients load only when configured
 

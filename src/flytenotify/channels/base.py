@@ -1,18 +1,26 @@
-"""The one small protocol every channel implements.
+"""The one small protocol every channel implements, and what each channel declares.
 
 Like Alertmanager's ``Notifier``, a channel answers a single question per
 delivery: did the provider accept it, and if not, is it worth trying again?
 The channel alone knows its provider's error codes, so the "is this retryable"
 answer lives here and not in the dispatcher.
+
+Everything else the service needs to know about a channel (its configuration
+section, how it is built, which recipients it takes, what it would send, how
+it is summarised) is one :class:`ChannelSpec` in the channel's own module,
+collected by :mod:`flytenotify.channels.registry`.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from flytenotify.domain import Delivery
+
+C = TypeVar("C")
 
 
 class Outcome(enum.StrEnum):
@@ -70,3 +78,89 @@ class SharedPacing(Protocol):
     async def block_slots(self, key: str, seconds: float) -> None:
         """No slot of ``key`` starts within ``seconds``."""
         ...
+
+
+class Unreachable(Exception):
+    """The recipient is this channel's, but the channel cannot reach it (the reason)."""
+
+
+def plain_allow_forms(recipient: str) -> set[str]:
+    """The forms of ``recipient`` an ``[allow]`` entry may name: itself and an address's domain."""
+    wanted = recipient.strip().lower()
+    forms = {wanted}
+    local, at, domain = wanted.rpartition("@")
+    if at and local and domain:
+        forms.add(domain)
+    return forms
+
+
+def named_target(
+    prefix: str, what: str
+) -> Callable[[str, str, Mapping[str, Any] | None], str | None]:
+    """The routing rule of channels whose recipients ``PREFIX:NAME`` name a configured target.
+
+    Whatever the notification kind; the target's name is what is sent to.
+    """
+
+    def takes(kind: str, recipient: str, targets: Mapping[str, Any] | None) -> str | None:
+        if not recipient.startswith(prefix):
+            return None
+        name = recipient.removeprefix(prefix)
+        if name in (targets or {}):
+            return name
+        raise Unreachable(f"no {what} named {name!r} is configured")
+
+    return takes
+
+
+@dataclass(frozen=True)
+class ChannelSpec(Generic[C]):
+    """Everything flytenotify knows about one channel, declared in the channel's module.
+
+    ``config`` is the type of its configuration section ``[section]`` (a
+    pydantic model, or ``dict[str, Model]`` for named targets such as
+    ``[webhooks.NAME]``); the section's value is None (or an empty dict) when
+    the channel is not configured.
+    """
+
+    name: str  # the transport: ledger rows, [dispatch.per_channel] and [allow] keys, send-test
+    section: str  # its configuration section in flytenotify.toml and Settings
+    config: Any  # the section's type, validated with pydantic.TypeAdapter
+    # The channel object from its configuration; the ledger (SharedPacing) paces
+    # providers across replicas, and is None where no ledger is open (send-test).
+    build: Callable[[C, SharedPacing | None], Channel]
+    # Which recipients it takes: the address to send to, None when the recipient
+    # is not this channel's, or Unreachable with the reason when it is but cannot be
+    # reached (e.g. webhook:NAME with no such webhook). ``config`` is None when the
+    # channel is not configured.
+    takes: Callable[[str, str, C | None], str | None]
+    # What it sends for a delivery, shown by the dev inbox, the API and the console.
+    preview: Callable[[Delivery], str]
+    # One line for start-up and check-config, for people: never a secret.
+    summary: Callable[[C], str]
+    # The notification kinds it carries natively ("slack" -> the Slack channel);
+    # a dev-inbox delivery of such a kind is previewed in this channel's form.
+    kinds: frozenset[str] = frozenset()
+    prefix: str | None = None  # recipients "PREFIX:NAME" name one of its targets
+    test_kind: str = "email"  # the notification kind a send-test message claims to be
+    route_order: int = 50  # lower is asked first; prefixed channels first, email last
+    # Names an [allow] entry must be one of (routing keys, webhook names); None: any.
+    allow_names: Callable[[C], Collection[str]] | None = None
+    # The forms of a recipient an [allow] entry may match.
+    allow_forms: Callable[[str], set[str]] = field(default=plain_allow_forms)
+    # Why an [allow] entry can never match this channel's recipients, or None.
+    allow_entry_problem: Callable[[str], str | None] | None = None
+
+    # Whether a section that is present is enough to send (Slack needs a token or URL).
+    usable: Callable[[C], bool] | None = None
+
+    def is_configured(self, config: C | None) -> bool:
+        if not config:  # absent, or no named targets
+            return False
+        return self.usable is None or self.usable(config)
+
+
+class InboxWriter(Protocol):
+    """Where the dev inbox keeps what it would have sent (the ledger provides it)."""
+
+    async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None: ...

@@ -43,7 +43,9 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Literal
 
 from aiosmtplib import (
     SMTP,
@@ -55,10 +57,41 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 from aiosmtplib.email import quote_address
+from pydantic import Field, SecretStr, field_validator
 
-from flytenotify.channels.base import SendResult
-from flytenotify.config import SmtpConfig
+from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, Unreachable
 from flytenotify.domain import Delivery
+from flytenotify.sections import Section, read_secret
+
+
+class SmtpConfig(Section):
+    """``[smtp]``: how to reach the SMTP server that sends email."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    verify_certificates: bool = True  # off only for tests against a self-signed server
+    ca_file: Path | None = None  # trust this CA bundle in addition to the system's
+    timeout: float = Field(default=30.0, gt=0)
+    sender: str = "flytenotify@localhost"
+    pool_size: int = Field(default=16, ge=1, le=256)  # connections kept open and reused
+
+    _secret_pairs = (("password", "password_file"),)
+
+    @field_validator("sender")
+    @classmethod
+    def _one_address(cls, sender: str) -> str:
+        _name, address = parseaddr(sender)
+        if "@" not in address or any(c in sender for c in "\r\n"):
+            raise ValueError(f"must be one email address, got {sender!r}")
+        return sender
+
+    def resolved_password(self) -> str | None:
+        return read_secret(self.password, self.password_file)
+
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -656,3 +689,52 @@ def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+# --- what the registry knows ----------------------------------------------------------------
+
+# A deliberately loose test: "something@something". Real validation is the
+# SMTP server's job; this only decides whether an address can be emailed.
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def is_email(recipient: str) -> bool:
+    return bool(_EMAIL_SHAPE.match(recipient))
+
+
+def _takes(kind: str, recipient: str, config: SmtpConfig | None) -> str | None:
+    # Any email-shaped recipient, whatever its notification kind: FlyteAdmin
+    # emails Slack channel addresses and PagerDuty email integrations too.
+    if not is_email(recipient):
+        return None
+    if config is None:
+        raise Unreachable(
+            f"{kind} recipient {recipient!r} needs email, and no [smtp] is configured"
+        )
+    return recipient
+
+
+def _allow_entry_problem(entry: str) -> str | None:
+    local, at, domain = entry.rpartition("@")
+    if (at and not local) or "@" in local or "." not in domain:
+        return "must be a domain (example.com) or an address (ops@example.com)"
+    return None
+
+
+def _build(config: SmtpConfig, _pacing: SharedPacing | None) -> EmailChannel:
+    return EmailChannel(config)
+
+
+CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
+    name="email",
+    section="smtp",
+    config=SmtpConfig,
+    build=_build,
+    takes=_takes,
+    preview=lambda delivery: delivery.message.text,
+    summary=lambda config: f"smtp {config.host}:{config.port}, tls={config.tls}",
+    kinds=frozenset({"email"}),
+    test_kind="email",
+    route_order=90,  # the fallback: asked after every channel with its own API
+    allow_entry_problem=_allow_entry_problem,
+)

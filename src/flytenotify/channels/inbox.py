@@ -9,47 +9,25 @@ and ``GET /api/v1/inbox``.
 
 from __future__ import annotations
 
-import json
 import time
 
-from flytenotify.channels.base import SendResult
+from flytenotify.channels import registry
+from flytenotify.channels.base import InboxWriter, SendResult
 from flytenotify.domain import Delivery
-from flytenotify.engine.resolve import WEBHOOK_PREFIX
-from flytenotify.store.base import Store
-
-
-def preview(delivery: Delivery) -> str:
-    """What the real channel would send for ``delivery``."""
-    # Imported here: the Slack SDK is heavy, and the CLI need not load it.
-    if delivery.recipient.startswith(WEBHOOK_PREFIX):
-        from flytenotify.channels.webhook import webhook_payload
-
-        return _json(webhook_payload(delivery))
-    if delivery.kind == "slack":
-        from flytenotify.channels.slack import slack_message
-
-        return _json(slack_message(delivery))
-    if delivery.kind == "pager_duty":
-        from flytenotify.channels.pagerduty import pagerduty_event
-        from flytenotify.config import PagerDutyConfig
-
-        return _json(pagerduty_event(delivery, "<routing key>", PagerDutyConfig()))
-    return delivery.message.text
-
-
-def _json(document: object) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 class InboxChannel:
-    name = "inbox"
+    name = registry.INBOX
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, inbox: InboxWriter) -> None:
+        self._inbox = inbox
 
     async def send(self, delivery: Delivery) -> SendResult:
-        await self._store.add_to_inbox(delivery, preview(delivery), time.time())
+        await self._inbox.add_to_inbox(delivery, registry.preview(delivery), time.time())
         return SendResult.delivered("stored in the dev inbox")
 
     async def close(self) -> None:
         return None
+
+
+preview = registry.preview  # what the real channel sends for a delivery

@@ -18,9 +18,10 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field, SecretStr
 from yarl import URL
 
 from flytenotify.channels._http import (
@@ -34,14 +35,35 @@ from flytenotify.channels._http import (
     parse_retry_after,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import SendResult, SharedPacing
-from flytenotify.config import PagerDutyConfig
+from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.sections import Section
 
-__all__ = ["PagerDutyChannel", "dedup_key", "pagerduty_event"]
+__all__ = ["PagerDutyChannel", "PagerDutyConfig", "dedup_key", "pagerduty_event"]
 
 log = logging.getLogger(__name__)
+
+PagerDutySeverity = Literal["critical", "error", "warning", "info"]
+
+
+def _default_severity() -> dict[str, PagerDutySeverity]:
+    return {"FAILED": "error", "TIMED_OUT": "error", "ABORTED": "warning"}
+
+
+class PagerDutyConfig(Section):
+    """``[pagerduty]``: Events API v2. Recipients map to integration routing keys."""
+
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # recipient -> routing key
+    dedup: Literal["launch_plan", "execution"] = "launch_plan"
+    severity: dict[str, PagerDutySeverity] = Field(default_factory=_default_severity)
+    source: str = "flytenotify"
+    timeout: float = Field(default=10.0, gt=0)
+    # Seconds between events to one routing key, kept across replicas; PagerDuty
+    # allows about 120 events a minute per key (0.5). 0 sends as fast as it can.
+    per_key_interval: float = Field(default=0.0, ge=0)
+
 
 # Limits from the Events API v2 reference.
 MAX_SUMMARY = 1024
@@ -248,3 +270,36 @@ class PagerDutyChannel:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+# --- what the registry knows ------------------------------------------------------
+
+
+def _takes(kind: str, recipient: str, config: PagerDutyConfig | None) -> str | None:
+    # A recipient with a routing key; any other is left to email (an integration address).
+    if kind == "pager_duty" and config is not None and recipient in config.routing_keys:
+        return recipient
+    return None
+
+
+def _build(config: PagerDutyConfig, pacing: SharedPacing | None) -> PagerDutyChannel:
+    return PagerDutyChannel(config, shared_pacing=pacing)
+
+
+def _preview(delivery: Delivery) -> str:
+    event = pagerduty_event(delivery, "<routing key>", PagerDutyConfig())
+    return json.dumps(event, indent=2, ensure_ascii=False)
+
+
+CHANNEL: ChannelSpec[PagerDutyConfig] = ChannelSpec(
+    name="pagerduty",
+    section="pagerduty",
+    config=PagerDutyConfig,
+    build=_build,
+    takes=_takes,
+    preview=_preview,
+    summary=lambda config: f"{len(config.routing_keys)} routing key(s)",
+    kinds=frozenset({"pager_duty"}),
+    test_kind="pager_duty",
+    allow_names=lambda config: config.routing_keys,
+)

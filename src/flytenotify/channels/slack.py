@@ -31,15 +31,18 @@ the engine's job, and a hidden retry would be missing from the audit trail.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from pydantic import Field, SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -51,10 +54,16 @@ from flytenotify.channels._http import (
     parse_retry_after,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import Outcome, SendResult, SharedPacing
-from flytenotify.config import SlackConfig
+from flytenotify.channels.base import (
+    ChannelSpec,
+    Outcome,
+    SendResult,
+    SharedPacing,
+    plain_allow_forms,
+)
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.sections import Section, read_secret
 
 __all__ = [
     "PERMANENT_ERRORS",
@@ -66,6 +75,39 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class SlackConfig(Section):
+    """``[slack]``: Slack Web API (bot token) or an incoming webhook."""
+
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    webhook_url: SecretStr | None = None  # incoming-webhook mode, for teams without a bot
+    webhook_url_file: Path | None = None
+    base_url: str = "https://slack.com/api/"  # tests point this at a loopback server
+    per_channel_interval: float = Field(default=1.0, ge=0)  # Slack allows ~1 msg/s/channel
+    lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # users.lookupByEmail results
+    timeout: float = Field(default=10.0, gt=0)
+
+    _secret_pairs = (("bot_token", "bot_token_file"), ("webhook_url", "webhook_url_file"))
+
+    def resolved_bot_token(self) -> str | None:
+        return read_secret(self.bot_token, self.bot_token_file)
+
+    def resolved_webhook_url(self) -> str | None:
+        return read_secret(self.webhook_url, self.webhook_url_file)
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.bot_token, self.bot_token_file, self.webhook_url, self.webhook_url_file)
+        )
+
+    @property
+    def uses_bot_token(self) -> bool:
+        return self.bot_token is not None or self.bot_token_file is not None
+
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
@@ -540,3 +582,44 @@ class SlackChannel:
         if self._http is not None and not self._http.closed:
             await self._http.close()
         self._http = None
+
+
+# --------------------------------------------------------------------------
+# What the registry knows
+# --------------------------------------------------------------------------
+
+
+def _takes(kind: str, recipient: str, config: SlackConfig | None) -> str | None:
+    # Every recipient of a Slack notification once Slack is configured (an
+    # address is looked up as a user); otherwise email may still carry it.
+    return recipient if kind == "slack" and config is not None and config.enabled else None
+
+
+def _allow_forms(recipient: str) -> set[str]:
+    # "#data-alerts" and "data-alerts" name the same channel, in a list or a recipient.
+    bare = {form.removeprefix("#") for form in plain_allow_forms(recipient)}
+    return bare | {f"#{form}" for form in bare}
+
+
+def _build(config: SlackConfig, pacing: SharedPacing | None) -> SlackChannel:
+    # The ledger spaces Slack sends across replicas, not just in this process.
+    return SlackChannel(config, shared_pacing=pacing)
+
+
+def _preview(delivery: Delivery) -> str:
+    return json.dumps(slack_message(delivery), indent=2, ensure_ascii=False)
+
+
+CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
+    name="slack",
+    section="slack",
+    config=SlackConfig,
+    build=_build,
+    takes=_takes,
+    preview=_preview,
+    summary=lambda config: "bot token" if config.uses_bot_token else "webhook",
+    usable=lambda config: config.enabled,
+    kinds=frozenset({"slack"}),
+    test_kind="slack",
+    allow_forms=_allow_forms,
+)

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from yarl import URL
 
 from flytenotify.channels._http import (
@@ -41,10 +44,10 @@ from flytenotify.channels._http import (
     new_session,
     parse_retry_after,
 )
-from flytenotify.channels.base import SendResult
-from flytenotify.config import WebhookTarget
+from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, named_target
 from flytenotify.domain import Delivery
 from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.sections import Section, http_url, read_secret
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -70,6 +73,42 @@ _REPLY_BODY_LIMIT = 300
 # --------------------------------------------------------------------------
 # Signatures
 # --------------------------------------------------------------------------
+
+
+class WebhookTarget(Section):
+    """``[webhooks.NAME]``: a webhook destination, addressed by recipients ``webhook:NAME``."""
+
+    url: str
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0)
+
+    _secret_pairs = (("secret", "secret_file"),)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return http_url(url)
+
+    @field_validator("headers")
+    @classmethod
+    def _one_kind_of_credentials(
+        cls, headers: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        # The HTTP client turns user:password@ in the URL into an Authorization
+        # header and refuses a request that has both: every send would fail.
+        parts = urlsplit(info.data.get("url", ""))
+        has_userinfo = parts.username is not None or parts.password is not None
+        if has_userinfo and any(k.lower() == "authorization" for k in headers):
+            raise ValueError(
+                "an Authorization header cannot be combined with user:password@ in url "
+                "(no request could be sent); keep the credentials in one of the two"
+            )
+        return headers
+
+    def resolved_secret(self) -> str | None:
+        return read_secret(self.secret, self.secret_file)
 
 
 def _as_bytes(body: bytes | str) -> bytes:
@@ -305,3 +344,30 @@ class WebhookChannel:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+# --- what the registry knows ------------------------------------------------------
+
+PREFIX = "webhook:"
+
+
+def _build(targets: dict[str, WebhookTarget], _pacing: SharedPacing | None) -> WebhookChannel:
+    return WebhookChannel(targets)
+
+
+def _preview(delivery: Delivery) -> str:
+    return json.dumps(webhook_payload(delivery), indent=2, ensure_ascii=False)
+
+
+CHANNEL: ChannelSpec[dict[str, WebhookTarget]] = ChannelSpec(
+    name="webhook",
+    section="webhooks",
+    config=dict[str, WebhookTarget],
+    build=_build,
+    takes=named_target(PREFIX, "webhook"),
+    preview=_preview,
+    summary=lambda targets: ", ".join(sorted(targets)),
+    prefix=PREFIX,
+    route_order=10,
+    allow_names=lambda targets: targets,
+)

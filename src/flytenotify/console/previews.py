@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from markupsafe import Markup
 
-from flytenotify.channels.inbox import preview
+from flytenotify.channels import registry
 from flytenotify.console import slack_html
 from flytenotify.domain import Delivery
-from flytenotify.engine.resolve import EMAIL
 
+EMAIL = "email"
 # The From address shown when no SMTP sender is configured (dev inbox).
 PREVIEW_SENDER = "flytenotify@localhost"
 
@@ -50,8 +50,9 @@ class MessageView:
 
 def message_view(delivery: Delivery, sender: str | None = None) -> MessageView:
     """The message ``delivery`` is sent as, in the form its medium is best read in."""
-    raw = preview(delivery)
-    if delivery.channel == EMAIL or (delivery.kind == EMAIL and not _is_json(raw)):
+    channel = registry.previewer(delivery)  # its own, or the one a dev-inbox delivery stands for
+    raw = channel.preview(delivery)
+    if channel.name == EMAIL:
         return _email_view(delivery, raw, sender or PREVIEW_SENDER)
     document = _json_document(raw)
     if document is None:
@@ -89,7 +90,3 @@ def _json_document(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
-
-
-def _is_json(raw: str) -> bool:
-    return raw.lstrip().startswith("{") and _json_document(raw) is not None

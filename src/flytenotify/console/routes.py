@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flytenotify.app import Notifier
+from flytenotify.channels import registry
 from flytenotify.console.auth import COOKIE, CSRF_FIELD, SESSION_SECONDS, Session, Sessions
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.console.previews import message_view
@@ -38,7 +39,6 @@ from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import DeliveryFilter
 
 PREFIX = "/ui"
-CHANNELS = (resolve.EMAIL, resolve.SLACK, resolve.PAGERDUTY, resolve.WEBHOOK)
 MAX_FORM_BYTES = 256 * 1024
 MAX_FORM_FIELDS = 1000
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -252,7 +252,7 @@ class _Console:
             items=items,
             older=_older_cursor(items),
             statuses=[s.value for s in DeliveryStatus],
-            channels=[*CHANNELS, resolve.INBOX, resolve.UNROUTABLE],
+            channels=[*registry.names(), registry.INBOX, registry.UNROUTABLE],
         )
 
     async def delivery_rows(self, request: Request) -> Response:
@@ -266,8 +266,8 @@ class _Console:
     async def delivery(self, request: Request) -> Response:
         delivery = await self._delivery(request.path_params["id"])
         attempts = await self.notifier.attempts(delivery.id)
-        smtp = self.notifier.settings.smtp
-        view = message_view(delivery, smtp.sender if smtp is not None else None)
+        smtp = self.notifier.settings.channel("email")  # None or {} when not configured
+        view = message_view(delivery, getattr(smtp, "sender", None))
         return self.render(
             request, "delivery.html", delivery=delivery, attempts=attempts, view=view
         )
@@ -334,25 +334,20 @@ class _Console:
         return self.render(request, "launch_plans.html", plans=plans, warnings=warnings)
 
     async def status(self, request: Request) -> Response:
-        channels = [await self._channel_status(name) for name in self._status_channels()]
-        counts = await self.notifier.counts()
-        oldest = {
-            status.value: await self._oldest(status)
-            for status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-        }
+        channels = await self._channel_rows()
+        ledger = await self.notifier.ledger_state()
         return self.render(
             request,
             "status.html",
             channels=channels,
             sources=[(s.name, s.status) for s in self.sources],
-            counts=counts,
-            oldest=oldest,
+            ledger=ledger,
             now=datetime.now(UTC),
         )
 
     async def inbox(self, request: Request) -> Response:
         query = ListQuery(
-            {"channel": resolve.INBOX, "status": DeliveryStatus.DELIVERED.value},
+            {"channel": registry.INBOX, "status": DeliveryStatus.DELIVERED.value},
             _cursor(request),
         )
         items = await self.notifier.deliveries(query.store_filter())
@@ -368,7 +363,9 @@ class _Console:
             chosen=chosen,
             view=view,
             dev_inbox=self.notifier.dev_inbox,
-            unconfigured=[c for c in CHANNELS if c not in self.notifier.channels],
+            unconfigured=[
+                c for c, state in self.notifier.channel_states().items() if state != "configured"
+            ],
         )
 
     # -- reading -------------------------------------------------------------------
@@ -383,20 +380,18 @@ class _Console:
             raise HTTPException(404, f"no delivery {delivery_id}")
         return delivery
 
-    def _status_channels(self) -> list[str]:
-        names = list(CHANNELS)
+    async def _channel_rows(self) -> list[dict[str, Any]]:
+        """Each channel's state, then the dev inbox's and the unroutable dead letters'."""
+        states = {
+            name: state.replace("-", " ") for name, state in self.notifier.channel_states().items()
+        }
         if self.notifier.dev_inbox:
-            names.append(resolve.INBOX)
-        # Recipients no transport could take are dead-lettered under this name.
-        return [*names, resolve.UNROUTABLE]
+            states[registry.INBOX] = "dev inbox"
+        # Recipients no channel could take are dead-lettered under this name.
+        states[registry.UNROUTABLE] = "no channel"
+        return [await self._channel_status(name, state) for name, state in states.items()]
 
-    async def _channel_status(self, name: str) -> dict[str, Any]:
-        if name == resolve.UNROUTABLE:
-            state = "no transport"
-        elif name == resolve.INBOX or name in self.notifier.channels:
-            state = "configured" if name != resolve.INBOX else "dev inbox"
-        else:
-            state = "dev inbox" if self.notifier.dev_inbox else "not configured"
+    async def _channel_status(self, name: str, state: str) -> dict[str, Any]:
         success = await self._newest(name, DeliveryStatus.DELIVERED)
         failures = [
             d
@@ -419,10 +414,6 @@ class _Console:
     async def _newest(self, channel: str, status: DeliveryStatus) -> Delivery | None:
         query = DeliveryFilter(channel=channel, status=status, newest_first=True, limit=1)
         found = await self.notifier.deliveries(query)
-        return found[0] if found else None
-
-    async def _oldest(self, status: DeliveryStatus) -> Delivery | None:
-        found = await self.notifier.deliveries(DeliveryFilter(status=status, limit=1))
         return found[0] if found else None
 
     async def _last_attempt_at(self, delivery: Delivery | None) -> datetime | None:

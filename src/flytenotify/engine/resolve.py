@@ -9,10 +9,12 @@ event every notification whose ``phases`` holds that phase fires.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flytenotify.channels import registry
+from flytenotify.channels.base import Unreachable
+from flytenotify.channels.registry import INBOX, UNROUTABLE
 from flytenotify.config import Settings
 from flytenotify.core.notification import Notification
 from flytenotify.domain import Execution, ExecutionEvent
@@ -20,14 +22,7 @@ from flytenotify.engine.render import render
 from flytenotify.errors import Problem
 from flytenotify.store.base import NewDelivery
 
-# A deliberately loose test: "something@something". Real validation is the
-# SMTP server's job; this only decides whether an address can be emailed.
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
-WEBHOOK_PREFIX = "webhook:"
-
-# Transport names: what the dispatcher keys its channels by.
-EMAIL, SLACK, PAGERDUTY, WEBHOOK, INBOX = "email", "slack", "pagerduty", "webhook", "inbox"
-UNROUTABLE = "unroutable"
+__all__ = ["INBOX", "UNROUTABLE", "Route", "RoutingError", "route", "routing_problems"]
 
 
 def effective_notifications(
@@ -41,10 +36,6 @@ def effective_notifications(
     if disable_all:
         return ()
     return tuple(launch_plan)
-
-
-def is_email(recipient: str) -> bool:
-    return bool(_EMAIL_SHAPE.match(recipient))
 
 
 @dataclass(frozen=True)
@@ -73,20 +64,15 @@ def route(kind: str, recipient: str, settings: Settings, dev_inbox: bool = False
 def refusal(channel: str, recipient: str, settings: Settings) -> str | None:
     """Why ``[allow]`` forbids sending to ``recipient`` over ``channel``, or None.
 
-    Entries match without regard to case; an email-shaped recipient also
-    matches its domain, and Slack channels match with or without ``#``.
+    Entries match without regard to case; each channel says which forms of a
+    recipient an entry may name (an address's domain; a Slack channel with or
+    without ``#``).
     """
     allowed = settings.allow.entries(channel)
-    if allowed is None:
+    spec = registry.get(channel)
+    if allowed is None or spec is None:
         return None
-    wanted = recipient.strip().lower()
-    candidates = {wanted}
-    if is_email(wanted):
-        candidates.add(wanted.rpartition("@")[2])
-    if channel == SLACK:
-        candidates |= {c.removeprefix("#") for c in candidates}
-        allowed = [*allowed, *(entry.removeprefix("#") for entry in allowed)]
-    if candidates.isdisjoint(allowed):
+    if spec.allow_forms(recipient).isdisjoint(allowed):
         return (
             f"{channel} recipient {recipient!r} is not allowed: it is not in allow.{channel}"
             " (no message is sent to it)"
@@ -95,38 +81,29 @@ def refusal(channel: str, recipient: str, settings: Settings) -> str | None:
 
 
 def _pick_transport(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
-    """Pick the transport for one recipient of one notification kind.
+    """Offer one recipient of one notification kind to each channel in turn.
 
-    ``webhook:NAME`` goes to that configured webhook whatever the kind. Slack
-    and PagerDuty use their native APIs when configured; otherwise an
-    email-shaped recipient is emailed, exactly as FlyteAdmin does (Slack
-    channel emails, PagerDuty email integrations). With ``dev_inbox`` a channel
-    with no configuration delivers into the local inbox instead.
+    ``webhook:NAME`` (and every other prefixed form) goes to that configured
+    target whatever the kind. Slack and PagerDuty use their native APIs when
+    configured; otherwise an email-shaped recipient is emailed, exactly as
+    FlyteAdmin does (Slack channel emails, PagerDuty email integrations). With
+    ``dev_inbox`` what no configured channel can reach goes to the local inbox.
     """
-    if recipient.startswith(WEBHOOK_PREFIX):
-        name = recipient.removeprefix(WEBHOOK_PREFIX)
-        if name in settings.webhooks:
-            return Route(WEBHOOK, name)
-        if dev_inbox:
-            return Route(INBOX, recipient)
-        raise RoutingError(f"no webhook named {name!r} is configured")
-    if kind == "slack" and settings.slack is not None and settings.slack.enabled:
-        return Route(SLACK, recipient)
-    pagerduty = settings.pagerduty
-    if kind == "pager_duty" and pagerduty is not None and recipient in pagerduty.routing_keys:
-        return Route(PAGERDUTY, recipient)
-    if dev_inbox and (settings.smtp is None or not is_email(recipient)):
+    for spec in registry.routing_order():
+        try:
+            taken = spec.takes(kind, recipient, settings.channel(spec.name))
+        except Unreachable as why:
+            if dev_inbox:
+                return Route(INBOX, recipient)
+            raise RoutingError(str(why)) from None
+        if taken is not None:
+            return Route(spec.name, taken)
+    if dev_inbox:
         return Route(INBOX, recipient)
-    if not is_email(recipient):
-        raise RoutingError(
-            f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
-            " configuration can reach it"
-        )
-    if settings.smtp is None:
-        raise RoutingError(
-            f"{kind} recipient {recipient!r} needs email, and no [smtp] is configured"
-        )
-    return Route(EMAIL, recipient)
+    raise RoutingError(
+        f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
+        " configuration can reach it"
+    )
 
 
 def routing_problems(

@@ -1,8 +1,9 @@
 """The storage protocol: everything the engine asks of the ledger.
 
-One protocol, one implementation per database (SQLite now; PostgreSQL behind
-the same methods). The engine never writes SQL; a store never decides which
-notifications apply or how a message reads.
+One protocol, one implementation per database (SQLite, PostgreSQL), each only
+I/O: the ledger's own decisions are ``ledger.py``'s, its SQL the named
+statements of ``queries/``. The engine never writes SQL; a store never decides
+which notifications apply or how a message reads.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,9 @@ from flytenotify.domain import (
     NotificationSource,
     RenderedMessage,
 )
+
+if TYPE_CHECKING:
+    from flytenotify.store.base import EventWrite, NewDelivery
 
 
 def now() -> float:
@@ -202,4 +205,41 @@ def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
         finished_at=from_timestamp(row["finished_at"]),
         outcome=row["outcome"],
         reply=row["reply"],
+    )
+
+
+def launch_plan_columns(plan: LaunchPlan) -> tuple[Any, ...]:
+    """A ``launch_plans`` row as registered: project, domain, name, version,
+    notifications, registered_at."""
+    return (
+        plan.id.project,
+        plan.id.domain,
+        plan.id.name,
+        plan.id.version,
+        dump_notifications(plan.notifications),
+        timestamp(plan.registered_at),
+    )
+
+
+def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tuple[Any, ...]:
+    """A ``deliveries`` row as enqueued: idempotency_key, project, domain, name, phase,
+    notification_index, kind, channel, recipient, message, launch_plan, status,
+    created_at, updated_at, next_attempt_at (due at once)."""
+    execution_id = write.event.execution_id
+    return (
+        delivery.idempotency_key,
+        execution_id.project,
+        execution_id.domain,
+        execution_id.name,
+        write.event.phase,
+        delivery.notification_index,
+        delivery.kind,
+        delivery.channel,
+        delivery.recipient,
+        delivery.message.json_text,
+        dump_entity(write.execution.launch_plan),
+        DeliveryStatus.PENDING.value,
+        now,
+        now,
+        now,
     )

@@ -24,8 +24,9 @@ Same protocol and same semantics as :class:`~flytenotify.store.sqlite.SQLiteStor
   write here is idempotent or harmless to repeat if a commit's acknowledgement
   was lost: see :meth:`PostgresStore._run`.
 
-All SQL for PostgreSQL lives in this module; the schema lives in
-``store/migrations`` with SQLite's.
+Its SQL is ``store/queries/common.sql`` (what SQLite runs too) and
+``store/queries/postgresql.sql``; the decisions both stores make alike are
+``store/ledger.py``'s; the schema lives in ``store/migrations`` with SQLite's.
 """
 
 from __future__ import annotations
@@ -41,28 +42,17 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
-from flytenotify.domain import (
-    Attempt,
-    Delivery,
-    DeliveryStatus,
-    EntityId,
-    Execution,
-    ExecutionEvent,
-    ExecutionId,
-    LaunchPlan,
-)
-from flytenotify.store import codec
+from flytenotify.domain import Delivery, Execution, ExecutionId, LaunchPlan
+from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
     Completion,
-    DeliveryFilter,
-    EventOutcome,
     EventResult,
     EventWrite,
-    InboxMessage,
     StoreUnavailable,
-    channel_key,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
+from flytenotify.store.queries import queries_for
+from flytenotify.store.sql import Row, SQLStore
 
 log = logging.getLogger("flytenotify.store.postgres")
 
@@ -71,6 +61,8 @@ if TYPE_CHECKING:  # generic only in the stubs
     from asyncpg.pool import PoolConnectionProxy
 
     Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+Q = queries_for("postgresql")
 
 NOTIFY_CHANNEL = "flytenotify_deliveries"
 APPLICATION_NAME = "flytenotify"
@@ -89,207 +81,6 @@ DEFAULT_POOL_MAX = 10
 
 _KEEPALIVE = 15.0  # seconds between checks that the LISTEN connection still answers
 _MAX_BACKOFF = 2.0
-
-# The database clock in Unix seconds, as the ledger stores times. now() is the
-# transaction's start: every row one transaction writes gets the same time.
-_DB_NOW = "extract(epoch FROM now())::double precision"
-
-_DELIVERY_COLUMNS = (
-    "id, idempotency_key, project, domain, name, phase, notification_index, kind, channel,"
-    " recipient, message, launch_plan, status, attempts, created_at, next_attempt_at, last_reply"
-)
-
-# Every column of the RETURNING list qualified, for statements that join.
-_DELIVERY_COLUMNS_D = ", ".join(f"d.{c.strip()}" for c in _DELIVERY_COLUMNS.split(","))
-
-# -- the SQL, in one place ---------------------------------------------------------------
-
-_CLAIM = f"""
-UPDATE deliveries AS d
-   SET lease_owner = $1, lease_until = {_DB_NOW} + $2, updated_at = {_DB_NOW}
-  FROM (SELECT id FROM deliveries
-         WHERE status IN ('pending', 'retrying')
-           AND channel = $3
-           AND next_attempt_at <= {_DB_NOW}
-           AND (lease_until IS NULL OR lease_until < {_DB_NOW})
-         ORDER BY next_attempt_at
-         LIMIT $4
-           FOR UPDATE SKIP LOCKED) AS due
- WHERE d.id = due.id
-RETURNING {_DELIVERY_COLUMNS_D}
-"""
-
-# The distinct channels of pending rows, one index probe each (a "loose index
-# scan"): "any channel but these" as one condition would read every pending row.
-_FOUND_CHANNELS = """
-WITH RECURSIVE found(channel) AS (
-    (SELECT channel FROM deliveries WHERE status IN ('pending', 'retrying')
-      ORDER BY channel LIMIT 1)
-    UNION ALL
-    SELECT (SELECT d.channel FROM deliveries AS d
-             WHERE d.status IN ('pending', 'retrying') AND d.channel > found.channel
-             ORDER BY d.channel LIMIT 1)
-      FROM found WHERE found.channel IS NOT NULL
-)"""
-_PENDING_CHANNELS = _FOUND_CHANNELS + "\nSELECT channel FROM found WHERE channel IS NOT NULL"
-
-# One statement for a whole batch of outcomes: the arrays are the batch's
-# columns. A row counts only if this owner still holds it; its attempt number
-# is the row's new attempt count. A retry's delay is re-based on the database
-# clock (the dispatcher computed "its now + delay").
-_COMPLETE = f"""
-WITH batch AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-                         $5::double precision[], $6::double precision[],
-                         $7::double precision[], $8::text[])
-           AS b(id, owner, status, reply, delay, started_at, finished_at, outcome)
-), done AS (
-    UPDATE deliveries AS d
-       SET status = batch.status, attempts = d.attempts + 1, last_reply = batch.reply,
-           next_attempt_at = {_DB_NOW} + batch.delay,
-           lease_owner = NULL, lease_until = NULL, updated_at = {_DB_NOW}
-      FROM batch
-     WHERE d.id = batch.id AND d.lease_owner = batch.owner
-       AND d.status IN ('pending', 'retrying')
-    RETURNING d.id, d.attempts
-)
-INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
-SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply
-  FROM done JOIN batch ON batch.id = done.id
-"""
-
-# By primary key: a renewal costs the same however many rows are pending.
-_RENEW = f"""
-UPDATE deliveries SET lease_until = {_DB_NOW} + $3
- WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND status IN ('pending', 'retrying')
-"""
-
-_RELEASE = """
-UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
- WHERE lease_owner = $1 AND status IN ('pending', 'retrying')
-"""
-
-# Seconds from the database's "now" to the earliest due row (negative if overdue).
-# When the earliest pending row can next be claimed, in seconds from now, by
-# index probes per pending channel (a plain MIN over the rows would read them
-# all, a million during an outage). Per channel: its first row not leased; if
-# that is not due yet, the earliest lease to pass, found among the due rows,
-# which are then all leased (claims only take due rows), so few.
-_NEXT_DUE_IN = (
-    _FOUND_CHANNELS
-    + f"""
-, first_free AS (
-    SELECT found.channel,
-           (SELECT d.next_attempt_at FROM deliveries AS d
-             WHERE d.status IN ('pending', 'retrying') AND d.channel = found.channel
-               AND (d.lease_until IS NULL OR d.lease_until < {_DB_NOW})
-             ORDER BY d.next_attempt_at LIMIT 1) AS at
-      FROM found WHERE found.channel IS NOT NULL
-)
-SELECT MIN(CASE WHEN at <= {_DB_NOW} THEN at
-                ELSE LEAST(at, (SELECT MIN(d.lease_until) FROM deliveries AS d
-                                 WHERE d.status IN ('pending', 'retrying')
-                                   AND d.channel = first_free.channel
-                                   AND d.next_attempt_at <= {_DB_NOW}))
-           END) - {_DB_NOW}
-  FROM first_free
-"""
-)
-
-_REDRIVE = f"""
-UPDATE deliveries SET status = 'pending', next_attempt_at = {_DB_NOW}, updated_at = {_DB_NOW},
-       lease_owner = NULL, lease_until = NULL
- WHERE id = $1 AND status = 'dead'
-RETURNING {_DELIVERY_COLUMNS}
-"""
-
-_REDRIVE_ATTEMPT = f"""
-INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
-VALUES ($1, $2, {_DB_NOW}, {_DB_NOW}, 'redrive', 're-driven by an operator')
-"""
-
-_INSERT_EXECUTION = """
-INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
-"""
-
-_SELECT_EXECUTION = "SELECT * FROM executions WHERE project = $1 AND domain = $2 AND name = $3"
-
-_MOVE_TO_TERMINAL = """
-UPDATE executions SET terminal_phase = $1, terminal_at = $2
- WHERE project = $3 AND domain = $4 AND name = $5 AND terminal_phase IS NULL
-"""
-
-_TERMINAL_PHASE = (
-    "SELECT terminal_phase FROM executions WHERE project = $1 AND domain = $2 AND name = $3"
-)
-
-_INSERT_DELIVERY = """
-INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
-                        channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                     $13::double precision[], $14::double precision[], $15::double precision[])
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-"""
-
-_INSERT_EVENT = """
-INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error, received_at,
-                    outcome)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
-
-_LATEST_LAUNCH_PLANS = (
-    "SELECT * FROM launch_plans AS lp WHERE seq = (SELECT MAX(seq) FROM launch_plans AS other"
-    " WHERE other.project = lp.project AND other.domain = lp.domain AND other.name = lp.name)"
-    " ORDER BY project, domain, name"
-)
-
-_SELECT_EXECUTIONS = """
-SELECT e.* FROM executions AS e
-JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name)
-  ON e.project = wanted.project AND e.domain = wanted.domain AND e.name = wanted.name
-"""
-
-# Slots are spaced on the database's clock: replicas' clocks may disagree.
-_RESERVE_SLOT = """
-WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS at)
-INSERT INTO pacing AS p (key, next_at) SELECT $1, now.at + $2 FROM now
-ON CONFLICT (key) DO UPDATE
-    SET next_at = GREATEST(p.next_at, (SELECT at FROM now)) + $2
-RETURNING p.next_at - $2 - (SELECT at FROM now)
-"""
-
-_BLOCK_SLOTS = """
-INSERT INTO pacing AS p (key, next_at)
-VALUES ($1, extract(epoch FROM clock_timestamp())::double precision + $2)
-ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at)
-"""
-
-_REGISTER_LAUNCH_PLAN = """
-INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at, seq)
-VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans))
-ON CONFLICT (project, domain, name, version) DO UPDATE SET
-    notifications = excluded.notifications, registered_at = excluded.registered_at,
-    seq = excluded.seq
-"""
-
-_INSERT_INBOX = """
-INSERT INTO inbox (delivery_id, kind, recipient, subject, body, received_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-"""
-
-_SCHEMA_MIGRATIONS = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    INTEGER PRIMARY KEY,
-    applied_at DOUBLE PRECISION NOT NULL
-)
-"""
-
-_CURRENT_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
 
 
 # -- errors worth retrying --------------------------------------------------------------------
@@ -330,24 +121,32 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows turned into the ``width`` column arrays a statement unnests."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
 def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
-    """The batch as the eight column arrays ``_COMPLETE`` unnests."""
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    for c in completions:
-        delay = None if c.next_attempt_at is None else c.next_attempt_at - c.finished_at
-        row = (
+    """The batch as the eight column arrays the ``complete`` query unnests."""
+    rows = [
+        (
             c.delivery_id,
             c.lease_owner,
             c.status.value,
             c.reply,
-            delay,
+            # A delay, re-based on the database clock by the query.
+            None if c.next_attempt_at is None else c.next_attempt_at - c.finished_at,
             c.started_at,
             c.finished_at,
             c.outcome,
         )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
+        for c in completions
+    ]
+    return _columns(rows, 8)
 
 
 def _rowcount(status: str) -> int:
@@ -370,7 +169,7 @@ def split_url(url: str) -> tuple[str, int | None, int | None]:
     return dsn, sizes.get(POOL_MIN_PARAM), sizes.get(POOL_MAX_PARAM)
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
     """The :class:`~flytenotify.store.base.Store` protocol on a PostgreSQL database.
 
     ``url`` is a ``postgresql://`` (or ``postgres://``) URL as libpq takes it;
@@ -378,6 +177,8 @@ class PostgresStore:
     ``min_size``/``max_size`` are not given. ``retry_for`` bounds how long one
     call keeps retrying through a lost connection before it raises.
     """
+
+    queries = Q
 
     def __init__(
         self,
@@ -443,6 +244,18 @@ class PostgresStore:
                 log.warning("PostgreSQL call failed (%r); retrying in %.2f s", error, delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        async def read(conn: Conn) -> list[Row]:
+            return [dict(row) for row in await conn.fetch(sql, *args)]
+
+        return await self._run(read, transaction=False)
+
+    async def _change(self, sql: str, args: Sequence[Any]) -> int:
+        async def write(conn: Conn) -> int:
+            return _rowcount(await conn.execute(sql, *args))
+
+        return await self._run(write, transaction=False)
 
     def _require_pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None:
@@ -563,78 +376,36 @@ class PostgresStore:
 
     async def register_launch_plan(self, plan: LaunchPlan) -> None:
         async def write(conn: Conn) -> None:
-            # seq is "registration order": serialise registrations so two
-            # replicas never hand out the same number. Readers are not blocked.
-            await conn.execute("LOCK TABLE launch_plans IN SHARE ROW EXCLUSIVE MODE")
-            await conn.execute(
-                _REGISTER_LAUNCH_PLAN,
-                plan.id.project,
-                plan.id.domain,
-                plan.id.name,
-                plan.id.version,
-                codec.dump_notifications(plan.notifications),
-                codec.timestamp(plan.registered_at),
-            )
+            await conn.execute(Q["lock_launch_plans"])
+            await conn.execute(Q["register_launch_plan"], *codec.launch_plan_columns(plan))
 
         await self._run(write)
 
-    async def get_launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
-        async def read(conn: Conn) -> LaunchPlan | None:
-            sql = "SELECT * FROM launch_plans WHERE project = $1 AND domain = $2 AND name = $3"
-            args: list[Any] = [plan_id.project, plan_id.domain, plan_id.name]
-            if plan_id.version:
-                sql += " AND version = $4"
-                args.append(plan_id.version)
-            row = await conn.fetchrow(sql + " ORDER BY seq DESC LIMIT 1", *args)
-            return codec.launch_plan_from_row(dict(row)) if row else None
-
-        return await self._run(read, transaction=False)
-
-    async def latest_launch_plans(self) -> list[LaunchPlan]:
-        async def read(conn: Conn) -> list[LaunchPlan]:
-            rows = await conn.fetch(_LATEST_LAUNCH_PLANS)
-            return [codec.launch_plan_from_row(dict(r)) for r in rows]
-
-        return await self._run(read, transaction=False)
-
     async def create_execution(self, execution: Execution) -> tuple[Execution, bool]:
         async def write(conn: Conn) -> tuple[Execution, bool]:
-            created = await _insert_execution(conn, execution)
-            stored = await _select_execution(conn, execution.id)
-            assert stored is not None
-            return stored, created
+            status = await conn.execute(Q["insert_execution"], *codec.execution_columns(execution))
+            row = await conn.fetchrow(Q["select_execution"], *ledger.execution_key(execution.id))
+            assert row is not None
+            return codec.execution_from_row(dict(row)), _rowcount(status) == 1
 
         return await self._run(write)
 
-    async def get_execution(self, execution_id: ExecutionId) -> Execution | None:
-        return await self._run(
-            lambda conn: _select_execution(conn, execution_id), transaction=False
-        )
-
     async def get_executions(self, ids: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
-        unique = list(set(ids))
-
-        async def read(conn: Conn) -> dict[ExecutionId, Execution]:
-            rows = await conn.fetch(
-                _SELECT_EXECUTIONS,
-                [i.project for i in unique],
-                [i.domain for i in unique],
-                [i.name for i in unique],
-            )
-            found = (codec.execution_from_row(dict(row)) for row in rows)
-            return {execution.id: execution for execution in found}
-
-        return await self._run(read, transaction=False)
+        keys = {ledger.execution_key(execution_id) for execution_id in ids}
+        rows = await self._fetch(Q["select_executions"], _columns(list(keys), 3))
+        found = (codec.execution_from_row(row) for row in rows)
+        return {execution.id: execution for execution in found}
 
     # -- events ---------------------------------------------------------------------------
 
     async def record_events(self, writes: Sequence[EventWrite]) -> list[EventResult]:
+        if not writes:
+            return []
+
         async def write(conn: Conn) -> list[EventResult]:
-            now = float(await conn.fetchval(f"SELECT {_DB_NOW}"))
-            results = [await _record_event(conn, item, now) for item in writes]
-            if any(r.delivery_ids for r in results):
-                # Delivered to listeners only if and when this transaction commits.
-                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            results = await _record_events(conn, writes)
+            if any(result.delivery_ids for result in results):
+                await conn.execute(Q["notify"], NOTIFY_CHANNEL)
             return results
 
         return await self._run(write)
@@ -654,20 +425,13 @@ class PostgresStore:
 
         async def write(conn: Conn) -> list[Delivery]:
             if completions:
-                await conn.execute(_COMPLETE, *_completion_columns(completions))
-            room = dict(limits)
-            claimed: list[Delivery] = []
-            if not any(room.values()):
-                return claimed
-            for found in await conn.fetch(_PENDING_CHANNELS):
-                channel = found["channel"]
-                key = channel_key(channel, room)
-                limit = room.get(key, 0)
-                if limit > 0:
-                    rows = await conn.fetch(_CLAIM, owner, lease, channel, limit)
-                    room[key] = limit - len(rows)
-                    claimed.extend(codec.delivery_from_row(dict(r)) for r in rows)
-            return claimed
+                await conn.execute(Q["complete"], *_completion_columns(completions))
+            room = ledger.ClaimRoom(limits)
+            pending = await conn.fetch(Q["pending_channels"]) if room else ()
+            for channel, limit in room.rounds(row["channel"] for row in pending):
+                rows = await conn.fetch(Q["claim_due"], owner, channel, limit, lease)
+                room.took(channel, [codec.delivery_from_row(dict(r)) for r in rows])
+            return room.claimed
 
         # No transaction: each statement is atomic on its own (the outcomes'
         # too), and holding one channel's row locks while claiming the next
@@ -675,33 +439,21 @@ class PostgresStore:
         return await self._run(write, transaction=False)
 
     async def complete(self, completions: Sequence[Completion]) -> None:
-        if not completions:
-            return
-
-        async def write(conn: Conn) -> None:
-            await conn.execute(_COMPLETE, *_completion_columns(completions))
-
-        await self._run(write)
+        if completions:
+            await self._change(Q["complete"], _completion_columns(completions))
 
     async def renew_leases(
         self, owner: str, delivery_ids: Sequence[int], now: float, lease: float
     ) -> int:
         del now  # leases are judged by the database's clock
-        ids = list(delivery_ids)
-        if not ids:
-            return 0
-
-        async def write(conn: Conn) -> int:
-            return _rowcount(await conn.execute(_RENEW, owner, ids, lease))
-
-        return await self._run(write, transaction=False)
+        return await self._change(Q["renew_leases"], (owner, list(delivery_ids), lease))
 
     async def release(self, owner: str) -> int:
         async def write(conn: Conn) -> int:
-            released = _rowcount(await conn.execute(_RELEASE, owner))
+            released = _rowcount(await conn.execute(Q["release"], owner))
             if released:
                 # Claimable now: let the other replicas pick them up at once.
-                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+                await conn.execute(Q["notify"], NOTIFY_CHANNEL)
             return released
 
         return await self._run(write)
@@ -710,243 +462,90 @@ class PostgresStore:
         # The answer is in the caller's clock: the dispatcher subtracts its own
         # time.time() to know how long to sleep, so give it "its now + the wait
         # the database sees".
-        async def read(conn: Conn) -> float | None:
-            due_in = await conn.fetchval(_NEXT_DUE_IN)
-            return None if due_in is None else time.time() + float(due_in)
-
-        return await self._run(read, transaction=False)
+        row = await self._fetch_one("next_due_in", ())
+        due_in = None if row is None else row["due_in"]
+        return None if due_in is None else time.time() + float(due_in)
 
     async def redrive(self, delivery_id: int, now: float) -> Delivery | None:
         del now  # due at once by the database's clock
 
         async def write(conn: Conn) -> Delivery | None:
-            row = await conn.fetchrow(_REDRIVE, delivery_id)
+            row = await conn.fetchrow(Q["redrive"], delivery_id)
             if row is None:
                 return None
-            await conn.execute(_REDRIVE_ATTEMPT, delivery_id, row["attempts"])
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await conn.execute(Q["redrive_attempt"], delivery_id, row["attempts"])
+            await conn.execute(Q["notify"], NOTIFY_CHANNEL)
             return codec.delivery_from_row(dict(row))
 
         return await self._run(write)
 
-    async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
-        async def write(conn: Conn) -> None:
-            await conn.execute(
-                _INSERT_INBOX,
-                delivery.id,
-                delivery.kind,
-                delivery.recipient,
-                delivery.message.subject,
-                body,
-                now,
-            )
-
-        await self._run(write)
-
     # -- pacing ------------------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
-        async def write(conn: Conn) -> float:
-            wait = await conn.fetchval(_RESERVE_SLOT, key, interval)
-            return max(0.0, float(wait))
-
-        return await self._run(write, transaction=False)
+        row = await self._fetch_one("reserve_slot", (key, interval))
+        assert row is not None
+        return max(0.0, float(row["wait"]))
 
     async def block_slots(self, key: str, seconds: float) -> None:
-        async def write(conn: Conn) -> None:
-            await conn.execute(_BLOCK_SLOTS, key, seconds)
-
-        await self._run(write, transaction=False)
-
-    # -- queries ----------------------------------------------------------------------------
-
-    async def get_delivery(self, delivery_id: int) -> Delivery | None:
-        async def read(conn: Conn) -> Delivery | None:
-            row = await conn.fetchrow(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
-            )
-            return codec.delivery_from_row(dict(row)) if row else None
-
-        return await self._run(read, transaction=False)
-
-    async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
-        async def read(conn: Conn) -> list[Delivery]:
-            sql, args = list_deliveries_sql(query)
-            rows = await conn.fetch(sql, *args)
-            return [codec.delivery_from_row(dict(r)) for r in rows]
-
-        return await self._run(read, transaction=False)
-
-    async def list_attempts(self, delivery_id: int) -> list[Attempt]:
-        async def read(conn: Conn) -> list[Attempt]:
-            rows = await conn.fetch(
-                "SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY id", delivery_id
-            )
-            return [codec.attempt_from_row(dict(r)) for r in rows]
-
-        return await self._run(read, transaction=False)
-
-    async def count_by_status(self) -> dict[str, int]:
-        async def read(conn: Conn) -> dict[str, int]:
-            counts = {status.value: 0 for status in DeliveryStatus}
-            for row in await conn.fetch("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
-                counts[row[0]] = int(row[1])
-            return counts
-
-        return await self._run(read, transaction=False)
-
-    async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
-        async def read(conn: Conn) -> list[InboxMessage]:
-            rows = await conn.fetch(
-                "SELECT * FROM inbox WHERE id > $1 ORDER BY id LIMIT $2", after_id or 0, limit
-            )
-            return [InboxMessage(**dict(r)) for r in rows]
-
-        return await self._run(read, transaction=False)
-
-    async def list_events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]:
-        async def read(conn: Conn) -> list[tuple[ExecutionEvent, str]]:
-            rows = await conn.fetch(
-                "SELECT * FROM events WHERE project = $1 AND domain = $2 AND name = $3 ORDER BY id",
-                execution_id.project,
-                execution_id.domain,
-                execution_id.name,
-            )
-            return [(codec.event_from_row(dict(r)), r["outcome"]) for r in rows]
-
-        return await self._run(read, transaction=False)
+        await self._change(Q["block_slots"], (key, seconds))
 
 
 # -- transaction bodies -----------------------------------------------------------------------
 
 
 async def _current_version(conn: Conn) -> int:
-    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+    if not await conn.fetchval(Q["has_schema_migrations"]):
         return 0
-    return int(await conn.fetchval(_CURRENT_VERSION))
+    return int(await conn.fetchval(Q["schema_version"]))
 
 
 async def _migrate(conn: Conn) -> int:
     """Bring the schema up to date; run inside a transaction (DDL is transactional here)."""
-    # Held until commit: concurrent replicas queue here instead of racing.
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-    await conn.execute(_SCHEMA_MIGRATIONS)
-    current = int(await conn.fetchval(_CURRENT_VERSION))
+    await conn.execute(Q["migration_lock"], MIGRATION_LOCK)
+    await conn.execute(Q["create_schema_migrations"])
+    current = int(await conn.fetchval(Q["schema_version"]))
     refuse_newer(current)
     migrations = migrations_for("postgresql")
     for version in sorted(v for v in migrations if v > current):
         await conn.execute(migrations[version])  # no arguments: several statements may run
-        await conn.execute(
-            f"INSERT INTO schema_migrations (version, applied_at) VALUES ($1, {_DB_NOW})",
-            version,
-        )
+        await conn.execute(Q["record_migration"], version)
         current = version
     return current
 
 
-async def _insert_execution(conn: Conn, execution: Execution) -> bool:
-    status = await conn.execute(_INSERT_EXECUTION, *codec.execution_columns(execution))
-    return _rowcount(status) == 1
+async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[EventResult]:
+    """A whole batch in a constant number of statements, whatever its size.
 
-
-async def _select_execution(conn: Conn, execution_id: ExecutionId) -> Execution | None:
-    row = await conn.fetchrow(
-        _SELECT_EXECUTION, execution_id.project, execution_id.domain, execution_id.name
-    )
-    return codec.execution_from_row(dict(row)) if row else None
-
-
-async def _record_event(conn: Conn, item: EventWrite, now: float) -> EventResult:
-    event = item.event
-    key = (event.execution_id.project, event.execution_id.domain, event.execution_id.name)
-    await _insert_execution(conn, item.execution)
-    outcome = await _advance_execution(conn, item, now)
-    ids: list[int] = []
-    if outcome is EventOutcome.ENQUEUED and item.deliveries:
-        ds = item.deliveries
-        n = len(ds)
-        launch_plan = codec.dump_entity(item.execution.launch_plan)
-        rows = await conn.fetch(
-            _INSERT_DELIVERY,
-            [d.idempotency_key for d in ds],
-            [key[0]] * n,
-            [key[1]] * n,
-            [key[2]] * n,
-            [event.phase] * n,
-            [d.notification_index for d in ds],
-            [d.kind for d in ds],
-            [d.channel for d in ds],
-            [d.recipient for d in ds],
-            [d.message.json_text for d in ds],
-            [launch_plan] * n,
-            ["pending"] * n,
-            [now] * n,
-            [now] * n,
-            [now] * n,
-        )
-        # One multi-row INSERT: RETURNING gives the ids in the order of the rows
-        # inserted (skipped conflicts give none); sort to match SQLite's order.
-        ids = sorted(int(r["id"]) for r in rows)
-    await conn.execute(_INSERT_EVENT, *codec.event_columns(event, now, outcome.value))
-    return EventResult(outcome, tuple(ids))
-
-
-async def _advance_execution(conn: Conn, item: EventWrite, now: float) -> EventOutcome:
-    """Decide what the event means for its execution, moving it to terminal if first.
-
-    Two replicas recording terminal events of one execution at once serialise
-    on the execution's row lock: the second UPDATE waits, re-checks
-    ``terminal_phase IS NULL`` against the committed row and moves nothing.
+    The batch's executions are locked (in key order, as every replica locks
+    them) before their terminal phases are read, so the decisions made from
+    them hold until commit: a replica recording events of the same execution
+    at once waits, then reads what this one wrote.
     """
-    event = item.event
-    key = (event.execution_id.project, event.execution_id.domain, event.execution_id.name)
-    if event.is_terminal:
-        moved = _rowcount(await conn.execute(_MOVE_TO_TERMINAL, event.phase, now, *key))
-        if moved:
-            return EventOutcome.ENQUEUED if item.deliveries else EventOutcome.NO_NOTIFICATIONS
-    terminal = await conn.fetchval(_TERMINAL_PHASE, *key)
-    if terminal is None:
-        return EventOutcome.RECORDED
-    return EventOutcome.DUPLICATE if terminal == event.phase else EventOutcome.AFTER_TERMINAL
-
-
-def list_deliveries_sql(query: DeliveryFilter) -> tuple[str, list[Any]]:
-    """The query :meth:`PostgresStore.list_deliveries` runs (its plan is tested on many rows)."""
-    where, args = _delivery_conditions(query)
-    order = "DESC" if query.newest_first else "ASC"
-    sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where} ORDER BY id {order}"
-    return f"{sql} LIMIT ${len(args) + 1}", [*args, query.limit]
-
-
-def _delivery_conditions(query: DeliveryFilter) -> tuple[str, list[Any]]:
-    conditions: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if query.execution is not None:
-        conditions.append(
-            f"project = {arg(query.execution.project)} AND domain = {arg(query.execution.domain)}"
-            f" AND name = {arg(query.execution.name)}"
-        )
-    if query.status is not None:
-        conditions.append(f"status = {arg(query.status.value)}")
-    if query.channel is not None:
-        conditions.append(f"channel = {arg(query.channel)}")
-    if query.since is not None:
-        conditions.append(f"created_at >= {arg(query.since)}")
-    if query.after_id is not None:
-        conditions.append(f"id > {arg(query.after_id)}")
-    for column, value in (
-        ("recipient", query.recipient),
-        ("project", query.project),
-        ("domain", query.domain),
-        ("launch_plan::jsonb ->> 'name'", query.launch_plan),
-    ):
-        if value is not None:
-            conditions.append(f"{column} = {arg(value)}")
-    if query.before_id is not None:
-        conditions.append(f"id < {arg(query.before_id)}")
-    return ("WHERE " + " AND ".join(conditions) if conditions else ""), args
+    now = float(await conn.fetchval(Q["db_now"]))
+    executions: dict[ledger.ExecutionKey, Execution] = {}
+    for write in writes:  # the first event's execution is the one written, as one by one
+        executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
+    keys = sorted(executions)
+    rows = [codec.execution_columns(executions[key]) for key in keys]
+    await conn.execute(Q["insert_executions"], *_columns(rows, 9))
+    locked = await conn.fetch(Q["lock_executions"], *_columns(keys, 3))
+    phases = {(r["project"], r["domain"], r["name"]): r["terminal_phase"] for r in locked}
+    plan = ledger.plan_intake(writes, phases)
+    if plan.moves:
+        moves = [(*key, phase) for key, phase in plan.moves]
+        await conn.execute(Q["move_to_terminal"], *_columns(moves, 4))
+    deliveries = [
+        codec.delivery_columns(writes[position], delivery, now)
+        for position in plan.enqueued
+        for delivery in writes[position].deliveries
+    ]
+    inserted: dict[str, int] = {}
+    if deliveries:
+        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 15))
+        inserted = {r["idempotency_key"]: int(r["id"]) for r in returned}
+    events = [
+        codec.event_columns(write.event, now, outcome.value)
+        for write, outcome in zip(writes, plan.outcomes, strict=True)
+    ]
+    await conn.execute(Q["insert_events"], *_columns(events, 9))
+    return plan.event_results(writes, inserted)

@@ -14,6 +14,7 @@ old replica never writes to a schema it does not understand.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Literal
 
@@ -59,14 +60,15 @@ MIGRATIONS: dict[int, str] = _read_scripts()
 NEWEST: int = max(MIGRATIONS)
 
 
-def render(script: str, dialect: Dialect) -> str:
-    """Fill in one script's placeholders for ``dialect``; an unknown one is an error."""
-    spellings = DIALECTS[dialect]
+def render(script: str, dialect: Dialect, spellings: Mapping[str, str] | None = None) -> str:
+    """Fill in one script's placeholders for ``dialect`` (from ``DIALECTS`` unless
+    ``spellings`` are given); an unknown one is an error."""
+    spellings = DIALECTS[dialect] if spellings is None else spellings
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in spellings:
-            raise KeyError(f"migration placeholder {{{{{name}}}}} has no {dialect} spelling")
+            raise KeyError(f"placeholder {{{{{name}}}}} has no {dialect} spelling")
         return spellings[name]
 
     return _PLACEHOLDER.sub(replace, script)

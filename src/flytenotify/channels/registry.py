@@ -1,0 +1,87 @@
+"""Every channel flytenotify knows, in one place.
+
+Like Alertmanager's receiver configuration, everything that lists channels
+(configuration, routing, the dev inbox, start-up summary, ``check-config``,
+``send-test``, the HTTP API and its OpenAPI document) loops over this
+registry. Adding a channel means writing one module that ends with a
+:class:`~flytenotify.channels.base.ChannelSpec` and naming it in ``_BUILT_IN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from flytenotify.channels.base import ChannelSpec
+from flytenotify.domain import Delivery
+
+# Not channels of their own: the dev inbox and the ledger's marker for a
+# recipient no channel can reach.
+INBOX, UNROUTABLE = "inbox", "unroutable"
+RESERVED = frozenset({INBOX, UNROUTABLE})
+
+# Modules declaring a CHANNEL, in the order they are listed to people.
+_BUILT_IN = ("email", "slack", "pagerduty", "webhook")
+
+_specs: dict[str, ChannelSpec[Any]] = {}
+
+
+def register(spec: ChannelSpec[Any]) -> ChannelSpec[Any]:
+    """Add ``spec``; its name and configuration section must be new."""
+    if spec.name in RESERVED or spec.name in _specs:
+        raise ValueError(f"a channel named {spec.name!r} already exists")
+    if any(known.section == spec.section for known in _specs.values()):
+        raise ValueError(f"configuration section [{spec.section}] is already a channel's")
+    _specs[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a channel (tests that register their own use this to clean up)."""
+    _specs.pop(name, None)
+
+
+def specs() -> list[ChannelSpec[Any]]:
+    """Every channel, in the order they are listed to people."""
+    return list(_specs.values())
+
+
+def names() -> list[str]:
+    return list(_specs)
+
+
+def get(name: str) -> ChannelSpec[Any] | None:
+    return _specs.get(name)
+
+
+def routing_order() -> list[ChannelSpec[Any]]:
+    """Channels in the order a recipient is offered to them."""
+    return sorted(_specs.values(), key=lambda spec: spec.route_order)
+
+
+def previewer(delivery: Delivery) -> ChannelSpec[Any]:
+    """The channel whose form ``delivery`` takes: its own, or for the dev inbox the
+    channel it would have gone through (by prefix, then by notification kind)."""
+    own = _specs.get(delivery.channel)
+    if own is not None:
+        return own
+    for spec in routing_order():
+        if spec.prefix is not None and delivery.recipient.startswith(spec.prefix):
+            return spec
+    for spec in routing_order():
+        if delivery.kind in spec.kinds:
+            return spec
+    return _specs["email"]
+
+
+def preview(delivery: Delivery) -> str:
+    """What the channel sends (or would send) for ``delivery``."""
+    return previewer(delivery).preview(delivery)
+
+
+def _load_built_in() -> None:
+    for module in _BUILT_IN:
+        register(importlib.import_module(f"flytenotify.channels.{module}").CHANNEL)
+
+
+_load_built_in()

@@ -1,0 +1,217 @@
+"""The ledger's decisions, made once for every backend.
+
+Pure functions: a store reads what they need (an execution's terminal phase,
+which leases a process still holds), asks them, and writes what they decided.
+So SQLite and PostgreSQL decide alike by construction, and a third backend is
+only its SQL and its I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId
+from flytenotify.store.base import (
+    Completion,
+    DeliveryFilter,
+    EventOutcome,
+    EventResult,
+    EventWrite,
+    channel_key,
+)
+
+ExecutionKey = tuple[str, str, str]  # project, domain, name: an execution's primary key
+
+_MOVES_TO_TERMINAL = frozenset({EventOutcome.ENQUEUED, EventOutcome.NO_NOTIFICATIONS})
+
+
+def execution_key(execution_id: ExecutionId) -> ExecutionKey:
+    return (execution_id.project, execution_id.domain, execution_id.name)
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def advance(
+    terminal_phase: int | None, event: ExecutionEvent, has_deliveries: bool
+) -> EventOutcome:
+    """What ``event`` means for an execution whose terminal phase so far is ``terminal_phase``.
+
+    An execution becomes terminal once, with its first terminal event: that
+    one enqueues its deliveries (or says none apply). The same terminal phase
+    again is a replay; anything after a different terminal phase is late.
+    """
+    if terminal_phase is not None:
+        same = terminal_phase == event.phase
+        return EventOutcome.DUPLICATE if same else EventOutcome.AFTER_TERMINAL
+    if not event.is_terminal:
+        return EventOutcome.RECORDED
+    return EventOutcome.ENQUEUED if has_deliveries else EventOutcome.NO_NOTIFICATIONS
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    """What a batch of events does, decided before anything is written."""
+
+    outcomes: list[EventOutcome]  # per event, in input order
+    moves: list[tuple[ExecutionKey, int]]  # executions that become terminal, with that phase
+    enqueued: list[int]  # the events whose deliveries are written, by position
+
+    def event_results(
+        self, writes: Sequence[EventWrite], inserted: Mapping[str, int]
+    ) -> list[EventResult]:
+        """Each event's result, given the delivery ids written by idempotency key.
+
+        A key already in the ledger was not written and gives no id; a key
+        listed twice gives its id to the first event that listed it, as if
+        the events had been recorded one after another.
+        """
+        ids: dict[int, tuple[int, ...]] = {}
+        given: set[str] = set()
+        for position in self.enqueued:
+            keys = [d.idempotency_key for d in writes[position].deliveries]
+            fresh = {key for key in keys if key in inserted and key not in given}
+            given |= fresh
+            ids[position] = tuple(sorted(inserted[key] for key in fresh))
+        return [
+            EventResult(outcome, ids.get(position, ()))
+            for position, outcome in enumerate(self.outcomes)
+        ]
+
+
+def plan_intake(
+    writes: Sequence[EventWrite], terminal_phases: Mapping[ExecutionKey, int | None]
+) -> IntakePlan:
+    """Decide every event of a batch in input order, given each execution's
+    terminal phase before the batch (missing: not terminal).
+
+    Exactly as if the events came one after another: an earlier event of the
+    batch that made its execution terminal counts for the later ones.
+    """
+    phases = dict(terminal_phases)
+    outcomes: list[EventOutcome] = []
+    moves: list[tuple[ExecutionKey, int]] = []
+    enqueued: list[int] = []
+    for position, write in enumerate(writes):
+        key = execution_key(write.event.execution_id)
+        outcome = advance(phases.get(key), write.event, bool(write.deliveries))
+        outcomes.append(outcome)
+        if outcome in _MOVES_TO_TERMINAL:
+            phases[key] = write.event.phase
+            moves.append((key, write.event.phase))
+        if outcome is EventOutcome.ENQUEUED:
+            enqueued.append(position)
+    return IntakePlan(outcomes, moves, enqueued)
+
+
+# -- dispatch -------------------------------------------------------------------------------
+
+
+class ClaimRoom:
+    """How many more rows each claim limit allows while channels are claimed in turn,
+    and the rows claimed so far.
+
+    A channel named in the limits has its own; every other channel draws on
+    the shared ``OTHER_CHANNELS`` limit, so what one of them takes the next
+    cannot.
+    """
+
+    def __init__(self, limits: Mapping[str, int]) -> None:
+        self._room = dict(limits)
+        self.claimed: list[Delivery] = []
+
+    def __bool__(self) -> bool:
+        return any(left > 0 for left in self._room.values())
+
+    def limit(self, channel: str) -> int:
+        """How many rows of ``channel`` to claim now (0: none)."""
+        return max(0, self._room.get(channel_key(channel, self._room), 0))
+
+    def rounds(self, channels: Iterable[str]) -> Iterator[tuple[str, int]]:
+        """Each channel worth claiming and how many rows, judged after the rounds before."""
+        for channel in channels:
+            if limit := self.limit(channel):
+                yield channel, limit
+
+    def took(self, channel: str, deliveries: Sequence[Delivery]) -> None:
+        key = channel_key(channel, self._room)
+        self._room[key] = self._room.get(key, 0) - len(deliveries)
+        self.claimed.extend(deliveries)
+
+
+def held_completions(
+    completions: Iterable[Completion], attempts_held: Mapping[tuple[int, str], int]
+) -> list[tuple[Completion, int]]:
+    """The completions to write, each with its attempt number.
+
+    ``attempts_held`` maps (delivery id, lease owner) to the attempts so far of
+    every row still pending or retrying. A completion counts only while its
+    sender still holds the lease (a row whose lease passed to another process
+    is that process's now); its attempt is the row's next.
+    """
+    held = []
+    for completion in completions:
+        attempts = attempts_held.get((completion.delivery_id, completion.lease_owner))
+        if attempts is not None:
+            held.append((completion, attempts + 1))
+    return held
+
+
+# -- queries --------------------------------------------------------------------------------
+
+
+def launch_plan_query(plan_id: EntityId) -> tuple[str, tuple[str, ...]]:
+    """The named query and arguments for a launch plan: the version asked for, or,
+    when ``version`` is empty, the one registered last."""
+    name = (plan_id.project, plan_id.domain, plan_id.name)
+    if plan_id.version:
+        return "launch_plan_version", (*name, plan_id.version)
+    return "launch_plan_latest", name
+
+
+def delivery_filter(
+    query: DeliveryFilter, mark: Callable[[int], str], launch_plan_name: str | None = None
+) -> tuple[str, list[Any]]:
+    """The WHERE, ORDER BY and LIMIT clauses for ``query``, and their arguments.
+
+    ``mark(n)`` writes the n-th parameter (from 1) in the store's style:
+    ``?`` for SQLite, ``$n`` for PostgreSQL. Ordered by id (newest first with
+    ``newest_first``), so ``after_id`` and ``before_id`` page through without
+    gaps or repeats. ``launch_plan_name`` is the dialect's expression for the
+    name inside the ``launch_plan`` JSON column, needed for that filter.
+    """
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return mark(len(args))
+
+    if query.execution is not None:
+        execution = query.execution
+        conditions.append(
+            f"project = {arg(execution.project)} AND domain = {arg(execution.domain)}"
+            f" AND name = {arg(execution.name)}"
+        )
+    if query.launch_plan is not None and launch_plan_name is None:
+        raise ValueError("a launch plan filter needs the dialect's launch_plan_name expression")
+    columns = (
+        ("status", query.status.value if query.status is not None else None),
+        ("channel", query.channel),
+        ("recipient", query.recipient),
+        ("project", query.project),
+        ("domain", query.domain),
+        (launch_plan_name, query.launch_plan),
+    )
+    conditions += [f"{column} = {arg(value)}" for column, value in columns if value is not None]
+    if query.since is not None:
+        conditions.append(f"created_at >= {arg(query.since)}")
+    if query.after_id is not None:
+        conditions.append(f"id > {arg(query.after_id)}")
+    if query.before_id is not None:
+        conditions.append(f"id < {arg(query.before_id)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    order = "id DESC" if query.newest_first else "id"
+    return f"{where} ORDER BY {order} LIMIT {arg(query.limit)}", args

@@ -1,0 +1,74 @@
+-- The statements SQLite and PostgreSQL run alike. Parameters are written "?";
+-- the loader numbers them $1, $2... for PostgreSQL. Times are Unix seconds.
+
+-- name: register_launch_plan
+-- Insert or replace one launch plan version; seq is registration order, so the
+-- highest seq of a name is its latest version.
+INSERT INTO launch_plans (project, domain, name, version, notifications, registered_at, seq)
+VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM launch_plans))
+ON CONFLICT (project, domain, name, version) DO UPDATE SET
+    notifications = excluded.notifications, registered_at = excluded.registered_at,
+    seq = excluded.seq;
+
+-- name: launch_plan_version
+SELECT * FROM launch_plans WHERE project = ? AND domain = ? AND name = ? AND version = ?;
+
+-- name: launch_plan_latest
+-- The version of one launch plan registered last.
+SELECT * FROM launch_plans WHERE project = ? AND domain = ? AND name = ?
+ ORDER BY seq DESC LIMIT 1;
+
+-- name: latest_launch_plans
+-- The version of every launch plan registered last.
+SELECT * FROM launch_plans AS lp
+ WHERE seq = (SELECT MAX(seq) FROM launch_plans AS other
+               WHERE other.project = lp.project AND other.domain = lp.domain
+                 AND other.name = lp.name)
+ ORDER BY project, domain, name;
+
+-- name: insert_execution
+-- An execution as created; an existing one is kept as it is (its notifications
+-- were frozen when it was created).
+INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
+                        notifications_source, lookup_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+
+-- name: select_execution
+SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
+
+-- name: release
+-- Drop every lease one owner holds (a graceful stop).
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+ WHERE lease_owner = ? AND status IN ('pending', 'retrying');
+
+-- name: insert_inbox
+INSERT INTO inbox (delivery_id, kind, recipient, subject, body, received_at)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: select_delivery
+SELECT * FROM deliveries WHERE id = ?;
+
+-- name: select_deliveries
+-- Followed by the filter's conditions, its order and limit (ledger.py builds them).
+SELECT * FROM deliveries;
+
+-- name: list_attempts
+SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id;
+
+-- name: count_by_status
+SELECT status, COUNT(*) AS count FROM deliveries GROUP BY status;
+
+-- name: list_inbox
+SELECT * FROM inbox WHERE id > ? ORDER BY id LIMIT ?;
+
+-- name: list_events
+SELECT * FROM events WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at {{timestamp}} NOT NULL
+);
+
+-- name: schema_version
+SELECT COALESCE(MAX(version), 0) FROM schema_migrations;

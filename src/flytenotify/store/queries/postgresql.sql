@@ -1,0 +1,210 @@
+-- PostgreSQL's own statements: what many replicas on many hosts need. Rows are
+-- claimed with FOR UPDATE SKIP LOCKED, batches travel as arrays (unnest), and
+-- times come from the database's clock, the one every replica shares.
+
+-- name: now
+-- Included as {{now}}: the transaction's start on the database clock, in Unix
+-- seconds; every row one transaction writes gets the same time.
+extract(epoch FROM now())::double precision
+
+-- name: clock
+-- Included as {{clock}}: the database clock at this instant.
+extract(epoch FROM clock_timestamp())::double precision
+
+-- name: db_now
+SELECT {{now}};
+
+-- name: notify
+-- Heard by listeners only if and when this transaction commits.
+SELECT pg_notify($1, '');
+
+-- name: migration_lock
+-- Held until commit: replicas starting at once migrate one after another.
+SELECT pg_advisory_xact_lock($1);
+
+-- name: has_schema_migrations
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, applied_at) VALUES ($1, {{now}});
+
+-- name: lock_launch_plans
+-- seq is registration order: registrations take turns so two replicas never
+-- hand out the same number. Readers are not blocked.
+LOCK TABLE launch_plans IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: select_executions
+SELECT e.* FROM executions AS e
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name)
+  ON e.project = wanted.project AND e.domain = wanted.domain AND e.name = wanted.name;
+
+-- name: insert_executions
+-- A batch's executions (each once, in key order so that two batches take the
+-- rows' locks in the same order); existing ones are kept as they are.
+INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
+                        notifications_source, lookup_error)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::double precision[], $8::text[], $9::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: lock_executions
+-- The terminal phase of a batch's executions, their rows locked until commit
+-- (in key order: two replicas never wait for each other in a circle), so an
+-- execution moves to terminal once whichever replica records its events.
+SELECT e.project, e.domain, e.name, e.terminal_phase FROM executions AS e
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name)
+  ON e.project = wanted.project AND e.domain = wanted.domain AND e.name = wanted.name
+ORDER BY e.project, e.domain, e.name
+FOR UPDATE OF e;
+
+-- name: move_to_terminal
+UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS moved (project, domain, name, phase)
+ WHERE e.project = moved.project AND e.domain = moved.domain AND e.name = moved.name
+   AND e.terminal_phase IS NULL;
+
+-- name: insert_deliveries
+-- Every delivery of a batch, ids handed out in input order; a key already
+-- written is skipped and returns nothing.
+INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
+                        channel, recipient, message, launch_plan, status, created_at, updated_at,
+                        next_attempt_at)
+SELECT key, project, domain, name, phase, notification_index, kind, channel, recipient, message,
+       launch_plan, status, created_at, updated_at, next_attempt_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+              $13::double precision[], $14::double precision[], $15::double precision[])
+       WITH ORDINALITY AS d (key, project, domain, name, phase, notification_index, kind,
+                             channel, recipient, message, launch_plan, status, created_at,
+                             updated_at, next_attempt_at, position)
+ ORDER BY position
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, idempotency_key;
+
+-- name: insert_events
+-- Every event of a batch, ids in input order.
+INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error, received_at,
+                    outcome)
+SELECT project, domain, name, phase, occurred_at, producer_id, error, received_at, outcome
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::double precision[],
+              $6::text[], $7::text[], $8::double precision[], $9::text[])
+       WITH ORDINALITY AS e (project, domain, name, phase, occurred_at, producer_id, error,
+                             received_at, outcome, position)
+ ORDER BY position;
+
+-- name: found_channels
+-- Included as {{found_channels}}: the distinct channels of pending rows, one
+-- index probe each (a "loose index scan"); "any channel but these" as one
+-- condition would read every pending row, a million during an outage.
+WITH RECURSIVE found(channel) AS (
+    (SELECT channel FROM deliveries WHERE status IN ('pending', 'retrying')
+      ORDER BY channel LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.channel FROM deliveries AS d
+             WHERE d.status IN ('pending', 'retrying') AND d.channel > found.channel
+             ORDER BY d.channel LIMIT 1)
+      FROM found WHERE found.channel IS NOT NULL
+)
+
+-- name: pending_channels
+{{found_channels}}
+SELECT channel FROM found WHERE channel IS NOT NULL;
+
+-- name: claim_due
+-- Lease up to $3 due rows of channel $2 for owner $1, $4 seconds. Candidates
+-- are locked with SKIP LOCKED: two replicas claiming at once take disjoint rows.
+UPDATE deliveries AS d
+   SET lease_owner = $1, lease_until = {{now}} + $4, updated_at = {{now}}
+  FROM (SELECT id FROM deliveries
+         WHERE status IN ('pending', 'retrying')
+           AND channel = $2
+           AND next_attempt_at <= {{now}}
+           AND (lease_until IS NULL OR lease_until < {{now}})
+         ORDER BY next_attempt_at
+         LIMIT $3
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE d.id = due.id
+RETURNING d.*;
+
+-- name: complete
+-- A whole batch of outcomes: the arrays are its columns. A row counts only if
+-- this owner still holds it; its attempt number is the row's new attempt
+-- count. A retry's delay is re-based on the database clock (the dispatcher
+-- computed "its now + delay").
+WITH batch AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                         $5::double precision[], $6::double precision[],
+                         $7::double precision[], $8::text[])
+           AS b(id, owner, status, reply, delay, started_at, finished_at, outcome)
+), done AS (
+    UPDATE deliveries AS d
+       SET status = batch.status, attempts = d.attempts + 1, last_reply = batch.reply,
+           next_attempt_at = {{now}} + batch.delay,
+           lease_owner = NULL, lease_until = NULL, updated_at = {{now}}
+      FROM batch
+     WHERE d.id = batch.id AND d.lease_owner = batch.owner
+       AND d.status IN ('pending', 'retrying')
+    RETURNING d.id, d.attempts
+)
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply
+  FROM done JOIN batch ON batch.id = done.id;
+
+-- name: renew_leases
+-- By primary key: a renewal costs the same however many rows are pending.
+UPDATE deliveries SET lease_until = {{now}} + $3
+ WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND status IN ('pending', 'retrying');
+
+-- name: next_due_in
+-- Seconds from the database's now until the earliest pending row can next be
+-- claimed (negative if overdue), by index probes per pending channel: its
+-- first row not leased; if that is not due yet, the earliest lease to pass,
+-- found among the due rows, which are then all leased (claims only take due
+-- rows), so few.
+{{found_channels}}
+, first_free AS (
+    SELECT found.channel,
+           (SELECT d.next_attempt_at FROM deliveries AS d
+             WHERE d.status IN ('pending', 'retrying') AND d.channel = found.channel
+               AND (d.lease_until IS NULL OR d.lease_until < {{now}})
+             ORDER BY d.next_attempt_at LIMIT 1) AS at
+      FROM found WHERE found.channel IS NOT NULL
+)
+SELECT MIN(CASE WHEN at <= {{now}} THEN at
+                ELSE LEAST(at, (SELECT MIN(d.lease_until) FROM deliveries AS d
+                                 WHERE d.status IN ('pending', 'retrying')
+                                   AND d.channel = first_free.channel
+                                   AND d.next_attempt_at <= {{now}}))
+           END) - {{now}} AS due_in
+  FROM first_free;
+
+-- name: redrive
+-- A dead delivery due at once by the database's clock.
+UPDATE deliveries SET status = 'pending', next_attempt_at = {{now}}, updated_at = {{now}},
+       lease_owner = NULL, lease_until = NULL
+ WHERE id = $1 AND status = 'dead'
+RETURNING *;
+
+-- name: redrive_attempt
+-- Parameters: delivery id, its attempts so far.
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+VALUES ($1, $2, {{now}}, {{now}}, 'redrive', 're-driven by an operator');
+
+-- name: reserve_slot
+-- Slots are spaced on the database's clock: replicas' clocks may disagree.
+-- Returns the seconds until the slot reserved starts.
+WITH now AS (SELECT {{clock}} AS at)
+INSERT INTO pacing AS p (key, next_at) SELECT $1, now.at + $2 FROM now
+ON CONFLICT (key) DO UPDATE
+    SET next_at = GREATEST(p.next_at, (SELECT at FROM now)) + $2
+RETURNING p.next_at - $2 - (SELECT at FROM now) AS wait;
+
+-- name: block_slots
+-- No slot of key $1 starts within $2 seconds.
+INSERT INTO pacing AS p (key, next_at) VALUES ($1, {{clock}} + $2)
+ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at);
+
+-- name: launch_plan_name
+-- An expression, not a statement: the launch plan's name inside the JSON
+-- column deliveries.launch_plan, for the console's launch plan filter.
+(launch_plan::jsonb ->> 'name')

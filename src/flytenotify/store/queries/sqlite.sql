@@ -1,0 +1,107 @@
+-- SQLite's own statements. One process writes at a time (BEGIN IMMEDIATE), so
+-- a read then a write in one transaction cannot race another writer. Times
+-- come from the caller ("?"), SQLite has no clock worth sharing.
+
+-- name: has_schema_migrations
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations';
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?);
+
+-- name: insert_event
+-- One per event, in input order (executemany).
+INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error, received_at,
+                    outcome)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: terminal_phase
+SELECT terminal_phase FROM executions WHERE project = ? AND domain = ? AND name = ?;
+
+-- name: move_to_terminal
+UPDATE executions SET terminal_phase = ?, terminal_at = ?
+ WHERE project = ? AND domain = ? AND name = ? AND terminal_phase IS NULL;
+
+-- name: insert_delivery
+-- One row at a time: executemany cannot return the ids.
+INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
+                        channel, recipient, message, launch_plan, status, created_at, updated_at,
+                        next_attempt_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
+
+-- name: pending_channel_after
+-- The next channel with pending rows after the one given: one index seek.
+SELECT MIN(channel) FROM deliveries INDEXED BY deliveries_due
+ WHERE status IN ('pending', 'retrying') AND channel > ?;
+
+-- name: claim_due
+-- Lease up to N due rows of one channel, by the index led by channel.
+-- Parameters: owner, lease until, now, channel, now, now, N.
+UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
+ WHERE id IN (SELECT id FROM deliveries
+               WHERE status IN ('pending', 'retrying') AND channel = ?
+                 AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+               ORDER BY next_attempt_at LIMIT ?)
+RETURNING *;
+
+-- name: first_free_at
+-- When the first row of a channel that is not leased is due.
+SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due
+ WHERE status IN ('pending', 'retrying') AND channel = ?
+   AND (lease_until IS NULL OR lease_until < ?)
+ ORDER BY next_attempt_at LIMIT 1;
+
+-- name: earliest_lease_end
+-- When the first lease of a channel's due rows passes (due rows are all leased
+-- when this is asked, claims only take due rows, so it reads few).
+SELECT MIN(lease_until) FROM deliveries INDEXED BY deliveries_due
+ WHERE status IN ('pending', 'retrying') AND channel = ? AND next_attempt_at <= ?;
+
+-- name: held_leases
+-- Of a JSON array of delivery ids: each pending row's lease owner and attempts.
+SELECT id, lease_owner, attempts FROM deliveries
+ WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying');
+
+-- name: write_outcome
+UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?, next_attempt_at = ?,
+       lease_owner = NULL, lease_until = NULL, updated_at = ?
+ WHERE id = ?;
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: renew_leases
+-- Parameters: lease until, owner, a JSON array of delivery ids.
+UPDATE deliveries SET lease_until = ?
+ WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))
+   AND status IN ('pending', 'retrying');
+
+-- name: redrive
+-- A dead delivery due again at once. Parameters: now, now, id.
+UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?,
+       lease_owner = NULL, lease_until = NULL
+ WHERE id = ? AND status = 'dead'
+RETURNING *;
+
+-- name: redrive_attempt
+-- Parameters: delivery id, its attempts so far, now, now.
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+VALUES (?, ?, ?, ?, 'redrive', 're-driven by an operator');
+
+-- name: reserve_slot
+-- The next slot of a key, interval after the last one or now; returns its start.
+-- Parameters: key, now, interval, now, interval, interval.
+INSERT INTO pacing (key, next_at) VALUES (?, ? + ?)
+ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, ?) + ?
+RETURNING next_at - ?;
+
+-- name: block_slots
+-- No slot of a key starts before the time given. Parameters: key, until.
+INSERT INTO pacing (key, next_at) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, excluded.next_at);
+
+-- name: launch_plan_name
+-- An expression, not a statement: the launch plan's name inside the JSON
+-- column deliveries.launch_plan, for the console's launch plan filter.
+json_extract(launch_plan, '$.name')

@@ -1,0 +1,105 @@
+"""What every SQL backend of the ledger shares: the methods that are one named query.
+
+A backend subclasses :class:`SQLStore`, names its :class:`Queries` and says
+how to run a statement (:meth:`SQLStore._fetch`, :meth:`SQLStore._change`);
+the methods here then read the same statements by the same names and map
+the rows the same way on every backend. What needs several statements in
+one transaction (intake, claims, completions) stays with each backend, whose
+I/O differs, and asks ``ledger.py`` for its decisions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    LaunchPlan,
+)
+from flytenotify.store import codec, ledger
+from flytenotify.store.base import DeliveryFilter, InboxMessage
+from flytenotify.store.queries import Queries
+
+Row = Mapping[str, Any]
+
+
+class SQLStore(ABC):
+    queries: Queries
+
+    @abstractmethod
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """The rows of one read-only statement."""
+
+    @abstractmethod
+    async def _change(self, sql: str, args: Sequence[Any]) -> int:
+        """Run one writing statement in a transaction of its own; how many rows it changed."""
+
+    async def _fetch_one(self, name: str, args: Sequence[Any]) -> Row | None:
+        rows = await self._fetch(self.queries[name], args)
+        return rows[0] if rows else None
+
+    # -- launch plans and executions ------------------------------------------------------
+
+    async def get_launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
+        row = await self._fetch_one(*ledger.launch_plan_query(plan_id))
+        return codec.launch_plan_from_row(row) if row else None
+
+    async def latest_launch_plans(self) -> list[LaunchPlan]:
+        rows = await self._fetch(self.queries["latest_launch_plans"], ())
+        return [codec.launch_plan_from_row(row) for row in rows]
+
+    async def get_execution(self, execution_id: ExecutionId) -> Execution | None:
+        row = await self._fetch_one("select_execution", ledger.execution_key(execution_id))
+        return codec.execution_from_row(row) if row else None
+
+    # -- the dev inbox -----------------------------------------------------------------------
+
+    async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
+        await self._change(
+            self.queries["insert_inbox"],
+            (delivery.id, delivery.kind, delivery.recipient, delivery.message.subject, body, now),
+        )
+
+    async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
+        rows = await self._fetch(self.queries["list_inbox"], (after_id or 0, limit))
+        return [InboxMessage(**row) for row in rows]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        row = await self._fetch_one("select_delivery", (delivery_id,))
+        return codec.delivery_from_row(row) if row else None
+
+    async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
+        rows = await self._fetch(*deliveries_query(self.queries, query))
+        return [codec.delivery_from_row(row) for row in rows]
+
+    async def list_attempts(self, delivery_id: int) -> list[Attempt]:
+        rows = await self._fetch(self.queries["list_attempts"], (delivery_id,))
+        return [codec.attempt_from_row(row) for row in rows]
+
+    async def count_by_status(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in DeliveryStatus}
+        for row in await self._fetch(self.queries["count_by_status"], ()):
+            counts[row["status"]] = int(row["count"])
+        return counts
+
+    async def list_events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]:
+        key = ledger.execution_key(execution_id)
+        rows = await self._fetch(self.queries["list_events"], key)
+        return [(codec.event_from_row(row), row["outcome"]) for row in rows]
+
+
+def deliveries_query(queries: Queries, query: DeliveryFilter) -> tuple[str, list[Any]]:
+    """The statement and arguments :meth:`SQLStore.list_deliveries` runs for ``query``
+    (the console's pages are explained with it on a large ledger)."""
+    clauses, args = ledger.delivery_filter(query, queries.mark, queries["launch_plan_name"])
+    return queries["select_deliveries"] + clauses, args

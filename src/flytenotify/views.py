@@ -1,0 +1,126 @@
+"""The JSON form of what the ledger holds: one shape for the HTTP API, the CLI and the console."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flytenotify.domain import Attempt, Delivery, EntityId, Execution, ExecutionEvent, ExecutionId
+from flytenotify.intake.source import SourceStatus
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.store.base import InboxMessage
+
+# The most rows one page of a list holds.
+MAX_LIMIT = 1000
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "execution": str(delivery.execution_id),
+        "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+        "channel": delivery.channel,
+        "kind": delivery.kind,
+        "recipient": delivery.recipient,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "last_reply": delivery.last_reply,
+        "created_at": _iso(delivery.created_at),
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
+        "outcome": attempt.outcome,
+        "reply": attempt.reply,
+    }
+
+
+def execution_json(
+    execution: Execution,
+    events: list[tuple[ExecutionEvent, str]],
+    deliveries: list[Delivery],
+) -> dict[str, Any]:
+    """An execution, where its notifications came from, its events and deliveries."""
+    return {
+        "id": id_json(execution.id),
+        "launch_plan": entity_json(execution.launch_plan),
+        "workflow": entity_json(execution.workflow),
+        "created_at": _iso(execution.created_at),
+        "notifications_source": execution.source.value,
+        "lookup_error": execution.lookup_error or None,
+        "notifications": [n.to_dict() for n in execution.notifications],
+        "events": [_event_json(event, outcome) for event, outcome in events],
+        "deliveries": [delivery_json(d) for d in deliveries],
+    }
+
+
+def _event_json(event: ExecutionEvent, outcome: str) -> dict[str, Any]:
+    error = event.error
+    return {
+        "phase": event.phase_name,
+        "occurred_at": _iso(event.occurred_at),
+        "outcome": outcome,
+        "error": (
+            {"message": error.message, "code": error.code, "kind": error.kind.value}
+            if error is not None
+            else None
+        ),
+    }
+
+
+def inbox_json(message: InboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "delivery_id": message.delivery_id,
+        "kind": message.kind,
+        "recipient": message.recipient,
+        "subject": message.subject,
+        "body": message.body,
+        "received_at": datetime.fromtimestamp(message.received_at, UTC).isoformat(),
+    }
+
+
+def source_json(status: SourceStatus) -> dict[str, Any]:
+    def when(stamp: float | None) -> str | None:
+        return _iso(datetime.fromtimestamp(stamp, UTC)) if stamp is not None else None
+
+    return {
+        "state": status.state,
+        "detail": status.detail,
+        "backlog": status.backlog,
+        "last_error": status.last_error or None,
+        "last_error_at": when(status.last_error_at),
+        "last_message_at": when(status.last_message_at),
+    }
+
+
+def id_json(execution_id: ExecutionId) -> dict[str, str]:
+    return {
+        "project": execution_id.project,
+        "domain": execution_id.domain,
+        "name": execution_id.name,
+    }
+
+
+def entity_json(entity: EntityId | None) -> dict[str, str] | None:
+    if entity is None:
+        return None
+    return {
+        "project": entity.project,
+        "domain": entity.domain,
+        "name": entity.name,
+        "version": entity.version,
+    }
+
+
+def plan_json(plan_id: EntityId, notifications: Any) -> dict[str, Any]:
+    return {"id": entity_json(plan_id), "notifications": [n.to_dict() for n in notifications]}
