@@ -343,15 +343,15 @@ async def _many(notifier: Notifier) -> None:
         ("channel=inbox&launch_plan=hourly&domain=prod", {("r2", "b@example.com"), ("r2", "#ops")}),
     ],
 )
-async def test_filters(
-    notifier: Notifier, client: httpx.AsyncClient, query: str, expected: set[tuple[str, str]]
-) -> None:
-    await _many(notifier)
-    every = {d.id: (d.execution_id.name, d.recipient) for d in await notifier.deliveries()}
-    for path in ("/ui/deliveries", "/ui/deliveries/rows"):
-        page = await client.get(f"{path}?{query}")
-        assert page.status_code == 200
-        assert {every[i] for i in _row_ids(page)} == expected, path
+async def test_filters(database_url: str, query: str, expected: set[tuple[str, str]]) -> None:
+    settings = Settings(database=DatabaseConfig(url=database_url))
+    async with Notifier(settings, dev_inbox=True) as notifier, _client(notifier) as client:
+        await _many(notifier)
+        every = {d.id: (d.execution_id.name, d.recipient) for d in await notifier.deliveries()}
+        for path in ("/ui/deliveries", "/ui/deliveries/rows"):
+            page = await client.get(f"{path}?{query}")
+            assert page.status_code == 200
+            assert {every[i] for i in _row_ids(page)} == expected, path
 
 
 @pytest.mark.parametrize(
