@@ -29,4 +29,3 @@ class InboxChannel:
 
     async def close(self) -> None:
         return None
-
