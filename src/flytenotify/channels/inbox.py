@@ -29,6 +29,3 @@ class InboxChannel:
 
     async def close(self) -> None:
         return None
-
-
-preview = registry.preview  # what the real channel sends for a delivery

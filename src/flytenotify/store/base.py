@@ -108,6 +108,13 @@ class DeliveryFilter:
     since: float | None = None  # created at or after (Unix seconds)
     after_id: int | None = None  # cursor: ids greater than this
     limit: int = 100
+    # The web console's filters and its newest-first keyset paging.
+    recipient: str | None = None
+    project: str | None = None
+    domain: str | None = None
+    launch_plan: str | None = None  # the launch plan's name, any version
+    before_id: int | None = None  # cursor: ids less than this
+    newest_first: bool = False  # ORDER BY id DESC
 
 
 class StoreUnavailable(RuntimeError):
