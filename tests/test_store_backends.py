@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from flytenotify import Email
@@ -42,6 +43,7 @@ from flytenotify.store.base import (
     EventWrite,
     NewDelivery,
     Store,
+    StoreUnavailable,
 )
 from flytenotify.store.migrations import NEWEST, migrations_for, render
 from flytenotify.store.postgres import PostgresStore, split_url
@@ -558,3 +560,35 @@ async def test_replicas_recording_one_executions_events_at_once_enqueue_once(
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_postgresql_refuses_calls_until_its_schema_is_migrated(postgres_url: str) -> None:
+    """The service answers HTTP while PostgreSQL comes up; a request that arrives
+    while another replica holds the migration lock must get "unavailable" (a 503),
+    not a query against a schema that is not there yet (a 500)."""
+    from flytenotify.api import create_app
+    from flytenotify.store.postgres import MIGRATION_LOCK
+
+    holder = await asyncpg.connect(postgres_url)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        notifier = Notifier(Settings(database=DatabaseConfig(url=postgres_url)))
+        opening = asyncio.create_task(notifier.start())
+        await asyncio.sleep(0.5)  # the pool is up; the migration waits for the lock
+        assert not opening.done()
+        with pytest.raises(StoreUnavailable):
+            await notifier.launch_plan(PLAN)
+        transport = httpx.ASGITransport(app=create_app(notifier))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.put(
+                "/api/v1/launch-plans/proj/prod/nightly", json={"version": "v1"}
+            )
+        assert answer.status_code == 503, answer.text
+        await transaction.rollback()
+        await asyncio.wait_for(opening, 30)
+        assert await notifier.launch_plan(PLAN) is None
+        await notifier.close()
+    finally:
+        await holder.close()

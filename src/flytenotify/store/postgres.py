@@ -204,6 +204,10 @@ class PostgresStore(SQLStore):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        # Set once the schema is migrated: until then only the migration may use
+        # the pool, and every other call is StoreUnavailable (an HTTP 503), not a
+        # query against a half-made schema (a 500).
+        self._migrated = False
         self._callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
 
@@ -215,6 +219,7 @@ class PostgresStore(SQLStore):
         *,
         transaction: bool = True,
         retry: bool = True,
+        migrating: bool = False,
     ) -> _T:
         """Run ``body`` on a pooled connection (in a transaction), retrying transient failures.
 
@@ -228,7 +233,7 @@ class PostgresStore(SQLStore):
         re-drive finds the row no longer dead. (The dev inbox may then show a
         message twice.)
         """
-        pool = self._require_pool()
+        pool = self._require_pool(migrating)
         deadline = time.monotonic() + (self.retry_for if retry else 0.0)
         delay = 0.05
         while True:
@@ -257,9 +262,9 @@ class PostgresStore(SQLStore):
 
         return await self._run(write, transaction=False)
 
-    def _require_pool(self) -> asyncpg.Pool[asyncpg.Record]:
-        if self._pool is None:
-            raise StoreUnavailable("not connected to PostgreSQL (yet)")
+    def _require_pool(self, migrating: bool = False) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None or not (self._migrated or migrating):
+            raise StoreUnavailable("PostgreSQL is not ready yet (connecting, or migrating the schema)")
         return self._pool
 
     async def _create_pool(self, retry: bool) -> asyncpg.Pool[asyncpg.Record]:
@@ -287,7 +292,8 @@ class PostgresStore(SQLStore):
     async def open(self, *, retry: bool = True) -> None:
         if self._pool is None:
             self._pool = await self._create_pool(retry)
-        await self._run(_migrate, retry=retry)
+        await self._run(_migrate, retry=retry, migrating=True)
+        self._migrated = True
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -295,6 +301,7 @@ class PostgresStore(SQLStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        self._migrated = False
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
