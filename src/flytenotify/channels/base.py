@@ -153,6 +153,10 @@ class ChannelSpec(Generic[C]):
 
     # Whether a section that is present is enough to send (Slack needs a token or URL).
     usable: Callable[[C], bool] | None = None
+    # Whether ``send`` (and ``preview``) honour ``Delivery.digest``: one message
+    # naming every delivery the digest carries. Only such channels' deliveries
+    # are grouped.
+    digests: bool = False
 
     def is_configured(self, config: C | None) -> bool:
         if not config:  # absent, or no named targets

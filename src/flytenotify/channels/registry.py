@@ -75,8 +75,23 @@ def previewer(delivery: Delivery) -> ChannelSpec[Any]:
 
 
 def preview(delivery: Delivery) -> str:
-    """What the channel sends (or would send) for ``delivery``."""
-    return previewer(delivery).preview(delivery)
+    """What the channel sends (or would send) for ``delivery``.
+
+    A digest for a channel with no digest form of its own is shown as each
+    delivery's own form, one after another.
+    """
+    spec = previewer(delivery)
+    if delivery.digest is None or spec.digests:
+        return spec.preview(delivery)
+    return "\n\n".join(spec.preview(member) for member in delivery.digest.deliveries)
+
+
+def groups(channel: str) -> bool:
+    """Whether deliveries over ``channel`` may be folded into digests."""
+    if channel == INBOX:
+        return True  # previewed in the digest form of the channel it stands for
+    spec = _specs.get(channel)
+    return spec is not None and spec.digests
 
 
 def _load_built_in() -> None:

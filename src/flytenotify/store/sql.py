@@ -65,7 +65,7 @@ class SQLStore(ABC):
     async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
         await self._change(
             self.queries["insert_inbox"],
-            (delivery.id, delivery.kind, delivery.recipient, delivery.message.subject, body, now),
+            (delivery.id, delivery.kind, delivery.recipient, _subject(delivery), body, now),
         )
 
     async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
@@ -97,3 +97,7 @@ class SQLStore(ABC):
         key = ledger.execution_key(execution_id)
         rows = await self._fetch(self.queries["list_events"], key)
         return [(codec.event_from_row(row), row["outcome"]) for row in rows]
+
+
+def _subject(delivery: Delivery) -> str:
+    return delivery.digest.title if delivery.digest is not None else delivery.message.subject
