@@ -1,0 +1,196 @@
+"""Alert storms: a lone failure goes at once, a storm is folded into a few digests,
+and every execution is named in exactly one message.
+
+What the loopback Slack server received is the truth: each post is parsed for
+the executions it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from flytenotify import Slack
+from flytenotify import WorkflowExecutionPhase as P
+from flytenotify.app import Notifier
+from flytenotify.config import DatabaseConfig, GroupingConfig, RetryConfig, Settings, SlackConfig
+from flytenotify.domain import DeliveryStatus
+from flytenotify.store.base import DeliveryFilter
+from tests.helpers import PLAN, event_json
+from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer, SlackCall
+
+ROOT = Path(__file__).parent.parent
+STORM = 500
+NAME = re.compile(r"storm-\d{4}")
+
+
+def slack_settings(url: str, slack: SlackApiServer, **grouping: object) -> Settings:
+    return Settings(
+        database=DatabaseConfig(url=url),
+        # Slack's real pacing: one message per second per channel.
+        slack=SlackConfig(bot_token=SecretStr(DEFAULT_TOKEN), base_url=slack.base_url),
+        grouping=GroupingConfig.model_validate(grouping),
+        retry=RetryConfig(base_delay=0.05, max_delay=0.2),
+    )
+
+
+def named(call: SlackCall) -> set[str]:
+    """The executions a post names in its blocks (the fallback text repeats them)."""
+    return set(NAME.findall(json.dumps(call.body["blocks"])))
+
+
+def storm_events(names: Sequence[str]) -> list[dict[str, object]]:
+    return [event_json(n, "FAILED", error=f"{n}: input is empty", launch_plan=PLAN) for n in names]
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def post_storm(notifier: Notifier, count: int = STORM, seconds: float = 5.0) -> list[str]:
+    """``count`` FAILED events of one launch plan over about ``seconds``."""
+    names = [f"storm-{i:04d}" for i in range(count)]
+    batches = [names[i : i + 25] for i in range(0, count, 25)]
+    for batch in batches:
+        await notifier.report_events(storm_events(batch))
+        await asyncio.sleep(seconds / len(batches))
+    return names
+
+
+def assert_each_named_once(posts: Sequence[SlackCall], names: Sequence[str]) -> None:
+    seen = Counter(name for post in posts for name in named(post))
+    assert set(seen) == set(names), set(names) ^ set(seen)
+    assert max(seen.values()) == 1, [name for name, times in seen.items() if times > 1]
+
+
+async def register(notifier: Notifier) -> None:
+    await notifier.register_launch_plan(PLAN, [Slack([P.FAILED], ["#alerts"])])
+
+
+# -- a lone failure ------------------------------------------------------------------------
+
+
+async def test_a_lone_failure_goes_at_once_as_a_single_message(database_url: str) -> None:
+    """With grouping on (a long window) as with it off: one message, not a digest."""
+    async with SlackApiServer() as slack:
+        for grouping in ({"window": 60.0}, {"by": []}):
+            before = len(slack.posts())
+            settings = slack_settings(database_url, slack, **grouping)
+            async with Notifier(settings) as notifier:
+                await register(notifier)
+                notifier.start_dispatching()
+                name = f"storm-{len(slack.posts()):04d}"
+                await notifier.report_event(storm_events([name])[0])
+                # Well within the window: the message is not held back by it.
+                await until(lambda n=before: len(slack.posts()) > n, 20.0, "the lone message")
+                await notifier.stop_dispatching()
+                (delivery,) = (await notifier.deliveries())[-1:]
+            post = slack.posts()[-1]
+            assert named(post) == {name}
+            assert "executions of" not in post.body["blocks"][0]["text"]["text"]
+            assert delivery.message_id.startswith("single:")
+            assert delivery.message_size == 1
+
+
+# -- a storm -----------------------------------------------------------------------------------
+
+
+async def test_a_storm_reaches_slack_as_a_handful_of_digests(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with SlackApiServer() as slack:
+        async with Notifier(slack_settings(url, slack, window=5.0)) as notifier:
+            await register(notifier)
+            notifier.start_dispatching()
+            started = time.monotonic()
+            names = await post_storm(notifier)
+            await until(lambda: _named_count(slack) >= STORM, 60.0, "every execution named")
+            await notifier.stop_dispatching()
+            deliveries = await notifier.deliveries(DeliveryFilter(limit=1000))
+        posts = slack.posts()
+        assert_each_named_once(posts, names)
+        # The first message (a lone failure, at once) well before the window closed.
+        assert posts[0].at - started < 5.0
+        assert "storm-0000" in named(posts[0])
+        assert len(posts) <= 10, [len(named(p)) for p in posts]
+        assert {d.status for d in deliveries} == {DeliveryStatus.DELIVERED}
+        # The ledger agrees: as many messages as posts, each row's size its message's.
+        by_message = Counter(d.message_id for d in deliveries)
+        assert len(by_message) == len(posts)
+        assert all(d.message_size == by_message[d.message_id] for d in deliveries)
+
+
+def _named_count(slack: SlackApiServer) -> int:
+    return sum(len(named(post)) for post in slack.posts())
+
+
+async def test_three_postgres_replicas_fold_a_storm_once(postgres_url: str) -> None:
+    """Every replica claims when the window closes; one digest per chunk, not one per replica."""
+    async with SlackApiServer() as slack:
+        settings = slack_settings(postgres_url, slack, window=5.0)
+        async with (
+            Notifier(settings) as first,
+            Notifier(settings) as second,
+            Notifier(settings) as third,
+        ):
+            await register(first)
+            for replica in (first, second, third):
+                replica.start_dispatching()
+            names = await post_storm(first)
+            await until(lambda: _named_count(slack) >= STORM, 60.0, "every execution named")
+            await asyncio.sleep(1.0)  # a duplicate digest would arrive by now
+            for replica in (first, second, third):
+                await replica.stop_dispatching()
+        posts = slack.posts()
+        assert_each_named_once(posts, names)
+        assert len(posts) <= 10, [len(named(p)) for p in posts]
+
+
+# -- kill -9 while a group is open --------------------------------------------------------
+
+
+async def test_sigkill_while_a_group_is_open_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with SlackApiServer() as slack:
+        async with Notifier(slack_settings(url, slack, window=4.0)) as intake:
+            await register(intake)
+            child = _start_child(url, slack)
+            try:
+                await intake.report_events(storm_events(["storm-0000"]))
+                await until(lambda: len(slack.posts()) == 1, 30.0, "the first, lone message")
+                # Its group is open now: these wait in the ledger for it to close.
+                held = [f"storm-{i:04d}" for i in range(1, 21)]
+                await intake.report_events(storm_events(held))
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait(timeout=10)
+                assert len(slack.posts()) == 1
+                child = _start_child(url, slack)
+                await until(lambda: _named_count(slack) >= 21, 30.0, "the held ones")
+                await asyncio.sleep(0.5)
+            finally:
+                child.kill()
+                child.wait(timeout=10)
+            deliveries = await intake.deliveries()
+        posts = slack.posts()
+        assert_each_named_once(posts, ["storm-0000", *held])
+        assert [len(named(post)) for post in posts] == [1, 20]
+        assert {d.status for d in deliveries} == {DeliveryStatus.DELIVERED}
+
+
+def _start_child(url: str, slack: SlackApiServer) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.storm_child", url, slack.base_url, "4.0"], cwd=ROOT
+    )
