@@ -21,17 +21,31 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from flytenotify import Slack
+from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, GroupingConfig, RetryConfig, Settings, SlackConfig
-from flytenotify.domain import DeliveryStatus
+from flytenotify.channels.webhook import DELIVERY_HEADER
+from flytenotify.config import (
+    DatabaseConfig,
+    GroupingConfig,
+    PagerDutyConfig,
+    RetryConfig,
+    Settings,
+    SlackConfig,
+    TemplateConfig,
+    WebhookTarget,
+)
+from flytenotify.domain import Delivery, DeliveryStatus
 from flytenotify.store.base import DeliveryFilter
 from tests.helpers import PLAN, event_json
+from tests.servers.http_sink import HttpSink
+from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer, SlackCall
+from tests.servers.smtp import SmtpServer
 
 ROOT = Path(__file__).parent.parent
 STORM = 500
+_CELL = 'style="text-align:left;padding:2px 8px;border-bottom:1px solid #ddd"'
 NAME = re.compile(r"storm-\d{4}")
 
 
@@ -194,3 +208,83 @@ def _start_child(url: str, slack: SlackApiServer) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.storm_child", url, slack.base_url, "4.0"], cwd=ROOT
     )
+
+
+# -- the other channels' digest forms ------------------------------------------------------
+
+FIVE = [f"storm-{i:04d}" for i in range(5)]
+
+
+async def record_then_dispatch(settings: Settings, notification: Notification) -> list[Delivery]:
+    """Five failures recorded before dispatching starts: the first claim finds their
+    group closed and takes them all, one digest."""
+    async with Notifier(settings) as notifier:
+        await notifier.register_launch_plan(PLAN, [notification])
+        await notifier.report_events(storm_events(FIVE))
+        await notifier.run_until_idle(max_wait=20)
+        return await notifier.deliveries()
+
+
+def assert_one_digest(deliveries: Sequence[Delivery]) -> str:
+    (message,) = {d.message_id for d in deliveries}
+    assert message.startswith("digest:")
+    assert [d.message_size for d in deliveries] == [5] * 5
+    assert {d.status for d in deliveries} == {DeliveryStatus.DELIVERED}
+    return message
+
+
+async def test_email_digest_tables_every_execution(tmp_path: Path) -> None:
+    with SmtpServer() as smtp:
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            smtp=smtp.smtp_config(),
+            templates=TemplateConfig(public_url="https://notify.example.com"),
+        )
+        deliveries = await record_then_dispatch(settings, Email([P.FAILED], ["ops@example.com"]))
+        message_id = assert_one_digest(deliveries)
+        (mail,) = smtp.messages
+    assert mail.message["Subject"] == "5 executions of nightly failed"
+    text = mail.message.get_body(("plain",)).get_content()
+    html = mail.message.get_body(("html",)).get_content()
+    for name in FIVE:
+        assert f"proj/prod/{name} FAILED" in text
+        assert f"<td {_CELL}>proj/prod/{name}</td>" in html
+    assert "input is empty" in text
+    # Linked back to flytenotify's list of what the digest carried.
+    assert f"https://notify.example.com/api/v1/deliveries?message={message_id}" in text
+
+
+async def test_webhook_digest_body_lists_every_execution(tmp_path: Path) -> None:
+    async with HttpSink() as sink:
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            webhooks={"ops": WebhookTarget(url=sink.url("/flyte"))},
+        )
+        deliveries = await record_then_dispatch(settings, Email([P.FAILED], ["webhook:ops"]))
+        message_id = assert_one_digest(deliveries)
+        (request,) = sink.requests
+    body = request.json()
+    assert body["schema"] == "flytenotify.digest/v1"
+    assert body["delivery_id"] == message_id == request.headers[DELIVERY_HEADER]
+    assert body["count"] == 5
+    names = [entry["execution"]["name"] for entry in body["executions"]]
+    assert sorted(names) == FIVE
+    assert {entry["event"]["phase"] for entry in body["executions"]} == {"FAILED"}
+
+
+async def test_pagerduty_digest_is_one_event_with_the_count(tmp_path: Path) -> None:
+    async with PagerDutyApiServer() as pagerduty:
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            pagerduty=PagerDutyConfig(
+                events_url=pagerduty.events_url, routing_keys={"oncall": SecretStr("r" * 32)}
+            ),
+        )
+        deliveries = await record_then_dispatch(settings, PagerDuty([P.FAILED], ["oncall"]))
+        assert_one_digest(deliveries)
+        (event,) = pagerduty.accepted
+    assert event["dedup_key"] == "proj/prod/nightly"
+    details = event["payload"]["custom_details"]
+    assert details["count"] == 5
+    assert sorted(e["execution"] for e in details["executions"]) == [f"proj/prod/{n}" for n in FIVE]
+    assert event["payload"]["summary"] == "5 executions of nightly failed"

@@ -81,17 +81,9 @@ def preview(delivery: Delivery) -> str:
     delivery's own form, one after another.
     """
     spec = previewer(delivery)
-    if delivery.digest is None or spec.digests:
+    if delivery.digest is None or spec.digests is not None:
         return spec.preview(delivery)
     return "\n\n".join(spec.preview(member) for member in delivery.digest.deliveries)
-
-
-def groups(channel: str) -> bool:
-    """Whether deliveries over ``channel`` may be folded into digests."""
-    if channel == INBOX:
-        return True  # previewed in the digest form of the channel it stands for
-    spec = _specs.get(channel)
-    return spec is not None and spec.digests
 
 
 def _load_built_in() -> None:

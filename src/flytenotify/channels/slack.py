@@ -56,9 +56,11 @@ from flytenotify.channels._http import (
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
     ChannelSpec,
+    DigestLine,
     Outcome,
     SendResult,
     SharedPacing,
+    always,
     plain_allow_forms,
 )
 from flytenotify.domain import Delivery, Digest
@@ -300,20 +302,17 @@ DIGEST_DETAILED = 10
 _DIGEST_ERROR = 300  # characters of each execution's error shown in a digest
 
 
-def _digest_line(delivery: Delivery) -> str:
-    """One execution of a digest: its name (linked to the console), phase and error."""
-    variables = delivery.message.variables
-    name = escape_mrkdwn(str(delivery.execution_id))
-    url = variables.get("console_url", "")
+def _digest_line(line: DigestLine) -> str:
+    """One execution of a digest: its name (linked to the console) and error."""
+    name = escape_mrkdwn(line.execution)
+    url = line.console_url
     if url.startswith(("https://", "http://")) and len(url) < MAX_URL and "|" not in url:
         name = f"<{url}|{name}>"
-    line = f"*{name}*"
-    error = variables.get("error.message", "").strip().splitlines()
-    if error:
-        code = variables.get("error.code", "")
-        prefix = f"{escape_mrkdwn(code)}: " if code else ""
-        line += f"\n{prefix}{truncate(escape_mrkdwn(error[0]), _DIGEST_ERROR)}"
-    return line
+    text = f"*{name}*"
+    if line.error:
+        code = f"{escape_mrkdwn(line.error_code)}: " if line.error_code else ""
+        text += f"\n{code}{truncate(escape_mrkdwn(line.error), _DIGEST_ERROR)}"
+    return text
 
 
 def _name_lists(deliveries: tuple[Delivery, ...], room: int) -> list[dict[str, Any]]:
@@ -350,7 +349,7 @@ def digest_message(digest: Digest) -> dict[str, Any]:
     }
     shown, rest = members[:DIGEST_DETAILED], members[DIGEST_DETAILED:]
     blocks: list[dict[str, Any]] = [header]
-    blocks += [_section(_digest_line(delivery)) for delivery in shown]
+    blocks += [_section(_digest_line(DigestLine.of(delivery))) for delivery in shown]
     if rest:
         blocks.append(_section(f"*…and {len(rest)} more:*"))
         blocks += _name_lists(rest, MAX_BLOCKS - len(blocks) - 2)
@@ -697,5 +696,5 @@ CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
     kinds=frozenset({"slack"}),
     test_kind="slack",
     allow_forms=_allow_forms,
-    digests=True,
+    digests=always,
 )

@@ -124,7 +124,11 @@ def messages(deliveries: Sequence[Delivery], max_size: Callable[[str], int]) -> 
 def _message(rows: tuple[Delivery, ...]) -> Delivery:
     if len(rows) == 1:
         return rows[0]
-    return replace(rows[0], digest=Digest(f"digest:{uuid.uuid4()}", rows))
+    # The same rows make the same id: a digest sent again after a crash carries
+    # the same email Message-ID and webhook delivery id, so the far side can drop it.
+    keys = "\n".join(row.idempotency_key for row in rows)
+    digest_id = f"digest:{uuid.uuid5(uuid.NAMESPACE_URL, keys)}"
+    return replace(rows[0], digest=Digest(digest_id, rows))
 
 
 class Dispatcher:
@@ -298,7 +302,7 @@ class Dispatcher:
         digest = delivery.digest
         if digest is None or not self._list_url:
             return delivery
-        link = self._list_url + urllib.parse.quote(digest.id)
+        link = self._list_url + urllib.parse.quote(digest.id, safe=":")
         return replace(delivery, digest=replace(digest, link=link))
 
     async def _renew_leases(self) -> None:

@@ -187,7 +187,7 @@ def group_key(
     does not stop at a new version.
     """
     parts = settings.grouping.key_parts(where.channel)
-    if not parts or not registry.groups(where.channel):
+    if not parts or not _digests(where.channel, settings):
         return None
     plan = execution.launch_plan or event.launch_plan
     error = event.error
@@ -200,3 +200,11 @@ def group_key(
     }
     named = "|".join(f"{part}={values[part]}" for part in parts)
     return f"{where.channel}|{where.recipient}|{named}"
+
+
+def _digests(channel: str, settings: Settings) -> bool:
+    """Whether ``channel``, as configured, folds deliveries into digests."""
+    if channel == INBOX:
+        return True  # shown in the digest form of the channel it stands for
+    spec = registry.get(channel)
+    return spec is not None and spec.digests is not None and spec.digests(settings.channel(channel))
