@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import storm
+
 RAW_FOR = {"email": "raw smtp_reused", "webhook": "raw http_keepalive"}
 RAW_FOR |= {"pagerduty": "raw http_keepalive", "slack": "raw http_keepalive"}
 
@@ -440,6 +442,8 @@ def markdown(results: dict[str, Any]) -> str:
         *_intake_table(summary),
         "",
         *broker_section(results.get("broker_intake")),
+        "",
+        *storm.section(results.get("storm")),
         "",
         "## Backlog",
         "",

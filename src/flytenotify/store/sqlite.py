@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flytenotify.domain import Delivery, Execution, ExecutionId, LaunchPlan
+from flytenotify.domain import Delivery, DeliveryStatus, Execution, ExecutionId, LaunchPlan
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
     DEFAULT_GROUP_RULE,
@@ -340,8 +340,8 @@ def _record_events(
 def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> None:
     """Write attempt outcomes, skipping rows whose lease passed to another owner.
 
-    Three statements for the whole batch: the writer lock is held, so what the
-    first reads cannot change before the other two write.
+    A few statements for the whole batch: the writer lock is held, so what the
+    first reads cannot change before the others write.
     """
     if not completions:
         return
@@ -364,6 +364,14 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
                 c.delivery_id,
             )
             for c, _ in held
+        ],
+    )
+    conn.executemany(
+        Q["close_group_at"],
+        [
+            (c.next_attempt_at, c.delivery_id)
+            for c, _ in held
+            if c.status is DeliveryStatus.RETRYING and c.next_attempt_at is not None
         ],
     )
     conn.executemany(

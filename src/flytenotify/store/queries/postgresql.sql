@@ -179,7 +179,16 @@ WITH batch AS (
       FROM batch
      WHERE d.id = batch.id AND d.lease_owner = batch.owner
        AND d.status IN ('pending', 'retrying')
-    RETURNING d.id, d.attempts
+    RETURNING d.id, d.attempts, d.group_key
+), retried_groups AS (
+    -- A message to be retried closes its group's window when the retry is
+    -- due: the retry goes then, with whatever else of the group is due.
+    UPDATE delivery_groups AS g SET open_until = LEAST(g.open_until, r.at)
+      FROM (SELECT done.group_key, MIN({{now}} + batch.delay) AS at
+              FROM done JOIN batch ON batch.id = done.id
+             WHERE batch.status = 'retrying' AND done.group_key IS NOT NULL
+             GROUP BY done.group_key) AS r
+     WHERE g.group_key = r.group_key
 )
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
 SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply

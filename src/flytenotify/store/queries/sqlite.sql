@@ -103,6 +103,13 @@ UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?, next_
        message_id = ?, message_size = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
  WHERE id = ?;
 
+-- name: close_group_at
+-- A message to be retried closes its group's window when the retry is due:
+-- the retry goes then, with whatever else of the group is due.
+-- Parameters: the retry's time, the delivery id.
+UPDATE delivery_groups SET open_until = MIN(open_until, ?)
+ WHERE group_key = (SELECT group_key FROM deliveries WHERE id = ?);
+
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
 VALUES (?, ?, ?, ?, ?, ?);
