@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,3 +167,10 @@ def assert_mailed_once_but_in_flight(messages: Sequence[Any], total: int, what: 
     print(f"\n{what}; sent twice (in flight at the kill): {len(twice)} {twice}")
     assert len(ids) == total
     assert len(twice) <= Settings().dispatch.concurrency
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    """A flytenotify.toml in ``tmp_path`` with a SQLite ledger there and ``body``."""
+    path = tmp_path / "flytenotify.toml"
+    path.write_text(f'[database]\nurl = "{tmp_path / "ledger.db"}"\n' + body)
+    return path

@@ -30,6 +30,7 @@ from flytenotify.channels.email import (
 )
 from flytenotify.config import SmtpConfig
 from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId, RenderedMessage
+from tests.helpers import CONSOLE_BASE, rendered_delivery
 from tests.servers.smtp import SmtpServer, free_port, smtp_servers_fixture  # noqa: F401
 
 Servers = Callable[..., SmtpServer]
@@ -103,6 +104,21 @@ async def test_plain_delivery_is_a_proper_mime_message() -> None:
     html_document = html.get_content().replace("\r\n", "\n")
     assert HTML in html_document
     assert "<title>Workflow ⚠ échoué: proj/dev/abc123</title>" in html_document
+
+
+async def test_the_html_part_links_to_the_console() -> None:
+    delivery = rendered_delivery("email", "email", "alice@example.com")  # the default body
+    async with SmtpServer() as server:
+        result = await send_one(server, delivery)
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    html = received.message.get_body(("html",))
+    assert html is not None
+    url = f"{CONSOLE_BASE}/projects/proj/domains/dev/executions/e1"
+    assert f'Details: <a href="{url}">{url}</a>' in html.get_content()
+    text = received.message.get_body(("plain",))
+    assert text is not None
+    assert f"Details: {url}" in text.get_content()
 
 
 def test_message_id_depends_only_on_the_idempotency_key() -> None:

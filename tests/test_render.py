@@ -336,6 +336,20 @@ def test_default_body_shows_console_link_when_configured() -> None:
     )
 
 
+def test_the_html_console_link_is_clickable_and_escaped() -> None:
+    templates = TemplateConfig(console_url='https://flyte.example.com/c?a=1&b="2"')
+    message = render(email(), event(WorkflowExecutionPhase.FAILED), execution(), templates)
+    href = (
+        "https://flyte.example.com/c?a=1&amp;b=&quot;2&quot;"
+        "/projects/proj/domains/prod/executions/e124"
+    )
+    assert message.html.endswith(f'<br>\nDetails: <a href="{href}">{href}</a><br>\n</div>')
+    no_console = render(
+        email(), event(WorkflowExecutionPhase.FAILED), execution(), TemplateConfig()
+    )
+    assert "Details" not in no_console.html
+
+
 def test_default_body_has_no_dangling_labels() -> None:
     message = render(email(), event(WorkflowExecutionPhase.SUCCEEDED), None, TemplateConfig())
     assert "Details" not in message.text

@@ -21,11 +21,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify import openapi as openapi_document
 from flytenotify.app import Notifier
+from flytenotify.console import console_app
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     Delivery,
@@ -87,6 +88,8 @@ PROTOBUF = ("application/x-protobuf", "application/protobuf", "application/octet
 Handler = Callable[[Request], Awaitable[Response]]
 # Probes must work without a token; everything else needs one when tokens are set.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The web console asks for a token itself and keeps a session cookie (console/auth.py).
+CONSOLE = "/ui"
 
 
 class JSONResponse(responses.JSONResponse):
@@ -131,14 +134,16 @@ def create_app(
     ``api=False`` serves only health, readiness and metrics (a dispatcher replica).
     ``sources`` are the broker sources running beside it, reported by ``/readyz``.
     """
-    handlers = _Api(notifier, server or ServerConfig(), metrics or Metrics(), sources)
-    routes = [
+    server = server or ServerConfig()
+    handlers = _Api(notifier, server, metrics or Metrics(), sources)
+    routes: list[BaseRoute] = [
         Route("/healthz", handlers.wrap(handlers.healthz), methods=["GET"]),
         Route("/readyz", handlers.wrap(handlers.readyz), methods=["GET"]),
         Route("/metrics", handlers.wrap(handlers.metrics_text), methods=["GET"]),
     ]
     if api:
         routes += _api_routes(handlers)
+        routes += [Mount(CONSOLE, console_app(notifier, server.tokens(), sources))]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -188,7 +193,7 @@ class _TokenGate:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.api.tokens and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and self.api.tokens and _needs_token(scope["path"]):
             try:
                 self.api.authenticate(Request(scope))
             except ApiError as error:
@@ -196,6 +201,11 @@ class _TokenGate:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _needs_token(path: str) -> bool:
+    console = path == CONSOLE or path.startswith(f"{CONSOLE}/")
+    return path not in OPEN_PATHS and not console
 
 
 class _Api:

@@ -9,6 +9,7 @@ in Python.
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal, Self, get_origin
 
@@ -382,9 +383,11 @@ class Settings(Section):
             if spec.allow_names is None:
                 continue
             config = self.channel(spec.name)
-            names = {n.lower() for n in spec.allow_names(config)} if config else set()
+            known: Collection[str] = spec.allow_names(config) if config else ()
+            names = {n.lower() for n in known}
             for entry in self.allow.entries(spec.name) or []:
-                if entry not in names:
+                # A channel may know names it cannot list (any "team/channel"): ask it too.
+                if entry not in names and entry not in known:
                     raise ValidationError.from_exception_data(
                         "Settings",
                         [

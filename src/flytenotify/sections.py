@@ -42,3 +42,19 @@ def http_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
     return url
+
+
+def secret_http_url(url: SecretStr) -> SecretStr:
+    """A URL that is a credential (a chat webhook): checked like :func:`http_url`,
+    but the error never repeats it, since error messages end up in logs."""
+    if not url.get_secret_value().startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL (the value is not shown: a secret)")
+    return url
+
+
+def read_secret_url(value: SecretStr | None, file: Path | None, where: str) -> str:
+    """A secret URL given inline or in a file; a file's content is checked when it is read."""
+    url = read_secret(value, file) or ""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{where}: url_file must hold an http:// or https:// URL")
+    return url

@@ -177,6 +177,8 @@ class ChannelSpec(Generic[C]):
     test_kind: str = "email"  # the notification kind a send-test message claims to be
     route_order: int = 50  # lower is asked first; prefixed channels first, email last
     # Names an [allow] entry must be one of (routing keys, webhook names); None: any.
+    # Entries are compared lower-cased with what it lists, and asked of its
+    # ``in`` too, so a collection can accept names it cannot list.
     allow_names: Callable[[C], Collection[str]] | None = None
     # The forms of a recipient an [allow] entry may match.
     allow_forms: Callable[[str], set[str]] = field(default=plain_allow_forms)

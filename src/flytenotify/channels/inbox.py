@@ -3,7 +3,8 @@
 With no SMTP server, Slack token or PagerDuty key configured, the service still
 shows what it would have sent: each message lands here in the form its real
 channel would send (the email's text, Slack's Block Kit message, PagerDuty's
-Events API v2 body, the webhook's JSON), viewable with ``flytenotify inbox``
+Events API v2 body, the webhook's JSON, Teams' Adaptive Card message,
+Mattermost's Markdown), viewable with ``flytenotify inbox``
 and ``GET /api/v1/inbox``.
 """
 
@@ -28,6 +29,3 @@ class InboxChannel:
 
     async def close(self) -> None:
         return None
-
-
-preview = registry.preview  # what the real channel sends for a delivery

@@ -21,7 +21,7 @@ INBOX, UNROUTABLE = "inbox", "unroutable"
 RESERVED = frozenset({INBOX, UNROUTABLE})
 
 # Modules declaring a CHANNEL, in the order they are listed to people.
-_BUILT_IN = ("email", "slack", "pagerduty", "webhook")
+_BUILT_IN = ("email", "slack", "pagerduty", "webhook", "teams", "mattermost")
 
 _specs: dict[str, ChannelSpec[Any]] = {}
 

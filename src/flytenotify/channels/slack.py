@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from flytenotify.channels._cache import TtlCache
 from flytenotify.channels._http import (
     describe_transport_error,
     http_status_result,
@@ -112,7 +112,6 @@ class SlackConfig(Section):
         return self.bot_token is not None or self.bot_token_file is not None
 
 
-Clock = Callable[[], float]
 _T = TypeVar("_T")
 
 # Slack's documented limits (Block Kit reference, chat.postMessage).
@@ -163,8 +162,6 @@ PERMANENT_ERRORS = frozenset(
 # A 429 block closer than this is sat out inside send(); a longer one makes the
 # attempt return transient at once, leaving the wait to the engine's scheduler.
 DEFAULT_MAX_WAIT = 10.0
-
-_PRUNE_AT = 4096
 
 
 # --------------------------------------------------------------------------
@@ -396,38 +393,6 @@ def _parse_recipient(recipient: str) -> _Recipient | None:
 
 
 # --------------------------------------------------------------------------
-# Pacing and caching
-# --------------------------------------------------------------------------
-
-
-class _TtlCache:
-    """A small str -> str cache whose entries expire ``ttl`` seconds after they are put."""
-
-    def __init__(self, ttl: float, clock: Clock = time.monotonic) -> None:
-        self._ttl = ttl
-        self._clock = clock
-        self._items: dict[str, tuple[float, str]] = {}
-
-    def get(self, key: str) -> str | None:
-        item = self._items.get(key)
-        if item is None or item[0] <= self._clock():
-            self._items.pop(key, None)
-            return None
-        return item[1]
-
-    def put(self, key: str, value: str) -> None:
-        if self._ttl <= 0:
-            return
-        now = self._clock()
-        if len(self._items) >= _PRUNE_AT:
-            self._items = {k: item for k, item in self._items.items() if item[0] > now}
-        self._items[key] = (now + self._ttl, value)
-
-    def drop(self, key: str) -> None:
-        self._items.pop(key, None)
-
-
-# --------------------------------------------------------------------------
 # Channel
 # --------------------------------------------------------------------------
 
@@ -469,8 +434,8 @@ class SlackChannel:
         if not self._token and not self._webhook_url:
             raise ValueError("slack: configure bot_token(_file) or webhook_url(_file)")
         self._pacer = Pacer(max_wait, shared=shared_pacing)
-        self._users = _TtlCache(config.lookup_cache_ttl)  # email -> user ID
-        self._dms = _TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
+        self._users = TtlCache(config.lookup_cache_ttl)  # email -> user ID
+        self._dms = TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
         # slack_sdk's clients take an int timeout; ours lives on the session anyway.
         timeout = max(1, math.ceil(config.timeout))
@@ -554,7 +519,7 @@ class SlackChannel:
 
     async def _cached_id(
         self,
-        cache: _TtlCache,
+        cache: TtlCache,
         key: str,
         method: str,
         call: Callable[[], Awaitable[AsyncSlackResponse]],

@@ -17,7 +17,8 @@ for every medium at once (:class:`~flytenotify.domain.RenderedMessage`):
   header; capped at 250 characters.
 - ``text``: the body with values inserted as they are.
 - ``html``: the body with the template's text and every value HTML-escaped and
-  line breaks turned into ``<br>``.
+  line breaks turned into ``<br>``; ``{{ console_link }}`` becomes a link
+  (``<a href=...>``) one can click.
 - ``slack_text``: the body as Slack mrkdwn; values have ``&``, ``<`` and ``>``
   escaped so ``<!channel>`` or ``<@U123>`` in an error message pings nobody.
   The template's own text is left as written (a team may mean its ``<!here>``).
@@ -132,16 +133,23 @@ def _placeholder_pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(f"\\{{\\{{(?: ({names}) |({names}))\\}}\\}}")
 
 
-def _expand(template: str, values: Mapping[str, str], literal: _Escape, value: _Escape) -> str:
+def _expand(
+    template: str,
+    values: Mapping[str, str],
+    literal: _Escape,
+    value: _Escape,
+    ready: Mapping[str, str] | None = None,
+) -> str:
     """One left-to-right pass; template text goes through ``literal``, values through ``value``.
 
     A value is emitted once and never scanned again, so placeholders inside
     values (an error message quoting ``{{ name }}``) stay as they are.
+    ``ready`` holds values already in the medium's form, emitted as they are.
     """
     texts, keys = _cut(template, tuple(values), literal)
     parts = [texts[0]]
     for key, text in zip(keys, texts[1:], strict=True):
-        parts.append(value(values[key]))
+        parts.append(ready[key] if ready and key in ready else value(values[key]))
         parts.append(text)
     return "".join(parts)
 
@@ -334,7 +342,16 @@ def _to_html(body: str, variables: Mapping[str, str]) -> str:
     # as HTML. A plain-text template is escaped and its line breaks kept.
     # Values are escaped either way: they come from the execution, not the author.
     literal = _identity if _LOOKS_LIKE_HTML.search(body) else _html_escape
-    return f"<div>{_expand(body, variables, literal, _html_escape)}</div>"
+    ready = {"console_link": _html_console_link(variables.get("console_url", ""))}
+    return f"<div>{_expand(body, variables, literal, _html_escape, ready)}</div>"
+
+
+def _html_console_link(url: str) -> str:
+    """``{{ console_link }}`` in HTML: a line break and a link one can click."""
+    if not url:
+        return ""
+    href = html.escape(url, quote=True)
+    return f'<br>\nDetails: <a href="{href}">{href}</a>'
 
 
 _LOOKS_LIKE_HTML = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*\b[^>]*|/[a-zA-Z][a-zA-Z0-9]*\s*)>")

@@ -127,6 +127,13 @@ class DeliveryFilter:
     after_id: int | None = None  # cursor: ids greater than this
     message: str | None = None  # the deliveries one message (a digest) carried
     limit: int = 100
+    # The web console's filters and its newest-first keyset paging.
+    recipient: str | None = None
+    project: str | None = None
+    domain: str | None = None
+    launch_plan: str | None = None  # the launch plan's name, any version
+    before_id: int | None = None  # cursor: ids less than this
+    newest_first: bool = False  # ORDER BY id DESC
 
 
 class StoreUnavailable(RuntimeError):

@@ -199,12 +199,16 @@ def launch_plan_query(plan_id: EntityId) -> tuple[str, tuple[str, ...]]:
     return "launch_plan_latest", name
 
 
-def delivery_filter(query: DeliveryFilter, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+def delivery_filter(
+    query: DeliveryFilter, mark: Callable[[int], str], launch_plan_name: str | None = None
+) -> tuple[str, list[Any]]:
     """The WHERE, ORDER BY and LIMIT clauses for ``query``, and their arguments.
 
     ``mark(n)`` writes the n-th parameter (from 1) in the store's style:
-    ``?`` for SQLite, ``$n`` for PostgreSQL. Ordered by id, so ``after_id``
-    pages through without gaps or repeats.
+    ``?`` for SQLite, ``$n`` for PostgreSQL. Ordered by id (newest first with
+    ``newest_first``), so ``after_id`` and ``before_id`` page through without
+    gaps or repeats. ``launch_plan_name`` is the dialect's expression for the
+    name inside the ``launch_plan`` JSON column, needed for that filter.
     """
     conditions: list[str] = []
     args: list[Any] = []
@@ -219,15 +223,25 @@ def delivery_filter(query: DeliveryFilter, mark: Callable[[int], str]) -> tuple[
             f"project = {arg(execution.project)} AND domain = {arg(execution.domain)}"
             f" AND name = {arg(execution.name)}"
         )
-    if query.status is not None:
-        conditions.append(f"status = {arg(query.status.value)}")
-    if query.channel is not None:
-        conditions.append(f"channel = {arg(query.channel)}")
+    if query.launch_plan is not None and launch_plan_name is None:
+        raise ValueError("a launch plan filter needs the dialect's launch_plan_name expression")
+    columns = (
+        ("status", query.status.value if query.status is not None else None),
+        ("channel", query.channel),
+        ("recipient", query.recipient),
+        ("project", query.project),
+        ("domain", query.domain),
+        (launch_plan_name, query.launch_plan),
+    )
+    conditions += [f"{column} = {arg(value)}" for column, value in columns if value is not None]
     if query.since is not None:
         conditions.append(f"created_at >= {arg(query.since)}")
     if query.after_id is not None:
         conditions.append(f"id > {arg(query.after_id)}")
     if query.message is not None:
         conditions.append(f"message_id = {arg(query.message)}")
+    if query.before_id is not None:
+        conditions.append(f"id < {arg(query.before_id)}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"{where} ORDER BY id LIMIT {arg(query.limit)}", args
+    order = "id DESC" if query.newest_first else "id"
+    return f"{where} ORDER BY {order} LIMIT {arg(query.limit)}", args

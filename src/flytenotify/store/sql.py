@@ -79,8 +79,7 @@ class SQLStore(ABC):
         return codec.delivery_from_row(row) if row else None
 
     async def list_deliveries(self, query: DeliveryFilter) -> list[Delivery]:
-        clauses, args = ledger.delivery_filter(query, self.queries.mark)
-        rows = await self._fetch(self.queries["select_deliveries"] + clauses, args)
+        rows = await self._fetch(*deliveries_query(self.queries, query))
         return [codec.delivery_from_row(row) for row in rows]
 
     async def list_attempts(self, delivery_id: int) -> list[Attempt]:
@@ -97,6 +96,13 @@ class SQLStore(ABC):
         key = ledger.execution_key(execution_id)
         rows = await self._fetch(self.queries["list_events"], key)
         return [(codec.event_from_row(row), row["outcome"]) for row in rows]
+
+
+def deliveries_query(queries: Queries, query: DeliveryFilter) -> tuple[str, list[Any]]:
+    """The statement and arguments :meth:`SQLStore.list_deliveries` runs for ``query``
+    (the console's pages are explained with it on a large ledger)."""
+    clauses, args = ledger.delivery_filter(query, queries.mark, queries["launch_plan_name"])
+    return queries["select_deliveries"] + clauses, args
 
 
 def _subject(delivery: Delivery) -> str:

@@ -259,3 +259,8 @@ RETURNING p.next_at - $2 - (SELECT at FROM now) AS wait;
 -- No slot of key $1 starts within $2 seconds.
 INSERT INTO pacing AS p (key, next_at) VALUES ($1, {{clock}} + $2)
 ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at);
+
+-- name: launch_plan_name
+-- An expression, not a statement: the launch plan's name inside the JSON
+-- column deliveries.launch_plan, for the console's launch plan filter.
+(launch_plan::jsonb ->> 'name')

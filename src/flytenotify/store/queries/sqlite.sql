@@ -143,3 +143,8 @@ RETURNING next_at - ?;
 -- No slot of a key starts before the time given. Parameters: key, until.
 INSERT INTO pacing (key, next_at) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, excluded.next_at);
+
+-- name: launch_plan_name
+-- An expression, not a statement: the launch plan's name inside the JSON
+-- column deliveries.launch_plan, for the console's launch plan filter.
+json_extract(launch_plan, '$.name')

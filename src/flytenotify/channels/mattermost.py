@@ -1,0 +1,576 @@
+"""Mattermost channel: incoming webhooks, or REST API v4 posts with a bot token.
+
+Recipients:
+
+- ``mattermost:NAME``: the incoming webhook ``[mattermost.webhooks.NAME]`` when
+  one is configured, else the channel NAME in the default team
+  (``[mattermost] team``) through the REST API;
+- ``mattermost:TEAM/CHANNEL``: that channel of that team, through the REST API.
+
+The REST API needs ``url`` and ``bot_token`` (or ``bot_token_file``); a
+channel's id is looked up once (``GET /api/v4/teams/name/{team}/channels/name/{channel}``)
+and kept for ``lookup_cache_ttl`` seconds, then the message is posted with
+``POST /api/v4/posts``. A webhook is ``POST``-ed ``{"text", "channel",
+"username", "icon_url", "props"}`` and answers 200 ``ok``.
+
+Mattermost's errors are JSON (``{"id", "message", "status_code", ...}``) and
+land in the reply. 2xx is delivered; 429 (``Retry-After`` or
+``X-Ratelimit-Reset`` honoured), 408 and 5xx are transient; 400, 401/403 (a
+bad token, or a bot that is not in the channel), 404 (no such channel or
+webhook) and 413 are permanent. A 429 from the REST API holds every API call
+of this process (the limit is the token's), one from a webhook that webhook.
+
+The message is Mattermost Markdown. Every value from the execution is
+escaped, so ``**`` or ``[x](y)`` in an error is text, and an ``@`` is
+followed by a zero-width joiner so that ``@channel`` or ``@all`` in an error
+notifies nobody. Posts are kept under Mattermost's :data:`MAX_POST_CHARS`
+by cutting the longest texts (in practice the error) first, visibly.
+Webhook URLs are credentials: only their hosts are ever shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import Field, SecretStr, field_validator
+from yarl import URL
+
+from flytenotify.channels._cache import TtlCache
+from flytenotify.channels._chat import (
+    SecretUrlTarget,
+    escape_markdown,
+    host_of,
+    scrub_url,
+    shrink_to_fit,
+    truncate,
+)
+from flytenotify.channels._http import (
+    TRANSPORT_ERRORS,
+    USER_AGENT,
+    decode_reply,
+    describe_aiohttp_error,
+    env_proxy,
+    http_status_result,
+    new_session,
+    parse_retry_after,
+)
+from flytenotify.channels._pacing import Busy, Pacer
+from flytenotify.channels.base import (
+    ChannelSpec,
+    Outcome,
+    SendResult,
+    SharedPacing,
+    Unreachable,
+)
+from flytenotify.channels.slack import headline
+from flytenotify.domain import Delivery
+from flytenotify.sections import Section, http_url, read_secret
+
+__all__ = [
+    "MAX_POST_CHARS",
+    "MattermostChannel",
+    "MattermostConfig",
+    "MattermostWebhook",
+    "defuse_mentions",
+    "mattermost_text",
+]
+
+
+class MattermostWebhook(SecretUrlTarget):
+    """``[mattermost.webhooks.NAME]``: an incoming webhook, for recipients ``mattermost:NAME``."""
+
+    channel: str | None = None  # post here instead of the webhook's own channel
+    username: str | None = None
+    icon_url: str | None = None
+
+
+class MattermostConfig(Section):
+    """``[mattermost]``: the REST API (url, bot token, default team) and incoming webhooks."""
+
+    url: str | None = None  # the server, e.g. https://chat.example.com
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    team: str | None = None  # the team of recipients mattermost:CHANNEL
+    timeout: float = Field(default=10.0, gt=0)
+    # Seconds between posts to one channel or webhook, kept across replicas.
+    # Mattermost's own limit (when enabled) is per token: 10 a second by default.
+    per_channel_interval: float = Field(default=0.1, ge=0)
+    lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # channel ids
+    webhooks: dict[str, MattermostWebhook] = Field(default_factory=dict)
+
+    _secret_pairs = (("bot_token", "bot_token_file"),)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else http_url(url).rstrip("/")
+
+    @property
+    def uses_api(self) -> bool:
+        """Whether channels can be posted to through the REST API."""
+        has_token = self.bot_token is not None or self.bot_token_file is not None
+        return self.url is not None and has_token
+
+    def resolved_bot_token(self) -> str | None:
+        return read_secret(self.bot_token, self.bot_token_file)
+
+    def address(self, name: str) -> str:
+        """Where ``mattermost:NAME`` posts: a webhook's name, or ``team/channel``."""
+        if "/" in name:
+            team, _, channel = name.partition("/")
+            if not team or not channel or "/" in channel:
+                raise Unreachable(
+                    f"expected mattermost:NAME or mattermost:TEAM/CHANNEL, got {name!r}"
+                )
+            self._need_api(f"channel {channel!r} of team {team!r}")
+            return name
+        if not name:
+            raise Unreachable("mattermost: names no webhook or channel")
+        if name in self.webhooks:
+            return name
+        self._need_api(f"no Mattermost webhook named {name!r} is configured, and channel {name!r}")
+        if not self.team:
+            raise Unreachable(
+                f"no Mattermost webhook named {name!r} is configured, and no default team"
+                f" ([mattermost] team) says whose channel it is: write mattermost:TEAM/{name}"
+            )
+        return f"{self.team}/{name}"
+
+    def _need_api(self, what: str) -> None:
+        if not self.uses_api:
+            raise Unreachable(f"{what} needs the REST API: [mattermost] url and bot_token(_file)")
+
+
+# Mattermost's post limit (runes, since 5.0; 4,000 on servers that never migrated).
+MAX_POST_CHARS = 16_383
+_REPLY_BODY_LIMIT = 300
+_ZWJ = "\u200d"
+
+
+# --------------------------------------------------------------------------
+# The message
+# --------------------------------------------------------------------------
+
+
+# An "@" that can start a mention: not inside a word such as "daily_etl@v7".
+_MENTION = re.compile(r"(?<![0-9A-Za-z])@")
+
+
+def defuse_mentions(text: str) -> str:
+    """``@channel``, ``@all``, ``@here`` and ``@someone`` shown, notifying nobody."""
+    return _MENTION.sub("@" + _ZWJ, text)
+
+
+def _plain(text: str) -> str:
+    """A value from the execution as Mattermost Markdown that means nothing."""
+    return defuse_mentions(escape_markdown(text))
+
+
+def _code_block(text: str) -> str:
+    # A fence longer than any run of backticks inside cannot be closed early.
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{defuse_mentions(text)}\n{fence}"
+
+
+def _console_link(url: str) -> str:
+    if not url.startswith(("https://", "http://")):
+        return ""
+    # ")" or a space would end the link's target early.
+    return f"[View in Flyte console]({url.replace(' ', '%20').replace(')', '%29')})"
+
+
+def _title(delivery: Delivery) -> str:
+    emoji, _, rest = headline(delivery).partition(" ")  # ":x: Execution p/d/n failed"
+    return f"#### {emoji} {_plain(rest)}"
+
+
+def _facts(delivery: Delivery) -> str:
+    variables = delivery.message.variables
+    facts = [("Execution", str(delivery.execution_id))]
+    facts.append(("Launch plan", variables.get("launch_plan") or "unknown"))
+    if variables.get("workflow.name"):
+        facts.append(("Workflow", variables["workflow"]))
+    return "\n".join(f"**{label}:** {_plain(value)}" for label, value in facts)
+
+
+def _error(variables: Mapping[str, str], keep: int) -> str:
+    message = variables.get("error.message", "")
+    if not message:
+        return ""
+    detail = " ".join(v for v in (variables.get("error.kind"), variables.get("error.code")) if v)
+    label = f"**Error** ({_plain(detail)})" if detail else "**Error**"
+    return f"{label}\n{_code_block(truncate(message, keep))}"
+
+
+def _ended(variables: Mapping[str, str]) -> str:
+    parts = [
+        f"{label} {_plain(variables[key])}"
+        for key, label in (("occurred_at", "Ended"), ("duration", "ran for"))
+        if variables.get(key)
+    ]
+    return " · ".join(parts)
+
+
+def _compose(delivery: Delivery, keep: Sequence[int]) -> str:
+    message = delivery.message
+    variables = message.variables
+    sections = [
+        _title(delivery),
+        _plain(truncate(message.text.strip(), keep[1])),
+        _facts(delivery),
+        _error(variables, keep[0]),
+        _ended(variables),
+        _console_link(variables.get("console_url", "")),
+    ]
+    return "\n\n".join(section for section in sections if section)
+
+
+def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
+    """The post's Markdown for ``delivery``, at most ``limit`` characters: the longest
+    texts (the error, and the message text quoting it) are cut just enough, visibly."""
+    lengths = [
+        len(delivery.message.variables.get("error.message", "")),
+        len(delivery.message.text.strip()),
+    ]
+    return shrink_to_fit(
+        lambda keep: _compose(delivery, keep), lengths, lambda text: len(text) <= limit
+    )
+
+
+def _props(delivery: Delivery) -> dict[str, str]:
+    # Kept with the post: which delivery it was, to find duplicates after a crash.
+    return {"flytenotify_delivery": delivery.idempotency_key}
+
+
+# --------------------------------------------------------------------------
+# Mattermost's answers
+# --------------------------------------------------------------------------
+
+
+def _describe(status: int, reason: str, body: bytes, charset: str | None) -> str:
+    """``404 store.sql_channel.get_by_name.missing.app_error: Unable to find ...``."""
+    try:
+        error = json.loads(body)
+    except ValueError:
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        code = f" {error['id']}" if error.get("id") else ""
+        return f"{status}{code}: {error['message']}"
+    text = decode_reply(body, charset, _REPLY_BODY_LIMIT)
+    return f"{status} {reason}".rstrip() + (f": {text}" if text else "")
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """``Retry-After``, else ``X-Ratelimit-Reset`` (seconds from now, or a Unix time)."""
+    found = parse_retry_after(headers.get("Retry-After"))
+    if found is not None:
+        return found
+    reset = parse_retry_after(headers.get("X-Ratelimit-Reset"))
+    if reset is not None and reset > 1_000_000_000:  # a Unix time, not a delay
+        return max(0.0, reset - now)
+    return reset
+
+
+class _Answer:
+    """One HTTP answer, read whole."""
+
+    def __init__(
+        self, status: int, reason: str, headers: Mapping[str, str], body: bytes, charset: str | None
+    ) -> None:
+        self.status = status
+        self.reply = _describe(status, reason, body, charset)
+        self.retry_after = _retry_after(headers, time.time())
+        self.body = body
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class _Stop(Exception):
+    """Ends a send early with its result (a failed look-up, a rate limit...)."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.reply)
+        self.result = result
+
+
+# --------------------------------------------------------------------------
+# Channel
+# --------------------------------------------------------------------------
+
+
+class _Webhook:
+    def __init__(self, name: str, config: MattermostWebhook) -> None:
+        self.url = config.resolved_url(f"mattermost.webhooks.{name}")
+        self.parsed_url = URL(self.url)
+        self.host = host_of(self.url)
+        self.proxy = env_proxy(self.parsed_url)
+        self.extra = {
+            key: value
+            for key, value in (
+                ("channel", config.channel),
+                ("username", config.username),
+                ("icon_url", config.icon_url),
+            )
+            if value
+        }
+        # Paced by a digest: the URL itself must not reach the ledger's pacing table.
+        self.lane = "mattermost-hook:" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+
+API_LANE = "mattermost:api"  # every REST call: a 429 is the token's
+_JSON = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+_Call = Callable[[], Awaitable[_Answer]]
+
+
+class MattermostChannel:
+    """Posts Markdown to Mattermost channels (REST API) and incoming webhooks."""
+
+    name: str = "mattermost"
+
+    def __init__(
+        self, config: MattermostConfig, *, shared_pacing: SharedPacing | None = None
+    ) -> None:
+        self._config = config
+        self._hooks = {name: _Webhook(name, hook) for name, hook in config.webhooks.items()}
+        token = config.resolved_bot_token() if config.uses_api else None
+        self._api = URL(f"{config.url}/api/v4/") if token and config.url else None
+        self._proxy = env_proxy(self._api) if self._api is not None else None
+        self._auth = {**_JSON, "Authorization": f"Bearer {token}"} if token else {}
+        self._pacer = Pacer(max_wait=config.timeout, shared=shared_pacing)
+        self._channels = TtlCache(config.lookup_cache_ttl)  # "team/channel" -> channel id
+        # Created on the first send: an aiohttp session belongs to the running loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = new_session(self._config.timeout)
+        return session
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        try:
+            if "/" in delivery.recipient:
+                return await self._post_to_channel(delivery)
+            return await self._post_to_webhook(delivery)
+        except _Stop as stop:
+            return stop.result
+
+    # -- incoming webhooks ----------------------------------------------------------
+
+    async def _post_to_webhook(self, delivery: Delivery) -> SendResult:
+        hook = self._hooks.get(delivery.recipient)
+        if hook is None:
+            return SendResult.permanent(f"no Mattermost webhook named {delivery.recipient!r}")
+        payload = {"text": mattermost_text(delivery), **hook.extra, "props": _props(delivery)}
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        answer = await self._paced(
+            hook.lane,
+            self._config.per_channel_interval,
+            lambda: self._request("POST", hook.parsed_url, hook.proxy, _JSON, body),
+            hook.url,
+            hook.host,
+        )
+        return self._outcome(answer, hook.lane, f"webhook {delivery.recipient} ({hook.host})")
+
+    # -- REST API ------------------------------------------------------------------------
+
+    async def _post_to_channel(self, delivery: Delivery) -> SendResult:
+        if self._api is None:
+            return SendResult.permanent(
+                f"posting to {delivery.recipient} needs [mattermost] url and bot_token(_file)"
+            )
+        team, _, channel = delivery.recipient.partition("/")
+        channel_id = await self._channel_id(team, channel)
+        post = {
+            "channel_id": channel_id,
+            "message": mattermost_text(delivery),
+            "props": _props(delivery),
+        }
+        body = json.dumps(post, ensure_ascii=False).encode("utf-8")
+        lane = f"mattermost:{delivery.recipient}"
+        answer = await self._api_call("POST", "posts", body, lane=lane)
+        result = self._outcome(answer, API_LANE, f"posts to {delivery.recipient}")
+        if answer.status in (403, 404):  # the channel may have been replaced: look it up again
+            self._channels.drop(delivery.recipient)
+        if result.outcome is not Outcome.DELIVERED:
+            return result
+        found = answer.json()
+        post_id = found.get("id") if isinstance(found, dict) else None
+        return SendResult.delivered(f"{answer.status} post {post_id} in {delivery.recipient}")
+
+    async def _channel_id(self, team: str, channel: str) -> str:
+        key = f"{team}/{channel}"
+        cached = self._channels.get(key)
+        if cached is not None:
+            return cached
+        path = f"teams/name/{quote(team, safe='')}/channels/name/{quote(channel, safe='')}"
+        answer = await self._api_call("GET", path)
+        if answer.status == 404:
+            reply = f"no channel {channel!r} in team {team!r} ({answer.reply})"
+            raise _Stop(SendResult.permanent(reply))
+        result = self._outcome(answer, API_LANE, f"channel look-up {key}")
+        if result.outcome is not Outcome.DELIVERED:
+            raise _Stop(result)
+        found = answer.json()
+        channel_id = found.get("id") if isinstance(found, dict) else None
+        if not isinstance(channel_id, str) or not channel_id:
+            raise _Stop(SendResult.transient(f"channel look-up {key}: no id in the answer"))
+        self._channels.put(key, channel_id)
+        return channel_id
+
+    async def _api_call(
+        self, method: str, path: str, body: bytes | None = None, *, lane: str | None = None
+    ) -> _Answer:
+        """A REST call in the token's lane (a 429 holds every call) and, for a post,
+        its channel's lane (spaced ``per_channel_interval``)."""
+        api = self._api
+        assert api is not None
+
+        def call() -> Awaitable[_Answer]:
+            return self._request(method, api.join(URL(path)), self._proxy, self._auth, body)
+
+        if lane is None:
+            return await self._paced(API_LANE, 0.0, call)
+        interval = self._config.per_channel_interval
+        return await self._paced(lane, interval, lambda: self._pacer.run(API_LANE, 0.0, call))
+
+    # -- shared ---------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: URL,
+        proxy: URL | None,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> _Answer:
+        async with self._http().request(
+            method, url, data=body, headers=headers, allow_redirects=False, proxy=proxy
+        ) as response:
+            answer = await response.read()
+            return _Answer(
+                response.status, response.reason or "", response.headers, answer, response.charset
+            )
+
+    async def _paced(
+        self, lane: str, interval: float, call: _Call, secret_url: str = "", host: str = ""
+    ) -> _Answer:
+        """``call()`` in ``lane``'s turn; a wait too long or a transport error stops the send."""
+        try:
+            return await self._pacer.run(lane, interval, call)
+        except Busy as busy:
+            reply = f"next free slot in {busy.wait:.1f}s (Mattermost rate limit)"
+            raise _Stop(SendResult.transient(reply, retry_after=busy.wait)) from None
+        except TRANSPORT_ERRORS as err:
+            reply = describe_aiohttp_error(err, self._config.timeout)
+            if secret_url:
+                reply = scrub_url(f"{host}: {reply}", secret_url)
+            raise _Stop(SendResult.transient(reply)) from None
+
+    def _outcome(self, answer: _Answer, lane: str, what: str) -> SendResult:
+        if answer.status == 429:
+            self._pacer.block(lane, answer.retry_after or 1.0)
+        reply = f"{what}: {answer.reply}"
+        if 300 <= answer.status < 400:
+            return SendResult.permanent(f"{reply} (redirects are not followed)")
+        return http_status_result(answer.status, reply, answer.retry_after)
+
+    async def check(self) -> str:
+        """``GET /api/v4/users/me`` with the bot token; webhooks are described by host."""
+        parts: list[str] = []
+        if self._api is not None:
+            try:
+                answer = await self._api_call("GET", "users/me")
+            except _Stop as stop:
+                raise RuntimeError(f"mattermost: users/me failed: {stop.result.reply}") from None
+            me = answer.json()
+            if answer.status != 200 or not isinstance(me, dict):
+                raise RuntimeError(f"mattermost: users/me failed: {answer.reply}")
+            team = f", default team {self._config.team}" if self._config.team else ""
+            parts.append(f"bot {me.get('username')} at {host_of(str(self._api))}{team}")
+        if self._hooks:
+            hooks = ", ".join(
+                f"{name} -> {hook.host}" for name, hook in sorted(self._hooks.items())
+            )
+            parts.append(f"webhooks {hooks} (cannot be checked without posting)")
+        return "mattermost: " + "; ".join(parts)
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+# --- what the registry knows ------------------------------------------------------
+
+PREFIX = "mattermost:"
+
+
+def _takes(kind: str, recipient: str, config: MattermostConfig | None) -> str | None:
+    if not recipient.startswith(PREFIX):
+        return None
+    if config is None:
+        raise Unreachable("Mattermost is not configured ([mattermost])")
+    return config.address(recipient.removeprefix(PREFIX))
+
+
+class _AllowNames(Collection[str]):
+    """What an ``[allow] mattermost`` entry may name: a configured webhook, or
+    ``team/channel`` once the REST API is configured (channels are not listed)."""
+
+    def __init__(self, config: MattermostConfig) -> None:
+        self._webhooks = {name.lower() for name in config.webhooks}
+        self._channels = config.uses_api
+
+    def __contains__(self, entry: object) -> bool:
+        if not isinstance(entry, str):
+            return False
+        return entry.lower() in self._webhooks or (self._channels and "/" in entry)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._webhooks))
+
+    def __len__(self) -> int:
+        return len(self._webhooks)
+
+
+def _build(config: MattermostConfig, pacing: SharedPacing | None) -> MattermostChannel:
+    return MattermostChannel(config, shared_pacing=pacing)
+
+
+def _summary(config: MattermostConfig) -> str:
+    parts = []
+    if config.uses_api:
+        parts.append(f"bot token, default team {config.team}" if config.team else "bot token")
+    if config.webhooks:
+        parts.append("webhooks " + ", ".join(sorted(config.webhooks)))
+    return "; ".join(parts)
+
+
+CHANNEL: ChannelSpec[MattermostConfig] = ChannelSpec(
+    name="mattermost",
+    section="mattermost",
+    config=MattermostConfig,
+    build=_build,
+    takes=_takes,
+    preview=mattermost_text,
+    summary=_summary,
+    usable=lambda config: config.uses_api or bool(config.webhooks),
+    prefix=PREFIX,
+    route_order=10,
+    allow_names=_AllowNames,
+)

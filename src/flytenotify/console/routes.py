@@ -1,0 +1,486 @@
+"""The web console: server-rendered pages over :class:`~flytenotify.app.Notifier`.
+
+Mounted at ``/ui`` by :func:`flytenotify.api.create_app`. Pages read through
+the Notifier and the store's read methods; the only writes are re-drives and
+logging in or out, all POSTs checked against the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from flytenotify.app import Notifier
+from flytenotify.channels import registry
+from flytenotify.console.auth import COOKIE, CSRF_FIELD, SESSION_SECONDS, Session, Sessions
+from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
+from flytenotify.console.previews import message_view
+from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId
+from flytenotify.engine import resolve
+from flytenotify.errors import InputError
+from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
+from flytenotify.intake.source import Source
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.store.base import DeliveryFilter
+
+PREFIX = "/ui"
+MAX_FORM_BYTES = 256 * 1024
+MAX_FORM_FIELDS = 1000
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_TIMELINE_DELIVERIES = 500
+# Every page: scripts only from our own files, no framing, forms only to us.
+# The email preview's srcdoc iframe inherits this, on top of its empty sandbox.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+STATIC = Path(__file__).parent / "static"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def console_app(
+    notifier: Notifier, tokens: Sequence[str], sources: Sequence[Source] = ()
+) -> Starlette:
+    """The console as an ASGI app, to be mounted at :data:`PREFIX`."""
+    console = _Console(notifier, Sessions(list(tokens)), sources)
+    page = console.page
+    routes = [
+        Route("/", page(console.home), methods=["GET"]),
+        Route("/login", page(console.login, public=True), methods=["GET", "POST"]),
+        Route("/logout", page(console.logout), methods=["POST"]),
+        Route("/deliveries", page(console.deliveries), methods=["GET"]),
+        Route("/deliveries/rows", page(console.delivery_rows), methods=["GET"]),
+        Route("/deliveries/{id}", page(console.delivery), methods=["GET"]),
+        Route("/executions/{project}/{domain}/{name}", page(console.execution), methods=["GET"]),
+        Route("/dead-letters", page(console.dead_letters), methods=["GET"]),
+        Route("/dead-letters/redrive", page(console.redrive), methods=["POST"]),
+        Route("/launch-plans", page(console.launch_plans), methods=["GET"]),
+        Route("/status", page(console.status), methods=["GET"]),
+        Route("/inbox", page(console.inbox), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return console.error_page(request, exc.status_code, str(exc.detail))
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # event | delivery | attempt
+    item: Any
+    delivery: Delivery | None = None
+
+
+class _Console:
+    def __init__(self, notifier: Notifier, sessions: Sessions, sources: Sequence[Source]) -> None:
+        self.notifier = notifier
+        self.sessions = sessions
+        self.sources = list(sources)
+        self.env = Environment(
+            loader=PackageLoader("flytenotify.console", "templates"),
+            autoescape=True,  # every value is escaped unless it is Markup we built
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["when"] = when
+        self.env.filters["phase"] = WorkflowExecutionPhase.enum_to_string
+        self.env.globals.update(prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def page(self, handler: Handler, *, public: bool = False) -> Handler:
+        """``handler`` behind the session check, the CSRF check and the security headers."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.sessions.check(request.cookies.get(COOKIE))
+            cookie = None
+            if session is None:
+                cookie, session = self.sessions.issue(authenticated=not self.sessions.required)
+            request.state.session = session
+            try:
+                response = await self._checked(handler, request, session, public)
+            except HTTPException as error:
+                response = self.error_page(request, error.status_code, str(error.detail))
+            if cookie is not None and "set-cookie" not in response.headers:
+                self._set_cookie(request, response, cookie)
+            return response
+
+        return endpoint
+
+    async def _checked(
+        self, handler: Handler, request: Request, session: Session, public: bool
+    ) -> Response:
+        if not session.authenticated and not public:
+            return self._login_required(request)
+        if request.method == "POST" and not await self._csrf_ok(request, session):
+            raise HTTPException(
+                403,
+                "This form's CSRF token is missing or wrong (the page may be from an"
+                " older session): reload the page and try again.",
+            )
+        return await handler(request)
+
+    def _login_required(self, request: Request) -> Response:
+        if request.method != "GET":
+            return self.error_page(request, 401, "Log in with an API token first.")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{PREFIX}/login?{urlencode({'next': target})}", 303)
+
+    async def _csrf_ok(self, request: Request, session: Session) -> bool:
+        form = await self._form(request)
+        given = form.get(CSRF_FIELD)
+        return isinstance(given, str) and self.sessions.csrf_accepted(session, given)
+
+    async def _form(self, request: Request) -> FormData:
+        """The posted form, read once (the CSRF check and the handler both look at it).
+
+        The console's forms are plain ``application/x-www-form-urlencoded``; the
+        standard library reads them, no multipart parser is needed.
+        """
+        form: FormData | None = getattr(request.state, "form", None)
+        if form is None:
+            kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if kind != FORM_TYPE:
+                raise HTTPException(415, f"a form must be sent as {FORM_TYPE}, got {kind!r}")
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise HTTPException(413, f"form too large: at most {MAX_FORM_BYTES} bytes")
+            try:
+                fields: list[tuple[str, str | UploadFile]] = list(
+                    parse_qsl(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+                )
+            except ValueError:  # more fields than allowed
+                raise HTTPException(413, f"form has more than {MAX_FORM_FIELDS} fields") from None
+            form = FormData(fields)
+            request.state.form = form
+        return form
+
+    def _set_cookie(self, request: Request, response: Response, value: str) -> None:
+        response.set_cookie(
+            COOKIE,
+            value,
+            max_age=SESSION_SECONDS,
+            path=PREFIX,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> Response:
+        session: Session = request.state.session
+        body = self.env.get_template(template).render(
+            csrf_token=session.csrf_token,
+            logged_in=self.sessions.required and session.authenticated,
+            path=request.url.path,
+            **context,
+        )
+        response = HTMLResponse(body, status_code=status_code)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        if not hasattr(request.state, "session"):  # a route that does not exist
+            _, request.state.session = self.sessions.issue(authenticated=False)
+        return self.render(request, "error.html", status, status=status, message=message)
+
+    # -- pages ---------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(f"{PREFIX}/deliveries", 303)
+
+    async def login(self, request: Request) -> Response:
+        target = _safe_next(request.query_params.get("next", ""))
+        if request.method == "GET":
+            if not self.sessions.required:
+                return RedirectResponse(target, 303)
+            return self.render(request, "login.html", target=target, error="")
+        form = await self._form(request)
+        token = form.get("token")
+        if not isinstance(token, str) or not self.sessions.token_accepted(token):
+            return self.render(
+                request, "login.html", 401, target=target, error="That token is not accepted."
+            )
+        cookie, _ = self.sessions.issue(authenticated=True)
+        response = RedirectResponse(target, 303)
+        self._set_cookie(request, response, cookie)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse(f"{PREFIX}/login", 303)
+        response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
+
+    async def deliveries(self, request: Request) -> Response:
+        query = parse_list_query(request.query_params)
+        items = await self.notifier.deliveries(query.store_filter())
+        return self.render(
+            request,
+            "deliveries.html",
+            400 if query.problems else 200,
+            query=query,
+            items=items,
+            older=_older_cursor(items),
+            statuses=[s.value for s in DeliveryStatus],
+            channels=[*registry.names(), registry.INBOX, registry.UNROUTABLE],
+        )
+
+    async def delivery_rows(self, request: Request) -> Response:
+        """The first page's rows alone: what the list's live update fetches."""
+        query = parse_list_query(request.query_params)
+        if query.problems:
+            raise HTTPException(400, "; ".join(f"{p.field}: {p.message}" for p in query.problems))
+        items = await self.notifier.deliveries(query.store_filter())
+        return self.render(request, "_rows.html", items=items)
+
+    async def delivery(self, request: Request) -> Response:
+        delivery = await self._delivery(request.path_params["id"])
+        attempts = await self.notifier.attempts(delivery.id)
+        smtp = self.notifier.settings.channel("email")  # None or {} when not configured
+        view = message_view(delivery, getattr(smtp, "sender", None))
+        return self.render(
+            request, "delivery.html", delivery=delivery, attempts=attempts, view=view
+        )
+
+    async def execution(self, request: Request) -> Response:
+        parts = {k: request.path_params[k] for k in ("project", "domain", "name")}
+        if id_problems(parts, ""):
+            raise HTTPException(404, "no such execution: not a valid execution id")
+        execution_id = ExecutionId(**parts)
+        execution = await self.notifier.execution(execution_id)
+        if execution is None:
+            raise HTTPException(404, f"no execution {execution_id}")
+        events = await self.notifier.events(execution_id)
+        deliveries = await self.notifier.deliveries(
+            DeliveryFilter(execution=execution_id, limit=MAX_TIMELINE_DELIVERIES)
+        )
+        timeline = [TimelineEntry(e.occurred_at, "event", (e, outcome)) for e, outcome in events]
+        for delivery in deliveries:
+            timeline.append(TimelineEntry(delivery.created_at, "delivery", delivery, delivery))
+            for attempt in await self.notifier.attempts(delivery.id):
+                timeline.append(TimelineEntry(attempt.finished_at, "attempt", attempt, delivery))
+        timeline.sort(key=lambda entry: entry.at)
+        return self.render(
+            request,
+            "execution.html",
+            execution=execution,
+            timeline=timeline,
+            deliveries=deliveries,
+            capped=len(deliveries) == MAX_TIMELINE_DELIVERIES,
+        )
+
+    async def dead_letters(self, request: Request) -> Response:
+        query = ListQuery({"status": DeliveryStatus.DEAD.value}, _cursor(request))
+        items = await self.notifier.deliveries(query.store_filter())
+        return self.render(
+            request,
+            "dead_letters.html",
+            items=items,
+            older=_older_cursor(items),
+            redriven=request.query_params.get("redriven", ""),
+            skipped=request.query_params.get("skipped", ""),
+        )
+
+    async def redrive(self, request: Request) -> Response:
+        form = await self._form(request)
+        # A row's own button re-drives that row alone, whatever else is ticked.
+        ids = _ids([form["one"]] if form.get("one") else form.getlist("id"))
+        if not ids:
+            raise HTTPException(400, "Select at least one dead letter to re-drive.")
+        if form.get("confirm") != "yes":
+            found = [d for d in [await self.notifier.delivery(i) for i in ids] if d is not None]
+            return self.render(request, "redrive_confirm.html", items=found)
+        redriven = [i for i in ids if await self.notifier.redrive(i) is not None]
+        answer = {"redriven": len(redriven), "skipped": len(ids) - len(redriven)}
+        return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(answer)}", 303)
+
+    async def launch_plans(self, request: Request) -> Response:
+        plans = await self.notifier.store.latest_launch_plans()
+        settings, dev_inbox = self.notifier.settings, self.notifier.dev_inbox
+        warnings = {
+            plan.id: resolve.routing_problems(plan.notifications, settings, dev_inbox)
+            for plan in plans
+        }
+        return self.render(request, "launch_plans.html", plans=plans, warnings=warnings)
+
+    async def status(self, request: Request) -> Response:
+        channels = await self._channel_rows()
+        ledger = await self.notifier.ledger_state()
+        return self.render(
+            request,
+            "status.html",
+            channels=channels,
+            sources=[(s.name, s.status) for s in self.sources],
+            ledger=ledger,
+            now=datetime.now(UTC),
+        )
+
+    async def inbox(self, request: Request) -> Response:
+        query = ListQuery(
+            {"channel": registry.INBOX, "status": DeliveryStatus.DELIVERED.value},
+            _cursor(request),
+        )
+        items = await self.notifier.deliveries(query.store_filter())
+        chosen = items[0] if items else None
+        if request.query_params.get("open"):
+            chosen = await self._delivery(request.query_params["open"])
+        view = message_view(chosen) if chosen is not None else None
+        return self.render(
+            request,
+            "inbox.html",
+            items=items,
+            older=_older_cursor(items),
+            chosen=chosen,
+            view=view,
+            dev_inbox=self.notifier.dev_inbox,
+            unconfigured=[
+                c for c, state in self.notifier.channel_states().items() if state != "configured"
+            ],
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _delivery(self, raw: str) -> Delivery:
+        try:
+            delivery_id = parse_int(raw, "id", 1, MAX_INT)
+        except InputError:
+            raise HTTPException(404, f"no delivery {raw!r}: not a delivery id") from None
+        delivery = await self.notifier.delivery(delivery_id)
+        if delivery is None:
+            raise HTTPException(404, f"no delivery {delivery_id}")
+        return delivery
+
+    async def _channel_rows(self) -> list[dict[str, Any]]:
+        """Each channel's state, then the dev inbox's and the unroutable dead letters'."""
+        states = {
+            name: state.replace("-", " ") for name, state in self.notifier.channel_states().items()
+        }
+        if self.notifier.dev_inbox:
+            states[registry.INBOX] = "dev inbox"
+        # Recipients no channel could take are dead-lettered under this name.
+        states[registry.UNROUTABLE] = "no channel"
+        return [await self._channel_status(name, state) for name, state in states.items()]
+
+    async def _channel_status(self, name: str, state: str) -> dict[str, Any]:
+        success = await self._newest(name, DeliveryStatus.DELIVERED)
+        failures = [
+            d
+            for d in [
+                await self._newest(name, DeliveryStatus.RETRYING),
+                await self._newest(name, DeliveryStatus.DEAD),
+            ]
+            if d is not None
+        ]
+        failure = max(failures, key=lambda d: d.id) if failures else None
+        return {
+            "name": name,
+            "state": state,
+            "success": success,
+            "success_at": await self._last_attempt_at(success),
+            "failure": failure,
+            "failure_at": await self._last_attempt_at(failure),
+        }
+
+    async def _newest(self, channel: str, status: DeliveryStatus) -> Delivery | None:
+        query = DeliveryFilter(channel=channel, status=status, newest_first=True, limit=1)
+        found = await self.notifier.deliveries(query)
+        return found[0] if found else None
+
+    async def _last_attempt_at(self, delivery: Delivery | None) -> datetime | None:
+        if delivery is None:
+            return None
+        attempts = await self.notifier.attempts(delivery.id)
+        return attempts[-1].finished_at if attempts else delivery.created_at
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def when(moment: datetime | float | None) -> Markup:
+    """A time shown absolute (UTC) and relative; the page's script keeps "ago" current."""
+    if moment is None:
+        return Markup('<span class="muted">never</span>')
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    moment = moment.astimezone(UTC)
+    absolute = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup(
+        '<time datetime="{iso}" title="{absolute}">{absolute}</time>'
+        ' <span class="ago" data-at="{epoch}">{ago}</span>'
+    ).format(
+        iso=moment.isoformat(),
+        absolute=absolute,
+        epoch=f"{moment.timestamp():.3f}",
+        ago=relative(moment.timestamp()),
+    )
+
+
+def relative(epoch: float, now: float | None = None) -> str:
+    seconds = (now if now is not None else time.time()) - epoch
+    future, seconds = seconds < 0, abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            amount = f"{int(seconds // size)} {unit}"
+            break
+    else:
+        amount = f"{int(seconds)} s"
+    return f"in {amount}" if future else f"{amount} ago"
+
+
+def _older_cursor(items: list[Delivery]) -> int | None:
+    return items[-1].id if len(items) == PAGE_SIZE else None
+
+
+def _cursor(request: Request) -> int | None:
+    raw = request.query_params.get("before", "")
+    try:
+        return parse_int(raw, "before", 1, MAX_INT) if raw else None
+    except InputError:
+        raise HTTPException(400, f"before: must be a delivery id, got {raw!r}") from None
+
+
+def _ids(values: list[Any]) -> list[int]:
+    ids: list[int] = []
+    for value in values:
+        try:
+            ids.append(parse_int(str(value), "id", 1, MAX_INT))
+        except InputError:
+            raise HTTPException(400, f"id: not a delivery id: {value!r}") from None
+    return list(dict.fromkeys(ids))
+
+
+def _safe_next(target: str) -> str:
+    """Where to go after logging in: a console path only, never another site."""
+    if target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return f"{PREFIX}/deliveries"
