@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -24,6 +25,9 @@ from pydantic import SecretStr
 from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
+from flytenotify.channels.mattermost import MattermostConfig, MattermostWebhook, mattermost_text
+from flytenotify.channels.slack import digest_message
+from flytenotify.channels.teams import TeamsTarget, teams_message
 from flytenotify.channels.webhook import DELIVERY_HEADER
 from flytenotify.config import (
     DatabaseConfig,
@@ -36,12 +40,15 @@ from flytenotify.config import (
     WebhookTarget,
 )
 from flytenotify.domain import Delivery, DeliveryStatus
+from flytenotify.engine.dispatch import messages
 from flytenotify.store.base import DeliveryFilter
-from tests.helpers import PLAN, event_json
+from tests.helpers import PLAN, event_json, rendered_delivery
 from tests.servers.http_sink import HttpSink
+from tests.servers.mattermost_api import MattermostServer
 from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer, SlackCall
 from tests.servers.smtp import SmtpServer
+from tests.servers.teams_webhook import TeamsWebhookServer
 
 ROOT = Path(__file__).parent.parent
 STORM = 500
@@ -288,3 +295,57 @@ async def test_pagerduty_digest_is_one_event_with_the_count(tmp_path: Path) -> N
     assert details["count"] == 5
     assert sorted(e["execution"] for e in details["executions"]) == [f"proj/prod/{n}" for n in FIVE]
     assert event["payload"]["summary"] == "5 executions of nightly failed"
+
+
+async def test_teams_digest_card_names_every_execution(tmp_path: Path) -> None:
+    async with TeamsWebhookServer() as teams:
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            teams={"ops": TeamsTarget(url=SecretStr(teams.workflow_url), per_webhook_interval=0)},
+        )
+        deliveries = await record_then_dispatch(settings, Email([P.FAILED], ["teams:ops"]))
+        assert_one_digest(deliveries)
+        (request,) = teams.posted
+    texts = [block["text"] for block in request.card["body"]]
+    assert texts[0] == "5 executions of nightly failed"
+    assert sorted(set(NAME.findall(" ".join(texts)))) == FIVE
+
+
+async def test_mattermost_digest_table_names_every_execution(tmp_path: Path) -> None:
+    async with MattermostServer() as mattermost:
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            mattermost=MattermostConfig(
+                webhooks={"town": MattermostWebhook(url=SecretStr(mattermost.hook_url()))},
+                per_channel_interval=0,
+            ),
+        )
+        deliveries = await record_then_dispatch(settings, Email([P.FAILED], ["mattermost:town"]))
+        message_id = assert_one_digest(deliveries)
+        (post,) = mattermost.posts()
+    assert "5 executions of nightly failed" in post["text"]
+    assert sorted(set(NAME.findall(post["text"]))) == FIVE
+    assert post["props"]["flytenotify_delivery"] == message_id
+
+
+def test_digests_stay_within_provider_limits() -> None:
+    """A thousand executions with long errors: every form within its provider's limit,
+    the count exact, the ones left out said."""
+    error = "Traceback (most recent call last): " + "x" * 2000
+    rows = tuple(
+        replace(
+            rendered_delivery("slack", "slack", "#a", name=f"storm-{i:04d}", error=error),
+            id=i,
+            group_key="g",
+        )
+        for i in range(1000)
+    )
+    (digest,) = messages(rows, lambda _channel: 1000)
+    assert digest.digest is not None
+    assert digest.digest.count == 1000
+    slack = digest_message(digest.digest)
+    assert len(slack["blocks"]) <= 50
+    assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in slack["blocks"])
+    assert len(json.dumps(teams_message(digest)).encode()) <= 28 * 1024
+    assert len(mattermost_text(digest)) <= 16_383
+    assert "1000 executions" in mattermost_text(digest)
