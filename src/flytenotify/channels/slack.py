@@ -303,9 +303,8 @@ def _digest_line(line: DigestLine) -> str:
     """One execution of a digest: its name (linked to the console) and error."""
     name = escape_mrkdwn(line.execution)
     url = line.console_url
-    if url.startswith(("https://", "http://")) and len(url) < MAX_URL and "|" not in url:
-        name = f"<{url}|{name}>"
-    text = f"*{name}*"
+    linked = url.startswith(("https://", "http://")) and len(url) < MAX_URL and "|" not in url
+    text = f"<{url}|{name}>" if linked else f"*{name}*"
     if line.error:
         code = f"{escape_mrkdwn(line.error_code)}: " if line.error_code else ""
         text += f"\n{code}{truncate(escape_mrkdwn(line.error), _DIGEST_ERROR)}"
