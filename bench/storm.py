@@ -271,18 +271,3 @@ def section(storm: dict[str, Any] | None) -> list[str]:
         "",
         *table(storm),
     ]
-
-
-def replace_section(storm: dict[str, Any], markdown_path: Path) -> None:
-    """Put a new storm section into the document, leaving every other line as it is."""
-    text = markdown_path.read_text(encoding="utf-8")
-    block = "\n".join(section(storm)) + "\n\n"
-    start = text.find(HEADING)
-    if start >= 0:
-        end = text.find("\n## ", start + len(HEADING))
-        end = len(text) if end < 0 else end + 1
-    else:
-        start = end = len(text)
-        block = "\n" + block
-    updated = text[:start] + block + text[end:]
-    markdown_path.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")

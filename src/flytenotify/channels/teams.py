@@ -169,13 +169,17 @@ def adaptive_card(
     error_length = len(variables.get("error.message", ""))
     body += _error(variables, error_length if error_keep is None else error_keep)
     body += _ended(variables)
+    return _card(body, _console_action(variables.get("console_url", "")))
+
+
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": CARD_VERSION,
         "msteams": {"width": "Full"},
         "body": body,
-        "actions": _console_action(variables.get("console_url", "")),
+        "actions": actions,
     }
 
 
@@ -213,14 +217,7 @@ def digest_card(digest: Digest, shown: int) -> dict[str, Any]:
     actions = []
     if digest.link.startswith(("https://", "http://")):
         actions = [{"type": "Action.OpenUrl", "title": "All executions", "url": digest.link}]
-    return {
-        "type": "AdaptiveCard",
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "version": CARD_VERSION,
-        "msteams": {"width": "Full"},
-        "body": body,
-        "actions": actions,
-    }
+    return _card(body, actions)
 
 
 def teams_message(delivery: Delivery, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
