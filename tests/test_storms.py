@@ -20,15 +20,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from pydantic import SecretStr
+import httpx
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr, ValidationError
 
 from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
+from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels.mattermost import MattermostConfig, MattermostWebhook, mattermost_text
 from flytenotify.channels.slack import digest_message
 from flytenotify.channels.teams import TeamsTarget, teams_message
 from flytenotify.channels.webhook import DELIVERY_HEADER
+from flytenotify.cli import main
 from flytenotify.config import (
     DatabaseConfig,
     GroupingConfig,
@@ -41,6 +46,7 @@ from flytenotify.config import (
 )
 from flytenotify.domain import Delivery, DeliveryStatus
 from flytenotify.engine.dispatch import messages
+from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from tests.helpers import PLAN, event_json, rendered_delivery
 from tests.servers.http_sink import HttpSink
@@ -349,3 +355,51 @@ def test_digests_stay_within_provider_limits() -> None:
     assert len(json.dumps(teams_message(digest)).encode()) <= 28 * 1024
     assert len(mattermost_text(digest)) <= 16_383
     assert "1000 executions" in mattermost_text(digest)
+
+
+# -- seeing what a digest carried -----------------------------------------------------------
+
+
+async def test_a_digest_is_found_by_its_message_id_in_the_api_cli_and_inbox(
+    tmp_path: Path,
+) -> None:
+    """Dev-inbox mode: the inbox keeps the digest in Slack's form; the API and the CLI
+    list the deliveries it carried."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with Notifier(Settings(database=DatabaseConfig(url=url)), dev_inbox=True) as notifier:
+        await notifier.register_launch_plan(PLAN, [Slack([P.FAILED], ["#alerts"])])
+        await notifier.report_events(storm_events(FIVE))
+        await notifier.run_until_idle(max_wait=20)
+        message_id = assert_one_digest(await notifier.deliveries())
+        (kept,) = await notifier.inbox()
+        app = create_app(notifier, ServerConfig())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            carried = await client.get("/api/v1/deliveries", params={"message": message_id})
+            other = await client.get("/api/v1/deliveries", params={"message": "digest:none"})
+            empty = await client.get("/api/v1/deliveries", params={"message": ""})
+    assert kept.subject == "5 executions of nightly failed"
+    assert set(NAME.findall(kept.body)) == set(FIVE)
+    items = carried.json()["items"]
+    assert [(i["message_id"], i["message_size"]) for i in items] == [(message_id, 5)] * 5
+    assert other.json()["items"] == []
+    assert empty.status_code == 400
+    assert [p["field"] for p in empty.json()["problems"]] == ["message"]
+    # The CLI runs its own event loop: on a thread of its own.
+    arguments = ["deliveries", "list", "--db", url, "--message", message_id, "--json"]
+    listed = await asyncio.to_thread(CliRunner().invoke, main, arguments)
+    assert listed.exit_code == 0, listed.output
+    assert len(json.loads(listed.output)) == 5
+
+
+def test_grouping_configuration_errors_name_the_key() -> None:
+    with pytest.raises(ValidationError) as unknown:
+        Settings.model_validate({"grouping": {"channels": {"sms": {"window": 5}}}})
+    assert "grouping.channels" in str(unknown.value).replace("\n", ".")
+    assert "'sms'" in str(unknown.value)
+    with pytest.raises(ValidationError) as part:
+        Settings.model_validate({"grouping": {"by": ["launch_plan", "weather"]}})
+    assert "grouping.by.1" in str(part.value).replace("\n", ".")
+    off = Settings.model_validate({"grouping": {"channels": {"email": {"enabled": False}}}})
+    assert off.grouping.key_parts("email") == ()
+    assert off.grouping.key_parts("slack") == ("launch_plan", "phase")
