@@ -80,7 +80,10 @@ def delivery_stats(intake: load.Intake, receipts: list[Receipt], expected: int) 
         "refused": intake.refused,
         "delivered": len(unique & set(range(expected))),
         "duplicates": len(ids) - len(unique),
-        "ok": len(unique & set(range(expected))) == expected and intake.refused == 0,
+        # Nothing lost and nothing doubled: one receipt per event, each expected.
+        "ok": len(unique & set(range(expected))) == expected
+        and len(ids) == len(unique)
+        and intake.refused == 0,
         "accepted_per_s": intake.rate,
         "delivered_per_s": expected / took if took > 0 else 0.0,
         "seconds": took,
@@ -93,7 +96,7 @@ def delivery_stats(intake: load.Intake, receipts: list[Receipt], expected: int) 
 
 
 def raw_limit(sinks: SinkProcess, mode: str, count: int, connections: int = 16) -> dict[str, Any]:
-    sinks.reset()
+    _prepare_sinks(sinks, 0.0)
     port = sinks.ports["http" if mode.startswith("http") else "smtp"]
     seconds = asyncio.run(raw.blast(mode, port, count, connections))
     received = sum(sinks.counts().values())
@@ -120,8 +123,13 @@ def flytenotify_run(
     split: bool = False,
     backend: str = "sqlite",
     replicas: int = 0,
+    latency: float = 0.0,
+    profile: str = "tuned",
 ) -> dict[str, Any]:
     """N FAILED events for ``channel``, sent one per request or in batches.
+
+    ``latency``: seconds the sink holds back each answer. ``profile``: the
+    service's settings (target_flytenotify.PROFILES).
 
     ``backend`` is ``sqlite`` (a file) or ``postgresql`` (a fresh database on
     the local server, dropped afterwards). ``replicas`` > 0 runs one API
@@ -129,11 +137,11 @@ def flytenotify_run(
     is ``replicas=1``. CPU and memory are then the sum over all processes (the
     PostgreSQL server's own are not included).
     """
-    sinks.reset()
+    _prepare_sinks(sinks, latency)
     kind = SINK_KIND[channel]
     replicas = max(replicas, 1) if split else replicas
     with tempfile.TemporaryDirectory(prefix="fn-bench-") as tmp:
-        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
+        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], profile=profile)
         with (
             fn.database(backend, Path(tmp)) as db,
             fn.serve(Path(tmp), config, db=db, replicas=replicas) as server,
@@ -146,8 +154,8 @@ def flytenotify_run(
             wait_for(sinks, kind, size, limit=60 + size / 20)
             cpu = sum(cpu_seconds(pid) for pid in server.pids) - cpu_before
             peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
-        receipts = sinks.collect()["receipts"][kind]
-    stats = delivery_stats(intake, receipts, size)
+        collected = sinks.collect()
+    stats = delivery_stats(intake, collected["receipts"][kind], size)
     return {
         "system": "flytenotify",
         "channel": channel,
@@ -155,11 +163,24 @@ def flytenotify_run(
         "backend": backend,
         "dispatchers": replicas,
         "size": size,
+        "profile": profile,
+        **_latency_fields(latency, collected),
         **stats,
         "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
         "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
         "peak_rss_mib": peak / 1024,
     }
+
+
+def _prepare_sinks(sinks: SinkProcess, latency: float) -> None:
+    sinks.set_delay(latency)
+    sinks.reset()
+
+
+def _latency_fields(latency: float, collected: dict[str, Any]) -> dict[str, Any]:
+    """The sink's latency and the most messages it held unanswered at once (with a latency)."""
+    peak = collected.get("peak_waiting") if latency > 0 else None
+    return {"latency_ms": round(latency * 1000), "peak_in_flight": peak}
 
 
 def intake_label(intake_mode: str, backend: str, replicas: int) -> str:
@@ -177,6 +198,8 @@ def drain_run(
     settings: dict[str, Any],
     backend: str = "postgresql",
     replicas: int = 1,
+    latency: float = 0.0,
+    profile: str = "tuned",
 ) -> dict[str, Any]:
     """The dispatchers alone: ``size`` webhook deliveries wait, then ``replicas`` drain them.
 
@@ -185,10 +208,10 @@ def drain_run(
     Delivered/s is ``size`` over the time from the sink's first receipt to its
     last, so intake speed plays no part: this is what the replicas can send.
     """
-    sinks.reset()
+    _prepare_sinks(sinks, latency)
     with tempfile.TemporaryDirectory(prefix="fn-drain-") as tmp:
         workdir = Path(tmp)
-        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
+        config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"], profile=profile)
         with fn.database(backend, workdir) as db:
             intake = _enqueue_held(sinks, workdir, size, settings, db)
             with fn.serve(workdir, config, db=db, replicas=replicas) as server:
@@ -199,7 +222,8 @@ def drain_run(
                 busy = machine_busy_seconds() - busy_before
                 wall = time.monotonic() - clock_before
                 peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
-        receipts = sinks.collect()["receipts"]["http"]
+        collected = sinks.collect()
+    receipts = collected["receipts"]["http"]
     ids = [n for _, n in receipts]
     delivered = len(set(ids) & set(range(size)))
     times = [t for t, _ in receipts]
@@ -211,12 +235,14 @@ def drain_run(
         "backend": backend,
         "dispatchers": replicas,
         "size": size,
+        "profile": profile,
+        **_latency_fields(latency, collected),
         "expected": size,
         "accepted": len(intake.accepted),
         "refused": intake.refused,
         "delivered": delivered,
         "duplicates": len(ids) - len(set(ids)),
-        "ok": delivered == size and intake.refused == 0,
+        "ok": delivered == size and len(ids) == len(set(ids)) and intake.refused == 0,
         "accepted_per_s": intake.rate,
         "delivered_per_s": size / took if took > 0 else 0.0,
         "seconds": took,
@@ -275,9 +301,14 @@ async def _send_many_plans(
 
 
 def alertmanager_run(
-    sinks: SinkProcess, binary: str, receiver: str, size: int, settings: dict[str, Any]
+    sinks: SinkProcess,
+    binary: str,
+    receiver: str,
+    size: int,
+    settings: dict[str, Any],
+    latency: float = 0.0,
 ) -> dict[str, Any]:
-    sinks.reset()
+    _prepare_sinks(sinks, latency)
     kind = SINK_KIND[receiver]
     with tempfile.TemporaryDirectory(prefix="am-bench-") as tmp:
         config = am.config_yaml(receiver, sinks.ports["smtp"], sinks.ports["http"])
@@ -296,13 +327,14 @@ def alertmanager_run(
             wait_for(sinks, kind, size, limit=60 + size / 20)
             cpu = cpu_seconds(manager.pid) - cpu_before
             memory = memory_kib(manager.pid)
-        receipts = sinks.collect()["receipts"][kind]
-    stats = delivery_stats(intake, receipts, size)
+        collected = sinks.collect()
+    stats = delivery_stats(intake, collected["receipts"][kind], size)
     return {
         "system": "alertmanager",
         "channel": receiver,
         "intake": "batch",
         "size": size,
+        **_latency_fields(latency, collected),
         **stats,
         "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
         "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
@@ -343,7 +375,7 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
     restarts it on the same database with dispatch on and samples RSS and the
     sink's count every half second until the backlog is gone.
     """
-    sinks.reset()
+    _prepare_sinks(sinks, 0.0)
     with tempfile.TemporaryDirectory(prefix="fn-backlog-") as tmp:
         workdir = Path(tmp)
         intake = _enqueue_held(sinks, workdir, size, settings)
@@ -434,7 +466,7 @@ def broker_intake_run(
     the sink's last receipt; the start-up (until /healthz answers) is part of it
     and reported on its own.
     """
-    sinks.reset()
+    _prepare_sinks(sinks, 0.0)
     lane = asyncio.run(make_lane())
     events = flyteadmin_events(size, cached)
     if not cached:

@@ -43,7 +43,7 @@ def _delivery_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     rows = [s for s in summary.values() if s["system"] != "raw"]
     rows.sort(key=lambda s: (s["channel"], s["size"], s["system"], s["intake"]))
     for s in rows:
-        raw = summary.get(RAW_FOR[s["channel"]], {})
+        raw = summary.get(RAW_FOR.get(s["channel"], ""), {})
         rate, limit = _median(s, "delivered_per_s"), _median(raw, "delivered_per_s")
         share = f"{rate / limit:.1%}" if rate and limit else "-"
         latency = " / ".join(
@@ -269,6 +269,196 @@ def _targets(summary: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+# --- the latency matrix ------------------------------------------------------------------
+
+# Targets set for sinks that answer slowly (each ratio from one run).
+TARGET_SLOW_MS = 200  # at this latency, flytenotify's defaults against Alertmanager:
+TARGET_SLOW_RATE = 1.0  # delivered/s at least Alertmanager's (email, webhook), p99 at most
+TARGET_FAST_RATE = {"webhook": 1.0, "email": 3.0}  # at 0 ms, delivered/s vs Alertmanager
+TARGET_SLOW_REPLICA_GAIN = 2.5  # PostgreSQL at 200 ms: three dispatcher replicas vs one
+# Peak RSS of one `serve` process before in-flight limits adapted (webhook, batches of
+# 10,000, 64 sends in flight at most; benchmarks of 2026-11-27): thousands in flight
+# now must stay within 20% of it.
+BASELINE_RSS_MIB = 86.0
+TARGET_RSS_GROWTH = 1.2
+
+_SYSTEM_ORDER = {"alertmanager": 0, "defaults": 1, "tuned": 2}
+
+
+def _matrix(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in summary.values() if s.get("matrix") == "latency"]
+
+
+def _who(s: dict[str, Any]) -> str:
+    if s["system"] == "alertmanager":
+        return "alertmanager"
+    return str(s.get("profile") or "tuned")
+
+
+def _latency_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| sink latency | channel | system | N | delivered/s | latency p50 / p99 (s) "
+        "| peak sends in flight | CPU ms per delivery | peak RSS MiB | all delivered once |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    rows = sorted(
+        rows,
+        key=lambda s: (
+            s.get("latency_ms") or 0,
+            s["channel"],
+            s.get("dispatchers") or 0,
+            _SYSTEM_ORDER.get(_who(s), 9),
+        ),
+    )
+    for s in rows:
+        who = _who(s)
+        system = "Alertmanager" if who == "alertmanager" else f"flytenotify, {who}"
+        if s.get("dispatchers"):
+            system += f", {s['intake']}"
+        latency = " / ".join(_cell(s, f"latency_from_post_{q}", fmt=".2f") for q in ("p50", "p99"))
+        lines.append(
+            f"| {s.get('latency_ms') or 0} ms | {s['channel']} | {system} | {s['size']:,} "
+            f"| {_cell(s, 'delivered_per_s')} | {latency} | {_cell(s, 'peak_in_flight')} "
+            f"| {_cell(s, 'cpu_s_per_1000', fmt='.2f')} | {_cell(s, 'peak_rss_mib')} "
+            f"| {'yes' if s['ok'] else '**NO: run failed**'} |"
+        )
+    return lines
+
+
+def _matrix_row(rows: list[dict[str, Any]], who: str, channel: str, ms: int) -> dict[str, Any]:
+    for s in rows:
+        if (
+            _who(s) == who
+            and s["channel"] == channel
+            and (s.get("latency_ms") or 0) == ms
+            and not s.get("dispatchers")
+        ):
+            return s
+    return {}
+
+
+def _latency_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The ratios per latency, and whether each latency target holds, in plain words."""
+    if not rows:
+        return []
+    latencies = sorted({s.get("latency_ms") or 0 for s in rows})
+    ratios: list[str] = []
+    for ms in latencies:
+        for channel in ("webhook", "email"):
+            theirs = _matrix_row(rows, "alertmanager", channel, ms)
+            for who in ("defaults", "tuned"):
+                ours = _matrix_row(rows, who, channel, ms)
+                rate = _ratio(_median(ours, "delivered_per_s"), _median(theirs, "delivered_per_s"))
+                p99 = _ratio(
+                    _median(ours, "latency_from_post_p99"), _median(theirs, "latency_from_post_p99")
+                )
+                if rate is not None:
+                    ratios.append(f"{ms} ms {channel} {who}: {_x(rate)} delivered/s, p99 {_x(p99)}")
+    verdicts: list[str] = []
+    slow: list[tuple[str, float | None]] = []
+    slow_p99: list[tuple[str, float | None]] = []
+    fast: list[tuple[str, float | None]] = []
+    for channel in ("webhook", "email"):
+        ours = _matrix_row(rows, "defaults", channel, TARGET_SLOW_MS)
+        theirs = _matrix_row(rows, "alertmanager", channel, TARGET_SLOW_MS)
+        slow.append(
+            (channel, _ratio(_median(ours, "delivered_per_s"), _median(theirs, "delivered_per_s")))
+        )
+        slow_p99.append(
+            (
+                channel,
+                _ratio(
+                    _median(ours, "latency_from_post_p99"), _median(theirs, "latency_from_post_p99")
+                ),
+            )
+        )
+        ours0 = _matrix_row(rows, "defaults", channel, 0)
+        theirs0 = _matrix_row(rows, "alertmanager", channel, 0)
+        rate0 = _ratio(_median(ours0, "delivered_per_s"), _median(theirs0, "delivered_per_s"))
+        fast.append((f"{channel} (target {TARGET_FAST_RATE[channel]:g}x)", rate0))
+    verdicts.append(
+        f"- At {TARGET_SLOW_MS} ms, defaults, delivered/s >= Alertmanager's: "
+        f"{_verdict(slow, lambda v: v >= TARGET_SLOW_RATE)} ("
+        + ", ".join(f"{w} {_x(v)}" for w, v in slow)
+        + ")."
+    )
+    verdicts.append(
+        f"- At {TARGET_SLOW_MS} ms, defaults, p99 <= Alertmanager's: "
+        f"{_verdict(slow_p99, lambda v: v <= 1.0)} ("
+        + ", ".join(f"{w} {_x(v)} of Alertmanager's" for w, v in slow_p99)
+        + ")."
+    )
+    # Each against its own target: judged as a share of it.
+    shares = [(w, None if v is None else v / TARGET_FAST_RATE[w.split()[0]]) for w, v in fast]
+    verdicts.append(
+        "- At 0 ms, defaults, webhooks >= 1.0x and email >= 3x Alertmanager: "
+        f"{_verdict(shares, lambda v: v >= 1.0)} ("
+        + ", ".join(f"{w} {_x(v)}" for w, v in fast)
+        + ")."
+    )
+    pg = {
+        s.get("dispatchers"): s
+        for s in rows
+        if s.get("dispatchers") and (s.get("latency_ms") or 0) == max(latencies)
+    }
+    gain = _ratio(
+        _median(pg.get(3, {}), "delivered_per_s"), _median(pg.get(1, {}), "delivered_per_s")
+    )
+    verdicts.append(
+        f"- PostgreSQL at {max(latencies)} ms, 3 dispatcher replicas >= "
+        f"{TARGET_SLOW_REPLICA_GAIN:g}x one (defaults, draining): "
+        f"{_verdict([('gain', gain)], lambda v: v >= TARGET_SLOW_REPLICA_GAIN)} ({_x(gain)})."
+    )
+    single = [s for s in rows if s["system"] == "flytenotify" and not s.get("dispatchers")]
+    peak = max((_median(s, "peak_rss_mib") or 0.0 for s in single), default=None)
+    most = max((_median(s, "peak_in_flight") or 0.0 for s in single), default=None)
+    verdicts.append(
+        f"- Peak RSS within {TARGET_RSS_GROWTH - 1:.0%} of {BASELINE_RSS_MIB:g} MiB "
+        "(one process before adaptive limits): "
+        f"{_verdict([('rss', peak)], lambda v: v <= BASELINE_RSS_MIB * TARGET_RSS_GROWTH)}"
+        + (f" (at most {peak:.0f} MiB, with up to {most:,.0f} sends in flight)." if peak else ".")
+    )
+    held = sum("**holds**" in v for v in verdicts)
+    measured = (
+        "Measured in this run, flytenotify ÷ Alertmanager: " + "; ".join(ratios) + "."
+        if ratios
+        else "Alertmanager was not run: no ratios."
+    )
+    return [
+        measured,
+        "",
+        f"Latency targets ({held} of {len(verdicts)} hold in this run):",
+        "",
+        *verdicts,
+    ]
+
+
+def _latency_section(summary: dict[str, dict[str, Any]]) -> list[str]:
+    rows = _matrix(summary)
+    if not rows:
+        return []
+    return [
+        "## Against a slow provider: the latency matrix",
+        "",
+        "The sinks hold back each message's answer (the HTTP response; for SMTP the reply "
+        "to the end of DATA) by the latency given, as a provider that takes that long to "
+        "accept a message would. Each system delivers N FAILED events (batches of 500, two "
+        "in flight) to a webhook or by email. *defaults*: flytenotify with only where to "
+        "send configured, as a user starts it; *tuned*: with more in flight from the start "
+        "and higher caps (`[dispatch]` max_in_flight 8192, initial_per_destination 1024, "
+        "max_per_destination 4096, `smtp.pool_size` 4096). Peak sends in flight is what the "
+        "sink saw: the most messages waiting for their answer at once. The PostgreSQL rows "
+        "drain N webhooks enqueued beforehand with 1 or 3 `--role dispatcher` processes "
+        "(defaults); delivered/s there is N over the time from the sink's first receipt to "
+        "its last.",
+        "",
+        *_latency_table(rows),
+        "",
+        *_latency_targets(rows),
+        "",
+    ]
+
+
 def _intake_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| channel | intake | N | accepted events/s "
@@ -316,7 +506,7 @@ def broker_section(broker_intake: dict[str, Any] | None) -> list[str]:
     if not broker_intake:
         return [BROKER_HEADING, "", "Not run this time (`--brokers` named none)."]
     runs = broker_intake["runs_per_scenario"]
-    how = "the median of 3 runs, (min-max) after it" if runs >= 3 else f"{runs} run(s), no median"
+    how = f"the median of {runs} runs, (min-max) after it" if runs >= 2 else "1 run, no median"
     skipped = [f"{name}: {why}" for name, why in broker_intake.get("skipped", {}).items()]
     return [
         BROKER_HEADING,
@@ -387,11 +577,13 @@ def _backlog(backlog: dict[str, Any] | None) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    summary = results["summary"]
+    # The latency matrix has its own section; the other sections are about the rest.
+    everything = results["summary"]
+    summary = {k: v for k, v in everything.items() if v.get("matrix") != "latency"}
     machine = results["machine"]
     manager = results["alertmanager"]
     runs = results["runs_per_scenario"]
-    how = "the median of 3 runs, (min-max) after it" if runs >= 3 else f"{runs} run(s), no median"
+    how = f"the median of {runs} runs, (min-max) after it" if runs >= 2 else "1 run, no median"
     parts = [
         "# Benchmarks",
         "",
@@ -417,6 +609,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_raw_table(summary),
         "",
+        *_latency_section(everything),
         "## Delivery, end to end",
         "",
         "Delivered/s is N divided by the time from the first request to the last message "
@@ -493,6 +686,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def _plot_label(s: dict[str, Any]) -> str:
     if s["system"] == "raw":
         return f"raw {s['mode'].replace('_', ' ')}"
+    if s.get("matrix") == "latency":
+        replicas = f" {s['intake']}" if s.get("dispatchers") else ""
+        return f"{_who(s)} {s['channel']}{replicas} {s.get('latency_ms') or 0} ms N={s['size']:,}"
     return f"{s['system']} {s['channel']} {s['intake']} N={s['size']:,}"
 
 

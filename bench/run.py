@@ -1,14 +1,21 @@
 """Benchmarks: flytenotify vs Prometheus Alertmanager vs the sinks' raw limit.
 
-    python3 dev.py bench                 # N = 1,000, 10,000 and 100,000; median of 3 runs
-    python3 dev.py bench --runs 1        # a quick check
-    python3 dev.py bench --full          # adds the 1,000,000-delivery backlog run
+    python3 dev.py bench                 # the latency matrix and N = 10,000; median of 2 runs
+    python3 dev.py bench --quick         # ~3 minutes: the latency matrix, small N, one run
+    python3 dev.py bench --runs 1        # everything once
+    python3 dev.py bench --full          # adds N = 100,000 and the 1,000,000-delivery backlog
     python3 dev.py bench --backlog-only --backlog 20000  # backlog only (own JSON)
     python3 dev.py bench --no-postgresql # without the local PostgreSQL server
     python3 dev.py bench --intake-only   # FlyteAdmin's events from the brokers only (~2 min)
     python3 dev.py bench --intake-only --intake-n 5000 --brokers nats
     python3 dev.py bench --storm-only    # the alert-storm comparison only (~2-3 min)
     (SNS → SQS runs --intake-sqs-n events, 100 by default: moto, not flytenotify, bounds it)
+
+The latency matrix: flytenotify with its defaults (only where to send
+configured) and tuned, and Alertmanager, deliver --latency-n webhooks and
+emails to sinks that hold back each answer 0, 50 and 200 ms (--latencies);
+PostgreSQL adds 1 and 3 dispatcher replicas draining --pg-latency-n webhooks
+from 200 ms sinks with the defaults.
 
 The PostgreSQL runs need a server on 127.0.0.1:5432 that lets user postgres in
 without a password; each run creates a database flytenotify_bench_<random> and
@@ -47,6 +54,7 @@ import raw
 import report
 import storm
 import target_alertmanager as am
+import target_flytenotify as fn
 from load import DOMAIN, PROJECT
 from sinks import SinkProcess
 from target_flyteadmin import FlyteAdminProcess
@@ -65,18 +73,40 @@ LOAD = {"concurrency": 32, "batch_size": 500, "batch_concurrency": 2}
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--runs", type=int, help="runs per scenario, median reported (default 3; --intake-only 1)"
+        "--runs",
+        type=int,
+        help="runs per scenario, median reported (default 2; --quick, --intake-only 1)",
     )
-    parser.add_argument("--sizes", type=int, nargs="+", help="flytenotify sizes N")
+    parser.add_argument(
+        "--quick", action="store_true", help="one run, small N, no throughput or broker runs"
+    )
+    parser.add_argument(
+        "--latencies",
+        type=int,
+        nargs="*",
+        help="sink latencies in ms for the latency matrix (default 0 50 200; none: skip it)",
+    )
+    parser.add_argument(
+        "--latency-n", type=int, help="events per latency-matrix run (default 2,000)"
+    )
+    parser.add_argument(
+        "--pg-latency-n",
+        type=int,
+        help="webhooks drained per PostgreSQL replica run at the largest latency (default 20,000)",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", help="flytenotify sizes N at 0 ms (none: skip)"
+    )
     parser.add_argument("--am-sizes", type=int, nargs="+", help="Alertmanager sizes")
     parser.add_argument(
         "--large",
         type=int,
-        default=100_000,
-        help="the largest N, batched email and webhook only (0: skip; default 100,000)",
+        help="the largest N, batched email and webhook only (0: skip; default 0, --full 100,000)",
     )
     parser.add_argument(
-        "--full", action="store_true", help="add the backlog run (1,000,000 deliveries)"
+        "--full",
+        action="store_true",
+        help="add N = 100,000 and the backlog run (1,000,000 deliveries)",
     )
     parser.add_argument("--backlog", type=int, default=0, help="backlog run size (0: off)")
     parser.add_argument("--backlog-only", action="store_true", help="skip everything else")
@@ -122,9 +152,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="brokers for the intake runs (default: all; none: skip them)",
     )
     args = parser.parse_args(argv)
-    args.runs = args.runs or (1 if args.intake_only else 3)
-    args.sizes = args.sizes or [1_000, 10_000]
-    args.am_sizes = args.am_sizes or [1_000, 5_000]
+    quick = args.quick
+    args.runs = args.runs or (1 if args.intake_only or quick else 2)
+    args.latencies = [0, 50, 200] if args.latencies is None else args.latencies
+    args.latency_n = args.latency_n or (1_000 if quick else 2_000)
+    args.pg_latency_n = args.pg_latency_n or (10_000 if quick else 20_000)
+    if args.sizes is None:
+        args.sizes = [] if quick else [10_000]
+    args.am_sizes = args.am_sizes or [5_000]
+    if args.large is None:
+        args.large = 100_000 if args.full else 0
+    if quick:
+        args.brokers = []
+        args.extra_channels = []
     if args.full and not args.backlog:
         args.backlog = 1_000_000
     return args
@@ -133,9 +173,97 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def scenarios(args: argparse.Namespace, binary: str | None) -> list[tuple[str, Callable[..., Any]]]:
     """(label, function of the sinks) for one round; a round is repeated --runs times."""
     found: list[tuple[str, Callable[..., Any]]] = []
-    raw_count = max(10_000, max(args.sizes) // 2)
+    raw_count = max(10_000, max(args.sizes, default=0) // 2)
     for mode in raw.MODES:
         found.append((f"raw {mode}", lambda s, m=mode: measure.raw_limit(s, m, raw_count)))
+    found += latency_scenarios(args, binary)
+    if args.sizes:
+        found += throughput_scenarios(args, binary)
+    return found
+
+
+def latency_scenarios(
+    args: argparse.Namespace, binary: str | None
+) -> list[tuple[str, Callable[..., Any]]]:
+    """Each system against sinks answering after each latency; PostgreSQL replicas at the top."""
+    found: list[tuple[str, Callable[..., Any]]] = []
+    size = args.latency_n
+    for ms in args.latencies:
+        for channel in ("webhook", "email"):
+            row = {"channel": channel, "size": size, "latency_ms": ms, "intake": "batch"}
+            for profile in fn.PROFILES:
+                found.append(
+                    (
+                        f"flytenotify {profile} {channel} {ms} ms N={size}",
+                        lambda s, c=channel, p=profile, d=ms / 1000, w=row: _in_matrix(
+                            lambda: measure.flytenotify_run(
+                                s, c, "batch", size, LOAD, latency=d, profile=p
+                            ),
+                            system="flytenotify",
+                            profile=p,
+                            **w,
+                        ),
+                    )
+                )
+            if binary is not None:
+                found.append(
+                    (
+                        f"alertmanager {channel} {ms} ms N={size}",
+                        lambda s, c=channel, d=ms / 1000, w=row: _in_matrix(
+                            lambda: measure.alertmanager_run(s, binary, c, size, LOAD, latency=d),
+                            system="alertmanager",
+                            **w,
+                        ),
+                    )
+                )
+    if args.latencies and not args.no_postgresql:
+        slowest = max(args.latencies)
+        for replicas in args.pg_replicas:
+            found.append(
+                (
+                    f"flytenotify defaults webhook drain, PostgreSQL, {replicas} "
+                    f"dispatcher{'s' if replicas > 1 else ''} {slowest} ms N={args.pg_latency_n}",
+                    lambda s, r=replicas, d=slowest / 1000: _in_matrix(
+                        lambda: measure.drain_run(
+                            s,
+                            args.pg_latency_n,
+                            LOAD,
+                            backend="postgresql",
+                            replicas=r,
+                            latency=d,
+                            profile="defaults",
+                        ),
+                        system="flytenotify",
+                        profile="defaults",
+                        channel="webhook",
+                        size=args.pg_latency_n,
+                        latency_ms=slowest,
+                        dispatchers=r,
+                        backend="postgresql",
+                        intake=measure.intake_label("drain", "postgresql", r),
+                    ),
+                )
+            )
+    return found
+
+
+def _in_matrix(run: Callable[[], dict[str, Any]], **describe: Any) -> dict[str, Any]:
+    """A run of the latency matrix, described even if it fails, and marked as the matrix's.
+
+    Marked, it is reported in its own table and judged by its own targets.
+    """
+    try:
+        result = run()
+    except Exception as error:  # reported as a failed row, the others still run
+        result = {"ok": False, "error": repr(error)}
+    return {**describe, **result, "matrix": "latency"}
+
+
+def throughput_scenarios(
+    args: argparse.Namespace, binary: str | None
+) -> list[tuple[str, Callable[..., Any]]]:
+    """Sinks answering at once: intake modes, sizes, processes, backends, other channels."""
+    found: list[tuple[str, Callable[..., Any]]] = []
     for size in args.sizes:
         for channel, intake in (("email", "batch"), ("webhook", "batch"), ("email", "single")):
             found.append(
@@ -328,6 +456,7 @@ _NUMBERS = (
     "peak_rss_mib",
     "cpu_cores_busy",
     "machine_cores_busy",
+    "peak_in_flight",
 )
 
 
@@ -335,12 +464,13 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     # A run that raised has only its error: describe the scenario by one that did not.
     first = next((r for r in results if r.get("system")), results[0])
     keys = ("system", "channel", "intake", "size", "mode", "expected", "backend", "dispatchers")
+    keys += ("profile", "latency_ms", "matrix")
     summary: dict[str, Any] = {k: first.get(k) for k in keys}
     summary["errors"] = [r["error"] for r in results if "error" in r]
     summary["ok"] = all(r.get("ok") for r in results)
     summary["runs"] = len(results)
     for key in _NUMBERS:
-        summary[key] = _spread([r[key] for r in results if key in r])
+        summary[key] = _spread([r[key] for r in results if r.get(key) is not None])
     for key in ("latency_from_accept", "latency_from_post"):
         for q in ("p50", "p95", "p99", "max"):
             values = [r[key][q] for r in results if r.get(key, {}).get(q) is not None]

@@ -15,6 +15,13 @@ Every accepted message is recorded as ``(time.time(), id)``, where ``id`` is
 the first ``run-<n>`` found in it (the execution or alert name), so the
 harness can match it to the event that caused it.
 
+Latency: with a delay set (``SinkProcess.set_delay``), each message's answer
+is held back that long, as a slow provider's would be: the HTTP response, and
+for SMTP the reply to the end of DATA (where a relay scans and queues; the
+other commands answer at once, as over a network with a short round trip).
+The sinks count the messages waiting for their answer and keep the peak: the
+sends a client had in flight at once, as the provider saw them.
+
 The sinks run in their own process (:class:`SinkProcess`) so they never share
 an event loop, or a core's time slice, with the load generator.
 """
@@ -53,9 +60,36 @@ class Recorder:
         default_factory=lambda: {"smtp": [], "http": [], "pagerduty": [], "slack": []}
     )
     connections: int = 0
+    delay: float = 0.0  # seconds each message's answer is held back
+    waiting: int = 0  # messages whose answer is held back now
+    peak_waiting: int = 0
 
     def add(self, kind: str, data: bytes) -> None:
         self.receipts[kind].append((time.time(), message_id(data)))
+
+    def answer(
+        self, transport: asyncio.Transport, reply: bytes, message: bool, close: bool = False
+    ) -> None:
+        """Write ``reply`` now, or after the delay if it answers a message; then maybe close."""
+        if not message or self.delay <= 0:
+            self._write(transport, reply, close)
+            return
+        self.waiting += 1
+        self.peak_waiting = max(self.peak_waiting, self.waiting)
+        asyncio.get_running_loop().call_later(
+            self.delay, self._answer_late, transport, reply, close
+        )
+
+    def _answer_late(self, transport: asyncio.Transport, reply: bytes, close: bool) -> None:
+        self.waiting -= 1
+        self._write(transport, reply, close)
+
+    @staticmethod
+    def _write(transport: asyncio.Transport, reply: bytes, close: bool) -> None:
+        if not transport.is_closing():
+            transport.write(reply)
+            if close:
+                transport.close()
 
     def counts(self) -> dict[str, int]:
         return {kind: len(items) for kind, items in self.receipts.items()}
@@ -64,6 +98,7 @@ class Recorder:
         for items in self.receipts.values():
             items.clear()
         self.connections = 0
+        self.peak_waiting = self.waiting
 
 
 # --- SMTP ---------------------------------------------------------------------------
@@ -91,6 +126,7 @@ class SmtpSink(asyncio.Protocol):
         self.buffer += data
         replies = bytearray()
         closing = False
+        message = False  # a message ended in this read: its reply is held back
         while not closing:
             if self.in_data:
                 end = self.buffer.find(_END_OF_DATA)
@@ -100,6 +136,7 @@ class SmtpSink(asyncio.Protocol):
                 del self.buffer[: end + len(_END_OF_DATA)]
                 self.in_data = False
                 replies += b"250 2.0.0 queued\r\n"
+                message = True
                 continue
             end = self.buffer.find(b"\r\n")
             if end < 0:
@@ -108,10 +145,8 @@ class SmtpSink(asyncio.Protocol):
             del self.buffer[: end + 2]
             reply, closing = self._command(line)
             replies += reply
-        if replies and self.transport is not None:
-            self.transport.write(bytes(replies))
-        if closing and self.transport is not None:
-            self.transport.close()
+        if self.transport is not None and (replies or closing):
+            self.recorder.answer(self.transport, bytes(replies), message, closing)
 
     def _command(self, line: bytes) -> tuple[bytes, bool]:
         verb = line[:4].upper()
@@ -170,10 +205,8 @@ class HttpSink(asyncio.Protocol):
             head, body = request
             out += self._answer(head, body)
             close = b"\r\nconnection: close" in head.lower()
-        if out and self.transport is not None:
-            self.transport.write(bytes(out))
-        if close and self.transport is not None:
-            self.transport.close()
+        if self.transport is not None and (out or close):
+            self.recorder.answer(self.transport, bytes(out), bool(out), close)
 
     def _take_request(self) -> tuple[bytes, bytes] | None:
         end = self.buffer.find(b"\r\n\r\n")
@@ -246,10 +279,19 @@ def _on_command(conn: Connection, recorder: Recorder, stopped: asyncio.Future[No
         if not stopped.done():
             stopped.set_result(None)
         return
-    if command == "counts":
+    if isinstance(command, tuple) and command[0] == "delay":
+        recorder.delay = float(command[1])
+        conn.send(True)
+    elif command == "counts":
         conn.send(recorder.counts())
     elif command == "collect":
-        conn.send({"receipts": recorder.receipts, "connections": recorder.connections})
+        conn.send(
+            {
+                "receipts": recorder.receipts,
+                "connections": recorder.connections,
+                "peak_waiting": recorder.peak_waiting,
+            }
+        )
     elif command == "reset":
         recorder.reset()
         conn.send(True)
@@ -291,7 +333,7 @@ class SinkProcess:
     def pid(self) -> int:
         return int(self._process.pid or 0)
 
-    def _ask(self, command: str) -> Any:
+    def _ask(self, command: str | tuple[str, float]) -> Any:
         self._conn.send(command)
         if not self._conn.poll(60):
             raise RuntimeError(f"the sink process did not answer {command!r}")
@@ -305,6 +347,10 @@ class SinkProcess:
 
     def reset(self) -> None:
         self._ask("reset")
+
+    def set_delay(self, seconds: float) -> None:
+        """Hold back each message's answer ``seconds`` from now on (0: answer at once)."""
+        self._ask(("delay", seconds))
 
     def stop(self) -> None:
         if self._process.is_alive():

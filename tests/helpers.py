@@ -166,7 +166,7 @@ def assert_mailed_once_but_in_flight(messages: Sequence[Any], total: int, what: 
     twice = sorted(mid for mid, n in ids.items() if n > 1)
     print(f"\n{what}; sent twice (in flight at the kill): {len(twice)} {twice}")
     assert len(ids) == total
-    assert len(twice) <= Settings().dispatch.concurrency
+    assert len(twice) <= Settings().dispatch.max_in_flight
 
 
 def write_config(tmp_path: Path, body: str) -> Path:

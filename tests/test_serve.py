@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -287,3 +288,18 @@ def test_the_readme_first_command_serves_and_stops_cleanly(tmp_path: Path) -> No
         assert "dev-inbox mode" in output
     finally:
         stop(process)
+
+
+def test_the_open_file_limit_is_raised_to_fit_the_sends_in_flight(tmp_path: Path) -> None:
+    # Started with a soft limit of 256 open files (the hard one 8,192): every
+    # send in flight holds a socket, and the default budget is 2,048 of them.
+    launcher = ["prlimit", "--nofile=256:8192", sys.executable, "-m", "flytenotify.cli"]
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    process, _base = start_serve(tmp_path, launcher=launcher)
+    try:
+        limits = Path(f"/proc/{process.pid}/limits").read_text(encoding="ascii")
+    finally:
+        stop(process)
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    assert line.split()[3:5] == [str(2048 + 1024), "8192"]

@@ -235,17 +235,21 @@ class Notifier:
         stored, _created = await self.store.create_execution(execution)
         return stored
 
+    async def launch_plans(self) -> list[tuple[LaunchPlan, list[Problem]]]:
+        """The latest version of every registered launch plan, each with the
+        recipients in it that no configured channel can reach."""
+        return [
+            (plan, resolve.routing_problems(plan.notifications, self.settings, self.dev_inbox))
+            for plan in await self.store.latest_launch_plans()
+        ]
+
     async def routing_problems(self) -> list[Problem]:
         """Recipients of registered launch plans that no configured channel can reach."""
-        problems: list[Problem] = []
-        for plan in await self.store.latest_launch_plans():
-            problems += resolve.routing_problems(
-                plan.notifications,
-                self.settings,
-                self.dev_inbox,
-                f"launch plan {plan.id}: notifications",
-            )
-        return problems
+        return [
+            Problem(f"launch plan {plan.id}: {problem.field}", problem.message)
+            for plan, found in await self.launch_plans()
+            for problem in found
+        ]
 
     # -- events --------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class SinkRequest:
     headers: CIMultiDict[str]  # case-insensitive, as HTTP header names are
     body: bytes
     status: int  # what the sink answered
+    concurrent: int = 1  # requests being handled when it arrived, itself included
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -104,6 +105,7 @@ class HttpSink(LoopbackServer):
         self.default_status = default_status
         self.requests: list[SinkRequest] = []
         self.delay = 0.0  # seconds each answer is held back (for timeouts)
+        self.in_flight = 0  # requests being handled now
         self._script: deque[ScriptedReply] = deque()
 
     def url(self, path: str = "/hook") -> str:
@@ -121,9 +123,14 @@ class HttpSink(LoopbackServer):
 
     async def _handle(self, request: web.Request) -> web.Response:
         at = time.monotonic()
-        body = await request.read()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.in_flight += 1
+        concurrent = self.in_flight
+        try:
+            body = await request.read()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
         reply = self._script.popleft() if self._script else ScriptedReply(self.default_status)
         self.requests.append(
             SinkRequest(
@@ -133,6 +140,7 @@ class HttpSink(LoopbackServer):
                 headers=CIMultiDict(request.headers),
                 body=body,
                 status=reply.status,
+                concurrent=concurrent,
             )
         )
         return web.Response(status=reply.status, text=reply.body, headers=reply.headers)

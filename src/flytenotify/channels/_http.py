@@ -61,12 +61,11 @@ def describe_transport_error(err: BaseException) -> str:
 # socket timeouts; TimeoutError (= asyncio.TimeoutError) is the total timeout.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
 
-# The pool is bounded like the dispatcher (64 concurrent sends by default), and
-# per host at half of that so one slow receiver cannot take every connection.
+# The pool itself is not bounded: the dispatcher bounds the sends in flight, per
+# destination (adapted to its answers) and in all (dispatch.max_in_flight), and
+# a second, fixed bound here would silently cap what those settings allow.
 # aiohttp hands out an idle connection from a per-host deque in O(1); httpx's
 # pool scanned every connection on every request, which dominated the profile.
-POOL_LIMIT = 64
-POOL_LIMIT_PER_HOST = 32
 KEEPALIVE_S = 30.0
 DNS_CACHE_TTL_S = 300
 
@@ -80,8 +79,8 @@ def new_session(timeout: float | None = None) -> aiohttp.ClientSession:
     connection, the request and the whole answer); a request can override it.
     """
     connector = aiohttp.TCPConnector(
-        limit=POOL_LIMIT,
-        limit_per_host=POOL_LIMIT_PER_HOST,
+        limit=0,  # unbounded: see above
+        limit_per_host=0,
         keepalive_timeout=KEEPALIVE_S,
         ttl_dns_cache=DNS_CACHE_TTL_S,
     )
@@ -125,3 +124,8 @@ def decode_reply(body: bytes, charset: str | None, limit: int) -> str:
     except LookupError:  # a charset Python does not know
         text = body.decode("utf-8", errors="replace")
     return text.strip()[:limit]
+
+
+def url_destination(url: URL) -> str:
+    """The destination a URL's sends count against: its scheme, host and port."""
+    return f"{url.scheme}://{url.host}:{url.port}"

@@ -85,7 +85,11 @@ class SmtpConfig(Section):
     ca_file: Path | None = None  # trust this CA bundle in addition to the system's
     timeout: float = Field(default=30.0, gt=0)
     sender: str = "flytenotify@localhost"
-    pool_size: int = Field(default=16, ge=1, le=256)  # connections kept open and reused
+    # Sessions open at once: the most emails in flight to this relay. The
+    # dispatcher opens them as the relay keeps up (dispatch.initial_per_destination,
+    # then AIMD); at 300 ms a message, 300 sessions carry 1,000 emails/s. Set it
+    # to the relay's own limit per client (Postfix: 50) if it has one.
+    pool_size: int = Field(default=512, ge=1, le=16384)
     # Messages per minute the relay accepts, across replicas; 0: no budget.
     max_per_minute: int = Field(default=0, ge=0)
 
@@ -576,8 +580,14 @@ class EmailChannel:
         self._where = f"{config.host}:{config.port}"
         self._tls_context = _tls_context(config) if config.tls != "none" else None
         self._pool = _Pool(config.pool_size, idle_timeout)
+        # The dispatcher keeps this channel's sends in flight within the pool.
+        self.max_in_flight = config.pool_size
         self._local_hostname: str | None = None
         self._pacer = Pacer(_BUDGET_WAIT, shared=shared_pacing)
+
+    def destination(self, delivery: Delivery) -> str:
+        """The relay: every message goes through it, so its sends are limited together."""
+        return self._where
 
     async def send(self, delivery: Delivery) -> SendResult:
         try:

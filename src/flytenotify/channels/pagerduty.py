@@ -33,6 +33,7 @@ from flytenotify.channels._http import (
     http_status_result,
     new_session,
     parse_retry_after,
+    url_destination,
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, digest_lines
@@ -240,6 +241,7 @@ class PagerDutyChannel:
             recipient: key.get_secret_value() for recipient, key in config.routing_keys.items()
         }
         self._url = URL(config.events_url)  # parsed once, not by aiohttp per request
+        self._destination = url_destination(self._url)
         self._proxy = env_proxy(self._url)
         # Created on the first send: an aiohttp session belongs to the running loop.
         self._session: aiohttp.ClientSession | None = None
@@ -249,6 +251,10 @@ class PagerDutyChannel:
         if session is None or session.closed:
             session = self._session = new_session(self._config.timeout)
         return session
+
+    def destination(self, delivery: Delivery) -> str:
+        """The Events API host (each routing key is paced on its own as well)."""
+        return self._destination
 
     async def send(self, delivery: Delivery) -> SendResult:
         routing_key = self._routing_keys.get(delivery.recipient)

@@ -51,6 +51,7 @@ from flytenotify.channels._cache import TtlCache
 from flytenotify.channels._http import (
     describe_transport_error,
     http_status_result,
+    new_session,
     parse_retry_after,
 )
 from flytenotify.channels._pacing import Busy, Pacer
@@ -448,8 +449,8 @@ class SlackChannel:
     def _session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop; shared for keep-alive.
         if self._http is None or self._http.closed:
-            timeout = aiohttp.ClientTimeout(total=self._config.timeout)
-            self._http = aiohttp.ClientSession(timeout=timeout)
+            # Unbounded pool: the dispatcher limits Slack's sends in flight.
+            self._http = new_session(self._config.timeout)
             self._web.session = self._http
             self._hook.session = self._http
         return self._http

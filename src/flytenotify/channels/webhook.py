@@ -43,6 +43,7 @@ from flytenotify.channels._http import (
     http_status_result,
     new_session,
     parse_retry_after,
+    url_destination,
 )
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, always, named_target
 from flytenotify.domain import Delivery, Digest
@@ -295,6 +296,7 @@ class _Target:
     def __init__(self, config: WebhookTarget) -> None:
         self.url = config.url
         self.parsed_url = URL(config.url)  # aiohttp would otherwise parse the string per request
+        self.destination = url_destination(self.parsed_url)
         self.proxy = env_proxy(self.parsed_url)
         self.timeout = config.timeout
         self.client_timeout = aiohttp.ClientTimeout(total=config.timeout)
@@ -333,6 +335,11 @@ class WebhookChannel:
         if session is None or session.closed:
             session = self._session = new_session()
         return session
+
+    def destination(self, delivery: Delivery) -> str:
+        """The receiving host: its sends in flight are limited together."""
+        target = self._targets.get(delivery.recipient)
+        return target.destination if target is not None else ""
 
     async def send(self, delivery: Delivery) -> SendResult:
         target = self._targets.get(delivery.recipient)

@@ -31,7 +31,6 @@ from flytenotify.console.auth import COOKIE, CSRF_FIELD, SESSION_SECONDS, Sessio
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.console.previews import message_view
 from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId
-from flytenotify.engine import resolve
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
@@ -325,12 +324,9 @@ class _Console:
         return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(answer)}", 303)
 
     async def launch_plans(self, request: Request) -> Response:
-        plans = await self.notifier.store.latest_launch_plans()
-        settings, dev_inbox = self.notifier.settings, self.notifier.dev_inbox
-        warnings = {
-            plan.id: resolve.routing_problems(plan.notifications, settings, dev_inbox)
-            for plan in plans
-        }
+        found = await self.notifier.launch_plans()
+        plans = [plan for plan, _ in found]
+        warnings = {plan.id: problems for plan, problems in found}
         return self.render(request, "launch_plans.html", plans=plans, warnings=warnings)
 
     async def status(self, request: Request) -> Response:

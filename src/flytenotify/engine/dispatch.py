@@ -1,7 +1,9 @@
 """Dispatch: claim due deliveries, send them, write back what happened.
 
 The loop leases due rows, hands each to its channel in its own task within
-the configured concurrency limits, and writes outcomes back in batches: the
+the in-flight limits (per destination, adapted to its answers by
+:mod:`flytenotify.engine.inflight`; and the process's budget), and claims no
+more rows than there is room for. It writes outcomes back in batches: the
 outcomes gathered since its last look and its next claim share one round trip
 and one commit. A lease expires, so a crashed process never strands a row; it
 is renewed while its send is in progress, so it can be short (a restarted
@@ -40,6 +42,7 @@ from dataclasses import dataclass, replace
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
 from flytenotify.domain import Delivery, DeliveryStatus, Digest
+from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
 from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import (
     DEFAULT_GROUP_RULE,
@@ -71,6 +74,12 @@ def new_owner_id() -> str:
 
 
 AttemptObserver = Callable[[Delivery, SendResult, float], None]
+
+
+def _destination(channel: Channel, delivery: Delivery) -> str:
+    """Where ``channel`` sends ``delivery`` (its host or relay), if the channel says."""
+    where: Callable[[Delivery], str] | None = getattr(channel, "destination", None)
+    return where(delivery) if where is not None else ""
 
 
 @dataclass(eq=False, slots=True)
@@ -149,6 +158,15 @@ class Dispatcher:
         self._flights: set[_Flight] = set()
         self._busy: Counter[str] = Counter()
         self._completions: list[Completion] = []
+        dispatch = settings.dispatch
+        self._inflight = InflightLimiter(
+            AimdRule(
+                initial=dispatch.initial_per_destination,
+                maximum=dispatch.max_per_destination,
+                adaptive=dispatch.adaptive,
+            )
+        )
+        self._caps = {name: self._cap(name) for name in [*self.channels, OTHER_CHANNELS]}
         self._stop = asyncio.Event()
         self._running = False
         self._claiming = False
@@ -241,20 +259,29 @@ class Dispatcher:
 
     # -- the loop -------------------------------------------------------------------
 
+    def _cap(self, name: str) -> int:
+        """The most sends of one channel in flight: the settings' and the channel's own bound."""
+        dispatch = self.settings.dispatch
+        cap = min(dispatch.per_channel.get(name, dispatch.max_in_flight), dispatch.max_in_flight)
+        own: int | None = getattr(self.channels.get(name), "max_in_flight", None)
+        return cap if own is None else min(cap, own)
+
     def _limits(self) -> dict[str, int]:
         """How many rows of each channel to claim now.
 
-        A channel with sends in flight waits until a quarter of its slots are
-        free before claiming again: claiming one row per finished send cost a
-        database round trip per delivery.
+        As many as its destinations have room for in flight (their adaptive
+        limits), within the process's budget and one claim's size. A channel
+        with sends in flight waits until a quarter of its room is free before
+        claiming again: claiming one row per finished send cost a database
+        round trip per delivery.
         """
         dispatch = self.settings.dispatch
-        free = dispatch.concurrency - len(self._flights)
+        free = dispatch.max_in_flight - len(self._flights)
         limits: dict[str, int] = {}
-        for name in [*self.channels, OTHER_CHANNELS]:
-            cap = dispatch.per_channel.get(name, dispatch.concurrency)
-            room = max(0, min(free, cap - self._busy[name], dispatch.batch_size))
-            worthwhile = max(1, min(cap, dispatch.concurrency, dispatch.batch_size) // 4)
+        for name, cap in self._caps.items():
+            capacity = self._inflight.capacity(name, cap) if cap else 0
+            room = max(0, min(free, capacity - self._busy[name], dispatch.batch_size))
+            worthwhile = max(1, min(capacity, dispatch.max_in_flight, dispatch.batch_size) // 4)
             limits[name] = room if room >= worthwhile or not self._busy[name] else 0
         return limits
 
@@ -353,18 +380,12 @@ class Dispatcher:
 
     async def _attempt(self, flight: _Flight) -> None:
         delivery = flight.delivery
-        started = time.time()
-        # A guard above the channels' own timeouts, against a channel that
-        # hangs. A timer handle, not asyncio.timeout: that context manager
-        # was a twentieth of the dispatcher's CPU.
-        guard = asyncio.get_running_loop().call_later(_ATTEMPT_TIMEOUT, _abandon, flight)
         try:
-            try:
-                result = await self._send(delivery)
-            except asyncio.CancelledError:
-                if not flight.overdue:
-                    raise  # shutting down
-                result = SendResult.transient("the attempt took too long and was abandoned")
+            prepared = self._prepare(delivery)
+            if isinstance(prepared, SendResult):
+                result, started = prepared, time.time()
+            else:
+                result, started = await self._send_in_slot(flight, *prepared)
             members = delivery.members
             if self._observer is not None:
                 for member in members:
@@ -382,12 +403,40 @@ class Dispatcher:
                 self._decide(member, result, started, retry_at, message) for member in members
             ]
         finally:
-            guard.cancel()
             self._busy[flight.key] -= 1
             self._flights.discard(flight)
             self._wake.set()  # an outcome to write, a slot to fill
 
-    async def _send(self, delivery: Delivery) -> SendResult:
+    async def _send_in_slot(
+        self, flight: _Flight, channel: Channel, delivery: Delivery
+    ) -> tuple[SendResult, float]:
+        """Send once a slot at the destination is free; what it answered adapts the slots."""
+        # Keyed by the configured name (the dev inbox stands in for several channels).
+        name = delivery.channel
+        ticket = await self._inflight.acquire(
+            name, _destination(channel, delivery), self._caps[name]
+        )
+        started = time.time()
+        # A guard above the channels' own timeouts, against a channel that
+        # hangs. A timer handle, not asyncio.timeout: that context manager
+        # was a twentieth of the dispatcher's CPU. Armed once the slot is
+        # ours: waiting for one is not the channel hanging.
+        guard = asyncio.get_running_loop().call_later(_ATTEMPT_TIMEOUT, _abandon, flight)
+        result: SendResult | None = None
+        try:
+            try:
+                result = await self._send(channel, delivery)
+            except asyncio.CancelledError:
+                if not flight.overdue:
+                    raise  # shutting down
+                result = SendResult.transient("the attempt took too long and was abandoned")
+            return result, started
+        finally:
+            guard.cancel()
+            self._inflight.release(ticket, signal_of(result))
+
+    def _prepare(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
+        """The channel and the (routed) delivery to send, or why it cannot be sent."""
         if delivery.channel == UNROUTABLE:
             # Routed again at each attempt: once configuration can reach the
             # recipient, a re-driven dead letter goes out.
@@ -405,6 +454,9 @@ class Dispatcher:
             return SendResult.permanent(
                 f"no {delivery.channel!r} channel is configured in this flytenotify"
             )
+        return channel, delivery
+
+    async def _send(self, channel: Channel, delivery: Delivery) -> SendResult:
         try:
             return await channel.send(delivery)
         except Exception as error:  # a bug in a channel must not lose the delivery
