@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import storm
+
 RAW_FOR = {"email": "raw smtp_reused", "webhook": "raw http_keepalive"}
 RAW_FOR |= {"pagerduty": "raw http_keepalive", "slack": "raw http_keepalive"}
 
@@ -540,17 +542,24 @@ def broker_section(broker_intake: dict[str, Any] | None) -> list[str]:
 
 def replace_broker_section(broker_intake: dict[str, Any], markdown_path: Path) -> None:
     """Put a new broker-intake section into the document, leaving every other line as it is."""
+    replace_section(markdown_path, BROKER_HEADING, broker_section(broker_intake))
+
+
+def replace_section(markdown_path: Path, heading: str, lines: list[str]) -> None:
+    """Put ``lines`` (a section starting with ``heading``) into the document in place
+    of that section, leaving every other line as it is."""
     text = markdown_path.read_text(encoding="utf-8")
-    section = "\n".join(broker_section(broker_intake)) + "\n\n"
-    start = text.find(BROKER_HEADING)
+    section = "\n".join(lines) + "\n\n"
+    start = text.find(heading)
     if start >= 0:
-        end = text.find("\n## ", start + len(BROKER_HEADING))
+        end = text.find("\n## ", start + len(heading))
         end = len(text) if end < 0 else end + 1
     else:  # a document from before these runs: the section goes before the backlog's
         start = end = text.find("## Backlog")
         if start < 0:
             start = end = len(text)
-    markdown_path.write_text(text[:start] + section + text[end:], encoding="utf-8")
+    updated = text[:start] + section + text[end:]
+    markdown_path.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
 
 
 def _backlog(backlog: dict[str, Any] | None) -> list[str]:
@@ -633,6 +642,8 @@ def markdown(results: dict[str, Any]) -> str:
         *_intake_table(summary),
         "",
         *broker_section(results.get("broker_intake")),
+        "",
+        *storm.section(results.get("storm")),
         "",
         "## Backlog",
         "",

@@ -8,6 +8,7 @@
     python3 dev.py bench --no-postgresql # without the local PostgreSQL server
     python3 dev.py bench --intake-only   # FlyteAdmin's events from the brokers only (~2 min)
     python3 dev.py bench --intake-only --intake-n 5000 --brokers nats
+    python3 dev.py bench --storm-only    # the alert-storm comparison only (~2-3 min)
     (SNS → SQS runs --intake-sqs-n events, 100 by default: moto, not flytenotify, bounds it)
 
 The latency matrix: flytenotify with its defaults (only where to send
@@ -51,6 +52,7 @@ import brokers
 import measure
 import raw
 import report
+import storm
 import target_alertmanager as am
 import target_flytenotify as fn
 from load import DOMAIN, PROJECT
@@ -61,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 BACKLOG_RESULTS = ROOT / "bench" / "results" / "backlog-latest.json"
 INTAKE_RESULTS = ROOT / "bench" / "results" / "intake-latest.json"
+STORM_RESULTS = ROOT / "bench" / "results" / "storm-latest.json"
 
 # The load generator's shape: single-event requests in flight, events per batch
 # and batches in flight. Kept in the results so a rerun can be compared.
@@ -126,6 +129,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--intake-only", action="store_true", help="only the broker-intake runs (FlyteAdmin events)"
+    )
+    parser.add_argument(
+        "--storm-only",
+        action="store_true",
+        help="only the alert-storm runs: grouping off and on, Alertmanager (~2-3 min)",
     )
     parser.add_argument(
         "--intake-n", type=int, default=1_000, help="events per broker-intake run (default 1,000)"
@@ -366,6 +374,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             print(f"backlog N={args.backlog}", flush=True)
             backlog = measure.backlog_run(sinks, args.backlog, LOAD)
         broker_intake = None if args.backlog_only else run_broker_intake(args, sinks)
+    alert_storm = None if args.backlog_only or args.intake_only else storm.run()
     return {
         "machine": {**machine_before, "load_average_1m_at_end": os.getloadavg()[0]},
         "alertmanager": {
@@ -381,6 +390,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summarize(runs),
         "backlog": backlog,
         "broker_intake": broker_intake,
+        "storm": alert_storm,
     }
 
 
@@ -509,6 +519,8 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.storm_only:
+        return storm_only()
     results = run_all(args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if args.intake_only:
@@ -531,6 +543,21 @@ def main(argv: list[str]) -> int:
     failed += [f"broker intake {label}" for label, s in broker_summary.items() if not s["ok"]]
     if failed or (results["backlog"] and not results["backlog"]["ok"]):
         print("FAILED runs: " + ", ".join(failed or ["backlog"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def storm_only() -> int:
+    """The alert-storm runs alone; only their section of docs/benchmarks.md changes."""
+    results = storm.run()
+    STORM_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    STORM_RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    report.replace_section(ROOT / "docs" / "benchmarks.md", storm.HEADING, storm.section(results))
+    print(f"wrote {STORM_RESULTS.relative_to(ROOT)}, docs/benchmarks.md (alert storms)")
+    print("\n".join(storm.table(results)))
+    failed = [row["label"] for row in results["rows"] if not row["ok"]]
+    if failed:
+        print("FAILED runs: " + ", ".join(failed), file=sys.stderr)
         return 1
     return 0
 

@@ -10,7 +10,14 @@ import asyncio
 import sys
 
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, DispatchConfig, RetryConfig, Settings, SmtpConfig
+from flytenotify.config import (
+    DatabaseConfig,
+    DispatchConfig,
+    GroupingConfig,
+    RetryConfig,
+    Settings,
+    SmtpConfig,
+)
 
 
 def settings(db: str, port: int) -> Settings:
@@ -20,6 +27,8 @@ def settings(db: str, port: int) -> Settings:
         # A short lease so rows held by a killed process come back quickly.
         retry=RetryConfig(base_delay=0.05, max_delay=0.2, lease=2.0),
         dispatch=DispatchConfig(concurrency=8, per_channel={"email": 8}, batch_size=8),
+        # Each delivery its own message: what the crash tests count.
+        grouping=GroupingConfig(by=[]),
     )
 
 

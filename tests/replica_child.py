@@ -13,7 +13,14 @@ import asyncio
 import sys
 
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, DispatchConfig, RetryConfig, Settings, SmtpConfig
+from flytenotify.config import (
+    DatabaseConfig,
+    DispatchConfig,
+    GroupingConfig,
+    RetryConfig,
+    Settings,
+    SmtpConfig,
+)
 
 DEFAULT_CONCURRENCY = 16
 
@@ -29,6 +36,8 @@ def settings(url: str, port: int, concurrency: int = DEFAULT_CONCURRENCY) -> Set
             per_channel={"email": concurrency},
             batch_size=concurrency,
         ),
+        # Each delivery its own message: what the replica tests count.
+        grouping=GroupingConfig(by=[]),
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from flytenotify import Email, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, RetryConfig, Settings, SmtpConfig
+from flytenotify.config import DatabaseConfig, GroupingConfig, RetryConfig, Settings, SmtpConfig
 from flytenotify.domain import DeliveryStatus, EntityId
 from flytenotify.store.base import DeliveryFilter
 from tests.dispatch_child import settings as child_settings
@@ -30,10 +30,14 @@ from tests.servers.smtp import SmtpServer, smtp_servers_fixture
 __all__ = ["smtp_servers_fixture"]  # the fixture is used by name
 
 FAST_RETRY = RetryConfig(base_delay=0.05, max_delay=0.2, max_attempts=5, lease=5.0)
+NO_GROUPING = GroupingConfig(by=[])
 
 
 def make_settings(database_url: str, smtp: SmtpConfig, retry: RetryConfig = FAST_RETRY) -> Settings:
-    return Settings(database=DatabaseConfig(url=database_url), smtp=smtp, retry=retry)
+    # One email per execution is what these tests count: grouping off.
+    return Settings(
+        database=DatabaseConfig(url=database_url), smtp=smtp, retry=retry, grouping=NO_GROUPING
+    )
 
 
 async def test_product_document_examples_reach_the_right_inboxes(

@@ -35,6 +35,7 @@ from flytenotify.cli import main
 from flytenotify.config import (
     DatabaseConfig,
     FlyteAdminConfig,
+    GroupingConfig,
     NatsIntakeConfig,
     Settings,
     SlackConfig,
@@ -107,6 +108,8 @@ def settings_for(
         slack=SlackConfig(bot_token=DEFAULT_TOKEN, base_url=slack.base_url) if slack else None,
         templates=TemplateConfig(body=BODY),
         flyteadmin=admin,
+        # One message per execution is what these tests count: grouping off.
+        grouping=GroupingConfig(by=[]),
     )
 
 

@@ -23,6 +23,7 @@ from flytenotify.channels.base import SendResult
 from flytenotify.config import (
     DatabaseConfig,
     DispatchConfig,
+    GroupingConfig,
     RetryConfig,
     Settings,
     WebhookTarget,
@@ -193,6 +194,8 @@ async def test_in_flight_grows_while_answered_then_backs_off_on_429(tmp_path: Pa
             webhooks={"ops": WebhookTarget(url=sink.url())},
             dispatch=DispatchConfig(initial_per_destination=INITIAL, max_per_destination=MAXIMUM),
             retry=RetryConfig(base_delay=0.05, max_delay=0.2, max_attempts=50),
+            # Each delivery its own request: what the limits are measured on.
+            grouping=GroupingConfig(by=[]),
         )
         async with Notifier(settings) as notifier:
             await notifier.register_launch_plan(PLAN, [Email([P.FAILED], ["webhook:ops"])])

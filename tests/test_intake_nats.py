@@ -399,6 +399,8 @@ def _config(
         f"{extra}"
         f'[intake.nats]\nservers = ["{NATS_URL}"]\nsubject = "{names.subject}"\n'
         f'stream = "{names.stream}"\ndurable = "{names.durable}"\n{intake}\n'
+        # One email per event is what these tests count: grouping off.
+        "[grouping]\nby = []\n"
     )
     return path
 

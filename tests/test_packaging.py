@@ -92,7 +92,7 @@ def test_the_wheel_ships_its_sql_and_is_imported_from_the_install(
         "import flytenotify, flytenotify.store.migrations as m;"
         " from flytenotify.store.queries import queries_for;"
         " print(flytenotify.__file__); print(sorted(m.MIGRATIONS));"
-        " print(queries_for('sqlite')['claim_due'].split()[0]);"
+        " print(queries_for('sqlite')['lease_ids'].split()[0]);"
         " print(queries_for('postgresql')['insert_deliveries'].split()[0])"
     )
     output = _run([_bin(installed, "python"), "-c", code], tmp_path).splitlines()

@@ -26,7 +26,7 @@ import pytest
 from flytenotify import Email
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
 from flytenotify.domain import EntityId
 from flytenotify.store.base import OTHER_CHANNELS
 from flytenotify.store.postgres import PostgresStore
@@ -52,7 +52,9 @@ PLAN = EntityId("proj", "prod", "fanout", "v1")
 
 async def _enqueue(url: str, total: int, recipients: int = RECIPIENTS) -> None:
     executions = total // recipients
-    async with Notifier(Settings(database=DatabaseConfig(url=url))) as notifier:
+    # Grouping off: every delivery its own email, which is what is counted.
+    settings = Settings(database=DatabaseConfig(url=url), grouping=GroupingConfig(by=[]))
+    async with Notifier(settings) as notifier:
         to = [f"r{i:03d}@x.io" for i in range(recipients)]
         await notifier.register_launch_plan(PLAN, [Email([P.FAILED], to)])
         events = [event_json(f"run-{i:04d}", "FAILED", launch_plan=PLAN) for i in range(executions)]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 
 from pydantic import SecretStr
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
+from flytenotify.channels.email import EmailChannel
 from flytenotify.channels.pagerduty import PagerDutyChannel
 from flytenotify.channels.slack import SlackChannel
 from flytenotify.config import PagerDutyConfig, SlackConfig
@@ -22,6 +24,7 @@ from flytenotify.store.base import Store
 from tests.helpers import rendered_delivery
 from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
+from tests.servers.smtp import SmtpServer
 
 INTERVAL = 0.2
 
@@ -107,3 +110,24 @@ async def _pacing_keys(database_url: str) -> list[str]:
         return [row["key"] for row in await conn.fetch("SELECT key FROM pacing")]
     finally:
         await conn.close()
+
+
+async def test_an_email_budget_holds_across_replicas(database_url: str) -> None:
+    """smtp.max_per_minute: two replicas together send no faster than the budget."""
+    with SmtpServer() as smtp:
+        config = smtp.smtp_config().model_copy(update={"max_per_minute": int(60 / INTERVAL)})
+        deliveries = [
+            rendered_delivery("email", "email", f"ops{n}@example.com", name=f"e{n}")
+            for n in range(6)
+        ]
+        started = time.monotonic()
+        results = await send_through_replicas(
+            database_url, lambda store: EmailChannel(config, shared_pacing=store), deliveries
+        )
+        elapsed = time.monotonic() - started
+        assert len(smtp.messages) == 6
+    assert {r.outcome for r in results} == {Outcome.DELIVERED}, [r.reply for r in results]
+    # Six sends in one budget take five intervals; each replica pacing only its
+    # own three would take two. (A lower bound: a slow machine only adds time.)
+    assert elapsed >= 5 * INTERVAL * 0.9, elapsed
+    assert any(key.startswith("smtp:") for key in await _pacing_keys(database_url))

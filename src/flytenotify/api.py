@@ -671,6 +671,13 @@ def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
     if channel is not None:
         # Channel names follow the identifier rules (no NUL for PostgreSQL).
         problems += identifier_problems(channel, "channel", "project")
+    message = params.get("message")
+    if (message is not None and not 0 < len(message) <= _MAX_MESSAGE_ID) or "\x00" in (
+        message or ""
+    ):
+        problems.append(
+            Problem("message", f"must be a message id (1 to {_MAX_MESSAGE_ID} characters, no NUL)")
+        )
     cursor = _collect_int(problems, params, "cursor", 0)
     limit = _collect_int(problems, params, "limit", 100, 1, MAX_LIMIT)
     if problems:
@@ -681,8 +688,14 @@ def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
         channel=channel,
         since=since,
         after_id=cursor or None,
+        message=message,
         limit=limit,
     )
+
+
+# A message id is "digest:<uuid>" or "single:<idempotency key>"; keys are bounded
+# by the identifier limits, so anything longer names no message.
+_MAX_MESSAGE_ID = 4096
 
 
 def _collect_int(

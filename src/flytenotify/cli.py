@@ -295,6 +295,7 @@ def deliveries() -> None:
 @_db_options
 @click.option("--status", type=click.Choice([s.value for s in DeliveryStatus]))
 @click.option("--execution", help="project/domain/name")
+@click.option("--message", help="a message id (digest:...): the deliveries it carried")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def deliveries_list(
@@ -302,6 +303,7 @@ def deliveries_list(
     db: str | None,
     status: str | None,
     execution: str | None,
+    message: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -315,6 +317,7 @@ def deliveries_list(
     query = DeliveryFilter(
         execution=execution_id,
         status=DeliveryStatus(status) if status else None,
+        message=message or None,
         limit=limit,
     )
     items = [delivery_json(d) for d in _run(config_file, db, lambda n: n.deliveries(query))]
@@ -324,7 +327,9 @@ def deliveries_list(
     if not items:
         click.echo("no deliveries")
         return
-    table = Table("id", "execution", "phase", "channel", "recipient", "status", "tries", "reply")
+    table = Table(
+        "id", "execution", "phase", "channel", "recipient", "status", "tries", "message", "reply"
+    )
     for item in items:
         table.add_row(
             str(item["id"]),
@@ -334,9 +339,20 @@ def deliveries_list(
             item["recipient"],
             item["status"],
             str(item["attempts"]),
+            _message_cell(item),
             item["last_reply"][:60],
         )
     Console().print(table)
+
+
+def _message_cell(item: dict[str, Any]) -> str:
+    """The message that carried a delivery: a digest's id and size, or "single"."""
+    message = item["message_id"]
+    if message is None:
+        return "-"
+    if message.startswith("digest:"):
+        return f"{message} ({item['message_size']})"
+    return "single"
 
 
 @deliveries.command("show")
@@ -368,6 +384,7 @@ def deliveries_show(
     console = Console()
     for key in ("id", "execution", "phase", "kind", "channel", "recipient", "status"):
         console.print(f"[bold]{key}[/bold]: {item[key]}", highlight=False)
+    console.print(f"[bold]message[/bold]: {_message_cell(item)}", highlight=False)
     console.print(f"[bold]subject[/bold]: {item['message']['subject']}", highlight=False)
     table = Table("#", "started", "outcome", "reply")
     for attempt in item["attempts"]:
@@ -460,9 +477,11 @@ def _print_execution(item: dict[str, Any]) -> None:
         events.add_row(event["phase"], event["occurred_at"], event["outcome"])
     console.print(events)
     if item["deliveries"]:
-        deliveries = Table("id", "channel", "recipient", "status")
+        deliveries = Table("id", "channel", "recipient", "status", "message")
         for d in item["deliveries"]:
-            deliveries.add_row(str(d["id"]), d["channel"], d["recipient"], d["status"])
+            deliveries.add_row(
+                str(d["id"]), d["channel"], d["recipient"], d["status"], _message_cell(d)
+            )
         console.print(deliveries)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Self, get_origin
+from typing import Any, Literal, Self, get_origin
 
 from pydantic import (
     AliasChoices,
@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails
 from flytenotify.channels import registry
 from flytenotify.channels.base import ChannelSpec
 from flytenotify.sections import Section, read_secret
+from flytenotify.store.base import GroupRule
 
 
 class TemplateConfig(Section):
@@ -41,6 +42,8 @@ class TemplateConfig(Section):
     subject: str | None = None
     body: str | None = None
     console_url: str | None = None  # e.g. https://flyte.example.com/console
+    # Where people reach this flytenotify: digests link to the list of what they carried.
+    public_url: str | None = None  # e.g. https://flytenotify.example.com
 
 
 class RetryConfig(Section):
@@ -99,6 +102,63 @@ class DispatchConfig(Section):
                 f"max_per_destination ({self.max_per_destination})"
             )
         return self
+
+
+# What a group key may be made of, besides the destination (channel + recipient).
+GroupPart = Literal["launch_plan", "phase", "project", "domain", "error_kind"]
+DEFAULT_GROUP_BY: tuple[GroupPart, ...] = ("launch_plan", "phase")
+
+
+class GroupingOverride(Section):
+    """``[grouping.channels.NAME]``: one channel's grouping, where it differs."""
+
+    enabled: bool = True
+    by: list[GroupPart] | None = None
+    window: float | None = Field(default=None, gt=0)
+    max_size: int | None = Field(default=None, ge=1, le=1000)
+
+
+class GroupingConfig(Section):
+    """``[grouping]``: alert storms folded into digests.
+
+    Deliveries to one destination whose key parts (``by``) agree form a group.
+    The first of a quiet group goes out at once; those due while its window is
+    open wait, then go out together as digests of at most ``max_size``
+    executions. ``by = []`` turns grouping off.
+    """
+
+    by: list[GroupPart] = Field(default_factory=lambda: list(DEFAULT_GROUP_BY))
+    window: float = Field(default=10.0, gt=0)  # seconds
+    max_size: int = Field(default=100, ge=1, le=1000)  # executions per digest message
+    channels: dict[str, GroupingOverride] = Field(default_factory=dict)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, channels: dict[str, GroupingOverride]) -> dict[str, GroupingOverride]:
+        known = {*registry.names(), registry.INBOX}
+        unknown = sorted(set(channels) - known)
+        if unknown:
+            raise ValueError(
+                f"no channel named {', '.join(map(repr, unknown))}; channels: {sorted(known)}"
+            )
+        return channels
+
+    def key_parts(self, channel: str) -> tuple[str, ...]:
+        """The key parts of ``channel``'s groups; empty: its deliveries are not grouped."""
+        override = self.channels.get(channel)
+        if override is None:
+            return tuple(self.by)
+        if not override.enabled:
+            return ()
+        return tuple(self.by if override.by is None else override.by)
+
+    def rule(self, channel: str) -> GroupRule:
+        """How ``channel``'s groups are claimed: their window and digest size."""
+        override = self.channels.get(channel) or GroupingOverride()
+        return GroupRule(
+            window=self.window if override.window is None else override.window,
+            max_size=self.max_size if override.max_size is None else override.max_size,
+        )
 
 
 class DatabaseConfig(Section):
@@ -310,6 +370,7 @@ class Settings(Section):
     flyteadmin: FlyteAdminConfig | None = None
     intake: IntakeConfig = IntakeConfig()
     allow: AllowConfig = AllowConfig()
+    grouping: GroupingConfig = GroupingConfig()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -202,6 +202,56 @@ class Delivery:
     next_attempt_at: datetime | None = None
     last_reply: str = ""
     launch_plan: EntityId | None = None
+    group_key: str | None = None  # deliveries sharing one are folded into digests
+    message_id: str = ""  # the message that carried it, once attempted
+    message_size: int = 0  # how many executions that message carried
+    # Set on the delivery handed to a channel when it stands for a digest: the
+    # channel sends one message naming every delivery the digest carries.
+    digest: Digest | None = None
+
+    @property
+    def members(self) -> tuple[Delivery, ...]:
+        """The deliveries one send carries: the digest's, or this one alone."""
+        return self.digest.deliveries if self.digest is not None else (self,)
+
+
+_DIGEST_WORDING = {
+    WorkflowExecutionPhase.SUCCEEDED: "succeeded",
+    WorkflowExecutionPhase.FAILED: "failed",
+    WorkflowExecutionPhase.ABORTED: "were aborted",
+    WorkflowExecutionPhase.TIMED_OUT: "timed out",
+}
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One message carrying the deliveries of one group that were due together.
+
+    ``link`` is where a reader sees the whole list (flytenotify's own API for
+    this message) when ``templates.public_url`` is set, else empty: the
+    channel then names the CLI command that lists them.
+    """
+
+    id: str  # "digest:<uuid>", the deliveries' message_id
+    deliveries: tuple[Delivery, ...]
+    link: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.deliveries)
+
+    @property
+    def title(self) -> str:
+        """What happened to how many, e.g. ``37 executions of nightly failed``."""
+        plans = {d.launch_plan.name if d.launch_plan else "" for d in self.deliveries}
+        phases = {d.phase for d in self.deliveries}
+        plan = next(iter(plans)) if len(plans) == 1 else ""
+        how = _DIGEST_WORDING.get(next(iter(phases)), "ended") if len(phases) == 1 else "ended"
+        return f"{self.count} executions{f' of {plan}' if plan else ''} {how}"
+
+    @property
+    def list_command(self) -> str:
+        return f"flytenotify deliveries list --message {self.id}"
 
 
 @dataclass(frozen=True)

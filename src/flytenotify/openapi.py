@@ -352,6 +352,9 @@ SCHEMAS: dict[str, Any] = {
             "last_reply": _STR,
             "created_at": _NULLABLE_TIME,
             "next_attempt_at": _NULLABLE_TIME,
+            "group_key": {"type": ["string", "null"]},
+            "message_id": {"type": ["string", "null"]},
+            "message_size": {"type": ["integer", "null"], "minimum": 1},
         },
     },
     "Attempt": {
@@ -653,6 +656,16 @@ _DOCUMENT: dict[str, Any] = {
                         "delivery status",
                     ),
                     _query("channel", _identifier("project"), "the channel"),
+                    _query(
+                        "message",
+                        {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 4096,
+                            "pattern": "^[^\\x00]*$",
+                        },
+                        "a message id (digest:... or single:...): the deliveries it carried",
+                    ),
                     _query(
                         "since",
                         {"anyOf": [{"type": "number"}, _TIME]},

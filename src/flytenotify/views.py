@@ -31,6 +31,10 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "last_reply": delivery.last_reply,
         "created_at": _iso(delivery.created_at),
         "next_attempt_at": _iso(delivery.next_attempt_at),
+        # The message that carried it (a digest carries many) and how many it named.
+        "group_key": delivery.group_key,
+        "message_id": delivery.message_id or None,
+        "message_size": delivery.message_size or None,
     }
 
 

@@ -121,6 +121,8 @@ def config_file(tmp_path: Path, transport: Transport, smtp: SmtpServer, extra: s
     path.write_text(
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsender = "flyte@example.com"\n'
         f"{extra}{transport.toml}"
+        # One email per event is what these tests count: grouping off.
+        "\n[grouping]\nby = []\n"
     )
     return path
 

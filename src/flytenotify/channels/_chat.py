@@ -114,3 +114,18 @@ def shrink_to_fit(
         else:
             high = middle - 1
     return build([min(length, low) for length in lengths])
+
+
+def most_that_fit(total: int, fits: Callable[[int], bool]) -> int:
+    """The largest ``n <= total`` with ``fits(n)`` (``fits`` holds for 0 and is monotone):
+    how many executions a digest can list before a provider's size limit."""
+    if fits(total):
+        return total
+    low, high = 0, total - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -18,7 +18,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from flytenotify.domain import Delivery
+from flytenotify.domain import Delivery, Digest
+from flytenotify.models.core.execution import WorkflowExecutionPhase
 
 C = TypeVar("C")
 
@@ -78,6 +79,37 @@ class SharedPacing(Protocol):
     async def block_slots(self, key: str, seconds: float) -> None:
         """No slot of ``key`` starts within ``seconds``."""
         ...
+
+
+@dataclass(frozen=True)
+class DigestLine:
+    """What a digest says of each execution it carries, whatever the channel's form."""
+
+    execution: str  # project/domain/name
+    phase: str  # FAILED, TIMED_OUT, ...
+    error: str  # the first line of the error message, or empty
+    error_code: str
+    console_url: str  # empty when no console is configured
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DigestLine:
+        variables = delivery.message.variables
+        lines = variables.get("error.message", "").strip().splitlines()
+        return cls(
+            execution=str(delivery.execution_id),
+            phase=WorkflowExecutionPhase.enum_to_string(delivery.phase),
+            error=lines[0] if lines else "",
+            error_code=variables.get("error.code", ""),
+            console_url=variables.get("console_url", ""),
+        )
+
+
+def digest_lines(digest: Digest) -> list[DigestLine]:
+    return [DigestLine.of(delivery) for delivery in digest.deliveries]
+
+
+def always(_config: object) -> bool:
+    return True
 
 
 class Unreachable(Exception):
@@ -155,6 +187,10 @@ class ChannelSpec(Generic[C]):
 
     # Whether a section that is present is enough to send (Slack needs a token or URL).
     usable: Callable[[C], bool] | None = None
+    # Set when ``send`` (and ``preview``) honour ``Delivery.digest``, one message
+    # naming every delivery the digest carries: whether the channel, as
+    # configured, folds its deliveries into digests. Only then are they grouped.
+    digests: Callable[[C], bool] | None = None
 
     def is_configured(self, config: C | None) -> bool:
         if not config:  # absent, or no named targets

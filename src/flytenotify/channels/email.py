@@ -59,8 +59,16 @@ from aiosmtplib import (
 from aiosmtplib.email import quote_address
 from pydantic import Field, SecretStr, field_validator
 
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, Unreachable
-from flytenotify.domain import Delivery
+from flytenotify.channels._pacing import Busy, Pacer
+from flytenotify.channels.base import (
+    ChannelSpec,
+    SendResult,
+    SharedPacing,
+    Unreachable,
+    always,
+    digest_lines,
+)
+from flytenotify.domain import Delivery, Digest
 from flytenotify.sections import Section, read_secret
 
 
@@ -82,6 +90,8 @@ class SmtpConfig(Section):
     # then AIMD); at 300 ms a message, 300 sessions carry 1,000 emails/s. Set it
     # to the relay's own limit per client (Postfix: 50) if it has one.
     pool_size: int = Field(default=512, ge=1, le=16384)
+    # Messages per minute the relay accepts, across replicas; 0: no budget.
+    max_per_minute: int = Field(default=0, ge=0)
 
     _secret_pairs = (("password", "password_file"),)
 
@@ -103,6 +113,8 @@ __all__ = [
     "EmailCheckError",
     "build_message",
     "describe",
+    "digest_html",
+    "digest_text",
     "encode_message",
     "message_id",
     "parse_address",
@@ -110,6 +122,9 @@ __all__ = [
 ]
 
 IDLE_TIMEOUT = 30.0  # seconds an unused connection stays open (servers drop them after ~5 min)
+# A send waits this long at most for the relay's budget (max_per_minute), then
+# returns transient with the wait, for the engine to schedule.
+_BUDGET_WAIT = 10.0
 _QUIT_TIMEOUT = 2.0  # a polite QUIT on close must not hold up shutdown
 _MESSAGE_ID_DOMAIN = "flytenotify"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -188,9 +203,11 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
     """
     recipient = _checked_address(delivery.recipient)
     sender = _checked_address(sender)
-    subject = single_line(delivery.message.subject)
-    text = _body(delivery.message.text)
-    document = _body(_html_document(subject, delivery.message.html))
+    subject, text_body, html_body = _content(delivery)
+    subject = single_line(subject)
+    text = _body(text_body)
+    document = _body(_html_document(subject, html_body))
+    key = delivery.digest.id if delivery.digest is not None else delivery.idempotency_key
     boundary = _boundary(text, document)
     return b"".join(
         (
@@ -201,11 +218,11 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
             f"{_header('Subject', subject)}"
             # "+0000", not formatdate()'s "GMT": RFC 5322 calls named zones obsolete.
             f"Date: {format_datetime(datetime.now(UTC))}\r\n"
-            f"Message-ID: {message_id(delivery.idempotency_key)}\r\n"
+            f"Message-ID: {message_id(key)}\r\n"
             # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
             "Auto-Submitted: auto-generated\r\n"
             "X-Auto-Response-Suppress: All\r\n"
-            f"{_header('X-Flytenotify-Delivery', single_line(delivery.idempotency_key))}"
+            f"{_header('X-Flytenotify-Delivery', single_line(key))}"
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'
             f"\r\n--{boundary}\r\n"
@@ -220,6 +237,57 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
             document[1],
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
+    )
+
+
+def _content(delivery: Delivery) -> tuple[str, str, str]:
+    """Subject, text and HTML body: the rendered message's, or the digest's."""
+    if delivery.digest is None:
+        message = delivery.message
+        return message.subject, message.text, message.html
+    digest = delivery.digest
+    return digest.title, digest_text(digest), digest_html(digest)
+
+
+def _digest_where(digest: Digest) -> str:
+    return f"All {digest.count}: {digest.link or digest.list_command} ({digest.id})"
+
+
+def digest_text(digest: Digest) -> str:
+    """Every execution a digest carries, one paragraph each."""
+    lines = [f"{digest.title}.", ""]
+    for line in digest_lines(digest):
+        lines.append(f"- {line.execution} {line.phase}")
+        if line.error:
+            code = f"{line.error_code}: " if line.error_code else ""
+            lines.append(f"  {code}{line.error}")
+        if line.console_url:
+            lines.append(f"  {line.console_url}")
+    return "\n".join([*lines, "", _digest_where(digest)])
+
+
+def digest_html(digest: Digest) -> str:
+    """Every execution a digest carries, as a table; every value HTML-escaped."""
+    cell = 'style="text-align:left;padding:2px 8px;border-bottom:1px solid #ddd"'
+    rows = []
+    for line in digest_lines(digest):
+        name = html.escape(line.execution)
+        if line.console_url.startswith(("https://", "http://")):
+            name = f'<a href="{html.escape(line.console_url)}">{name}</a>'
+        error = ": ".join(html.escape(part) for part in (line.error_code, line.error) if part)
+        rows.append(
+            f"<tr><td {cell}>{name}</td><td {cell}>{html.escape(line.phase)}</td>"
+            f"<td {cell}>{error}</td></tr>"
+        )
+    where = html.escape(digest.list_command)
+    if digest.link.startswith(("https://", "http://")):
+        where = f'<a href="{html.escape(digest.link)}">the list in flytenotify</a>'
+    return (
+        f"<p>{html.escape(digest.title)}.</p>\n"
+        f'<table style="border-collapse:collapse"><tr><th {cell}>Execution</th>'
+        f"<th {cell}>Phase</th><th {cell}>Error</th></tr>\n"
+        + "\n".join(rows)
+        + f"\n</table>\n<p>All {digest.count}: {where} ({html.escape(digest.id)})</p>"
     )
 
 
@@ -496,7 +564,13 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, config: SmtpConfig, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        shared_pacing: SharedPacing | None = None,
+    ) -> None:
         try:
             parse_address(config.sender)
             self._mail_from = b"FROM:" + _envelope(config.sender)
@@ -509,6 +583,7 @@ class EmailChannel:
         # The dispatcher keeps this channel's sends in flight within the pool.
         self.max_in_flight = config.pool_size
         self._local_hostname: str | None = None
+        self._pacer = Pacer(_BUDGET_WAIT, shared=shared_pacing)
 
     def destination(self, delivery: Delivery) -> str:
         """The relay: every message goes through it, so its sends are limited together."""
@@ -520,6 +595,19 @@ class EmailChannel:
             rcpt_to = b"TO:" + _envelope(delivery.recipient)
         except ValueError as exc:
             return SendResult.permanent(f"message not sent: {exc}")
+        if not self._config.max_per_minute:
+            return await self._send(rcpt_to, payload)
+        # The relay's budget, shared by every replica through the ledger.
+        interval = 60.0 / self._config.max_per_minute
+        try:
+            return await self._pacer.run(
+                f"smtp:{self._where}", interval, lambda: self._send(rcpt_to, payload)
+            )
+        except Busy as busy:
+            reply = f"smtp.max_per_minute: next free slot in {busy.wait:.1f}s"
+            return SendResult.transient(reply, retry_after=busy.wait)
+
+    async def _send(self, rcpt_to: bytes, payload: bytes) -> SendResult:
         async with self._pool.slot() as slot:
             return await self._send_in(slot, rcpt_to, payload)
 
@@ -731,8 +819,12 @@ def _allow_entry_problem(entry: str) -> str | None:
     return None
 
 
-def _build(config: SmtpConfig, _pacing: SharedPacing | None) -> EmailChannel:
-    return EmailChannel(config)
+def _build(config: SmtpConfig, pacing: SharedPacing | None) -> EmailChannel:
+    return EmailChannel(config, shared_pacing=pacing)
+
+
+def _preview(delivery: Delivery) -> str:
+    return _content(delivery)[1]
 
 
 CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
@@ -741,10 +833,11 @@ CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
     config=SmtpConfig,
     build=_build,
     takes=_takes,
-    preview=lambda delivery: delivery.message.text,
+    preview=_preview,
     summary=lambda config: f"smtp {config.host}:{config.port}, tls={config.tls}",
     kinds=frozenset({"email"}),
     test_kind="email",
     route_order=90,  # the fallback: asked after every channel with its own API
     allow_entry_problem=_allow_entry_problem,
+    digests=always,
 )

@@ -48,6 +48,7 @@ from flytenotify.channels._chat import (
     SecretUrlTarget,
     escape_markdown,
     host_of,
+    most_that_fit,
     scrub_url,
     shrink_to_fit,
     truncate,
@@ -69,9 +70,11 @@ from flytenotify.channels.base import (
     SendResult,
     SharedPacing,
     Unreachable,
+    always,
+    digest_lines,
 )
 from flytenotify.channels.slack import headline
-from flytenotify.domain import Delivery
+from flytenotify.domain import Delivery, Digest
 from flytenotify.sections import Section, http_url, read_secret
 
 __all__ = [
@@ -234,9 +237,44 @@ def _compose(delivery: Delivery, keep: Sequence[int]) -> str:
     return "\n\n".join(section for section in sections if section)
 
 
+_DIGEST_ERROR = 200  # characters of each execution's error a digest shows
+
+
+def _table_cell(text: str) -> str:
+    return _plain(text).replace("|", "\\|").replace("\n", " ")
+
+
+def digest_text(digest: Digest, shown: int) -> str:
+    """A digest as a Markdown table of its first ``shown`` executions, and how many
+    more there are and where to see them all."""
+    emoji = headline(digest.deliveries[0]).partition(" ")[0]
+    rows = ["| Execution | Phase | Error |", "| --- | --- | --- |"]
+    for line in digest_lines(digest)[:shown]:
+        name = _table_cell(line.execution)
+        if line.console_url.startswith(("https://", "http://")):
+            name = f"[{name}]({line.console_url.replace(' ', '%20').replace(')', '%29')})"
+        error = _table_cell(truncate(line.error, _DIGEST_ERROR)) if line.error else ""
+        rows.append(f"| {name} | {line.phase} | {error} |")
+    rest = digest.count - shown
+    where = digest.link or f"`{digest.list_command}`"
+    more = f"…and {rest} more. " if rest else ""
+    return "\n\n".join(
+        [
+            f"#### {emoji} {_plain(digest.title)}",
+            "\n".join(rows),
+            f"{more}All {digest.count}: {where}",
+        ]
+    )
+
+
 def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
     """The post's Markdown for ``delivery``, at most ``limit`` characters: the longest
-    texts (the error, and the message text quoting it) are cut just enough, visibly."""
+    texts (the error, and the message text quoting it) are cut just enough, visibly.
+    A digest lists as many of its executions as fit and says how many more."""
+    digest = delivery.digest
+    if digest is not None:
+        shown = most_that_fit(digest.count, lambda n: len(digest_text(digest, n)) <= limit)
+        return digest_text(digest, shown)
     lengths = [
         len(delivery.message.variables.get("error.message", "")),
         len(delivery.message.text.strip()),
@@ -248,7 +286,8 @@ def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
 
 def _props(delivery: Delivery) -> dict[str, str]:
     # Kept with the post: which delivery it was, to find duplicates after a crash.
-    return {"flytenotify_delivery": delivery.idempotency_key}
+    digest = delivery.digest
+    return {"flytenotify_delivery": digest.id if digest else delivery.idempotency_key}
 
 
 # --------------------------------------------------------------------------
@@ -573,4 +612,5 @@ CHANNEL: ChannelSpec[MattermostConfig] = ChannelSpec(
     prefix=PREFIX,
     route_order=10,
     allow_names=_AllowNames,
+    digests=always,
 )

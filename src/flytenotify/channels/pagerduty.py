@@ -36,8 +36,8 @@ from flytenotify.channels._http import (
     url_destination,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing
-from flytenotify.domain import Delivery
+from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, digest_lines
+from flytenotify.domain import Delivery, Digest
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section
 
@@ -61,9 +61,9 @@ class PagerDutyConfig(Section):
     severity: dict[str, PagerDutySeverity] = Field(default_factory=_default_severity)
     source: str = "flytenotify"
     timeout: float = Field(default=10.0, gt=0)
-    # Seconds between events to one routing key, kept across replicas; PagerDuty
-    # allows about 120 events a minute per key (0.5). 0 sends as fast as it can.
-    per_key_interval: float = Field(default=0.0, ge=0)
+    # Seconds between events to one routing key, kept across replicas: PagerDuty
+    # documents 120 events a minute per key (0.5). 0 sends as fast as it can.
+    per_key_interval: float = Field(default=0.5, ge=0)
 
 
 # Limits from the Events API v2 reference.
@@ -134,18 +134,45 @@ def _custom_details(delivery: Delivery, phase: str) -> dict[str, Any]:
     return {key: value for key, value in details.items() if value is not None}
 
 
+# How many executions a digest's event lists (the count is always exact).
+DIGEST_LISTED = 50
+
+
+def _digest_details(digest: Digest) -> dict[str, Any]:
+    listed = [
+        {
+            key: value
+            for key, value in (
+                ("execution", line.execution),
+                ("phase", line.phase),
+                ("error", line.error),
+                ("console_url", line.console_url),
+            )
+            if value
+        }
+        for line in digest_lines(digest)[:DIGEST_LISTED]
+    ]
+    return {
+        "count": digest.count,
+        "executions": listed,
+        "all_executions": digest.link or digest.list_command,
+        "digest_id": digest.id,
+    }
+
+
 def _trigger_payload(delivery: Delivery, config: PagerDutyConfig, phase: str) -> dict[str, Any]:
     eid = delivery.execution_id
     lp = delivery.launch_plan
+    digest = delivery.digest
     payload: dict[str, Any] = {
-        "summary": _summary(delivery, phase),
+        "summary": _truncate(digest.title, MAX_SUMMARY) if digest else _summary(delivery, phase),
         "source": config.source,
         "severity": config.severity.get(phase, _DEFAULT_SEVERITY),
         # What broke (the launch plan, else the execution), where, and what kind of thing.
         "component": lp.name if lp is not None and lp.name else eid.name,
         "group": f"{eid.project}/{eid.domain}",
         "class": f"workflow execution {phase.lower()}",
-        "custom_details": _custom_details(delivery, phase),
+        "custom_details": _digest_details(digest) if digest else _custom_details(delivery, phase),
     }
     timestamp = _timestamp(delivery.message.variables.get("occurred_at", ""))
     if timestamp is not None:
@@ -308,4 +335,7 @@ CHANNEL: ChannelSpec[PagerDutyConfig] = ChannelSpec(
     kinds=frozenset({"pager_duty"}),
     test_kind="pager_duty",
     allow_names=lambda config: config.routing_keys,
+    # One incident per launch plan: a storm's executions share it, and a digest
+    # says how many. Per execution, each is its own incident: never folded.
+    digests=lambda config: config.dedup == "launch_plan",
 )

@@ -75,8 +75,15 @@ def previewer(delivery: Delivery) -> ChannelSpec[Any]:
 
 
 def preview(delivery: Delivery) -> str:
-    """What the channel sends (or would send) for ``delivery``."""
-    return previewer(delivery).preview(delivery)
+    """What the channel sends (or would send) for ``delivery``.
+
+    A digest for a channel with no digest form of its own is shown as each
+    delivery's own form, one after another.
+    """
+    spec = previewer(delivery)
+    if delivery.digest is None or spec.digests is not None:
+        return spec.preview(delivery)
+    return "\n\n".join(spec.preview(member) for member in delivery.digest.deliveries)
 
 
 def _load_built_in() -> None:

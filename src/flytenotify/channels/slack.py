@@ -57,18 +57,21 @@ from flytenotify.channels._http import (
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
     ChannelSpec,
+    DigestLine,
     Outcome,
     SendResult,
     SharedPacing,
+    always,
     plain_allow_forms,
 )
-from flytenotify.domain import Delivery
+from flytenotify.domain import Delivery, Digest
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, read_secret
 
 __all__ = [
     "PERMANENT_ERRORS",
     "SlackChannel",
+    "digest_message",
     "escape_mrkdwn",
     "headline",
     "slack_message",
@@ -267,6 +270,8 @@ def _context(variables: dict[str, str]) -> dict[str, Any] | None:
 
 def slack_message(delivery: Delivery) -> dict[str, Any]:
     """``{"text": fallback, "blocks": [...]}`` for ``delivery``, within Slack's limits."""
+    if delivery.digest is not None:
+        return digest_message(delivery.digest)
     message = delivery.message
     variables = message.variables
     title = headline(delivery)
@@ -287,6 +292,74 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
         fallback = f"{fallback}\n{message.slack_text}"
     present = [block for block in blocks if block is not None]
     return {"text": truncate(fallback, MAX_TEXT), "blocks": present[:MAX_BLOCKS]}
+
+
+# How many executions a digest shows in full (error and console link); the
+# rest are named in a compact list, as far as Slack's block limit allows.
+DIGEST_DETAILED = 10
+_DIGEST_ERROR = 300  # characters of each execution's error shown in a digest
+
+
+def _digest_line(line: DigestLine) -> str:
+    """One execution of a digest: its name (linked to the console) and error."""
+    name = escape_mrkdwn(line.execution)
+    url = line.console_url
+    linked = url.startswith(("https://", "http://")) and len(url) < MAX_URL and "|" not in url
+    text = f"<{url}|{name}>" if linked else f"*{name}*"
+    if line.error:
+        code = f"{escape_mrkdwn(line.error_code)}: " if line.error_code else ""
+        text += f"\n{code}{truncate(escape_mrkdwn(line.error), _DIGEST_ERROR)}"
+    return text
+
+
+def _name_lists(deliveries: tuple[Delivery, ...], room: int) -> list[dict[str, Any]]:
+    """Sections naming ``deliveries`` compactly, at most ``room`` of them; what does
+    not fit is left to the full list."""
+    sections: list[dict[str, Any]] = []
+    text = ""
+    for delivery in deliveries:
+        name = f"`{escape_mrkdwn(str(delivery.execution_id))}`"
+        if text and len(text) + len(name) + 2 > MAX_SECTION:
+            if len(sections) + 1 >= room:
+                break
+            sections.append(_section(text))
+            text = ""
+        text = f"{text}, {name}" if text else name
+    if text and len(sections) < room:
+        sections.append(_section(text))
+    return sections
+
+
+def digest_message(digest: Digest) -> dict[str, Any]:
+    """One message naming every execution of ``digest``, within Slack's limits.
+
+    The first executions in full (error, console link), the others by name;
+    then where to see them all: the link to flytenotify's list when
+    ``templates.public_url`` is set, else the CLI command.
+    """
+    members = digest.deliveries
+    emoji = _PHASE_WORDING.get(members[0].phase, (":information_source:", ""))[0]
+    title = f"{emoji} {digest.title}"
+    header = {
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(title, MAX_HEADER), "emoji": True},
+    }
+    shown, rest = members[:DIGEST_DETAILED], members[DIGEST_DETAILED:]
+    blocks: list[dict[str, Any]] = [header]
+    blocks += [_section(_digest_line(DigestLine.of(delivery))) for delivery in shown]
+    if rest:
+        blocks.append(_section(f"*…and {len(rest)} more:*"))
+        blocks += _name_lists(rest, MAX_BLOCKS - len(blocks) - 2)
+    where = (
+        f"<{digest.link}|All {digest.count} executions in flytenotify>"
+        if digest.link
+        else f"All {digest.count}: `{escape_mrkdwn(digest.list_command)}`"
+    )
+    context = f"{where} · {escape_mrkdwn(digest.id)}"
+    blocks.append({"type": "context", "elements": [_mrkdwn(truncate(context, MAX_FIELD))]})
+    names = ", ".join(str(d.execution_id) for d in members)
+    fallback = f"{escape_mrkdwn(digest.title)}: {escape_mrkdwn(names)}"
+    return {"text": truncate(fallback, MAX_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
 # --------------------------------------------------------------------------
@@ -588,4 +661,5 @@ CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
     kinds=frozenset({"slack"}),
     test_kind="slack",
     allow_forms=_allow_forms,
+    digests=always,
 )

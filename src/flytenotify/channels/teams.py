@@ -40,6 +40,7 @@ from flytenotify.channels._chat import (
     SecretUrlTarget,
     escape_markdown,
     host_of,
+    most_that_fit,
     scrub_url,
     shrink_to_fit,
     truncate,
@@ -55,8 +56,16 @@ from flytenotify.channels._http import (
     parse_retry_after,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, named_target
-from flytenotify.domain import Delivery
+from flytenotify.channels.base import (
+    ChannelSpec,
+    DigestLine,
+    SendResult,
+    SharedPacing,
+    always,
+    digest_lines,
+    named_target,
+)
+from flytenotify.domain import Delivery, Digest
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
 __all__ = ["MAX_PAYLOAD_BYTES", "TeamsChannel", "TeamsTarget", "adaptive_card", "teams_message"]
@@ -160,13 +169,17 @@ def adaptive_card(
     error_length = len(variables.get("error.message", ""))
     body += _error(variables, error_length if error_keep is None else error_keep)
     body += _ended(variables)
+    return _card(body, _console_action(variables.get("console_url", "")))
+
+
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": CARD_VERSION,
         "msteams": {"width": "Full"},
         "body": body,
-        "actions": _console_action(variables.get("console_url", "")),
+        "actions": actions,
     }
 
 
@@ -179,9 +192,44 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_DIGEST_ERROR = 200  # characters of each execution's error a digest card shows
+
+
+def _digest_line(line: DigestLine) -> dict[str, Any]:
+    name = escape_markdown(line.execution)
+    if line.console_url.startswith(("https://", "http://")):
+        name = f"[{name}]({line.console_url})"
+    error = escape_markdown(truncate(line.error, _DIGEST_ERROR)) if line.error else ""
+    return _text(f"**{name}**" + (f" · {error}" if error else ""), spacing="Small")
+
+
+def digest_card(digest: Digest, shown: int) -> dict[str, Any]:
+    """An Adaptive Card naming the first ``shown`` executions of ``digest``, and how
+    many more there are and where to see them all."""
+    lines = digest_lines(digest)
+    colour = _COLOURS.get(digest.deliveries[0].phase, "default")
+    body = [_text(escape_markdown(digest.title), weight="Bolder", size="Large", color=colour)]
+    body += [_digest_line(line) for line in lines[:shown]]
+    rest = len(lines) - shown
+    where = digest.link or digest.list_command
+    more = f"…and {rest} more. " if rest else ""
+    body.append(_text(escape_markdown(f"{more}All {digest.count}: {where}"), isSubtle=True))
+    actions = []
+    if digest.link.startswith(("https://", "http://")):
+        actions = [{"type": "Action.OpenUrl", "title": "All executions", "url": digest.link}]
+    return _card(body, actions)
+
+
 def teams_message(delivery: Delivery, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """The request body for ``delivery``, at most ``limit`` bytes of JSON: the longest
-    texts (the error, and the message text quoting it) are cut just enough, visibly."""
+    texts (the error, and the message text quoting it) are cut just enough, visibly.
+    A digest lists as many of its executions as fit and says how many more."""
+    digest = delivery.digest
+    if digest is not None:
+        shown = most_that_fit(
+            digest.count, lambda n: len(_encode(_wrap(digest_card(digest, n)))) <= limit
+        )
+        return _wrap(digest_card(digest, shown))
 
     def build(keep: Sequence[int]) -> dict[str, Any]:
         return _wrap(adaptive_card(delivery, error_keep=keep[0], text_keep=keep[1]))
@@ -355,4 +403,5 @@ CHANNEL: ChannelSpec[dict[str, TeamsTarget]] = ChannelSpec(
     prefix=PREFIX,
     route_order=10,
     allow_names=lambda targets: targets,
+    digests=always,
 )

@@ -45,8 +45,8 @@ from flytenotify.channels._http import (
     parse_retry_after,
     url_destination,
 )
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, named_target
-from flytenotify.domain import Delivery
+from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, always, named_target
+from flytenotify.domain import Delivery, Digest
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, http_url, read_secret
 
@@ -237,6 +237,42 @@ def webhook_payload(delivery: Delivery) -> dict[str, Any]:
     }
 
 
+DIGEST_SCHEMA = "flytenotify.digest/v1"
+
+
+def digest_payload(digest: Digest) -> dict[str, Any]:
+    """The JSON document a webhook receives for a digest (docs/channels.md, schema
+    ``flytenotify.digest/v1``): every execution it carries, each as the single
+    body's ``event`` and ``execution`` say it."""
+    first = digest.deliveries[0]
+    return {
+        "schema": DIGEST_SCHEMA,
+        "delivery_id": digest.id,
+        "title": digest.title,
+        "count": digest.count,
+        "list_url": digest.link or None,
+        "launch_plan": _launch_plan(first),
+        "notification": {"kind": first.kind, "target": first.recipient},
+        "executions": [_digest_entry(delivery) for delivery in digest.deliveries],
+    }
+
+
+def _digest_entry(delivery: Delivery) -> dict[str, Any]:
+    single = webhook_payload(delivery)
+    return {
+        "delivery_id": delivery.idempotency_key,
+        "event": single["event"],
+        "execution": single["execution"],
+        "launch_plan": single["launch_plan"],
+    }
+
+
+def _payload(delivery: Delivery) -> dict[str, Any]:
+    if delivery.digest is not None:
+        return digest_payload(delivery.digest)
+    return webhook_payload(delivery)
+
+
 def encode_body(payload: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON: the exact bytes that are signed and sent."""
     return orjson.dumps(payload)
@@ -309,8 +345,10 @@ class WebhookChannel:
         target = self._targets.get(delivery.recipient)
         if target is None:
             return SendResult.permanent(f"unknown webhook target {delivery.recipient!r}")
-        body = encode_body(webhook_payload(delivery))
-        headers = target.request_headers(delivery.idempotency_key, body)
+        body = encode_body(_payload(delivery))
+        digest = delivery.digest
+        delivery_id = digest.id if digest is not None else delivery.idempotency_key
+        headers = target.request_headers(delivery_id, body)
         try:
             # Redirects would send the payload (and our signature) to a URL nobody configured.
             async with self._http().post(
@@ -363,7 +401,7 @@ def _build(targets: dict[str, WebhookTarget], _pacing: SharedPacing | None) -> W
 
 
 def _preview(delivery: Delivery) -> str:
-    return json.dumps(webhook_payload(delivery), indent=2, ensure_ascii=False)
+    return json.dumps(_payload(delivery), indent=2, ensure_ascii=False)
 
 
 CHANNEL: ChannelSpec[dict[str, WebhookTarget]] = ChannelSpec(
@@ -377,4 +415,5 @@ CHANNEL: ChannelSpec[dict[str, WebhookTarget]] = ChannelSpec(
     prefix=PREFIX,
     route_order=10,
     allow_names=lambda targets: targets,
+    digests=always,
 )

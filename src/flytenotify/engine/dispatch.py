@@ -12,6 +12,12 @@ is never taken over by another process.
 It sleeps until woken by new work, a finished send, or the next due retry; it
 never polls in a tight loop.
 
+Alert storms: rows of one group claimed together (the ledger opens the
+group's window as it hands them out) are sent as digests of at most
+``max_size`` executions, one message each; a group claim of one row is an
+ordinary message. Every delivery a message carried gets that message's
+outcome, id and size: they are delivered, retried and dead-lettered together.
+
 At-least-once: a row is marked delivered only after its channel said the
 provider accepted it. A crash between the provider's answer and our write
 sends that one message again on recovery; the idempotency key (email
@@ -27,17 +33,24 @@ import os
 import random
 import socket
 import time
+import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
-from flytenotify.domain import Delivery, DeliveryStatus
+from flytenotify.domain import Delivery, DeliveryStatus, Digest
 from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
-from flytenotify.engine.resolve import UNROUTABLE, RoutingError, refusal, route
-from flytenotify.store.base import OTHER_CHANNELS, Completion, Store, channel_key
+from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
+from flytenotify.store.base import (
+    DEFAULT_GROUP_RULE,
+    OTHER_CHANNELS,
+    Completion,
+    Store,
+    channel_key,
+)
 
 log = logging.getLogger("flytenotify.dispatch")
 
@@ -71,12 +84,60 @@ def _destination(channel: Channel, delivery: Delivery) -> str:
 
 @dataclass(eq=False, slots=True)
 class _Flight:
-    """One attempt in flight: its task, and whether the guard abandoned it."""
+    """One message in flight: its task, and whether the guard abandoned it.
+
+    ``delivery`` is what the channel is handed: a row, or for a digest the
+    first of its rows with ``digest`` set.
+    """
 
     delivery: Delivery
     key: str  # the claim key it counts against (its channel, or OTHER_CHANNELS)
     task: asyncio.Task[None] | None = None
     overdue: bool = False
+
+    @property
+    def message_id(self) -> str:
+        digest = self.delivery.digest
+        return digest.id if digest is not None else f"single:{self.delivery.idempotency_key}"
+
+
+def messages(deliveries: Sequence[Delivery], max_size: Callable[[str], int]) -> list[Delivery]:
+    """The claimed rows as the messages to send, in claim order.
+
+    Rows of one group are sent in digests of at most ``max_size(channel)``
+    rows (by id, so the first digest names the earliest executions); a group
+    of one row, or a last chunk of one, is that row's own message.
+    """
+    grouped: dict[str, list[Delivery]] = {}
+    out: list[Delivery | str] = []
+    for delivery in deliveries:
+        if delivery.group_key is None:
+            out.append(delivery)
+        elif delivery.group_key not in grouped:
+            grouped[delivery.group_key] = [delivery]
+            out.append(delivery.group_key)
+        else:
+            grouped[delivery.group_key].append(delivery)
+    sent: list[Delivery] = []
+    for item in out:
+        if isinstance(item, Delivery):
+            sent.append(item)
+            continue
+        rows = sorted(grouped[item], key=lambda d: d.id)
+        size = max(1, max_size(rows[0].channel))
+        for start in range(0, len(rows), size):
+            sent.append(_message(tuple(rows[start : start + size])))
+    return sent
+
+
+def _message(rows: tuple[Delivery, ...]) -> Delivery:
+    if len(rows) == 1:
+        return rows[0]
+    # The same rows make the same id: a digest sent again after a crash carries
+    # the same email Message-ID and webhook delivery id, so the far side can drop it.
+    keys = "\n".join(row.idempotency_key for row in rows)
+    digest_id = f"digest:{uuid.uuid5(uuid.NAMESPACE_URL, keys)}"
+    return replace(rows[0], digest=Digest(digest_id, rows))
 
 
 class Dispatcher:
@@ -109,6 +170,10 @@ class Dispatcher:
         self._stop = asyncio.Event()
         self._running = False
         self._claiming = False
+        grouping = settings.grouping
+        self._groups = {name: grouping.rule(name) for name in [*self.channels, INBOX]}
+        public = settings.templates.public_url
+        self._list_url = f"{public.rstrip('/')}/api/v1/deliveries?message=" if public else ""
 
     # -- control -----------------------------------------------------------------
 
@@ -183,7 +248,10 @@ class Dispatcher:
             return False  # a claim began while we looked: its rows look leased, not due
         if due is None:
             return True
-        return not include_retries and due > time.time()
+        if include_retries or due <= time.time():
+            return False
+        # Rows held by an open group are due, only waiting for its window to close.
+        return (await self.store.count_by_status())[DeliveryStatus.PENDING.value] == 0
 
     def _working(self) -> bool:
         # While a claim is under way its rows are leased but not yet in flight.
@@ -230,7 +298,12 @@ class Dispatcher:
         self._claiming = True
         try:
             deliveries = await self.store.claim(
-                self.owner, time.time(), self.settings.retry.lease, limits, completions
+                self.owner,
+                time.time(),
+                self.settings.retry.lease,
+                limits,
+                completions,
+                self._groups,
             )
         except BaseException:
             # Not written: keep them for the next round (the rows stay leased).
@@ -238,15 +311,26 @@ class Dispatcher:
             raise
         finally:
             self._claiming = False
-        for delivery in deliveries:
+        for delivery in messages(deliveries, self._max_size):
             key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
-            flight = _Flight(delivery, key)
+            flight = _Flight(self._linked(delivery), key)
             flight.task = asyncio.create_task(self._attempt(flight))
             self._flights.add(flight)
         # Not "the store was asked": with free slots and nothing due, that is
         # every round, and the loop would claim nothing as fast as it can.
         return bool(deliveries or completions)
+
+    def _max_size(self, channel: str) -> int:
+        return self._groups.get(channel, DEFAULT_GROUP_RULE).max_size
+
+    def _linked(self, delivery: Delivery) -> Delivery:
+        """A digest with the link to the list of what it carries, when there is one."""
+        digest = delivery.digest
+        if digest is None or not self._list_url:
+            return delivery
+        link = self._list_url + urllib.parse.quote(digest.id, safe=":")
+        return replace(delivery, digest=replace(digest, link=link))
 
     async def _renew_leases(self) -> None:
         """Keep the leases of this process's unfinished rows from passing, until cancelled.
@@ -258,7 +342,7 @@ class Dispatcher:
         while True:
             lease = self.settings.retry.lease
             await asyncio.sleep(lease / _RENEWALS_PER_LEASE)
-            held = [f.delivery.id for f in self._flights]
+            held = [m.id for f in self._flights for m in f.delivery.members]
             held += [c.delivery_id for c in self._completions]
             if not held:
                 continue
@@ -302,9 +386,22 @@ class Dispatcher:
                 result, started = prepared, time.time()
             else:
                 result, started = await self._send_in_slot(flight, *prepared)
+            members = delivery.members
             if self._observer is not None:
-                self._observer(delivery, result, time.time() - started)
-            self._completions.append(self._decide(delivery, result, started))
+                for member in members:
+                    self._observer(member, result, time.time() - started)
+            # One retry time for the whole message: its rows come due again together.
+            attempts = max(member.attempts for member in members) + 1
+            retry_at = time.time() + backoff_delay(
+                attempts,
+                self.settings.retry.base_delay,
+                self.settings.retry.max_delay,
+                result.retry_after,
+            )
+            message = (flight.message_id, len(members))
+            self._completions += [
+                self._decide(member, result, started, retry_at, message) for member in members
+            ]
         finally:
             self._busy[flight.key] -= 1
             self._flights.discard(flight)
@@ -368,7 +465,15 @@ class Dispatcher:
                 f"internal error in the {delivery.channel} channel: {error!r}"
             )
 
-    def _decide(self, delivery: Delivery, result: SendResult, started: float) -> Completion:
+    def _decide(
+        self,
+        delivery: Delivery,
+        result: SendResult,
+        started: float,
+        retry_at: float,
+        message: tuple[str, int],
+    ) -> Completion:
+        """The row's status after this attempt; ``retry_at`` if it is to be tried again."""
         now = time.time()
         retry = self.settings.retry
         attempts = delivery.attempts + 1
@@ -384,9 +489,7 @@ class Dispatcher:
                 reply += f" (gave up: older than {retry.max_age:g} s)"
             else:
                 status = DeliveryStatus.RETRYING
-                next_at = now + backoff_delay(
-                    attempts, retry.base_delay, retry.max_delay, result.retry_after
-                )
+                next_at = retry_at
         return Completion(
             delivery_id=delivery.id,
             lease_owner=self.owner,
@@ -396,6 +499,8 @@ class Dispatcher:
             reply=reply,
             status=status,
             next_attempt_at=next_at,
+            message_id=message[0],
+            message_size=message[1],
         )
 
     async def _flush(self) -> None:

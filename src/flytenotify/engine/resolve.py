@@ -171,6 +171,40 @@ def plan_deliveries(
                     channel=where.channel,
                     recipient=where.recipient,
                     message=message,
+                    group_key=group_key(where, execution, event, settings),
                 )
             )
     return planned
+
+
+def group_key(
+    where: Route, execution: Execution, event: ExecutionEvent, settings: Settings
+) -> str | None:
+    """The group a delivery joins: its destination and the configured key parts.
+
+    None (never grouped) when grouping is off for its channel, or the channel
+    has no digest form. The launch plan counts without its version: a storm
+    does not stop at a new version.
+    """
+    parts = settings.grouping.key_parts(where.channel)
+    if not parts or not _digests(where.channel, settings):
+        return None
+    plan = execution.launch_plan or event.launch_plan
+    error = event.error
+    values = {
+        "launch_plan": f"{plan.project}/{plan.domain}/{plan.name}" if plan else "",
+        "phase": event.phase_name,
+        "project": event.execution_id.project,
+        "domain": event.execution_id.domain,
+        "error_kind": error.kind.value if error is not None else "",
+    }
+    named = "|".join(f"{part}={values[part]}" for part in parts)
+    return f"{where.channel}|{where.recipient}|{named}"
+
+
+def _digests(channel: str, settings: Settings) -> bool:
+    """Whether ``channel``, as configured, folds deliveries into digests."""
+    if channel == INBOX:
+        return True  # shown in the digest form of the channel it stands for
+    spec = registry.get(channel)
+    return spec is not None and spec.digests is not None and spec.digests(settings.channel(channel))

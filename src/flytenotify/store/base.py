@@ -9,7 +9,7 @@ which notifications apply or how a message reads.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +54,22 @@ class NewDelivery:
     channel: str
     recipient: str
     message: RenderedMessage
+    group_key: str | None = None  # None: never folded into a digest
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """How the grouped rows of one channel are claimed.
+
+    A claim that takes a group's rows opens its window for ``window`` seconds;
+    the rows are sent in digests of at most ``max_size`` executions.
+    """
+
+    window: float = 10.0
+    max_size: int = 100
+
+
+DEFAULT_GROUP_RULE = GroupRule()
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,8 @@ class Completion:
     reply: str
     status: DeliveryStatus  # the delivery's status after this attempt
     next_attempt_at: float | None  # for RETRYING
+    message_id: str = ""  # the message that carried it: single:<key> or digest:<uuid>
+    message_size: int = 1  # how many executions that message carried
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,7 @@ class DeliveryFilter:
     channel: str | None = None
     since: float | None = None  # created at or after (Unix seconds)
     after_id: int | None = None  # cursor: ids greater than this
+    message: str | None = None  # the deliveries one message (a digest) carried
     limit: int = 100
     # The web console's filters and its newest-first keyset paging.
     recipient: str | None = None
@@ -185,11 +204,19 @@ class Store(Protocol):
         lease: float,
         limits: dict[str, int],
         completions: Sequence[Completion] = (),
+        groups: Mapping[str, GroupRule] | None = None,
     ) -> list[Delivery]:
         """Write ``completions`` as :meth:`complete` does, then lease up to
-        ``limits[channel]`` due deliveries of each channel.
+        ``limits[channel]`` messages' worth of due deliveries of each channel.
 
-        Both in one round trip: the dispatcher's loop pays one commit for the
+        A due row without a group key is one message. A due row with one is
+        claimable only while its group is closed; claiming it takes every due
+        row of the group (up to ``limits[channel] * max_size``) and opens the
+        group for ``groups[channel].window`` seconds, atomically, so one
+        process folds a group however many claim at once. Those rows are
+        ``ceil(n / max_size)`` messages.
+
+        All in one round trip: the dispatcher's loop pays one commit for the
         outcomes it gathered and the work it takes next.
         """
         ...
@@ -215,7 +242,8 @@ class Store(Protocol):
         ...
 
     async def next_due_at(self) -> float | None:
-        """When the earliest pending/retrying delivery becomes due, if any."""
+        """When the earliest pending/retrying delivery becomes claimable, if any
+        (a row held by an open group: when the group closes)."""
         ...
 
     async def redrive(self, delivery_id: int, now: float) -> Delivery | None:

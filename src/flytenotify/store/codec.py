@@ -194,6 +194,9 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         next_attempt_at=from_timestamp(next_at) if next_at is not None else None,
         last_reply=row["last_reply"],
         launch_plan=load_entity(row["launch_plan"]),
+        group_key=row["group_key"],
+        message_id=row["message_id"] or "",
+        message_size=int(row["message_size"] or 0),
     )
 
 
@@ -224,7 +227,7 @@ def launch_plan_columns(plan: LaunchPlan) -> tuple[Any, ...]:
 def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tuple[Any, ...]:
     """A ``deliveries`` row as enqueued: idempotency_key, project, domain, name, phase,
     notification_index, kind, channel, recipient, message, launch_plan, status,
-    created_at, updated_at, next_attempt_at (due at once)."""
+    created_at, updated_at, next_attempt_at (due at once), group_key."""
     execution_id = write.event.execution_id
     return (
         delivery.idempotency_key,
@@ -242,4 +245,5 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
         now,
         now,
         now,
+        delivery.group_key,
     )

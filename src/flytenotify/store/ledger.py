@@ -8,6 +8,7 @@ only its SQL and its I/O.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,10 +136,37 @@ class ClaimRoom:
             if limit := self.limit(channel):
                 yield channel, limit
 
-    def took(self, channel: str, deliveries: Sequence[Delivery]) -> None:
+    def took(self, channel: str, deliveries: Sequence[Delivery], max_size: int = 1) -> None:
+        """Count ``deliveries`` against ``channel``'s limit, as the messages they make."""
         key = channel_key(channel, self._room)
-        self._room[key] = self._room.get(key, 0) - len(deliveries)
+        self._room[key] = self._room.get(key, 0) - message_count(deliveries, max_size)
         self.claimed.extend(deliveries)
+
+
+def message_count(deliveries: Iterable[Delivery], max_size: int) -> int:
+    """How many messages ``deliveries`` make: one per row without a group key,
+    and per group one per ``max_size`` rows (a digest)."""
+    groups: Counter[str] = Counter()
+    alone = 0
+    for delivery in deliveries:
+        if delivery.group_key is None:
+            alone += 1
+        else:
+            groups[delivery.group_key] += 1
+    return alone + sum(-(-size // max(1, max_size)) for size in groups.values())
+
+
+def split_due(candidates: Iterable[tuple[int, str | None]]) -> tuple[list[int], list[str]]:
+    """Due candidates (id, group key) in due order: the ids without a group key,
+    and each group key once, in the order its first row came due."""
+    alone: list[int] = []
+    keys: dict[str, None] = {}
+    for delivery_id, group_key in candidates:
+        if group_key is None:
+            alone.append(delivery_id)
+        else:
+            keys.setdefault(group_key)
+    return alone, list(keys)
 
 
 def held_completions(
@@ -210,6 +238,8 @@ def delivery_filter(
         conditions.append(f"created_at >= {arg(query.since)}")
     if query.after_id is not None:
         conditions.append(f"id > {arg(query.after_id)}")
+    if query.message is not None:
+        conditions.append(f"message_id = {arg(query.message)}")
     if query.before_id is not None:
         conditions.append(f"id < {arg(query.before_id)}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

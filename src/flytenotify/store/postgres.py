@@ -37,7 +37,7 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -45,9 +45,11 @@ import asyncpg
 from flytenotify.domain import Delivery, Execution, ExecutionId, LaunchPlan
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
+    DEFAULT_GROUP_RULE,
     Completion,
     EventResult,
     EventWrite,
+    GroupRule,
     StoreUnavailable,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
@@ -131,7 +133,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
-    """The batch as the eight column arrays the ``complete`` query unnests."""
+    """The batch as the ten column arrays the ``complete`` query unnests."""
     rows = [
         (
             c.delivery_id,
@@ -143,10 +145,12 @@ def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
             c.started_at,
             c.finished_at,
             c.outcome,
+            c.message_id,
+            c.message_size,
         )
         for c in completions
     ]
-    return _columns(rows, 8)
+    return _columns(rows, 10)
 
 
 def _rowcount(status: str) -> int:
@@ -426,6 +430,7 @@ class PostgresStore(SQLStore):
         lease: float,
         limits: dict[str, int],
         completions: Sequence[Completion] = (),
+        groups: Mapping[str, GroupRule] | None = None,
     ) -> list[Delivery]:
         # ``now`` is the caller's clock; the database's is the one every replica shares.
         del now
@@ -436,8 +441,11 @@ class PostgresStore(SQLStore):
             room = ledger.ClaimRoom(limits)
             pending = await conn.fetch(Q["pending_channels"]) if room else ()
             for channel, limit in room.rounds(row["channel"] for row in pending):
-                rows = await conn.fetch(Q["claim_due"], owner, channel, limit, lease)
-                room.took(channel, [codec.delivery_from_row(dict(r)) for r in rows])
+                rule = (groups or {}).get(channel, DEFAULT_GROUP_RULE)
+                args = (owner, channel, limit, lease, rule.window, rule.max_size)
+                rows = await conn.fetch(Q["claim_due"], *args)
+                claimed = [codec.delivery_from_row(dict(r)) for r in rows]
+                room.took(channel, claimed, rule.max_size)
             return room.claimed
 
         # No transaction: each statement is atomic on its own (the outcomes'
@@ -548,7 +556,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     ]
     inserted: dict[str, int] = {}
     if deliveries:
-        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 15))
+        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 16))
         inserted = {r["idempotency_key"]: int(r["id"]) for r in returned}
     events = [
         codec.event_columns(write.event, now, outcome.value)

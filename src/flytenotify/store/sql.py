@@ -65,7 +65,7 @@ class SQLStore(ABC):
     async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
         await self._change(
             self.queries["insert_inbox"],
-            (delivery.id, delivery.kind, delivery.recipient, delivery.message.subject, body, now),
+            (delivery.id, delivery.kind, delivery.recipient, _subject(delivery), body, now),
         )
 
     async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
@@ -103,3 +103,7 @@ def deliveries_query(queries: Queries, query: DeliveryFilter) -> tuple[str, list
     (the console's pages are explained with it on a large ledger)."""
     clauses, args = ledger.delivery_filter(query, queries.mark, queries["launch_plan_name"])
     return queries["select_deliveries"] + clauses, args
+
+
+def _subject(delivery: Delivery) -> str:
+    return delivery.digest.title if delivery.digest is not None else delivery.message.subject

@@ -21,14 +21,20 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flytenotify.domain import Delivery, Execution, ExecutionId, LaunchPlan
+from flytenotify.domain import Delivery, DeliveryStatus, Execution, ExecutionId, LaunchPlan
 from flytenotify.store import codec, ledger
-from flytenotify.store.base import Completion, EventResult, EventWrite
+from flytenotify.store.base import (
+    DEFAULT_GROUP_RULE,
+    Completion,
+    EventResult,
+    EventWrite,
+    GroupRule,
+)
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for
 from flytenotify.store.sql import Row, SQLStore
@@ -194,14 +200,14 @@ class SQLiteStore(SQLStore):
         lease: float,
         limits: dict[str, int],
         completions: Sequence[Completion] = (),
+        groups: Mapping[str, GroupRule] | None = None,
     ) -> list[Delivery]:
         def write(conn: sqlite3.Connection) -> list[Delivery]:
             _complete(conn, completions)
             room = ledger.ClaimRoom(limits)
             for channel, limit in room.rounds(_pending_channels(conn) if room else ()):
-                args = (owner, now + lease, now, channel, now, now, limit)
-                rows = conn.execute(Q["claim_due"], args).fetchall()
-                room.took(channel, [codec.delivery_from_row(r) for r in rows])
+                rule = (groups or {}).get(channel, DEFAULT_GROUP_RULE)
+                _claim_channel(conn, room, channel, limit, rule, (owner, now + lease, now))
             return room.claimed
 
         return await self._write(write)
@@ -222,7 +228,8 @@ class SQLiteStore(SQLStore):
         def read(conn: sqlite3.Connection) -> float | None:
             now = codec.now()
             times = [_next_due(conn, channel, now) for channel in _pending_channels(conn)]
-            return min((t for t in times if t is not None), default=None)
+            times.append(conn.execute(Q["first_group_close"], (now,)).fetchone()[0])
+            return min((float(t) for t in times if t is not None), default=None)
 
         return await self._read(read)
 
@@ -333,8 +340,8 @@ def _record_events(
 def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> None:
     """Write attempt outcomes, skipping rows whose lease passed to another owner.
 
-    Three statements for the whole batch: the writer lock is held, so what the
-    first reads cannot change before the other two write.
+    A few statements for the whole batch: the writer lock is held, so what the
+    first reads cannot change before the others write.
     """
     if not completions:
         return
@@ -347,8 +354,24 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
     conn.executemany(
         Q["write_outcome"],
         [
-            (c.status.value, c.reply, c.next_attempt_at, c.finished_at, c.delivery_id)
+            (
+                c.status.value,
+                c.reply,
+                c.next_attempt_at,
+                c.message_id,
+                c.message_size,
+                c.finished_at,
+                c.delivery_id,
+            )
             for c, _ in held
+        ],
+    )
+    conn.executemany(
+        Q["close_group_at"],
+        [
+            (c.next_attempt_at, c.delivery_id)
+            for c, _ in held
+            if c.status is DeliveryStatus.RETRYING and c.next_attempt_at is not None
         ],
     )
     conn.executemany(
@@ -358,6 +381,37 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
             for c, number in held
         ],
     )
+
+
+def _claim_channel(
+    conn: sqlite3.Connection,
+    room: ledger.ClaimRoom,
+    channel: str,
+    limit: int,
+    rule: GroupRule,
+    lease: tuple[str, float, float],
+) -> None:
+    """Lease ``channel``'s due rows: those without a group one by one, and every
+    due row of each closed group among them, opening the group.
+
+    Under the write lock: a group found closed here is opened before any other
+    process can look.
+    """
+    now = lease[2]
+    candidates = conn.execute(Q["due_candidates"], (channel, now, now, now, limit)).fetchall()
+    alone, keys = ledger.split_due((row["id"], row["group_key"]) for row in candidates)
+    if alone:
+        rows = conn.execute(Q["lease_ids"], (*lease, json.dumps(alone))).fetchall()
+        room.took(channel, [codec.delivery_from_row(r) for r in rows])
+    for key in keys:
+        left = room.limit(channel)
+        if not left:
+            return
+        if conn.execute(Q["open_group"], (key, now + rule.window, now)).fetchone() is None:
+            continue  # opened since we looked (not under this lock: cannot happen)
+        args = (*lease, key, now, now, left * rule.max_size)
+        rows = conn.execute(Q["claim_group"], args).fetchall()
+        room.took(channel, [codec.delivery_from_row(r) for r in rows], rule.max_size)
 
 
 def _pending_channels(conn: sqlite3.Connection) -> list[str]:
@@ -380,7 +434,7 @@ def _pending_channels(conn: sqlite3.Connection) -> list[str]:
 def _next_due(conn: sqlite3.Connection, channel: str, now: float) -> float | None:
     """When a row of ``channel`` can next be claimed: its first row not leased,
     or, if that is not due yet, the earliest lease to pass."""
-    row = conn.execute(Q["first_free_at"], (channel, now)).fetchone()
+    row = conn.execute(Q["first_free_at"], (channel, now, now)).fetchone()
     free_at = None if row is None else float(row[0])
     if free_at is not None and free_at <= now:
         return free_at

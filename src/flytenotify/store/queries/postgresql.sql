@@ -68,15 +68,16 @@ UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
 -- written is skipped and returns nothing.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at)
+                        next_attempt_at, group_key)
 SELECT key, project, domain, name, phase, notification_index, kind, channel, recipient, message,
-       launch_plan, status, created_at, updated_at, next_attempt_at
+       launch_plan, status, created_at, updated_at, next_attempt_at, group_key
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::double precision[], $14::double precision[], $15::double precision[])
+              $13::double precision[], $14::double precision[], $15::double precision[],
+              $16::text[])
        WITH ORDINALITY AS d (key, project, domain, name, phase, notification_index, kind,
                              channel, recipient, message, launch_plan, status, created_at,
-                             updated_at, next_attempt_at, position)
+                             updated_at, next_attempt_at, group_key, position)
  ORDER BY position
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, idempotency_key;
@@ -111,19 +112,51 @@ WITH RECURSIVE found(channel) AS (
 SELECT channel FROM found WHERE channel IS NOT NULL;
 
 -- name: claim_due
--- Lease up to $3 due rows of channel $2 for owner $1, $4 seconds. Candidates
--- are locked with SKIP LOCKED: two replicas claiming at once take disjoint rows.
+-- Lease due rows of channel $2 for owner $1, $4 seconds: up to $3 rows without
+-- a group key, and every due row (up to $3 * $6) of up to $3 groups that are
+-- closed, opening each such group for $5 seconds. Rows without a group are
+-- locked with SKIP LOCKED: two replicas claiming at once take disjoint rows.
+-- A group is taken by the one replica whose upsert finds it closed: the
+-- others wait for its row, then see it open and take nothing of it (its
+-- rows are not locked before that, so they never hide from the winner).
+-- Groups are upserted in key order, as every replica does.
+WITH free AS (
+    SELECT id FROM deliveries
+     WHERE status IN ('pending', 'retrying') AND channel = $2 AND group_key IS NULL
+       AND next_attempt_at <= {{now}}
+       AND (lease_until IS NULL OR lease_until < {{now}})
+     ORDER BY next_attempt_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), closed AS (
+    SELECT d.group_key FROM deliveries AS d
+     WHERE d.status IN ('pending', 'retrying') AND d.channel = $2 AND d.group_key IS NOT NULL
+       AND d.next_attempt_at <= {{now}}
+       AND (d.lease_until IS NULL OR d.lease_until < {{now}})
+       AND NOT EXISTS (SELECT 1 FROM delivery_groups AS g
+                        WHERE g.group_key = d.group_key AND g.open_until > {{now}})
+     GROUP BY d.group_key
+     ORDER BY MIN(d.next_attempt_at)
+     LIMIT $3
+), opened AS (
+    INSERT INTO delivery_groups AS g (group_key, open_until)
+    SELECT group_key, {{now}} + $5 FROM closed ORDER BY group_key
+    ON CONFLICT (group_key) DO UPDATE SET open_until = excluded.open_until
+     WHERE g.open_until <= {{now}}
+    RETURNING g.group_key
+), members AS (
+    SELECT d.id FROM deliveries AS d
+     WHERE d.group_key IN (SELECT group_key FROM opened)
+       AND d.status IN ('pending', 'retrying')
+       AND d.next_attempt_at <= {{now}}
+       AND (d.lease_until IS NULL OR d.lease_until < {{now}})
+     ORDER BY d.next_attempt_at
+     LIMIT $3 * $6
+       FOR UPDATE SKIP LOCKED
+)
 UPDATE deliveries AS d
    SET lease_owner = $1, lease_until = {{now}} + $4, updated_at = {{now}}
-  FROM (SELECT id FROM deliveries
-         WHERE status IN ('pending', 'retrying')
-           AND channel = $2
-           AND next_attempt_at <= {{now}}
-           AND (lease_until IS NULL OR lease_until < {{now}})
-         ORDER BY next_attempt_at
-         LIMIT $3
-           FOR UPDATE SKIP LOCKED) AS due
- WHERE d.id = due.id
+ WHERE d.id IN (SELECT id FROM free UNION ALL SELECT id FROM members)
 RETURNING d.*;
 
 -- name: complete
@@ -134,17 +167,28 @@ RETURNING d.*;
 WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
                          $5::double precision[], $6::double precision[],
-                         $7::double precision[], $8::text[])
-           AS b(id, owner, status, reply, delay, started_at, finished_at, outcome)
+                         $7::double precision[], $8::text[], $9::text[], $10::int[])
+           AS b(id, owner, status, reply, delay, started_at, finished_at, outcome,
+                message_id, message_size)
 ), done AS (
     UPDATE deliveries AS d
        SET status = batch.status, attempts = d.attempts + 1, last_reply = batch.reply,
            next_attempt_at = {{now}} + batch.delay,
+           message_id = batch.message_id, message_size = batch.message_size,
            lease_owner = NULL, lease_until = NULL, updated_at = {{now}}
       FROM batch
      WHERE d.id = batch.id AND d.lease_owner = batch.owner
        AND d.status IN ('pending', 'retrying')
-    RETURNING d.id, d.attempts
+    RETURNING d.id, d.attempts, d.group_key
+), retried_groups AS (
+    -- A message to be retried closes its group's window when the retry is
+    -- due: the retry goes then, with whatever else of the group is due.
+    UPDATE delivery_groups AS g SET open_until = LEAST(g.open_until, r.at)
+      FROM (SELECT done.group_key, MIN({{now}} + batch.delay) AS at
+              FROM done JOIN batch ON batch.id = done.id
+             WHERE batch.status = 'retrying' AND done.group_key IS NOT NULL
+             GROUP BY done.group_key) AS r
+     WHERE g.group_key = r.group_key
 )
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
 SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply
@@ -158,24 +202,36 @@ UPDATE deliveries SET lease_until = {{now}} + $3
 -- name: next_due_in
 -- Seconds from the database's now until the earliest pending row can next be
 -- claimed (negative if overdue), by index probes per pending channel: its
--- first row not leased; if that is not due yet, the earliest lease to pass,
--- found among the due rows, which are then all leased (claims only take due
--- rows), so few.
+-- first row not leased nor held by an open group; if that is not due yet,
+-- the earliest lease to pass, found among the due rows, which are then all
+-- leased or held (claims only take due rows), so few; and the first close
+-- of an open group that holds rows.
 {{found_channels}}
 , first_free AS (
     SELECT found.channel,
            (SELECT d.next_attempt_at FROM deliveries AS d
              WHERE d.status IN ('pending', 'retrying') AND d.channel = found.channel
                AND (d.lease_until IS NULL OR d.lease_until < {{now}})
+               AND (d.group_key IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM delivery_groups AS g
+                                    WHERE g.group_key = d.group_key
+                                      AND g.open_until > {{now}}))
              ORDER BY d.next_attempt_at LIMIT 1) AS at
       FROM found WHERE found.channel IS NOT NULL
 )
-SELECT MIN(CASE WHEN at <= {{now}} THEN at
-                ELSE LEAST(at, (SELECT MIN(d.lease_until) FROM deliveries AS d
-                                 WHERE d.status IN ('pending', 'retrying')
-                                   AND d.channel = first_free.channel
-                                   AND d.next_attempt_at <= {{now}}))
-           END) - {{now}} AS due_in
+SELECT LEAST(
+           MIN(CASE WHEN at <= {{now}} THEN at
+                    ELSE LEAST(at, (SELECT MIN(d.lease_until) FROM deliveries AS d
+                                     WHERE d.status IN ('pending', 'retrying')
+                                       AND d.channel = first_free.channel
+                                       AND d.next_attempt_at <= {{now}}))
+               END),
+           (SELECT MIN(g.open_until) FROM delivery_groups AS g
+             WHERE g.open_until > {{now}}
+               AND EXISTS (SELECT 1 FROM deliveries AS d
+                            WHERE d.group_key = g.group_key
+                              AND d.status IN ('pending', 'retrying')))
+       ) - {{now}} AS due_in
   FROM first_free;
 
 -- name: redrive

@@ -25,8 +25,8 @@ UPDATE executions SET terminal_phase = ?, terminal_at = ?
 -- One row at a time: executemany cannot return the ids.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_attempt_at, group_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
 
 -- name: pending_channel_after
@@ -34,22 +34,58 @@ ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
 SELECT MIN(channel) FROM deliveries INDEXED BY deliveries_due
  WHERE status IN ('pending', 'retrying') AND channel > ?;
 
--- name: claim_due
--- Lease up to N due rows of one channel, by the index led by channel.
--- Parameters: owner, lease until, now, channel, now, now, N.
+-- name: due_candidates
+-- Up to N due rows of one channel not leased, in due order, leaving out rows
+-- whose group is open. Parameters: channel, now, now, now, N.
+SELECT id, group_key FROM deliveries INDEXED BY deliveries_due
+ WHERE status IN ('pending', 'retrying') AND channel = ?
+   AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+   AND (group_key IS NULL
+        OR NOT EXISTS (SELECT 1 FROM delivery_groups AS g
+                        WHERE g.group_key = deliveries.group_key AND g.open_until > ?))
+ ORDER BY next_attempt_at LIMIT ?;
+
+-- name: lease_ids
+-- Parameters: owner, lease until, now, a JSON array of delivery ids.
 UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
- WHERE id IN (SELECT id FROM deliveries
-               WHERE status IN ('pending', 'retrying') AND channel = ?
+ WHERE id IN (SELECT value FROM json_each(?))
+RETURNING *;
+
+-- name: open_group
+-- Open a group that is absent or closed; returns its key only then.
+-- Parameters: key, open until, now.
+INSERT INTO delivery_groups (group_key, open_until) VALUES (?, ?)
+ON CONFLICT (group_key) DO UPDATE SET open_until = excluded.open_until
+ WHERE delivery_groups.open_until <= ?
+RETURNING group_key;
+
+-- name: claim_group
+-- Lease up to N due rows of one group. Parameters: owner, lease until, now,
+-- key, now, now, N.
+UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
+ WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_by_group
+               WHERE group_key = ? AND status IN ('pending', 'retrying')
                  AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
                ORDER BY next_attempt_at LIMIT ?)
 RETURNING *;
 
 -- name: first_free_at
--- When the first row of a channel that is not leased is due.
+-- When the first row of a channel that is neither leased nor held by an open
+-- group is due. Parameters: channel, now, now.
 SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due
  WHERE status IN ('pending', 'retrying') AND channel = ?
    AND (lease_until IS NULL OR lease_until < ?)
+   AND (group_key IS NULL
+        OR NOT EXISTS (SELECT 1 FROM delivery_groups AS g
+                        WHERE g.group_key = deliveries.group_key AND g.open_until > ?))
  ORDER BY next_attempt_at LIMIT 1;
+
+-- name: first_group_close
+-- When the first open group that holds rows closes. Parameters: now.
+SELECT MIN(open_until) FROM delivery_groups AS g
+ WHERE open_until > ?
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.group_key = g.group_key AND d.status IN ('pending', 'retrying'));
 
 -- name: earliest_lease_end
 -- When the first lease of a channel's due rows passes (due rows are all leased
@@ -64,8 +100,15 @@ SELECT id, lease_owner, attempts FROM deliveries
 
 -- name: write_outcome
 UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?, next_attempt_at = ?,
-       lease_owner = NULL, lease_until = NULL, updated_at = ?
+       message_id = ?, message_size = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
  WHERE id = ?;
+
+-- name: close_group_at
+-- A message to be retried closes its group's window when the retry is due:
+-- the retry goes then, with whatever else of the group is due.
+-- Parameters: the retry's time, the delivery id.
+UPDATE delivery_groups SET open_until = MIN(open_until, ?)
+ WHERE group_key = (SELECT group_key FROM deliveries WHERE id = ?);
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
