@@ -425,6 +425,10 @@ url = "http://127.0.0.1:{http_port}/hook"
 [flyteadmin]
 endpoint = "{admin_endpoint}"
 insecure = true
+
+# One message per execution: the run counts each execution's delivery.
+[grouping]
+by = []
 """
     return config + ("\n" + lane.toml if lane is not None else "")
 
