@@ -268,7 +268,9 @@ class PostgresStore(SQLStore):
 
     def _require_pool(self, migrating: bool = False) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None or not (self._migrated or migrating):
-            raise StoreUnavailable("PostgreSQL is not ready yet (connecting, or migrating the schema)")
+            raise StoreUnavailable(
+                "PostgreSQL is not ready yet (connecting, or migrating the schema)"
+            )
         return self._pool
 
     async def _create_pool(self, retry: bool) -> asyncpg.Pool[asyncpg.Record]:
