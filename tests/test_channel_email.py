@@ -411,6 +411,21 @@ async def test_idle_connections_are_closed_by_the_channel() -> None:
         assert server.sessions == 2
 
 
+async def test_only_connections_idle_too_long_are_closed() -> None:
+    async with SmtpServer() as server:
+        channel = EmailChannel(server.smtp_config(), idle_timeout=1.0)
+        await asyncio.gather(*(channel.send(make_delivery(number=n)) for n in (1, 2)))
+        assert server.open_sessions == 2
+        await asyncio.sleep(0.5)
+        await channel.send(make_delivery(number=3))  # uses, and so refreshes, one of the two
+        # The other, idle since the start, goes when its time is up; the used one stays...
+        await server.wait_for_open_sessions(1, within=2.0)
+        await channel.send(make_delivery(number=4))  # ...and carries the next message
+        await channel.close()
+    assert server.sessions == 2
+    assert len(server.messages) == 4
+
+
 async def test_a_slow_server_times_out_as_transient() -> None:
     async with SmtpServer() as server:
         server.script("DATA", delay=1.0)
