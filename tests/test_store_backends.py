@@ -41,6 +41,7 @@ from flytenotify.store.base import (
     DeliveryFilter,
     EventOutcome,
     EventWrite,
+    GroupRule,
     NewDelivery,
     Store,
     StoreUnavailable,
@@ -366,6 +367,34 @@ async def test_next_due_at_sees_due_rows_then_leases_then_retries(store: Store) 
     )
     await store.complete([done])
     assert abs((await store.next_due_at() or 0) - retry_at) < 1.0  # the retry, before the lease
+
+
+async def record_grouped(store: Store, execution: str, group_key: str) -> None:
+    """One due delivery of channel "x" in the alert-storm group ``group_key``."""
+    now = datetime.now(UTC)
+    execution_id = ExecutionId("proj", "prod", execution)
+    event = ExecutionEvent(execution_id, int(P.FAILED), now)
+    message = RenderedMessage("subject", "text", "<p>text</p>", "text")
+    delivery = NewDelivery(f"{execution}-0", 0, "email", "x", "r@x.io", message, group_key)
+    await store.record_events(
+        [EventWrite(event, Execution(execution_id, None, (), now), [delivery])]
+    )
+
+
+async def test_only_groups_closed_before_the_time_given_are_pruned(store: Store) -> None:
+    groups = {"x": GroupRule(window=0.5, max_size=10)}
+    await record_grouped(store, "e1", "g")
+    assert len(await store.claim("a", time.time(), 30.0, {"x": 10}, groups=groups)) == 1
+    await record_grouped(store, "e2", "g")  # due while the group's window is open
+    assert await store.prune_groups(time.time()) == 0  # open: kept
+    assert await store.claim("a", time.time(), 30.0, {"x": 10}, groups=groups) == []
+    await asyncio.sleep(0.7)
+    assert await store.prune_groups(time.time() - 60) == 0  # closed, but not for a minute
+    assert await store.prune_groups(time.time()) == 1
+    # Gone is as good as closed: the waiting row is claimed, and opens the group again.
+    (second,) = await store.claim("a", time.time(), 30.0, {"x": 10}, groups=groups)
+    assert second.execution_id.name == "e2"
+    assert await store.prune_groups(time.time()) == 0
 
 
 async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, store: Store) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,6 +132,35 @@ async def test_a_lone_failure_goes_at_once_as_a_single_message(database_url: str
             assert "executions of" not in post.body["blocks"][0]["text"]["text"]
             assert delivery.message_id.startswith("single:")
             assert delivery.message_size == 1
+
+
+async def test_a_running_dispatcher_forgets_groups_closed_long_ago(tmp_path: Path) -> None:
+    """One row per group key ever seen would grow the ledger forever."""
+    path = tmp_path / "ledger.db"
+    async with (
+        SlackApiServer() as slack,
+        Notifier(slack_settings(f"sqlite:///{path}", slack)) as notifier,
+    ):
+        now = time.time()
+        with sqlite3.connect(path) as db:
+            db.executemany(
+                "INSERT INTO delivery_groups (group_key, open_until) VALUES (?, ?)",
+                [
+                    ("closed-2h-ago", now - 7200),
+                    ("closed-1m-ago", now - 60),
+                    ("open", now + 60),
+                ],
+            )
+        notifier.start_dispatching()
+
+        def kept() -> list[str]:
+            with sqlite3.connect(path) as db:
+                rows = db.execute("SELECT group_key FROM delivery_groups ORDER BY group_key")
+                return [key for (key,) in rows]
+
+        await until(lambda: "closed-2h-ago" not in kept(), 10.0, "the old group pruned")
+        await notifier.stop_dispatching()
+    assert kept() == ["closed-1m-ago", "open"]
 
 
 # -- a storm -----------------------------------------------------------------------------------

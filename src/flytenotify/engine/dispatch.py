@@ -60,6 +60,10 @@ _STORE_RETRY_MIN, _STORE_RETRY_MAX = 1.0, 30.0  # backoff while the ledger is un
 _ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
 # Renewals per lease: two may fail (a database hiccup) before the lease passes.
 _RENEWALS_PER_LEASE = 3
+# Closed alert-storm groups are deleted this long after they closed (a margin
+# far beyond any clock skew between replicas), looked for this often.
+GROUP_KEEP_S = 3600.0
+_PRUNE_EVERY_S = 600.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -194,6 +198,7 @@ class Dispatcher:
         self._stop = stop
         stopper = asyncio.create_task(self._wake_on(stop))
         renewer = asyncio.create_task(self._renew_leases())
+        pruner = asyncio.create_task(self._prune_groups())
         pause = _STORE_RETRY_MIN
         try:
             while not stop.is_set():
@@ -209,6 +214,7 @@ class Dispatcher:
                     pause = min(pause * 2, _STORE_RETRY_MAX)
         finally:
             stopper.cancel()
+            pruner.cancel()
             try:
                 await self._shutdown()
             finally:
@@ -350,6 +356,19 @@ class Dispatcher:
                 await self.store.renew_leases(self.owner, held, time.time(), lease)
             except Exception as error:
                 log.warning("could not renew %d delivery leases: %r", len(held), error)
+
+    async def _prune_groups(self) -> None:
+        """Delete long-closed groups now and then, until cancelled: one row per
+        group key ever seen would otherwise grow the ledger forever."""
+        while True:
+            try:
+                pruned = await self.store.prune_groups(time.time() - GROUP_KEEP_S)
+            except Exception as error:
+                log.warning("could not prune closed delivery groups: %r", error)
+            else:
+                if pruned:
+                    log.info("pruned %d closed delivery groups", pruned)
+            await asyncio.sleep(_PRUNE_EVERY_S)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -241,6 +241,10 @@ class Store(Protocol):
         """Drop every lease ``owner`` holds (graceful stop); returns how many."""
         ...
 
+    async def prune_groups(self, closed_before: float) -> int:
+        """Delete the groups whose window closed before ``closed_before``; returns how many."""
+        ...
+
     async def next_due_at(self) -> float | None:
         """When the earliest pending/retrying delivery becomes claimable, if any
         (a row held by an open group: when the group closes)."""

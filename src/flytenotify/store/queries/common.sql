@@ -41,6 +41,11 @@ SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
  WHERE lease_owner = ? AND status IN ('pending', 'retrying');
 
+-- name: prune_groups
+-- Forget the groups whose window closed before the time given: a closed group
+-- is as good as absent, so only the table's size changes.
+DELETE FROM delivery_groups WHERE open_until < ?;
+
 -- name: insert_inbox
 INSERT INTO inbox (delivery_id, kind, recipient, subject, body, received_at)
 VALUES (?, ?, ?, ?, ?, ?);
