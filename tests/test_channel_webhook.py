@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,8 +22,10 @@ from flytenotify.channels.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookChannel,
+    encode_body,
     sign,
     verify_signature,
+    webhook_payload,
 )
 from flytenotify.config import WebhookTarget
 from flytenotify.domain import Delivery
@@ -68,6 +71,20 @@ async def send_one(sink: HttpSink, channel: WebhookChannel) -> tuple[Outcome, Si
     result = await channel.send(make_delivery())
     (request,) = sink.requests
     return result.outcome, request
+
+
+def test_a_body_in_flight_holds_no_more_memory_than_its_bytes() -> None:
+    """Every webhook in flight holds its body: 1,000 of them must not hold 16 MiB."""
+    payload = webhook_payload(rendered_delivery("email", "webhook", "ops"))
+    tracemalloc.start()
+    try:
+        bodies = [encode_body(payload) for _ in range(100)]
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = len(bodies[0])
+    assert size > 1000
+    assert held < 100 * (size + 200)  # the bytes and a bytes object's header, not a spare buffer
 
 
 async def test_is_a_channel(channel: WebhookChannel) -> None:

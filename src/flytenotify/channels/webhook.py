@@ -274,8 +274,13 @@ def _payload(delivery: Delivery) -> dict[str, Any]:
 
 
 def encode_body(payload: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON: the exact bytes that are signed and sent."""
-    return orjson.dumps(payload)
+    """Compact UTF-8 JSON: the exact bytes that are signed and sent.
+
+    Copied to a buffer of its own size: orjson's result keeps the buffer it
+    grew while writing (16 KiB for a 2 KB body), held for as long as the
+    request is in flight, which made it most of a webhook send's memory.
+    """
+    return memoryview(orjson.dumps(payload)).tobytes()
 
 
 # --------------------------------------------------------------------------
