@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
@@ -24,7 +26,14 @@ from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import EntityId, ExecutionError, ExecutionEvent, ExecutionId
 from flytenotify.errors import InputError
-from flytenotify.intake.limits import MAX_JSON_DEPTH, TEXT_LIMITS, TRUNCATED
+from flytenotify.intake.limits import (
+    IDENTIFIER_LIMITS,
+    MAX_JSON_DEPTH,
+    TEXT_LIMITS,
+    TRUNCATED,
+    id_problems,
+    identifier_problems,
+)
 from flytenotify.settings_loader import ServerConfig
 from tests.helpers import PLAN, event_json
 from tests.test_engine import DOC_EXAMPLES
@@ -420,3 +429,46 @@ async def test_a_phase_or_error_kind_that_is_not_a_name_or_whole_number_is_a_400
         response = await client.post("/api/v1/events", json=event)
         assert response.status_code == 400, (field, value, response.text)
         assert _fields(response) == [field], response.text
+
+
+# Characters near every boundary the identifier checks draw: controls, "/",
+# lone surrogates, and ordinary text around them.
+_ID_CHARS = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "-",
+        "_",
+        ".",
+        "/",
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "\x9f",
+        "\xa0",
+        "\ud800",
+        "\udfff",
+        "é",
+        "中",
+        " ",
+        "\n",
+    ]
+)
+
+
+@given(
+    part=st.sampled_from(sorted(set(IDENTIFIER_LIMITS) - {"recipient"})),
+    value=st.one_of(
+        st.text(_ID_CHARS, max_size=8),
+        st.integers(min_value=60, max_value=260).map(lambda n: "x" * n),
+        st.none(),
+        st.integers(),
+    ),
+    version_required=st.booleans(),
+)
+def test_the_fast_identifier_check_agrees_with_the_checks_one_by_one(
+    part: str, value: object, version_required: bool
+) -> None:
+    required = part != "version" or version_required
+    expected = identifier_problems(value, f"id.{part}", part, required)
+    assert id_problems({part: value}, "id", version_required) == expected

@@ -43,6 +43,14 @@ _NOT_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255, "recipient": 254}
 # Parts that may hold "/" (elsewhere it separates "project/domain/name").
 _SLASH_ALLOWED = frozenset({"version", "recipient"})
+# A part that passes every check above, in one match: every event's ids go
+# through here, and the checks one by one were a tenth of parsing an event.
+_GOOD_PART = {
+    part: re.compile(
+        rf"[^\x00-\x1f\x7f-\x9f\ud800-\udfff{'' if part in _SLASH_ALLOWED else '/'}]{{1,{limit}}}"
+    )
+    for part, limit in IDENTIFIER_LIMITS.items()
+}
 # A notification's body template: refused beyond this, it is configuration.
 TEMPLATE_LIMIT = 16_384
 # Free text, in characters; longer text is cut and ends with TRUNCATED.
@@ -93,6 +101,8 @@ def id_problems(
     prefix = f"{field}." if field else ""
     problems: list[Problem] = []
     for part, value in parts.items():
+        if isinstance(value, str) and _GOOD_PART[part].fullmatch(value):
+            continue
         required = part != "version" or version_required
         problems += identifier_problems(value, f"{prefix}{part}", part, required)
     return problems
