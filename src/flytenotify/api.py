@@ -448,7 +448,7 @@ class _Api:
         except InputError:
             self.metrics.event_received("invalid")
             raise
-        (result,) = await self.notifier.report_events([event])
+        (result,) = await self.notifier.record_checked_events([event])
         self.metrics.event_received(result.outcome.value)
         return JSONResponse(
             _result_json(result),
@@ -460,7 +460,7 @@ class _Api:
         if parsed.event is None:
             self.metrics.event_received("ignored")
             return JSONResponse({"outcome": "ignored", "cloud_event": _cloud_json(parsed)})
-        (result,) = await self.notifier.report_events([parsed.event])
+        (result,) = await self.notifier.record_checked_events([parsed.event])
         self.metrics.event_received(result.outcome.value)
         return JSONResponse(
             {**_result_json(result), "cloud_event": _cloud_json(parsed)},
@@ -488,7 +488,7 @@ class _Api:
             except InputError as error:
                 self.metrics.event_received("invalid")
                 answers.append(_rejected_json(error, f"events[{i}]"))
-        results = iter(await self.notifier.report_events(events) if events else [])
+        results = iter(await self.notifier.record_checked_events(events) if events else [])
         for i, answer in enumerate(answers):
             if answer is None:
                 result = next(results)

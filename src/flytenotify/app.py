@@ -272,9 +272,16 @@ class Notifier:
                 problems += error.problems
         if problems:
             raise InputError(problems)
-        executions = await self._executions_for(normalised)
+        return await self.record_checked_events(normalised)
+
+    async def record_checked_events(self, events: Sequence[ExecutionEvent]) -> list[EventResult]:
+        """:meth:`report_events` for events that are through the intake's checks
+        already: made by ``event_from_json``, ``event_from_bytes``,
+        ``event_from_proto`` or ``checked_event``, as the HTTP API and the broker
+        intake make them. Checking them again cost a sixth of parsing them."""
+        executions = await self._executions_for(events)
         writes = []
-        for event in normalised:
+        for event in events:
             execution = executions[event.execution_id]
             deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))

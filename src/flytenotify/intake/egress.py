@@ -102,7 +102,7 @@ class EgressIntake:
         return retry
 
     async def _report(self, events: list[TerminalEvent]) -> None:
-        results = await self.notifier.report_events([t.event for t in events])
+        results = await self.notifier.record_checked_events([t.event for t in events])
         for result in results:
             self.metrics.event_received(result.outcome.value)
         self.metrics.intake_outcome(self.source, RECORDED, len(events))
