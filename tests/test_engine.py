@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from flytenotify import Email, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.domain import DeliveryStatus, EntityId
+from flytenotify.config import DatabaseConfig, Settings, SlackConfig, SmtpConfig, WebhookTarget
+from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
 from flytenotify.errors import InputError
 from flytenotify.store.base import DeliveryFilter, EventOutcome
 from tests.helpers import PLAN, event_json, execution
@@ -316,3 +317,38 @@ def test_anything_but_the_plain_shape_takes_the_protobuf_road(event: dict[str, A
     from flytenotify.intake import events as ingest
 
     assert ingest._plain_event(dict(event), None) is None
+
+
+async def test_a_message_is_rendered_in_the_forms_its_channels_send(database_url: str) -> None:
+    """HTML only where email goes, Slack mrkdwn only where Slack goes; every form
+    for a recipient no channel takes (a re-drive routes it again, perhaps to email)."""
+    settings = Settings(
+        database=DatabaseConfig(url=database_url),
+        smtp=SmtpConfig(host="127.0.0.1"),
+        slack=SlackConfig(bot_token=SecretStr("xoxb-test")),
+        webhooks={"hook": WebhookTarget(url="http://127.0.0.1:9/hook")},
+    )
+    notifications = [
+        Email([P.FAILED], ["webhook:hook"]),
+        Email([P.FAILED], ["ops@example.com", "webhook:hook"]),
+        Slack([P.FAILED], ["#alerts"]),
+        Email([P.FAILED], ["webhook:nowhere"]),
+    ]
+    async with Notifier(settings) as n:
+        await n.register_launch_plan(PLAN, notifications)
+        await n.report_event(event_json("e-media", "FAILED", launch_plan=PLAN))
+        stored = await n.deliveries(
+            DeliveryFilter(execution=ExecutionId("proj", "prod", "e-media"))
+        )
+    forms = {
+        (d.notification_index, d.channel): (bool(d.message.html), bool(d.message.slack_text))
+        for d in stored
+    }
+    assert forms == {
+        (0, "webhook"): (False, False),
+        (1, "email"): (True, False),
+        (1, "webhook"): (True, False),  # one message for the notification's recipients
+        (2, "slack"): (False, True),
+        (3, "unroutable"): (True, True),
+    }
+    assert all(d.message.text and d.message.subject and d.message.variables for d in stored)

@@ -185,6 +185,11 @@ class ChannelSpec(Generic[C]):
     # Why an [allow] entry can never match this channel's recipients, or None.
     allow_entry_problem: Callable[[str], str | None] | None = None
 
+    # The message forms it sends beyond the subject, text and variables every
+    # delivery has: "html" (email), "slack_text" (Slack mrkdwn). A message is
+    # rendered only in the forms its deliveries' channels send.
+    media: frozenset[str] = frozenset()
+
     # Whether a section that is present is enough to send (Slack needs a token or URL).
     usable: Callable[[C], bool] | None = None
     # Set when ``send`` (and ``preview``) honour ``Delivery.digest``, one message

@@ -830,6 +830,7 @@ def _preview(delivery: Delivery) -> str:
 
 CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
     name="email",
+    media=frozenset({"html"}),
     section="smtp",
     config=SmtpConfig,
     build=_build,

@@ -651,6 +651,7 @@ def _preview(delivery: Delivery) -> str:
 
 CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
     name="slack",
+    media=frozenset({"slack_text"}),
     section="slack",
     config=SlackConfig,
     build=_build,

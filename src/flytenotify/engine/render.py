@@ -69,7 +69,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -297,20 +297,28 @@ def _duration(start: datetime, end: datetime) -> str:
 # --------------------------------------------------------------------------
 
 
+# Every form a message can take beyond its subject, text and variables.
+ALL_MEDIA = frozenset({"html", "slack_text"})
+
+
 def render(
     notification: Notification,
     event: ExecutionEvent,
     execution: Execution | None,
     templates: TemplateConfig,
+    media: Collection[str] = ALL_MEDIA,
 ) -> RenderedMessage:
-    """Render one notification's subject and body for every medium."""
+    """Render one notification's subject and body, and of ``media`` the forms
+    asked for (the others are left empty: no channel of it sends them)."""
     variables = template_variables(event, execution, templates.console_url)
     body = _body_template(notification, templates)
     return RenderedMessage(
         subject=_single_line(substitute(templates.subject or DEFAULT_SUBJECT, variables)),
         text=substitute(body, variables),
-        html=_to_html(body, variables),
-        slack_text=_expand(body, variables, _identity, _slack_escape),
+        html=_to_html(body, variables) if "html" in media else "",
+        slack_text=_expand(body, variables, _identity, _slack_escape)
+        if "slack_text" in media
+        else "",
         variables=variables,
     )
 

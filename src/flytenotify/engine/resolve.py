@@ -9,7 +9,7 @@ event every notification whose ``phases`` holds that phase fires.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from flytenotify.channels import registry
@@ -18,7 +18,7 @@ from flytenotify.channels.registry import INBOX, UNROUTABLE
 from flytenotify.config import Settings
 from flytenotify.core.notification import Notification
 from flytenotify.domain import Execution, ExecutionEvent
-from flytenotify.engine.render import render
+from flytenotify.engine.render import ALL_MEDIA, render
 from flytenotify.errors import Problem
 from flytenotify.store.base import NewDelivery
 
@@ -154,15 +154,14 @@ def plan_deliveries(
         kind = notification.channel
         if settings_of_channel is None or kind is None:
             continue
-        message = render(notification, event, execution, settings.templates)
         # A recipient listed twice is one person: message them once.
-        for recipient in dict.fromkeys(settings_of_channel.recipients_email):
-            try:
-                where = route(kind, recipient, settings, dev_inbox)
-            except RoutingError:
-                # Recorded anyway, and dead-lettered by the dispatcher with the
-                # reason: visible and re-drivable once configuration is fixed.
-                where = Route(UNROUTABLE, recipient)
+        routes = [
+            _route_or_unroutable(kind, recipient, settings, dev_inbox)
+            for recipient in dict.fromkeys(settings_of_channel.recipients_email)
+        ]
+        media = _media(where.channel for where in routes)
+        message = render(notification, event, execution, settings.templates, media)
+        for where in routes:
             planned.append(
                 NewDelivery(
                     idempotency_key=idempotency_key(event, index, where.channel, where.recipient),
@@ -175,6 +174,28 @@ def plan_deliveries(
                 )
             )
     return planned
+
+
+def _route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
+    try:
+        return route(kind, recipient, settings, dev_inbox)
+    except RoutingError:
+        # Recorded anyway, and dead-lettered by the dispatcher with the reason:
+        # visible and re-drivable once configuration is fixed.
+        return Route(UNROUTABLE, recipient)
+
+
+def _media(channels: Iterable[str]) -> frozenset[str]:
+    """The message forms the channels send. Every form for the dev inbox (it shows
+    the form of the channel it stands for) and for an unroutable recipient (it is
+    routed again when re-driven, perhaps to email)."""
+    needed: frozenset[str] = frozenset()
+    for channel in channels:
+        spec = registry.get(channel)
+        if spec is None:
+            return ALL_MEDIA
+        needed |= spec.media
+    return needed
 
 
 def group_key(
