@@ -521,7 +521,7 @@ class _Pool:
 
     def _drop_stale(self) -> None:
         # From the front only: a scan of every idle connection on each take
-        # was an eighth of an email's CPU with hundreds of them open.
+        # was 5% of an email's CPU with hundreds of them open.
         deadline = time.monotonic() - self._idle_timeout
         while self._idle and self._idle[0][1] <= deadline:
             smtp, _ = self._idle.popleft()

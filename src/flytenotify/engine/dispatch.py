@@ -62,7 +62,7 @@ _ATTEMPT_TIMEOUT = 90.0  # a guard above the channels' own (shorter) timeouts
 _RENEWALS_PER_LEASE = 3
 # Closed alert-storm groups are deleted this long after they closed (a margin
 # far beyond any clock skew between replicas), looked for this often.
-GROUP_KEEP_S = 3600.0
+_GROUP_KEEP_S = 3600.0
 _PRUNE_EVERY_S = 600.0
 
 
@@ -362,7 +362,7 @@ class Dispatcher:
         group key ever seen would otherwise grow the ledger forever."""
         while True:
             try:
-                pruned = await self.store.prune_groups(time.time() - GROUP_KEEP_S)
+                pruned = await self.store.prune_groups(time.time() - _GROUP_KEEP_S)
             except Exception as error:
                 log.warning("could not prune closed delivery groups: %r", error)
             else:
