@@ -485,7 +485,10 @@ def broker_intake_run(
             config = broker_config(sinks.ports["http"], lane, admin.endpoint)
             calls_before = admin.calls()
             started = time.time()
-            with fn.serve(workdir, config, log_name="intake.log", env=lane.env) as server:
+            serving = fn.serve(
+                workdir, config, log_name="intake.log", env=lane.env, until="/healthz"
+            )
+            with serving as server:
                 ready = time.time()
                 cpu_before = cpu_seconds(server.pids[0])
                 wait_for(sinks, "http", size, limit=60 + size / 10)

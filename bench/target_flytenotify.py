@@ -158,6 +158,7 @@ def serve(
     db: str | None = None,
     replicas: int = 0,
     env: dict[str, str] | None = None,
+    until: str = "/readyz",
 ) -> Iterator[Server]:
     """Start ``flytenotify serve`` on fresh ports; SIGTERM every process on exit.
 
@@ -166,7 +167,10 @@ def serve(
     many ``--role dispatcher`` processes on the same database; 0 runs one
     ``--role all`` process. ``split`` is ``replicas=1`` (both cores work).
     The returned server's base URL is the API process's. ``env`` is added to
-    the processes' environment (a broker emulator's address, say).
+    the processes' environment (a broker emulator's address, say). Each
+    process is waited for until ``until`` answers 200: ``/readyz`` by default
+    (on PostgreSQL the API answers 503 until the schema is migrated), or
+    ``/healthz`` when start-up itself is measured.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "flytenotify.toml"
@@ -190,15 +194,15 @@ def serve(
     try:
         # The first process applies the schema; the dispatchers then start together,
         # so that none of them gets a head start on a waiting backlog.
-        _wait_healthy(start(roles[0]))
+        _wait_answering(start(roles[0]), until)
         for server in [start(role) for role in roles[1:]]:
-            _wait_healthy(server)
+            _wait_answering(server, until)
         yield Server([p for server in servers for p in server.processes], servers[0].base_url)
     finally:
         for server in servers:
             stop_process(server.processes[0])
 
 
-def _wait_healthy(server: Server) -> None:
+def _wait_answering(server: Server, path: str) -> None:
     process = server.processes[0]
-    wait_until_answering(process, f"{server.base_url}/healthz", "flytenotify serve")
+    wait_until_answering(process, f"{server.base_url}{path}", "flytenotify serve")
