@@ -485,8 +485,11 @@ async def _ack_floor(names: Names) -> int:
 async def test_jetstream_survives_sigkill_mid_stream(names: Names, tmp_path: Path) -> None:
     total = 500
     with SmtpServer() as smtp:
-        # A send in flight at the kill is claimable again once its lease passes.
-        config = _config(tmp_path, names, smtp, "[retry]\nlease = 3.0\n", batch_size=10)
+        # A send in flight at the kill is claimable again once its lease passes,
+        # and a message read but not acknowledged is redelivered after ack_wait.
+        config = _config(
+            tmp_path, names, smtp, "[retry]\nlease = 3.0\n", batch_size=10, ack_wait=5.0
+        )
         first, base = await asyncio.to_thread(
             start_serve, tmp_path, "--config", str(config), within=WAIT
         )
