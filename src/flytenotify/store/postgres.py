@@ -475,9 +475,6 @@ class PostgresStore(SQLStore):
 
         return await self._run(write)
 
-    async def prune_groups(self, closed_before: float) -> int:
-        return await self._change(Q["prune_groups"], (closed_before,))
-
     async def next_due_at(self) -> float | None:
         # The answer is in the caller's clock: the dispatcher subtracts its own
         # time.time() to know how long to sleep, so give it "its now + the wait

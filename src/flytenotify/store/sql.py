@@ -86,6 +86,9 @@ class SQLStore(ABC):
         rows = await self._fetch(self.queries["list_attempts"], (delivery_id,))
         return [codec.attempt_from_row(row) for row in rows]
 
+    async def prune_groups(self, closed_before: float) -> int:
+        return await self._change(self.queries["prune_groups"], (closed_before,))
+
     async def count_by_status(self) -> dict[str, int]:
         counts = {status.value: 0 for status in DeliveryStatus}
         for row in await self._fetch(self.queries["count_by_status"], ()):

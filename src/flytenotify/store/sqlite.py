@@ -224,9 +224,6 @@ class SQLiteStore(SQLStore):
     async def release(self, owner: str) -> int:
         return await self._change(Q["release"], (owner,))
 
-    async def prune_groups(self, closed_before: float) -> int:
-        return await self._change(Q["prune_groups"], (closed_before,))
-
     async def next_due_at(self) -> float | None:
         def read(conn: sqlite3.Connection) -> float | None:
             now = codec.now()
