@@ -18,6 +18,15 @@ import orjson
 from flytenotify.core.notification import Notification
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
+# A phase beyond Flyte 1's workflow phases (0-9), kept in the same ledger column:
+# an action waiting for a person's input (Flyte 2's ACTION_PHASE_PAUSED).
+PAUSED = 100
+
+
+def phase_name(phase: int) -> str:
+    """``FAILED`` for 6, ``PAUSED`` for :data:`PAUSED`; an unknown value gives ``str(value)``."""
+    return "PAUSED" if phase == PAUSED else WorkflowExecutionPhase.enum_to_string(phase)
+
 
 @dataclass(frozen=True, order=True)
 class ExecutionId:
@@ -96,7 +105,7 @@ class ExecutionEvent:
 
     @property
     def phase_name(self) -> str:
-        return WorkflowExecutionPhase.enum_to_string(self.phase)
+        return phase_name(self.phase)
 
 
 class NotificationSource(enum.StrEnum):
@@ -139,6 +148,76 @@ class DeliveryStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """An email address and the display name shown with it (may be empty)."""
+
+    address: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class EmailEnvelope:
+    """Who one message goes to when its rule names them all (a Flyte 2 inline email).
+
+    One message reaches every address; ``bcc`` is in the SMTP envelope only,
+    never in a header or anything derived from the message.
+    """
+
+    to: tuple[Mailbox, ...]
+    cc: tuple[Mailbox, ...] = ()
+    bcc: tuple[Mailbox, ...] = ()
+
+    @property
+    def everyone(self) -> tuple[Mailbox, ...]:
+        return (*self.to, *self.cc, *self.bcc)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            part: [{"address": m.address, "name": m.name} for m in getattr(self, part)]
+            for part in ("to", "cc", "bcc")
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EmailEnvelope:
+        def boxes(part: str) -> tuple[Mailbox, ...]:
+            return tuple(Mailbox(m["address"], m.get("name", "")) for m in data.get(part, ()))
+
+        return cls(boxes("to"), boxes("cc"), boxes("bcc"))
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request written by the user's own rule (a Flyte 2 inline webhook), rendered.
+
+    The URL comes from users' code: it is sent only where ``[allow]
+    inline_webhook_urls`` permits, and never to a private address unless a
+    pattern names it.
+    """
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "url": self.url,
+            "headers": [list(pair) for pair in self.headers],
+            "body": self.body,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HttpRequest:
+        return cls(
+            method=data["method"],
+            url=data["url"],
+            headers=tuple((name, value) for name, value in data.get("headers", ())),
+            body=data.get("body", ""),
+        )
+
+
+@dataclass(frozen=True)
 class RenderedMessage:
     """What a notification says, rendered once at enqueue time and stored.
 
@@ -155,15 +234,29 @@ class RenderedMessage:
     html: str
     slack_text: str
     variables: dict[str, str] = field(default_factory=dict)
+    # Set when the rule itself says who receives it (one email to to + cc + bcc) ...
+    envelope: EmailEnvelope | None = None
+    # ... or what to request (a webhook URL, method, headers and body of its own).
+    request: HttpRequest | None = None
+    # Why it could not be rendered (an unsupported template construct): such a
+    # delivery is recorded and dead-lettered with this reason, never sent blank.
+    problem: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "subject": self.subject,
             "text": self.text,
             "html": self.html,
             "slack_text": self.slack_text,
             "variables": dict(self.variables),
         }
+        if self.envelope is not None:
+            data["envelope"] = self.envelope.to_json()
+        if self.request is not None:
+            data["request"] = self.request.to_json()
+        if self.problem:
+            data["problem"] = self.problem
+        return data
 
     @functools.cached_property
     def json_text(self) -> str:
@@ -178,6 +271,9 @@ class RenderedMessage:
             html=data["html"],
             slack_text=data["slack_text"],
             variables=dict(data.get("variables", {})),
+            envelope=EmailEnvelope.from_json(data["envelope"]) if "envelope" in data else None,
+            request=HttpRequest.from_json(data["request"]) if "request" in data else None,
+            problem=data.get("problem", ""),
         )
 
 
