@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flytenotify import Email, WorkflowExecutionPhase
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
@@ -472,3 +473,92 @@ def test_the_fast_identifier_check_agrees_with_the_checks_one_by_one(
     required = part != "version" or version_required
     expected = identifier_problems(value, f"id.{part}", part, required)
     assert id_problems({part: value}, "id", version_required) == expected
+
+
+async def test_control_characters_in_recipients_are_a_400_at_every_entry_point(
+    notifier: Notifier, client: httpx.AsyncClient
+) -> None:
+    # The docs promise U+0000-U+001F and U+007F-U+009F are refused: CR/LF could
+    # add a header or a recipient, a tab hides in a list; none is in an address.
+    hostile = [
+        "a@allowed.com\r\nBcc: b@evil.com",
+        "a@allowed.com\tb@evil.com",
+        "ops@example.com\n",
+        "#alerts\x85",
+    ]
+    for recipient in hostile:
+        body = {
+            "version": "v1",
+            "notifications": [
+                {"phases": ["FAILED"], "slack": {"recipientsEmail": ["#ok", recipient]}}
+            ],
+        }
+        registered = await client.put(PLAN_URL, json=body)
+        assert registered.status_code == 400, (recipient, registered.text)
+        assert _fields(registered) == ["notifications[0].slack.recipients_email[1]"]
+        created = await client.post(
+            "/api/v1/executions",
+            json={
+                "id": {"project": "proj", "domain": "prod", "name": "ctl"},
+                "notifications": body["notifications"],
+            },
+        )
+        assert created.status_code == 400, (recipient, created.text)
+        assert _fields(created) == ["notifications[0].slack.recipients_email[1]"]
+    assert (await client.get(PLAN_URL)).status_code == 404  # nothing was registered
+    with pytest.raises(InputError) as caught:
+        await notifier.register_launch_plan(
+            PLAN, [Email([WorkflowExecutionPhase.FAILED], ["a@x.io\r\nBcc: b@evil.com"])]
+        )
+    assert [p.field for p in caught.value.problems] == [
+        "notifications[0].email.recipients_email[0]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("phase", "\u0666"),  # ARABIC-INDIC DIGIT SIX: int() reads it as 6, FAILED
+        ("phase", "\uff16"),  # FULLWIDTH DIGIT SIX
+        ("phase", " 6"),  # int() strips spaces
+        ("phase", "6\n"),
+        ("error.kind", "\uff11"),  # FULLWIDTH DIGIT ONE: USER
+    ],
+)
+async def test_phases_in_digits_other_than_ascii_are_a_400(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    event = event_json("e-digits", "FAILED", error="boom")
+    if field == "phase":
+        event["phase"] = value
+    else:
+        event["error"]["kind"] = value
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 400, response.text
+    assert _fields(response) == [field], response.text
+
+    cloud_event = {
+        "specversion": "1.0",
+        "id": "ce-digits",
+        "source": "https://github.com/flyteorg/flyteadmin",
+        "type": "com.flyte.resource.cloudevents.WorkflowExecution",
+        "datacontenttype": "application/json",
+        "data": {"rawEvent": event},
+    }
+    response = await client.post(
+        "/api/v1/events", json=cloud_event, headers={"content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 400, response.text
+    assert _fields(response) == [f"data.raw_event.{field}"], response.text
+    # Nothing was recorded for the execution.
+    missing = await client.get("/api/v1/executions/proj/prod/e-digits")
+    assert missing.status_code == 404, missing.text
+
+
+async def test_ascii_phase_numbers_are_still_read(client: httpx.AsyncClient) -> None:
+    event = event_json("e-six", "FAILED")
+    event["phase"] = "6"
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 200, response.text  # no notifications: recorded
+    shown = (await client.get("/api/v1/executions/proj/prod/e-six")).json()
+    assert [e["phase"] for e in shown["events"]] == ["FAILED"]

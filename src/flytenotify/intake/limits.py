@@ -109,13 +109,23 @@ def id_problems(
 
 
 def recipient_problems(value: str, field: str) -> list[Problem]:
-    """What is wrong with a recipient: too long, or a character no store can hold."""
+    """What is wrong with a recipient: too long, a control character or a lone surrogate.
+
+    No channel's address holds a control character, and CR/LF or a tab in one
+    is how a header or a second recipient would be smuggled in.
+    """
     limit = IDENTIFIER_LIMITS["recipient"]
     if len(value) > limit:
         return [Problem(field, f"is {len(value)} characters long; at most {limit} are allowed")]
-    bad = _NOT_IN_TEXT.search(value)
+    bad = _NOT_IN_IDENTIFIER.search(value)
     if bad is not None:
-        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+        return [
+            Problem(
+                field,
+                f"must not contain control characters or lone surrogates,"
+                f" found {bad.group()!r} at position {bad.start()}",
+            )
+        ]
     return []
 
 
