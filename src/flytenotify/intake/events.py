@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 
 from flytenotify.domain import EntityId, ErrorKind, ExecutionError, ExecutionEvent, ExecutionId
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems
+from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems, time_problems
 
 _ID_FIELDS = ("project", "domain", "name")
 # Not part of flyteidl's event: a producer may name the launch plan so that an
@@ -265,6 +265,8 @@ def checked_event(event: ExecutionEvent) -> ExecutionEvent:
         )
     if not isinstance(event.occurred_at, datetime):
         problems.append(Problem("occurred_at", f"must be a datetime, got {event.occurred_at!r}"))
+    else:
+        problems += time_problems(event.occurred_at, "occurred_at")
     problems += _text_type_problems(event)
     if problems:
         raise InputError(problems)
