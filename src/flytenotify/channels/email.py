@@ -211,7 +211,7 @@ def address_problem(value: str) -> str | None:
     except ValueError:
         if not value.isascii():
             return "it is not ASCII (internationalised addresses are not supported)"
-        return "it is not one address of the form local@domain"
+        return "it is not of the form local@domain"
     return None
 
 
