@@ -26,6 +26,7 @@ from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
 from flytenotify.console import slack_html
 from flytenotify.console.auth import COOKIE
 from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
+from flytenotify.openapi import document
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from tests.helpers import event_json
@@ -391,6 +392,8 @@ async def test_json_401s_say_how_to_authenticate(notifier: Notifier) -> None:
     assert none.status_code == wrong.status_code == 401
     assert none.headers["www-authenticate"] == 'Bearer realm="flytenotify"'
     assert wrong.headers["www-authenticate"] == 'Bearer realm="flytenotify", error="invalid_token"'
+    described = document()["paths"]["/api/v1/deliveries"]["get"]["responses"]["401"]
+    assert "WWW-Authenticate" in described["headers"]  # the OpenAPI document says so too
 
 
 async def test_without_a_session_only_the_paths_the_docs_list_answer(notifier: Notifier) -> None:
