@@ -425,6 +425,10 @@ class Notifier:
         """The ledger's schema version (raises if the database cannot answer)."""
         return await self.store.schema_version()
 
+    def ledger_full(self) -> str | None:
+        """Why the ledger refuses writes for lack of space now, or None (store/space.py)."""
+        return self.store.space.problem()
+
     async def launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
         """The newest registration of ``plan_id`` (any version when its version is empty)."""
         return await self.store.get_launch_plan(plan_id)

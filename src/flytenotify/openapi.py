@@ -49,7 +49,8 @@ _ERRORS = {
     "413": "Body too large",
     "415": "Unsupported Content-Type",
     "503": "A service this depends on cannot answer now (FlyteAdmin, looking up an unknown"
-    " execution; or the database at start-up): nothing was recorded; send again later",
+    " execution; or the database at start-up, or full): nothing was recorded; send again"
+    " after Retry-After seconds",
 }
 
 
@@ -518,7 +519,7 @@ _DOCUMENT: dict[str, Any] = {
                     )
                     for code, text in (
                         ("200", "Ready"),
-                        ("503", "Database unreachable, or a broker source not connected"),
+                        ("503", "Database unreachable or full, or a broker source not connected"),
                     )
                 },
             }

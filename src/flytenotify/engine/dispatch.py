@@ -49,6 +49,7 @@ from flytenotify.store.base import (
     OTHER_CHANNELS,
     Completion,
     Store,
+    StoreFull,
     channel_key,
 )
 
@@ -206,10 +207,12 @@ class Dispatcher:
                     if not await self._settle_and_claim():
                         await self._sleep()
                     pause = _STORE_RETRY_MIN
-                except Exception:
-                    # The database is away (restart, network): keep the process
-                    # and its in-flight sends, and try again with backoff.
-                    log.exception("the ledger is unavailable; trying again in %.0f s", pause)
+                except Exception as error:
+                    # The database is away (restart, network) or full: keep the
+                    # process and its in-flight sends, and try again with backoff.
+                    # A full one says so itself, once (store/space.py).
+                    if not isinstance(error, StoreFull):
+                        log.exception("the ledger is unavailable; trying again in %.0f s", pause)
                     await asyncio.wait({stopper}, timeout=pause)
                     pause = min(pause * 2, _STORE_RETRY_MAX)
         finally:
