@@ -13,6 +13,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flytenotify.app import Notifier
 from flytenotify.config import Settings
@@ -476,6 +477,11 @@ def _print_execution(item: dict[str, Any]) -> None:
     for event in item["events"]:
         events.add_row(event["phase"], event["occurred_at"], event["outcome"])
     console.print(events)
+    for event in item["events"]:
+        if event["reason"]:  # Text, not markup: "[flyteadmin]" is not a style
+            console.print(
+                Text.assemble((f"nothing sent for {event['phase']}", "bold"), ": ", event["reason"])
+            )
     if item["deliveries"]:
         deliveries = Table("id", "channel", "recipient", "status", "message")
         for d in item["deliveries"]:

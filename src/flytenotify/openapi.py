@@ -424,11 +424,15 @@ SCHEMAS["ExecutionDetail"] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["phase", "occurred_at", "outcome", "error"],
+                "required": ["phase", "occurred_at", "outcome", "reason", "error"],
                 "properties": {
                     "phase": _STR,
                     "occurred_at": _NULLABLE_TIME,
                     "outcome": _STR,
+                    "reason": {
+                        **_NULLABLE_STR,
+                        "description": "Why a terminal event sent nothing (no_notifications)",
+                    },
                     "error": {"oneOf": [{"type": "object"}, {"type": "null"}]},
                 },
             },

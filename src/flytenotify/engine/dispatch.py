@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
-from flytenotify.domain import Delivery, DeliveryStatus, Digest
+from flytenotify.domain import Delivery, DeliveryStatus, Digest, phase_name
 from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
 from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import (
@@ -421,9 +421,12 @@ class Dispatcher:
                 result.retry_after,
             )
             message = (flight.message_id, len(members))
-            self._completions += [
+            decided = [
                 self._decide(member, result, started, retry_at, message) for member in members
             ]
+            self._completions += decided
+            if decided[0].status is DeliveryStatus.DEAD:  # one outcome for the whole message
+                _log_dead(delivery, decided[0].reply)
         finally:
             self._busy[flight.key] -= 1
             self._flights.discard(flight)
@@ -555,6 +558,24 @@ class Dispatcher:
             return
         if released:
             log.info("released %d unfinished deliveries for the next run", released)
+
+
+def _log_dead(delivery: Delivery, reply: str) -> None:
+    """Say once, when it happens, that a message will not be sent again (a re-drive may)."""
+    digest = delivery.digest
+    if digest is None:
+        what = f"delivery {delivery.id} ({delivery.execution_id} {phase_name(delivery.phase)})"
+    else:
+        ids = ", ".join(str(member.id) for member in digest.deliveries[:10])
+        more = ", ..." if len(digest.deliveries) > 10 else ""
+        what = f"digest {digest.id} of {len(digest.deliveries)} deliveries ({ids}{more})"
+    log.warning(
+        "%s to %s via %s is dead (re-drive it with flytenotify deliveries retry): %s",
+        what,
+        delivery.recipient,
+        delivery.channel,
+        reply,
+    )
 
 
 def _abandon(flight: _Flight) -> None:
