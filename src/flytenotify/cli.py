@@ -101,12 +101,18 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     (a PagerDuty recipient without a routing key, a Slack channel without a
     Slack token). Exits 1 if anything is wrong. Secrets are never printed.
     """
+    from flytenotify.intake import MissingExtra, build_sources
+
     try:
         loaded = load_config(file, os.environ)
+        build_sources(loaded.settings)  # a broker's client library missing: exit 2 below
         found: list[str] = []
         problems = asyncio.run(_deeper_problems(loaded, connect, found))
     except ConfigError as error:
         problems = error.problems
+    except MissingExtra as error:  # not the file's mistake: the installation's
+        click.echo(f"flytenotify check-config: {error}", err=True)
+        sys.exit(2)
     if problems:
         if as_json:
             click.echo(json.dumps({"ok": False, "problems": problems}, indent=2))
@@ -214,11 +220,13 @@ def serve(
 ) -> None:
     """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
     from flytenotify import service
+    from flytenotify.intake import MissingExtra, build_sources
 
     loaded = _load(config_file, {"server": {"host": host, "port": port}, "database": {"url": db}})
     try:
         service.check_bind(loaded)
-    except service.UnsafeBind as error:
+        build_sources(loaded.settings)  # before anything starts: a client library missing
+    except (service.UnsafeBind, MissingExtra) as error:
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)
     service.configure_logging(log_format)
