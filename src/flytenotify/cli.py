@@ -36,6 +36,10 @@ _T = TypeVar("_T")
 @click.version_option(package_name="flytenotify")
 def main() -> None:
     """flytenotify: workflow-execution notifications that arrive."""
+    # Before grpc is imported (only commands import it): its C core prints a
+    # failed TLS handshake straight to stderr at INFO, beside our own one-line
+    # explanation; its errors still show.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 @main.command()
