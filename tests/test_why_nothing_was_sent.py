@@ -91,7 +91,7 @@ def _execution(**fields: object) -> Execution:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ({}, "none of its 1 notification(s) is for FAILED"),
+        ({}, "none of its notifications is for FAILED (only for SUCCEEDED)"),
         ({"notifications": ()}, "it has no notifications here (none declared, or disable_all)"),
         (
             {"notifications": (), "source": NotificationSource.FLYTEADMIN},

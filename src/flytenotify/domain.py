@@ -158,8 +158,9 @@ class Execution:
         if not self.notifications:
             where = "in FlyteAdmin" if self.source is NotificationSource.FLYTEADMIN else "here"
             return f"it has no notifications {where} (none declared, or disable_all)"
-        count = len(self.notifications)
-        return f"none of its {count} notification(s) is for {phase_name(phase)}"
+        covered = sorted({p for n in self.notifications for p in n.phases})
+        named = ", ".join(phase_name(p) for p in covered)
+        return f"none of its notifications is for {phase_name(phase)} (only for {named})"
 
 
 @dataclass(frozen=True)

@@ -371,11 +371,27 @@ SCHEMAS: dict[str, Any] = {
     },
     "InboxMessage": {
         "type": "object",
-        "required": ["id", "delivery_id", "kind", "recipient", "subject", "body", "received_at"],
+        "required": [
+            "id",
+            "delivery_id",
+            "kind",
+            "channel",
+            "recipient",
+            "subject",
+            "body",
+            "received_at",
+        ],
         "properties": {
             "id": {"type": "integer"},
             "delivery_id": {"type": "integer"},
-            "kind": _STR,
+            "kind": {
+                **_STR,
+                "description": "The notification as declared: email, slack, pager_duty",
+            },
+            "channel": {
+                **_STR,
+                "description": "The channel whose form the message takes (pagerduty, webhook, ...)",
+            },
             "recipient": _STR,
             "subject": _STR,
             "body": _STR,

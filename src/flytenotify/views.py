@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flytenotify.channels import registry
 from flytenotify.domain import Attempt, Delivery, EntityId, Execution, ExecutionEvent, ExecutionId
 from flytenotify.intake.source import SourceStatus
 from flytenotify.models.core.execution import WorkflowExecutionPhase
@@ -92,6 +93,9 @@ def inbox_json(message: InboxMessage) -> dict[str, Any]:
         "id": message.id,
         "delivery_id": message.delivery_id,
         "kind": message.kind,
+        # The channel whose form the message is in: what a reader needs
+        # (an Email notification to webhook:ops is a webhook's JSON).
+        "channel": registry.standing_in_for(message.kind, message.recipient).name,
         "recipient": message.recipient,
         "subject": message.subject,
         "body": message.body,
