@@ -132,6 +132,36 @@ class Execution:
     source: NotificationSource = NotificationSource.REGISTERED
     lookup_error: str = ""
 
+    def no_notifications_reason(self, phase: int) -> str:
+        """Why no notification of this execution fires for ``phase``, in one sentence.
+
+        Everything it needs is recorded: an execution nobody knew (``none``)
+        was looked up only if ``[flyteadmin]`` was configured, and a refusal
+        is then kept in ``lookup_error``.
+        """
+        if self.source is NotificationSource.NONE:
+            if self.lookup_error:
+                return f"FlyteAdmin refused to look the execution up ({self.lookup_error})"
+            if self.launch_plan is None:
+                return (
+                    "nobody registered the execution and its event named no launch plan"
+                    " (FlyteAdmin's v2 cloud events name it for every phase only with"
+                    " enrichAllWorkflowEventTypes: true), and no [flyteadmin] was configured"
+                    " to look it up"
+                )
+            return (
+                f"its launch plan {self.launch_plan} is not registered here, and no"
+                " [flyteadmin] was configured to look the execution up"
+            )
+        if not self.notifications and self.lookup_error:
+            return f"FlyteAdmin's notifications for it could not be read ({self.lookup_error})"
+        if not self.notifications:
+            where = "in FlyteAdmin" if self.source is NotificationSource.FLYTEADMIN else "here"
+            return f"it has no notifications {where} (none declared, or disable_all)"
+        covered = sorted({p for n in self.notifications for p in n.phases})
+        named = ", ".join(phase_name(p) for p in covered)
+        return f"none of its notifications is for {phase_name(phase)} (only for {named})"
+
 
 @dataclass(frozen=True)
 class LaunchPlan:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flytenotify.channels import registry
 from flytenotify.domain import Attempt, Delivery, EntityId, Execution, ExecutionEvent, ExecutionId
 from flytenotify.intake.source import SourceStatus
 from flytenotify.models.core.execution import WorkflowExecutionPhase
-from flytenotify.store.base import InboxMessage
+from flytenotify.store.base import EventOutcome, InboxMessage
 
 # The most rows one page of a list holds.
 MAX_LIMIT = 1000
@@ -66,17 +67,23 @@ def execution_json(
         "notifications_source": execution.source.value,
         "lookup_error": execution.lookup_error or None,
         "notifications": [n.to_dict() for n in execution.notifications],
-        "events": [_event_json(event, outcome) for event, outcome in events],
+        "events": [_event_json(execution, event, outcome) for event, outcome in events],
         "deliveries": [delivery_json(d) for d in deliveries],
     }
 
 
-def _event_json(event: ExecutionEvent, outcome: str) -> dict[str, Any]:
+def _event_json(execution: Execution, event: ExecutionEvent, outcome: str) -> dict[str, Any]:
     error = event.error
     return {
         "phase": event.phase_name,
         "occurred_at": _iso(event.occurred_at),
         "outcome": outcome,
+        # Why a terminal event sent nothing (no_notifications), else null.
+        "reason": (
+            execution.no_notifications_reason(event.phase)
+            if outcome == EventOutcome.NO_NOTIFICATIONS
+            else None
+        ),
         "error": (
             {"message": error.message, "code": error.code, "kind": error.kind.value}
             if error is not None
@@ -90,6 +97,9 @@ def inbox_json(message: InboxMessage) -> dict[str, Any]:
         "id": message.id,
         "delivery_id": message.delivery_id,
         "kind": message.kind,
+        # The channel whose form the message is in: what a reader needs
+        # (an Email notification to webhook:ops is a webhook's JSON).
+        "channel": registry.standing_in_for(message.kind, message.recipient).name,
         "recipient": message.recipient,
         "subject": message.subject,
         "body": message.body,

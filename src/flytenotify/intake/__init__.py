@@ -9,12 +9,31 @@ broker FlyteAdmin can publish to. Everything ends in the same
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from flytenotify.config import Settings
 from flytenotify.intake.source import Source
 
 
+class MissingExtra(Exception):
+    """An ``[intake.*]`` section whose broker client library is not installed."""
+
+    def __init__(self, section: str, error: ModuleNotFoundError) -> None:
+        # Each such section's libraries come in the extra of the same name
+        # (pyproject.toml's optional dependencies); NATS's client is always there.
+        super().__init__(
+            f"[intake.{section}] needs {error.name or 'a module'!r}, which is not installed:"
+            f" install flytenotify[{section}] (pip install 'flytenotify[{section}]')"
+        )
+        self.section = section
+
+
 def build_sources(settings: Settings) -> list[Source]:
-    """One source per configured ``[intake.*]`` section (imported only when configured)."""
+    """One source per configured ``[intake.*]`` section (imported only when configured).
+
+    Raises :class:`MissingExtra` when a section's client library is not installed.
+    """
     sources: list[Source] = []
     intake = settings.intake
     if intake.nats is not None:
@@ -22,11 +41,21 @@ def build_sources(settings: Settings) -> list[Source]:
 
         sources.append(NatsSource(intake.nats))
     if intake.gcp is not None:
-        from flytenotify.intake.gcp import PubSubSource
-
+        with _client_library("gcp"):
+            from flytenotify.intake.gcp import PubSubSource
         sources.append(PubSubSource(intake.gcp))
     if intake.aws is not None:
-        from flytenotify.intake.aws import SqsSource
-
+        with _client_library("aws"):
+            from flytenotify.intake.aws import SqsSource
         sources.append(SqsSource(intake.aws))
     return sources
+
+
+@contextlib.contextmanager
+def _client_library(section: str) -> Iterator[None]:
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] == "flytenotify":
+            raise  # our own module missing: a broken install, not a missing extra
+        raise MissingExtra(section, error) from None
