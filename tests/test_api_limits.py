@@ -1,4 +1,4 @@
-"""Client mistakes that once answered 500 (issue 12): each is a 4xx naming its field now.
+"""Client mistakes that once answered 500: each is a 4xx naming its field now.
 
 Every test runs on a SQLite file and on PostgreSQL (``database_url``): some
 mistakes (a NUL byte, an over-long identifier) used to pass SQLite and break

@@ -304,3 +304,47 @@ def test_check_config_says_what_it_consumes_and_where_it_looks_up(
     as_json = json.loads(runner.invoke(main, ["check-config", str(config), "--json"]).output)
     assert set(as_json["intake"]) == {"nats"}
     assert as_json["flyteadmin"].startswith("flyteadmin:81")
+
+
+def test_register_on_the_database_warns_of_recipients_no_channel_reaches(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    config = tmp_path / "flytenotify.toml"
+    # The webhook channel is configured, so webhook:nope is a mistake, not the dev inbox's.
+    config.write_text('[webhooks.ops]\nurl = "https://ops.example.com/hook"\n')
+    file = tmp_path / "plan.json"
+    file.write_text(
+        json.dumps(
+            {
+                "notifications": [
+                    {"phases": ["FAILED"], "email": {"recipientsEmail": ["webhook:nope"]}}
+                ]
+            }
+        )
+    )
+    plan = ["--project", "p", "--domain", "d", "--name", "n", "--version", "v1"]
+    db = ["--db", str(tmp_path / "x.db"), "--config", str(config)]
+    result = runner.invoke(main, ["register", str(file), *plan, *db])
+    assert result.exit_code == 0, result.output
+    assert "warning: notifications[0].email.recipients_email[0]" in result.output
+    assert "no webhook named 'nope'" in result.output
+
+
+def test_inbox_lists_the_newest_message_first(runner: CliRunner, tmp_path: Path) -> None:
+    db = ["--db", str(tmp_path / "x.db")]
+    file = tmp_path / "plan.json"
+    file.write_text(json.dumps(NOTIFICATIONS))
+    plan = ["--project", "proj", "--domain", "prod", "--name", "nightly", "--version", "v1"]
+    assert runner.invoke(main, ["register", str(file), *plan, *db]).exit_code == 0
+    for name in ("run-1", "run-2"):
+        sent = runner.invoke(
+            main,
+            [
+                *("event", "--project", "proj", "--domain", "prod", "--name", name),
+                *("--phase", "failed", "--launch-plan", "proj/prod/nightly", "--deliver", *db),
+            ],
+        )
+        assert sent.exit_code == 0, sent.output
+    listed = json.loads(runner.invoke(main, ["inbox", "--json", *db]).output)
+    assert [m["id"] for m in listed] == sorted((m["id"] for m in listed), reverse=True)
+    assert "run-2" in listed[0]["subject"]

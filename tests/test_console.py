@@ -823,3 +823,17 @@ async def test_a_redrive_in_the_audit_trail_has_no_attempt_number(dead: Notifier
     assert numbers == ["1", "", "2"]
     assert "Re-drive of" in timeline.text
     assert timeline.text.count("Attempt 1 of") == 1
+
+
+async def test_a_delivery_names_its_notification_as_declared_and_errors_say_their_kind_once(
+    notifier: Notifier, client: httpx.AsyncClient
+) -> None:
+    await notifier.register_launch_plan(PLAN, [PagerDuty([P.FAILED], ["data-oncall"])])
+    await notifier.report_event(event_json("run-9", "FAILED", error="boom", launch_plan=PLAN))
+    await notifier.run_until_idle()
+    (delivery,) = await notifier.deliveries()
+    page = (await client.get(f"/ui/deliveries/{delivery.id}")).text
+    assert "PagerDuty (#0)" in page
+    timeline = (await client.get("/ui/executions/proj/prod/run-9")).text
+    assert "USER:Error: boom" in timeline  # the helper's error: kind USER, code USER:Error
+    assert "USER USER:Error" not in timeline

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import pwd
+import re
 import subprocess
 import tempfile
 import urllib.parse
@@ -27,6 +28,8 @@ import asyncpg
 import httpx
 import pytest
 
+from flytenotify import Slack
+from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
@@ -217,3 +220,31 @@ def test_readiness_comes_back_after_a_quiet_while_so_that_requests_can_find_out(
     assert watch.full_since is not None  # still full as far as anyone knows
     watch.wrote()
     assert watch.full_since is None
+
+
+async def test_a_console_redrive_on_a_full_disk_is_a_503_page_and_changes_nothing() -> None:
+    with small_filesystem("16m") as where:
+        settings = Settings(database=DatabaseConfig(url=str(where / "ledger.db")))
+        # No channel and no dev inbox: the Slack recipient is dead-lettered.
+        async with Notifier(settings, dev_inbox=False) as notifier:
+            await notifier.register_launch_plan(PLAN, [Slack([P.FAILED], ["#data-alerts"])])
+            await notifier.report_event(event_json("run-1", "FAILED", launch_plan=PLAN))
+            await notifier.run_until_idle()
+            (letter,) = await notifier.deliveries()
+            assert letter.status is DeliveryStatus.DEAD
+            async with _client(notifier) as client:
+                page = await client.get("/ui/dead-letters")
+                token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+                assert token is not None
+                filler = fill(where)
+                answer = await client.post(
+                    "/ui/dead-letters/redrive",
+                    data={"id": str(letter.id), "confirm": "yes", "csrf_token": token.group(1)},
+                )
+                filler.unlink()
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "30"
+            assert "The database cannot answer now" in answer.text
+            still = await notifier.delivery(letter.id)
+            assert still is not None
+            assert still.status is DeliveryStatus.DEAD

@@ -281,7 +281,8 @@ def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -
     as its channel would have sent it."""
     from flytenotify.views import inbox_json
 
-    messages = _run(config_file, db, lambda n: n.inbox(None, limit))
+    # Newest first, as every list here: a big inbox shows what just arrived.
+    messages = _run(config_file, db, lambda n: n.store.list_inbox_newest(None, limit))
     items = [inbox_json(m) for m in messages]
     if as_json:
         click.echo(json.dumps(items, indent=2))
@@ -625,6 +626,7 @@ def register(
     is called; otherwise the configured database is written directly.
     """
     from flytenotify.domain import EntityId
+    from flytenotify.engine.resolve import routing_problems
 
     try:
         notifications = load_notification_file(file)
@@ -643,9 +645,12 @@ def register(
             plan = await n.register_launch_plan(
                 EntityId(project, domain, name, version), notifications
             )
+            # As the API answers: stored, and what no channel can reach said now.
+            problems = routing_problems(plan.notifications, n.settings, n.dev_inbox)
             return {
                 "id": {"project": project, "domain": domain, "name": name, "version": version},
                 "notifications": [x.to_dict() for x in plan.notifications],
+                "warnings": [{"field": p.field, "message": p.message} for p in problems],
             }
 
         answer = _direct_call(config_file, db, work, as_json)
@@ -654,6 +659,8 @@ def register(
         return
     count = _count(len(answer["notifications"]), "notification", "notifications")
     click.echo(f"registered {project}/{domain}/{name}@{version}: {count}")
+    for warning in answer.get("warnings", []):
+        click.echo(f"  warning: {warning['field']}: {warning['message']}", err=True)
 
 
 @main.command()

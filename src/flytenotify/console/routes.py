@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
+from flytenotify.channels.base import error_label
 from flytenotify.console.auth import (
     COOKIE,
     CSRF_FIELD,
@@ -38,12 +39,13 @@ from flytenotify.console.auth import (
 )
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.console.previews import DIGEST_PREFIX, message_view, sent_message
-from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId
+from flytenotify.core.notification import declared_as
+from flytenotify.domain import Delivery, DeliveryStatus, ExecutionError, ExecutionId
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
 from flytenotify.models.core.execution import WorkflowExecutionPhase
-from flytenotify.store.base import DeliveryFilter, InboxMessage
+from flytenotify.store.base import DeliveryFilter, InboxMessage, StoreUnavailable
 
 PREFIX = "/ui"
 MAX_FORM_BYTES = 256 * 1024
@@ -123,6 +125,8 @@ class _Console:
         )
         self.env.filters["when"] = when
         self.env.filters["phase"] = WorkflowExecutionPhase.enum_to_string
+        self.env.filters["declared_as"] = declared_as
+        self.env.filters["error_label"] = _error_label
         self.env.globals.update(
             prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD, digest_prefix=DIGEST_PREFIX
         )
@@ -146,6 +150,9 @@ class _Console:
                 response = await self._checked(handler, request, session, public)
             except HTTPException as error:
                 response = self.error_page(request, error.status_code, str(error.detail))
+            except StoreUnavailable as error:  # not reachable yet, or full: try later
+                response = self.error_page(request, 503, f"The database cannot answer now: {error}")
+                response.headers["Retry-After"] = "30"
             if form_cookie is not None and "set-cookie" not in response.headers:
                 self._set_cookie(request, response, FORM_COOKIE, form_cookie)
             return response
@@ -532,3 +539,8 @@ def _safe_next(target: str) -> str:
     if target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target:
         return target
     return f"{PREFIX}/deliveries"
+
+
+def _error_label(error: ExecutionError) -> str:
+    """``USER:ValueError``: an error's kind and code, said once each."""
+    return error_label({"error.kind": error.kind.value, "error.code": error.code})
