@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flytenotify.domain import Attempt, Delivery, EntityId, Execution, ExecutionEvent, ExecutionId
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    phase_name,
+)
 from flytenotify.intake.source import SourceStatus
-from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import InboxMessage
 
 # The most rows one page of a list holds.
@@ -22,7 +29,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
     return {
         "id": delivery.id,
         "execution": str(delivery.execution_id),
-        "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+        "phase": phase_name(delivery.phase),
         "channel": delivery.channel,
         "kind": delivery.kind,
         "recipient": delivery.recipient,

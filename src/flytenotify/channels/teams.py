@@ -65,7 +65,7 @@ from flytenotify.channels.base import (
     digest_lines,
     named_target,
 )
-from flytenotify.domain import Delivery, Digest
+from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
 __all__ = ["MAX_PAYLOAD_BYTES", "TeamsChannel", "TeamsTarget", "adaptive_card", "teams_message"]
@@ -157,7 +157,7 @@ def adaptive_card(
     """The Adaptive Card for ``delivery``; the error and the message cut to the lengths given."""
     message = delivery.message
     variables = message.variables
-    phase = variables.get("phase_text") or WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    phase = variables.get("phase_text") or phase_name(delivery.phase)
     title = escape_markdown(f"Execution {delivery.execution_id} {phase}")
     body: list[dict[str, Any]] = [
         _text(title, weight="Bolder", size="Large", color=_COLOURS.get(delivery.phase, "default"))

@@ -30,11 +30,10 @@ from flytenotify.channels import registry
 from flytenotify.console.auth import COOKIE, CSRF_FIELD, SESSION_SECONDS, Session, Sessions
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.console.previews import message_view
-from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId
+from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId, phase_name
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
-from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import DeliveryFilter
 
 PREFIX = "/ui"
@@ -109,7 +108,7 @@ class _Console:
             lstrip_blocks=True,
         )
         self.env.filters["when"] = when
-        self.env.filters["phase"] = WorkflowExecutionPhase.enum_to_string
+        self.env.filters["phase"] = phase_name
         self.env.globals.update(prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD)
 
     # -- plumbing ------------------------------------------------------------------

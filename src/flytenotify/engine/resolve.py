@@ -135,15 +135,22 @@ def idempotency_key(event: ExecutionEvent, index: int, channel: str, recipient: 
     """Unique per (execution, phase, notification index, channel, recipient).
 
     Readable on purpose: it shows up in the audit trail, the email
-    ``Message-ID`` basis and the webhook delivery id.
+    ``Message-ID`` basis and the webhook delivery id. A paused action's
+    deliveries name the action: a run may pause more than once.
     """
-    return f"{event.execution_id}/{event.phase}/{index}/{channel}/{recipient}"
+    phase = f"{event.phase}:{event.paused.name}" if event.paused is not None else event.phase
+    return f"{event.execution_id}/{phase}/{index}/{channel}/{recipient}"
 
 
 def plan_deliveries(
     execution: Execution, event: ExecutionEvent, settings: Settings, dev_inbox: bool = False
 ) -> list[NewDelivery]:
-    """Resolve and render every delivery a terminal event causes."""
+    """Resolve and render every delivery a terminal event causes (and, for a
+    Flyte 2 run, a paused action its rules ask about)."""
+    if execution.rules:
+        from flytenotify.engine.resolve_runs import plan_run_deliveries
+
+        return plan_run_deliveries(execution, event, settings, dev_inbox)
     if not event.is_terminal:
         return []
     planned: list[NewDelivery] = []
