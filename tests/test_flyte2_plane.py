@@ -481,3 +481,27 @@ async def test_the_plane_can_speak_tls() -> None:
         stream = client.watch_runs(watch_request())
         assert await next_message(stream) == ["r1"]
         await stream.aclose()
+
+
+async def test_discovery_advertises_a_token_endpoint_and_issued_tokens_are_taken() -> None:
+    token_url = "http://127.0.0.1:9/oauth2/token"
+    with Flyte2Plane(requires_auth=True, token_endpoint=token_url) as plane:
+        metadata = await AuthMetadataServiceClient(plane.endpoint).get_o_auth2_metadata(
+            auth_service_pb2.GetOAuth2MetadataRequest()
+        )
+        assert metadata.token_endpoint == token_url
+        client = RunServiceClient(plane.endpoint)
+        issued = {"authorization": "Bearer issued-1"}
+        with pytest.raises(ConnectError) as before:
+            await client.list_runs(list_request(), headers=issued)
+        assert before.value.code == Code.UNAUTHENTICATED
+        plane.accept_token("issued-1")  # as TokenEndpoint does when it issues one
+        answer = await client.list_runs(list_request(), headers=issued)
+        assert names(answer.runs) == []
+
+    with Flyte2Plane() as open_plane:  # no token endpoint: the server's UNIMPLEMENTED
+        with pytest.raises(ConnectError) as unset:
+            await AuthMetadataServiceClient(open_plane.endpoint).get_o_auth2_metadata(
+                auth_service_pb2.GetOAuth2MetadataRequest()
+            )
+        assert unset.value.code == Code.UNIMPLEMENTED

@@ -32,7 +32,9 @@ down.
 The public listener (``plane.endpoint``) optionally wants ``authorization: Bearer <token>``
 (the key the SDK sends, and that ``GetPublicClientConfig`` advertises) on every call but
 ``AuthMetadataService``, and answers HTTP 401 / UNAUTHENTICATED otherwise, as a proxy in front
-of the open-source server does (that server checks no token itself). It can be TLS (a
+of the open-source server does (that server checks no token itself). For client credentials,
+``requires_auth=True, token_endpoint=...`` advertises an OAuth2 token endpoint through
+``GetOAuth2Metadata``; tokens are accepted with :meth:`Flyte2Plane.accept_token`. It can be TLS (a
 certificate from the test CA). Every call it receives is recorded (:attr:`Flyte2Plane.calls`).
 :meth:`Flyte2Plane.drop_streams` ends every open ``WatchRuns`` from the server side;
 :meth:`Flyte2Plane.stop` / :meth:`Flyte2Plane.start` take the public listener down and bring it
@@ -768,6 +770,7 @@ class Flyte2Plane:
         self,
         *,
         token: str | None = None,
+        requires_auth: bool = False,
         tls: bool = False,
         snapshot_limit: int = WATCH_SNAPSHOT_LIMIT,
         token_endpoint: str = "",
@@ -776,7 +779,7 @@ class Flyte2Plane:
         self.snapshot_limit = snapshot_limit
         self.token_endpoint = token_endpoint  # advertised by GetOAuth2Metadata when set
         self._tokens: set[str] = {token} if token else set()
-        self.requires_auth = token is not None
+        self.requires_auth = requires_auth or token is not None
         self._lock = threading.RLock()
         self._runs: dict[RunKey, _Run] = {}
         self._calls: list[PlaneCall] = []
@@ -915,6 +918,8 @@ class Flyte2Plane:
         return [call for call in self.calls if call.method == method]
 
     def accept_token(self, token: str) -> None:
+        """Accept this bearer token too (what ``tests.servers.flyteadmin.TokenEndpoint`` calls
+        for each token it issues, given this plane as its ``admin``)."""
         with self._lock:
             self._tokens.add(token)
 
