@@ -12,6 +12,8 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    NamedRule,
+    RunRule,
     phase_name,
 )
 from flytenotify.intake.source import SourceStatus
@@ -69,8 +71,46 @@ def execution_json(
         "notifications_source": execution.source.value,
         "lookup_error": execution.lookup_error or None,
         "notifications": [n.to_dict() for n in execution.notifications],
+        "rules": [rule_json(rule) for rule in execution.rules],
         "events": [_event_json(event, outcome) for event, outcome in events],
         "deliveries": [delivery_json(d) for d in deliveries],
+    }
+
+
+def rule_json(rule: RunRule) -> dict[str, Any]:
+    """A Flyte 2 run's rule as frozen with it. A webhook's URL and header values are
+    credentials as often as not (Slack's and Teams' URLs are): shown without them."""
+    from flytenotify.engine.render_runs import display_url
+
+    shown: dict[str, Any] = {
+        "phases": sorted(phase_name(phase) for phase in rule.phases),
+        "name": rule.name or None,
+        "recipients": list(rule.recipients),
+        "problem": rule.problem or None,
+    }
+    if rule.email is not None:
+        envelope = rule.email.envelope.to_json()
+        shown["email"] = {**envelope, "subject": rule.email.subject}
+    if rule.webhook is not None:
+        shown["webhook"] = {
+            "method": rule.webhook.method,
+            "url": display_url(rule.webhook.url),
+            "headers": sorted(name for name, _ in rule.webhook.headers),
+        }
+    return shown
+
+
+def named_rule_json(entry: NamedRule) -> dict[str, Any]:
+    """A named rule or named delivery: what a name in Flyte 2 users' code means."""
+    return {
+        "kind": entry.kind.value,
+        "name": entry.name,
+        "project": entry.project,
+        "domain": entry.domain,
+        "phases": sorted(phase_name(phase) for phase in entry.phases),
+        "recipients": list(entry.recipients),
+        "source": entry.source,
+        "updated_at": _iso(entry.updated_at),
     }
 
 

@@ -44,12 +44,8 @@ from flytenotify.domain import (
     RenderedMessage,
 )
 from flytenotify.engine import gotemplate
-from flytenotify.engine.render import (
-    render_message,
-    sanitize_html,
-    single_line,
-    template_variables,
-)
+from flytenotify.engine.render import render_message, single_line, template_variables
+from flytenotify.engine.sanitize import sanitize_html
 
 __all__ = ["display_url", "render_email", "render_named", "render_webhook", "run_url"]
 

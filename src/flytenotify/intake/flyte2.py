@@ -99,7 +99,7 @@ class RunWatch:
         plane: ControlPlane,
         project: str,
         domain: str,
-        notifier: Notifier,
+        notifier: Notifier | None,
         metrics: Metrics | None = None,
         *,
         reconcile_every: float = RECONCILE_EVERY,
@@ -108,7 +108,7 @@ class RunWatch:
         self.plane = plane
         self.project = project
         self.domain = domain
-        self.notifier = notifier
+        self._notifier = notifier
         self.metrics = metrics
         self.name = f"flyte2:{project}/{domain}"
         self.status = SourceStatus()
@@ -124,7 +124,17 @@ class RunWatch:
         return await self.plane.check(self.project, self.domain)
 
     async def run(self, handle: Handler | None, stop: asyncio.Event) -> None:
-        await keep_running(self, lambda: self._session(stop), stop)
+        if self._notifier is None:
+            raise RuntimeError(f"{self.name}: built without a Notifier, it cannot record runs")
+        try:
+            await keep_running(self, lambda: self._session(stop), stop)
+        finally:
+            await self.plane.close()
+
+    @property
+    def notifier(self) -> Notifier:
+        assert self._notifier is not None  # run() checked
+        return self._notifier
 
     # -- one connection ----------------------------------------------------------------
 

@@ -1,0 +1,504 @@
+"""Flyte 2's flyte.notify delivered: a watch of the loopback control plane to real servers.
+
+The control plane (tests/servers/flyte2.py) answers as the open-source one
+does; every run's RunSpec is made by the real flyte SDK's run path from real
+flyte.notify objects. Messages end in the loopback SMTP server and HTTP
+servers; the ledger is a real SQLite file, and a real PostgreSQL database
+where replicas are concerned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flyte.notify
+import pytest
+from flyte.models import ActionPhase
+
+from flytenotify.app import Notifier
+from flytenotify.config import (
+    DatabaseConfig,
+    Flyte2Config,
+    GroupingConfig,
+    NamedDeliveryConfig,
+    NamedRuleConfig,
+    Settings,
+    TemplateConfig,
+    WebhookTarget,
+)
+from flytenotify.controlplane import ControlPlane
+from flytenotify.domain import (
+    PAUSED,
+    DeliveryStatus,
+    ExecutionId,
+    NamedKind,
+    NamedRule,
+    NotificationSource,
+)
+from flytenotify.intake.flyte2 import RunWatch
+from flytenotify.store.base import DeliveryFilter
+from tests.servers.flyte2 import ABORTED, FAILED, SUCCEEDED, TIMED_OUT, Flyte2Plane, RunKey
+from tests.servers.http_sink import HttpSink
+from tests.servers.smtp import SmtpServer
+
+PROJECT, DOMAIN = "proj", "development"
+WAIT = 20.0  # seconds: the bound on every wait
+
+
+@pytest.fixture
+def plane() -> Iterator[Flyte2Plane]:
+    with Flyte2Plane() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    async with HttpSink() as server:
+        yield server
+
+
+def flyte2_config(plane: Flyte2Plane, **changes: Any) -> Flyte2Config:
+    values: dict[str, Any] = {
+        "endpoint": plane.endpoint,
+        "projects": [f"{PROJECT}/{DOMAIN}"],
+        **changes,
+    }
+    return Flyte2Config(**values)
+
+
+def settings_for(
+    database_url: str,
+    plane: Flyte2Plane,
+    smtp: SmtpServer | None = None,
+    sink: HttpSink | None = None,
+    **changes: Any,
+) -> Settings:
+    values: dict[str, Any] = {
+        "database": DatabaseConfig(url=database_url),
+        "flyte2": flyte2_config(plane),
+        "smtp": smtp.smtp_config(sender="flyte@example.com") if smtp else None,
+        # One message per run is what these tests count: grouping off.
+        "grouping": GroupingConfig(by=[]),
+        "templates": TemplateConfig(console_url="https://flyte.example.com/console"),
+    }
+    if sink is not None:
+        values["webhooks"] = {"ops": WebhookTarget(url=sink.url("/ops"))}
+        values["allow"] = {"inline_webhook_urls": [f"{sink.base}/*"]}
+    values.update(changes)
+    return Settings(**values)
+
+
+@dataclass
+class Watching:
+    notifier: Notifier
+    watch: RunWatch
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def ended(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, WAIT)
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    settings: Settings, *, project: str = PROJECT, dev_inbox: bool = False
+) -> AsyncIterator[Watching]:
+    """A Notifier dispatching, and one RunWatch of ``project`` feeding it (quick intervals)."""
+    assert settings.flyte2 is not None
+    async with Notifier(settings, dev_inbox=dev_inbox) as notifier:
+        notifier.start_dispatching()
+        watch = RunWatch(
+            ControlPlane(settings.flyte2),
+            project,
+            DOMAIN,
+            notifier,
+            reconcile_every=0.5,
+            paused_every=0.3,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch.run(None, stop))
+        watching = Watching(notifier, watch, stop, task)
+        try:
+            await until(lambda: watch.status.ready, "the watch is ready")
+            yield watching
+        finally:
+            with contextlib.suppress(Exception):
+                await watching.ended()
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"waited {WAIT} s for: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def start_run(plane: Flyte2Plane, name: str, notifications: Any) -> RunKey:
+    return await asyncio.to_thread(
+        plane.start_run, PROJECT, DOMAIN, name, notifications=notifications
+    )
+
+
+def run_id(run: RunKey) -> ExecutionId:
+    return ExecutionId(run.project, run.domain, run.name)
+
+
+async def deliveries(notifier: Notifier, run: RunKey) -> list[Any]:
+    return await notifier.deliveries(DeliveryFilter(execution=run_id(run), limit=100))
+
+
+async def settled(notifier: Notifier, run: RunKey, count: int) -> list[Any]:
+    """The run's ``count`` deliveries once none is waiting any more."""
+
+    async def done() -> bool:
+        found = await deliveries(notifier, run)
+        waiting = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+        return len(found) >= count and all(d.status not in waiting for d in found)
+
+    await until(done, f"{count} settled deliveries of {run.name}")
+    found = await deliveries(notifier, run)
+    assert len(found) == count, [(d.channel, d.recipient, d.status) for d in found]
+    return found
+
+
+# -- every notification type ------------------------------------------------------------
+
+
+async def test_an_inline_email_is_one_message_to_to_cc_and_bcc_and_bcc_stays_hidden(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(
+        on_phase=ActionPhase.FAILED,
+        recipients=["ana@example.com", "bo@example.com"],
+        cc=["lead@example.com"],
+        bcc=["audit@example.com"],
+        subject="{{.Run.Name}} {{.Phase}}",
+        body="{{.Run.Project}}/{{.Run.Domain}}: {{.Error}}",
+    )
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        run = await start_run(plane, "mail-run", email)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="disk full", code="USER:IOError")
+        [delivery] = await settled(running.notifier, run, 1)
+    assert delivery.status is DeliveryStatus.DELIVERED
+    [sent] = await smtp.wait_for_messages(1)
+    assert sorted(sent.rcpt_tos) == sorted(
+        ["ana@example.com", "bo@example.com", "lead@example.com", "audit@example.com"]
+    )
+    assert sent.message["To"] == "ana@example.com, bo@example.com"
+    assert sent.message["Cc"] == "lead@example.com"
+    assert sent.message["Bcc"] is None
+    assert b"audit@example.com" not in sent.raw  # no header, no Message-ID, nothing
+    assert sent.message["Subject"] == "mail-run failed"
+    assert sent.message.get_content_type() == "text/plain"  # no html_body: no HTML part
+    assert sent.message.get_content().strip() == f"{PROJECT}/{DOMAIN}: disk full"
+    assert "audit@example.com" not in delivery.idempotency_key
+
+
+async def test_an_inline_email_with_an_html_body_is_escaped_and_sanitised(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(
+        on_phase=ActionPhase.FAILED,
+        recipients=["ana@example.com"],
+        html_body=(
+            '<p onclick="steal()">{{.Error}}</p><script>alert(1)</script>'
+            '<a href="javascript:alert(2)">x</a><a href="{{.Run.URL}}">run</a>'
+        ),
+    )
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        run = await start_run(plane, "html-run", email)
+        await asyncio.to_thread(plane.finish, run, FAILED, error='<b>"boom"</b> & <script>')
+        await settled(running.notifier, run, 1)
+    [sent] = await smtp.wait_for_messages(1)
+    html = next(p for p in sent.message.walk() if p.get_content_type() == "text/html")
+    markup = html.get_content()
+    assert "&lt;b&gt;&quot;boom&quot;&lt;/b&gt; &amp; &lt;script&gt;" in markup or (
+        "&lt;b&gt;" in markup and "&lt;script&gt;" in markup
+    )
+    assert "<script>" not in markup and "onclick" not in markup and "javascript:" not in markup
+    assert f'href="https://flyte.example.com/v2/domain/{DOMAIN}/project/{PROJECT}/runs/html-run"' in markup
+    text = next(p for p in sent.message.walk() if p.get_content_type() == "text/plain")
+    assert "Run: html-run" in text.get_content()  # the SDK's default body, rendered
+
+
+async def test_a_webhook_gets_the_users_method_headers_and_body_with_hostile_error_text(
+    plane: Flyte2Plane, sink: HttpSink, tmp_path: Path
+) -> None:
+    hook = flyte.notify.Webhook(
+        on_phase=(ActionPhase.FAILED, ActionPhase.TIMED_OUT),
+        url=f"{sink.base}/runs/{{{{.Run.Name}}}}",
+        method="PUT",
+        headers={"X-Run": "{{.Run.Name}}", "Content-Type": "application/json"},
+        body={"run": "{{.Run.Name}}", "why": "{{.Error}}", "phase": "{{.Phase}}"},
+    )
+    hostile = 'a "quoted" \\ back\nslash {{.Run.Name}} </script>'
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, sink=sink)
+    async with watching(settings) as running:
+        run = await start_run(plane, "hook-run", hook)
+        await asyncio.to_thread(plane.finish, run, TIMED_OUT, error=hostile)
+        [delivery] = await settled(running.notifier, run, 1)
+    assert delivery.status is DeliveryStatus.DELIVERED, delivery.last_reply
+    [request] = sink.requests
+    assert request.method == "PUT"
+    assert request.path == "/runs/hook-run"
+    assert request.headers["X-Run"] == "hook-run"
+    assert request.json() == {"run": "hook-run", "why": hostile, "phase": "timed_out"}
+    # The URL is a credential as often as not: the ledger shows no path.
+    assert "/runs/hook-run" not in delivery.recipient
+
+
+async def test_a_webhook_url_outside_the_allow_list_is_dead_lettered_and_never_requested(
+    plane: Flyte2Plane, sink: HttpSink, tmp_path: Path
+) -> None:
+    hook = flyte.notify.Webhook(on_phase=ActionPhase.FAILED, url=f"{sink.base}/x")
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        plane,
+        allow={"inline_webhook_urls": ["https://hooks.slack.com/services/*"]},
+    )
+    async with watching(settings) as running:
+        run = await start_run(plane, "refused-run", hook)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [delivery] = await settled(running.notifier, run, 1)
+    assert delivery.status is DeliveryStatus.DEAD
+    assert "inline_webhook_urls" in delivery.last_reply
+    assert sink.requests == []
+
+
+async def test_named_delivery_and_named_rule_use_the_configured_recipients(
+    plane: Flyte2Plane, smtp: SmtpServer, sink: HttpSink, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        plane,
+        smtp,
+        sink,
+        flyte2=flyte2_config(
+            plane,
+            rules={
+                "oncall": NamedRuleConfig(
+                    phases=["FAILED", "TIMED_OUT"], recipients=["oncall@example.com", "webhook:ops"]
+                )
+            },
+            deliveries={"chat": NamedDeliveryConfig(recipients=["webhook:ops"])},
+        ),
+    )
+    async with watching(settings) as running:
+        by_rule = await start_run(plane, "rule-run", flyte.notify.NamedRule("oncall"))
+        by_delivery = await start_run(
+            plane,
+            "delivery-run",
+            flyte.notify.NamedDelivery(on_phase=ActionPhase.SUCCEEDED, name="chat"),
+        )
+        await asyncio.to_thread(plane.finish, by_rule, TIMED_OUT, error="too slow")
+        await asyncio.to_thread(plane.finish, by_delivery, SUCCEEDED)
+        rule_deliveries = await settled(running.notifier, by_rule, 2)
+        delivery_deliveries = await settled(running.notifier, by_delivery, 1)
+    assert {(d.channel, d.recipient) for d in rule_deliveries} == {
+        ("email", "oncall@example.com"),
+        ("webhook", "ops"),
+    }
+    assert [(d.channel, d.recipient) for d in delivery_deliveries] == [("webhook", "ops")]
+    [mail] = await smtp.wait_for_messages(1)
+    assert "rule-run" in mail.message["Subject"] and "timed out" in mail.message["Subject"]
+    assert "too slow" in mail.message.get_body(("plain",)).get_content()
+    posted = sorted(r.json()["execution"]["name"] for r in sink.requests)
+    assert posted == ["delivery-run", "rule-run"]
+
+
+async def test_names_nobody_defined_are_said_not_silent(
+    plane: Flyte2Plane, tmp_path: Path
+) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane)
+    async with watching(settings) as running:
+        no_rule = await start_run(plane, "no-rule", flyte.notify.NamedRule("ghost"))
+        no_delivery = await start_run(
+            plane, "no-delivery", flyte.notify.NamedDelivery(on_phase=ActionPhase.FAILED, name="nope")
+        )
+        for run in (no_rule, no_delivery):
+            await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [dead] = await settled(running.notifier, no_delivery, 1)
+        await until(
+            lambda: _ended(running.notifier, no_rule), "the unknown rule's run is recorded"
+        )
+        recorded = await running.notifier.execution(run_id(no_rule))
+    assert dead.status is DeliveryStatus.DEAD
+    assert "no named delivery 'nope'" in dead.last_reply
+    assert recorded is not None and recorded.source is NotificationSource.FLYTE2
+    assert "no named rule 'ghost'" in recorded.lookup_error
+
+
+async def _ended(notifier: Notifier, run: RunKey) -> bool:
+    found = await notifier.execution(run_id(run))
+    return found is not None and found.terminal_phase is not None
+
+
+async def test_a_named_rule_on_paused_sends_the_prompt_once_per_action(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        plane,
+        smtp,
+        flyte2=flyte2_config(
+            plane,
+            rules={"approvals": NamedRuleConfig(phases=["PAUSED", "FAILED"], recipients=["ops@example.com"])},
+        ),
+    )
+    async with watching(settings) as running:
+        run = await start_run(plane, "gate-run", flyte.notify.NamedRule("approvals"))
+        await asyncio.to_thread(
+            plane.pause, run, prompt="Deploy model v7 to prod?", description="accuracy 0.93"
+        )
+        [paused] = await settled(running.notifier, run, 1)
+        await asyncio.sleep(1.0)  # several polls later: still once
+        assert len(await deliveries(running.notifier, run)) == 1
+        await asyncio.to_thread(plane.finish, run, FAILED, error="rejected")
+        found = await settled(running.notifier, run, 2)
+    assert paused.phase == PAUSED
+    mails = await smtp.wait_for_messages(2)
+    first = mails[0].message
+    assert "waiting for input" in first["Subject"]
+    assert "Deploy model v7 to prod?" in first.get_body(("plain",)).get_content()
+    assert "accuracy 0.93" in first.get_body(("plain",)).get_content()
+    assert sorted(d.phase for d in found) == [6, PAUSED]
+
+
+# -- what the control plane does to a watcher --------------------------------------------
+
+
+async def test_runs_that_end_while_nobody_watches_are_notified_after_a_restart(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings):
+        before = await start_run(plane, "before", email)
+    # Down: runs end, and the control plane's stream would not have said so anyway.
+    await asyncio.to_thread(plane.finish, before, FAILED, error="while down")
+    during = await start_run(plane, "during", email)
+    await asyncio.to_thread(plane.finish, during, FAILED, error="also while down")
+    async with watching(settings) as running:
+        await settled(running.notifier, before, 1)
+        await settled(running.notifier, during, 1)
+    assert sorted(m.message["Subject"] for m in await smtp.wait_for_messages(2)) == [
+        "Run before failed",
+        "Run during failed",
+    ]
+
+
+async def test_a_dropped_stream_reconnects_and_no_run_is_lost_or_sent_twice(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        runs = [await start_run(plane, f"drop-{i}", email) for i in range(6)]
+        await plane.wait_for_watchers(1)
+        await asyncio.to_thread(plane.finish, runs[0], FAILED, error="0")
+        await asyncio.to_thread(plane.drop_streams, "reset")
+        await asyncio.to_thread(plane.finish, runs[1], FAILED, error="1")  # nobody listening
+        await asyncio.to_thread(plane.stop)
+        await asyncio.to_thread(plane.finish, runs[2], FAILED, error="2")  # the plane is down
+        await until(lambda: not running.watch.status.ready, "the watch sees the plane down")
+        await asyncio.to_thread(plane.start)
+        for run in runs[3:]:
+            await asyncio.to_thread(plane.finish, run, FAILED, error="after")
+        for run in runs:
+            await settled(running.notifier, run, 1)
+        await asyncio.sleep(1.5)  # reconciliations and snapshots replay them all: nothing new
+    names = sorted(m.message["Subject"] for m in smtp.messages)
+    assert names == sorted(f"Run drop-{i} failed" for i in range(6))
+    details = [c for c in plane.calls_to("GetRunDetails")]
+    assert len(details) == 6  # once per run: ended runs in the ledger are never asked again
+
+
+async def test_an_empty_project_is_ready_though_the_stream_says_nothing(
+    plane: Flyte2Plane, tmp_path: Path
+) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane)
+    async with watching(settings, project="nobody-runs-here") as running:
+        await plane.wait_for_watchers(1)
+        assert running.watch.status.ready
+        assert running.watch.status.last_message_at is None
+
+
+async def test_the_error_of_the_last_attempt_is_used_when_the_run_has_none_yet(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(
+        on_phase=(ActionPhase.FAILED, ActionPhase.ABORTED),
+        recipients=["ana@example.com"],
+        body="{{.Error}}",
+    )
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        retried = await start_run(plane, "retried", email)
+        await asyncio.to_thread(plane.retry, retried, "OOMKilled")
+        await asyncio.to_thread(plane.finish, retried, FAILED, events=False)
+        aborted = await start_run(plane, "aborted", email)
+        await asyncio.to_thread(plane.abort, aborted, "not needed today")
+        await settled(running.notifier, retried, 1)
+        await settled(running.notifier, aborted, 1)
+    bodies = {m.message["Subject"]: m.message.get_content().strip() for m in smtp.messages}
+    assert bodies["Run retried failed"] == "OOMKilled"
+    assert bodies["Run aborted aborted"] == "not needed today"
+    assert plane.phase_of(aborted) == ABORTED
+
+
+async def test_named_rules_managed_over_the_api_are_used_for_new_runs(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        stored, warnings = await running.notifier.put_named_rule(
+            NamedRule(
+                NamedKind.RULE,
+                "team",
+                ("team@example.com",),
+                frozenset({6}),
+                project=PROJECT,
+            )
+        )
+        assert warnings == []
+        run = await start_run(plane, "api-rule", flyte.notify.NamedRule("team"))
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [delivery] = await settled(running.notifier, run, 1)
+    assert stored.source == "api"
+    assert delivery.recipient == "team@example.com"
+
+
+def test_the_watch_parses_no_ledger_json_it_did_not_write() -> None:
+    # The execution's JSON column for rules survives a round trip through the codec.
+    from flytenotify.domain import EmailEnvelope, InlineEmail, InlineWebhook, Mailbox, RunRule
+    from flytenotify.store.codec import dump_rules, load_rules
+
+    rules = (
+        RunRule(frozenset({6}), email=InlineEmail(EmailEnvelope((Mailbox("a@b.c", "A"),)), "s", "t")),
+        RunRule(frozenset({4, 7}), webhook=InlineWebhook("https://x/y", "PUT", (("K", "v"),), "{}")),
+        RunRule(frozenset({PAUSED}), name="n", recipients=("#c",)),
+        RunRule(frozenset({8}), name="m", problem="missing"),
+    )
+    assert load_rules(dump_rules(rules)) == rules
+    assert json.loads(dump_rules(rules))[0]["email"]["envelope"]["to"][0]["name"] == "A"
