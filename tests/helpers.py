@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,18 @@ def write_config(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "flytenotify.toml"
     path.write_text(f'[database]\nurl = "{tmp_path / "ledger.db"}"\n' + body)
     return path
+
+
+class HtmlMarkup(HTMLParser):
+    """The tags and attributes a mail client would see in ``markup``."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str]] = []
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += [(name, value or "") for name, value in attrs]

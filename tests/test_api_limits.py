@@ -20,11 +20,19 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flytenotify import Email, WorkflowExecutionPhase
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.domain import EntityId, ExecutionError, ExecutionEvent, ExecutionId
+from flytenotify.domain import (
+    EntityId,
+    Execution,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionId,
+    NotificationSource,
+)
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import (
     IDENTIFIER_LIMITS,
@@ -35,7 +43,10 @@ from flytenotify.intake.limits import (
     identifier_problems,
 )
 from flytenotify.settings_loader import ServerConfig
+from flytenotify.store.base import EventWrite
+from tests.conftest import run_async
 from tests.helpers import PLAN, event_json
+from tests.live_server import LiveServer
 from tests.test_engine import DOC_EXAMPLES
 
 PLAN_URL = f"/api/v1/launch-plans/{PLAN.project}/{PLAN.domain}/{PLAN.name}"
@@ -472,3 +483,180 @@ def test_the_fast_identifier_check_agrees_with_the_checks_one_by_one(
     required = part != "version" or version_required
     expected = identifier_problems(value, f"id.{part}", part, required)
     assert id_problems({part: value}, "id", version_required) == expected
+
+
+async def test_control_characters_in_recipients_are_a_400_at_every_entry_point(
+    notifier: Notifier, client: httpx.AsyncClient
+) -> None:
+    # The docs promise U+0000-U+001F and U+007F-U+009F are refused: CR/LF could
+    # add a header or a recipient, a tab hides in a list; none is in an address.
+    hostile = [
+        "a@allowed.com\r\nBcc: b@evil.com",
+        "a@allowed.com\tb@evil.com",
+        "ops@example.com\n",
+        "#alerts\x85",
+    ]
+    for recipient in hostile:
+        body = {
+            "version": "v1",
+            "notifications": [
+                {"phases": ["FAILED"], "slack": {"recipientsEmail": ["#ok", recipient]}}
+            ],
+        }
+        registered = await client.put(PLAN_URL, json=body)
+        assert registered.status_code == 400, (recipient, registered.text)
+        assert _fields(registered) == ["notifications[0].slack.recipients_email[1]"]
+        created = await client.post(
+            "/api/v1/executions",
+            json={
+                "id": {"project": "proj", "domain": "prod", "name": "ctl"},
+                "notifications": body["notifications"],
+            },
+        )
+        assert created.status_code == 400, (recipient, created.text)
+        assert _fields(created) == ["notifications[0].slack.recipients_email[1]"]
+    assert (await client.get(PLAN_URL)).status_code == 404  # nothing was registered
+    with pytest.raises(InputError) as caught:
+        await notifier.register_launch_plan(
+            PLAN, [Email([WorkflowExecutionPhase.FAILED], ["a@x.io\r\nBcc: b@evil.com"])]
+        )
+    assert [p.field for p in caught.value.problems] == [
+        "notifications[0].email.recipients_email[0]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("phase", "\u0666"),  # ARABIC-INDIC DIGIT SIX: int() reads it as 6, FAILED
+        ("phase", "\uff16"),  # FULLWIDTH DIGIT SIX
+        ("phase", " 6"),  # int() strips spaces
+        ("phase", "6\n"),
+        ("error.kind", "\uff11"),  # FULLWIDTH DIGIT ONE: USER
+    ],
+)
+async def test_phases_in_digits_other_than_ascii_are_a_400(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    event = event_json("e-digits", "FAILED", error="boom")
+    if field == "phase":
+        event["phase"] = value
+    else:
+        event["error"]["kind"] = value
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 400, response.text
+    assert _fields(response) == [field], response.text
+
+    cloud_event = {
+        "specversion": "1.0",
+        "id": "ce-digits",
+        "source": "https://github.com/flyteorg/flyteadmin",
+        "type": "com.flyte.resource.cloudevents.WorkflowExecution",
+        "datacontenttype": "application/json",
+        "data": {"rawEvent": event},
+    }
+    response = await client.post(
+        "/api/v1/events", json=cloud_event, headers={"content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 400, response.text
+    assert _fields(response) == [f"data.raw_event.{field}"], response.text
+    # Nothing was recorded for the execution.
+    missing = await client.get("/api/v1/executions/proj/prod/e-digits")
+    assert missing.status_code == 404, missing.text
+
+
+async def test_ascii_phase_numbers_are_still_read(client: httpx.AsyncClient) -> None:
+    event = event_json("e-six", "FAILED")
+    event["phase"] = "6"
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 200, response.text  # no notifications: recorded
+    shown = (await client.get("/api/v1/executions/proj/prod/e-six")).json()
+    assert [e["phase"] for e in shown["events"]] == ["FAILED"]
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "9999-12-31T23:59:59.999999Z",  # a float of its seconds rounds up to year 10000
+        "9999-12-31T23:59:59.999999999Z",  # protobuf's road: nanoseconds
+        "2200-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+    ],
+)
+async def test_event_times_outside_the_accepted_range_are_a_400(
+    client: httpx.AsyncClient, occurred_at: str
+) -> None:
+    event = event_json("far", "FAILED")
+    event["occurredAt"] = occurred_at
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 400, response.text
+    assert _fields(response) == ["occurred_at"]
+    assert "1970-01-01T00:00:00Z" in response.json()["problems"][0]["message"]
+    missing = await client.get("/api/v1/executions/proj/prod/far")
+    assert missing.status_code == 404, missing.text
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "shown"),
+    [
+        ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00+00:00"),
+        ("2199-12-31T23:59:59.999999Z", "2199-12-31T23:59:59.999999+00:00"),
+        ("2024-05-01T12:03:12.000001Z", "2024-05-01T12:03:12.000001+00:00"),
+    ],
+)
+async def test_event_times_in_the_range_round_trip_to_the_microsecond(
+    client: httpx.AsyncClient, occurred_at: str, shown: str
+) -> None:
+    event = event_json("edge", "FAILED")
+    event["occurredAt"] = occurred_at
+    response = await client.post("/api/v1/events", json=event)
+    assert response.status_code == 200, response.text
+    execution = await client.get("/api/v1/executions/proj/prod/edge")
+    assert execution.status_code == 200, execution.text
+    assert [e["occurred_at"] for e in execution.json()["events"]] == [shown]
+
+
+async def test_python_callers_get_the_same_range(notifier: Notifier) -> None:
+    naive = datetime(2024, 5, 1, 12, 0)  # which zone? the ledger cannot tell
+    far = datetime(2200, 1, 1, tzinfo=UTC)
+    events = [
+        ExecutionEvent(ExecutionId("proj", "prod", "naive"), 6, naive),
+        ExecutionEvent(ExecutionId("proj", "prod", "far"), 6, far),
+    ]
+    with pytest.raises(InputError) as caught:
+        await notifier.report_events(events)
+    assert [p.field for p in caught.value.problems] == [
+        "events[0].occurred_at",
+        "events[1].occurred_at",
+    ]
+
+
+def test_a_time_an_earlier_version_stored_out_of_range_is_never_a_500(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Written the way the ledger was before times were bounded: 9999-12-31T23:59:59.999999
+    # is 253402300800.0 seconds as a double, a moment datetime cannot hold.
+    far = datetime.max.replace(tzinfo=UTC)
+    ident = ExecutionId("proj", "prod", "far")
+    event = ExecutionEvent(ident, 6, far, error=ExecutionError("boom"))
+    execution = Execution(ident, None, (), far, source=NotificationSource.NONE)
+    settings = Settings(database=DatabaseConfig(url=database_url))
+
+    async def write() -> None:
+        async with Notifier(settings) as n:
+            await n.store.record_events([EventWrite(event, execution, [])])
+
+    run_async(write)
+    with LiveServer(tmp_path / "unused.db", settings=settings) as server:
+        api = httpx.get(f"{server.url}/api/v1/executions/proj/prod/far", timeout=5)
+        assert api.status_code == 200, api.text
+        assert [e["occurred_at"] for e in api.json()["events"]] == [
+            "9999-12-31T23:59:59.999999+00:00"
+        ]
+        page = httpx.get(f"{server.url}/ui/executions/proj/prod/far", timeout=5)
+        assert page.status_code == 200, page.text
+        assert "9999-12-31" in page.text
+    shown = CliRunner().invoke(main, ["executions", "show", "proj/prod/far", "--db", database_url])
+    assert shown.exit_code == 0, shown.output
+    assert "9999-12-31" in shown.output

@@ -211,7 +211,11 @@ def test_routing(tmp_path: Path) -> None:
     assert route("email", "teams:ops", configured) == Route("teams", "ops")
     with pytest.raises(RoutingError, match="no Teams webhook named 'dev' is configured"):
         route("email", "teams:dev", configured)
-    assert route("email", "teams:dev", configured, dev_inbox=True) == Route("inbox", "teams:dev")
+    # The dev inbox stands in for Teams only where no Teams webhook is configured.
+    with pytest.raises(RoutingError, match="no Teams webhook named 'dev' is configured"):
+        route("email", "teams:dev", configured, dev_inbox=True)
+    unconfigured = Settings()
+    assert route("email", "teams:dev", unconfigured, dev_inbox=True) == Route("inbox", "teams:dev")
 
 
 async def test_a_429_then_success_is_delivered_on_the_second_attempt(

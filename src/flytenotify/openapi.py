@@ -12,7 +12,15 @@ from typing import Any
 
 from flytenotify.channels import registry
 from flytenotify.domain import RULE_PHASES, NamedKind, NotificationSource
-from flytenotify.intake.limits import IDENTIFIER_LIMITS, MAX_INT, MAX_JSON_DEPTH, TEMPLATE_LIMIT
+from flytenotify.intake.limits import (
+    EARLIEST_TIME,
+    IDENTIFIER_LIMITS,
+    LATEST_TIME,
+    MAX_INT,
+    MAX_JSON_DEPTH,
+    TEMPLATE_LIMIT,
+    iso_time,
+)
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
@@ -28,6 +36,15 @@ _TIME = {
     "(Z|[+-][0-9]{2}:[0-9]{2})$",
 }
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+# An event's time: the years the ledger keeps to the microsecond (intake/limits.py,
+# EARLIEST_TIME..LATEST_TIME, compared in UTC: an offset at either end can cross it).
+_EVENT_TIME = {
+    **_TIME,
+    "type": ["string", "null"],
+    "pattern": "^(19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    "([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+    "description": f"from {iso_time(EARLIEST_TIME)} up to, not including, {iso_time(LATEST_TIME)}",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -146,7 +163,7 @@ _OPTIONAL_STR = {"type": ["string", "null"]}
 _EVENT_PROPERTIES: dict[str, Any] = {
     "executionId": _ref("ExecutionId"),
     "phase": _PHASE,
-    "occurredAt": {**_TIME, "type": ["string", "null"]},
+    "occurredAt": _EVENT_TIME,
     "producerId": _OPTIONAL_STR,
     "outputUri": _OPTIONAL_STR,
     "error": {

@@ -175,6 +175,11 @@ class ChannelSpec(Generic[C]):
     prefix: str | None = None  # recipients "PREFIX:NAME" name one of its targets
     test_kind: str = "email"  # the notification kind a send-test message claims to be
     route_order: int = 50  # lower is asked first; prefixed channels first, email last
+    # Why a recipient in this channel's form can be no address at all (two email
+    # addresses with a comma, a display name), or None. Asked of every recipient
+    # not in another channel's prefixed form, before any channel takes it: a
+    # malformed recipient is refused whatever is configured, dev inbox or not.
+    malformed: Callable[[str], str | None] | None = None
     # Names an [allow] entry must be one of (routing keys, webhook names); None: any.
     # Entries are compared lower-cased with what it lists, and asked of its
     # ``in`` too, so a collection can accept names it cannot list.

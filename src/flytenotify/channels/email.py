@@ -112,6 +112,7 @@ __all__ = [
     "IDLE_TIMEOUT",
     "EmailChannel",
     "EmailCheckError",
+    "address_problem",
     "build_message",
     "describe",
     "digest_html",
@@ -185,6 +186,33 @@ def parse_address(value: str) -> Address:
         # Internationalised addresses need SMTPUTF8 end to end; not supported yet.
         raise ValueError(f"non-ASCII email address is not supported: {value!r}")
     return address
+
+
+@functools.lru_cache(maxsize=4096)
+def address_problem(value: str) -> str | None:
+    """Why ``value`` is not exactly one plain ``local@domain`` address, or None.
+
+    Said in words a person can act on: a list, a display name, whitespace or a
+    control character is named as such. Cached like :func:`_checked_address`:
+    routing asks this for every recipient of every event.
+    """
+    if "<" in value or ">" in value:
+        return "it has a display name or angle brackets; write only local@domain"
+    if "," in value or ";" in value:
+        return "it has a comma or semicolon, as a list of addresses has; name each on its own"
+    control = _CONTROL.search(value)
+    if control is not None:
+        return f"it has the control character {control.group()!r} at position {control.start()}"
+    space = next((i for i, c in enumerate(value) if c.isspace()), None)
+    if space is not None:
+        return f"it has whitespace at position {space}"
+    try:
+        parse_address(value)
+    except ValueError:
+        if not value.isascii():
+            return "it is not ASCII (internationalised addresses are not supported)"
+        return "it is not of the form local@domain"
+    return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -846,20 +874,21 @@ def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
 
 # --- what the registry knows ----------------------------------------------------------------
 
-# A deliberately loose test: "something@something". Real validation is the
-# SMTP server's job; this only decides whether an address can be emailed.
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
-
-def is_email(recipient: str) -> bool:
-    return bool(_EMAIL_SHAPE.match(recipient))
+def _malformed(recipient: str) -> str | None:
+    # Whatever has an "@" is meant as an email address (Slack looks people up
+    # by theirs, PagerDuty integrations have one): it must be exactly one.
+    return address_problem(recipient) if "@" in recipient else None
 
 
 def _takes(kind: str, recipient: str, config: SmtpConfig | None) -> str | None:
-    # Any email-shaped recipient, whatever its notification kind: FlyteAdmin
-    # emails Slack channel addresses and PagerDuty email integrations too.
-    if not is_email(recipient):
+    # Any address, whatever its notification kind: FlyteAdmin emails Slack
+    # channel addresses and PagerDuty email integrations too.
+    if "@" not in recipient:
         return None
+    problem = address_problem(recipient)
+    if problem is not None:
+        raise Unreachable(f"{kind} recipient {recipient!r} is not one address: {problem}")
     if config is None:
         raise Unreachable(
             f"{kind} recipient {recipient!r} needs email, and no [smtp] is configured"
@@ -889,6 +918,7 @@ CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
     config=SmtpConfig,
     build=_build,
     takes=_takes,
+    malformed=_malformed,
     preview=_preview,
     summary=lambda config: f"smtp {config.host}:{config.port}, tls={config.tls}",
     kinds=frozenset({"email"}),

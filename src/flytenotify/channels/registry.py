@@ -10,6 +10,7 @@ registry. Adding a channel means writing one module that ends with a
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 from flytenotify.channels.base import ChannelSpec
@@ -19,6 +20,8 @@ from flytenotify.domain import Delivery
 # recipient no channel can reach.
 INBOX, UNROUTABLE = "inbox", "unroutable"
 RESERVED = frozenset({INBOX, UNROUTABLE})
+# C0 and C1 controls (CR, LF, TAB, NUL...): in no channel's addresses.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # Modules declaring a CHANNEL, in the order they are listed to people.
 _BUILT_IN = ("email", "slack", "pagerduty", "webhook", "teams", "mattermost")
@@ -57,6 +60,25 @@ def get(name: str) -> ChannelSpec[Any] | None:
 def routing_order() -> list[ChannelSpec[Any]]:
     """Channels in the order a recipient is offered to them."""
     return sorted(_specs.values(), key=lambda spec: spec.route_order)
+
+
+def malformed(recipient: str) -> str | None:
+    """Why ``recipient`` can be no channel's address, or None.
+
+    No channel's address holds a control character. A recipient in a channel's
+    prefixed form (``webhook:NAME``) is that channel's to judge when it is
+    routed; any other is asked of each channel's ``malformed`` rule.
+    """
+    control = _CONTROL.search(recipient)
+    if control is not None:
+        return f"it has the control character {control.group()!r} at position {control.start()}"
+    if any(spec.prefix is not None and recipient.startswith(spec.prefix) for spec in specs()):
+        return None
+    for spec in _specs.values():
+        problem = spec.malformed(recipient) if spec.malformed is not None else None
+        if problem is not None:
+            return problem
+    return None
 
 
 def previewer(delivery: Delivery) -> ChannelSpec[Any]:

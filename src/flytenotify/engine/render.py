@@ -18,7 +18,10 @@ for every medium at once (:class:`~flytenotify.domain.RenderedMessage`):
 - ``text``: the body with values inserted as they are.
 - ``html``: the body with the template's text and every value HTML-escaped and
   line breaks turned into ``<br>``; ``{{ console_link }}`` becomes a link
-  (``<a href=...>``) one can click.
+  (``<a href=...>``) one can click. A template that holds markup is kept as
+  HTML (FlyteAdmin mails bodies as HTML), values still escaped, and the result
+  goes through :func:`~flytenotify.engine.sanitize.sanitize_html`: no script,
+  event handler or URL other than http(s) and mailto leaves.
 - ``slack_text``: the body as Slack mrkdwn; values have ``&``, ``<`` and ``>``
   escaped so ``<!channel>`` or ``<@U123>`` in an error message pings nobody.
   The template's own text is left as written (a team may mean its ``<!here>``).
@@ -76,6 +79,7 @@ from urllib.parse import quote
 from flytenotify.config import TemplateConfig
 from flytenotify.core.notification import Notification
 from flytenotify.domain import EntityId, Execution, ExecutionError, ExecutionEvent, RenderedMessage
+from flytenotify.engine.sanitize import sanitize_html
 
 __all__ = [
     "DEFAULT_BODY",
@@ -356,12 +360,15 @@ def _html_escape(text: str) -> str:
 
 def _to_html(body: str, variables: Mapping[str, str]) -> str:
     # FlyteAdmin sends bodies as text/html, so a template written for it may
-    # hold markup (its own tests use <a href=...>): such a template is trusted
-    # as HTML. A plain-text template is escaped and its line breaks kept.
-    # Values are escaped either way: they come from the execution, not the author.
-    literal = _identity if _LOOKS_LIKE_HTML.search(body) else _html_escape
+    # hold markup (its own tests use <a href=...>): such a template is kept as
+    # HTML, but only what sanitize_html lets through leaves (whoever registers a
+    # launch plan writes it, and it goes out from the company's sender). A
+    # plain-text template is escaped and its line breaks kept. Values are
+    # escaped either way: they come from the execution, not the author.
     ready = {"console_link": _html_console_link(variables.get("console_url", ""))}
-    return f"<div>{_expand(body, variables, literal, _html_escape, ready)}</div>"
+    if not _LOOKS_LIKE_HTML.search(body):
+        return f"<div>{_expand(body, variables, _html_escape, _html_escape, ready)}</div>"
+    return f"<div>{sanitize_html(_expand(body, variables, _identity, _html_escape, ready))}</div>"
 
 
 def _html_console_link(url: str) -> str:

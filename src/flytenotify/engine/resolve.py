@@ -86,24 +86,37 @@ def _pick_transport(kind: str, recipient: str, settings: Settings, dev_inbox: bo
     ``webhook:NAME`` (and every other prefixed form) goes to that configured
     target whatever the kind. Slack and PagerDuty use their native APIs when
     configured; otherwise an email-shaped recipient is emailed, exactly as
-    FlyteAdmin does (Slack channel emails, PagerDuty email integrations). With
-    ``dev_inbox`` what no configured channel can reach goes to the local inbox.
+    FlyteAdmin does (Slack channel emails, PagerDuty email integrations).
+
+    With ``dev_inbox`` the local inbox stands in for the channel a recipient
+    needs when that channel is not configured at all. It never stands in for a
+    mistake: a malformed recipient, or one its configured channel cannot reach
+    (``webhook:nope`` beside ``[webhooks.ops]``), is refused in every mode.
     """
+    malformed = registry.malformed(recipient)
+    if malformed is not None:
+        raise RoutingError(f"{kind} recipient {recipient!r} is not one address: {malformed}")
     for spec in registry.routing_order():
+        config = settings.channel(spec.name)
         try:
-            taken = spec.takes(kind, recipient, settings.channel(spec.name))
+            taken = spec.takes(kind, recipient, config)
         except Unreachable as why:
-            if dev_inbox:
+            if dev_inbox and not spec.is_configured(config):
                 return Route(INBOX, recipient)
             raise RoutingError(str(why)) from None
         if taken is not None:
             return Route(spec.name, taken)
-    if dev_inbox:
+    if dev_inbox and not _native_channel_configured(kind, settings):
         return Route(INBOX, recipient)
     raise RoutingError(
         f"{kind} recipient {recipient!r} is not an email address and no {kind} API"
         " configuration can reach it"
     )
+
+
+def _native_channel_configured(kind: str, settings: Settings) -> bool:
+    """Whether a channel that carries ``kind`` natively (Slack for ``slack``) is configured."""
+    return any(kind in spec.kinds and settings.configured(spec.name) for spec in registry.specs())
 
 
 def routing_problems(

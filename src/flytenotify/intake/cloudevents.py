@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 
 from flytenotify.domain import EntityId, ExecutionEvent
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import event_from_proto
+from flytenotify.intake.events import enum_problems, event_from_proto
 from flytenotify.intake.limits import loads_json
 
 STRUCTURED = "application/cloudevents+json"
@@ -146,6 +146,9 @@ def _workflow_execution(data: Any) -> Any:
     if isinstance(data, str):
         data = _text_data(data)
     if isinstance(data, dict):
+        raw_event = data.get("rawEvent", data.get("raw_event"))
+        if isinstance(raw_event, dict) and (wrong := enum_problems(raw_event, "data.raw_event")):
+            raise InputError(wrong)
         try:
             json_format.ParseDict(data, message, ignore_unknown_fields=True)
         except json_format.ParseError as error:

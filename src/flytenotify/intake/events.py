@@ -14,6 +14,7 @@ by a Python caller goes through it too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from flytenotify.domain import (
     ExecutionId,
 )
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems
+from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems, time_problems
 
 _ID_FIELDS = ("project", "domain", "name")
 # Not part of flyteidl's event: a producer may name the launch plan so that an
@@ -57,18 +58,7 @@ def event_from_json(data: object) -> ExecutionEvent:
 
 def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent:
     """protobuf's own JSON parser: every form the mapping allows, and its error messages."""
-    # protobuf's parser reads true/false as enum numbers 1/0 and 1.5 as 1: a phase
-    # or kind is a name or a whole number, nothing else.
-    error = fields.get("error")
-    enums = {
-        "phase": fields.get("phase"),
-        "error.kind": error.get("kind") if isinstance(error, dict) else None,
-    }
-    wrong = [
-        Problem(f, f"must be a name or a whole number, got {v!r}")
-        for f, v in enums.items()
-        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int))
-    ]
+    wrong = enum_problems(fields)
     if wrong:
         raise InputError(wrong)
     message = event_pb2.WorkflowExecutionEvent()
@@ -77,6 +67,36 @@ def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) ->
     except json_format.ParseError as error:
         raise InputError(Problem(_field_of(str(error)), str(error))) from None
     return event_from_proto(message, launch_plan)
+
+
+# A name, or a whole number in ASCII digits: protobuf's JSON parser hands any
+# other string to int(), which reads Arabic-Indic, fullwidth and " 6" as 6 (FAILED).
+_ENUM_SPELLING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|-?[0-9]+")
+
+
+def enum_problems(event: Mapping[str, Any], prefix: str = "") -> list[Problem]:
+    """The phase and error kind of an event in JSON, if not a name or a whole number.
+
+    protobuf's parser reads true/false as enum numbers 1/0, 1.5 as 1, and a
+    string of any Unicode digits as a number: each of these is refused here,
+    before it parses. ``prefix`` is where the event sits (``data.raw_event``).
+    """
+    error = event.get("error")
+    enums = {
+        "phase": event.get("phase"),
+        "error.kind": error.get("kind") if isinstance(error, dict) else None,
+    }
+    at = f"{prefix}." if prefix else ""
+    return [
+        Problem(f"{at}{field}", f"must be a name or a whole number in ASCII digits, got {value!r}")
+        for field, value in enums.items()
+        if value is not None
+        and (
+            isinstance(value, bool)
+            or not isinstance(value, str | int)
+            or (isinstance(value, str) and not _ENUM_SPELLING.fullmatch(value))
+        )
+    ]
 
 
 # The plain shape producers send: protobuf's generic JSON parser was a third of
@@ -257,6 +277,8 @@ def checked_event(event: ExecutionEvent) -> ExecutionEvent:
         )
     if not isinstance(event.occurred_at, datetime):
         problems.append(Problem("occurred_at", f"must be a datetime, got {event.occurred_at!r}"))
+    else:
+        problems += time_problems(event.occurred_at, "occurred_at")
     problems += _text_type_problems(event)
     if problems:
         raise InputError(problems)

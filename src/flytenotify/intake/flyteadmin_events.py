@@ -45,7 +45,7 @@ from google.protobuf.message import DecodeError, Message
 
 from flytenotify.domain import EntityId, ExecutionEvent
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import event_from_proto
+from flytenotify.intake.events import enum_problems, event_from_proto
 from flytenotify.intake.limits import loads_json
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
@@ -220,6 +220,9 @@ def _workflow_event(kind: str, ident: str, data: Any) -> Decoded:
             # Unknown fields are ignored below, and so would be an unknown phase name.
             raise InputError(Problem(f"data.{inner}.phase", f"unknown phase {phase!r}"))
         return Dropped(kind, NOT_TERMINAL, ident)
+    wrong = enum_problems(raw_event, f"data.{inner}")
+    if wrong:
+        raise InputError(wrong)
     if kind == V1_WORKFLOW:
         request = _parse(admin_event_pb2.WorkflowExecutionEventRequest(), data)
         message, launch_plan = request.event, None

@@ -16,13 +16,16 @@ the same on SQLite and PostgreSQL:
   surrogates become U+FFFD, so one odd event cannot jam a producer that retries;
 - integers in paths and query strings are ASCII digits within 0..2**63-1 (a
   64-bit database integer), not whatever ``str.isdigit`` accepts;
-- JSON nests at most :data:`MAX_JSON_DEPTH` levels.
+- JSON nests at most :data:`MAX_JSON_DEPTH` levels;
+- event times have a time zone and lie in :data:`EARLIEST_TIME`..:data:`LATEST_TIME`,
+  where the ledger keeps them to the microsecond.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -63,6 +66,13 @@ TEXT_LIMITS = {
     "producer_id": 1_024,
 }
 TRUNCATED = "… [truncated]"
+# Event times the ledger keeps to the microsecond. It stores Unix seconds as a
+# double, which holds every microsecond below 2**33 s (the year 2242); before the
+# epoch is no producer's clock. A time outside is refused, never rounded: the
+# largest ISO time, 9999-12-31T23:59:59.999999, rounds up to a year datetime
+# cannot hold.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # not included
 MAX_JSON_DEPTH = 64
 MAX_INT = 2**63 - 1
 
@@ -110,14 +120,44 @@ def id_problems(
 
 
 def recipient_problems(value: str, field: str) -> list[Problem]:
-    """What is wrong with a recipient: too long, or a character no store can hold."""
+    """What is wrong with a recipient: too long, a control character or a lone surrogate.
+
+    No channel's address holds a control character, and CR/LF or a tab in one
+    is how a header or a second recipient would be smuggled in.
+    """
     limit = IDENTIFIER_LIMITS["recipient"]
     if len(value) > limit:
         return [Problem(field, f"is {len(value)} characters long; at most {limit} are allowed")]
-    bad = _NOT_IN_TEXT.search(value)
+    bad = _NOT_IN_IDENTIFIER.search(value)
     if bad is not None:
-        return [Problem(field, f"must not contain {bad.group()!r} (position {bad.start()})")]
+        return [
+            Problem(
+                field,
+                f"must not contain control characters or lone surrogates,"
+                f" found {bad.group()!r} at position {bad.start()}",
+            )
+        ]
     return []
+
+
+def time_problems(value: datetime, field: str) -> list[Problem]:
+    """What is wrong with an event time: no time zone, or outside what the ledger keeps."""
+    if value.utcoffset() is None:
+        return [Problem(field, f"must have a time zone (UTC), got {value.isoformat()}")]
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        return [
+            Problem(
+                field,
+                f"must be from {iso_time(EARLIEST_TIME)} up to, not including,"
+                f" {iso_time(LATEST_TIME)}; got {value.isoformat()}",
+            )
+        ]
+    return []
+
+
+def iso_time(moment: datetime) -> str:
+    """``moment`` in UTC as ISO 8601 with ``Z``: how the limits name times."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def template_problems(value: str, field: str) -> list[Problem]:

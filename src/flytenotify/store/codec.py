@@ -53,7 +53,17 @@ def timestamp(moment: datetime | None) -> float:
 
 
 def from_timestamp(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        # Beyond what a datetime holds: before event times were bounded at intake,
+        # 9999-12-31T23:59:59.999999 was stored and rounded up to year 10000. The
+        # nearest moment a datetime holds, so that reading a row never fails.
+        return _LATEST if value > 0 else _EARLIEST
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def dump_notifications(notifications: Iterable[Notification]) -> str:
