@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from flytenotify.channels import registry
+from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
 from flytenotify.domain import RULE_PHASES
 from flytenotify.sections import Section, read_secret
@@ -445,9 +446,16 @@ class AllowConfig(Section):
     outside a set list is reported when notifications are registered and its
     delivery is dead-lettered with the reason, never sent. The dev inbox is not
     restricted (nothing leaves it).
+
+    ``inline_webhook_urls`` is the exception: URL patterns a webhook written in
+    users' own code (Flyte 2's ``flyte.notify.Slack``, ``Teams``, ``Webhook``)
+    may be sent to, and an empty list sends none.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    # scheme://host[:port]/path with * wildcards (channels/_url_policy.py).
+    inline_webhook_urls: list[str] = Field(default_factory=list)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -456,10 +464,19 @@ class AllowConfig(Section):
             return handler(data)
         errors: list[InitErrorDetails] = []
         lists: dict[str, list[str] | None] = {}
+        named: dict[str, Any] = {}
         for name, entries in data.items():
+            if name in cls.model_fields:
+                named[name] = entries
+                errors += _url_pattern_errors(name, entries)
+                continue
             spec = registry.get(name)
             if spec is None:
                 errors.append(_unknown_key(name, entries))
+                continue
+            if spec.allow_key is not None:
+                problem = ValueError(f"{spec.name} is restricted by allow.{spec.allow_key}")
+                errors.append(_value_error((name,), entries, problem))
                 continue
             try:
                 lists[name] = _allow_entries(spec, _ENTRY_LIST.validate_python(entries))
@@ -467,9 +484,13 @@ class AllowConfig(Section):
                 errors += _nested(error, (name,))
             except ValueError as error:
                 errors.append(_value_error((name,), entries, error))
-        if errors:
+        allow: AllowConfig | None = None
+        try:
+            allow = handler(named)
+        except ValidationError as error:
+            errors += _nested(error, ())
+        if errors or allow is None:
             raise ValidationError.from_exception_data(cls.__name__, errors)
-        allow = handler({})
         allow.__pydantic_extra__ = dict(lists)
         return allow
 
@@ -477,6 +498,27 @@ class AllowConfig(Section):
         """The allow-list of ``channel``, or None when it allows anyone."""
         found: list[str] | None = (self.__pydantic_extra__ or {}).get(channel)
         return found
+
+    @functools.cached_property
+    def url_patterns(self) -> tuple[UrlPattern, ...]:
+        """``inline_webhook_urls``, parsed (each was checked when the settings were loaded)."""
+        return tuple(UrlPattern.parse(text) for text in self.inline_webhook_urls)
+
+
+def _url_pattern_errors(key: str, entries: Any) -> list[InitErrorDetails]:
+    """Each bad pattern of ``[allow] inline_webhook_urls``, named ``key[i]``; what is
+    not a list of strings is left to the field's own type."""
+    if not isinstance(entries, list | tuple):
+        return []
+    errors = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            continue
+        try:
+            UrlPattern.parse(entry)
+        except ValueError as error:
+            errors.append(_value_error((f"{key}[{i}]",), entry, error))
+    return errors
 
 
 _ENTRY_LIST: TypeAdapter[list[str] | None] = TypeAdapter(list[str] | None)
@@ -499,8 +541,8 @@ class Settings(Section):
 
     Besides the sections below, each channel of :mod:`flytenotify.channels.registry`
     has its own (``smtp``, ``slack``, ``pagerduty``, ``webhooks``, ``teams``,
-    ``mattermost``): ``Settings(smtp=SmtpConfig(...))`` or ``[smtp]`` in the file,
-    read back with :meth:`channel`.
+    ``mattermost``, ``inline_webhooks``): ``Settings(smtp=SmtpConfig(...))`` or
+    ``[smtp]`` in the file, read back with :meth:`channel`.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -539,6 +581,9 @@ class Settings(Section):
             errors += _nested(error, ())
         if errors or settings is None:
             raise ValidationError.from_exception_data(cls.__name__, errors)
+        for spec in registry.specs():
+            if spec.from_settings is not None:
+                sections[spec.section] = spec.from_settings(sections[spec.section], settings)
         settings.__pydantic_extra__ = sections
         settings._allowed_names_exist()
         return settings

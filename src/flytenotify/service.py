@@ -28,6 +28,7 @@ import uvicorn
 
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
+from flytenotify.channels import registry
 from flytenotify.intake import build_sources
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Source
@@ -375,7 +376,9 @@ def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
     unrestricted = [
         name
         for name, state in info["channels"].items()
-        if state.startswith("configured") and config.settings.allow.entries(name) is None
+        if state.startswith("configured")
+        and config.settings.allow.entries(name) is None
+        and _restricted_by_name(name)
     ]
     if unrestricted and not is_loopback(config.server.host):
         log.warning(
@@ -383,3 +386,11 @@ def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
             "recipient; see docs/deployment.md#security",
             ", ".join(unrestricted),
         )
+
+
+def _restricted_by_name(channel: str) -> bool:
+    """Whether ``[allow] CHANNEL`` lists who ``channel`` may message (unset: anyone);
+    a channel restricted by another key (inline webhooks' URL patterns) sends
+    nothing unless that key lists something."""
+    spec = registry.get(channel)
+    return spec is not None and spec.allow_key is None

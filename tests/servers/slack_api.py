@@ -10,7 +10,11 @@ It behaves as Slack documents, closely enough to test a client against:
   ``not_in_channel``, ``no_text``, ``msg_too_long``, ``invalid_blocks`` when a
   block breaks Slack's size limits), ``users.lookupByEmail``
   (``users_not_found``), ``conversations.open``, ``auth.test``.
-- ``POST /services/...``: an incoming webhook answering ``ok`` as text.
+- ``POST /services/...``: an incoming webhook answering as Slack documents,
+  as text: ``ok`` (200), ``invalid_payload`` (400, a body that is not JSON),
+  ``no_text`` (400), ``no_service`` (404, a webhook in ``revoked_webhooks``),
+  ``channel_is_archived`` (410, one in ``archived_webhooks``), and 429 with
+  ``Retry-After`` under :meth:`SlackApiServer.rate_limit` with ``method=WEBHOOK``.
 
 Scripting: :meth:`SlackApiServer.rate_limit` answers HTTP 429 with a
 ``Retry-After`` for the next calls, :meth:`SlackApiServer.fail` makes the next
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.servers.http_sink import LoopbackServer
 
@@ -50,6 +55,10 @@ class SlackCall:
     body: dict[str, Any]  # query, form and JSON parameters merged
     status: int  # HTTP status answered
     answer: Answer | str
+    # Incoming-webhook posts only: the path, headers and body bytes as received.
+    path: str = ""
+    headers: CIMultiDict[str] | None = None
+    raw: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -88,6 +97,8 @@ class SlackApiServer(LoopbackServer):
         self.delay = 0.0  # seconds each Web API answer is held back (for timeouts)
         self._failures: list[_Failure] = []
         self._webhook_replies: deque[tuple[int, str]] = deque()
+        self.revoked_webhooks: set[str] = set()  # webhook paths answering 404 no_service
+        self.archived_webhooks: set[str] = set()  # ... 410 channel_is_archived
         self._ts = itertools.count(1)
 
     # -- addresses and scripting ----------------------------------------------
@@ -241,16 +252,18 @@ class SlackApiServer(LoopbackServer):
 
     async def _webhook(self, request: web.Request) -> web.Response:
         at = time.monotonic()
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except ValueError:
             body = None
-        status, text, headers = self._webhook_answer(body)
+        status, text, headers = self._webhook_answer(request.path, body)
         params = body if isinstance(body, dict) else {}
-        self.calls.append(SlackCall(WEBHOOK, at, params, status, text))
+        received = CIMultiDict(request.headers)
+        self.calls.append(SlackCall(WEBHOOK, at, params, status, text, request.path, received, raw))
         return web.Response(status=status, text=text, headers=headers)
 
-    def _webhook_answer(self, body: Any) -> tuple[int, str, dict[str, str]]:
+    def _webhook_answer(self, path: str, body: Any) -> tuple[int, str, dict[str, str]]:
         failure = self._take_failure(WEBHOOK)
         if failure is not None:
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
@@ -258,6 +271,10 @@ class SlackApiServer(LoopbackServer):
         if self._webhook_replies:
             status, text = self._webhook_replies.popleft()
             return status, text, {}
+        if path in self.revoked_webhooks:
+            return 404, "no_service", {}
+        if path in self.archived_webhooks:
+            return 410, "channel_is_archived", {}
         if not isinstance(body, dict):
             return 400, "invalid_payload", {}
         if not body.get("text") and not body.get("blocks"):

@@ -1,4 +1,4 @@
-"""HTTP details the HTTP channels (Slack, PagerDuty, webhook) read the same way."""
+"""HTTP details the HTTP channels (Slack, PagerDuty, webhooks, Teams...) read the same way."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -45,6 +46,23 @@ def http_status_result(status: int, reply: str, retry_after: float | None = None
     return SendResult.permanent(reply)
 
 
+def status_reply(status: int, reason: str, text: str) -> str:
+    """The audit-trail line of an answer: ``404 Not Found: <the start of its body>``."""
+    return f"{status} {reason}".rstrip() + (f": {text}" if text else "")
+
+
+def answer_result(
+    status: int, reply: str, retry_after: float | None = None, location: str | None = None
+) -> SendResult:
+    """:func:`http_status_result` for a channel that never follows redirects: a 3xx
+    would carry the request to a URL nobody configured, so it is a permanent
+    failure (naming ``location``, the redirect's target, when given)."""
+    if 300 <= status < 400:
+        target = f"; Location: {location}" if location else ""
+        return SendResult.permanent(f"{reply} (redirects are not followed{target})")
+    return http_status_result(status, reply, retry_after)
+
+
 def describe_transport_error(err: BaseException) -> str:
     """A short audit-trail line for a connection error or timeout."""
     detail = str(err).strip()
@@ -72,23 +90,33 @@ DNS_CACHE_TTL_S = 300
 USER_AGENT = "flytenotify"
 
 
-def new_session(timeout: float | None = None) -> aiohttp.ClientSession:
+def new_session(
+    timeout: float | None = None,
+    *,
+    resolver: AbstractResolver | None = None,
+    auto_decompress: bool = True,
+) -> aiohttp.ClientSession:
     """A keep-alive session with a bounded pool; call it inside the running loop.
 
     ``timeout`` is the session default (``total``, covering the wait for a pooled
     connection, the request and the whole answer); a request can override it.
+    ``resolver`` replaces the system's name resolution (one that refuses some
+    addresses); ``auto_decompress=False`` leaves answers as they came, for
+    receivers that are not trusted to keep a compressed answer small.
     """
     connector = aiohttp.TCPConnector(
         limit=0,  # unbounded: see above
         limit_per_host=0,
         keepalive_timeout=KEEPALIVE_S,
         ttl_dns_cache=DNS_CACHE_TTL_S,
+        resolver=resolver,
     )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),
         # Cookies from a receiver must not follow us to the next delivery.
         cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=auto_decompress,
     )
 
 

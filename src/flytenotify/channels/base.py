@@ -201,6 +201,21 @@ class ChannelSpec(Generic[C]):
     # configured, folds its deliveries into digests. Only then are they grouped.
     digests: Callable[[C], bool] | None = None
 
+    # The configuration it is built with, from its section (None when absent)
+    # and the whole ``Settings``, for a channel that needs more than its own
+    # section or none at all (inline webhooks: their defaults, and the URL
+    # patterns of ``[allow] inline_webhook_urls``). Applied once, when the
+    # settings are validated; ``Settings.channel`` returns what it gives.
+    from_settings: Callable[[C | None, Any], C | None] | None = None
+    # The ``[allow]`` key that restricts it when that is not a list of its
+    # recipients under its own name (inline webhooks: ``inline_webhook_urls``,
+    # URL patterns, where nothing listed means nothing is sent).
+    allow_key: str | None = None
+    # Messages only this channel can show, whatever their delivery's recipient
+    # or kind (one carrying its own HTTP request): a dev-inbox delivery of such
+    # a message is previewed in this channel's form.
+    shows: Callable[[Delivery], bool] | None = None
+
     def is_configured(self, config: C | None) -> bool:
         if not config:  # absent, or no named targets
             return False

@@ -24,7 +24,7 @@ RESERVED = frozenset({INBOX, UNROUTABLE})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # Modules declaring a CHANNEL, in the order they are listed to people.
-_BUILT_IN = ("email", "slack", "pagerduty", "webhook", "teams", "mattermost")
+_BUILT_IN = ("email", "slack", "pagerduty", "webhook", "teams", "mattermost", "inline_webhook")
 
 _specs: dict[str, ChannelSpec[Any]] = {}
 
@@ -83,10 +83,14 @@ def malformed(recipient: str) -> str | None:
 
 def previewer(delivery: Delivery) -> ChannelSpec[Any]:
     """The channel whose form ``delivery`` takes: its own, or for the dev inbox the
-    channel it would have gone through (by prefix, then by notification kind)."""
+    channel it would have gone through (the one that alone shows its message,
+    then by prefix, then by notification kind)."""
     own = _specs.get(delivery.channel)
     if own is not None:
         return own
+    for spec in routing_order():
+        if spec.shows is not None and spec.shows(delivery):
+            return spec
     for spec in routing_order():
         if spec.prefix is not None and delivery.recipient.startswith(spec.prefix):
             return spec

@@ -73,6 +73,7 @@ __all__ = [
     "SlackChannel",
     "digest_message",
     "escape_mrkdwn",
+    "incoming_webhook_answer",
     "headline",
     "slack_message",
     "truncate",
@@ -363,6 +364,28 @@ def digest_message(digest: Digest) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# Incoming webhooks' answers
+# --------------------------------------------------------------------------
+
+
+def incoming_webhook_answer(status: int, body: str, retry_after: str | None) -> SendResult:
+    """What Slack's answer to an incoming-webhook post means.
+
+    Slack answers ``ok`` (200), or an error code as text with the status:
+    ``invalid_payload`` and ``no_text`` (400), ``action_prohibited`` (403),
+    ``no_service`` and ``channel_not_found`` (404), ``channel_is_archived``
+    (410): permanent, as every 4xx but 408 and 429 is. A 429 is transient
+    after its ``Retry-After`` (a second when it gives none), a 5xx after the
+    engine's backoff.
+    """
+    wait = parse_retry_after(retry_after)
+    if status == 429:
+        wait = wait or 1.0
+    reply = f"incoming webhook: {status} {body.strip()[:300]}".rstrip()
+    return http_status_result(status, reply, wait)
+
+
+# --------------------------------------------------------------------------
 # Recipients
 # --------------------------------------------------------------------------
 
@@ -592,12 +615,12 @@ class SlackChannel:
             return SendResult.transient(reply, retry_after=busy.wait)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             return SendResult.transient(f"incoming webhook: {describe_transport_error(err)}")
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        result = incoming_webhook_answer(
+            response.status_code, response.body, response.headers.get("Retry-After")
+        )
         if response.status_code == 429:
-            retry_after = retry_after or 1.0
-            self._pacer.block(key, retry_after)
-        reply = f"incoming webhook: {response.status_code} {response.body.strip()[:300]}".rstrip()
-        return http_status_result(response.status_code, reply, retry_after)
+            self._pacer.block(key, result.retry_after or 1.0)
+        return result
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -48,12 +48,13 @@ from flytenotify.channels._chat import (
 from flytenotify.channels._http import (
     TRANSPORT_ERRORS,
     USER_AGENT,
+    answer_result,
     decode_reply,
     describe_aiohttp_error,
     env_proxy,
-    http_status_result,
     new_session,
     parse_retry_after,
+    status_reply,
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
@@ -68,7 +69,15 @@ from flytenotify.channels.base import (
 from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
-__all__ = ["MAX_PAYLOAD_BYTES", "TeamsChannel", "TeamsTarget", "adaptive_card", "teams_message"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "TeamsChannel",
+    "TeamsTarget",
+    "adaptive_card",
+    "teams_message",
+    "throttled",
+    "webhook_answer",
+]
 
 
 class TeamsTarget(SecretUrlTarget):
@@ -266,15 +275,19 @@ def _buried_failure(text: str, legacy: bool, reply: str) -> SendResult | None:
     return SendResult.permanent(reply)
 
 
-def _result(
+def webhook_answer(
     status: int, reason: str, text: str, retry_after: float | None, legacy: bool
 ) -> SendResult:
-    reply = f"{status} {reason}".rstrip() + (f": {text}" if text else "")
-    if 300 <= status < 400:
-        return SendResult.permanent(f"{reply} (redirects are not followed)")
+    """What a Teams webhook's answer means (``legacy``: a connector's, see above)."""
+    reply = status_reply(status, reason, text)
     if 200 <= status < 300:
         return _buried_failure(text, legacy, reply) or SendResult.delivered(reply)
-    return http_status_result(status, reply, retry_after)
+    return answer_result(status, reply, retry_after)
+
+
+def throttled(status: int, text: str) -> bool:
+    """Whether Teams asked us to slow down: a 429, or a connector's 200 naming one."""
+    return status == 429 or (200 <= status < 300 and _named_status(text) == 429)
 
 
 def is_connector_url(url: str) -> bool:
@@ -347,8 +360,8 @@ class TeamsChannel:
             reply = describe_aiohttp_error(err, hook.timeout)
             return SendResult.transient(scrub_url(f"{hook.host}: {reply}", hook.url))
         retry_after = parse_retry_after(headers.get("Retry-After"))
-        result = _result(status, reason, scrub_url(text, hook.url), retry_after, hook.legacy)
-        if status == 429 or (200 <= status < 300 and _named_status(text) == 429):
+        result = webhook_answer(status, reason, scrub_url(text, hook.url), retry_after, hook.legacy)
+        if throttled(status, text):
             self._pacer.block(hook.lane, retry_after or 1.0)
         return result
 

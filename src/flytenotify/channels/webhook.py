@@ -37,12 +37,13 @@ from yarl import URL
 from flytenotify.channels._http import (
     TRANSPORT_ERRORS,
     USER_AGENT,
+    answer_result,
     decode_reply,
     describe_aiohttp_error,
     env_proxy,
-    http_status_result,
     new_session,
     parse_retry_after,
+    status_reply,
     url_destination,
 )
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, always, named_target
@@ -370,13 +371,10 @@ class WebhookChannel:
 
     @staticmethod
     def _result(response: aiohttp.ClientResponse, answer: bytes) -> SendResult:
-        status = response.status
         text = decode_reply(answer, response.charset, _REPLY_BODY_LIMIT)
-        reply = f"{status} {response.reason or ''}".rstrip() + (f": {text}" if text else "")
-        if 300 <= status < 400:
-            return SendResult.permanent(f"{reply} (redirects are not followed)")
+        reply = status_reply(response.status, response.reason or "", text)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return http_status_result(status, reply, retry_after)
+        return answer_result(response.status, reply, retry_after)
 
     async def check(self) -> str:
         """What is configured; a webhook has nothing to call without sending."""
