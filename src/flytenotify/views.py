@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flytenotify.channels._url_policy import display_url
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -80,8 +81,6 @@ def execution_json(
 def rule_json(rule: RunRule) -> dict[str, Any]:
     """A Flyte 2 run's rule as frozen with it. A webhook's URL and header values are
     credentials as often as not (Slack's and Teams' URLs are): shown without them."""
-    from flytenotify.engine.render_runs import display_url
-
     shown: dict[str, Any] = {
         "phases": sorted(phase_name(phase) for phase in rule.phases),
         "name": rule.name or None,

@@ -34,6 +34,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from flytenotify.channels._url_policy import display_url
 from flytenotify.config import Settings
 from flytenotify.domain import (
     Execution,
@@ -47,7 +48,7 @@ from flytenotify.engine import gotemplate
 from flytenotify.engine.render import render_message, single_line, template_variables
 from flytenotify.engine.sanitize import sanitize_html
 
-__all__ = ["display_url", "render_email", "render_named", "render_webhook", "run_url"]
+__all__ = ["render_email", "render_named", "render_webhook", "run_url"]
 
 RUN_SUBJECT = "Flyte run {{ project }}/{{ domain }}/{{ name }} {{ phase_text }}"
 RUN_BODY = (
@@ -222,13 +223,3 @@ def _unrenderable(
         envelope=envelope.envelope if envelope is not None else None,
         problem=f"cannot render {problem}",
     )
-
-
-def display_url(url: str) -> str:
-    """A webhook URL as the ledger shows it: scheme and host; the path and query,
-    which often hold the credential (Slack's and Teams' webhook URLs), hidden."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    hidden = "/…" if (parts.path not in ("", "/") or parts.query) else ""
-    return f"{parts.scheme}://{host}{port}{hidden}"

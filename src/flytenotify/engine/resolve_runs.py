@@ -22,6 +22,8 @@ Inline rules are never folded into digests: their authors wrote the message
 
 from __future__ import annotations
 
+from flytenotify.channels import inline_webhook
+from flytenotify.channels._url_policy import display_url
 from flytenotify.channels.registry import INBOX, UNROUTABLE
 from flytenotify.config import Settings
 from flytenotify.domain import EmailEnvelope, Execution, ExecutionEvent, RenderedMessage, RunRule
@@ -36,7 +38,7 @@ from flytenotify.store.base import NewDelivery
 
 __all__ = ["INLINE_WEBHOOK", "plan_run_deliveries", "recipient_kind"]
 
-INLINE_WEBHOOK = "inline_webhook"  # the channel of webhooks written in users' code
+INLINE_WEBHOOK = inline_webhook.CHANNEL.name  # the channel of webhooks written in users' code
 EMAIL = "email"
 
 # Prefixes that name a configured target whatever the notification kind.
@@ -147,7 +149,7 @@ def _inline_webhook(
         notification_index=index,
         kind="webhook",
         channel=INLINE_WEBHOOK,
-        recipient=render_runs.display_url(shown),
+        recipient=display_url(shown),
         message=message,
     )
 
