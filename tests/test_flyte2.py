@@ -388,9 +388,20 @@ async def test_a_named_rule_on_paused_sends_the_prompt_once_per_action(
 # -- what the control plane does to a watcher --------------------------------------------
 
 
+@pytest.fixture
+def busy_plane() -> Iterator[Flyte2Plane]:
+    """A plane whose WatchRuns snapshot holds two runs: three that keep running fill it
+    (running runs come first), so runs that end never reach a watcher through it."""
+    with Flyte2Plane(snapshot_limit=1) as server:
+        for i in range(3):
+            server.start_run(PROJECT, DOMAIN, f"busy-{i}")
+        yield server
+
+
 async def test_runs_that_end_while_nobody_watches_are_notified_after_a_restart(
-    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+    busy_plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
 ) -> None:
+    plane = busy_plane
     email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
     settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
     async with watching(settings):
@@ -409,8 +420,9 @@ async def test_runs_that_end_while_nobody_watches_are_notified_after_a_restart(
 
 
 async def test_a_dropped_stream_reconnects_and_no_run_is_lost_or_sent_twice(
-    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+    busy_plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
 ) -> None:
+    plane = busy_plane
     email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
     settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
     async with watching(settings) as running:

@@ -251,6 +251,10 @@ class ControlPlane:
             raise self._unavailable(error, what) from None
 
     def _unavailable(self, error: ConnectError, what: str) -> UpstreamUnavailable:
+        task = asyncio.current_task()
+        if error.code == Code.CANCELED and task is not None and task.cancelling():
+            # connectrpc reports our own cancellation as CANCELED: it is one.
+            raise asyncio.CancelledError
         hint = ""
         if error.code in _REFUSALS:
             hint = " (check [flyte2]'s credentials: api_key, client_id or token_file)"

@@ -148,6 +148,11 @@ def go_data(event: ExecutionEvent, settings: Settings) -> dict[str, Any]:
     }
 
 
+# A value inside a URL template is percent-encoded whole: a run name or an error
+# cannot add a path segment, a query or a host.
+URL = gotemplate.Context("URL", lambda value: quote(value, safe="-._~"))
+
+
 def render_email(
     email: InlineEmail, event: ExecutionEvent, execution: Execution, settings: Settings
 ) -> RenderedMessage:
@@ -155,15 +160,15 @@ def render_email(
     data = go_data(event, settings)
     variables = run_variables(event, execution, settings)
     try:
-        subject = single_line(gotemplate.render(email.subject, data, where="subject"))
-        text = gotemplate.render(email.text, data, where="body")
+        subject = single_line(_render(email.subject, data, gotemplate.PLAIN_TEXT, "the subject"))
+        text = _render(email.text, data, gotemplate.PLAIN_TEXT, "the body")
         html = (
-            sanitize_html(gotemplate.render(email.html, data, gotemplate.HTML, where="HTML body"))
+            sanitize_html(_render(email.html, data, gotemplate.HTML, "the HTML body"))
             if email.html
             else ""
         )
     except gotemplate.TemplateError as error:
-        return _unrenderable(variables, f"the email's {error}", envelope=email)
+        return _unrenderable(variables, f"the email's template {error}", envelope=email)
     return RenderedMessage(
         subject=subject,
         text=text,
@@ -181,14 +186,14 @@ def render_webhook(
     data = go_data(event, settings)
     variables = run_variables(event, execution, settings)
     try:
-        url = gotemplate.render(hook.url, data, gotemplate.URL, where="URL")
+        url = _render(hook.url, data, URL, "the URL")
         headers = tuple(
-            (name, single_line(gotemplate.render(value, data, where=f"header {name}")))
+            (name, single_line(_render(value, data, gotemplate.PLAIN_TEXT, f"header {name}")))
             for name, value in hook.headers
         )
         body = _body(hook, data, headers)
     except gotemplate.TemplateError as error:
-        return _unrenderable(variables, f"the webhook's {error}")
+        return _unrenderable(variables, f"the webhook's template {error}")
     return RenderedMessage(
         subject=single_line(f"{hook.method} {display_url(url)}"),
         text=body,
@@ -199,6 +204,13 @@ def render_webhook(
     )
 
 
+def _render(template: str, data: Mapping[str, Any], context: gotemplate.Context, where: str) -> str:
+    try:
+        return gotemplate.render(template, data, context)
+    except gotemplate.TemplateError as error:
+        raise error.at(where) from None
+
+
 def _body(
     hook: InlineWebhook, data: Mapping[str, Any], headers: tuple[tuple[str, str], ...]
 ) -> str:
@@ -207,8 +219,11 @@ def _body(
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
     if "json" in content_type.lower() or not content_type:
         # The SDK writes bodies with json.dumps: values land inside JSON strings.
-        return gotemplate.render_json_body(hook.body, data)
-    return gotemplate.render(hook.body, data, where="body")
+        try:
+            return gotemplate.render_json_body(hook.body, data)
+        except gotemplate.TemplateError as error:
+            raise error.at("the body") from None
+    return _render(hook.body, data, gotemplate.PLAIN_TEXT, "the body")
 
 
 def _unrenderable(

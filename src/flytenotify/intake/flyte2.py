@@ -32,7 +32,6 @@ restarts and replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -154,12 +153,13 @@ class RunWatch:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Every outcome is collected (none is left "never retrieved"); the first
+            # task to end decides how the session ends.
+            await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
-            if task.get_name() != "stop" and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = task.exception()
+            if failure is not None:
+                raise failure
 
     async def _watch(self) -> None:
         async for message in self.plane.watch_runs(self.project, self.domain):
