@@ -557,6 +557,51 @@ def test_any_content_goes_out_7bit_and_parses_back_exactly(
     assert normalized_body(html) in html_part.get_content().replace("\r\n", "\n")
 
 
+def test_the_message_is_a_pure_function_of_what_the_ledger_holds() -> None:
+    """The same delivery and send time give the same bytes; another time changes only Date."""
+    delivery = delivery_with("s", "Execution run-7 failed.\n", key="proj/prod/run-7/6/0/email/a")
+    sent_at = 1_767_600_300.75  # 2026-01-05 08:05:00.75 UTC
+    first = encode_message(delivery, "flyte@example.org", sent_at)
+    assert encode_message(delivery, "flyte@example.org", sent_at) == first
+    msg = email.message_from_bytes(first, policy=email.policy.default)
+    assert msg["Date"] == "Mon, 05 Jan 2026 08:05:00 +0000"
+    later = encode_message(delivery, "flyte@example.org", sent_at + 3600)
+    assert later.replace(b"09:05:00", b"08:05:00") == first
+    other = encode_message(dataclasses.replace(delivery, idempotency_key="k-2"), "f@x.org", sent_at)
+    boundary = msg.get_boundary()
+    other_boundary = email.message_from_bytes(other, policy=email.policy.default).get_boundary()
+    assert boundary is not None
+    assert other_boundary not in (None, boundary)
+
+
+def test_a_body_holding_the_boundary_gets_another_one() -> None:
+    """The key is no secret: a body written to contain its boundary must not split the message."""
+    key = "k-boundary"
+    plain = encode_message(delivery_with("s", "x\n", key=key), "flyte@example.org", 0.0)
+    boundary = email.message_from_bytes(plain, policy=email.policy.default).get_boundary()
+    assert boundary is not None
+    hostile = f"--{boundary}\nContent-Type: text/html\n\n<script>x</script>\n"
+    raw = encode_message(delivery_with("s", hostile, key=key), "flyte@example.org", 0.0)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_boundary() not in (None, boundary)
+    assert not msg.defects
+    text = msg.get_body(("plain",))
+    assert text is not None
+    assert text.get_content().replace("\r\n", "\n") == hostile
+    assert encode_message(delivery_with("s", hostile, key=key), "flyte@example.org", 0.0) == raw
+
+
+async def test_the_attempt_starts_at_the_date_the_message_carries() -> None:
+    delivery = make_delivery()
+    async with SmtpServer() as server:
+        result = await send_one(server, delivery)
+        [received] = await server.wait_for_messages(1)
+    assert result.outcome is Outcome.DELIVERED
+    assert result.sent_at is not None
+    sent = datetime.fromtimestamp(result.sent_at, UTC)
+    assert received.message["Date"] == email.utils.format_datetime(sent)
+
+
 def test_plain_subject_words_stay_readable_and_long_headers_fold() -> None:
     subject = "Flyte execution run-42 " + "très " * 30 + "failed"
     raw = encode_message(delivery_with(subject, "body\n"), "flyte@example.org")

@@ -7,7 +7,9 @@ The browser tests are in test_console_browser.py.
 
 from __future__ import annotations
 
+import email.utils
 import html
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,17 +18,19 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flytenotify import Email, PagerDuty, Slack
+from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
 from flytenotify.console import slack_html
 from flytenotify.console.auth import COOKIE
 from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
+from flytenotify.openapi import document
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from tests.helpers import event_json
+from tests.servers.smtp import SmtpServer
 
 PLAN = EntityId("proj", "prod", "nightly", "v1")
 # No "/" is allowed in an execution name; this is as hostile as one can be.
@@ -257,7 +261,7 @@ async def test_with_tokens_every_page_needs_a_login(notifier: Notifier) -> None:
         assert "ops@example.com" not in rows.text
 
 
-async def test_login_sets_a_strict_http_only_cookie(notifier: Notifier) -> None:
+async def test_login_sets_a_lax_http_only_cookie(notifier: Notifier) -> None:
     await _fill(notifier)
     async with _client(notifier, [TOKEN]) as client:
         form = await client.get("/ui/login?next=/ui/status")
@@ -279,7 +283,8 @@ async def test_login_sets_a_strict_http_only_cookie(notifier: Notifier) -> None:
         cookie = ok.headers["set-cookie"]
         assert cookie.startswith(f"{COOKIE}=")
         flags = {part.strip().lower() for part in cookie.split(";")}
-        assert {"httponly", "samesite=strict", "path=/ui"} <= flags
+        # Lax: a link followed from a mail client carries it; another site's POSTs do not.
+        assert {"httponly", "samesite=lax", "path=/ui"} <= flags
         assert "secure" not in flags  # plain HTTP: a Secure cookie would never come back
         status = await client.get("/ui/status")
         assert status.status_code == 200
@@ -317,6 +322,108 @@ async def test_logout_ends_the_session_and_next_stays_on_the_console(notifier: N
         out = await client.post("/ui/logout", data={"csrf_token": _csrf(page)})
         assert out.status_code == 303
         assert (await client.get("/ui/deliveries")).status_code == 303
+
+
+async def _log_in(client: httpx.AsyncClient) -> str:
+    """Log ``client`` in; the session cookie's value."""
+    token = _csrf(await client.get("/ui/login"))
+    ok = await client.post("/ui/login", data={"token": TOKEN, "csrf_token": token})
+    assert ok.status_code == 303
+    return client.cookies[COOKIE]
+
+
+def _sets_session_cookie(answer: httpx.Response) -> bool:
+    return any(c.startswith(f"{COOKIE}=") for c in answer.headers.get_list("set-cookie"))
+
+
+async def test_a_request_without_the_session_cookie_never_replaces_it(notifier: Notifier) -> None:
+    """A browser withholds the cookie on some cross-site requests: such a request
+    must not answer with a logged-out cookie that overwrites the logged-in one."""
+    await _fill(notifier)
+    (one, *_) = await notifier.deliveries()
+    async with _client(notifier, [TOKEN]) as client, _client(notifier, [TOKEN]) as bare:
+        await _log_in(client)
+        asked = [
+            ("GET", f"/ui/deliveries/{one.id}"),
+            ("GET", "/ui/login"),
+            ("GET", "/ui/no-such-page"),
+            ("POST", "/ui/logout"),
+            ("POST", "/ui/dead-letters/redrive"),
+        ]
+        for method, path in asked:
+            answer = await bare.request(method, path, data={"id": str(one.id)})
+            assert answer.status_code in (200, 303, 401), (method, path)
+            assert not _sets_session_cookie(answer), (method, path)
+            bare.cookies.clear()
+        page = await client.get(f"/ui/deliveries/{one.id}")
+    assert page.status_code == 200
+    assert "Log out" in page.text
+
+
+async def test_logging_out_ends_the_session_for_every_replica(database_url: str) -> None:
+    """The session is kept in the ledger: logging out on one replica ends it on all,
+    and a copy of the cookie opens nothing anywhere afterwards."""
+    settings = Settings(database=DatabaseConfig(url=database_url))
+    async with (
+        Notifier(settings) as one,
+        Notifier(settings) as two,
+        _client(one, [TOKEN]) as first,
+        _client(two, [TOKEN]) as second,
+    ):
+        cookie = await _log_in(first)
+        second.cookies.set(COOKIE, cookie, path="/ui")
+        page = await second.get("/ui/deliveries")
+        assert page.status_code == 200  # the other replica knows the session
+        out = await second.post("/ui/logout", data={"csrf_token": _csrf(page)})
+        assert out.status_code == 303
+        kept = await first.get("/ui/deliveries")  # the cookie, kept by another tab
+        assert kept.status_code == 303
+        assert kept.headers["location"].startswith("/ui/login")
+        again = await first.post("/ui/logout", data={"csrf_token": _csrf(page)})
+        assert again.status_code == 401
+        await _log_in(first)  # a new login is a new session
+        assert (await first.get("/ui/deliveries")).status_code == 200
+
+
+async def test_json_401s_say_how_to_authenticate(notifier: Notifier) -> None:
+    async with _client(notifier, [TOKEN]) as client:
+        none = await client.get("/api/v1/deliveries")
+        wrong = await client.get("/nowhere", headers={"Authorization": "Bearer " + "x" * 40})
+    assert none.status_code == wrong.status_code == 401
+    assert none.headers["www-authenticate"] == 'Bearer realm="flytenotify"'
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="flytenotify", error="invalid_token"'
+    described = document()["paths"]["/api/v1/deliveries"]["get"]["responses"]["401"]
+    assert "WWW-Authenticate" in described["headers"]  # the OpenAPI document says so too
+
+
+async def test_without_a_session_only_the_paths_the_docs_list_answer(notifier: Notifier) -> None:
+    """docs/http-api.md lists the console paths that answer without a session; every
+    other console path, existing or not, sends the visitor to the login page."""
+    docs = (Path(__file__).parent.parent / "docs" / "http-api.md").read_text(encoding="utf-8")
+    table = docs.split("<!-- public-console-paths", 1)[1].split("\n\n", 1)[0]
+    public = re.findall(r"^\| `(/ui/[^`]*)` \|", table, re.MULTILINE)
+    assert public == ["/ui/login", "/ui/static/console.css", "/ui/static/console.js"]
+    gated = [
+        "/ui/",
+        "/ui/deliveries",
+        "/ui/deliveries/1",
+        "/ui/inbox",
+        "/ui/static/",
+        "/ui/static/nothing.css",
+        "/ui/static/../auth.py",
+        "/ui/no-such-page",
+    ]
+    async with _client(notifier, [TOKEN]) as client:
+        for path in public:
+            assert (await client.get(path)).status_code == 200, path
+        for path in gated:
+            answer = await client.get(path)
+            assert answer.status_code == 303, path
+            assert answer.headers["location"].startswith("/ui/login?next="), path
+        assert (await client.delete("/ui/deliveries")).status_code == 401
+        await _log_in(client)
+        assert (await client.get("/ui/no-such-page")).status_code == 404  # now it may know
+        assert (await client.get("/ui/static/nothing.css")).status_code == 404
 
 
 # -- filters and paging ------------------------------------------------------------------------
@@ -512,3 +619,207 @@ async def test_forms_are_bounded_and_urlencoded(dead: Notifier) -> None:
         assert huge.status_code == 413
     (letter,) = await dead.deliveries()
     assert letter.status is DeliveryStatus.DEAD
+
+
+# -- the message as sent: digests, the inbox, the same bytes every time ---------------------
+
+
+def _smtp_settings(tmp_path: Path, smtp: SmtpServer, database_url: str = "") -> Settings:
+    return Settings(
+        database=DatabaseConfig(url=database_url or f"sqlite:///{tmp_path / 'sent.db'}"),
+        smtp=smtp.smtp_config(sender="flyte@example.com"),
+    )
+
+
+async def _storm(notifier: Notifier, names: list[str], recipients: list[Notification]) -> None:
+    """Executions of one launch plan failing together: due together, sent as digests."""
+    await notifier.register_launch_plan(PLAN, recipients)
+    await notifier.report_events(
+        [event_json(n, "FAILED", error=f"{n}: input is empty", launch_plan=PLAN) for n in names]
+    )
+    await notifier.run_until_idle()
+
+
+def _shown_headers(page: httpx.Response) -> dict[str, str]:
+    """The email headers a delivery page shows, as text."""
+    table = re.search(r'<table class="headers">(.*?)</table>', page.text, re.DOTALL)
+    assert table is not None, "no email headers on the page"
+    cells = re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table.group(1), re.DOTALL)
+    return {html.unescape(name): html.unescape(value) for name, value in cells}
+
+
+async def test_a_digest_member_shows_the_digest_it_was_sent_in(tmp_path: Path) -> None:
+    names = ["storm-1", "storm-2", "storm-3"]
+    with SmtpServer() as smtp:
+        settings = _smtp_settings(tmp_path, smtp)
+        async with Notifier(settings) as notifier, _client(notifier) as client:
+            await _storm(notifier, names, [Email([P.FAILED], ["ops@example.com"])])
+            (received,) = smtp.messages  # one digest, naming all three
+            rows = sorted(await notifier.deliveries(), key=lambda d: d.id)
+            assert {d.message_id for d in rows} == {received.message["X-Flytenotify-Delivery"]}
+            member = rows[1]
+            page = await client.get(f"/ui/deliveries/{member.id}")
+            listing = await client.get("/ui/deliveries")
+    assert page.status_code == 200
+    note = re.search(r'data-testid="digest-note">(.*?)</div>', page.text, re.DOTALL)
+    assert note is not None, "the page does not say the delivery went out in a digest"
+    assert f"delivery #{member.id} is one of them" in note.group(1)
+    for row in rows:
+        assert f'href="/ui/deliveries/{row.id}">#{row.id}</a>' in note.group(1)
+    assert note.group(1).count("(this delivery)") == 1
+    # The message shown is the digest the SMTP server received, not the row's own.
+    shown = _shown_headers(page)
+    for header in ("Subject", "Message-ID", "Date", "Content-Type", "From", "To"):
+        assert " ".join(shown[header].split()) == " ".join(str(received.message[header]).split())
+    assert shown["Subject"] == "3 executions of nightly failed"
+    text = received.message.get_body(("plain",))
+    assert text is not None
+    shown_text = re.search(r'<pre class="email-text">(.*?)</pre>', page.text, re.DOTALL)
+    assert shown_text is not None
+    assert html.unescape(shown_text.group(1)) == text.get_content()
+    # The list says which message carried each row, and links to the digest's rows.
+    digest_link = (
+        f"/ui/deliveries?message={httpx.URL(params={'m': member.message_id}).query.decode()[2:]}"
+    )
+    assert listing.text.count(">digest of 3</a>") == 3
+    assert html.escape(digest_link) in listing.text
+
+
+async def test_the_list_of_one_digest_is_its_rows(tmp_path: Path) -> None:
+    with SmtpServer() as smtp:
+        async with Notifier(_smtp_settings(tmp_path, smtp)) as notifier, _client(notifier) as c:
+            await _storm(notifier, ["a-1", "a-2"], [Email([P.FAILED], ["ops@example.com"])])
+            await notifier.register_launch_plan(
+                EntityId("proj", "prod", "other", "v1"), [Email([P.FAILED], ["x@example.com"])]
+            )
+            await notifier.report_event(
+                event_json("b-1", "FAILED", launch_plan=EntityId("proj", "prod", "other", "v1"))
+            )
+            await notifier.run_until_idle()
+            digest = next(d for d in await notifier.deliveries() if d.message_size == 2)
+            page = await c.get("/ui/deliveries", params={"message": digest.message_id})
+            bad = await c.get("/ui/deliveries", params={"message": "nonsense"})
+            every = {d.id: d.execution_id.name for d in await notifier.deliveries()}
+    assert sorted(every[i] for i in _row_ids(page)) == ["a-1", "a-2"]
+    assert bad.status_code == 400
+    assert "<code>message</code>" in bad.text
+
+
+async def test_the_inbox_lists_each_message_once_as_the_api_does(database_url: str) -> None:
+    """Three executions failing together, to an email and a Slack recipient with no
+    channel configured: two digests in the dev inbox, not six entries."""
+    settings = Settings(database=DatabaseConfig(url=database_url))
+    async with Notifier(settings, dev_inbox=True) as notifier, _client(notifier) as client:
+        recipients = [Email([P.FAILED], ["ops@example.com"]), Slack([P.FAILED], ["#ops"])]
+        await _storm(notifier, ["i-1", "i-2", "i-3"], recipients)
+        api = (await client.get("/api/v1/inbox")).json()["items"]
+        page = await client.get("/ui/inbox")
+        opened = {
+            m["id"]: await client.get("/ui/inbox", params={"open": str(m["id"])}) for m in api
+        }
+        assert len(await notifier.deliveries()) == 6
+    assert len(api) == 2
+    listed = [int(i) for i in re.findall(r'<li data-id="(\d+)"', page.text)]
+    assert listed == sorted((m["id"] for m in api), reverse=True)  # newest first
+    subjects = re.findall(r'<span class="mail-subject">(.*?)</span>', page.text)
+    assert sorted(html.unescape(s) for s in subjects) == sorted(m["subject"] for m in api)
+    assert page.text.count("digest of 3") == 2
+    for message in api:
+        shown = opened[message["id"]]
+        assert shown.status_code == 200
+        assert 'data-testid="digest-note"' in shown.text
+        for name in ("i-1", "i-2", "i-3"):
+            assert f"proj/prod/{name}" in shown.text
+        if message["kind"] == "slack":  # the stored Block Kit, drawn
+            assert "slack-preview" in shown.text
+            pretty = json.dumps(json.loads(message["body"]), indent=2, ensure_ascii=False)
+            drawn = re.search(r'<pre class="json">(.*?)</pre>', shown.text, re.DOTALL)
+            assert drawn is not None
+            assert html.unescape(drawn.group(1)) == pretty
+        else:  # the stored text is the email's text part
+            part = re.search(r'<pre class="email-text">(.*?)</pre>', shown.text, re.DOTALL)
+            assert part is not None
+            wire = html.unescape(part.group(1)).replace("\r\n", "\n")  # CRLF: the wire's
+            assert wire.rstrip("\n") == message["body"].rstrip("\n")
+
+
+async def test_the_inbox_pages_back_by_message(tmp_path: Path) -> None:
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'pages.db'}"),
+        grouping=GroupingConfig(by=[]),
+    )
+    recipients = [f"user{i}@example.com" for i in range(70)]
+    async with Notifier(settings, dev_inbox=True) as notifier, _client(notifier) as client:
+        await notifier.register_launch_plan(PLAN, [Email([P.FAILED], recipients)])
+        await notifier.report_event(event_json("many", "FAILED", launch_plan=PLAN))
+        await notifier.run_until_idle()
+        every = [m.id for m in await notifier.inbox(limit=1000)]
+        seen: list[int] = []
+        path = "/ui/inbox"
+        for _ in range(5):
+            page = await client.get(path)
+            seen += [int(i) for i in re.findall(r'<li data-id="(\d+)"', page.text)]
+            older = re.search(r'href="(/ui/inbox\?before=\d+)">Older', page.text)
+            if older is None:
+                break
+            path = older.group(1)
+        bad = await client.get("/ui/inbox?before=x")
+        missing = await client.get("/ui/inbox?open=x")
+    assert len(every) == 70
+    assert seen == sorted(every, reverse=True)
+    assert bad.status_code == 400
+    assert missing.status_code == 404
+
+
+async def test_the_message_as_sent_is_the_same_bytes_on_every_load(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The Date, the Message-ID and the MIME boundary the SMTP server received are
+    the ones the page shows, however often it is loaded."""
+    with SmtpServer() as smtp:
+        settings = _smtp_settings(tmp_path, smtp, database_url)
+        async with Notifier(settings) as notifier, _client(notifier) as client:
+            await notifier.register_launch_plan(PLAN, [Email([P.FAILED], ["ops@example.com"])])
+            await notifier.report_event(event_json("once", "FAILED", launch_plan=PLAN))
+            await notifier.run_until_idle()
+            (received,) = smtp.messages
+            (delivery,) = await notifier.deliveries()
+            (attempt,) = await notifier.attempts(delivery.id)
+            first = await client.get(f"/ui/deliveries/{delivery.id}")
+            second = await client.get(f"/ui/deliveries/{delivery.id}")
+    shown = _shown_headers(first)
+    assert shown == _shown_headers(second)
+    assert shown["Date"] == received.message["Date"]
+    assert shown["Date"] == email.utils.format_datetime(attempt.started_at.replace(microsecond=0))
+    boundary = received.message.get_boundary()
+    assert boundary is not None
+    assert f'boundary="{boundary}"' in shown["Content-Type"]
+    assert shown["Message-ID"] == received.message["Message-ID"]
+
+
+async def test_a_message_not_sent_yet_has_no_date_yet(tmp_path: Path) -> None:
+    with SmtpServer() as smtp:
+        async with Notifier(_smtp_settings(tmp_path, smtp)) as notifier, _client(notifier) as c:
+            await notifier.register_launch_plan(PLAN, [Email([P.FAILED], ["ops@example.com"])])
+            await notifier.report_event(event_json("later", "FAILED", launch_plan=PLAN))
+            (delivery,) = await notifier.deliveries()
+            page = await c.get(f"/ui/deliveries/{delivery.id}")
+    assert "Date" not in _shown_headers(page)
+    assert "Not sent yet" in page.text
+    assert "not sent yet</span>" in page.text  # the summary's message row
+
+
+async def test_a_redrive_in_the_audit_trail_has_no_attempt_number(dead: Notifier) -> None:
+    """A re-drive is not an attempt: it must not repeat the number of the one before."""
+    (letter,) = await dead.deliveries()
+    await dead.redrive(letter.id)
+    await dead.run_until_idle()  # still no Slack: dead again, after attempt 2
+    async with _client(dead) as client:
+        page = await client.get(f"/ui/deliveries/{letter.id}")
+        timeline = await client.get("/ui/executions/proj/prod/run-1")
+    trail = re.search(r"<h2>Audit trail</h2>.*?<tbody>(.*?)</tbody>", page.text, re.DOTALL)
+    assert trail is not None
+    numbers = re.findall(r'<td data-label="Attempt">(\d*)</td>', trail.group(1))
+    assert numbers == ["1", "", "2"]
+    assert "Re-drive of" in timeline.text
+    assert timeline.text.count("Attempt 1 of") == 1

@@ -13,6 +13,7 @@ tests skip, except under CI=true, where they fail.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import re
 import threading
@@ -26,7 +27,8 @@ from pydantic import SecretStr
 
 from flytenotify import Email, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.config import DatabaseConfig, Settings, SlackConfig
+from flytenotify.config import DatabaseConfig, GroupingConfig, Settings, SlackConfig
+from flytenotify.console.auth import COOKIE
 from flytenotify.settings_loader import ServerConfig
 from tests.helpers import event_json
 from tests.live_server import LiveServer
@@ -34,6 +36,7 @@ from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer
 
 CHROMIUM = Path("/usr/bin/chromium")
+MAIL_HOST = "mail.example"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -42,6 +45,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Another site on this machine: a "mail client" page links to the console from
+    # here. It is served on 127.0.0.1; to the browser it is a different site.
+    f"--host-resolver-rules=MAP {MAIL_HOST} 127.0.0.1",
 ]
 WAIT_MS = 15_000  # the most any expected change may take to show (a bound, not a measure)
 TOKEN = "browser-test-token-0123456789abcdef0123456789"
@@ -51,6 +57,10 @@ EVIL_ERROR = "<script>alert(3)</script> the input file is empty"
 # the sandboxed preview must not run its script.
 EVIL_TEMPLATE = "<p>Run {{ name }} {{ phase }}.</p><script>alert('from the email')</script>"
 BOUNCE = "bounce@example.com"
+# What Postfix answers for an unknown mailbox: an address inside a long reply.
+BOUNCE_REPLY = (
+    f"550 5.1.1 <{BOUNCE}>: Recipient address rejected: User unknown in virtual mailbox table"
+)
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -109,7 +119,7 @@ def slack() -> Iterator[SlackApiServer]:
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
-        server.script("RCPT", "550 5.1.1 no such user", address=BOUNCE, times=1)
+        server.script("RCPT", BOUNCE_REPLY, address=BOUNCE, times=1)
         yield server
 
 
@@ -130,7 +140,7 @@ def service(
         plan = {
             "version": "v1",
             "notifications": [
-                Email([P.FAILED], ["ops@example.com", BOUNCE]).to_dict(),
+                Email([P.FAILED], ["ops@example.com", BOUNCE, "dev-ops@example.com"]).to_dict(),
                 Email([P.FAILED], ["html@example.com"], template=EVIL_TEMPLATE).to_dict(),
                 Slack([P.FAILED], ["#alerts"]).to_dict(),
                 PagerDuty([P.FAILED], ["data-oncall"]).to_dict(),
@@ -172,9 +182,20 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def _shot(page: Page, name: str, full_page: bool = False) -> None:
     folder = os.environ.get("FLYTENOTIFY_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = str(Path(folder) / f"{name}.png")
+    size = page.viewport_size
+    if not full_page or size is None:
+        page.screenshot(path=path)
+        return
+    # A window as tall as the page: Chromium leaves a sandboxed frame below the
+    # fold unpainted in a full-page capture.
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": height})
+    page.screenshot(path=path)
+    page.set_viewport_size(size)
 
 
 def _until(check: Callable[[], bool], page: Page, what: str) -> None:
@@ -284,7 +305,7 @@ def test_a_dead_letter_is_redriven_with_a_click(
     dead_id = _delivery_id(service, BOUNCE, "dead")
     page.goto(f"{service.url}/ui/dead-letters")
     row = page.locator(f'tr[data-id="{dead_id}"]')
-    assert "550 5.1.1 no such user" in row.inner_text()
+    assert f"550 5.1.1 <{BOUNCE}>" in row.inner_text()
     _shot(page, "dead-letters")
     row.get_by_role("button", name="Re-drive…").click()
     page.get_by_role("button", name="Yes, re-drive").click()
@@ -329,12 +350,208 @@ def test_the_token_prompt_guards_every_page(browser: Browser, tmp_path: Path) ->
         page.get_by_label("API token").fill(TOKEN)
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url(f"{service.url}/ui/status")
-        (cookie,) = context.cookies()
+        (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
         assert cookie["httpOnly"] is True
-        assert cookie["sameSite"] == "Strict"
+        assert cookie["sameSite"] == "Lax"
         assert cookie["secure"] is False  # plain HTTP on 127.0.0.1
         page.get_by_role("button", name="Log out").click()
         page.wait_for_url("**/ui/login")
         page.goto(f"{service.url}/ui/deliveries")
         assert "/ui/login?next=" in page.url
         context.close()
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+# Every word (a run of non-space characters) in the cells matched that the browser
+# laid out over more than one line: a word broken mid-token.
+BROKEN_WORDS = """(selector) => {
+  const broken = [];
+  for (const cell of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const node = walker.currentNode;
+      for (const word of node.textContent.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, word.index);
+        range.setEnd(node, word.index + word[0].length);
+        const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+        if (lines.size > 1) broken.push(word[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+
+
+def test_words_stay_whole_and_pages_fit_a_phone(page: Page, service: LiveServer) -> None:
+    _fail(service, "storm-6")
+    page.goto(f"{service.url}/ui/deliveries")
+    page.locator("tr[data-id]", has_text="dev-ops@example.com").filter(has_text="storm-6").filter(
+        has_text="delivered"
+    ).wait_for()
+    assert page.evaluate(BROKEN_WORDS, "tbody tr[data-id] td") == []
+    # ... and the list fits the window: no column pushed out of sight.
+    wrap = page.locator(".table-wrap").first
+    assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")
+    bounce = _delivery_id(service, BOUNCE)
+    page.goto(f"{service.url}/ui/deliveries/{bounce}")
+    assert BOUNCE_REPLY in page.locator("table.list").inner_text()
+    assert page.evaluate(BROKEN_WORDS, "table.list td, table.kv td") == []
+    page.set_viewport_size({"width": 390, "height": 844})
+    email = _delivery_id(service, "dev-ops@example.com")
+    for path in (f"/ui/deliveries/{bounce}", f"/ui/deliveries/{email}", "/ui/launch-plans"):
+        page.goto(f"{service.url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+
+
+# -- a reader's whole visit, black-box ------------------------------------------------------------
+
+
+class _MailClient:
+    """Another site, as a webmail would be: a page linking to the console and a form
+    posting to it. Served on 127.0.0.1; the browser knows it as ``MAIL_HOST``."""
+
+    def __init__(self) -> None:
+        self.page = ""
+        handler = self._handler()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://{MAIL_HOST}:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        client = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = client.page.encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> _MailClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def test_a_reader_logs_in_follows_a_mail_link_redrives_and_logs_out(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The console with tokens, as one reader uses it: log in; follow a link from a
+    mail client on another site (it opens logged in, on a delivery folded into a
+    digest); another site's form cannot log the reader out; re-drive a dead
+    letter; log out, after which a copy of the cookie opens nothing."""
+    names = ["run-a", "run-b", "run-c"]
+    with SmtpServer() as smtp, _MailClient() as mail:
+        smtp.script("RCPT", BOUNCE_REPLY, address=BOUNCE, times=1)
+        settings = Settings(
+            database=DatabaseConfig(url=str(tmp_path / "visit.db")),
+            smtp=smtp.smtp_config(sender="flyte@example.com"),
+            grouping=GroupingConfig(window=1.0),
+        )
+        server = ServerConfig(api_tokens=[SecretStr(TOKEN)])
+        with LiveServer(tmp_path / "visit.db", settings, server) as service:
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            with httpx.Client(base_url=service.url, headers=bearer, timeout=10) as api:
+                plan = {
+                    "version": "v1",
+                    "notifications": [Email([P.FAILED], ["ops@example.com", BOUNCE]).to_dict()],
+                }
+                assert api.put("/api/v1/launch-plans/proj/prod/nightly", json=plan).is_success
+                lp = {"project": "proj", "domain": "prod", "name": "nightly"}
+                events = [
+                    {**event_json(n, "FAILED", error=f"{n}: empty"), "launch_plan": lp}
+                    for n in names
+                ]
+                assert api.post("/api/v1/events:batch", json=events).is_success
+
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+            # Log in.
+            page.goto(f"{service.url}/ui/deliveries")
+            page.get_by_label("API token").fill(TOKEN)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{service.url}/ui/deliveries")
+            digest_row = page.locator("tr[data-id]", has_text="ops@example.com").filter(
+                has_text="digest of 3"
+            )
+            digest_row.first.wait_for()
+            member = int(digest_row.nth(1).get_attribute("data-id") or 0)
+
+            # A link in an email, followed from another site, opens the page logged in.
+            mail.page = (
+                f'<p><a id="open" href="{service.url}/ui/deliveries/{member}">See it</a></p>'
+                f'<form method="post" action="{service.url}/ui/logout">'
+                '<button id="trap">Claim your prize</button></form>'
+            )
+            page.goto(mail.url)
+            page.locator("#open").click()
+            page.wait_for_url(f"{service.url}/ui/deliveries/{member}")
+            assert page.get_by_role("button", name="Log out").is_visible()
+            note = page.get_by_test_id("digest-note")
+            assert f"delivery #{member} is one of them" in note.inner_text()
+            for name in names:
+                assert f"proj/prod/{name}" in note.inner_text()
+            assert note.locator("li.current").inner_text().endswith("(this delivery)")
+            subject = page.locator(".email .headers tr", has_text="Subject").inner_text()
+            assert "3 executions of nightly failed" in subject
+            html_part = page.frame_locator("iframe.email-html")
+            html_part.get_by_text("3 executions of nightly failed").first.wait_for()
+            _shot(page, "delivery-digest", full_page=True)
+
+            # Another site's form posts without the session: refused, and nobody is logged out.
+            page.goto(mail.url)
+            page.locator("#trap").click()
+            page.get_by_text("Log in with an API token first.").wait_for()
+            page.goto(f"{service.url}/ui/deliveries")
+            assert page.url == f"{service.url}/ui/deliveries"
+            assert page.get_by_role("button", name="Log out").is_visible()
+
+            # The digest's rows, from the delivery page's link.
+            page.goto(f"{service.url}/ui/deliveries/{member}")
+            page.get_by_role("link", name="their deliveries").click()
+            page.wait_for_url("**/ui/deliveries?message=digest*")
+            assert page.locator("tbody tr[data-id]").count() == 3
+
+            # Re-drive one of the dead letters (the bounce's digest was refused).
+            page.goto(f"{service.url}/ui/dead-letters")
+            dead = page.locator("tr[data-id]", has_text=BOUNCE).first
+            dead_id = int(dead.get_attribute("data-id") or 0)
+            dead.get_by_role("button", name="Re-drive…").click()
+            page.get_by_role("button", name="Yes, re-drive").click()
+            page.get_by_text("Re-driven: 1").wait_for()
+            page.goto(f"{service.url}/ui/deliveries/{dead_id}")
+            _until(lambda: page.locator("h1 .badge").inner_text() == "delivered", page, "sent")
+            numbers = page.locator("table.list tbody tr td:first-child").all_inner_texts()
+            assert numbers == ["1", "", "2"]  # the re-drive is no attempt of its own
+            assert [m for m in smtp.messages if m.rcpt_tos == (BOUNCE,)]
+
+            # Log out: the cookie, kept anywhere, opens nothing any more.
+            (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
+            page.get_by_role("button", name="Log out").click()
+            page.wait_for_url("**/ui/login")
+            kept = httpx.get(
+                f"{service.url}/ui/deliveries", cookies={COOKIE: cookie["value"]}, timeout=10
+            )
+            assert kept.status_code == 303
+            assert kept.headers["location"].startswith("/ui/login")
+            page.goto(f"{service.url}/ui/deliveries/{member}")
+            assert "/ui/login?next=" in page.url
+            context.close()
+            assert dialogs == []

@@ -622,3 +622,19 @@ async def test_postgresql_refuses_calls_until_its_schema_is_migrated(postgres_ur
         await notifier.close()
     finally:
         await holder.close()
+
+
+async def test_console_sessions_live_until_ended_or_expired(store: Store) -> None:
+    """A console login is a row: live until logged out or expired, and expired rows
+    are deleted by the next login (the table does not grow with every login ever)."""
+    await store.start_console_session("a" * 64, 100.0, 200.0)
+    await store.start_console_session("b" * 64, 100.0, 500.0)
+    assert await store.console_session_live("a" * 64, 150.0)
+    assert not await store.console_session_live("a" * 64, 200.0)  # expired
+    assert not await store.console_session_live("c" * 64, 150.0)  # never started
+    assert await store.end_console_session("b" * 64)
+    assert not await store.console_session_live("b" * 64, 150.0)
+    assert not await store.end_console_session("b" * 64)  # already ended
+    await store.start_console_session("d" * 64, 300.0, 900.0)  # forgets "a", expired at 200
+    assert not await store.console_session_live("a" * 64, 150.0)
+    assert await store.console_session_live("d" * 64, 300.0)

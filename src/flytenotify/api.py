@@ -75,6 +75,7 @@ from flytenotify.store.base import (
 from flytenotify.store.migrations import NEWEST
 from flytenotify.views import (
     MAX_LIMIT,
+    MAX_MESSAGE_ID,
     attempt_json,
     delivery_json,
     entity_json,
@@ -96,6 +97,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # The web console asks for a token itself and keeps a session cookie (console/auth.py).
 CONSOLE = "/ui"
+REALM = "flytenotify"
 
 
 class JSONResponse(responses.JSONResponse):
@@ -212,13 +214,22 @@ class _TokenGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.api.tokens and _needs_token(scope["path"]):
+            request = Request(scope)
             try:
-                self.api.authenticate(Request(scope))
+                self.api.authenticate(request)
             except ApiError as error:
                 response = error_response(error.status, error.error, error.problems)
+                response.headers["WWW-Authenticate"] = _challenge(request)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _challenge(request: Request) -> str:
+    """The ``WWW-Authenticate`` of a 401 (RFC 6750): a token was given and is wrong,
+    or none was given at all."""
+    given = request.headers.get("authorization", "").lower().startswith("bearer ")
+    return f'Bearer realm="{REALM}"' + (', error="invalid_token"' if given else "")
 
 
 def _needs_token(path: str) -> bool:
@@ -787,11 +798,11 @@ def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
         # Channel names follow the identifier rules (no NUL for PostgreSQL).
         problems += identifier_problems(channel, "channel", "project")
     message = params.get("message")
-    if (message is not None and not 0 < len(message) <= _MAX_MESSAGE_ID) or "\x00" in (
+    if (message is not None and not 0 < len(message) <= MAX_MESSAGE_ID) or "\x00" in (
         message or ""
     ):
         problems.append(
-            Problem("message", f"must be a message id (1 to {_MAX_MESSAGE_ID} characters, no NUL)")
+            Problem("message", f"must be a message id (1 to {MAX_MESSAGE_ID} characters, no NUL)")
         )
     cursor = _collect_int(problems, params, "cursor", 0)
     limit = _collect_int(problems, params, "limit", 100, 1, MAX_LIMIT)
@@ -806,11 +817,6 @@ def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
         message=message,
         limit=limit,
     )
-
-
-# A message id is "digest:<uuid>" or "single:<idempotency key>"; keys are bounded
-# by the identifier limits, so anything longer names no message.
-_MAX_MESSAGE_ID = 4096
 
 
 def _collect_int(

@@ -71,8 +71,24 @@ _ERRORS = {
 }
 
 
+# Headers an error answer carries beside its body.
+_ERROR_HEADERS = {
+    "401": {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="flytenotify", with error="invalid_token" when a'
+            " token was given (RFC 6750)",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: _answer(_ERRORS[code], _ref("Error")) for code in codes}
+    answers = {code: _answer(_ERRORS[code], _ref("Error")) for code in codes}
+    for code, headers in _ERROR_HEADERS.items():
+        if code in answers:
+            answers[code]["headers"] = headers
+    return answers
 
 
 def _page(item: str) -> dict[str, Any]:

@@ -22,6 +22,10 @@ from flytenotify.store.base import InboxMessage
 
 # The most rows one page of a list holds.
 MAX_LIMIT = 1000
+# A message id is "digest:<uuid>" or "single:<idempotency key>"; keys are bounded
+# by the identifier limits, so anything longer names no message.
+MAX_MESSAGE_ID = 4096
+MESSAGE_KINDS = ("digest:", "single:")
 
 
 def _iso(moment: datetime | None) -> str | None:

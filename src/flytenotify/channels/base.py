@@ -34,6 +34,10 @@ class SendResult:
     outcome: Outcome
     reply: str  # the provider's answer, kept in the audit trail
     retry_after: float | None = None  # seconds the provider asked us to wait
+    # When the channel built the message, if the message carries that time (an
+    # email's Date): recorded as the attempt's start, so the message can be
+    # built again from the ledger exactly as it was sent.
+    sent_at: float | None = None
 
     @classmethod
     def delivered(cls, reply: str) -> SendResult:

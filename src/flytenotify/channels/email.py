@@ -27,6 +27,7 @@ import asyncio
 import binascii
 import collections
 import contextlib
+import dataclasses
 import email.policy
 import errno
 import functools
@@ -34,7 +35,6 @@ import hashlib
 import html
 import os
 import re
-import secrets
 import socket
 import ssl
 import time
@@ -223,8 +223,13 @@ def _checked_address(value: str) -> str:
     return parse_address(value).addr_spec
 
 
-def encode_message(delivery: Delivery, sender: str) -> bytes:
+def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None) -> bytes:
     """The message for ``delivery`` as it goes on the wire: headers, a text and an HTML part.
+
+    A pure function of the delivery, the sender and ``sent_at`` (Unix seconds,
+    the ``Date``; now when not given): the Message-ID and the MIME boundary
+    come from the idempotency key (a digest's id), so the console shows the
+    very bytes the relay was given, and a resend after a crash is the same message.
 
     Raises ``ValueError`` when a recipient or the sender is not one plain
     address; the subject is made single-line rather than refused, because an
@@ -236,6 +241,7 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
     subject = single_line(subject)
     text = _body(text_body)
     key = delivery.digest.id if delivery.digest is not None else delivery.idempotency_key
+    date = datetime.fromtimestamp(time.time() if sent_at is None else sent_at, UTC)
     headers = (
         # Only checked addresses, single-line values and RFC 2047 words go in
         # here, so nothing from a delivery can start a header of its own.
@@ -243,7 +249,7 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
         f"{addressed}"
         f"{_header('Subject', subject)}"
         # "+0000", not formatdate()'s "GMT": RFC 5322 calls named zones obsolete.
-        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
+        f"Date: {format_datetime(date)}\r\n"
         f"Message-ID: {message_id(key)}\r\n"
         # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
         "Auto-Submitted: auto-generated\r\n"
@@ -262,7 +268,7 @@ def encode_message(delivery: Delivery, sender: str) -> bytes:
             )
         )
     document = _body(_html_document(subject, html_body))
-    boundary = _boundary(text, document)
+    boundary = _boundary(key, text, document)
     return b"".join(
         (
             f"{headers}"
@@ -363,13 +369,14 @@ def digest_html(digest: Digest) -> str:
     )
 
 
-def build_message(delivery: Delivery, sender: str) -> EmailMessage:
+def build_message(delivery: Delivery, sender: str, sent_at: float | None = None) -> EmailMessage:
     """:func:`encode_message` parsed back into an :class:`EmailMessage`, for inspection.
 
     Sending uses the bytes directly; this is for tests and tools that want to
     look at headers and parts.
     """
-    parsed = BytesParser(policy=email.policy.default).parsebytes(encode_message(delivery, sender))
+    raw = encode_message(delivery, sender, sent_at)
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)  # what policy.default's message factory makes
     return parsed
 
@@ -448,14 +455,19 @@ def _body(text: str) -> tuple[str, bytes]:
     return "base64", encoded + b"\r\n"
 
 
-def _boundary(*parts: tuple[str, bytes]) -> str:
-    # "=_" never occurs in quoted-printable or base64 output, and the random
-    # part makes a collision with a 7-bit body practically impossible; it is
-    # still checked, as the stdlib generator does.
-    while True:
-        boundary = f"=_{secrets.token_hex(16)}"
+def _boundary(key: str, *parts: tuple[str, bytes]) -> str:
+    # Derived from the key, so a message is the same bytes however often it is
+    # built. "=_" never occurs in quoted-printable or base64 output; a 7-bit
+    # body could hold the candidate (the key is no secret), so it is checked, as
+    # the stdlib generator does, and the next candidate taken. A body of n bytes
+    # holds at most n distinct candidates, so n + 1 tries always find one.
+    limit = sum(len(body) for _, body in parts) + 1
+    for attempt in range(limit):
+        seed = f"{attempt}:{key}".encode("utf-8", "replace")
+        boundary = f"=_{hashlib.sha256(seed).hexdigest()[:32]}"
         if not any(boundary.encode("ascii") in body for _, body in parts):
             return boundary
+    raise AssertionError("unreachable: a body cannot hold every candidate boundary")
 
 
 def _html_document(subject: str, body: str) -> str:
@@ -662,11 +674,17 @@ class EmailChannel:
         return self._where
 
     async def send(self, delivery: Delivery) -> SendResult:
+        # The Date of the message, reported back as the attempt's start: the
+        # ledger then holds all the message is made of (see encode_message).
+        sent_at = time.time()
         try:
-            payload = encode_message(delivery, self._config.sender)
+            payload = encode_message(delivery, self._config.sender, sent_at)
             rcpt_to = [b"TO:" + _envelope(address) for address in envelope_recipients(delivery)]
         except ValueError as exc:
             return SendResult.permanent(f"message not sent: {exc}")
+        return dataclasses.replace(await self._paced(rcpt_to, payload), sent_at=sent_at)
+
+    async def _paced(self, rcpt_to: list[bytes], payload: bytes) -> SendResult:
         if not self._config.max_per_minute:
             return await self._send(rcpt_to, payload)
         # The relay's budget, shared by every replica through the ledger.

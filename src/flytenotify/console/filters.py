@@ -16,10 +16,20 @@ from flytenotify.intake.limits import (
     recipient_problems,
 )
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.views import MAX_MESSAGE_ID, MESSAGE_KINDS
 
 PAGE_SIZE = 50
 # Query parameters that filter, in the order the form shows them.
-FILTER_KEYS = ("status", "channel", "recipient", "project", "domain", "launch_plan", "execution")
+FILTER_KEYS = (
+    "status",
+    "channel",
+    "recipient",
+    "project",
+    "domain",
+    "launch_plan",
+    "execution",
+    "message",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class ListQuery:
             project=v.get("project"),
             domain=v.get("domain"),
             launch_plan=v.get("launch_plan"),
+            message=v.get("message"),
             before_id=self.before,
             newest_first=True,
             limit=limit,
@@ -66,6 +77,8 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         problems += recipient_problems(values["recipient"], "recipient")
     if "execution" in values:
         problems += _execution_problems(values["execution"])
+    if "message" in values:
+        problems += _message_problems(values["message"])
     before = None
     if params.get("before"):
         try:
@@ -75,6 +88,12 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     bad = {p.field for p in problems}
     kept = {k: v for k, v in values.items() if k not in bad}
     return ListQuery(kept, before, tuple(problems))
+
+
+def _message_problems(raw: str) -> list[Problem]:
+    if raw.startswith(MESSAGE_KINDS) and len(raw) <= MAX_MESSAGE_ID and raw.isprintable():
+        return []
+    return [Problem("message", "must be a message id: digest:<uuid> or single:<idempotency key>")]
 
 
 def _execution_problems(raw: str) -> list[Problem]:

@@ -27,14 +27,22 @@ from starlette.staticfiles import StaticFiles
 
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
-from flytenotify.console.auth import COOKIE, CSRF_FIELD, SESSION_SECONDS, Session, Sessions
+from flytenotify.console.auth import (
+    COOKIE,
+    CSRF_FIELD,
+    FORM_COOKIE,
+    SAME_SITE,
+    SESSION_SECONDS,
+    Session,
+    Sessions,
+)
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
-from flytenotify.console.previews import message_view
+from flytenotify.console.previews import DIGEST_PREFIX, message_view, sent_message
 from flytenotify.domain import Delivery, DeliveryStatus, ExecutionId, phase_name
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
-from flytenotify.store.base import DeliveryFilter
+from flytenotify.store.base import DeliveryFilter, InboxMessage
 
 PREFIX = "/ui"
 MAX_FORM_BYTES = 256 * 1024
@@ -62,7 +70,7 @@ def console_app(
     notifier: Notifier, tokens: Sequence[str], sources: Sequence[Source] = ()
 ) -> Starlette:
     """The console as an ASGI app, to be mounted at :data:`PREFIX`."""
-    console = _Console(notifier, Sessions(list(tokens)), sources)
+    console = _Console(notifier, Sessions(list(tokens), notifier.store), sources)
     page = console.page
     routes = [
         Route("/", page(console.home), methods=["GET"]),
@@ -82,6 +90,11 @@ def console_app(
 
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        # Only a logged-in visitor learns which console paths exist (as the
+        # API's 401 before routing): anyone else is asked to log in first.
+        if console.sessions.required and not await console.logged_in(request):
+            request.state.session = console.sessions.new_visitor()[1]
+            return console.login_required(request)
         return console.error_page(request, exc.status_code, str(exc.detail))
 
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
@@ -109,7 +122,9 @@ class _Console:
         )
         self.env.filters["when"] = when
         self.env.filters["phase"] = phase_name
-        self.env.globals.update(prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD)
+        self.env.globals.update(
+            prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD, digest_prefix=DIGEST_PREFIX
+        )
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -117,26 +132,33 @@ class _Console:
         """``handler`` behind the session check, the CSRF check and the security headers."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.sessions.check(request.cookies.get(COOKIE))
-            cookie = None
+            # The session cookie is set at login and nowhere else: a request that
+            # came without it (withheld by the browser, say) never replaces it.
+            session = await self.sessions.logged_in(request.cookies.get(COOKIE))
+            form_cookie = None
             if session is None:
-                cookie, session = self.sessions.issue(authenticated=not self.sessions.required)
+                session = self.sessions.visitor(request.cookies.get(FORM_COOKIE))
+            if session is None:
+                form_cookie, session = self.sessions.new_visitor()
             request.state.session = session
             try:
                 response = await self._checked(handler, request, session, public)
             except HTTPException as error:
                 response = self.error_page(request, error.status_code, str(error.detail))
-            if cookie is not None and "set-cookie" not in response.headers:
-                self._set_cookie(request, response, cookie)
+            if form_cookie is not None and "set-cookie" not in response.headers:
+                self._set_cookie(request, response, FORM_COOKIE, form_cookie)
             return response
 
         return endpoint
+
+    async def logged_in(self, request: Request) -> bool:
+        return await self.sessions.logged_in(request.cookies.get(COOKIE)) is not None
 
     async def _checked(
         self, handler: Handler, request: Request, session: Session, public: bool
     ) -> Response:
         if not session.authenticated and not public:
-            return self._login_required(request)
+            return self.login_required(request)
         if request.method == "POST" and not await self._csrf_ok(request, session):
             raise HTTPException(
                 403,
@@ -145,7 +167,7 @@ class _Console:
             )
         return await handler(request)
 
-    def _login_required(self, request: Request) -> Response:
+    def login_required(self, request: Request) -> Response:
         if request.method != "GET":
             return self.error_page(request, 401, "Log in with an API token first.")
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -182,14 +204,14 @@ class _Console:
             request.state.form = form
         return form
 
-    def _set_cookie(self, request: Request, response: Response, value: str) -> None:
+    def _set_cookie(self, request: Request, response: Response, name: str, value: str) -> None:
         response.set_cookie(
-            COOKIE,
+            name,
             value,
             max_age=SESSION_SECONDS,
             path=PREFIX,
             httponly=True,
-            samesite="strict",
+            samesite=SAME_SITE,
             secure=request.url.scheme == "https",
         )
 
@@ -209,7 +231,8 @@ class _Console:
 
     def error_page(self, request: Request, status: int, message: str) -> Response:
         if not hasattr(request.state, "session"):  # a route that does not exist
-            _, request.state.session = self.sessions.issue(authenticated=False)
+            _, session = self.sessions.new_visitor()
+            request.state.session = Session(session.nonce, session.csrf_token, False)
         return self.render(request, "error.html", status, status=status, message=message)
 
     # -- pages ---------------------------------------------------------------------
@@ -229,14 +252,22 @@ class _Console:
             return self.render(
                 request, "login.html", 401, target=target, error="That token is not accepted."
             )
-        cookie, _ = self.sessions.issue(authenticated=True)
+        cookie, _ = await self.sessions.log_in()
         response = RedirectResponse(target, 303)
-        self._set_cookie(request, response, cookie)
+        self._set_cookie(request, response, COOKIE, cookie)
         return response
 
     async def logout(self, request: Request) -> Response:
+        # Ended in the ledger: a copy of the cookie kept anywhere opens nothing now.
+        await self.sessions.log_out(request.state.session)
         response = RedirectResponse(f"{PREFIX}/login", 303)
-        response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        response.delete_cookie(
+            COOKIE,
+            path=PREFIX,
+            httponly=True,
+            samesite=SAME_SITE,
+            secure=request.url.scheme == "https",
+        )
         return response
 
     async def deliveries(self, request: Request) -> Response:
@@ -264,10 +295,16 @@ class _Console:
     async def delivery(self, request: Request) -> Response:
         delivery = await self._delivery(request.path_params["id"])
         attempts = await self.notifier.attempts(delivery.id)
+        sent = await sent_message(self.notifier, delivery, attempts)
         smtp = self.notifier.settings.channel("email")  # None or {} when not configured
-        view = message_view(delivery, getattr(smtp, "sender", None))
+        view = message_view(sent, getattr(smtp, "sender", None))
         return self.render(
-            request, "delivery.html", delivery=delivery, attempts=attempts, view=view
+            request,
+            "delivery.html",
+            delivery=delivery,
+            attempts=attempts,
+            sent=sent,
+            view=view,
         )
 
     async def execution(self, request: Request) -> Response:
@@ -341,21 +378,26 @@ class _Console:
         )
 
     async def inbox(self, request: Request) -> Response:
-        query = ListQuery(
-            {"channel": registry.INBOX, "status": DeliveryStatus.DELIVERED.value},
-            _cursor(request),
-        )
-        items = await self.notifier.deliveries(query.store_filter())
+        """The dev inbox as it holds the messages: one entry per message, a digest once."""
+        items = await self.notifier.store.list_inbox_newest(_cursor(request), PAGE_SIZE)
         chosen = items[0] if items else None
         if request.query_params.get("open"):
-            chosen = await self._delivery(request.query_params["open"])
-        view = message_view(chosen) if chosen is not None else None
+            chosen = await self._inbox_message(request.query_params["open"])
+        sent = view = None
+        if chosen is not None:
+            delivery = await self.notifier.delivery(chosen.delivery_id)
+            if delivery is not None:
+                sent = await sent_message(self.notifier, delivery)
+                view = message_view(sent, stored=chosen.body)
+        carried = {m.id: await self.notifier.delivery(m.delivery_id) for m in items}
         return self.render(
             request,
             "inbox.html",
             items=items,
-            older=_older_cursor(items),
+            carried=carried,
+            older=items[-1].id if len(items) == PAGE_SIZE else None,
             chosen=chosen,
+            sent=sent,
             view=view,
             dev_inbox=self.notifier.dev_inbox,
             unconfigured=[
@@ -374,6 +416,16 @@ class _Console:
         if delivery is None:
             raise HTTPException(404, f"no delivery {delivery_id}")
         return delivery
+
+    async def _inbox_message(self, raw: str) -> InboxMessage:
+        try:
+            message_id = parse_int(raw, "open", 1, MAX_INT)
+        except InputError:
+            raise HTTPException(404, f"no inbox message {raw!r}: not a message id") from None
+        message = await self.notifier.store.get_inbox_message(message_id)
+        if message is None:
+            raise HTTPException(404, f"no inbox message {message_id}")
+        return message
 
     async def _channel_rows(self) -> list[dict[str, Any]]:
         """Each channel's state, then the dev inbox's and the unroutable dead letters'."""

@@ -141,11 +141,12 @@ def messages(deliveries: Sequence[Delivery], max_size: Callable[[str], int]) -> 
         rows = sorted(grouped[item], key=lambda d: d.id)
         size = max(1, max_size(rows[0].channel))
         for start in range(0, len(rows), size):
-            sent.append(_message(tuple(rows[start : start + size])))
+            sent.append(message_of(tuple(rows[start : start + size])))
     return sent
 
 
-def _message(rows: tuple[Delivery, ...]) -> Delivery:
+def message_of(rows: tuple[Delivery, ...]) -> Delivery:
+    """The message carrying ``rows`` (in id order): the row itself, or their digest."""
     if len(rows) == 1:
         return rows[0]
     # The same rows make the same id: a digest sent again after a crash carries
@@ -153,6 +154,21 @@ def _message(rows: tuple[Delivery, ...]) -> Delivery:
     keys = "\n".join(row.idempotency_key for row in rows)
     digest_id = f"digest:{uuid.uuid5(uuid.NAMESPACE_URL, keys)}"
     return replace(rows[0], digest=Digest(digest_id, rows))
+
+
+def digest_list_url(settings: Settings) -> str:
+    """Where a digest links to the list of what it carries, less its id; empty: no link."""
+    public = settings.templates.public_url
+    return f"{public.rstrip('/')}/api/v1/deliveries?message=" if public else ""
+
+
+def with_list_link(delivery: Delivery, list_url: str) -> Delivery:
+    """A digest with the link to the list of what it carries, when there is one."""
+    digest = delivery.digest
+    if digest is None or not list_url:
+        return delivery
+    link = list_url + urllib.parse.quote(digest.id, safe=":")
+    return replace(delivery, digest=replace(digest, link=link))
 
 
 class Dispatcher:
@@ -187,8 +203,7 @@ class Dispatcher:
         self._claiming = False
         grouping = settings.grouping
         self._groups = {name: grouping.rule(name) for name in [*self.channels, INBOX]}
-        public = settings.templates.public_url
-        self._list_url = f"{public.rstrip('/')}/api/v1/deliveries?message=" if public else ""
+        self._list_url = digest_list_url(settings)
 
     # -- control -----------------------------------------------------------------
 
@@ -342,12 +357,7 @@ class Dispatcher:
         return self._groups.get(channel, DEFAULT_GROUP_RULE).max_size
 
     def _linked(self, delivery: Delivery) -> Delivery:
-        """A digest with the link to the list of what it carries, when there is one."""
-        digest = delivery.digest
-        if digest is None or not self._list_url:
-            return delivery
-        link = self._list_url + urllib.parse.quote(digest.id, safe=":")
-        return replace(delivery, digest=replace(digest, link=link))
+        return with_list_link(delivery, self._list_url)
 
     async def _renew_leases(self) -> None:
         """Keep the leases of this process's unfinished rows from passing, until cancelled.
@@ -460,7 +470,9 @@ class Dispatcher:
                 if not flight.overdue:
                     raise  # shutting down
                 result = SendResult.transient("the attempt took too long and was abandoned")
-            return result, started
+            # A channel that stamped its message with a time reports it: the attempt
+            # starts then, so the ledger has the time the message carries.
+            return result, started if result.sent_at is None else result.sent_at
         finally:
             guard.cancel()
             self._inflight.release(ticket, signal_of(result))

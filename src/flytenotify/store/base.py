@@ -310,4 +310,27 @@ class Store(Protocol):
         self, after_id: int | None = None, limit: int = 100
     ) -> list[InboxMessage]: ...
 
+    async def list_inbox_newest(
+        self, before_id: int | None = None, limit: int = 100
+    ) -> list[InboxMessage]:
+        """The dev inbox newest first, below ``before_id`` when given."""
+        ...
+
+    async def get_inbox_message(self, message_id: int) -> InboxMessage | None: ...
+
     async def list_events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]: ...
+
+    # -- the web console's sessions -------------------------------------------
+
+    async def start_console_session(self, session_id: str, now: float, expires_at: float) -> None:
+        """Record a login (``session_id``: a digest of the cookie's secret part), and
+        forget the sessions that expired by ``now``."""
+        ...
+
+    async def console_session_live(self, session_id: str, now: float) -> bool:
+        """Whether the session was started and has neither ended nor expired."""
+        ...
+
+    async def end_console_session(self, session_id: str) -> bool:
+        """Log a session out for every process that shares the ledger; False if unknown."""
+        ...

@@ -26,6 +26,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
 )
+from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import DeliveryFilter, InboxMessage
 from flytenotify.store.queries import Queries
@@ -99,6 +100,29 @@ class SQLStore(ABC):
     async def list_inbox(self, after_id: int | None = None, limit: int = 100) -> list[InboxMessage]:
         rows = await self._fetch(self.queries["list_inbox"], (after_id or 0, limit))
         return [InboxMessage(**row) for row in rows]
+
+    async def list_inbox_newest(
+        self, before_id: int | None = None, limit: int = 100
+    ) -> list[InboxMessage]:
+        newest = before_id - 1 if before_id is not None else MAX_INT
+        rows = await self._fetch(self.queries["list_inbox_newest"], (newest, limit))
+        return [InboxMessage(**row) for row in rows]
+
+    async def get_inbox_message(self, message_id: int) -> InboxMessage | None:
+        row = await self._fetch_one("select_inbox", (message_id,))
+        return InboxMessage(**row) if row else None
+
+    # -- console sessions ---------------------------------------------------------------------
+
+    async def start_console_session(self, session_id: str, now: float, expires_at: float) -> None:
+        await self._change(self.queries["prune_console_sessions"], (now,))
+        await self._change(self.queries["insert_console_session"], (session_id, now, expires_at))
+
+    async def console_session_live(self, session_id: str, now: float) -> bool:
+        return await self._fetch_one("console_session_live", (session_id, now)) is not None
+
+    async def end_console_session(self, session_id: str) -> bool:
+        return await self._change(self.queries["delete_console_session"], (session_id,)) > 0
 
     # -- queries ------------------------------------------------------------------------------
 

@@ -90,6 +90,30 @@ SELECT status, COUNT(*) AS count FROM deliveries GROUP BY status;
 -- name: list_inbox
 SELECT * FROM inbox WHERE id > ? ORDER BY id LIMIT ?;
 
+-- name: list_inbox_newest
+-- The dev inbox newest first, from the id given down (the console's keyset
+-- paging).
+SELECT * FROM inbox WHERE id <= ? ORDER BY id DESC LIMIT ?;
+
+-- name: select_inbox
+SELECT * FROM inbox WHERE id = ?;
+
+-- name: insert_console_session
+-- A console login. Parameters: the SHA-256 of its nonce, now, when it expires.
+INSERT INTO console_sessions (id, created_at, expires_at) VALUES (?, ?, ?);
+
+-- name: console_session_live
+-- Whether a console session is logged in. Parameters: its id, now.
+SELECT 1 AS live FROM console_sessions WHERE id = ? AND expires_at > ?;
+
+-- name: delete_console_session
+-- Logging out: the session ends for every replica.
+DELETE FROM console_sessions WHERE id = ?;
+
+-- name: prune_console_sessions
+-- Sessions that expired before the time given are gone for good.
+DELETE FROM console_sessions WHERE expires_at <= ?;
+
 -- name: list_events
 SELECT * FROM events WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
 
