@@ -6,6 +6,9 @@
     python3 dev.py lint     # ruff and mypy (strict)
     python3 dev.py bench    # the benchmarks under bench/
 
+Each installs what it needs and no more: run the service alone; test, lint
+and bench add their tools (pyproject.toml's extras) the first time they run.
+
 Only the Python standard library is used here, so this works on a machine that
 has nothing but Python 3.11+ and git. Everything else is installed into .venv.
 """
@@ -21,24 +24,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+# First line: the pyproject.toml it was installed from; then one extra per line.
 STAMP = VENV / ".flytenotify-installed"
 
+# The project's extras (pyproject.toml) each task needs beyond the service itself:
+# starting the service installs no test or lint tool.
+EXTRAS = {"run": (), "test": ("test",), "lint": ("lint",), "bench": ("test", "bench")}
 
-def setup() -> None:
-    """Create .venv and install the project with its test extras, if needed."""
+
+def setup(extras: tuple[str, ...] = ()) -> None:
+    """Create .venv and install the project with ``extras``, unless it already is."""
     if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may run under an older python3)
         sys.exit(f"flytenotify needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print("creating virtualenv in .venv", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted:
+    stamped, installed = read_stamp()
+    if stamped == wanted and installed.issuperset(extras):
         return
-    print("installing flytenotify and its dependencies into .venv", flush=True)
+    # Extras installed before are installed again: a changed pyproject.toml
+    # must leave them current too, not only what this task needs.
+    every = sorted(installed.union(extras))
+    with_extras = f" with {', '.join(every)}" if every else ""
+    print(f"installing flytenotify{with_extras} into .venv", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
-    STAMP.write_text(wanted)
+    target = f"{ROOT}[{','.join(every)}]" if every else str(ROOT)
+    subprocess.run([*pip, "install", "-e", target], check=True)
+    STAMP.write_text("\n".join([wanted, *every]) + "\n")
+
+
+def read_stamp() -> tuple[str, set[str]]:
+    """The pyproject.toml digest and the extras of the last install (nothing: none yet)."""
+    if not STAMP.exists():
+        return "", set()
+    text = STAMP.read_text()
+    digest, *extras = text.split() or [""]
+    if not text.endswith("\n"):  # written before tasks chose their extras: all of [test]
+        extras = ["test"]
+    return digest, set(extras)
 
 
 def run(args: list[str]) -> int:
@@ -70,12 +95,7 @@ def lint(_: list[str]) -> int:
 
 
 def bench(args: list[str]) -> int:
-    # The plotting library is only needed here, so the test setup stays lean.
-    python = str(BIN / "python")
-    if subprocess.call([python, "-c", "import matplotlib"], stderr=subprocess.DEVNULL) != 0:
-        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
-        subprocess.run([*pip, "-e", f"{ROOT}[test,bench]"], check=True)
-    return subprocess.call([python, str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
+    return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT)
 
 
 TASKS = {"run": run, "test": test, "lint": lint, "bench": bench}
@@ -85,7 +105,7 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         print(__doc__)
         return 2
-    setup()
+    setup(EXTRAS[sys.argv[1]])
     return TASKS[sys.argv[1]](sys.argv[2:])
 
 

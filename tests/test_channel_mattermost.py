@@ -86,7 +86,7 @@ async def test_a_channel_post_through_the_rest_api(mattermost: MattermostServer)
     message = body["message"]
     assert message.startswith("#### :x: Execution proj/dev/e1 failed\n")
     assert "**Launch plan:** proj/dev/daily\\_etl@v7" in message
-    assert "**Error** (USER USER:ZeroDivision)\n```\ndivision by zero\n```" in message
+    assert "**Error** (USER:ZeroDivision)\n```\ndivision by zero\n```" in message
     assert "Ended 2024-05-01T12:03:12Z · ran for 3m 12s" in message
     assert message.endswith(f"[View in Flyte console]({CONSOLE})")
 

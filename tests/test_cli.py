@@ -87,7 +87,7 @@ def test_register_and_event_on_the_database(runner: CliRunner, tmp_path: Path) -
     plan = ["--project", "proj", "--domain", "prod", "--name", "nightly"]
     registered = runner.invoke(main, ["register", str(file), *plan, "--version", "v1", "--db", db])
     assert registered.exit_code == 0, registered.output
-    assert registered.output.strip() == "registered proj/prod/nightly@v1: 2 notification(s)"
+    assert registered.output.strip() == "registered proj/prod/nightly@v1: 2 notifications"
 
     event = runner.invoke(
         main,
@@ -197,7 +197,7 @@ def test_register_and_event_through_a_running_service(runner: CliRunner, tmp_pat
             ],
         )
         assert event.exit_code == 0, event.output
-        assert "SUCCEEDED: enqueued: 1 delivery(ies)" in event.output
+        assert "SUCCEEDED: enqueued 1 delivery: " in event.output
         bad = runner.invoke(
             main,
             [

@@ -103,6 +103,12 @@ def test_readme_client_example_runs_against_a_live_service(tmp_path: Path) -> No
     assert "input file is empty" in items[0]["body"]
 
 
+def test_readme_tour_names_the_interpreter_that_has_flytenotify() -> None:
+    """A new user's python3 has no flytenotify: dev.py installed it into .venv."""
+    before = README[: README.index("```py tour")].rstrip()
+    assert "`.venv/bin/python`" in before[before.rindex("\n\n") :]  # the paragraph above
+
+
 def test_readme_tour_registration_from_python_runs(tmp_path: Path) -> None:
     import httpx
 

@@ -273,8 +273,10 @@ class _Api:
                 response = error_response(503, str(error))
                 response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
                 return response
-            except StoreUnavailable as error:  # still waiting for the database at start-up
-                return error_response(503, "unavailable", [Problem("database", str(error))])
+            except StoreUnavailable as error:  # still waiting for the database, or it is full
+                response = error_response(503, "unavailable", [Problem("database", str(error))])
+                response.headers["Retry-After"] = str(round(error.retry_after))
+                return response
 
         return endpoint
 
@@ -339,10 +341,14 @@ class _Api:
                 status_code=503,
             )
         database: dict[str, Any] = {"schema_version": version, "schema_expected": NEWEST}
+        full = self.notifier.ledger_full()
         if version != NEWEST:
             database["error"] = (
                 f"schema version {version}, expected {NEWEST}: run flytenotify db upgrade"
             )
+        elif full is not None:  # reads still work; writes do not
+            database["error"] = full
+        if "error" in database:
             return JSONResponse(
                 {"status": "unavailable", "database": database, "channels": channels},
                 status_code=503,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -59,6 +60,7 @@ from flytenotify.intake.limits import check_named_rule, recipient_problems, temp
 from flytenotify.store import store_for_url
 from flytenotify.store.base import (
     DeliveryFilter,
+    EventOutcome,
     EventResult,
     EventWrite,
     InboxMessage,
@@ -67,6 +69,8 @@ from flytenotify.store.base import (
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("flytenotify.app")
 
 # Executions looked up in FlyteAdmin at once for one batch of events.
 LOOKUP_CONCURRENCY = 8
@@ -389,6 +393,9 @@ class Notifier:
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
             self.dispatcher.wake()
+        for write, result in zip(writes, results, strict=True):
+            if result.outcome is EventOutcome.NO_NOTIFICATIONS:  # once: a replay is a duplicate
+                _log_no_notifications(write)
         return results
 
     async def _executions_for(
@@ -529,6 +536,10 @@ class Notifier:
         """The ledger's schema version (raises if the database cannot answer)."""
         return await self.store.schema_version()
 
+    def ledger_full(self) -> str | None:
+        """Why the ledger refuses writes for lack of space now, or None (store/space.py)."""
+        return self.store.space.problem()
+
     async def launch_plan(self, plan_id: EntityId) -> LaunchPlan | None:
         """The newest registration of ``plan_id`` (any version when its version is empty)."""
         return await self.store.get_launch_plan(plan_id)
@@ -645,6 +656,19 @@ def build_lookup(settings: Settings) -> ExecutionLookup | None:
     from flytenotify.flyteadmin import FlyteAdmin
 
     return FlyteAdmin(settings.flyteadmin)
+
+
+def _log_no_notifications(write: EventWrite) -> None:
+    """Say why a terminal event sends nothing; a warning when nobody knew its execution."""
+    execution, event = write.execution, write.event
+    unknown = execution.source is NotificationSource.NONE
+    log.log(
+        logging.WARNING if unknown else logging.INFO,
+        "%s %s recorded with no notifications: %s",
+        event.execution_id,
+        event.phase_name,
+        execution.no_notifications_reason(event.phase),
+    )
 
 
 def _unknown_execution(event: ExecutionEvent) -> Execution:

@@ -6,16 +6,19 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flytenotify.app import Notifier
 from flytenotify.config import Settings
+from flytenotify.core.notification import declared_as
 from flytenotify.domain import RULE_PHASES, DeliveryStatus, ExecutionId, NamedKind, NamedRule
 from flytenotify.errors import InputError, NotificationConfigError
 from flytenotify.notification_files import load_notification_file
@@ -35,6 +38,10 @@ _T = TypeVar("_T")
 @click.version_option(package_name="flytenotify")
 def main() -> None:
     """flytenotify: workflow-execution notifications that arrive."""
+    # Before grpc is imported (only commands import it): its C core prints a
+    # failed TLS handshake straight to stderr at INFO, beside our own one-line
+    # explanation; its errors still show.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 @main.command()
@@ -100,12 +107,18 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     (a PagerDuty recipient without a routing key, a Slack channel without a
     Slack token). Exits 1 if anything is wrong. Secrets are never printed.
     """
+    from flytenotify.intake import MissingExtra, build_sources
+
     try:
         loaded = load_config(file, os.environ)
+        build_sources(loaded.settings)  # a broker's client library missing: exit 2 below
         found: list[str] = []
         problems = asyncio.run(_deeper_problems(loaded, connect, found))
     except ConfigError as error:
         problems = error.problems
+    except MissingExtra as error:  # not the file's mistake: the installation's
+        click.echo(f"flytenotify check-config: {error}", err=True)
+        sys.exit(2)
     if problems:
         if as_json:
             click.echo(json.dumps({"ok": False, "problems": problems}, indent=2))
@@ -213,11 +226,13 @@ def serve(
 ) -> None:
     """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
     from flytenotify import service
+    from flytenotify.intake import MissingExtra, build_sources
 
     loaded = _load(config_file, {"server": {"host": host, "port": port}, "database": {"url": db}})
     try:
         service.check_bind(loaded)
-    except service.UnsafeBind as error:
+        build_sources(loaded.settings)  # before anything starts: a client library missing
+    except (service.UnsafeBind, MissingExtra) as error:
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)
     service.configure_logging(log_format)
@@ -262,7 +277,8 @@ def _run(config_file: Path | None, db: str | None, work: Callable[[Notifier], Aw
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -> None:
-    """Messages delivered into the dev inbox (channels that are not configured)."""
+    """Messages delivered into the dev inbox (channels that are not configured), each
+    as its channel would have sent it."""
     from flytenotify.views import inbox_json
 
     messages = _run(config_file, db, lambda n: n.inbox(None, limit))
@@ -273,17 +289,18 @@ def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -
     if not items:
         click.echo("the inbox is empty")
         return
-    table = Table("id", "delivery", "kind", "recipient", "subject", "received")
+    console = Console(highlight=False)
     for item in items:
-        table.add_row(
-            str(item["id"]),
-            str(item["delivery_id"]),
-            item["kind"],
-            item["recipient"],
-            item["subject"],
-            item["received_at"],
+        heading = (
+            f"#{item['id']} {item['channel']} to {item['recipient']}"
+            f" (delivery {item['delivery_id']}, {item['received_at']})"
         )
-    Console().print(table)
+        console.rule(style="dim")
+        # soft_wrap: long lines are the terminal's to wrap, so that a body copies whole.
+        console.print(Text(heading, style="bold"), soft_wrap=True)
+        console.print(Text(f"Subject: {item['subject']}\n"), soft_wrap=True)
+        console.print(Text(item["body"].rstrip("\n")), soft_wrap=True)
+        console.print()
 
 
 @main.group()
@@ -307,7 +324,7 @@ def deliveries_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List deliveries, oldest first."""
+    """List deliveries, newest first (the latest --limit of them)."""
     from flytenotify.views import delivery_json
 
     try:
@@ -319,6 +336,7 @@ def deliveries_list(
         status=DeliveryStatus(status) if status else None,
         message=message or None,
         limit=limit,
+        newest_first=True,  # a large ledger's latest, not its first hundred
     )
     items = [delivery_json(d) for d in _run(config_file, db, lambda n: n.deliveries(query))]
     if as_json:
@@ -327,22 +345,45 @@ def deliveries_list(
     if not items:
         click.echo("no deliveries")
         return
-    table = Table(
-        "id", "execution", "phase", "channel", "recipient", "status", "tries", "message", "reply"
-    )
-    for item in items:
-        table.add_row(
+    rows = [
+        [
             str(item["id"]),
-            item["execution"],
-            item["phase"],
+            f"{item['execution']} {item['phase']}",
             item["channel"],
             item["recipient"],
             item["status"],
             str(item["attempts"]),
             _message_cell(item),
-            item["last_reply"][:60],
-        )
-    Console().print(table)
+            item["last_reply"],
+        ]
+        for item in items
+    ]
+    columns = ["id", "execution", "channel", "recipient", "status", "tries", "message", "reply"]
+    if all(row[6] in ("single", "-") for row in rows):  # no digest: the column says nothing
+        columns.remove("message")
+        rows = [row[:6] + row[7:] for row in rows]
+    _print_table(Console(), columns, rows, whole={"id", "channel", "status", "tries"})
+
+
+def _print_table(
+    console: Console,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    whole: Collection[str] = (),
+) -> None:
+    """A table that fits the terminal, 80 columns too, and cuts nothing off: the
+    ``whole`` columns (short values: an id, a status) are never wrapped or
+    shortened, the others wrap onto more lines. Cells are text, never markup."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for index, name in enumerate(columns):
+        if name in whole:
+            widest = max([len(name), *(len(row[index]) for row in rows)])
+            table.add_column(name, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
 
 
 def _message_cell(item: dict[str, Any]) -> str:
@@ -365,33 +406,39 @@ def deliveries_show(
     """One delivery, its message and every attempt. Exits 1 if there is none."""
     from flytenotify.views import attempt_json, delivery_json
 
-    async def work(n: Notifier) -> dict[str, Any] | None:
+    async def work(n: Notifier) -> tuple[dict[str, Any], str] | None:
         delivery = await n.delivery(delivery_id)
         if delivery is None:
             return None
         item = delivery_json(delivery)
         item["attempts"] = [attempt_json(a) for a in await n.attempts(delivery_id)]
         item["message"] = {"subject": delivery.message.subject, "text": delivery.message.text}
-        return item
+        # The notification as declared (an Email to webhook:ops); "channel" sends it.
+        return item, f"#{delivery.notification_index} ({declared_as(delivery.kind)})"
 
-    item = _run(config_file, db, work)
-    if item is None:
+    found = _run(config_file, db, work)
+    if found is None:
         click.echo(f"no delivery {delivery_id}", err=True)
         sys.exit(1)
+    item, notification = found
     if as_json:
         click.echo(json.dumps(item, indent=2))
         return
-    console = Console()
-    for key in ("id", "execution", "phase", "kind", "channel", "recipient", "status"):
-        console.print(f"[bold]{key}[/bold]: {item[key]}", highlight=False)
-    console.print(f"[bold]message[/bold]: {_message_cell(item)}", highlight=False)
-    console.print(f"[bold]subject[/bold]: {item['message']['subject']}", highlight=False)
-    table = Table("#", "started", "outcome", "reply")
-    for attempt in item["attempts"]:
-        table.add_row(
-            str(attempt["number"]), attempt["started_at"], attempt["outcome"], attempt["reply"]
-        )
-    console.print(table)
+    console = Console(highlight=False)
+    fields = {
+        **{key: str(item[key]) for key in ("id", "execution", "phase")},
+        "notification": notification,
+        **{key: str(item[key]) for key in ("channel", "recipient", "status")},
+        "message": _message_cell(item),
+        "subject": item["message"]["subject"],
+    }
+    for key, value in fields.items():
+        console.print(Text.assemble((key, "bold"), ": ", value))
+    rows = [
+        [str(a["number"]), a["started_at"] or "", a["outcome"], a["reply"]]
+        for a in item["attempts"]
+    ]
+    _print_table(console, ["#", "started", "outcome", "reply"], rows, whole={"#", "outcome"})
 
 
 @deliveries.command("retry")
@@ -455,34 +502,37 @@ def executions_show(
 
 
 def _print_execution(item: dict[str, Any]) -> None:
-    console = Console()
+    console = Console(highlight=False)
 
     def entity(value: dict[str, str] | None) -> str:
         if value is None:
             return "-"
         return "/".join(value[k] for k in ("project", "domain", "name")) + f"@{value['version']}"
 
-    console.print(f"[bold]execution[/bold]: {'/'.join(item['id'].values())}", highlight=False)
-    console.print(f"[bold]launch plan[/bold]: {entity(item['launch_plan'])}", highlight=False)
-    console.print(f"[bold]workflow[/bold]: {entity(item['workflow'])}", highlight=False)
-    source = item["notifications_source"]
-    console.print(f"[bold]notifications from[/bold]: {source}", highlight=False)
+    def field(name: str, value: str) -> None:  # Text, not markup: "[flyteadmin]" is no style
+        console.print(Text.assemble((name, "bold"), ": ", value))
+
+    field("execution", "/".join(item["id"].values()))
+    field("launch plan", entity(item["launch_plan"]))
+    field("workflow", entity(item["workflow"]))
+    field("notifications from", item["notifications_source"])
     if item["lookup_error"]:
-        console.print(f"[bold]lookup error[/bold]: {item['lookup_error']}", highlight=False)
-    console.print(f"[bold]notifications[/bold]: {len(item['notifications'])}", highlight=False)
+        field("lookup error", item["lookup_error"])
+    field("notifications", str(len(item["notifications"])))
     for notification in item["notifications"]:
-        console.print(f"  {json.dumps(notification)}", highlight=False)
-    events = Table("phase", "occurred", "outcome")
+        console.print(Text(f"  {json.dumps(notification)}"))
+    rows = [[e["phase"], e["occurred_at"] or "", e["outcome"]] for e in item["events"]]
+    _print_table(console, ["phase", "occurred", "outcome"], rows, whole={"phase", "outcome"})
     for event in item["events"]:
-        events.add_row(event["phase"], event["occurred_at"], event["outcome"])
-    console.print(events)
+        if event["reason"]:
+            field(f"nothing sent for {event['phase']}", event["reason"])
     if item["deliveries"]:
-        deliveries = Table("id", "channel", "recipient", "status", "message")
-        for d in item["deliveries"]:
-            deliveries.add_row(
-                str(d["id"]), d["channel"], d["recipient"], d["status"], _message_cell(d)
-            )
-        console.print(deliveries)
+        rows = [
+            [str(d["id"]), d["channel"], d["recipient"], d["status"], _message_cell(d)]
+            for d in item["deliveries"]
+        ]
+        columns = ["id", "channel", "recipient", "status", "message"]
+        _print_table(console, columns, rows, whole={"id", "status"})
 
 
 # -- talking to a service, or to the database -------------------------------------
@@ -602,8 +652,8 @@ def register(
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    count = len(answer["notifications"])
-    click.echo(f"registered {project}/{domain}/{name}@{version}: {count} notification(s)")
+    count = _count(len(answer["notifications"]), "notification", "notifications")
+    click.echo(f"registered {project}/{domain}/{name}@{version}: {count}")
 
 
 @main.command()
@@ -672,8 +722,14 @@ def event(
         click.echo(json.dumps(answer, indent=2))
         return
     ids = answer.get("delivery_ids") or []
-    detail = f": {len(ids)} delivery(ies) {', '.join(map(str, ids))}" if ids else ""
-    click.echo(f"{project}/{domain}/{name} {phase.upper()}: {answer['outcome']}{detail}")
+    detail = f" {_count(len(ids), 'delivery', 'deliveries')}: {', '.join(map(str, ids))}"
+    click.echo(
+        f"{project}/{domain}/{name} {phase.upper()}: {answer['outcome']}{detail if ids else ''}"
+    )
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
 
 
 @main.command("send-test")

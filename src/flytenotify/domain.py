@@ -253,6 +253,46 @@ class Execution:
     # The terminal phase the ledger recorded for it, once it has one (read back, never written).
     terminal_phase: int | None = None
 
+    def no_notifications_reason(self, phase: int) -> str:
+        """Why no notification of this execution fires for ``phase``, in one sentence.
+
+        Everything it needs is recorded: an execution nobody knew (``none``)
+        was looked up only if ``[flyteadmin]`` was configured, and a refusal
+        is then kept in ``lookup_error``.
+        """
+        if self.source is NotificationSource.NONE:
+            if self.lookup_error:
+                return f"FlyteAdmin refused to look the execution up ({self.lookup_error})"
+            if self.launch_plan is None:
+                return (
+                    "nobody registered the execution and its event named no launch plan"
+                    " (FlyteAdmin's v2 cloud events name it for every phase only with"
+                    " enrichAllWorkflowEventTypes: true), and no [flyteadmin] was configured"
+                    " to look it up"
+                )
+            return (
+                f"its launch plan {self.launch_plan} is not registered here, and no"
+                " [flyteadmin] was configured to look the execution up"
+            )
+        if self.source is NotificationSource.FLYTE2:
+            return self._run_reason(phase)
+        if not self.notifications and self.lookup_error:
+            return f"FlyteAdmin's notifications for it could not be read ({self.lookup_error})"
+        if not self.notifications:
+            where = "in FlyteAdmin" if self.source is NotificationSource.FLYTEADMIN else "here"
+            return f"it has no notifications {where} (none declared, or disable_all)"
+        covered = sorted({p for n in self.notifications for p in n.phases})
+        named = ", ".join(phase_name(p) for p in covered)
+        return f"none of its notifications is for {phase_name(phase)} (only for {named})"
+
+    def _run_reason(self, phase: int) -> str:
+        # A Flyte 2 run: lookup_error says why it has no rules, when it has none.
+        if not self.rules:
+            return f"the Flyte 2 run has no notification rules: {self.lookup_error or 'none'}"
+        covered = sorted({p for rule in self.rules for p in rule.phases})
+        named = ", ".join(phase_name(p) for p in covered)
+        return f"none of its rules is for {phase_name(phase)} (only for {named})"
+
 
 @dataclass(frozen=True)
 class LaunchPlan:

@@ -30,6 +30,7 @@ What a look-up answers:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -237,6 +238,17 @@ class FlyteAdmin:
 
     async def check(self) -> str:
         """Reach FlyteAdmin (and get a token) now; what was found, or raise saying why."""
+        try:
+            return await self._check()
+        except UpstreamUnavailable:
+            # gRPC reports a TLS client at a plaintext port as a handshake failure
+            # and a plaintext client at a TLS port as "Socket closed": ask directly.
+            mismatch = await self._transport_mismatch()
+            if mismatch is None:
+                raise
+            raise RuntimeError(mismatch) from None
+
+    async def _check(self) -> str:
         found = [f"FlyteAdmin at {self.description}"]
         if isinstance(self.credentials, ClientCredentials):
             discovery = await self.discovery(required=True)
@@ -254,6 +266,54 @@ class FlyteAdmin:
                 raise RuntimeError(f"GetExecution refused: {refusal}") from None
         found.append("GetExecution answers")
         return "; ".join(found)
+
+    async def _transport_mismatch(self) -> str | None:
+        """What to change when FlyteAdmin speaks TLS and we do not, or the other way round."""
+        tls = await speaks_tls(self.config.endpoint, self.config.timeout)
+        if tls is None or tls != self.config.insecure:
+            return None  # unreachable, cannot tell, or not a mismatch
+        if tls:
+            return (
+                f"{self.config.endpoint} speaks TLS, not plaintext: set insecure = false in"
+                " [flyteadmin] (and ca_cert_file if its certificate is from a private CA)"
+            )
+        return (
+            f"{self.config.endpoint} answers in plaintext, not TLS: set insecure = true in"
+            " [flyteadmin] (as for flyte-core's flyteadmin:81 or flyte-binary's :8089 inside"
+            " the cluster)"
+        )
+
+
+async def speaks_tls(endpoint: str, within: float) -> bool | None:
+    """Whether the server at ``endpoint`` (host:port) answers a TLS handshake within ``within`` s.
+
+    None when that cannot be told: not host:port (a gRPC target such as
+    ``dns:///...``), unreachable, or closed without a word. The certificate is
+    not checked here: only whether TLS is spoken at all.
+    """
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address
+    if not host or not port.isdigit():
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])  # as gRPC asks
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(
+                host, int(port), ssl=context, server_hostname=host
+            )
+    except ssl.SSLEOFError:
+        return None  # closed mid-handshake: either kind of server may do that
+    except ssl.SSLError as error:
+        # An alert is TLS refusing us (a client certificate wanted, say); any
+        # other failure is an answer that was not TLS (WRONG_VERSION_NUMBER).
+        return "ALERT" in (error.reason or "")
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    return True
 
 
 def execution_from_admin(execution_id: ExecutionId, reply: Any) -> Execution:

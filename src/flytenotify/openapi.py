@@ -67,7 +67,8 @@ _ERRORS = {
     "413": "Body too large",
     "415": "Unsupported Content-Type",
     "503": "A service this depends on cannot answer now (FlyteAdmin, looking up an unknown"
-    " execution; or the database at start-up): nothing was recorded; send again later",
+    " execution; or the database at start-up, or full): nothing was recorded; send again"
+    " after Retry-After seconds",
 }
 
 
@@ -404,11 +405,27 @@ SCHEMAS: dict[str, Any] = {
     },
     "InboxMessage": {
         "type": "object",
-        "required": ["id", "delivery_id", "kind", "recipient", "subject", "body", "received_at"],
+        "required": [
+            "id",
+            "delivery_id",
+            "kind",
+            "channel",
+            "recipient",
+            "subject",
+            "body",
+            "received_at",
+        ],
         "properties": {
             "id": {"type": "integer"},
             "delivery_id": {"type": "integer"},
-            "kind": _STR,
+            "kind": {
+                **_STR,
+                "description": "The notification as declared: email, slack, pager_duty",
+            },
+            "channel": {
+                **_STR,
+                "description": "The channel whose form the message takes (pagerduty, webhook, ...)",
+            },
             "recipient": _STR,
             "subject": _STR,
             "body": _STR,
@@ -462,11 +479,15 @@ SCHEMAS["ExecutionDetail"] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["phase", "occurred_at", "outcome", "error"],
+                "required": ["phase", "occurred_at", "outcome", "reason", "error"],
                 "properties": {
                     "phase": _STR,
                     "occurred_at": _NULLABLE_TIME,
                     "outcome": _STR,
+                    "reason": {
+                        **_NULLABLE_STR,
+                        "description": "Why a terminal event sent nothing (no_notifications)",
+                    },
                     "error": {"oneOf": [{"type": "object"}, {"type": "null"}]},
                 },
             },
@@ -656,7 +677,7 @@ _DOCUMENT: dict[str, Any] = {
                     )
                     for code, text in (
                         ("200", "Ready"),
-                        ("503", "Database unreachable, or a broker source not connected"),
+                        ("503", "Database unreachable or full, or a broker source not connected"),
                     )
                 },
             }

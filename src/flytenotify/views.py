@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flytenotify.channels import registry
 from flytenotify.channels._url_policy import display_url
 from flytenotify.domain import (
     Attempt,
@@ -18,7 +19,7 @@ from flytenotify.domain import (
     phase_name,
 )
 from flytenotify.intake.source import SourceStatus
-from flytenotify.store.base import InboxMessage
+from flytenotify.store.base import EventOutcome, InboxMessage
 
 # The most rows one page of a list holds.
 MAX_LIMIT = 1000
@@ -77,7 +78,7 @@ def execution_json(
         "lookup_error": execution.lookup_error or None,
         "notifications": [n.to_dict() for n in execution.notifications],
         "rules": [rule_json(rule) for rule in execution.rules],
-        "events": [_event_json(event, outcome) for event, outcome in events],
+        "events": [_event_json(execution, event, outcome) for event, outcome in events],
         "deliveries": [delivery_json(d) for d in deliveries],
     }
 
@@ -117,12 +118,18 @@ def named_rule_json(entry: NamedRule) -> dict[str, Any]:
     }
 
 
-def _event_json(event: ExecutionEvent, outcome: str) -> dict[str, Any]:
+def _event_json(execution: Execution, event: ExecutionEvent, outcome: str) -> dict[str, Any]:
     error = event.error
     return {
         "phase": event.phase_name,
         "occurred_at": _iso(event.occurred_at),
         "outcome": outcome,
+        # Why a terminal event sent nothing (no_notifications), else null.
+        "reason": (
+            execution.no_notifications_reason(event.phase)
+            if outcome == EventOutcome.NO_NOTIFICATIONS
+            else None
+        ),
         "error": (
             {"message": error.message, "code": error.code, "kind": error.kind.value}
             if error is not None
@@ -136,6 +143,9 @@ def inbox_json(message: InboxMessage) -> dict[str, Any]:
         "id": message.id,
         "delivery_id": message.delivery_id,
         "kind": message.kind,
+        # The channel whose form the message is in: what a reader needs
+        # (an Email notification to webhook:ops is a webhook's JSON).
+        "channel": registry.standing_in_for(message.kind, message.recipient).name,
         "recipient": message.recipient,
         "subject": message.subject,
         "body": message.body,

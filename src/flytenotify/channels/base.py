@@ -111,6 +111,18 @@ def digest_lines(digest: Digest) -> list[DigestLine]:
     return [DigestLine.of(delivery) for delivery in digest.deliveries]
 
 
+def error_label(variables: Mapping[str, str]) -> str:
+    """The error's kind and code as one label, e.g. ``USER:ValueError``.
+
+    Flyte's codes usually begin with their kind already (``USER:``, ``SYSTEM:``):
+    ``USER USER:ValueError`` would say it twice.
+    """
+    kind, code = variables.get("error.kind", ""), variables.get("error.code", "")
+    if kind and code.startswith(f"{kind}:"):
+        return code
+    return " ".join(part for part in (kind, code) if part)
+
+
 def always(_config: object) -> bool:
     return True
 

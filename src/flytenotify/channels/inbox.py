@@ -15,6 +15,7 @@ import time
 from flytenotify.channels import registry
 from flytenotify.channels.base import InboxWriter, SendResult
 from flytenotify.domain import Delivery
+from flytenotify.store.base import StoreFull
 
 
 class InboxChannel:
@@ -24,7 +25,10 @@ class InboxChannel:
         self._inbox = inbox
 
     async def send(self, delivery: Delivery) -> SendResult:
-        await self._inbox.add_to_inbox(delivery, registry.preview(delivery), time.time())
+        try:
+            await self._inbox.add_to_inbox(delivery, registry.preview(delivery), time.time())
+        except StoreFull as error:  # the ledger is the inbox: tried again like any outage
+            return SendResult.transient(f"the dev inbox cannot be written: {error}")
         return SendResult.delivered("stored in the dev inbox")
 
     async def close(self) -> None:

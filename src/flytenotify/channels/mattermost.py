@@ -72,6 +72,7 @@ from flytenotify.channels.base import (
     Unreachable,
     always,
     digest_lines,
+    error_label,
 )
 from flytenotify.channels.slack import headline
 from flytenotify.domain import Delivery, Digest
@@ -209,7 +210,7 @@ def _error(variables: Mapping[str, str], keep: int) -> str:
     message = variables.get("error.message", "")
     if not message:
         return ""
-    detail = " ".join(v for v in (variables.get("error.kind"), variables.get("error.code")) if v)
+    detail = error_label(variables)
     label = f"**Error** ({_plain(detail)})" if detail else "**Error**"
     return f"{label}\n{_code_block(truncate(message, keep))}"
 

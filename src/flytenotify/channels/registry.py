@@ -83,19 +83,25 @@ def malformed(recipient: str) -> str | None:
 
 def previewer(delivery: Delivery) -> ChannelSpec[Any]:
     """The channel whose form ``delivery`` takes: its own, or for the dev inbox the
-    channel it would have gone through (the one that alone shows its message,
-    then by prefix, then by notification kind)."""
+    channel that alone shows its message, else the one it stands in for
+    (see :func:`standing_in_for`)."""
     own = _specs.get(delivery.channel)
     if own is not None:
         return own
     for spec in routing_order():
         if spec.shows is not None and spec.shows(delivery):
             return spec
+    return standing_in_for(delivery.kind, delivery.recipient)
+
+
+def standing_in_for(kind: str, recipient: str) -> ChannelSpec[Any]:
+    """The channel a dev inbox message stands in for: by the recipient's prefix, then
+    by the notification's kind (``pager_duty`` is the ``pagerduty`` channel's)."""
     for spec in routing_order():
-        if spec.prefix is not None and delivery.recipient.startswith(spec.prefix):
+        if spec.prefix is not None and recipient.startswith(spec.prefix):
             return spec
     for spec in routing_order():
-        if delivery.kind in spec.kinds:
+        if kind in spec.kinds:
             return spec
     return _specs["email"]
 

@@ -62,6 +62,7 @@ from flytenotify.channels.base import (
     SendResult,
     SharedPacing,
     always,
+    error_label,
     plain_allow_forms,
 )
 from flytenotify.domain import Delivery, Digest, phase_name
@@ -238,7 +239,7 @@ def _fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def _error_section(variables: dict[str, str]) -> dict[str, Any]:
-    detail = " ".join(v for v in (variables.get("error.kind"), variables.get("error.code")) if v)
+    detail = error_label(variables)
     label = f"*Error* ({escape_mrkdwn(detail)})" if detail else "*Error*"
     # A ``` inside the message would close our code block early.
     message = escape_mrkdwn(variables["error.message"]).replace("```", "`\u200b``")

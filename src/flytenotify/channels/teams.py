@@ -64,6 +64,7 @@ from flytenotify.channels.base import (
     SharedPacing,
     always,
     digest_lines,
+    error_label,
     named_target,
 )
 from flytenotify.domain import Delivery, Digest, phase_name
@@ -137,7 +138,7 @@ def _error(variables: Mapping[str, str], keep: int) -> list[dict[str, Any]]:
     message = variables.get("error.message", "")
     if not message:
         return []
-    detail = " ".join(v for v in (variables.get("error.kind"), variables.get("error.code")) if v)
+    detail = error_label(variables)
     label = f"Error ({escape_markdown(detail)})" if detail else "Error"
     return [
         _text(label, weight="Bolder", color="attention", spacing="Medium"),

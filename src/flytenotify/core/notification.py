@@ -151,3 +151,12 @@ _CLASS_FOR_CHANNEL: dict[str, type[_SingleChannel]] = {
     "slack": Slack,
     "pager_duty": PagerDuty,
 }
+
+
+def declared_as(kind: str) -> str:
+    """The class a notification of ``kind`` is declared with (``pager_duty``: ``PagerDuty``).
+
+    A delivery's ``kind`` is flyteidl's field name; people know the class.
+    """
+    declared = _CLASS_FOR_CHANNEL.get(kind)
+    return declared.__name__ if declared is not None else kind

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
-from flytenotify.domain import Delivery, DeliveryStatus, Digest
+from flytenotify.domain import Delivery, DeliveryStatus, Digest, phase_name
 from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
 from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import (
@@ -49,6 +49,7 @@ from flytenotify.store.base import (
     OTHER_CHANNELS,
     Completion,
     Store,
+    StoreFull,
     channel_key,
 )
 
@@ -232,10 +233,12 @@ class Dispatcher:
                     if not await self._settle_and_claim():
                         await self._sleep()
                     pause = _STORE_RETRY_MIN
-                except Exception:
-                    # The database is away (restart, network): keep the process
-                    # and its in-flight sends, and try again with backoff.
-                    log.exception("the ledger is unavailable; trying again in %.0f s", pause)
+                except Exception as error:
+                    # The database is away (restart, network) or full: keep the
+                    # process and its in-flight sends, and try again with backoff.
+                    # A full one says so itself, once (store/space.py).
+                    if not isinstance(error, StoreFull):
+                        log.exception("the ledger is unavailable; trying again in %.0f s", pause)
                     await asyncio.wait({stopper}, timeout=pause)
                     pause = min(pause * 2, _STORE_RETRY_MAX)
         finally:
@@ -439,9 +442,12 @@ class Dispatcher:
                 result.retry_after,
             )
             message = (flight.message_id, len(members))
-            self._completions += [
+            decided = [
                 self._decide(member, result, started, retry_at, message) for member in members
             ]
+            self._completions += decided
+            if decided[0].status is DeliveryStatus.DEAD:  # one outcome for the whole message
+                _log_dead(delivery, decided[0].reply)
         finally:
             self._busy[flight.key] -= 1
             self._flights.discard(flight)
@@ -577,6 +583,24 @@ class Dispatcher:
             return
         if released:
             log.info("released %d unfinished deliveries for the next run", released)
+
+
+def _log_dead(delivery: Delivery, reply: str) -> None:
+    """Say once, when it happens, that a message will not be sent again (a re-drive may)."""
+    digest = delivery.digest
+    if digest is None:
+        what = f"delivery {delivery.id} ({delivery.execution_id} {phase_name(delivery.phase)})"
+    else:
+        ids = ", ".join(str(member.id) for member in digest.deliveries[:10])
+        more = ", ..." if len(digest.deliveries) > 10 else ""
+        what = f"digest {digest.id} of {len(digest.deliveries)} deliveries ({ids}{more})"
+    log.warning(
+        "%s to %s via %s is dead (re-drive it with flytenotify deliveries retry): %s",
+        what,
+        delivery.recipient,
+        delivery.channel,
+        reply,
+    )
 
 
 def _abandon(flight: _Flight) -> None:

@@ -10,6 +10,8 @@ broker FlyteAdmin can publish to; ``flyte2`` watches Flyte 2's control plane
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from flytenotify.config import Settings
@@ -19,13 +21,28 @@ if TYPE_CHECKING:
     from flytenotify.app import Notifier
     from flytenotify.metrics import Metrics
 
+class MissingExtra(Exception):
+    """An ``[intake.*]`` section whose broker client library is not installed."""
+
+    def __init__(self, section: str, error: ModuleNotFoundError) -> None:
+        # Each such section's libraries come in the extra of the same name
+        # (pyproject.toml's optional dependencies); NATS's client is always there.
+        super().__init__(
+            f"[intake.{section}] needs {error.name or 'a module'!r}, which is not installed:"
+            f" install flytenotify[{section}] (pip install 'flytenotify[{section}]')"
+        )
+        self.section = section
+
 
 def build_sources(
     settings: Settings, notifier: Notifier | None = None, metrics: Metrics | None = None
 ) -> list[Source]:
     """One source per configured ``[intake.*]`` section, and one per project ``[flyte2]``
     watches (imported only when configured). Flyte 2's watches record through
-    ``notifier``: without one they can be described and checked, not run."""
+    ``notifier``: without one they can be described and checked, not run.
+
+    Raises :class:`MissingExtra` when a section's client library is not installed.
+    """
     sources: list[Source] = []
     if settings.flyte2 is not None:
         from flytenotify.controlplane import ControlPlane
@@ -40,11 +57,21 @@ def build_sources(
 
         sources.append(NatsSource(intake.nats))
     if intake.gcp is not None:
-        from flytenotify.intake.gcp import PubSubSource
-
+        with _client_library("gcp"):
+            from flytenotify.intake.gcp import PubSubSource
         sources.append(PubSubSource(intake.gcp))
     if intake.aws is not None:
-        from flytenotify.intake.aws import SqsSource
-
+        with _client_library("aws"):
+            from flytenotify.intake.aws import SqsSource
         sources.append(SqsSource(intake.aws))
     return sources
+
+
+@contextlib.contextmanager
+def _client_library(section: str) -> Iterator[None]:
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] == "flytenotify":
+            raise  # our own module missing: a broken install, not a missing extra
+        raise MissingExtra(section, error) from None

@@ -22,6 +22,7 @@ from flytenotify.errors import InputError, UpstreamUnavailable
 from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, TerminalEvent, decode
 from flytenotify.intake.source import Received, Verdict
 from flytenotify.metrics import Metrics
+from flytenotify.store.base import StoreFull
 
 if TYPE_CHECKING:
     from flytenotify.app import Notifier
@@ -108,6 +109,9 @@ class EgressIntake:
         self.metrics.intake_outcome(self.source, RECORDED, len(events))
 
     def _retrying(self, count: int, error: Exception) -> None:
+        self.metrics.intake_outcome(self.source, RETRY, count)
+        if isinstance(error, StoreFull):
+            return  # said once by the store, not at every redelivery (store/space.py)
         why = "FlyteAdmin is unavailable" if isinstance(error, UpstreamUnavailable) else "failed"
         log.warning(
             "intake %s: recording %d event(s) %s (%s: %s); left to the broker to deliver again",
@@ -117,4 +121,3 @@ class EgressIntake:
             type(error).__name__,
             error,
         )
-        self.metrics.intake_outcome(self.source, RETRY, count)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flytenotify.domain import (
     Attempt,
@@ -26,6 +26,9 @@ from flytenotify.domain import (
     NamedRule,
     RenderedMessage,
 )
+
+if TYPE_CHECKING:
+    from flytenotify.store.space import SpaceWatch
 
 # The claim key for rows of every channel not named otherwise: a process still
 # claims rows it has no channel for, so they are dead-lettered visibly instead
@@ -139,10 +142,28 @@ class DeliveryFilter:
 
 
 class StoreUnavailable(RuntimeError):
-    """The ledger is not connected (yet): the caller should answer "try later"."""
+    """The ledger is not connected (yet): the caller should answer "try later".
+
+    ``retry_after`` is how many seconds a caller is told to wait.
+    """
+
+    retry_after = 5.0
+
+
+class StoreFull(StoreUnavailable):
+    """The database has no room for a write (its disk, or a size limit); nothing was written.
+
+    Reads go on working, and writes work again once space is freed: the caller
+    answers "try later" as for a database not reachable yet (see ``store/space.py``).
+    """
+
+    retry_after = 30.0  # someone has to free space: sooner would only be refused again
 
 
 class Store(Protocol):
+    # Whether the database is refusing writes for lack of space (store/space.py).
+    space: SpaceWatch
+
     async def open(self, *, retry: bool = True) -> None:
         """Connect and bring the schema up to date.
 

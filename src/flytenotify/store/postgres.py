@@ -54,6 +54,7 @@ from flytenotify.store.base import (
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for
+from flytenotify.store.space import SpaceWatch
 from flytenotify.store.sql import Row, SQLStore
 
 log = logging.getLogger("flytenotify.store.postgres")
@@ -214,6 +215,7 @@ class PostgresStore(SQLStore):
         self._migrated = False
         self._callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
+        self.space = SpaceWatch()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -247,6 +249,8 @@ class PostgresStore(SQLStore):
                         return await body(conn)
                     async with conn.transaction():
                         return await body(conn)
+            except asyncpg.DiskFullError as error:  # 53100: waiting here would not free space
+                raise self.space.refused(error) from error
             except Exception as error:
                 if not is_transient(error) or time.monotonic() + delay > deadline:
                     raise
@@ -264,7 +268,10 @@ class PostgresStore(SQLStore):
         async def write(conn: Conn) -> int:
             return _rowcount(await conn.execute(sql, *args))
 
-        return await self._run(write, transaction=False)
+        changed = await self._run(write, transaction=False)
+        if changed:
+            self.space.wrote()
+        return changed
 
     def _require_pool(self, migrating: bool = False) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None or not (self._migrated or migrating):
@@ -393,6 +400,7 @@ class PostgresStore(SQLStore):
             await conn.execute(Q["register_launch_plan"], *codec.launch_plan_columns(plan))
 
         await self._run(write)
+        self.space.wrote()
 
     async def create_execution(self, execution: Execution) -> tuple[Execution, bool]:
         async def write(conn: Conn) -> tuple[Execution, bool]:
@@ -421,7 +429,9 @@ class PostgresStore(SQLStore):
                 await conn.execute(Q["notify"], NOTIFY_CHANNEL)
             return results
 
-        return await self._run(write)
+        results = await self._run(write)
+        self.space.wrote()
+        return results
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -453,7 +463,10 @@ class PostgresStore(SQLStore):
         # No transaction: each statement is atomic on its own (the outcomes'
         # too), and holding one channel's row locks while claiming the next
         # gains nothing.
-        return await self._run(write, transaction=False)
+        claimed = await self._run(write, transaction=False)
+        if completions or claimed:  # not a claim that found nothing to do
+            self.space.wrote()
+        return claimed
 
     async def complete(self, completions: Sequence[Completion]) -> None:
         if completions:

@@ -37,6 +37,7 @@ from flytenotify.store.base import (
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for
+from flytenotify.store.space import SpaceWatch
 from flytenotify.store.sql import Row, SQLStore
 
 _T = TypeVar("_T")
@@ -62,6 +63,7 @@ class SQLiteStore(SQLStore):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._watcher: asyncio.Task[None] | None = None
+        self.space = SpaceWatch()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -86,13 +88,21 @@ class SQLiteStore(SQLStore):
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         def run() -> _T:
             conn = self._writer_connection()
+            changes = conn.total_changes
             _begin_immediate(conn)
             try:
                 result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as error:
+                # SQLite may have rolled back already (it does on SQLITE_FULL):
+                # a second ROLLBACK would raise and hide the first error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _is_full(error):
+                    raise self.space.refused(error) from error
                 raise
-            conn.execute("COMMIT")
+            if conn.total_changes != changes:  # not a claim that found nothing to do
+                self.space.wrote()
             return result
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
@@ -281,6 +291,14 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 1.5, 0.002)
+
+
+def _is_full(error: BaseException) -> bool:
+    """SQLITE_FULL: the disk, or the database's size limit (``max_page_count``), is reached."""
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL  # extended codes too
+    )
 
 
 def _current_version(conn: sqlite3.Connection) -> int:
