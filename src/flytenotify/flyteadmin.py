@@ -30,8 +30,8 @@ What a look-up answers:
 from __future__ import annotations
 
 import asyncio
-import ssl
 import logging
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 

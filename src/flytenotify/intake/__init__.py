@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from flytenotify.app import Notifier
     from flytenotify.metrics import Metrics
 
+
 class MissingExtra(Exception):
     """An ``[intake.*]`` section whose broker client library is not installed."""
 
