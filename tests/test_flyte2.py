@@ -23,6 +23,7 @@ import pytest
 from flyte.models import ActionPhase
 
 from flytenotify.app import Notifier
+from flytenotify.channels.inline_webhook import InlineWebhookConfig
 from flytenotify.config import (
     DatabaseConfig,
     Flyte2Config,
@@ -46,7 +47,9 @@ from flytenotify.intake.flyte2 import RunWatch
 from flytenotify.store.base import DeliveryFilter
 from tests.servers.flyte2 import ABORTED, FAILED, SUCCEEDED, TIMED_OUT, Flyte2Plane, RunKey
 from tests.servers.http_sink import HttpSink
+from tests.servers.slack_api import WEBHOOK, SlackApiServer
 from tests.servers.smtp import SmtpServer
+from tests.servers.teams_webhook import TeamsWebhookServer
 
 PROJECT, DOMAIN = "proj", "development"
 WAIT = 20.0  # seconds: the bound on every wait
@@ -269,6 +272,46 @@ async def test_a_webhook_gets_the_users_method_headers_and_body_with_hostile_err
     assert request.json() == {"run": "hook-run", "why": hostile, "phase": "timed_out"}
     # The URL is a credential as often as not: the ledger shows no path.
     assert "/runs/hook-run" not in delivery.recipient
+
+
+async def test_slack_and_teams_get_their_providers_semantics(
+    plane: Flyte2Plane, tmp_path: Path
+) -> None:
+    async with SlackApiServer() as slack, TeamsWebhookServer() as teams:
+        settings = settings_for(
+            f"sqlite:///{tmp_path / 'x.db'}",
+            plane,
+            inline_webhooks=InlineWebhookConfig(
+                slack_hosts=[f"127.0.0.1:{slack.port}"], teams_hosts=[f"127.0.0.1:{teams.port}"]
+            ),
+            allow={"inline_webhook_urls": [f"{slack.base}/services/*", f"{teams.base}/*"]},
+        )
+        slack.script_webhook(429, "rate_limited")  # Slack says wait: the post comes again
+        notify = (
+            flyte.notify.Slack(
+                on_phase=ActionPhase.FAILED,
+                webhook_url=slack.webhook_url,
+                message=":x: {{.Run.Name}} {{.Phase}}: {{.Error}}",
+            ),
+            flyte.notify.Teams(on_phase=ActionPhase.FAILED, webhook_url=teams.workflow_url),
+        )
+        async with watching(settings) as running:
+            run = await start_run(plane, "chat-run", notify)
+            await asyncio.to_thread(plane.finish, run, FAILED, error='bad "input"')
+            found = await settled(running.notifier, run, 2)
+        assert {d.status for d in found} == {DeliveryStatus.DELIVERED}, [
+            d.last_reply for d in found
+        ]
+        posts = slack.calls_to(WEBHOOK)
+        assert [p.status for p in posts] == [429, 200]
+        assert json.loads(posts[-1].raw) == {"text": ':x: chat-run failed: bad "input"'}
+        # The SDK's Teams(title, message) body became the card a Workflows webhook takes.
+        [card_post] = teams.posted
+        card = card_post.card
+        assert card["type"] == "AdaptiveCard"
+        texts = [block["text"] for block in card["body"]]
+        assert texts[0] == "Run chat-run failed"
+        assert 'Error: bad "input"' in texts[1]
 
 
 async def test_a_webhook_url_outside_the_allow_list_is_dead_lettered_and_never_requested(

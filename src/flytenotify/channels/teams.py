@@ -198,6 +198,37 @@ def _wrap(card: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "attachments": [attachment]}
 
 
+def as_workflows_message(body: str) -> str:
+    """A body written for Teams by users' code, as a Workflows webhook takes it.
+
+    Workflows take only a message with an Adaptive Card attachment. The flyte
+    SDK's ``Teams(title=..., message=...)`` writes ``{"title", "text"}`` (the
+    retired connectors' shape) and ``Teams(card=...)`` the bare card: both are
+    wrapped, the first as a card of its title and text. Anything else is the
+    user's own message and goes as written.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict):
+        return body
+    if document.get("type") == "AdaptiveCard":
+        return json.dumps(_wrap(document))
+    if (
+        document
+        and set(document) <= {"title", "text"}
+        and all(isinstance(value, str) for value in document.values())
+    ):
+        blocks = [_text(document.get("title", ""), weight="Bolder", size="Large")]
+        # Card text needs a blank line for a line break; the user's Markdown stays theirs.
+        lines = [line for line in document.get("text", "").splitlines() if line.strip()]
+        if lines:
+            blocks.append(_text("\n\n".join(lines)))
+        return json.dumps(_wrap(_card(blocks, [])))
+    return body
+
+
 def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
