@@ -10,6 +10,7 @@ where replicas are concerned.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import flyte.notify
+import httpx
 import pytest
 from flyte.models import ActionPhase
 
+from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels.inline_webhook import InlineWebhookConfig
 from flytenotify.config import (
@@ -44,8 +47,10 @@ from flytenotify.domain import (
     NotificationSource,
 )
 from flytenotify.intake.flyte2 import RunWatch
+from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from tests.servers.flyte2 import ABORTED, FAILED, SUCCEEDED, TIMED_OUT, Flyte2Plane, RunKey
+from tests.servers.flyteadmin import TokenEndpoint
 from tests.servers.http_sink import HttpSink
 from tests.servers.slack_api import WEBHOOK, SlackApiServer
 from tests.servers.smtp import SmtpServer
@@ -567,3 +572,119 @@ def test_the_watch_parses_no_ledger_json_it_did_not_write() -> None:
     )
     assert load_rules(dump_rules(rules)) == rules
     assert json.loads(dump_rules(rules))[0]["email"]["envelope"]["to"][0]["name"] == "A"
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+async def _one_run_mailed(plane: Flyte2Plane, settings: Settings, smtp: SmtpServer) -> None:
+    email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
+    async with watching(settings) as running:
+        run = await start_run(plane, "authed", email)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [delivery] = await settled(running.notifier, run, 1)
+    assert delivery.status is DeliveryStatus.DELIVERED
+
+
+async def test_a_token_file_is_sent_as_a_bearer_token(smtp: SmtpServer, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    with Flyte2Plane(token="s3cret-token") as plane:
+        settings = settings_for(
+            f"sqlite:///{tmp_path / 'x.db'}",
+            plane,
+            smtp,
+            flyte2=flyte2_config(plane, token_file=token),
+        )
+        await _one_run_mailed(plane, settings, smtp)
+        assert not any(call.refused for call in plane.calls)
+        assert {call.headers.get("authorization") for call in plane.calls_to("ListRuns")} == {
+            "Bearer s3cret-token"
+        }
+
+
+@pytest.mark.parametrize("given_as", ["client_id", "api_key"])
+async def test_client_credentials_get_a_token_from_the_advertised_endpoint(
+    smtp: SmtpServer, tmp_path: Path, given_as: str
+) -> None:
+    secret = "pass word&more"  # form-encoded in the token request's Basic credentials
+    with (
+        TokenEndpoint("flytenotify", secret) as tokens,
+        Flyte2Plane(token="never-issued", token_endpoint=tokens.url) as plane,
+    ):
+        tokens.admin = plane  # type: ignore[assignment]  # the plane accepts what it issues
+        if given_as == "client_id":
+            auth: dict[str, Any] = {"client_id": "flytenotify", "client_secret": secret}
+        else:  # the flyte SDK's API key: endpoint:client_id:client_secret:org, in base64
+            packed = f"flyte.example.com:flytenotify:{secret}:org"
+            auth = {"api_key": base64.b64encode(packed.encode()).decode()}
+        settings = settings_for(
+            f"sqlite:///{tmp_path / 'x.db'}", plane, smtp, flyte2=flyte2_config(plane, **auth)
+        )
+        await _one_run_mailed(plane, settings, smtp)
+    assert len(tokens.issued) == 1  # kept, not fetched per call
+    assert tokens.issued[0].form["grant_type"] == "client_credentials"
+
+
+async def test_refused_credentials_keep_the_watch_not_ready_saying_why(
+    smtp: SmtpServer, tmp_path: Path
+) -> None:
+    with Flyte2Plane(token="the-right-one") as plane:
+        settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+        assert settings.flyte2 is not None
+        async with Notifier(settings) as notifier:
+            watch = RunWatch(ControlPlane(settings.flyte2), PROJECT, DOMAIN, notifier)
+            stop = asyncio.Event()
+            task = asyncio.create_task(watch.run(None, stop))
+            try:
+                await until(lambda: bool(watch.status.last_error), "the watch to fail")
+                assert not watch.status.ready
+                assert "UNAUTHENTICATED" in watch.status.last_error
+                assert "credentials" in watch.status.last_error
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, WAIT)
+
+
+# -- the console -----------------------------------------------------------------------------
+
+
+async def test_the_console_shows_watches_named_rules_and_a_runs_rules_without_secrets(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    secret_url = "https://hooks.slack.com/services/T0SECRET/B0SECRET/xoxsecretpart"
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        plane,
+        smtp,
+        flyte2=flyte2_config(
+            plane,
+            rules={"oncall": NamedRuleConfig(phases=["FAILED"], recipients=["webhook:nope"])},
+        ),
+    )
+    notify = (
+        flyte.notify.Email(
+            on_phase=ActionPhase.FAILED, recipients=["ana@example.com"], bcc=["audit@example.com"]
+        ),
+        flyte.notify.Slack(on_phase=ActionPhase.FAILED, webhook_url=secret_url),
+    )
+    async with watching(settings) as running:
+        run = await start_run(plane, "console-run", notify)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        await settled(running.notifier, run, 2)
+        app = create_app(running.notifier, ServerConfig(), sources=[running.watch])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as web:
+            page = (await web.get("/ui/flyte2")).text
+            execution = (await web.get(f"/ui/executions/{PROJECT}/{DOMAIN}/console-run")).text
+    assert f"{PROJECT}/{DOMAIN}" in page
+    assert "connected" in page
+    assert "oncall" in page
+    assert "webhook:nope" in page  # and why it will not be reached:
+    assert "no webhook named &#39;nope&#39;" in page or "no webhook named 'nope'" in page
+    assert "Rules of the run" in execution
+    assert "ana@example.com" in execution
+    assert "(+1 Bcc)" in execution
+    assert "audit@example.com" not in execution
+    assert "xoxsecretpart" not in execution
+    assert "T0SECRET" not in execution

@@ -91,6 +91,8 @@ def rule_json(rule: RunRule) -> dict[str, Any]:
         "name": rule.name or None,
         "recipients": list(rule.recipients),
         "problem": rule.problem or None,
+        "email": None,
+        "webhook": None,
     }
     if rule.email is not None:
         envelope = rule.email.envelope.to_json()
