@@ -286,3 +286,18 @@ def test_the_cli_sets_lists_and_deletes_named_rules(tmp_path: Path) -> None:
     assert gone.exit_code == 0, gone.output
     again = runner.invoke(main, ["flyte2", "rules", "delete", "team", "--project", "ml", *db])
     assert again.exit_code == 1
+
+
+def test_check_config_names_a_named_rule_no_channel_can_reach(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    config = config_file(tmp_path, plane, smtp)
+    config.write_text(
+        config.read_text()
+        + '[flyte2.rules.oncall]\nphases = ["FAILED"]\n'
+        + 'recipients = ["ops@example.com", "pagerduty:db"]\n'
+        + '[pagerduty.routing_keys]\nweb = "0123456789abcdef0123456789abcdef"\n'
+    )
+    result = CliRunner().invoke(main, ["check-config", str(config), "--connect"])
+    assert result.exit_code == 1, result.output
+    assert "flyte2 named rule oncall (*/*): recipients[1]" in result.output

@@ -251,12 +251,22 @@ class Notifier:
         ]
 
     async def routing_problems(self) -> list[Problem]:
-        """Recipients of registered launch plans that no configured channel can reach."""
-        return [
+        """Recipients of registered launch plans, and of Flyte 2's named rules and
+        deliveries, that no configured channel can reach."""
+        problems = [
             Problem(f"launch plan {plan.id}: {problem.field}", problem.message)
             for plan, found in await self.launch_plans()
             for problem in found
         ]
+        for entry in await self.named_rules():
+            scope = f"{entry.project or '*'}/{entry.domain or '*'}"
+            problems += [
+                Problem(
+                    f"flyte2 named {entry.kind.value} {entry.name} ({scope}): {p.field}", p.message
+                )
+                for p in self.named_routing_problems(entry)
+            ]
+        return problems
 
     # -- Flyte 2's named rules and deliveries ------------------------------------------
 
