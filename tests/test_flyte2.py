@@ -688,3 +688,86 @@ async def test_the_console_shows_watches_named_rules_and_a_runs_rules_without_se
     assert "audit@example.com" not in execution
     assert "xoxsecretpart" not in execution
     assert "T0SECRET" not in execution
+
+
+# -- what is refused, and said --------------------------------------------------------------
+
+
+async def test_a_template_that_cannot_be_rendered_is_a_dead_letter_saying_where(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(
+        on_phase=ActionPhase.FAILED,
+        recipients=["ana@example.com"],
+        subject="{{.Run.Name}} of {{.Run.Task}}",
+    )
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        run = await start_run(plane, "bad-template", email)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [dead] = await settled(running.notifier, run, 1)
+    assert dead.status is DeliveryStatus.DEAD
+    assert dead.last_reply.startswith("cannot render the email's template in the subject: 1:")
+    assert ".Run.Task" in dead.last_reply
+    assert smtp.messages == []
+
+
+async def test_an_inline_email_to_an_address_allow_refuses_is_not_sent_at_all(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(
+        on_phase=ActionPhase.FAILED, recipients=["ana@example.com"], cc=["someone@evil.example"]
+    )
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}", plane, smtp, allow={"email": ["example.com"]}
+    )
+    async with watching(settings) as running:
+        run = await start_run(plane, "refused-mail", email)
+        await asyncio.to_thread(plane.finish, run, FAILED, error="x")
+        [dead] = await settled(running.notifier, run, 1)
+    assert dead.status is DeliveryStatus.DEAD
+    assert "someone@evil.example" in dead.last_reply
+    assert "allow.email" in dead.last_reply
+    assert smtp.messages == []
+
+
+def test_rules_only_other_clients_can_write_are_each_checked() -> None:
+    # The flyte SDK writes none of these; the proto allows them, so another
+    # client may. Built by hand for that reason only.
+    from flyteidl2.common import phase_pb2
+    from flyteidl2.notification import definition_pb2 as d
+    from flyteidl2.task import run_pb2
+
+    from flytenotify.intake.flyte2_runs import read_rules
+
+    both = d.DeliveryConfigTemplate(
+        email=d.EmailDeliveryTemplate(
+            to=[d.EmailRecipient(address="a@example.com", name="Ana")],
+            provider_template=d.ProviderEmailTemplate(template_id="tmpl-7"),
+        ),
+        webhook=d.WebhookDeliveryTemplate(url="https://x.example/hook"),
+    )
+    spec = run_pb2.RunSpec(
+        notification_rules=run_pb2.InlineRuleList(
+            rules=[
+                run_pb2.InlineRule(
+                    on_phases=[phase_pb2.ACTION_PHASE_FAILED, phase_pb2.ACTION_PHASE_RECOVERED],
+                    delivery_template=both,
+                ),
+                run_pb2.InlineRule(
+                    on_phases=[phase_pb2.ACTION_PHASE_RUNNING], delivery_config_name="chat"
+                ),
+                run_pb2.InlineRule(on_phases=[phase_pb2.ACTION_PHASE_PAUSED]),
+            ]
+        )
+    )
+    email, webhook, running, nothing = read_rules(spec, "p", "d", []).rules
+    assert email.phases == webhook.phases == frozenset({6})  # RECOVERED cannot be selected
+    assert "provider template ('tmpl-7')" in email.problem
+    assert webhook.webhook is not None
+    assert webhook.webhook.method == "POST"  # unspecified, as the SDK's default
+    assert webhook.problem == ""
+    assert running.phases == frozenset()
+    assert "RUNNING" in running.problem
+    assert nothing.phases == frozenset({PAUSED})
+    assert "names no delivery" in nothing.problem
