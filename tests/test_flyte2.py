@@ -452,6 +452,24 @@ def busy_plane() -> Iterator[Flyte2Plane]:
         yield server
 
 
+async def test_runs_that_ended_before_the_first_watch_are_history_not_alerts(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
+    old = await start_run(plane, "long-ago", email)
+    await asyncio.to_thread(plane.finish, old, FAILED, error="last week")
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as running:
+        await plane.wait_for_watchers(1)  # its snapshot carries the old run
+        new = await start_run(plane, "just-now", email)
+        await asyncio.to_thread(plane.finish, new, FAILED, error="now")
+        await settled(running.notifier, new, 1)
+        assert await running.notifier.execution(run_id(old)) is None
+    assert [m.message["Subject"] for m in smtp.messages] == ["Run just-now failed"]
+    asked = [c.request.run_id.name for c in plane.calls_to("GetRunDetails")]
+    assert "long-ago" not in asked
+
+
 async def test_runs_that_end_while_nobody_watches_are_notified_after_a_restart(
     busy_plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
 ) -> None:

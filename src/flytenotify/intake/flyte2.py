@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -115,6 +115,8 @@ class RunWatch:
         self.paused_every = paused_every
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._paused_seen: set[tuple[str, str]] = set()  # (run, action) already recorded
+        # Runs that ended before this (Unix seconds) are history: set by each reconciliation.
+        self._horizon = float("inf")
 
     def describe(self) -> str:
         return f"runs of {self.project}/{self.domain} at {self.plane.description}"
@@ -169,8 +171,7 @@ class RunWatch:
                 await self.record_ended(ended)
         raise ConnectionError("the control plane ended the WatchRuns stream")
 
-    async def _every(self, seconds: float, work: object) -> None:
-        assert callable(work)
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             await work()
@@ -184,11 +185,13 @@ class RunWatch:
         now = time.time()
         if position is None:
             await store.advance_watch_position(self.name, now)
+            self._horizon = now
             log.info(
                 "intake %s: first watch; runs that ended before now are not notified", self.name
             )
             return
-        since = _iso(position - MARGIN)
+        self._horizon = position - MARGIN
+        since = _iso(self._horizon)
         newest, token = position, ""
         for _ in range(MAX_PAGES):
             page = await self.plane.list_runs(
@@ -209,8 +212,13 @@ class RunWatch:
         await store.advance_watch_position(self.name, min(newest, now))
 
     async def record_ended(self, runs: Sequence[run_definition_pb2.Run]) -> None:
-        """Record the runs among ``runs`` the ledger does not hold as ended yet."""
-        wanted = {_execution_id(run): run for run in runs}
+        """Record the runs among ``runs`` the ledger does not hold as ended yet.
+
+        A run that ended before the watch's horizon is history (the stream's
+        snapshot carries old runs too): before flytenotify first watched, or
+        long enough ago that it was recorded then if it was ever to be.
+        """
+        wanted = {_execution_id(run): run for run in runs if self._recent(run)}
         held = await self.notifier.store.get_executions(list(wanted))
         todo = [
             run
@@ -223,6 +231,10 @@ class RunWatch:
         pairs = [pair for pair in found if pair is not None]
         if pairs:
             await self._record(pairs)
+
+    def _recent(self, run: run_definition_pb2.Run) -> bool:
+        ended = _time(run.action.status, "end_time")
+        return ended is None or ended.timestamp() >= self._horizon
 
     async def _ended(
         self, run: run_definition_pb2.Run, held: dict[ExecutionId, Execution]
