@@ -184,6 +184,8 @@ class RunWatch:
         position = await store.watch_position(self.name)
         now = time.time()
         if position is None:
+            # Asked all the same: ready means the control plane answered us.
+            await self.plane.list_runs(self.project, self.domain, limit=1)
             await store.advance_watch_position(self.name, now)
             self._horizon = now
             log.info(
