@@ -29,7 +29,6 @@ from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreacha
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
-    RULE_PHASES,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -47,6 +46,7 @@ from flytenotify.domain import (
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
+from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
 from flytenotify.errors import Conflict, InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
@@ -280,33 +280,7 @@ class Notifier:
         return found
 
     def _configured_names(self) -> list[NamedRule]:
-        flyte2 = self.settings.flyte2
-        if flyte2 is None:
-            return []
-        rules = [
-            NamedRule(
-                NamedKind.RULE,
-                name,
-                tuple(rule.recipients),
-                frozenset(RULE_PHASES[phase] for phase in rule.phases),
-                rule.project,
-                rule.domain,
-                source="config",
-            )
-            for name, rule in flyte2.rules.items()
-        ]
-        deliveries = [
-            NamedRule(
-                NamedKind.DELIVERY,
-                name,
-                tuple(delivery.recipients),
-                project=delivery.project,
-                domain=delivery.domain,
-                source="config",
-            )
-            for name, delivery in flyte2.deliveries.items()
-        ]
-        return rules + deliveries
+        return self.settings.flyte2.named_entries() if self.settings.flyte2 is not None else []
 
     async def put_named_rule(self, entry: NamedRule) -> tuple[NamedRule, list[Problem]]:
         """Create or replace an entry managed over the API; the recipients no configured
@@ -346,8 +320,6 @@ class Notifier:
 
     def named_routing_problems(self, entry: NamedRule) -> list[Problem]:
         """The recipients of ``entry`` no configured channel can reach."""
-        from flytenotify.engine.resolve_runs import recipient_kind
-
         problems: list[Problem] = []
         for i, recipient in enumerate(entry.recipients):
             kind, address = recipient_kind(recipient)
@@ -398,7 +370,9 @@ class Notifier:
         writes = []
         for event in events:
             execution = executions[event.execution_id]
-            deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
+            # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
+            plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
+            deliveries = plan(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):

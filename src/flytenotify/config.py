@@ -29,7 +29,7 @@ from pydantic_core import InitErrorDetails
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
-from flytenotify.domain import RULE_PHASES
+from flytenotify.domain import RULE_PHASES, NamedKind, NamedRule
 from flytenotify.sections import Section, read_secret
 from flytenotify.store.base import GroupRule
 
@@ -420,6 +420,33 @@ class Flyte2Config(FlyteAuth):
             return self.endpoint.rstrip("/")
         scheme = "http" if self.insecure else "https"
         return f"{scheme}://{_endpoint_host(self.endpoint)}"
+
+    def named_entries(self) -> list[NamedRule]:
+        """The file's named rules, then its named deliveries."""
+        rules = [
+            NamedRule(
+                NamedKind.RULE,
+                name,
+                tuple(rule.recipients),
+                frozenset(RULE_PHASES[phase] for phase in rule.phases),
+                rule.project,
+                rule.domain,
+                source="config",
+            )
+            for name, rule in self.rules.items()
+        ]
+        deliveries = [
+            NamedRule(
+                NamedKind.DELIVERY,
+                name,
+                tuple(delivery.recipients),
+                project=delivery.project,
+                domain=delivery.domain,
+                source="config",
+            )
+            for name, delivery in self.deliveries.items()
+        ]
+        return rules + deliveries
 
     @property
     def watched(self) -> list[tuple[str, str]]:

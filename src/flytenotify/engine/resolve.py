@@ -158,12 +158,8 @@ def idempotency_key(event: ExecutionEvent, index: int, channel: str, recipient: 
 def plan_deliveries(
     execution: Execution, event: ExecutionEvent, settings: Settings, dev_inbox: bool = False
 ) -> list[NewDelivery]:
-    """Resolve and render every delivery a terminal event causes (and, for a
-    Flyte 2 run, a paused action its rules ask about)."""
-    if execution.rules:
-        from flytenotify.engine.resolve_runs import plan_run_deliveries
-
-        return plan_run_deliveries(execution, event, settings, dev_inbox)
+    """Resolve and render every delivery a terminal event causes (a Flyte 2 run's
+    rules: :func:`flytenotify.engine.resolve_runs.plan_run_deliveries`)."""
     if not event.is_terminal:
         return []
     planned: list[NewDelivery] = []
@@ -176,10 +172,10 @@ def plan_deliveries(
             continue
         # A recipient listed twice is one person: message them once.
         routes = [
-            _route_or_unroutable(kind, recipient, settings, dev_inbox)
+            route_or_unroutable(kind, recipient, settings, dev_inbox)
             for recipient in dict.fromkeys(settings_of_channel.recipients_email)
         ]
-        media = _media(where.channel for where in routes)
+        media = media_for(where.channel for where in routes)
         message = render(notification, event, execution, settings.templates, media)
         for where in routes:
             planned.append(
@@ -196,7 +192,7 @@ def plan_deliveries(
     return planned
 
 
-def _route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
+def route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
     try:
         return route(kind, recipient, settings, dev_inbox)
     except RoutingError:
@@ -205,7 +201,7 @@ def _route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbo
         return Route(UNROUTABLE, recipient)
 
 
-def _media(channels: Iterable[str]) -> frozenset[str]:
+def media_for(channels: Iterable[str]) -> frozenset[str]:
     """The message forms the channels send. Every form for the dev inbox (it shows
     the form of the channel it stands for) and for an unroutable recipient (it is
     routed again when re-driven, perhaps to email)."""

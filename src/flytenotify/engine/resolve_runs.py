@@ -29,10 +29,10 @@ from flytenotify.config import Settings
 from flytenotify.domain import EmailEnvelope, Execution, ExecutionEvent, RenderedMessage, RunRule
 from flytenotify.engine import render_runs
 from flytenotify.engine.resolve import (
-    _media,
-    _route_or_unroutable,
     group_key,
     idempotency_key,
+    media_for,
+    route_or_unroutable,
 )
 from flytenotify.store.base import NewDelivery
 
@@ -89,10 +89,10 @@ def _named(
 ) -> list[NewDelivery]:
     kinds = [recipient_kind(recipient) for recipient in dict.fromkeys(rule.recipients)]
     routes = [
-        (kind, _route_or_unroutable(kind, recipient, settings, dev_inbox))
+        (kind, route_or_unroutable(kind, recipient, settings, dev_inbox))
         for kind, recipient in kinds
     ]
-    media = _media(where.channel for _, where in routes)
+    media = media_for(where.channel for _, where in routes)
     message = render_runs.render_named(event, execution, settings, media)
     return [
         NewDelivery(
