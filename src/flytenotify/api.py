@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -29,14 +30,18 @@ from flytenotify.app import Notifier
 from flytenotify.console import console_app
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
+    RULE_PHASES,
     Delivery,
     DeliveryStatus,
     EntityId,
     ExecutionEvent,
     ExecutionId,
+    NamedKind,
+    NamedRule,
 )
 from flytenotify.engine import resolve
 from flytenotify.errors import (
+    Conflict,
     InputError,
     NotificationConfigError,
     Problem,
@@ -77,6 +82,7 @@ from flytenotify.views import (
     execution_json,
     id_json,
     inbox_json,
+    named_rule_json,
     plan_json,
     source_json,
 )
@@ -183,6 +189,18 @@ def _api_routes(api: _Api) -> list[Route]:
         Route("/api/v1/deliveries/{id}", api.wrap(api.show_delivery), methods=["GET"]),
         Route("/api/v1/deliveries/{id}/retry", api.wrap(api.retry_delivery), methods=["POST"]),
         Route("/api/v1/inbox", api.wrap(api.inbox), methods=["GET"]),
+        *(
+            route
+            for path, kind in _NAMED_PATHS.items()
+            for route in (
+                Route(path, api.wrap(partial(api.list_named, kind)), methods=["GET"]),
+                Route(
+                    f"{path}/{{name}}",
+                    api.wrap(partial(api.named, kind)),
+                    methods=["GET", "PUT", "DELETE"],
+                ),
+            )
+        ),
     ]
 
 
@@ -243,6 +261,8 @@ class _Api:
                 return error_response(error.status, error.error, error.problems)
             except UnknownReference as error:
                 return error_response(404, "not found", error.problems)
+            except Conflict as error:
+                return error_response(409, "conflict", error.problems)
             except (InputError, NotificationConfigError) as error:
                 # A problem with no field is one with the request body as a whole.
                 problems = [Problem(p.field or "body", p.message) for p in error.problems]
@@ -568,8 +588,103 @@ class _Api:
             }
         )
 
+    # -- Flyte 2's named rules and deliveries ------------------------------------------
+
+    async def list_named(self, kind: NamedKind, request: Request) -> Response:
+        entries = await self.notifier.named_rules(kind)
+        return JSONResponse({"items": [named_rule_json(entry) for entry in entries]})
+
+    async def named(self, kind: NamedKind, request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "PUT":
+            entry = _named_rule_body(kind, name, await self._json(request))
+            stored, problems = await self.notifier.put_named_rule(entry)
+            answer = named_rule_json(stored)
+            answer["warnings"] = [{"field": p.field, "message": p.message} for p in problems]
+            return JSONResponse(answer)
+        project, domain = _scope_params(request.query_params)
+        found = [
+            entry
+            for entry in await self.notifier.named_rules(kind)
+            if (entry.name, entry.project, entry.domain) == (name, project, domain)
+        ]
+        if request.method == "GET" and found:
+            return JSONResponse(named_rule_json(found[0]))
+        if request.method == "DELETE":
+            if await self.notifier.delete_named_rule(kind, name, project, domain):
+                return Response(status_code=204)
+            if found:  # the configuration file's: changed there, not here
+                raise Conflict(
+                    Problem("name", "the configuration file defines it; change it there")
+                )
+        raise _no_named(kind, name, project, domain)
+
 
 # -- conversions -------------------------------------------------------------------
+
+
+_NAMED_PATHS = {
+    "/api/v1/flyte2/rules": NamedKind.RULE,
+    "/api/v1/flyte2/deliveries": NamedKind.DELIVERY,
+}
+_NAMED_FIELDS = frozenset({"phases", "recipients", "project", "domain"})
+
+
+def _named_rule_body(kind: NamedKind, name: str, data: Any) -> NamedRule:
+    """A named rule or delivery from its JSON body; InputError naming each bad field."""
+    if not isinstance(data, dict):
+        raise InputError(Problem("", "the body must be a JSON object"))
+    allowed = _NAMED_FIELDS if kind is NamedKind.RULE else _NAMED_FIELDS - {"phases"}
+    problems = [Problem(key, "unknown field") for key in data if key not in allowed]
+    recipients = _string_list(data.get("recipients"), "recipients", problems)
+    phases: set[int] = set()
+    if kind is NamedKind.RULE:
+        for i, phase in enumerate(_string_list(data.get("phases"), "phases", problems)):
+            number = RULE_PHASES.get(phase.upper()) if phase.isascii() else None
+            if number is None:
+                known = ", ".join(RULE_PHASES)
+                problems.append(Problem(f"phases[{i}]", f"must be one of {known}, got {phase!r}"))
+            else:
+                phases.add(number)
+    scope = {part: data.get(part, "") for part in ("project", "domain")}
+    for part, value in scope.items():
+        if not isinstance(value, str):
+            problems.append(Problem(part, f"must be a string, got {type(value).__name__}"))
+    if problems:
+        raise InputError(problems)
+    return NamedRule(
+        kind, name, tuple(recipients), frozenset(phases), scope["project"], scope["domain"]
+    )
+
+
+def _string_list(value: Any, field: str, problems: list[Problem]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        problems.append(Problem(field, "must be a non-empty list of strings"))
+        return []
+    wrong = [i for i, item in enumerate(value) if not isinstance(item, str)]
+    problems += [Problem(f"{field}[{i}]", "must be a string") for i in wrong]
+    return [item for item in value if isinstance(item, str)]
+
+
+def _scope_params(params: Mapping[str, str]) -> tuple[str, str]:
+    problems: list[Problem] = []
+    for part in ("project", "domain"):
+        value = params.get(part, "")
+        if value:
+            problems += identifier_problems(value, part, part)
+    if problems:
+        raise InputError(problems)
+    return params.get("project", ""), params.get("domain", "")
+
+
+def _no_named(kind: NamedKind, name: str, project: str, domain: str) -> ApiError:
+    scope = f"{project or '*'}/{domain or '*'}"
+    what = "named rule" if kind is NamedKind.RULE else "named delivery"
+    return ApiError(
+        404,
+        f"no {what} {name!r} for {scope}",
+        [Problem("name", f"no {what} of this name and scope (project, domain)")],
+    )
 
 
 def _rejected_json(error: InputError, prefix: str) -> dict[str, Any]:

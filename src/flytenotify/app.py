@@ -38,13 +38,16 @@ from flytenotify.domain import (
     ExecutionId,
     LaunchPlan,
     LedgerState,
+    NamedKind,
+    NamedRule,
     NotificationSource,
     RenderedMessage,
 )
 from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
-from flytenotify.errors import InputError, Problem, UnknownReference
+from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
+from flytenotify.errors import Conflict, InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
     check_execution_id,
@@ -53,7 +56,7 @@ from flytenotify.intake.events import (
     event_from_json,
     event_from_proto,
 )
-from flytenotify.intake.limits import recipient_problems, template_problems
+from flytenotify.intake.limits import check_named_rule, recipient_problems, template_problems
 from flytenotify.store import store_for_url
 from flytenotify.store.base import (
     DeliveryFilter,
@@ -248,12 +251,83 @@ class Notifier:
         ]
 
     async def routing_problems(self) -> list[Problem]:
-        """Recipients of registered launch plans that no configured channel can reach."""
-        return [
+        """Recipients of registered launch plans, and of Flyte 2's named rules and
+        deliveries, that no configured channel can reach."""
+        problems = [
             Problem(f"launch plan {plan.id}: {problem.field}", problem.message)
             for plan, found in await self.launch_plans()
             for problem in found
         ]
+        for entry in await self.named_rules():
+            scope = f"{entry.project or '*'}/{entry.domain or '*'}"
+            problems += [
+                Problem(
+                    f"flyte2 named {entry.kind.value} {entry.name} ({scope}): {p.field}", p.message
+                )
+                for p in self.named_routing_problems(entry)
+            ]
+        return problems
+
+    # -- Flyte 2's named rules and deliveries ------------------------------------------
+
+    async def named_rules(self, kind: NamedKind | None = None) -> list[NamedRule]:
+        """What the names in users' code mean: the configuration file's entries, then
+        those managed over the API (of one ``kind``, or both)."""
+        kinds = [kind] if kind is not None else list(NamedKind)
+        found = [entry for entry in self._configured_names() if entry.kind in kinds]
+        for each in kinds:
+            found += await self.store.list_named_rules(each)
+        return found
+
+    def _configured_names(self) -> list[NamedRule]:
+        return self.settings.flyte2.named_entries() if self.settings.flyte2 is not None else []
+
+    async def put_named_rule(self, entry: NamedRule) -> tuple[NamedRule, list[Problem]]:
+        """Create or replace an entry managed over the API; the recipients no configured
+        channel can reach come back as warnings.
+
+        Raises :class:`InputError` naming the field for a bad entry, and
+        :class:`Conflict` for a name and scope the configuration file defines
+        (the file is that entry's source).
+        """
+        problems = check_named_rule(entry)
+        if problems:
+            raise InputError(problems)
+        configured = [
+            known
+            for known in self._configured_names()
+            if (known.kind, known.name, known.project, known.domain)
+            == (entry.kind, entry.name, entry.project, entry.domain)
+        ]
+        if configured:
+            section = "rules" if entry.kind is NamedKind.RULE else "deliveries"
+            raise Conflict(
+                Problem(
+                    "name",
+                    f"[flyte2.{section}.{entry.name}] in the configuration file defines this"
+                    " name for this scope; change it there",
+                )
+            )
+        stored = dataclasses.replace(entry, source="api", updated_at=datetime.now(UTC))
+        await self.store.put_named_rule(stored)
+        return stored, self.named_routing_problems(stored)
+
+    async def delete_named_rule(
+        self, kind: NamedKind, name: str, project: str = "", domain: str = ""
+    ) -> bool:
+        """Whether an entry managed over the API existed (it no longer does)."""
+        return await self.store.delete_named_rule(kind, name, project, domain)
+
+    def named_routing_problems(self, entry: NamedRule) -> list[Problem]:
+        """The recipients of ``entry`` no configured channel can reach."""
+        problems: list[Problem] = []
+        for i, recipient in enumerate(entry.recipients):
+            kind, address = recipient_kind(recipient)
+            try:
+                resolve.route(kind, address, self.settings, self.dev_inbox)
+            except resolve.RoutingError as error:
+                problems.append(Problem(f"recipients[{i}]", str(error)))
+        return problems
 
     # -- events --------------------------------------------------------------------
 
@@ -278,16 +352,27 @@ class Notifier:
             raise InputError(problems)
         return await self.record_checked_events(normalised)
 
-    async def record_checked_events(self, events: Sequence[ExecutionEvent]) -> list[EventResult]:
+    async def record_checked_events(
+        self,
+        events: Sequence[ExecutionEvent],
+        known: Mapping[ExecutionId, Execution] | None = None,
+    ) -> list[EventResult]:
         """:meth:`report_events` for events that are through the intake's checks
         already: made by ``event_from_json``, ``event_from_bytes``,
         ``event_from_proto`` or ``checked_event``, as the HTTP API and the broker
-        intake make them. Checking them again cost a third as much as parsing them."""
-        executions = await self._executions_for(events)
+        intake make them. Checking them again cost a third as much as parsing them.
+
+        ``known`` gives executions the caller read from where they live (a
+        Flyte 2 run and its rules): used for those the ledger does not hold yet;
+        one it holds keeps what was frozen when it was first recorded.
+        """
+        executions = await self._executions_for(events, known or {})
         writes = []
         for event in events:
             execution = executions[event.execution_id]
-            deliveries = resolve.plan_deliveries(execution, event, self.settings, self.dev_inbox)
+            # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
+            plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
+            deliveries = plan(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
@@ -298,10 +383,10 @@ class Notifier:
         return results
 
     async def _executions_for(
-        self, events: Sequence[ExecutionEvent]
+        self, events: Sequence[ExecutionEvent], known: Mapping[ExecutionId, Execution]
     ) -> dict[ExecutionId, Execution]:
-        """Every event's execution: the ledger's, else a registered launch plan's,
-        else FlyteAdmin's (cached), else one with no notifications."""
+        """Every event's execution: the ledger's, else the caller's, else a registered
+        launch plan's, else FlyteAdmin's (cached), else one with no notifications."""
         # One ledger look-up for the whole batch; an execution first seen in
         # this batch is created once and shared by its later events.
         executions = await self.store.get_executions([e.execution_id for e in events])
@@ -309,6 +394,9 @@ class Notifier:
         unknown: dict[ExecutionId, ExecutionEvent] = {}
         for event in events:
             if event.execution_id in executions or event.execution_id in unknown:
+                continue
+            if event.execution_id in known:
+                executions[event.execution_id] = known[event.execution_id]
                 continue
             registered = await self._from_registered_plan(event, plans)
             if registered is not None:

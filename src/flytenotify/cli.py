@@ -19,7 +19,7 @@ from rich.text import Text
 from flytenotify.app import Notifier
 from flytenotify.config import Settings
 from flytenotify.core.notification import declared_as
-from flytenotify.domain import DeliveryStatus, ExecutionId
+from flytenotify.domain import RULE_PHASES, DeliveryStatus, ExecutionId, NamedKind, NamedRule
 from flytenotify.errors import InputError, NotificationConfigError
 from flytenotify.notification_files import load_notification_file
 from flytenotify.settings_loader import (
@@ -775,6 +775,156 @@ def send_test(channel: str, recipient: str, config_file: Path | None, as_json: b
 
 
 # -- the schema --------------------------------------------------------------------
+
+
+@main.group("flyte2")
+def flyte2_group() -> None:
+    """Flyte 2: what NamedRule and NamedDelivery names in users' code mean.
+
+    Entries here are kept in the database (the running service reads them at
+    once); those in the configuration file's [flyte2.rules.NAME] and
+    [flyte2.deliveries.NAME] are listed too, and changed only there.
+    """
+
+
+def _named_group(kind: NamedKind, noun: str) -> click.Group:
+    """The list/show/set/delete commands of named rules or named deliveries."""
+    sdk_name = "NamedRule" if kind is NamedKind.RULE else "NamedDelivery"
+    group = click.Group(
+        "rules" if kind is NamedKind.RULE else "deliveries",
+        help=f"{noun.capitalize()}s: what flyte.notify.{sdk_name}(...) means.",
+    )
+    scope = [
+        click.Option(["--project"], default="", help="Its project (default: every project)."),
+        click.Option(["--domain"], default="", help="Its domain (default: every domain)."),
+    ]
+    database = [
+        click.Option(["--db"], help="Database (overrides the configuration)."),
+        click.Option(
+            ["--config", "config_file"], type=click.Path(path_type=Path), help=_CONFIG_HELP
+        ),
+    ]
+    as_json = click.Option(["--json", "as_json"], is_flag=True, help="Print JSON.")
+
+    def list_entries(config_file: Path | None, db: str | None, as_json: bool) -> None:
+        from flytenotify.views import named_rule_json
+
+        entries = _run(config_file, db, lambda n: n.named_rules(kind))
+        items = [named_rule_json(entry) for entry in entries]
+        if as_json:
+            click.echo(json.dumps(items, indent=2))
+            return
+        if not items:
+            click.echo(f"no {noun}s")
+            return
+        table = Table("name", "scope", "phases", "recipients", "source")
+        for item in items:
+            table.add_row(
+                item["name"],
+                f"{item['project'] or '*'}/{item['domain'] or '*'}",
+                ", ".join(item["phases"]) or "(the user's)",
+                ", ".join(item["recipients"]),
+                item["source"],
+            )
+        Console().print(table)
+
+    def show(
+        name: str,
+        project: str,
+        domain: str,
+        config_file: Path | None,
+        db: str | None,
+        as_json: bool,
+    ) -> None:
+        from flytenotify.views import named_rule_json
+
+        entries = _run(config_file, db, lambda n: n.named_rules(kind))
+        found = [e for e in entries if (e.name, e.project, e.domain) == (name, project, domain)]
+        if not found:
+            click.echo(f"no {noun} {name!r} for {project or '*'}/{domain or '*'}", err=True)
+            sys.exit(1)
+        click.echo(json.dumps(named_rule_json(found[0]), indent=2 if as_json else None))
+
+    def set_entry(
+        name: str,
+        recipient: tuple[str, ...],
+        project: str,
+        domain: str,
+        config_file: Path | None,
+        db: str | None,
+        as_json: bool,
+        phase: tuple[str, ...] = (),  # a named delivery has none: the user's rule says when
+    ) -> None:
+        from flytenotify.views import named_rule_json
+
+        phases = frozenset(RULE_PHASES[p.upper()] for p in phase)
+        entry = NamedRule(kind, name, recipient, phases, project, domain)
+        stored, problems = _direct_call(config_file, db, lambda n: n.put_named_rule(entry), as_json)
+        answer = named_rule_json(stored)
+        answer["warnings"] = [str(p) for p in problems]
+        if as_json:
+            click.echo(json.dumps(answer, indent=2))
+            return
+        click.echo(f"{noun} {name} for {project or '*'}/{domain or '*'} stored")
+        for problem in problems:
+            click.echo(f"  warning: {problem}", err=True)
+
+    def delete(
+        name: str, project: str, domain: str, config_file: Path | None, db: str | None
+    ) -> None:
+        if not _run(config_file, db, lambda n: n.delete_named_rule(kind, name, project, domain)):
+            click.echo(
+                f"no {noun} {name!r} for {project or '*'}/{domain or '*'} in the database", err=True
+            )
+            sys.exit(1)
+        click.echo(f"{noun} {name} for {project or '*'}/{domain or '*'} deleted")
+
+    name_argument = click.Argument(["name"])
+    recipients = click.Option(
+        ["--recipient"], multiple=True, required=True, help="A recipient (repeat for more)."
+    )
+    phases = click.Option(
+        ["--phase"],
+        multiple=True,
+        required=True,
+        type=click.Choice(list(RULE_PHASES), case_sensitive=False),
+        help="A phase (repeat for more).",
+    )
+    set_params = [name_argument, recipients, *([phases] if kind is NamedKind.RULE else []), *scope]
+    group.add_command(
+        click.Command(
+            "list", callback=list_entries, params=[*database, as_json], help=f"Every {noun}."
+        )
+    )
+    group.add_command(
+        click.Command(
+            "show",
+            callback=show,
+            params=[name_argument, *scope, *database, as_json],
+            help=f"One {noun}, of one scope.",
+        )
+    )
+    group.add_command(
+        click.Command(
+            "set",
+            callback=set_entry,
+            params=[*set_params, *database, as_json],
+            help=f"Create or replace a {noun} (warns of recipients no channel reaches).",
+        )
+    )
+    group.add_command(
+        click.Command(
+            "delete",
+            callback=delete,
+            params=[name_argument, *scope, *database],
+            help=f"Delete a {noun} kept in the database.",
+        )
+    )
+    return group
+
+
+flyte2_group.add_command(_named_group(NamedKind.RULE, "named rule"))
+flyte2_group.add_command(_named_group(NamedKind.DELIVERY, "named delivery"))
 
 
 @main.group("db")

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
+from flytenotify.domain import RULE_PHASES, NamedKind, NamedRule
 from flytenotify.sections import Section, read_secret
 from flytenotify.store.base import GroupRule
 
@@ -185,36 +186,24 @@ class DatabaseConfig(Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
-class FlyteAdminConfig(Section):
-    """Where FlyteAdmin's gRPC API is, and how to authenticate to it.
+class FlyteAuth(Section):
+    """How flytenotify authenticates to a Flyte API: the keys FlyteAdmin's and
+    Flyte 2's sections share. No key: no credentials (a cluster without auth)."""
 
-    An event for an execution flytenotify has not seen is resolved by asking
-    FlyteAdmin (``AdminService.GetExecution``) for the notifications it stored
-    for that execution.
-    """
-
-    endpoint: str  # host:port of FlyteAdmin's gRPC API, e.g. "flyteadmin:81"
-    insecure: bool = False  # plaintext gRPC (no TLS)
-    ca_cert_file: Path | None = None  # trust this CA for FlyteAdmin's TLS certificate
+    ca_cert_file: Path | None = None  # trust this CA for the server's TLS certificate
     client_id: str | None = None  # OAuth2 client credentials ...
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None  # ... the secret, inline or from a file
     token_file: Path | None = None  # or a static bearer token read from this file
-    scopes: list[str] = Field(default_factory=list)  # OAuth2 scopes (default: FlyteAdmin's)
+    # or a flyte SDK API key (client credentials packed in base64), inline or from a file
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    scopes: list[str] = Field(default_factory=list)  # OAuth2 scopes (default: the server's)
     timeout: float = Field(default=10.0, gt=0)  # seconds per call
-    cache_ttl: float = Field(default=3600.0, ge=0)  # how long a looked-up execution is kept
 
-    _secret_pairs = (("client_secret", "client_secret_file"),)
+    _secret_pairs = (("client_secret", "client_secret_file"), ("api_key", "api_key_file"))
 
-    @field_validator("endpoint")
-    @classmethod
-    def _host_port(cls, endpoint: str) -> str:
-        host, sep, port = endpoint.rpartition(":")
-        if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
-            raise ValueError(f"must be host:port, got {endpoint!r}")
-        return endpoint
-
-    @field_validator("ca_cert_file", "client_secret_file", "token_file")
+    @field_validator("ca_cert_file", "client_secret_file", "token_file", "api_key_file")
     @classmethod
     def _empty_is_unset(cls, path: Path | None) -> Path | None:
         # ``ca_cert_file = ""`` in a file means "not set", as in FlyteAdmin's own config.
@@ -232,12 +221,46 @@ class FlyteAdminConfig(Section):
             raise ValueError("client_id needs client_secret or client_secret_file")
         if self.client_id is None and has_secret:
             raise ValueError("client_secret needs client_id")
-        if self.client_id is not None and self.token_file is not None:
-            raise ValueError("give client_id (OAuth2 client credentials) or token_file, not both")
+        modes = [
+            name
+            for name, given in (
+                ("client_id (OAuth2 client credentials)", self.client_id is not None),
+                ("token_file", self.token_file is not None),
+                ("api_key", self.api_key is not None or self.api_key_file is not None),
+            )
+            if given
+        ]
+        if len(modes) > 1:
+            many = "both" if len(modes) == 2 else "several"
+            raise ValueError(f"give {' or '.join(modes)}, not {many}")
         return self
 
     def resolved_client_secret(self) -> str | None:
         return read_secret(self.client_secret, self.client_secret_file)
+
+    def resolved_api_key(self) -> str | None:
+        return read_secret(self.api_key, self.api_key_file)
+
+
+class FlyteAdminConfig(FlyteAuth):
+    """Where FlyteAdmin's gRPC API is, and how to authenticate to it.
+
+    An event for an execution flytenotify has not seen is resolved by asking
+    FlyteAdmin (``AdminService.GetExecution``) for the notifications it stored
+    for that execution.
+    """
+
+    endpoint: str  # host:port of FlyteAdmin's gRPC API, e.g. "flyteadmin:81"
+    insecure: bool = False  # plaintext gRPC (no TLS)
+    cache_ttl: float = Field(default=3600.0, ge=0)  # how long a looked-up execution is kept
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, endpoint: str) -> str:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, got {endpoint!r}")
+        return endpoint
 
 
 class NatsIntakeConfig(Section):
@@ -293,6 +316,151 @@ class IntakeConfig(Section):
     nats: NatsIntakeConfig | None = None
     gcp: GcpIntakeConfig | None = None
     aws: AwsIntakeConfig | None = None
+
+
+def _scope_part(value: str) -> str:
+    if value != value.strip() or "/" in value:
+        raise ValueError(f"must be a project or domain name (no spaces or '/'), got {value!r}")
+    return value
+
+
+def _recipient_list(recipients: list[str]) -> list[str]:
+    for i, recipient in enumerate(recipients):
+        if not recipient.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in recipient):
+            raise ValueError(
+                f"recipient {i} must be a non-empty name without control characters,"
+                f" got {recipient!r}"
+            )
+    return recipients
+
+
+class NamedDeliveryConfig(Section):
+    """``[flyte2.deliveries.NAME]``: what ``NamedDelivery(name="NAME")`` means.
+
+    The user's rule says when; this says to whom, in the recipient syntax
+    notifications use (``#channel``, ``pagerduty:KEY``, ``webhook:NAME``,
+    ``teams:NAME``, ``mattermost:NAME``, an email address). ``project`` and
+    ``domain`` scope it (empty: every one).
+    """
+
+    recipients: list[str] = Field(min_length=1)
+    project: str = ""
+    domain: str = ""
+
+    _recipients = field_validator("recipients")(_recipient_list)
+    _scope = field_validator("project", "domain")(_scope_part)
+
+
+class NamedRuleConfig(NamedDeliveryConfig):
+    """``[flyte2.rules.NAME]``: what ``NamedRule("NAME")`` means: when and to whom.
+
+    ``phases`` are ``SUCCEEDED``, ``FAILED``, ``ABORTED``, ``TIMED_OUT`` and
+    ``PAUSED`` (an action waiting for a person's input), in any case.
+    """
+
+    phases: list[str] = Field(min_length=1)
+
+    @field_validator("phases")
+    @classmethod
+    def _known_phases(cls, phases: list[str]) -> list[str]:
+        named = [phase.upper() for phase in phases]
+        for i, phase in enumerate(named):
+            if phase not in RULE_PHASES:
+                raise ValueError(
+                    f"phase {i} must be one of {', '.join(RULE_PHASES)}, got {phases[i]!r}"
+                )
+        return named
+
+
+class Flyte2Config(FlyteAuth):
+    """``[flyte2]``: the Flyte 2 control plane whose runs flytenotify watches.
+
+    ``endpoint`` is written as ``flyte.init(endpoint=...)`` takes it:
+    ``dns:///flyte.example.com``, ``flyte.example.com:443`` or
+    ``http(s)://host:port``. ``insecure`` means plaintext HTTP. ``projects``
+    are the ``project/domain`` pairs to watch.
+    """
+
+    endpoint: str
+    insecure: bool = False
+    projects: list[str] = Field(default_factory=list)
+    rules: dict[str, NamedRuleConfig] = Field(default_factory=dict)
+    deliveries: dict[str, NamedDeliveryConfig] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str) -> str:
+        host = _endpoint_host(endpoint)
+        if not host or any(c.isspace() for c in endpoint):
+            raise ValueError(
+                "must be dns:///HOST[:PORT], HOST[:PORT] or http(s)://HOST[:PORT],"
+                f" got {endpoint!r}"
+            )
+        return endpoint
+
+    @field_validator("projects")
+    @classmethod
+    def _project_domain_pairs(cls, projects: list[str]) -> list[str]:
+        for i, pair in enumerate(projects):
+            project, slash, domain = pair.partition("/")
+            if not slash or not project or not domain or "/" in domain or pair != pair.strip():
+                raise ValueError(f"entry {i} must be PROJECT/DOMAIN, got {pair!r}")
+        return list(dict.fromkeys(projects))
+
+    @model_validator(mode="after")
+    def _scheme_agrees(self) -> Self:
+        if self.endpoint.startswith("https://") and self.insecure:
+            raise ValueError("endpoint is https:// but insecure = true (plaintext); pick one")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The URL the Connect client calls: ``http(s)://host[:port]``."""
+        if self.endpoint.startswith(("http://", "https://")):
+            return self.endpoint.rstrip("/")
+        scheme = "http" if self.insecure else "https"
+        return f"{scheme}://{_endpoint_host(self.endpoint)}"
+
+    def named_entries(self) -> list[NamedRule]:
+        """The file's named rules, then its named deliveries."""
+        rules = [
+            NamedRule(
+                NamedKind.RULE,
+                name,
+                tuple(rule.recipients),
+                frozenset(RULE_PHASES[phase] for phase in rule.phases),
+                rule.project,
+                rule.domain,
+                source="config",
+            )
+            for name, rule in self.rules.items()
+        ]
+        deliveries = [
+            NamedRule(
+                NamedKind.DELIVERY,
+                name,
+                tuple(delivery.recipients),
+                project=delivery.project,
+                domain=delivery.domain,
+                source="config",
+            )
+            for name, delivery in self.deliveries.items()
+        ]
+        return rules + deliveries
+
+    @property
+    def watched(self) -> list[tuple[str, str]]:
+        """The (project, domain) pairs to watch."""
+        return [(pair.partition("/")[0], pair.partition("/")[2]) for pair in self.projects]
+
+
+def _endpoint_host(endpoint: str) -> str:
+    """``host[:port]`` of an endpoint in any of the forms flyte.init takes."""
+    for prefix in ("dns:///", "http://", "https://"):
+        if endpoint.startswith(prefix):
+            endpoint = endpoint.removeprefix(prefix)
+            break
+    return endpoint.rstrip("/") if "/" not in endpoint.rstrip("/") else ""
 
 
 class AllowConfig(Section):
@@ -411,6 +579,7 @@ class Settings(Section):
     retry: RetryConfig = RetryConfig()
     dispatch: DispatchConfig = DispatchConfig()
     flyteadmin: FlyteAdminConfig | None = None
+    flyte2: Flyte2Config | None = None
     intake: IntakeConfig = IntakeConfig()
     allow: AllowConfig = AllowConfig()
     grouping: GroupingConfig = GroupingConfig()
@@ -525,7 +694,10 @@ __all__ = [
     "AllowConfig",
     "DatabaseConfig",
     "DispatchConfig",
+    "Flyte2Config",
     "FlyteAdminConfig",
+    "NamedDeliveryConfig",
+    "NamedRuleConfig",
     "IntakeConfig",
     "PagerDutyConfig",
     "RetryConfig",

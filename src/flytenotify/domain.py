@@ -18,14 +18,31 @@ import orjson
 from flytenotify.core.notification import Notification
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
-# A phase beyond Flyte 1's workflow phases (0-9), kept in the same ledger column:
-# an action waiting for a person's input (Flyte 2's ACTION_PHASE_PAUSED).
-PAUSED = 100
+# Phases beyond Flyte 1's workflow phases (0-9), kept in the same ledger column.
+# Flyte 2's terminal phases map onto Flyte 1's (SUCCEEDED, FAILED, ABORTED,
+# TIMED_OUT); these two have no Flyte 1 counterpart.
+PAUSED = 100  # an action waiting for a person's input (Flyte 2's ACTION_PHASE_PAUSED)
+RECOVERED = 101  # Flyte 2's ACTION_PHASE_RECOVERED: terminal, and no rule can select it
+
+_EXTRA_NAMES = {PAUSED: "PAUSED", RECOVERED: "RECOVERED"}
+
+# The phases a Flyte 2 rule may select, by name: the terminal ones the SDK
+# allows, and PAUSED, which only named rules can ask for.
+RULE_PHASES: dict[str, int] = {
+    "SUCCEEDED": WorkflowExecutionPhase.SUCCEEDED,
+    "FAILED": WorkflowExecutionPhase.FAILED,
+    "ABORTED": WorkflowExecutionPhase.ABORTED,
+    "TIMED_OUT": WorkflowExecutionPhase.TIMED_OUT,
+    "PAUSED": PAUSED,
+}
+
+# Every phase after which an execution never changes again.
+ENDED_PHASES: frozenset[int] = TERMINAL_PHASES | {RECOVERED}
 
 
 def phase_name(phase: int) -> str:
     """``FAILED`` for 6, ``PAUSED`` for :data:`PAUSED`; an unknown value gives ``str(value)``."""
-    return "PAUSED" if phase == PAUSED else WorkflowExecutionPhase.enum_to_string(phase)
+    return _EXTRA_NAMES.get(phase) or WorkflowExecutionPhase.enum_to_string(phase)
 
 
 @dataclass(frozen=True, order=True)
@@ -99,13 +116,26 @@ class ExecutionEvent:
     output_uri: str = ""
     launch_plan: EntityId | None = None
 
+    # The action that paused, for a PAUSED event (a run has one per paused action).
+    paused: PausedAction | None = None
+
     @property
     def is_terminal(self) -> bool:
-        return self.phase in TERMINAL_PHASES
+        return self.phase in ENDED_PHASES
 
     @property
     def phase_name(self) -> str:
         return phase_name(self.phase)
+
+
+@dataclass(frozen=True)
+class PausedAction:
+    """A Flyte 2 action waiting for a person's input, and what it asks."""
+
+    name: str
+    prompt: str = ""
+    description: str = ""
+    prompt_type: str = ""  # "text" or "markdown"
 
 
 class NotificationSource(enum.StrEnum):
@@ -113,7 +143,95 @@ class NotificationSource(enum.StrEnum):
 
     REGISTERED = "registered"  # our API: the execution, or a launch plan registered with us
     FLYTEADMIN = "flyteadmin"  # FlyteAdmin's GetExecution (the closure's notifications)
+    FLYTE2 = "flyte2"  # a Flyte 2 run's own rules (its RunSpec, read from the control plane)
     NONE = "none"  # nobody knew the execution: recorded with no notifications
+
+
+@dataclass(frozen=True)
+class InlineEmail:
+    """A Flyte 2 inline email rule's templates: one message to to + cc + bcc.
+
+    The templates are Go templates (``{{.Run.Name}}``), rendered when the rule fires.
+    """
+
+    envelope: EmailEnvelope
+    subject: str
+    text: str
+    html: str = ""  # empty: the message has no HTML part
+
+
+@dataclass(frozen=True)
+class InlineWebhook:
+    """A Flyte 2 inline webhook rule (``Webhook``, and ``Slack``/``Teams``, which
+    the SDK writes as webhooks): every part may hold Go templates."""
+
+    url: str
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class RunRule:
+    """One notification rule of a Flyte 2 run, frozen when flytenotify first saw the run.
+
+    It delivers to ``recipients`` (a named rule's or named delivery's, in the
+    recipient syntax notifications use: ``#channel``, ``pagerduty:KEY``,
+    ``webhook:NAME``, an email address), or by its own ``email`` or ``webhook``
+    template. ``problem`` says why it can deliver nothing (a named delivery
+    nobody configured): its deliveries are recorded and dead-lettered with it.
+    """
+
+    phases: frozenset[int]
+    name: str = ""  # the named rule or named delivery it came from; empty when inline
+    recipients: tuple[str, ...] = ()
+    email: InlineEmail | None = None
+    webhook: InlineWebhook | None = None
+    problem: str = ""
+
+    @property
+    def kind(self) -> str:
+        """What it delivers through, for people: ``email``, ``webhook`` or its name."""
+        if self.email is not None:
+            return "email"
+        if self.webhook is not None:
+            return "webhook"
+        return f"named:{self.name}"
+
+
+class NamedKind(enum.StrEnum):
+    """Which name in a Flyte 2 user's code a :class:`NamedRule` gives meaning to."""
+
+    RULE = "rule"  # flyte.notify.NamedRule("oncall"): its phases and recipients
+    DELIVERY = "delivery"  # NamedDelivery(name="chat"): recipients; phases from the user's rule
+
+
+@dataclass(frozen=True)
+class NamedRule:
+    """What ``NamedRule(NAME)`` or ``NamedDelivery(name=NAME)`` means, for a scope.
+
+    An empty ``project`` or ``domain`` matches every one; of the entries of one
+    name that match a run, the most specific wins (project and domain, then
+    project, then domain, then neither). ``source`` is ``config`` for the
+    configuration file's ``[flyte2.rules.NAME]`` / ``[flyte2.deliveries.NAME]``
+    (read-only over the API), ``api`` for those managed over the API or the CLI.
+    """
+
+    kind: NamedKind
+    name: str
+    recipients: tuple[str, ...]
+    phases: frozenset[int] = frozenset()  # a rule's; empty for a delivery
+    project: str = ""
+    domain: str = ""
+    source: str = "api"
+    updated_at: datetime | None = None
+
+    def applies_to(self, project: str, domain: str) -> bool:
+        return self.project in ("", project) and self.domain in ("", domain)
+
+    @property
+    def specificity(self) -> int:
+        return 2 * bool(self.project) + bool(self.domain)
 
 
 @dataclass(frozen=True)
@@ -131,6 +249,9 @@ class Execution:
     workflow: EntityId | None = None
     source: NotificationSource = NotificationSource.REGISTERED
     lookup_error: str = ""
+    rules: tuple[RunRule, ...] = ()  # a Flyte 2 run's rules (its notifications are empty)
+    # The terminal phase the ledger recorded for it, once it has one (read back, never written).
+    terminal_phase: int | None = None
 
     def no_notifications_reason(self, phase: int) -> str:
         """Why no notification of this execution fires for ``phase``, in one sentence.
@@ -153,6 +274,8 @@ class Execution:
                 f"its launch plan {self.launch_plan} is not registered here, and no"
                 " [flyteadmin] was configured to look the execution up"
             )
+        if self.source is NotificationSource.FLYTE2:
+            return self._run_reason(phase)
         if not self.notifications and self.lookup_error:
             return f"FlyteAdmin's notifications for it could not be read ({self.lookup_error})"
         if not self.notifications:
@@ -161,6 +284,14 @@ class Execution:
         covered = sorted({p for n in self.notifications for p in n.phases})
         named = ", ".join(phase_name(p) for p in covered)
         return f"none of its notifications is for {phase_name(phase)} (only for {named})"
+
+    def _run_reason(self, phase: int) -> str:
+        # A Flyte 2 run: lookup_error says why it has no rules, when it has none.
+        if not self.rules:
+            return f"the Flyte 2 run has no notification rules: {self.lookup_error or 'none'}"
+        covered = sorted({p for rule in self.rules for p in rule.phases})
+        named = ", ".join(phase_name(p) for p in covered)
+        return f"none of its rules is for {phase_name(phase)} (only for {named})"
 
 
 @dataclass(frozen=True)

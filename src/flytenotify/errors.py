@@ -75,6 +75,11 @@ class UnknownReference(InputError):
     """
 
 
+class Conflict(InputError):
+    """Input that contradicts what exists and cannot be changed this way (an entry the
+    configuration file defines, changed over the API). The HTTP API answers 409."""
+
+
 class UpstreamUnavailable(RuntimeError):
     """A service an event depends on (FlyteAdmin) cannot answer now; nothing was recorded.
 

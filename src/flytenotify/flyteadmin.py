@@ -30,18 +30,11 @@ What a look-up answers:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import ssl
-import time
-import urllib.parse
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
 import grpc
 from flyteidl.admin import execution_pb2
 from flyteidl.core import identifier_pb2
@@ -50,13 +43,20 @@ from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc
 from flytenotify.config import FlyteAdminConfig
 from flytenotify.domain import EntityId, Execution, ExecutionId, NotificationSource
 from flytenotify.errors import NotificationConfigError, UpstreamUnavailable
+from flytenotify.flyte_auth import (
+    DEFAULT_HEADER,
+    NO_DISCOVERY,
+    RETRY_AFTER,
+    AuthDiscovery,
+    ClientCredentials,
+    Headers,
+    TokenEndpoint,
+    credentials_for,
+)
 from flytenotify.wire import to_notification
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METADATA_KEY = "authorization"  # FlyteAdmin's default grpcAuthorizationHeader
-RETRY_AFTER = 5.0  # seconds a caller is told to wait when FlyteAdmin cannot answer
-DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, for a token answer without a usable expires_in
 # gRPC's reconnect backoff grows to two minutes by default; events wait for FlyteAdmin
 # to come back, so try again within seconds of it being back.
 CHANNEL_OPTIONS = (
@@ -75,167 +75,8 @@ _FINAL_CODES = frozenset(
 )
 
 
-Metadata = tuple[tuple[str, str], ...]  # gRPC call metadata: (key, value) pairs
-
-
 class LookupRefused(Exception):
     """FlyteAdmin's final answer about one execution (``NOT_FOUND: ...``)."""
-
-
-@dataclass(frozen=True)
-class AuthDiscovery:
-    """What FlyteAdmin's AuthMetadataService advertises."""
-
-    token_endpoint: str
-    scopes: tuple[str, ...]
-    audience: str
-    metadata_key: str
-
-
-class _Credentials(Protocol):
-    description: str
-
-    async def metadata(self, admin: FlyteAdmin) -> Metadata:
-        """The call metadata that authenticates one call (empty: none)."""
-        ...
-
-    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
-        """New credentials after ``refused`` got UNAUTHENTICATED; False if none can be had."""
-        ...
-
-
-class _NoCredentials:
-    description = "no credentials"
-
-    async def metadata(self, admin: FlyteAdmin) -> Metadata:
-        return ()
-
-    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
-        return False
-
-
-class _TokenFile:
-    """A bearer token read from a file, read again whenever the file changes.
-
-    Kubernetes rotates projected tokens by swapping a symlink, so the file's
-    identity (inode, size, modification time) changes and the next call reads it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.description = f"bearer token from {path}"
-        self._seen: tuple[int, int, int, int] | None = None
-        self._token = ""
-
-    def _read(self) -> str:
-        try:
-            info = os.stat(self.path)
-            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if identity != self._seen:
-                self._token = self.path.read_text(encoding="utf-8").strip()
-                self._seen = identity
-        except OSError as error:
-            # Perhaps mid-rotation: keep the event for later rather than send no token.
-            raise UpstreamUnavailable(
-                f"flyteadmin.token_file: cannot read {self.path}: {error}", RETRY_AFTER
-            ) from None
-        if not self._token:
-            raise UpstreamUnavailable(f"flyteadmin.token_file: {self.path} is empty", RETRY_AFTER)
-        return self._token
-
-    async def metadata(self, admin: FlyteAdmin) -> Metadata:
-        key = (await admin.discovery(required=False)).metadata_key
-        return ((key, f"Bearer {self._read()}"),)
-
-    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
-        before = self._token
-        self._seen = None
-        return self._read() != before
-
-
-class _ClientCredentials:
-    """OAuth2 client credentials: a token cached until shortly before it expires."""
-
-    def __init__(self, client_id: str, secret: str, scopes: list[str]) -> None:
-        self.client_id = client_id
-        self._secret = secret
-        self._scopes = scopes
-        self.description = f"OAuth2 client credentials as {client_id}"
-        self._token = ""
-        self._refresh_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def metadata(self, admin: FlyteAdmin) -> Metadata:
-        discovery = await admin.discovery(required=True)
-        async with self._lock:  # one token request at a time, not one per event
-            if not self._token or time.monotonic() >= self._refresh_at:
-                await self._fetch(admin, discovery)
-        return ((discovery.metadata_key, f"Bearer {self._token}"),)
-
-    async def refresh(self, admin: FlyteAdmin, refused: Metadata) -> bool:
-        async with self._lock:
-            # Calls in flight together are refused together: the first one to
-            # get here fetches a new token, the others use it.
-            if any(value == f"Bearer {self._token}" for _, value in refused):
-                self._token = ""
-        return True
-
-    async def _fetch(self, admin: FlyteAdmin, discovery: AuthDiscovery) -> None:
-        form = {"grant_type": "client_credentials"}
-        scopes = self._scopes or list(discovery.scopes)
-        if scopes:
-            form["scope"] = " ".join(scopes)
-        if discovery.audience:
-            form["audience"] = discovery.audience
-        headers = {
-            "Authorization": basic_authorization(self.client_id, self._secret),
-            "Accept": "application/json",
-            "Cache-Control": "no-cache",
-        }
-        answer = await admin.post_form(discovery.token_endpoint, form, headers)
-        token, lifetime = _token_from(answer, discovery.token_endpoint)
-        self._token = token
-        # Renew before it expires: a tenth of its life early, at most a minute.
-        self._refresh_at = time.monotonic() + lifetime - min(60.0, lifetime / 10)
-        log.info(
-            "FlyteAdmin: got an access token for %s from %s (expires in %.0f s)",
-            self.client_id,
-            discovery.token_endpoint,
-            lifetime,
-        )
-
-
-def basic_authorization(client_id: str, secret: str) -> str:
-    """HTTP Basic for a token request: both parts form-encoded first (RFC 6749, 2.3.1)."""
-    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
-    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
-
-
-def _token_from(answer: Any, endpoint: str) -> tuple[str, float]:
-    if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
-        raise UpstreamUnavailable(
-            f"token endpoint {endpoint} answered without an access_token", RETRY_AFTER
-        )
-    # Some identity providers send expires_in as a string. Without it, assume a
-    # short life rather than keep a dead token.
-    try:
-        seconds = float(answer.get("expires_in", DEFAULT_TOKEN_LIFETIME))
-    except (TypeError, ValueError):
-        seconds = DEFAULT_TOKEN_LIFETIME
-    return answer["access_token"], seconds if seconds > 0 else DEFAULT_TOKEN_LIFETIME
-
-
-def credentials_for(config: FlyteAdminConfig) -> _Credentials:
-    if config.client_id is not None:
-        secret = config.resolved_client_secret()
-        if not secret:
-            raise ValueError(
-                "flyteadmin.client_secret: required with client_id (or client_secret_file)"
-            )
-        return _ClientCredentials(config.client_id, secret, list(config.scopes))
-    if config.token_file is not None:
-        return _TokenFile(config.token_file)
-    return _NoCredentials()
 
 
 class FlyteAdmin:
@@ -243,13 +84,12 @@ class FlyteAdmin:
 
     def __init__(self, config: FlyteAdminConfig) -> None:
         self.config = config
-        self.credentials = credentials_for(config)
-        self._ssl = _ssl_context(config)
+        self._tokens = TokenEndpoint(config)
+        self.credentials = credentials_for(config, "flyteadmin", self._tokens)
         # Made on first use: a grpc.aio channel belongs to the event loop it was made on.
         self._channel: grpc.aio.Channel | None = None
         self._discovery: AuthDiscovery | None = None
         self._discovery_lock = asyncio.Lock()
-        self._http: aiohttp.ClientSession | None = None
 
     @property
     def description(self) -> str:
@@ -288,8 +128,7 @@ class FlyteAdmin:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-        if self._http is not None:
-            await self._http.close()
+        await self._tokens.close()
 
     # -- looking up ------------------------------------------------------------------
 
@@ -318,7 +157,7 @@ class FlyteAdmin:
                 project=execution_id.project, domain=execution_id.domain, name=execution_id.name
             )
         )
-        metadata = await self.credentials.metadata(self)
+        metadata = await self.credentials.headers(self)
         try:
             return await self._call_admin(request, metadata)
         except grpc.aio.AioRpcError as error:
@@ -328,11 +167,11 @@ class FlyteAdmin:
                 raise self._classify(error, execution_id) from None
         # Once more with new credentials; UNAUTHENTICATED now is FlyteAdmin's final word.
         try:
-            return await self._call_admin(request, await self.credentials.metadata(self))
+            return await self._call_admin(request, await self.credentials.headers(self))
         except grpc.aio.AioRpcError as error:
             raise self._classify(error, execution_id) from None
 
-    async def _call_admin(self, request: Any, metadata: Metadata) -> Any:
+    async def _call_admin(self, request: Any, metadata: Headers) -> Any:
         return await self._admin.GetExecution(
             request, metadata=metadata, timeout=self.config.timeout
         )
@@ -376,7 +215,7 @@ class FlyteAdmin:
             )
         except grpc.aio.AioRpcError as error:
             if not required and error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return AuthDiscovery("", (), "", DEFAULT_METADATA_KEY)
+                return NO_DISCOVERY
             raise UpstreamUnavailable(
                 f"FlyteAdmin at {self.config.endpoint}: auth discovery (AuthMetadataService)"
                 f" failed: {error.code().name}: {error.details() or 'no details'}",
@@ -392,35 +231,8 @@ class FlyteAdmin:
             token_endpoint=token_endpoint,
             scopes=tuple(client.scopes),
             audience=client.audience,
-            metadata_key=client.authorization_metadata_key or DEFAULT_METADATA_KEY,
+            header=client.authorization_metadata_key or DEFAULT_HEADER,
         )
-
-    async def post_form(self, url: str, form: dict[str, str], headers: dict[str, str]) -> Any:
-        """POST a form to the token endpoint; its JSON answer, or UpstreamUnavailable."""
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout)
-            )
-        try:
-            async with self._http.post(url, data=form, headers=headers, ssl=self._ssl) as reply:
-                text = await reply.text()
-                if reply.status != 200:
-                    # A refused client is a configuration mistake: keep the events
-                    # (the broker redelivers) until the secret is fixed.
-                    raise UpstreamUnavailable(
-                        f"token endpoint {url} answered HTTP {reply.status}: {text[:200]}",
-                        RETRY_AFTER,
-                    )
-                try:
-                    return await reply.json(content_type=None)
-                except ValueError:
-                    raise UpstreamUnavailable(
-                        f"token endpoint {url} answered with no JSON: {text[:200]}", RETRY_AFTER
-                    ) from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise UpstreamUnavailable(
-                f"token endpoint {url} unreachable: {error or type(error).__name__}", RETRY_AFTER
-            ) from None
 
     # -- check-config --connect -------------------------------------------------------
 
@@ -438,12 +250,12 @@ class FlyteAdmin:
 
     async def _check(self) -> str:
         found = [f"FlyteAdmin at {self.description}"]
-        if isinstance(self.credentials, _ClientCredentials):
+        if isinstance(self.credentials, ClientCredentials):
             discovery = await self.discovery(required=True)
-            await self.credentials.metadata(self)
+            await self.credentials.headers(self)
             found.append(
                 f"got a token from {discovery.token_endpoint}"
-                f" (sent in metadata key {discovery.metadata_key!r})"
+                f" (sent in metadata key {discovery.header!r})"
             )
         probe = ExecutionId("flytenotify", "check", "no-such-execution")
         try:
@@ -536,11 +348,3 @@ def _entity(identifier: Any) -> EntityId:
 
 def _ca_bytes(config: FlyteAdminConfig) -> bytes | None:
     return config.ca_cert_file.read_bytes() if config.ca_cert_file is not None else None
-
-
-def _ssl_context(config: FlyteAdminConfig) -> ssl.SSLContext:
-    """For the token endpoint: the system's trust, plus ``ca_cert_file`` when set."""
-    context = ssl.create_default_context()
-    if config.ca_cert_file is not None:
-        context.load_verify_locations(cafile=str(config.ca_cert_file))
-    return context

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from flytenotify.channels import registry
+from flytenotify.domain import RULE_PHASES, NamedKind, NotificationSource
 from flytenotify.intake.limits import (
     EARLIEST_TIME,
     IDENTIFIER_LIMITS,
@@ -458,6 +459,7 @@ SCHEMAS["ExecutionDetail"] = {
         "notifications_source",
         "lookup_error",
         "notifications",
+        "rules",
         "events",
         "deliveries",
     ],
@@ -466,9 +468,13 @@ SCHEMAS["ExecutionDetail"] = {
         "launch_plan": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
         "workflow": {"oneOf": [_ref("EntityId"), {"type": "null"}]},
         "created_at": _NULLABLE_TIME,
-        "notifications_source": {"type": "string", "enum": ["registered", "flyteadmin", "none"]},
+        "notifications_source": {
+            "type": "string",
+            "enum": [source.value for source in NotificationSource],
+        },
         "lookup_error": _NULLABLE_STR,
         "notifications": {"type": "array", "items": {"type": "object"}},
+        "rules": {"type": "array", "items": {"type": "object"}},
         "events": {
             "type": "array",
             "items": {
@@ -489,6 +495,105 @@ SCHEMAS["ExecutionDetail"] = {
         "deliveries": {"type": "array", "items": _ref("Delivery")},
     },
 }
+
+_SCOPE_PART = {"oneOf": [{"const": ""}, _identifier("project")]}
+_RULE_PHASES = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"enum": [*RULE_PHASES, *(name.lower() for name in RULE_PHASES)]},
+}
+SCHEMAS["NamedRuleBody"] = {
+    "type": "object",
+    "required": ["phases", "recipients"],
+    "additionalProperties": False,
+    "properties": {
+        "phases": _RULE_PHASES,
+        "recipients": _RECIPIENTS,
+        "project": _SCOPE_PART,
+        "domain": _SCOPE_PART,
+    },
+}
+SCHEMAS["NamedDeliveryBody"] = {
+    "type": "object",
+    "required": ["recipients"],
+    "additionalProperties": False,
+    "properties": {"recipients": _RECIPIENTS, "project": _SCOPE_PART, "domain": _SCOPE_PART},
+}
+SCHEMAS["NamedRule"] = {
+    "type": "object",
+    "required": [
+        "kind",
+        "name",
+        "project",
+        "domain",
+        "phases",
+        "recipients",
+        "source",
+        "updated_at",
+    ],
+    "properties": {
+        "kind": {"enum": [kind.value for kind in NamedKind]},
+        "name": _STR,
+        "project": _STR,
+        "domain": _STR,
+        "phases": {"type": "array", "items": _STR},
+        "recipients": {"type": "array", "items": _STR},
+        "source": {"enum": ["config", "api"]},
+        "updated_at": _NULLABLE_TIME,
+        "warnings": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_NAMED_ITEMS = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {"items": {"type": "array", "items": _ref("NamedRule")}},
+}
+_SCOPE_QUERY = [
+    _query(part, _identifier(part, shortest=0), f"the entry's {part} (empty: every {part})")
+    for part in ("project", "domain")
+]
+
+
+def _named_paths(what: str, body: str) -> dict[str, Any]:
+    """The list and the one-entry routes of named rules or named deliveries."""
+    return {
+        "get": {
+            "summary": f"Every {what} (the configuration file's and the API's)",
+            "responses": {"200": _answer(f"The {what}s", _NAMED_ITEMS), **_errors("401")},
+        },
+        "one": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": _identifier("name")}
+            ],
+            "get": {
+                "summary": f"One {what}, of the scope the query names",
+                "parameters": _SCOPE_QUERY,
+                "responses": {
+                    "200": _answer(f"The {what}", _ref("NamedRule")),
+                    **_errors("400", "401", "404"),
+                },
+            },
+            "put": {
+                "summary": f"Create or replace a {what} in the scope the body names",
+                "requestBody": {"required": True, "content": _json(_ref(body))},
+                "responses": {
+                    "200": _answer(
+                        "Stored, with warnings for unreachable recipients", _ref("NamedRule")
+                    ),
+                    **_errors("400", "401", "409", "413", "415"),
+                },
+            },
+            "delete": {
+                "summary": f"Delete a {what} managed over the API",
+                "parameters": _SCOPE_QUERY,
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_errors("400", "401", "404", "409"),
+                },
+            },
+        },
+    }
+
 
 _EVENT_RESULT = _ref("EventResult")
 # Any JSON value: a batch item that is not a valid Event is not a bad request,
@@ -778,6 +883,13 @@ def document() -> dict[str, Any]:
         channels.update(
             required=names, properties=dict.fromkeys(names, state), additionalProperties=False
         )
+    for base, what, body in (
+        ("/api/v1/flyte2/rules", "named rule", "NamedRuleBody"),
+        ("/api/v1/flyte2/deliveries", "named delivery", "NamedDeliveryBody"),
+    ):
+        paths = _named_paths(what, body)
+        found["paths"][base] = {"get": paths["get"]}
+        found["paths"][f"{base}/{{name}}"] = paths["one"]
     for parameter in found["paths"]["/api/v1/deliveries"]["get"]["parameters"]:
         if parameter["name"] == "channel":
             parameter["description"] = ", ".join([*names, registry.INBOX, registry.UNROUTABLE])

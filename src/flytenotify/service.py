@@ -230,7 +230,7 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     )
     _log_startup(config, notifier)
     log.info("role: %s", role)
-    sources = build_sources(config.settings) if role != "dispatcher" else []
+    sources = build_sources(config.settings, notifier, metrics) if role != "dispatcher" else []
     metrics.watch_sources(sources)
     app = create_app(notifier, server_config, metrics, api=role != "dispatcher", sources=sources)
     uv_config = uvicorn.Config(

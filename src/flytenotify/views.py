@@ -6,9 +6,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flytenotify.channels import registry
-from flytenotify.domain import Attempt, Delivery, EntityId, Execution, ExecutionEvent, ExecutionId
+from flytenotify.channels._url_policy import display_url
+from flytenotify.domain import (
+    Attempt,
+    Delivery,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    NamedRule,
+    RunRule,
+    phase_name,
+)
 from flytenotify.intake.source import SourceStatus
-from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import EventOutcome, InboxMessage
 
 # The most rows one page of a list holds.
@@ -27,7 +37,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
     return {
         "id": delivery.id,
         "execution": str(delivery.execution_id),
-        "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+        "phase": phase_name(delivery.phase),
         "channel": delivery.channel,
         "kind": delivery.kind,
         "recipient": delivery.recipient,
@@ -67,8 +77,46 @@ def execution_json(
         "notifications_source": execution.source.value,
         "lookup_error": execution.lookup_error or None,
         "notifications": [n.to_dict() for n in execution.notifications],
+        "rules": [rule_json(rule) for rule in execution.rules],
         "events": [_event_json(execution, event, outcome) for event, outcome in events],
         "deliveries": [delivery_json(d) for d in deliveries],
+    }
+
+
+def rule_json(rule: RunRule) -> dict[str, Any]:
+    """A Flyte 2 run's rule as frozen with it. A webhook's URL and header values are
+    credentials as often as not (Slack's and Teams' URLs are): shown without them."""
+    shown: dict[str, Any] = {
+        "phases": sorted(phase_name(phase) for phase in rule.phases),
+        "name": rule.name or None,
+        "recipients": list(rule.recipients),
+        "problem": rule.problem or None,
+        "email": None,
+        "webhook": None,
+    }
+    if rule.email is not None:
+        envelope = rule.email.envelope.to_json()
+        shown["email"] = {**envelope, "subject": rule.email.subject}
+    if rule.webhook is not None:
+        shown["webhook"] = {
+            "method": rule.webhook.method,
+            "url": display_url(rule.webhook.url),
+            "headers": sorted(name for name, _ in rule.webhook.headers),
+        }
+    return shown
+
+
+def named_rule_json(entry: NamedRule) -> dict[str, Any]:
+    """A named rule or named delivery: what a name in Flyte 2 users' code means."""
+    return {
+        "kind": entry.kind.value,
+        "name": entry.name,
+        "project": entry.project,
+        "domain": entry.domain,
+        "phases": sorted(phase_name(phase) for phase in entry.phases),
+        "recipients": list(entry.recipients),
+        "source": entry.source,
+        "updated_at": _iso(entry.updated_at),
     }
 
 

@@ -18,8 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from flytenotify.domain import Delivery, Digest
-from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.domain import Delivery, Digest, phase_name
 
 C = TypeVar("C")
 
@@ -101,7 +100,7 @@ class DigestLine:
         lines = variables.get("error.message", "").strip().splitlines()
         return cls(
             execution=str(delivery.execution_id),
-            phase=WorkflowExecutionPhase.enum_to_string(delivery.phase),
+            phase=phase_name(delivery.phase),
             error=lines[0] if lines else "",
             error_code=variables.get("error.code", ""),
             console_url=variables.get("console_url", ""),

@@ -44,7 +44,7 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Literal
 
@@ -231,34 +231,47 @@ def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None
     come from the idempotency key (a digest's id), so the console shows the
     very bytes the relay was given, and a resend after a crash is the same message.
 
-    Raises ``ValueError`` when the recipient or the sender is not one plain
+    Raises ``ValueError`` when a recipient or the sender is not one plain
     address; the subject is made single-line rather than refused, because an
     alert must still go out when an error message in it has a newline.
     """
-    recipient = _checked_address(delivery.recipient)
+    addressed = _addressed(delivery)
     sender = _checked_address(sender)
     subject, text_body, html_body = _content(delivery)
     subject = single_line(subject)
     text = _body(text_body)
-    document = _body(_html_document(subject, html_body))
     key = delivery.digest.id if delivery.digest is not None else delivery.idempotency_key
-    boundary = _boundary(key, text, document)
     date = datetime.fromtimestamp(time.time() if sent_at is None else sent_at, UTC)
+    headers = (
+        # Only checked addresses, single-line values and RFC 2047 words go in
+        # here, so nothing from a delivery can start a header of its own.
+        f"From: {sender}\r\n"
+        f"{addressed}"
+        f"{_header('Subject', subject)}"
+        # "+0000", not formatdate()'s "GMT": RFC 5322 calls named zones obsolete.
+        f"Date: {format_datetime(date)}\r\n"
+        f"Message-ID: {message_id(key)}\r\n"
+        # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
+        "Auto-Submitted: auto-generated\r\n"
+        "X-Auto-Response-Suppress: All\r\n"
+        f"{_header('X-Flytenotify-Delivery', single_line(key))}"
+        "MIME-Version: 1.0\r\n"
+    )
+    if not html_body and delivery.message.envelope is not None and delivery.digest is None:
+        # A user's inline email without an HTML template is plain text only.
+        return b"".join(
+            (
+                f"{headers}"
+                'Content-Type: text/plain; charset="utf-8"\r\n'
+                f"Content-Transfer-Encoding: {text[0]}\r\n\r\n".encode("ascii"),
+                text[1],
+            )
+        )
+    document = _body(_html_document(subject, html_body))
+    boundary = _boundary(key, text, document)
     return b"".join(
         (
-            # Only checked addresses, single-line values and RFC 2047 words go in
-            # here, so nothing from a delivery can start a header of its own.
-            f"From: {sender}\r\n"
-            f"To: {recipient}\r\n"
-            f"{_header('Subject', subject)}"
-            # "+0000", not formatdate()'s "GMT": RFC 5322 calls named zones obsolete.
-            f"Date: {format_datetime(date)}\r\n"
-            f"Message-ID: {message_id(key)}\r\n"
-            # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
-            "Auto-Submitted: auto-generated\r\n"
-            "X-Auto-Response-Suppress: All\r\n"
-            f"{_header('X-Flytenotify-Delivery', single_line(key))}"
-            "MIME-Version: 1.0\r\n"
+            f"{headers}"
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'
             f"\r\n--{boundary}\r\n"
             'Content-Type: text/plain; charset="utf-8"\r\n'
@@ -273,6 +286,36 @@ def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+def _addressed(delivery: Delivery) -> str:
+    """The To (and Cc) header lines: the recipient, or an inline email's envelope.
+
+    Bcc addresses go in the SMTP envelope only (:func:`envelope_recipients`):
+    no header names them. Display names come from users' code: folded onto
+    one line, then quoted or RFC 2047-encoded by ``formataddr``.
+    """
+    envelope = delivery.message.envelope
+    if envelope is None or delivery.digest is not None:
+        return f"To: {_checked_address(delivery.recipient)}\r\n"
+    lines = ""
+    for name, boxes in (("To", envelope.to), ("Cc", envelope.cc)):
+        if boxes:
+            shown = [
+                formataddr((single_line(box.name), _checked_address(box.address)), "utf-8")
+                for box in boxes
+            ]
+            lines += f"{name}: " + ",\r\n ".join(shown) + "\r\n"
+    # RFC 5322 wants a destination header; a Bcc-only message says so, as mail clients do.
+    return lines or "To: undisclosed-recipients:;\r\n"
+
+
+def envelope_recipients(delivery: Delivery) -> list[str]:
+    """Every address the message goes to (RCPT TO): the recipient, or To + Cc + Bcc."""
+    envelope = delivery.message.envelope
+    if envelope is None or delivery.digest is not None:
+        return [_checked_address(delivery.recipient)]
+    return list(dict.fromkeys(_checked_address(box.address) for box in envelope.everyone))
 
 
 def _content(delivery: Delivery) -> tuple[str, str, str]:
@@ -636,12 +679,12 @@ class EmailChannel:
         sent_at = time.time()
         try:
             payload = encode_message(delivery, self._config.sender, sent_at)
-            rcpt_to = b"TO:" + _envelope(delivery.recipient)
+            rcpt_to = [b"TO:" + _envelope(address) for address in envelope_recipients(delivery)]
         except ValueError as exc:
             return SendResult.permanent(f"message not sent: {exc}")
         return dataclasses.replace(await self._paced(rcpt_to, payload), sent_at=sent_at)
 
-    async def _paced(self, rcpt_to: bytes, payload: bytes) -> SendResult:
+    async def _paced(self, rcpt_to: list[bytes], payload: bytes) -> SendResult:
         if not self._config.max_per_minute:
             return await self._send(rcpt_to, payload)
         # The relay's budget, shared by every replica through the ledger.
@@ -654,7 +697,7 @@ class EmailChannel:
             reply = f"smtp.max_per_minute: next free slot in {busy.wait:.1f}s"
             return SendResult.transient(reply, retry_after=busy.wait)
 
-    async def _send(self, rcpt_to: bytes, payload: bytes) -> SendResult:
+    async def _send(self, rcpt_to: list[bytes], payload: bytes) -> SendResult:
         async with self._pool.slot() as slot:
             return await self._send_in(slot, rcpt_to, payload)
 
@@ -688,7 +731,7 @@ class EmailChannel:
             f"{self._where}: {greeting}; EHLO {ehlo.code} {first_line} [{extensions}]; {tls}{auth}"
         )
 
-    async def _send_in(self, slot: _Slot, rcpt_to: bytes, payload: bytes) -> SendResult:
+    async def _send_in(self, slot: _Slot, rcpt_to: list[bytes], payload: bytes) -> SendResult:
         try:
             if slot.reused:
                 try:
@@ -760,11 +803,17 @@ class EmailChannel:
             tls_context=self._tls_context,
         )
 
-    async def _transact(self, slot: _Slot, rcpt_to: bytes, payload: bytes) -> SendResult:
-        """MAIL, RCPT, DATA on the slot's connection; the reply decides the outcome."""
+    async def _transact(self, slot: _Slot, rcpt_to: list[bytes], payload: bytes) -> SendResult:
+        """MAIL, RCPT, DATA on the slot's connection; the reply decides the outcome.
+
+        A message to several addresses (an inline email's To + Cc + Bcc) goes to
+        those the server accepts; those it refuses are named in the reply. Sent
+        again, it would reach the others twice: only all refused is a failure.
+        """
         smtp = slot.smtp
         assert smtp is not None
         stage = "MAIL"
+        refused: list[str] = []
         try:
             # SMTP.mail() and .rcpt() would parse and quote both addresses again for
             # every message (~20 us of CPU); the quoted forms are made once and cached.
@@ -772,9 +821,13 @@ class EmailChannel:
             if reply.code != SMTPStatus.completed:
                 raise SMTPResponseException(reply.code, reply.message)
             stage = "RCPT"
-            reply = await smtp.execute_command(b"RCPT", rcpt_to)
-            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                raise SMTPResponseException(reply.code, reply.message)
+            for address in rcpt_to:
+                reply = await smtp.execute_command(b"RCPT", address)
+                if reply.code in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    continue
+                if len(refused) == len(rcpt_to) - 1:  # the last one left: nobody to send to
+                    raise SMTPResponseException(reply.code, reply.message)
+                refused.append(f"{address[3:].decode('ascii')} ({reply.code} {reply.message})")
             stage = "DATA"
             reply = await smtp.data(payload)
         except SMTPResponseException as exc:
@@ -785,7 +838,8 @@ class EmailChannel:
             stale = slot.reused and stage == "MAIL" and isinstance(exc, ConnectionError)
             raise _Failure(SendResult.transient(reason), stale=stale) from exc
         slot.reusable = True
-        return SendResult.delivered(f"{reply.code} {reply.message}")
+        not_to = f"; refused by the server: {', '.join(refused)}" if refused else ""
+        return SendResult.delivered(f"{reply.code} {reply.message}{not_to}")
 
     async def _refused(self, slot: _Slot, stage: str, exc: SMTPResponseException) -> SendResult:
         reply = f"{stage} refused: {exc.code} {exc.message}"

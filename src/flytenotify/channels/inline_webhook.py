@@ -82,7 +82,12 @@ from flytenotify.channels._url_policy import (
 )
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing
 from flytenotify.channels.slack import incoming_webhook_answer
-from flytenotify.channels.teams import is_connector_url, throttled, webhook_answer
+from flytenotify.channels.teams import (
+    as_workflows_message,
+    is_connector_url,
+    throttled,
+    webhook_answer,
+)
 from flytenotify.domain import Delivery, HttpRequest
 from flytenotify.sections import Section
 
@@ -445,10 +450,13 @@ class InlineWebhookChannel:
 
     async def _request(self, send: _Send) -> _Answer:
         request = send.request
+        sent = request.body
+        if sent and send.provider is Provider.TEAMS and not is_connector_url(request.url):
+            sent = as_workflows_message(sent)
         async with self._http(send.trusted).request(
             request.method,
             send.target.url,
-            data=request.body.encode("utf-8") if request.body else None,
+            data=sent.encode("utf-8") if sent else None,
             headers=_headers(request),
             skip_auto_headers=_NOT_ADDED,
             allow_redirects=False,

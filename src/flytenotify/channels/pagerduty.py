@@ -37,7 +37,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, digest_lines
-from flytenotify.domain import Delivery, Digest
+from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section
 
@@ -184,7 +184,7 @@ def pagerduty_event(
     delivery: Delivery, routing_key: str, config: PagerDutyConfig
 ) -> dict[str, Any]:
     """The Events API v2 body for ``delivery``."""
-    phase = WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    phase = phase_name(delivery.phase)
     resolves = delivery.phase == WorkflowExecutionPhase.SUCCEEDED
     event: dict[str, Any] = {
         "routing_key": routing_key,

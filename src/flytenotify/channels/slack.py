@@ -65,7 +65,7 @@ from flytenotify.channels.base import (
     error_label,
     plain_allow_forms,
 )
-from flytenotify.domain import Delivery, Digest
+from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, read_secret
 
@@ -199,7 +199,7 @@ _PHASE_WORDING: dict[int, tuple[str, str]] = {
 
 def headline(delivery: Delivery) -> str:
     """What ended how, e.g. ``:x: Execution proj/dev/a1b2 failed`` (plain text)."""
-    phase = WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    phase = phase_name(delivery.phase)
     emoji, how = _PHASE_WORDING.get(delivery.phase, (":information_source:", f"ended {phase}"))
     return f"{emoji} Execution {delivery.execution_id} {how}"
 

@@ -67,7 +67,7 @@ from flytenotify.channels.base import (
     error_label,
     named_target,
 )
-from flytenotify.domain import Delivery, Digest
+from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
 __all__ = [
@@ -167,7 +167,7 @@ def adaptive_card(
     """The Adaptive Card for ``delivery``; the error and the message cut to the lengths given."""
     message = delivery.message
     variables = message.variables
-    phase = variables.get("phase_text") or WorkflowExecutionPhase.enum_to_string(delivery.phase)
+    phase = variables.get("phase_text") or phase_name(delivery.phase)
     title = escape_markdown(f"Execution {delivery.execution_id} {phase}")
     body: list[dict[str, Any]] = [
         _text(title, weight="Bolder", size="Large", color=_COLOURS.get(delivery.phase, "default"))
@@ -196,6 +196,37 @@ def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str
 def _wrap(card: dict[str, Any]) -> dict[str, Any]:
     attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
     return {"type": "message", "attachments": [attachment]}
+
+
+def as_workflows_message(body: str) -> str:
+    """A body written for Teams by users' code, as a Workflows webhook takes it.
+
+    Workflows take only a message with an Adaptive Card attachment. The flyte
+    SDK's ``Teams(title=..., message=...)`` writes ``{"title", "text"}`` (the
+    retired connectors' shape) and ``Teams(card=...)`` the bare card: both are
+    wrapped, the first as a card of its title and text. Anything else is the
+    user's own message and goes as written.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict):
+        return body
+    if document.get("type") == "AdaptiveCard":
+        return json.dumps(_wrap(document))
+    if (
+        document
+        and set(document) <= {"title", "text"}
+        and all(isinstance(value, str) for value in document.values())
+    ):
+        blocks = [_text(document.get("title", ""), weight="Bolder", size="Large")]
+        # Card text needs a blank line for a line break; the user's Markdown stays theirs.
+        lines = [line for line in document.get("text", "").splitlines() if line.strip()]
+        if lines:
+            blocks.append(_text("\n\n".join(lines)))
+        return json.dumps(_wrap(_card(blocks, [])))
+    return body
 
 
 def _encode(payload: dict[str, Any]) -> bytes:

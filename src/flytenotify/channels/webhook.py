@@ -47,8 +47,7 @@ from flytenotify.channels._http import (
     url_destination,
 )
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, always, named_target
-from flytenotify.domain import Delivery, Digest
-from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.sections import Section, http_url, read_secret
 
 __all__ = [
@@ -215,7 +214,7 @@ def webhook_payload(delivery: Delivery) -> dict[str, Any]:
         "delivery_id": delivery.idempotency_key,
         "event": {
             "execution_id": execution_id,
-            "phase": WorkflowExecutionPhase.enum_to_string(delivery.phase),
+            "phase": phase_name(delivery.phase),
             "phase_code": delivery.phase,
             "occurred_at": variables.get("occurred_at") or None,
             "error": _error(variables),

@@ -40,12 +40,19 @@ from flytenotify.console.auth import (
 from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.console.previews import DIGEST_PREFIX, message_view, sent_message
 from flytenotify.core.notification import declared_as
-from flytenotify.domain import Delivery, DeliveryStatus, ExecutionError, ExecutionId
+from flytenotify.domain import (
+    Delivery,
+    DeliveryStatus,
+    ExecutionError,
+    ExecutionId,
+    NamedKind,
+    phase_name,
+)
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
-from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import DeliveryFilter, InboxMessage, StoreUnavailable
+from flytenotify.views import rule_json
 
 PREFIX = "/ui"
 MAX_FORM_BYTES = 256 * 1024
@@ -86,6 +93,7 @@ def console_app(
         Route("/dead-letters", page(console.dead_letters), methods=["GET"]),
         Route("/dead-letters/redrive", page(console.redrive), methods=["POST"]),
         Route("/launch-plans", page(console.launch_plans), methods=["GET"]),
+        Route("/flyte2", page(console.flyte2), methods=["GET"]),
         Route("/status", page(console.status), methods=["GET"]),
         Route("/inbox", page(console.inbox), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -124,7 +132,7 @@ class _Console:
             lstrip_blocks=True,
         )
         self.env.filters["when"] = when
-        self.env.filters["phase"] = WorkflowExecutionPhase.enum_to_string
+        self.env.filters["phase"] = phase_name
         self.env.filters["declared_as"] = declared_as
         self.env.filters["error_label"] = _error_label
         self.env.globals.update(
@@ -337,6 +345,7 @@ class _Console:
             request,
             "execution.html",
             execution=execution,
+            rules=[rule_json(rule) for rule in execution.rules],
             timeline=timeline,
             deliveries=deliveries,
             capped=len(deliveries) == MAX_TIMELINE_DELIVERIES,
@@ -372,6 +381,22 @@ class _Console:
         plans = [plan for plan, _ in found]
         warnings = {plan.id: problems for plan, problems in found}
         return self.render(request, "launch_plans.html", plans=plans, warnings=warnings)
+
+    async def flyte2(self, request: Request) -> Response:
+        """The Flyte 2 watches of this process, and the named rules and deliveries."""
+        entries = await self.notifier.named_rules()
+        warnings = {
+            (e.kind, e.name, e.project, e.domain): self.notifier.named_routing_problems(e)
+            for e in entries
+        }
+        return self.render(
+            request,
+            "flyte2.html",
+            watches=[(s.name, s.status) for s in self.sources if s.name.startswith("flyte2:")],
+            rules=[e for e in entries if e.kind is NamedKind.RULE],
+            deliveries=[e for e in entries if e.kind is NamedKind.DELIVERY],
+            warnings=warnings,
+        )
 
     async def status(self, request: Request) -> Response:
         channels = await self._channel_rows()

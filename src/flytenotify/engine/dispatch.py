@@ -106,6 +106,17 @@ class _Flight:
         return digest.id if digest is not None else f"single:{self.delivery.idempotency_key}"
 
 
+def _refused(delivery: Delivery, settings: Settings) -> str | None:
+    """Why ``[allow]`` forbids ``delivery``: its recipient, or for an inline email
+    (one message to To + Cc + Bcc, which cannot go to some of them only) any of its addresses."""
+    envelope = delivery.message.envelope
+    if envelope is None or delivery.channel == INBOX:
+        return refusal(delivery.channel, delivery.recipient, settings)
+    reasons = [refusal(delivery.channel, box.address, settings) for box in envelope.everyone]
+    found = [reason for reason in reasons if reason is not None]
+    return "; ".join(found) if found else None
+
+
 def messages(deliveries: Sequence[Delivery], max_size: Callable[[str], int]) -> list[Delivery]:
     """The claimed rows as the messages to send, in claim order.
 
@@ -474,6 +485,8 @@ class Dispatcher:
 
     def _prepare(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
         """The channel and the (routed) delivery to send, or why it cannot be sent."""
+        if delivery.message.problem:
+            return SendResult.permanent(delivery.message.problem)
         if delivery.channel == UNROUTABLE:
             # Routed again at each attempt: once configuration can reach the
             # recipient, a re-driven dead letter goes out.
@@ -483,7 +496,7 @@ class Dispatcher:
                 return SendResult.permanent(f"cannot route: {error}")
             delivery = replace(delivery, channel=where.channel, recipient=where.recipient)
         # Checked at every attempt: a re-drive after [allow] was narrowed sends nothing.
-        refused = refusal(delivery.channel, delivery.recipient, self.settings)
+        refused = _refused(delivery, self.settings)
         if refused is not None:
             return SendResult.permanent(f"cannot route: {refused}")
         channel = self.channels.get(delivery.channel)

@@ -86,6 +86,8 @@ __all__ = [
     "DEFAULT_SUBJECT",
     "MAX_SUBJECT_LENGTH",
     "render",
+    "render_message",
+    "single_line",
     "substitute",
     "template_variables",
 ]
@@ -316,8 +318,16 @@ def render(
     asked for (the others are left empty: no channel of it sends them)."""
     variables = template_variables(event, execution, templates.console_url)
     body = _body_template(notification, templates)
+    return render_message(templates.subject or DEFAULT_SUBJECT, body, variables, media)
+
+
+def render_message(
+    subject: str, body: str, variables: dict[str, str], media: Collection[str] = ALL_MEDIA
+) -> RenderedMessage:
+    """``subject`` and ``body`` (FlyteAdmin's ``{{ key }}`` templates) rendered with
+    ``variables``, in ``media``'s forms beyond the subject and text."""
     return RenderedMessage(
-        subject=_single_line(substitute(templates.subject or DEFAULT_SUBJECT, variables)),
+        subject=single_line(substitute(subject, variables)),
         text=substitute(body, variables),
         html=_to_html(body, variables) if "html" in media else "",
         slack_text=_expand(body, variables, _identity, _slack_escape)
@@ -334,7 +344,7 @@ def _body_template(notification: Notification, templates: TemplateConfig) -> str
     return own or templates.body or DEFAULT_BODY
 
 
-def _single_line(subject: str) -> str:
+def single_line(subject: str) -> str:
     """Collapse control characters to one space, trim, and cap the length."""
     line = _CONTROL_RUN.sub(" ", subject).strip()
     if len(line) > MAX_SUBJECT_LENGTH:

@@ -148,15 +148,18 @@ def idempotency_key(event: ExecutionEvent, index: int, channel: str, recipient: 
     """Unique per (execution, phase, notification index, channel, recipient).
 
     Readable on purpose: it shows up in the audit trail, the email
-    ``Message-ID`` basis and the webhook delivery id.
+    ``Message-ID`` basis and the webhook delivery id. A paused action's
+    deliveries name the action: a run may pause more than once.
     """
-    return f"{event.execution_id}/{event.phase}/{index}/{channel}/{recipient}"
+    phase = f"{event.phase}:{event.paused.name}" if event.paused is not None else event.phase
+    return f"{event.execution_id}/{phase}/{index}/{channel}/{recipient}"
 
 
 def plan_deliveries(
     execution: Execution, event: ExecutionEvent, settings: Settings, dev_inbox: bool = False
 ) -> list[NewDelivery]:
-    """Resolve and render every delivery a terminal event causes."""
+    """Resolve and render every delivery a terminal event causes (a Flyte 2 run's
+    rules: :func:`flytenotify.engine.resolve_runs.plan_run_deliveries`)."""
     if not event.is_terminal:
         return []
     planned: list[NewDelivery] = []
@@ -169,10 +172,10 @@ def plan_deliveries(
             continue
         # A recipient listed twice is one person: message them once.
         routes = [
-            _route_or_unroutable(kind, recipient, settings, dev_inbox)
+            route_or_unroutable(kind, recipient, settings, dev_inbox)
             for recipient in dict.fromkeys(settings_of_channel.recipients_email)
         ]
-        media = _media(where.channel for where in routes)
+        media = media_for(where.channel for where in routes)
         message = render(notification, event, execution, settings.templates, media)
         for where in routes:
             planned.append(
@@ -189,7 +192,7 @@ def plan_deliveries(
     return planned
 
 
-def _route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
+def route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbox: bool) -> Route:
     try:
         return route(kind, recipient, settings, dev_inbox)
     except RoutingError:
@@ -198,7 +201,7 @@ def _route_or_unroutable(kind: str, recipient: str, settings: Settings, dev_inbo
         return Route(UNROUTABLE, recipient)
 
 
-def _media(channels: Iterable[str]) -> frozenset[str]:
+def media_for(channels: Iterable[str]) -> frozenset[str]:
     """The message forms the channels send. Every form for the dev inbox (it shows
     the form of the channel it stands for) and for an unroutable recipient (it is
     routed again when re-driven, perhaps to email)."""

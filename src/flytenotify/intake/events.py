@@ -26,7 +26,15 @@ from flyteidl.event import event_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from flytenotify.domain import EntityId, ErrorKind, ExecutionError, ExecutionEvent, ExecutionId
+from flytenotify.domain import (
+    PAUSED,
+    RECOVERED,
+    EntityId,
+    ErrorKind,
+    ExecutionError,
+    ExecutionEvent,
+    ExecutionId,
+)
 from flytenotify.errors import InputError, Problem
 from flytenotify.intake.limits import TEXT_LIMITS, clean_text, id_problems, time_problems
 
@@ -120,6 +128,10 @@ _PHASE_NUMBERS = {
     for name, number in execution_pb2.WorkflowExecution.Phase.items()
     if number != execution_pb2.WorkflowExecution.UNDEFINED
 }
+
+
+# Every phase an event may carry: Flyte 1's, and those only Flyte 2 runs reach.
+_EVENT_PHASES = frozenset({*_PHASE_NUMBERS.values(), PAUSED, RECOVERED})
 
 
 def _plain_event(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent | None:
@@ -259,7 +271,7 @@ def checked_event(event: ExecutionEvent) -> ExecutionEvent:
     problems = execution_id_problems(event.execution_id, "execution_id")
     if event.launch_plan is not None:
         problems += entity_id_problems(event.launch_plan, "launch_plan")
-    if not isinstance(event.phase, int) or event.phase not in _PHASE_NUMBERS.values():
+    if not isinstance(event.phase, int) or event.phase not in _EVENT_PHASES:
         problems.append(
             Problem("phase", f"must be a phase number of an event, got {event.phase!r}")
         )

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from flytenotify.domain import NamedKind, NamedRule
 from flytenotify.errors import InputError, Problem
 
 # Characters an identifier may not hold: C0 and C1 controls (NUL among them)
@@ -217,3 +218,21 @@ def _deeper_than(data: Any, limit: int) -> bool:
                     return True
                 stack.append((child, depth + 1))
     return False
+
+
+def check_named_rule(entry: NamedRule) -> list[Problem]:
+    """What is wrong with a named rule or named delivery given over the API or CLI."""
+    problems = identifier_problems(entry.name, "name", "name")
+    for field, value in (("project", entry.project), ("domain", entry.domain)):
+        if value:
+            problems += identifier_problems(value, field, field)
+    if not entry.recipients:
+        problems.append(Problem("recipients", "must name at least one recipient"))
+    for i, recipient in enumerate(entry.recipients):
+        if not recipient.strip():
+            problems.append(Problem(f"recipients[{i}]", "must not be empty"))
+        else:
+            problems += recipient_problems(recipient, f"recipients[{i}]")
+    if entry.kind is NamedKind.RULE and not entry.phases:
+        problems.append(Problem("phases", "a named rule must name at least one phase"))
+    return problems

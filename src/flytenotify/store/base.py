@@ -22,6 +22,8 @@ from flytenotify.domain import (
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    NamedKind,
+    NamedRule,
     RenderedMessage,
 )
 
@@ -289,6 +291,30 @@ class Store(Protocol):
 
     async def block_slots(self, key: str, seconds: float) -> None:
         """No slot of ``key`` starts within ``seconds`` (a provider's Retry-After)."""
+        ...
+
+    # -- Flyte 2's named rules and deliveries (those managed over the API) --
+
+    async def put_named_rule(self, rule: NamedRule) -> None:
+        """Create or replace the entry of ``rule``'s kind, name and scope."""
+        ...
+
+    async def list_named_rules(self, kind: NamedKind) -> list[NamedRule]: ...
+
+    async def delete_named_rule(
+        self, kind: NamedKind, name: str, project: str, domain: str
+    ) -> bool:
+        """Whether an entry of that kind, name and scope existed (it no longer does)."""
+        ...
+
+    # -- watches without a resume cursor (Flyte 2's runs) -----------------
+
+    async def watch_position(self, source: str) -> float | None:
+        """Up to when ``source`` has recorded every run that ended (None: never watched)."""
+        ...
+
+    async def advance_watch_position(self, source: str, position: float) -> None:
+        """Move ``source``'s position to ``position`` if that is later."""
         ...
 
     # -- queries ----------------------------------------------------------

@@ -19,15 +19,21 @@ from flytenotify.domain import (
     Attempt,
     Delivery,
     DeliveryStatus,
+    EmailEnvelope,
     EntityId,
     ErrorKind,
     Execution,
     ExecutionError,
     ExecutionEvent,
     ExecutionId,
+    InlineEmail,
+    InlineWebhook,
     LaunchPlan,
+    NamedKind,
+    NamedRule,
     NotificationSource,
     RenderedMessage,
+    RunRule,
 )
 
 if TYPE_CHECKING:
@@ -86,6 +92,69 @@ _NOTIFICATIONS_JSON: dict[int, tuple[tuple[Notification, ...], str]] = {}
 
 def load_notifications(text: str) -> tuple[Notification, ...]:
     return tuple(Notification.from_dict(item) for item in orjson.loads(text))
+
+
+def dump_rules(rules: Iterable[RunRule]) -> str:
+    """JSON for a Flyte 2 run's rules (``executions.rules``)."""
+    return _dumps([_rule_json(rule) for rule in rules])
+
+
+def _rule_json(rule: RunRule) -> dict[str, Any]:
+    data: dict[str, Any] = {"phases": sorted(rule.phases)}
+    if rule.name:
+        data["name"] = rule.name
+    if rule.recipients:
+        data["recipients"] = list(rule.recipients)
+    if rule.email is not None:
+        email = rule.email
+        data["email"] = {
+            "envelope": email.envelope.to_json(),
+            "subject": email.subject,
+            "text": email.text,
+            "html": email.html,
+        }
+    if rule.webhook is not None:
+        hook = rule.webhook
+        data["webhook"] = {
+            "url": hook.url,
+            "method": hook.method,
+            "headers": [list(pair) for pair in hook.headers],
+            "body": hook.body,
+        }
+    if rule.problem:
+        data["problem"] = rule.problem
+    return data
+
+
+def load_rules(text: str) -> tuple[RunRule, ...]:
+    return tuple(_rule_from_json(item) for item in orjson.loads(text))
+
+
+def _rule_from_json(data: Mapping[str, Any]) -> RunRule:
+    email = data.get("email")
+    hook = data.get("webhook")
+    return RunRule(
+        phases=frozenset(int(phase) for phase in data["phases"]),
+        name=data.get("name", ""),
+        recipients=tuple(data.get("recipients", ())),
+        email=InlineEmail(
+            envelope=EmailEnvelope.from_json(email["envelope"]),
+            subject=email["subject"],
+            text=email["text"],
+            html=email.get("html", ""),
+        )
+        if email
+        else None,
+        webhook=InlineWebhook(
+            url=hook["url"],
+            method=hook["method"],
+            headers=tuple((name, value) for name, value in hook.get("headers", ())),
+            body=hook.get("body", ""),
+        )
+        if hook
+        else None,
+        problem=data.get("problem", ""),
+    )
 
 
 def dump_entity(entity: EntityId | None) -> str | None:
@@ -157,12 +226,14 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
         created_at=from_timestamp(row["created_at"]),
         source=NotificationSource(row["notifications_source"]),
         lookup_error=row["lookup_error"],
+        rules=load_rules(row["rules"]),
+        terminal_phase=row["terminal_phase"],
     )
 
 
 def execution_columns(execution: Execution) -> tuple[Any, ...]:
     """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
-    notifications, created_at, notifications_source, lookup_error."""
+    notifications, created_at, notifications_source, lookup_error, rules."""
     return (
         execution.id.project,
         execution.id.domain,
@@ -173,6 +244,7 @@ def execution_columns(execution: Execution) -> tuple[Any, ...]:
         timestamp(execution.created_at),
         execution.source.value,
         execution.lookup_error,
+        dump_rules(execution.rules),
     )
 
 
@@ -218,6 +290,32 @@ def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
         finished_at=from_timestamp(row["finished_at"]),
         outcome=row["outcome"],
         reply=row["reply"],
+    )
+
+
+def named_rule_columns(rule: NamedRule) -> tuple[Any, ...]:
+    """A ``named_rules`` row: kind, name, project, domain, phases, recipients, updated_at."""
+    return (
+        rule.kind.value,
+        rule.name,
+        rule.project,
+        rule.domain,
+        _dumps(sorted(rule.phases)),
+        _dumps(list(rule.recipients)),
+        timestamp(rule.updated_at),
+    )
+
+
+def named_rule_from_row(row: Mapping[str, Any]) -> NamedRule:
+    return NamedRule(
+        kind=NamedKind(row["kind"]),
+        name=row["name"],
+        recipients=tuple(orjson.loads(row["recipients"])),
+        phases=frozenset(int(phase) for phase in orjson.loads(row["phases"])),
+        project=row["project"],
+        domain=row["domain"],
+        source="api",
+        updated_at=from_timestamp(row["updated_at"]),
     )
 
 

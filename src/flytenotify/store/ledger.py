@@ -42,13 +42,16 @@ def advance(
 
     An execution becomes terminal once, with its first terminal event: that
     one enqueues its deliveries (or says none apply). The same terminal phase
-    again is a replay; anything after a different terminal phase is late.
+    again is a replay; anything after a different terminal phase is late. A
+    non-terminal event enqueues only when something asked for it (a Flyte 2
+    action waiting for input); its deliveries' keys name the action, so a
+    replay writes none (see :meth:`IntakePlan.event_results`).
     """
     if terminal_phase is not None:
         same = terminal_phase == event.phase
         return EventOutcome.DUPLICATE if same else EventOutcome.AFTER_TERMINAL
     if not event.is_terminal:
-        return EventOutcome.RECORDED
+        return EventOutcome.ENQUEUED if has_deliveries else EventOutcome.RECORDED
     return EventOutcome.ENQUEUED if has_deliveries else EventOutcome.NO_NOTIFICATIONS
 
 
@@ -77,9 +80,17 @@ class IntakePlan:
             given |= fresh
             ids[position] = tuple(sorted(inserted[key] for key in fresh))
         return [
-            EventResult(outcome, ids.get(position, ()))
+            _result(outcome, ids.get(position, ()), writes[position])
             for position, outcome in enumerate(self.outcomes)
         ]
+
+
+def _result(outcome: EventOutcome, ids: tuple[int, ...], write: EventWrite) -> EventResult:
+    # A non-terminal event whose every delivery was written before (the same
+    # paused action seen again) is a replay, whatever it enqueued the first time.
+    if outcome is EventOutcome.ENQUEUED and not ids and not write.event.is_terminal:
+        return EventResult(EventOutcome.DUPLICATE)
+    return EventResult(outcome, ids)
 
 
 def plan_intake(
@@ -99,7 +110,7 @@ def plan_intake(
         key = execution_key(write.event.execution_id)
         outcome = advance(phases.get(key), write.event, bool(write.deliveries))
         outcomes.append(outcome)
-        if outcome in _MOVES_TO_TERMINAL:
+        if outcome in _MOVES_TO_TERMINAL and write.event.is_terminal:
             phases[key] = write.event.phase
             moves.append((key, write.event.phase))
         if outcome is EventOutcome.ENQUEUED:

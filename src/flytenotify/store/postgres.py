@@ -557,7 +557,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
     keys = sorted(executions)
     rows = [codec.execution_columns(executions[key]) for key in keys]
-    await conn.execute(Q["insert_executions"], *_columns(rows, 9))
+    await conn.execute(Q["insert_executions"], *_columns(rows, 10))
     locked = await conn.fetch(Q["lock_executions"], *_columns(keys, 3))
     phases = {(r["project"], r["domain"], r["name"]): r["terminal_phase"] for r in locked}
     plan = ledger.plan_intake(writes, phases)

@@ -23,6 +23,8 @@ from flytenotify.domain import (
     ExecutionEvent,
     ExecutionId,
     LaunchPlan,
+    NamedKind,
+    NamedRule,
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
@@ -60,6 +62,32 @@ class SQLStore(ABC):
     async def get_execution(self, execution_id: ExecutionId) -> Execution | None:
         row = await self._fetch_one("select_execution", ledger.execution_key(execution_id))
         return codec.execution_from_row(row) if row else None
+
+    # -- Flyte 2's named rules and deliveries ----------------------------------------------
+
+    async def put_named_rule(self, rule: NamedRule) -> None:
+        await self._change(self.queries["put_named_rule"], codec.named_rule_columns(rule))
+
+    async def list_named_rules(self, kind: NamedKind) -> list[NamedRule]:
+        rows = await self._fetch(self.queries["list_named_rules"], (kind.value,))
+        return [codec.named_rule_from_row(row) for row in rows]
+
+    async def delete_named_rule(
+        self, kind: NamedKind, name: str, project: str, domain: str
+    ) -> bool:
+        changed = await self._change(
+            self.queries["delete_named_rule"], (kind.value, name, project, domain)
+        )
+        return changed > 0
+
+    # -- watches without a resume cursor (Flyte 2's runs) -----------------------------------
+
+    async def watch_position(self, source: str) -> float | None:
+        row = await self._fetch_one("watch_position", (source,))
+        return float(row["position"]) if row else None
+
+    async def advance_watch_position(self, source: str, position: float) -> None:
+        await self._change(self.queries["advance_watch_position"], (source, position, codec.now()))
 
     # -- the dev inbox -----------------------------------------------------------------------
 

@@ -30,11 +30,35 @@ SELECT * FROM launch_plans AS lp
 -- An execution as created; an existing one is kept as it is (its notifications
 -- were frozen when it was created).
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+                        notifications_source, lookup_error, rules)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
 
 -- name: select_execution
 SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
+
+-- name: put_named_rule
+-- Create or replace one named rule or named delivery in its scope.
+INSERT INTO named_rules (kind, name, project, domain, phases, recipients, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (kind, name, project, domain) DO UPDATE SET
+    phases = excluded.phases, recipients = excluded.recipients, updated_at = excluded.updated_at;
+
+-- name: list_named_rules
+SELECT * FROM named_rules WHERE kind = ? ORDER BY name, project, domain;
+
+-- name: delete_named_rule
+DELETE FROM named_rules WHERE kind = ? AND name = ? AND project = ? AND domain = ?;
+
+-- name: watch_position
+SELECT position FROM watch_positions WHERE source = ?;
+
+-- name: advance_watch_position
+-- Move a watch's position forward (never back: two replicas may both write it).
+INSERT INTO watch_positions (source, position, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (source) DO UPDATE SET
+    position = CASE WHEN excluded.position > watch_positions.position
+                    THEN excluded.position ELSE watch_positions.position END,
+    updated_at = excluded.updated_at;
 
 -- name: release
 -- Drop every lease one owner holds (a graceful stop).

@@ -42,9 +42,9 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
 -- A batch's executions (each once, in key order so that two batches take the
 -- rows' locks in the same order); existing ones are kept as they are.
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error)
+                        notifications_source, lookup_error, rules)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::double precision[], $8::text[], $9::text[])
+                     $7::double precision[], $8::text[], $9::text[], $10::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: lock_executions

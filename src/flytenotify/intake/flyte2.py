@@ -1,0 +1,382 @@
+"""Intake from Flyte 2: watch each project's runs and record those that end (or pause).
+
+Open-source Flyte 2 publishes no events: its control plane's
+``RunService.WatchRuns`` is the one push there is, and it is lossy (a
+subscriber that falls behind loses updates), has no resume cursor, sends
+only the root action of each run, shows each run's state when the update
+is read (not the transition), and sends nothing at all, not even headers,
+for a project with no runs. So one :class:`RunWatch` per ``PROJECT/DOMAIN``:
+
+- **reconciles** on every (re)connect and every ``RECONCILE_EVERY`` seconds:
+  ``ListRuns`` of the runs that ended since its position (kept in the ledger,
+  less a margin for late writes), oldest end first, page by page; every one
+  the ledger does not hold as ended is recorded; then the position moves on.
+  A watch's very first start records its position as now: runs that ended
+  before flytenotify watched are history, not alerts;
+- **watches** ``WatchRuns`` and records each run that reaches a terminal
+  phase, at once;
+- **polls** ``ListRuns(paused_actions_only)`` every ``PAUSED_EVERY`` seconds:
+  a run waiting for input never shows on the watch (only its condition
+  action pauses), and a rule may ask for PAUSED;
+- is **ready** once its first ``ListRuns`` answered: the stream proves nothing
+  until its first message, which may never come.
+
+Recording a run reads its rules and error with ``GetRunDetails`` (once: a
+run the ledger holds as ended is skipped before any call), freezes its rules
+with it (:mod:`flytenotify.intake.flyte2_runs`), and goes through
+:meth:`~flytenotify.app.Notifier.record_checked_events` like every event:
+one delivery per (run, phase, rule, recipient), whatever is replayed, across
+restarts and replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from flyteidl2.common import phase_pb2
+from flyteidl2.workflow import run_definition_pb2, run_service_pb2
+
+from flytenotify.controlplane import ControlPlane, RunNotFound
+from flytenotify.domain import (
+    PAUSED,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    NotificationSource,
+    PausedAction,
+)
+from flytenotify.intake.events import checked_event
+from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error
+from flytenotify.intake.source import Handler, SourceStatus, keep_running
+
+if TYPE_CHECKING:
+    from flytenotify.app import Notifier
+    from flytenotify.metrics import Metrics
+
+log = logging.getLogger("flytenotify.intake")
+
+RECONCILE_EVERY = 60.0  # seconds between reconciliations while the stream is up
+PAUSED_EVERY = 15.0  # seconds between looks for runs waiting for input
+MARGIN = 300.0  # seconds before the position a reconciliation looks back (late writes)
+PAGE = 200  # runs per ListRuns page (the server's maximum)
+MAX_PAGES = 500  # a reconciliation pass reads at most this many pages (100,000 runs)
+CONCURRENCY = 8  # GetRunDetails calls at once
+# A run seen FAILED may not carry its error yet (the control plane writes phases
+# and errors separately): read it again after these pauses before recording it bare.
+ERROR_RETRIES = (0.5, 1.0, 2.0)
+
+_ENDED = frozenset(
+    {
+        phase_pb2.ACTION_PHASE_SUCCEEDED,
+        phase_pb2.ACTION_PHASE_FAILED,
+        phase_pb2.ACTION_PHASE_ABORTED,
+        phase_pb2.ACTION_PHASE_TIMED_OUT,
+        phase_pb2.ACTION_PHASE_RECOVERED,
+    }
+)
+_PROMPT_TYPES = {
+    run_definition_pb2.CONDITION_PROMPT_TYPE_TEXT: "text",
+    run_definition_pb2.CONDITION_PROMPT_TYPE_MARKDOWN: "markdown",
+}
+
+
+class RunWatch:
+    """One project/domain of Flyte 2, watched (a :class:`~flytenotify.intake.source.Source`).
+
+    It records through the :class:`~flytenotify.app.Notifier` it was made with;
+    the broker handler ``run`` is given is for broker messages and unused here.
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        project: str,
+        domain: str,
+        notifier: Notifier | None,
+        metrics: Metrics | None = None,
+        *,
+        reconcile_every: float = RECONCILE_EVERY,
+        paused_every: float = PAUSED_EVERY,
+    ) -> None:
+        self.plane = plane
+        self.project = project
+        self.domain = domain
+        self._notifier = notifier
+        self.metrics = metrics
+        self.name = f"flyte2:{project}/{domain}"
+        self.status = SourceStatus()
+        self.reconcile_every = reconcile_every
+        self.paused_every = paused_every
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._paused_seen: set[tuple[str, str]] = set()  # (run, action) already recorded
+        # Runs that ended before this (Unix seconds) are history: set by each reconciliation.
+        self._horizon = float("inf")
+
+    def describe(self) -> str:
+        return f"runs of {self.project}/{self.domain} at {self.plane.description}"
+
+    async def check(self) -> str:
+        return await self.plane.check(self.project, self.domain)
+
+    async def run(self, handle: Handler | None, stop: asyncio.Event) -> None:
+        if self._notifier is None:
+            raise RuntimeError(f"{self.name}: built without a Notifier, it cannot record runs")
+        try:
+            await keep_running(self, lambda: self._session(stop), stop)
+        finally:
+            await self.plane.close()
+
+    @property
+    def notifier(self) -> Notifier:
+        assert self._notifier is not None  # run() checked
+        return self._notifier
+
+    # -- one connection ----------------------------------------------------------------
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        self.status.state = "starting"
+        await self.reconcile()
+        self.status.state = "connected"
+        self.status.detail = f"watching {self.project}/{self.domain} at {self.plane.url}"
+        tasks = [
+            asyncio.create_task(self._watch(), name=f"{self.name} watch"),
+            asyncio.create_task(self._every(self.reconcile_every, self.reconcile), name="recon"),
+            asyncio.create_task(self._every(self.paused_every, self.poll_paused), name="paused"),
+            asyncio.create_task(stop.wait(), name="stop"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Every outcome is collected (none is left "never retrieved"); the first
+            # task to end decides how the session ends.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+
+    async def _watch(self) -> None:
+        async for message in self.plane.watch_runs(self.project, self.domain):
+            self.status.last_message_at = time.time()
+            ended = [run for run in message.runs if run.action.status.phase in _ENDED]
+            if ended:
+                await self.record_ended(ended)
+        raise ConnectionError("the control plane ended the WatchRuns stream")
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await work()
+
+    # -- runs that ended -----------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Record every run that ended since the position, then move the position on."""
+        store = self.notifier.store
+        position = await store.watch_position(self.name)
+        now = time.time()
+        if position is None:
+            # Asked all the same: ready means the control plane answered us.
+            await self.plane.list_runs(self.project, self.domain, limit=1)
+            await store.advance_watch_position(self.name, now)
+            self._horizon = now
+            log.info(
+                "intake %s: first watch; runs that ended before now are not notified", self.name
+            )
+            return
+        self._horizon = position - MARGIN
+        since = _iso(self._horizon)
+        newest, token = position, ""
+        for _ in range(MAX_PAGES):
+            page = await self.plane.list_runs(
+                self.project, self.domain, token=token, limit=PAGE, ended_since=since
+            )
+            ended = [run for run in page.runs if run.action.status.phase in _ENDED]
+            await self.record_ended(ended)
+            for run in ended:
+                status = run.action.status
+                if status.HasField("end_time"):
+                    newest = max(newest, status.end_time.ToDatetime(tzinfo=UTC).timestamp())
+            token = page.token
+            if not token:
+                break
+        else:
+            log.warning("intake %s: reconciliation stopped after %d pages", self.name, MAX_PAGES)
+        # Never past now: a run ending "in the future" by a skewed clock must not hide others.
+        await store.advance_watch_position(self.name, min(newest, now))
+
+    async def record_ended(self, runs: Sequence[run_definition_pb2.Run]) -> None:
+        """Record the runs among ``runs`` the ledger does not hold as ended yet.
+
+        A run that ended before the watch's horizon is history (the stream's
+        snapshot carries old runs too): before flytenotify first watched, or
+        long enough ago that it was recorded then if it was ever to be.
+        """
+        wanted = {_execution_id(run): run for run in runs if self._recent(run)}
+        held = await self.notifier.store.get_executions(list(wanted))
+        todo = [
+            run
+            for eid, run in wanted.items()
+            if eid not in held or held[eid].terminal_phase is None
+        ]
+        if not todo:
+            return
+        found = await asyncio.gather(*(self._ended(run, held) for run in todo))
+        pairs = [pair for pair in found if pair is not None]
+        if pairs:
+            await self._record(pairs)
+
+    def _recent(self, run: run_definition_pb2.Run) -> bool:
+        ended = _time(run.action.status, "end_time")
+        return ended is None or ended.timestamp() >= self._horizon
+
+    async def _ended(
+        self, run: run_definition_pb2.Run, held: dict[ExecutionId, Execution]
+    ) -> tuple[ExecutionEvent, Execution] | None:
+        eid = _execution_id(run)
+        phase = ledger_phase(run.action.status.phase)
+        assert phase is not None
+        async with self._limit:
+            try:
+                details = await self._details(eid, run.action.status.phase)
+            except RunNotFound as gone:
+                log.warning("intake %s: %s; not recorded", self.name, gone)
+                return None
+        status = details.details.action.status
+        event = checked_event(
+            ExecutionEvent(
+                execution_id=eid,
+                phase=phase,
+                occurred_at=_time(status, "end_time") or datetime.now(UTC),
+                producer_id="flyte2",
+                error=run_error(details.details.action) if phase != 4 else None,
+            )
+        )
+        return event, held.get(eid) or await self._execution(eid, details)
+
+    async def _details(
+        self, eid: ExecutionId, action_phase: int
+    ) -> run_service_pb2.GetRunDetailsResponse:
+        details = await self.plane.run_details(eid.project, eid.domain, eid.name)
+        if action_phase != phase_pb2.ACTION_PHASE_FAILED:
+            return details
+        for pause in ERROR_RETRIES:
+            if run_error(details.details.action) is not None:
+                break
+            await asyncio.sleep(pause)
+            details = await self.plane.run_details(eid.project, eid.domain, eid.name)
+        return details
+
+    async def _execution(
+        self, eid: ExecutionId, details: run_service_pb2.GetRunDetailsResponse
+    ) -> Execution:
+        """The run as it is frozen with its first event: its rules, names resolved now."""
+        found = details.details
+        named = await self.notifier.named_rules()
+        read = read_rules(found.run_spec, eid.project, eid.domain, named)
+        if read.why_none:
+            log.info("intake %s: run %s has no notifications: %s", self.name, eid, read.why_none)
+        task = found.action.metadata.task.id
+        return Execution(
+            id=eid,
+            launch_plan=EntityId(task.project, task.domain, task.name, task.version)
+            if task.name
+            else None,
+            notifications=(),
+            created_at=_time(found.action.status, "start_time") or datetime.now(UTC),
+            source=NotificationSource.FLYTE2,
+            lookup_error=read.why_none,
+            rules=read.rules,
+        )
+
+    async def _record(self, pairs: list[tuple[ExecutionEvent, Execution]]) -> None:
+        events = [event for event, _ in pairs]
+        known = {execution.id: execution for _, execution in pairs}
+        results = await self.notifier.record_checked_events(events, known)
+        if self.metrics is not None:
+            for result in results:
+                self.metrics.event_received(result.outcome.value)
+            self.metrics.intake_outcome(self.name, "recorded", len(events))
+
+    # -- runs waiting for input ----------------------------------------------------------
+
+    async def poll_paused(self) -> None:
+        """Record each action newly waiting for input (once per action)."""
+        still: set[tuple[str, str]] = set()
+        token = ""
+        for _ in range(MAX_PAGES):
+            page = await self.plane.list_runs(
+                self.project, self.domain, token=token, limit=PAGE, paused_only=True
+            )
+            for run in page.runs:
+                still |= await self._paused_run(run)
+            token = page.token
+            if not token:
+                break
+        self._paused_seen &= still  # forget actions that were answered
+
+    async def _paused_run(self, run: run_definition_pb2.Run) -> set[tuple[str, str]]:
+        eid = _execution_id(run)
+        actions = (await self.plane.paused_actions(run.action.id.run)).actions
+        keys = {(eid.name, action.id.name) for action in actions}
+        fresh = [a for a in actions if (eid.name, a.id.name) not in self._paused_seen]
+        if not fresh:
+            return keys
+        held = (await self.notifier.store.get_executions([eid])).get(eid)
+        if held is not None and held.terminal_phase is not None:
+            return keys
+        try:
+            execution = held or await self._execution(
+                eid, await self.plane.run_details(eid.project, eid.domain, eid.name)
+            )
+            pairs = [(await self._paused_event(eid, action), execution) for action in fresh]
+        except RunNotFound as gone:
+            log.warning("intake %s: %s; not recorded", self.name, gone)
+            return keys
+        await self._record(pairs)
+        self._paused_seen |= {(eid.name, action.id.name) for action in fresh}
+        return keys
+
+    async def _paused_event(
+        self, eid: ExecutionId, action: run_definition_pb2.Action
+    ) -> ExecutionEvent:
+        details = (await self.plane.action_details(action.id)).details
+        condition = details.condition
+        return checked_event(
+            ExecutionEvent(
+                execution_id=eid,
+                phase=PAUSED,
+                occurred_at=_time(action.status, "start_time") or datetime.now(UTC),
+                producer_id="flyte2",
+                paused=PausedAction(
+                    name=action.id.name,
+                    prompt=condition.prompt,
+                    description=condition.description,
+                    prompt_type=_PROMPT_TYPES.get(condition.prompt_type, ""),
+                ),
+            )
+        )
+
+
+def _execution_id(run: run_definition_pb2.Run) -> ExecutionId:
+    ident = run.action.id.run
+    return ExecutionId(ident.project, ident.domain, ident.name)
+
+
+def _time(status: run_definition_pb2.ActionStatus, field: str) -> datetime | None:
+    if not status.HasField(field):
+        return None
+    moment: datetime = getattr(status, field).ToDatetime(tzinfo=UTC)
+    return moment
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(max(seconds, 0.0), UTC).isoformat()
