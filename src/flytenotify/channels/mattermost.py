@@ -65,6 +65,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
+    ChannelDefaults,
     ChannelSpec,
     Outcome,
     SendResult,
@@ -376,7 +377,7 @@ _JSON = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 _Call = Callable[[], Awaitable[_Answer]]
 
 
-class MattermostChannel:
+class MattermostChannel(ChannelDefaults):
     """Posts Markdown to Mattermost channels (REST API) and incoming webhooks."""
 
     name: str = "mattermost"

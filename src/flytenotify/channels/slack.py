@@ -56,6 +56,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
+    ChannelDefaults,
     ChannelSpec,
     DigestLine,
     Outcome,
@@ -440,7 +441,7 @@ def _method_key(method: str) -> str:
     return f"method:{method}"
 
 
-class SlackChannel:
+class SlackChannel(ChannelDefaults):
     """Posts Block Kit messages with a bot token, or to an incoming webhook."""
 
     name: str = "slack"
