@@ -454,9 +454,7 @@ class Dispatcher:
         """Send once a slot at the destination is free; what it answered adapts the slots."""
         # Keyed by the configured name (the dev inbox stands in for several channels).
         name = delivery.channel
-        ticket = await self._inflight.acquire(
-            name, channel.destination(delivery), self._caps[name]
-        )
+        ticket = await self._inflight.acquire(name, channel.destination(delivery), self._caps[name])
         started = time.time()
         # A guard above the channels' own timeouts, against a channel that
         # hangs. A timer handle, not asyncio.timeout: that context manager
