@@ -23,7 +23,13 @@ from flytenotify import Email, WorkflowExecutionPhase
 from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, named_target
+from flytenotify.channels.base import (
+    ChannelDefaults,
+    ChannelSpec,
+    SendResult,
+    SharedPacing,
+    named_target,
+)
 from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import Delivery
@@ -44,7 +50,7 @@ class Loft(Section):
     birds: int = Field(default=1, ge=1)
 
 
-class PigeonChannel:
+class PigeonChannel(ChannelDefaults):
     name = "pigeon"
 
     def __init__(self, lofts: dict[str, Loft]) -> None:

@@ -607,10 +607,8 @@ class Notifier:
             if not spec.is_configured(config):
                 continue
             channel = spec.build(config, None)
-            check = getattr(channel, "check", None)
             try:
-                if check is not None:
-                    found.append(await check())
+                found.append(await channel.check())
             except Exception as error:  # whatever the provider's client raised
                 problems.append(f"{spec.name}: cannot connect: {error}")
             finally:

@@ -157,3 +157,11 @@ def decode_reply(body: bytes, charset: str | None, limit: int) -> str:
 def url_destination(url: URL) -> str:
     """The destination a URL's sends count against: its scheme, host and port."""
     return f"{url.scheme}://{url.host}:{url.port}"
+
+
+# Answers a channel keeps from the look-ups it makes before it posts (Slack's
+# people and their direct-message channels, Mattermost's channel ids), each in
+# a cachetools.TTLCache for the channel's lookup_cache_ttl, so that a burst of
+# notifications costs one look-up and a renamed channel is noticed once its
+# entry expires. Past this many, the least recently used go first.
+LOOKUPS_KEPT = 4096

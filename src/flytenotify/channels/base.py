@@ -54,17 +54,51 @@ class SendResult:
 
 @runtime_checkable
 class Channel(Protocol):
-    """Sends deliveries of one transport (``email``, ``slack``, ...)."""
+    """Sends deliveries of one transport (``email``, ``slack``, ...).
+
+    The dispatcher reads ``max_in_flight`` and ``destination`` to keep sends
+    within what the provider takes; ``check-config`` asks ``check``.
+    :class:`ChannelDefaults` holds the answers of a channel with
+    nothing more specific to say.
+    """
 
     name: str
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """The most of its sends in flight at once, where the channel itself bounds
+        them (email: its pool of SMTP sessions); None leaves it to ``[dispatch]``."""
+        ...
+
+    def destination(self, delivery: Delivery) -> str:
+        """Where ``delivery`` goes (a host, a relay): sends in flight are limited per
+        destination. "" where the channel's sends share one limit."""
+        ...
 
     async def send(self, delivery: Delivery) -> SendResult:
         """Try once. Never raises for a provider fault: returns the outcome."""
         ...
 
+    async def check(self) -> str:
+        """One line on what it reaches, for people, sending nothing: the provider's
+        answer where it has a call that sends nothing, else what is configured.
+        Raises, saying why, when the provider cannot be reached."""
+        ...
+
     async def close(self) -> None:
         """Release connections; called once when the dispatcher stops."""
         ...
+
+
+class ChannelDefaults:
+    """The answers of a :class:`Channel` with nothing more specific to say."""
+
+    # No bound of its own: [dispatch] limits its sends in flight.
+    max_in_flight: int | None = None
+
+    def destination(self, delivery: Delivery) -> str:
+        """One destination for all its sends: they are limited together."""
+        return ""
 
 
 class SharedPacing(Protocol):

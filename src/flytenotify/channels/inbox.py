@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 
 from flytenotify.channels import registry
-from flytenotify.channels.base import InboxWriter, SendResult
+from flytenotify.channels.base import ChannelDefaults, InboxWriter, SendResult
 from flytenotify.domain import Delivery
 from flytenotify.store.base import StoreFull
 
 
-class InboxChannel:
+class InboxChannel(ChannelDefaults):
     name = registry.INBOX
 
     def __init__(self, inbox: InboxWriter) -> None:
@@ -30,6 +30,10 @@ class InboxChannel:
         except StoreFull as error:  # the ledger is the inbox: tried again like any outage
             return SendResult.transient(f"the dev inbox cannot be written: {error}")
         return SendResult.delivered("stored in the dev inbox")
+
+    async def check(self) -> str:
+        """Nothing to reach: the ledger is the inbox."""
+        return "inbox: messages are kept in the ledger (flytenotify inbox, GET /api/v1/inbox)"
 
     async def close(self) -> None:
         return None

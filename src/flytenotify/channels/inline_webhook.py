@@ -80,7 +80,7 @@ from flytenotify.channels._url_policy import (
     printable,
     redact,
 )
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing
+from flytenotify.channels.base import ChannelDefaults, ChannelSpec, SendResult, SharedPacing
 from flytenotify.channels.slack import incoming_webhook_answer
 from flytenotify.channels.teams import (
     as_workflows_message,
@@ -343,7 +343,7 @@ class _Answer:
     text: str
 
 
-class InlineWebhookChannel:
+class InlineWebhookChannel(ChannelDefaults):
     """Sends the HTTP requests of users' own rules, where ``[allow]`` lets them go."""
 
     name: str = "inline_webhook"

@@ -40,10 +40,10 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from cachetools import TTLCache
 from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
-from flytenotify.channels._cache import TtlCache
 from flytenotify.channels._chat import (
     SecretUrlTarget,
     escape_markdown,
@@ -54,6 +54,7 @@ from flytenotify.channels._chat import (
     truncate,
 )
 from flytenotify.channels._http import (
+    LOOKUPS_KEPT,
     TRANSPORT_ERRORS,
     USER_AGENT,
     decode_reply,
@@ -65,6 +66,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
+    ChannelDefaults,
     ChannelSpec,
     Outcome,
     SendResult,
@@ -376,7 +378,7 @@ _JSON = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 _Call = Callable[[], Awaitable[_Answer]]
 
 
-class MattermostChannel:
+class MattermostChannel(ChannelDefaults):
     """Posts Markdown to Mattermost channels (REST API) and incoming webhooks."""
 
     name: str = "mattermost"
@@ -391,7 +393,8 @@ class MattermostChannel:
         self._proxy = env_proxy(self._api) if self._api is not None else None
         self._auth = {**_JSON, "Authorization": f"Bearer {token}"} if token else {}
         self._pacer = Pacer(max_wait=config.timeout, shared=shared_pacing)
-        self._channels = TtlCache(config.lookup_cache_ttl)  # "team/channel" -> channel id
+        # "team/channel" -> channel id
+        self._channels: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, config.lookup_cache_ttl)
         # Created on the first send: an aiohttp session belongs to the running loop.
         self._session: aiohttp.ClientSession | None = None
 
@@ -445,7 +448,7 @@ class MattermostChannel:
         answer = await self._api_call("POST", "posts", body, lane=lane)
         result = self._outcome(answer, API_LANE, f"posts to {delivery.recipient}")
         if answer.status in (403, 404):  # the channel may have been replaced: look it up again
-            self._channels.drop(delivery.recipient)
+            self._channels.pop(delivery.recipient, None)
         if result.outcome is not Outcome.DELIVERED:
             return result
         found = answer.json()
@@ -469,7 +472,7 @@ class MattermostChannel:
         channel_id = found.get("id") if isinstance(found, dict) else None
         if not isinstance(channel_id, str) or not channel_id:
             raise _Stop(SendResult.transient(f"channel look-up {key}: no id in the answer"))
-        self._channels.put(key, channel_id)
+        self._channels[key] = channel_id
         return channel_id
 
     async def _api_call(

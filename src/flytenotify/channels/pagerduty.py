@@ -36,7 +36,13 @@ from flytenotify.channels._http import (
     url_destination,
 )
 from flytenotify.channels._pacing import Busy, Pacer
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, digest_lines
+from flytenotify.channels.base import (
+    ChannelDefaults,
+    ChannelSpec,
+    SendResult,
+    SharedPacing,
+    digest_lines,
+)
 from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section
@@ -225,7 +231,7 @@ def _reply(response: aiohttp.ClientResponse, answer: bytes) -> str:
 _HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
-class PagerDutyChannel:
+class PagerDutyChannel(ChannelDefaults):
     """Sends Events API v2 events over one keep-alive HTTP session."""
 
     name: str = "pagerduty"

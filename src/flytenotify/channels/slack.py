@@ -41,14 +41,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from cachetools import TTLCache
 from pydantic import Field, SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from flytenotify.channels._cache import TtlCache
 from flytenotify.channels._http import (
+    LOOKUPS_KEPT,
     describe_transport_error,
     http_status_result,
     new_session,
@@ -56,6 +57,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
+    ChannelDefaults,
     ChannelSpec,
     DigestLine,
     Outcome,
@@ -440,7 +442,7 @@ def _method_key(method: str) -> str:
     return f"method:{method}"
 
 
-class SlackChannel:
+class SlackChannel(ChannelDefaults):
     """Posts Block Kit messages with a bot token, or to an incoming webhook."""
 
     name: str = "slack"
@@ -458,8 +460,9 @@ class SlackChannel:
         if not self._token and not self._webhook_url:
             raise ValueError("slack: configure bot_token(_file) or webhook_url(_file)")
         self._pacer = Pacer(max_wait, shared=shared_pacing)
-        self._users = TtlCache(config.lookup_cache_ttl)  # email -> user ID
-        self._dms = TtlCache(config.lookup_cache_ttl)  # user ID -> DM channel ID
+        ttl = config.lookup_cache_ttl
+        self._users: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # email -> user ID
+        self._dms: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
         # slack_sdk's clients take an int timeout; ours lives on the session anyway.
         timeout = max(1, math.ceil(config.timeout))
@@ -543,7 +546,7 @@ class SlackChannel:
 
     async def _cached_id(
         self,
-        cache: TtlCache,
+        cache: TTLCache[str, str],
         key: str,
         method: str,
         call: Callable[[], Awaitable[AsyncSlackResponse]],
@@ -558,13 +561,13 @@ class SlackChannel:
         found_id = found.get("id") if isinstance(found, dict) else None
         if not isinstance(found_id, str):
             raise _Stop(SendResult.transient(f"{method}: no {field} id in the answer"))
-        cache.put(key, found_id)
+        cache[key] = found_id
         return found_id
 
     def _forget(self, recipient: _Recipient) -> None:
         user = self._users.get(recipient.value.lower()) if recipient.kind == "email" else None
-        self._users.drop(recipient.value.lower())
-        self._dms.drop(user or recipient.value)
+        self._users.pop(recipient.value.lower(), None)
+        self._dms.pop(user or recipient.value, None)
 
     async def _call(
         self,

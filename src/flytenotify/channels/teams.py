@@ -58,6 +58,7 @@ from flytenotify.channels._http import (
 )
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
+    ChannelDefaults,
     ChannelSpec,
     DigestLine,
     SendResult,
@@ -356,7 +357,7 @@ class _Webhook:
 _HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
-class TeamsChannel:
+class TeamsChannel(ChannelDefaults):
     """Posts Adaptive Cards to the configured Teams webhooks over one keep-alive session."""
 
     name: str = "teams"

@@ -46,7 +46,14 @@ from flytenotify.channels._http import (
     status_reply,
     url_destination,
 )
-from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, always, named_target
+from flytenotify.channels.base import (
+    ChannelDefaults,
+    ChannelSpec,
+    SendResult,
+    SharedPacing,
+    always,
+    named_target,
+)
 from flytenotify.domain import Delivery, Digest, phase_name
 from flytenotify.sections import Section, http_url, read_secret
 
@@ -325,7 +332,7 @@ class _Target:
         return headers
 
 
-class WebhookChannel:
+class WebhookChannel(ChannelDefaults):
     """POSTs signed JSON to the configured webhook targets over one keep-alive session."""
 
     name: str = "webhook"

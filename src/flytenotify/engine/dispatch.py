@@ -81,12 +81,6 @@ def new_owner_id() -> str:
 AttemptObserver = Callable[[Delivery, SendResult, float], None]
 
 
-def _destination(channel: Channel, delivery: Delivery) -> str:
-    """Where ``channel`` sends ``delivery`` (its host or relay), if the channel says."""
-    where: Callable[[Delivery], str] | None = getattr(channel, "destination", None)
-    return where(delivery) if where is not None else ""
-
-
 @dataclass(eq=False, slots=True)
 class _Flight:
     """One message in flight: its task, and whether the guard abandoned it.
@@ -298,7 +292,8 @@ class Dispatcher:
         """The most sends of one channel in flight: the settings' and the channel's own bound."""
         dispatch = self.settings.dispatch
         cap = min(dispatch.per_channel.get(name, dispatch.max_in_flight), dispatch.max_in_flight)
-        own: int | None = getattr(self.channels.get(name), "max_in_flight", None)
+        channel = self.channels.get(name)  # none for OTHER_CHANNELS
+        own = channel.max_in_flight if channel is not None else None
         return cap if own is None else min(cap, own)
 
     def _limits(self) -> dict[str, int]:
@@ -459,9 +454,7 @@ class Dispatcher:
         """Send once a slot at the destination is free; what it answered adapts the slots."""
         # Keyed by the configured name (the dev inbox stands in for several channels).
         name = delivery.channel
-        ticket = await self._inflight.acquire(
-            name, _destination(channel, delivery), self._caps[name]
-        )
+        ticket = await self._inflight.acquire(name, channel.destination(delivery), self._caps[name])
         started = time.time()
         # A guard above the channels' own timeouts, against a channel that
         # hangs. A timer handle, not asyncio.timeout: that context manager
