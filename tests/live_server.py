@@ -13,11 +13,11 @@ from typing import Self
 import httpx
 import uvicorn
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import ServerConfig
+from flytenotify.web.api import create_app
 
 WAIT = 10.0
 

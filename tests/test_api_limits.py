@@ -21,7 +21,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flytenotify import Email, WorkflowExecutionPhase
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
@@ -44,6 +43,7 @@ from flytenotify.intake.limits import (
 )
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import EventWrite
+from flytenotify.web.api import create_app
 from tests.conftest import run_async
 from tests.helpers import PLAN, event_json
 from tests.live_server import LiveServer

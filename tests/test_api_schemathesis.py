@@ -23,8 +23,8 @@ from schemathesis.config._auth import AuthConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.openapi import document
 from flytenotify.settings_loader import ServerConfig
+from flytenotify.web.openapi import document
 from tests.conftest import fresh_postgres_database
 from tests.live_server import LiveServer
 

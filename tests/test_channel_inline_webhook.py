@@ -21,7 +21,6 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import (
@@ -41,7 +40,6 @@ from flytenotify.channels.inline_webhook import (
     PublicOnlyResolver,
 )
 from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, Settings
-from flytenotify.console.previews import Sent, message_view
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -54,6 +52,8 @@ from flytenotify.domain import (
 )
 from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
 from flytenotify.store.base import EventWrite, NewDelivery
+from flytenotify.web.api import create_app
+from flytenotify.web.console.previews import Sent, message_view
 from tests.helpers import rendered_delivery, write_config
 from tests.servers.http_sink import HttpSink
 from tests.servers.slack_api import WEBHOOK, SlackApiServer

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from pydantic import Field
 
 from flytenotify import Email, WorkflowExecutionPhase
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels.base import ChannelSpec, SendResult, SharedPacing, named_target
@@ -28,9 +27,10 @@ from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import Delivery
 from flytenotify.engine.resolve import Route, RoutingError, route
-from flytenotify.openapi import document
 from flytenotify.sections import Section
 from flytenotify.settings_loader import ConfigError, load_config
+from flytenotify.web.api import create_app
+from flytenotify.web.openapi import document
 from tests.helpers import PLAN, event_json
 
 # What the pigeon channel was asked to carry, by loft: (loft, delivery).

@@ -279,7 +279,7 @@ def _run(config_file: Path | None, db: str | None, work: Callable[[Notifier], Aw
 def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -> None:
     """Messages delivered into the dev inbox (channels that are not configured), each
     as its channel would have sent it."""
-    from flytenotify.views import inbox_json
+    from flytenotify.web.schemas import inbox_json
 
     # Newest first, as every list here: a big inbox shows what just arrived.
     messages = _run(config_file, db, lambda n: n.store.list_inbox_newest(None, limit))
@@ -326,7 +326,7 @@ def deliveries_list(
     as_json: bool,
 ) -> None:
     """List deliveries, newest first (the latest --limit of them)."""
-    from flytenotify.views import delivery_json
+    from flytenotify.web.schemas import delivery_json
 
     try:
         execution_id = ExecutionId.parse(execution) if execution else None
@@ -405,7 +405,7 @@ def deliveries_show(
     delivery_id: int, config_file: Path | None, db: str | None, as_json: bool
 ) -> None:
     """One delivery, its message and every attempt. Exits 1 if there is none."""
-    from flytenotify.views import attempt_json, delivery_json
+    from flytenotify.web.schemas import attempt_json, delivery_json
 
     async def work(n: Notifier) -> tuple[dict[str, Any], str] | None:
         delivery = await n.delivery(delivery_id)
@@ -478,7 +478,7 @@ def executions_show(
     """One execution (PROJECT/DOMAIN/NAME): its notifications and where they came from
     (registered, flyteadmin, none), FlyteAdmin's refusal if any, its events and
     deliveries. Exits 1 if there is none."""
-    from flytenotify.views import MAX_LIMIT, execution_json
+    from flytenotify.web.schemas import MAX_LIMIT, execution_json
 
     try:
         execution_id = ExecutionId.parse(execution)
@@ -807,7 +807,7 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
     as_json = click.Option(["--json", "as_json"], is_flag=True, help="Print JSON.")
 
     def list_entries(config_file: Path | None, db: str | None, as_json: bool) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import named_rule_json
 
         entries = _run(config_file, db, lambda n: n.named_rules(kind))
         items = [named_rule_json(entry) for entry in entries]
@@ -836,7 +836,7 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
         db: str | None,
         as_json: bool,
     ) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import named_rule_json
 
         entries = _run(config_file, db, lambda n: n.named_rules(kind))
         found = [e for e in entries if (e.name, e.project, e.domain) == (name, project, domain)]
@@ -855,7 +855,7 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
         as_json: bool,
         phase: tuple[str, ...] = (),  # a named delivery has none: the user's rule says when
     ) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import named_rule_json
 
         phases = frozenset(RULE_PHASES[p.upper()] for p in phase)
         entry = NamedRule(kind, name, recipient, phases, project, domain)

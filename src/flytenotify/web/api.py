@@ -25,9 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flytenotify import openapi as openapi_document
 from flytenotify.app import Notifier
-from flytenotify.console import console_app
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     RULE_PHASES,
@@ -73,7 +71,9 @@ from flytenotify.store.base import (
     StoreUnavailable,
 )
 from flytenotify.store.migrations import NEWEST
-from flytenotify.views import (
+from flytenotify.web import openapi as openapi_document
+from flytenotify.web.console import console_app
+from flytenotify.web.schemas import (
     MAX_LIMIT,
     MAX_MESSAGE_ID,
     attempt_json,
@@ -87,7 +87,7 @@ from flytenotify.views import (
     source_json,
 )
 
-log = logging.getLogger("flytenotify.api")
+log = logging.getLogger("flytenotify.web.api")
 
 JSON = "application/json"
 PROTOBUF = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
