@@ -13,6 +13,7 @@ import pytest
 
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.domain import (
+    PAUSED,
     Delivery,
     DeliveryStatus,
     Execution,
@@ -67,6 +68,8 @@ def _write(name: str, phase: int, keys: tuple[str, ...] = ("k",)) -> EventWrite:
     ("terminal", "phase", "has_deliveries", "outcome"),
     [
         (None, P.RUNNING, True, E.RECORDED),  # not terminal: kept for the audit trail
+        (None, PAUSED, True, E.ENQUEUED),  # an action waiting for input, a rule asks about it
+        (None, PAUSED, False, E.RECORDED),  # ... no rule does
         (None, P.FAILED, True, E.ENQUEUED),  # the first terminal phase enqueues
         (None, P.FAILED, False, E.NO_NOTIFICATIONS),  # ... or says nothing applies
         (P.FAILED, P.FAILED, True, E.DUPLICATE),  # the same terminal phase again: a replay

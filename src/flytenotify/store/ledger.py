@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId
+from flytenotify.domain import PAUSED, Delivery, EntityId, ExecutionEvent, ExecutionId
 from flytenotify.store.base import (
     Completion,
     DeliveryFilter,
@@ -42,16 +42,17 @@ def advance(
 
     An execution becomes terminal once, with its first terminal event: that
     one enqueues its deliveries (or says none apply). The same terminal phase
-    again is a replay; anything after a different terminal phase is late. A
-    non-terminal event enqueues only when something asked for it (a Flyte 2
-    action waiting for input); its deliveries' keys name the action, so a
+    again is a replay; anything after a different terminal phase is late. One
+    non-terminal event enqueues: a Flyte 2 action waiting for input (PAUSED),
+    when a rule asks about it; its deliveries' keys name the action, so a
     replay writes none (see :meth:`IntakePlan.event_results`).
     """
     if terminal_phase is not None:
         same = terminal_phase == event.phase
         return EventOutcome.DUPLICATE if same else EventOutcome.AFTER_TERMINAL
     if not event.is_terminal:
-        return EventOutcome.ENQUEUED if has_deliveries else EventOutcome.RECORDED
+        paused = event.phase == PAUSED and has_deliveries
+        return EventOutcome.ENQUEUED if paused else EventOutcome.RECORDED
     return EventOutcome.ENQUEUED if has_deliveries else EventOutcome.NO_NOTIFICATIONS
 
 
