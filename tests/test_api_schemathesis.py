@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.settings_loader import ServerConfig
-from flytenotify.web.openapi import document
+from flytenotify.web.api import document
 from tests.conftest import fresh_postgres_database
 from tests.live_server import LiveServer
 

@@ -25,10 +25,9 @@ from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
 from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
 from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
-from flytenotify.web.api import create_app
+from flytenotify.web.api import create_app, document
 from flytenotify.web.console import slack_html
 from flytenotify.web.console.auth import COOKIE
-from flytenotify.web.openapi import document
 from tests.helpers import event_json
 from tests.servers.smtp import SmtpServer
 

@@ -29,8 +29,7 @@ from flytenotify.domain import Delivery
 from flytenotify.engine.resolve import Route, RoutingError, route
 from flytenotify.sections import Section
 from flytenotify.settings_loader import ConfigError, load_config
-from flytenotify.web.api import create_app
-from flytenotify.web.openapi import document
+from flytenotify.web.api import create_app, document
 from tests.helpers import PLAN, event_json
 
 # What the pigeon channel was asked to carry, by loft: (loft, delivery).

@@ -1,7 +1,10 @@
 """The HTTP API: a thin JSON layer over :class:`~flytenotify.app.Notifier`.
 
-Every client mistake is a 4xx with ``{"error": ..., "problems": [{"field",
-"message"}]}``; a 5xx means a fault of ours. See docs/http-api.md.
+Every route is one :class:`Operation` in :data:`OPERATIONS`: what Starlette
+routes, and what the OpenAPI document says of it (:mod:`flytenotify.web.openapi`),
+with the shapes of :mod:`flytenotify.web.schemas`. Every client mistake is a
+4xx with ``{"error": ..., "problems": [{"field", "message"}]}``; a 5xx means a
+fault of ours. See docs/http-api.md.
 """
 
 from __future__ import annotations
@@ -9,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from functools import partial
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -27,16 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify.app import Notifier
 from flytenotify.core.notification import Notification
-from flytenotify.domain import (
-    RULE_PHASES,
-    Delivery,
-    DeliveryStatus,
-    EntityId,
-    ExecutionEvent,
-    ExecutionId,
-    NamedKind,
-    NamedRule,
-)
+from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId, NamedKind, NamedRule
 from flytenotify.engine import resolve
 from flytenotify.errors import (
     Conflict,
@@ -48,49 +40,26 @@ from flytenotify.errors import (
 )
 from flytenotify.intake import cloudevents
 from flytenotify.intake.events import (
-    entity_id_from_json,
     event_from_bytes,
     event_from_json,
-    execution_id_from_json,
 )
-from flytenotify.intake.limits import (
-    MAX_INT,
-    id_problems,
-    identifier_problems,
-    loads_json,
-    parse_int,
-)
+from flytenotify.intake.limits import MAX_INT, id_problems, loads_json, parse_int
 from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import ServerConfig
-from flytenotify.store.base import (
-    DeliveryFilter,
-    EventOutcome,
-    EventResult,
-    StoreUnavailable,
-)
+from flytenotify.store.base import DeliveryFilter, EventOutcome, StoreUnavailable
 from flytenotify.store.migrations import NEWEST
-from flytenotify.web import openapi as openapi_document
+from flytenotify.web import flyteidl_json, openapi
+from flytenotify.web import schemas as s
 from flytenotify.web.console import console_app
-from flytenotify.web.schemas import (
-    MAX_LIMIT,
-    MAX_MESSAGE_ID,
-    attempt_json,
-    delivery_json,
-    entity_json,
-    execution_json,
-    id_json,
-    inbox_json,
-    named_rule_json,
-    plan_json,
-    source_json,
-)
+from flytenotify.web.openapi import Operation
 
-log = logging.getLogger("flytenotify.web.api")
+log = logging.getLogger("flytenotify.api")
 
 JSON = "application/json"
 PROTOBUF = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
+CLOUDEVENTS = "application/cloudevents+json"
 
 Handler = Callable[[Request], Awaitable[Response]]
 # Probes must work without a token; everything else needs one when tokens are set.
@@ -107,6 +76,10 @@ class JSONResponse(responses.JSONResponse):
         return orjson.dumps(content)
 
 
+def answer(shape: s.Shape, status: int = 200) -> JSONResponse:
+    return JSONResponse(shape.to_json(), status_code=status)
+
+
 class ApiError(Exception):
     """A 4xx answer with its problems."""
 
@@ -118,13 +91,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, error: str, problems: list[Problem] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": error,
-            "problems": [{"field": p.field, "message": p.message} for p in problems or []],
-        },
-        status_code=status,
-    )
+    return answer(s.ErrorBody(error=error, problems=problems or []), status)
 
 
 def create_app(
@@ -140,24 +107,20 @@ def create_app(
     ``metrics`` should be the :class:`Metrics` whose ``observe_attempt`` the
     notifier's dispatcher reports to; without it, attempts are not counted.
     ``api=False`` serves only health, readiness and metrics (a dispatcher replica).
-    ``sources`` are the broker sources running beside it, reported by ``/readyz``.
+    ``sources`` are the intake sources running beside it, reported by ``/readyz``.
     """
     server = server or ServerConfig()
     handlers = _Api(notifier, server, metrics or Metrics(), sources)
-    routes: list[BaseRoute] = [
-        Route("/healthz", handlers.wrap(handlers.healthz), methods=["GET"]),
-        Route("/readyz", handlers.wrap(handlers.readyz), methods=["GET"]),
-        Route("/metrics", handlers.wrap(handlers.metrics_text), methods=["GET"]),
-    ]
+    operations = [op for op in OPERATIONS if api or op.path in _DISPATCHER_PATHS]
+    routes: list[BaseRoute] = _routes(handlers, operations)
     if api:
-        routes += _api_routes(handlers)
         routes += [Mount(CONSOLE, console_app(notifier, server.tokens(), sources))]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        answer = error_response(exc.status_code, exc.detail, _routing_problems(exc.status_code))
-        answer.headers.update(exc.headers or {})  # a 405 says which methods are allowed
-        return answer
+        found = error_response(exc.status_code, exc.detail, _routing_problems(exc.status_code))
+        found.headers.update(exc.headers or {})  # a 405 says which methods are allowed
+        return found
 
     app = Starlette(
         routes=routes,
@@ -169,39 +132,19 @@ def create_app(
     return app
 
 
-def _api_routes(api: _Api) -> list[Route]:
-    return [
-        Route("/openapi.json", api.wrap(api.openapi), methods=["GET"]),
-        Route(
-            "/api/v1/launch-plans/{project}/{domain}/{name}",
-            api.wrap(api.launch_plan),
-            methods=["GET", "PUT"],
-        ),
-        Route("/api/v1/executions", api.wrap(api.create_execution), methods=["POST"]),
-        Route(
-            "/api/v1/executions/{project}/{domain}/{name}",
-            api.wrap(api.show_execution),
-            methods=["GET"],
-        ),
-        Route("/api/v1/events:batch", api.wrap(api.events_batch), methods=["POST"]),
-        Route("/api/v1/events", api.wrap(api.event), methods=["POST"]),
-        Route("/api/v1/deliveries", api.wrap(api.list_deliveries), methods=["GET"]),
-        Route("/api/v1/deliveries/{id}", api.wrap(api.show_delivery), methods=["GET"]),
-        Route("/api/v1/deliveries/{id}/retry", api.wrap(api.retry_delivery), methods=["POST"]),
-        Route("/api/v1/inbox", api.wrap(api.inbox), methods=["GET"]),
-        *(
-            route
-            for path, kind in _NAMED_PATHS.items()
-            for route in (
-                Route(path, api.wrap(partial(api.list_named, kind)), methods=["GET"]),
-                Route(
-                    f"{path}/{{name}}",
-                    api.wrap(partial(api.named, kind)),
-                    methods=["GET", "PUT", "DELETE"],
-                ),
-            )
-        ),
-    ]
+def _routes(api: _Api, operations: Sequence[Operation]) -> list[BaseRoute]:
+    """One Starlette route per path, answering each of its operations' methods."""
+    by_path: dict[str, dict[str, Operation]] = defaultdict(dict)
+    for operation in operations:
+        by_path[operation.path][operation.method] = operation
+    routes: list[BaseRoute] = []
+    for path, methods in by_path.items():
+
+        async def endpoint(request: Request, methods: dict[str, Operation] = methods) -> Response:
+            return await api.run(methods[request.method], request)
+
+        routes.append(Route(path, endpoint, methods=list(methods)))
+    return routes
 
 
 class _TokenGate:
@@ -253,32 +196,31 @@ class _Api:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def wrap(self, handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ApiError as error:
-                return error_response(error.status, error.error, error.problems)
-            except UnknownReference as error:
-                return error_response(404, "not found", error.problems)
-            except Conflict as error:
-                return error_response(409, "conflict", error.problems)
-            except (InputError, NotificationConfigError) as error:
-                # A problem with no field is one with the request body as a whole.
-                problems = [Problem(p.field or "body", p.message) for p in error.problems]
-                return error_response(400, "invalid request", problems)
-            except UpstreamUnavailable as error:
-                # Not the client's mistake: nothing was recorded, sending again later works.
-                log.warning("answering 503: %s", error)
-                response = error_response(503, str(error))
-                response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
-                return response
-            except StoreUnavailable as error:  # still waiting for the database, or it is full
-                response = error_response(503, "unavailable", [Problem("database", str(error))])
-                response.headers["Retry-After"] = str(round(error.retry_after))
-                return response
-
-        return endpoint
+    async def run(self, operation: Operation, request: Request) -> Response:
+        """The operation's answer; every mistake and outage as its 4xx or 503."""
+        try:
+            response: Response = await operation.handler(self, request)
+            return response
+        except ApiError as error:
+            return error_response(error.status, error.error, error.problems)
+        except UnknownReference as error:
+            return error_response(404, "not found", error.problems)
+        except Conflict as error:
+            return error_response(409, "conflict", error.problems)
+        except (InputError, NotificationConfigError) as error:
+            # A problem with no field is one with the request body as a whole.
+            problems = [Problem(p.field or "body", p.message) for p in error.problems]
+            return error_response(400, "invalid request", problems)
+        except UpstreamUnavailable as error:
+            # Not the client's mistake: nothing was recorded, sending again later works.
+            log.warning("answering 503: %s", error)
+            response = error_response(503, str(error))
+            response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+            return response
+        except StoreUnavailable as error:  # still waiting for the database, or it is full
+            response = error_response(503, "unavailable", [Problem("database", str(error))])
+            response.headers["Retry-After"] = str(round(error.retry_after))
+            return response
 
     def authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -328,7 +270,7 @@ class _Api:
     # -- health --------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return answer(s.Health())
 
     async def readyz(self, request: Request) -> Response:
         channels = self.notifier.channel_states()
@@ -336,33 +278,30 @@ class _Api:
             version = await self.notifier.schema_version()
         except Exception as error:  # any database failure means "not ready"
             log.warning("readiness check failed: %s", error)
-            return JSONResponse(
-                {"status": "unavailable", "database": {"error": str(error)}, "channels": channels},
-                status_code=503,
-            )
-        database: dict[str, Any] = {"schema_version": version, "schema_expected": NEWEST}
+            down = s.DatabaseState(error=str(error))
+            return answer(s.Readiness(status="unavailable", database=down, channels=channels), 503)
+        wrong: str | None = None
         full = self.notifier.ledger_full()
         if version != NEWEST:
-            database["error"] = (
-                f"schema version {version}, expected {NEWEST}: run flytenotify db upgrade"
-            )
+            wrong = f"schema version {version}, expected {NEWEST}: run flytenotify db upgrade"
         elif full is not None:  # reads still work; writes do not
-            database["error"] = full
-        if "error" in database:
-            return JSONResponse(
-                {"status": "unavailable", "database": database, "channels": channels},
-                status_code=503,
-            )
-        body: dict[str, Any] = {"status": "ready", "database": database, "channels": channels}
-        if self.sources:
-            body["intake"] = {s.name: source_json(s.status) for s in self.sources}
-            if not all(s.status.ready for s in self.sources):
-                body["status"] = "unavailable"
-                return JSONResponse(body, status_code=503)
-        return JSONResponse(body)
+            wrong = full
+        database = s.DatabaseState(schema_version=version, schema_expected=NEWEST, error=wrong)
+        if wrong is not None:
+            unavailable = s.Readiness(status="unavailable", database=database, channels=channels)
+            return answer(unavailable, 503)
+        intake = {src.name: s.SourceView.of(src.status) for src in self.sources} or None
+        ready = all(src.status.ready for src in self.sources)
+        body = s.Readiness(
+            status="ready" if ready else "unavailable",
+            database=database,
+            channels=channels,
+            intake=intake,
+        )
+        return answer(body, 200 if ready else 503)
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document.document())
+        return JSONResponse(document())
 
     async def metrics_text(self, request: Request) -> Response:
         body = self.metrics.render(await self.notifier.ledger_state())
@@ -372,89 +311,54 @@ class _Api:
 
     async def launch_plan(self, request: Request) -> Response:
         project, domain, name = _path_id(request)
-        if request.method == "GET":
-            plan = await self.notifier.launch_plan(EntityId(project, domain, name))
-            if plan is None:
-                raise ApiError(
-                    404,
-                    f"no launch plan {project}/{domain}/{name} is registered",
-                    [Problem("name", "no launch plan of this name is registered")],
-                )
-            return JSONResponse(plan_json(plan.id, plan.notifications))
+        plan = await self.notifier.launch_plan(EntityId(project, domain, name))
+        if plan is None:
+            raise ApiError(
+                404,
+                f"no launch plan {project}/{domain}/{name} is registered",
+                [Problem("name", "no launch plan of this name is registered")],
+            )
+        return answer(_plan_view(plan.id, plan.notifications))
+
+    async def register_launch_plan(self, request: Request) -> Response:
+        project, domain, name = _path_id(request)
         if _content_type(request) in PROTOBUF:
             registered = await self.notifier.register_launch_plan(
                 _launch_plan_message(await self._body(request), project, domain, name)
             )
         else:
-            data = await self._json(request)
-            if not isinstance(data, dict):
-                raise InputError(Problem("", "the body must be a JSON object"))
-            problems = [
-                Problem(key, "unknown field")
-                for key in data
-                if key not in ("version", "notifications")
-            ]
-            version = data.get("version")
-            problems += identifier_problems(version, "version", "version")
-            notifications = data.get("notifications", [])
-            problems += _notification_shape(notifications)
-            if problems:
-                raise InputError(problems)
+            body = s.parse(s.LaunchPlanBody, await self._json(request))
             registered = await self.notifier.register_launch_plan(
-                EntityId(project, domain, name, str(version)), notifications
+                EntityId(project, domain, name, body.version), body.notifications
             )
-        answer = plan_json(registered.id, registered.notifications)
         # Accepted (the configuration may be fixed later), but said out loud now.
-        answer["warnings"] = self._routing_warnings(registered.notifications)
-        return JSONResponse(answer)
+        warnings = self._routing_warnings(registered.notifications)
+        return answer(_plan_view(registered.id, registered.notifications, warnings))
 
-    def _routing_warnings(self, notifications: Sequence[Notification]) -> list[dict[str, str]]:
-        problems = resolve.routing_problems(
+    def _routing_warnings(self, notifications: Sequence[Notification]) -> list[Problem]:
+        return resolve.routing_problems(
             notifications, self.notifier.settings, self.notifier.dev_inbox
         )
-        return [{"field": p.field, "message": p.message} for p in problems]
 
     async def create_execution(self, request: Request) -> Response:
-        data = await self._json(request)
-        if not isinstance(data, dict):
-            raise InputError(Problem("", "the body must be a JSON object"))
-        known = ("id", "launch_plan", "workflow", "notifications", "disable_all")
-        problems = [Problem(key, "unknown field") for key in data if key not in known]
-        execution_id = _collect(problems, lambda: execution_id_from_json(data.get("id"), "id"))
-        launch_plan = workflow = None
-        # A field given must be valid: null is not "left out" here.
-        if "launch_plan" in data:
-            launch_plan = _collect(
-                problems, lambda: entity_id_from_json(data["launch_plan"], "launch_plan")
-            )
-        if "workflow" in data:
-            workflow = _collect(problems, lambda: entity_id_from_json(data["workflow"], "workflow"))
-        notifications = data.get("notifications", [])
-        problems += _notification_shape(notifications)
-        disable_all = data.get("disable_all", False)
-        if not isinstance(disable_all, bool):
-            problems.append(Problem("disable_all", f"must be true or false, got {disable_all!r}"))
-        if problems or execution_id is None:
-            raise InputError(problems)
+        body = s.parse(s.ExecutionBody, await self._json(request))
         execution = await self.notifier.create_execution(
-            execution_id,
-            launch_plan,
-            notifications=notifications,
-            disable_all=disable_all,
-            workflow=workflow,
+            ExecutionId(body.id.project, body.id.domain, body.id.name),
+            _entity_id(body.launch_plan),
+            notifications=body.notifications,
+            disable_all=body.disable_all,
+            workflow=_entity_id(body.workflow),
         )
-        return JSONResponse(
-            {
-                "id": id_json(execution.id),
-                "launch_plan": entity_json(execution.launch_plan),
-                "workflow": entity_json(execution.workflow),
-                "notifications": [n.to_dict() for n in execution.notifications],
-                "created_at": execution.created_at.isoformat(),
-                # Overrides come from the caller: say now which recipients will not be reached.
-                "warnings": self._routing_warnings(execution.notifications),
-            },
-            status_code=201,
+        created = s.ExecutionView(
+            id=s.ids_view(execution.id),
+            launch_plan=s.entity_view(execution.launch_plan),
+            workflow=s.entity_view(execution.workflow),
+            notifications=[n.to_dict() for n in execution.notifications],
+            created_at=execution.created_at,
+            # Overrides come from the caller: say now which recipients will not be reached.
+            warnings=self._routing_warnings(execution.notifications),
         )
+        return answer(created, 201)
 
     async def show_execution(self, request: Request) -> Response:
         execution_id = ExecutionId(*_path_id(request))
@@ -467,9 +371,14 @@ class _Api:
             )
         events = await self.notifier.events(execution_id)
         deliveries = await self.notifier.deliveries(
-            DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
+            DeliveryFilter(execution=execution_id, limit=s.MAX_LIMIT)
         )
-        return JSONResponse(execution_json(execution, events, deliveries))
+        detail = s.ExecutionDetail.of(
+            execution,
+            events=[s.EventView.of(execution, event, outcome) for event, outcome in events],
+            deliveries=[s.DeliveryView.of(d) for d in deliveries],
+        )
+        return answer(detail)
 
     # -- events --------------------------------------------------------------------
 
@@ -487,22 +396,19 @@ class _Api:
             raise
         (result,) = await self.notifier.record_checked_events([event])
         self.metrics.event_received(result.outcome.value)
-        return JSONResponse(
-            _result_json(result),
-            status_code=202 if result.outcome is EventOutcome.ENQUEUED else 200,
-        )
+        enqueued = result.outcome is EventOutcome.ENQUEUED
+        return answer(s.EventResultView.of(result), 202 if enqueued else 200)
 
     async def _cloud_event(self, request: Request, kind: str) -> Response:
         parsed = cloudevents.parse(kind, request.headers, await self._body(request))
+        said = s.CloudEventView(id=parsed.id, type=parsed.type, source=parsed.source)
         if parsed.event is None:
             self.metrics.event_received("ignored")
-            return JSONResponse({"outcome": "ignored", "cloud_event": _cloud_json(parsed)})
+            return answer(s.EventResultView(outcome="ignored", cloud_event=said))
         (result,) = await self.notifier.record_checked_events([parsed.event])
         self.metrics.event_received(result.outcome.value)
-        return JSONResponse(
-            {**_result_json(result), "cloud_event": _cloud_json(parsed)},
-            status_code=202 if result.outcome is EventOutcome.ENQUEUED else 200,
-        )
+        enqueued = result.outcome is EventOutcome.ENQUEUED
+        return answer(s.EventResultView.of(result, said), 202 if enqueued else 200)
 
     async def events_batch(self, request: Request) -> Response:
         """One result per event: the good ones are recorded even when others are rejected.
@@ -516,42 +422,42 @@ class _Api:
         if not isinstance(data, list):
             self.metrics.event_received("invalid")
             raise InputError(Problem("events", "the body must be a JSON array of events"))
-        answers: list[dict[str, Any] | None] = []
+        results: list[s.EventResultView | s.Rejected | None] = []
         events: list[ExecutionEvent] = []
         for i, item in enumerate(data):
             try:
                 events.append(event_from_json(item))
-                answers.append(None)  # filled in once the good events are recorded
+                results.append(None)  # filled in once the good events are recorded
             except InputError as error:
                 self.metrics.event_received("invalid")
-                answers.append(_rejected_json(error, f"events[{i}]"))
-        results = iter(await self.notifier.record_checked_events(events) if events else [])
-        for i, answer in enumerate(answers):
-            if answer is None:
-                result = next(results)
-                self.metrics.event_received(result.outcome.value)
-                answers[i] = _result_json(result)
-        return JSONResponse({"results": answers})
+                results.append(_rejected(error, f"events[{i}]"))
+        recorded = iter(await self.notifier.record_checked_events(events) if events else [])
+        for i, result in enumerate(results):
+            if result is None:
+                outcome = next(recorded)
+                self.metrics.event_received(outcome.outcome.value)
+                results[i] = s.EventResultView.of(outcome)
+        return answer(s.BatchResults(results=[r for r in results if r is not None]))
 
     # -- deliveries and the inbox --------------------------------------------------
 
     async def list_deliveries(self, request: Request) -> Response:
-        query = _delivery_filter(request.query_params)
-        items = await self.notifier.deliveries(query)
+        query = s.parse(s.DeliveryQuery, dict(request.query_params))
+        items = await self.notifier.deliveries(query.store_filter())
         more = len(items) == query.limit
-        return JSONResponse(
-            {
-                "items": [delivery_json(d) for d in items],
-                "next": str(items[-1].id) if items and more else None,
-            }
+        return answer(
+            s.DeliveryPage(
+                items=[s.DeliveryView.of(d) for d in items],
+                next=str(items[-1].id) if items and more else None,
+            )
         )
 
     async def show_delivery(self, request: Request) -> Response:
         delivery = await self._delivery(request)
-        body = delivery_json(delivery)
-        body["attempts"] = [attempt_json(a) for a in await self.notifier.attempts(delivery.id)]
-        body["message"] = {"subject": delivery.message.subject, "text": delivery.message.text}
-        return JSONResponse(body)
+        attempts = await self.notifier.attempts(delivery.id)
+        return answer(
+            s.DeliveryDetail.of(delivery, attempts=[s.AttemptView.of(a) for a in attempts])
+        )
 
     async def retry_delivery(self, request: Request) -> Response:
         delivery = await self._delivery(request)
@@ -562,7 +468,7 @@ class _Api:
                 f"delivery {delivery.id} is {delivery.status.value}, not dead",
                 [Problem("status", "only a dead delivery can be retried")],
             )
-        return JSONResponse(delivery_json(redriven))
+        return answer(s.DeliveryView.of(redriven))
 
     async def _delivery(self, request: Request) -> Delivery:
         raw = request.path_params["id"]
@@ -577,104 +483,210 @@ class _Api:
         return delivery
 
     async def inbox(self, request: Request) -> Response:
-        params = request.query_params
-        after = _int_param(params, "cursor", 0)
-        limit = _int_param(params, "limit", 100, 1, MAX_LIMIT)
-        items = await self.notifier.inbox(after or None, limit)
-        return JSONResponse(
-            {
-                "items": [inbox_json(m) for m in items],
-                "next": str(items[-1].id) if items and len(items) == limit else None,
-            }
+        query = s.parse(s.PageQuery, dict(request.query_params))
+        items = await self.notifier.inbox(query.cursor or None, query.limit)
+        return answer(
+            s.InboxPage(
+                items=[s.InboxView.of(m) for m in items],
+                next=str(items[-1].id) if items and len(items) == query.limit else None,
+            )
         )
 
     # -- Flyte 2's named rules and deliveries ------------------------------------------
 
     async def list_named(self, kind: NamedKind, request: Request) -> Response:
         entries = await self.notifier.named_rules(kind)
-        return JSONResponse({"items": [named_rule_json(entry) for entry in entries]})
+        return answer(s.NamedRuleList(items=[s.NamedRuleView.of(e) for e in entries]))
 
     async def named(self, kind: NamedKind, request: Request) -> Response:
         name = request.path_params["name"]
-        if request.method == "PUT":
-            entry = _named_rule_body(kind, name, await self._json(request))
-            stored, problems = await self.notifier.put_named_rule(entry)
-            answer = named_rule_json(stored)
-            answer["warnings"] = [{"field": p.field, "message": p.message} for p in problems]
-            return JSONResponse(answer)
-        project, domain = _scope_params(request.query_params)
-        found = [
-            entry
-            for entry in await self.notifier.named_rules(kind)
-            if (entry.name, entry.project, entry.domain) == (name, project, domain)
+        scope = s.parse(s.ScopeQuery, dict(request.query_params))
+        for entry in await self.notifier.named_rules(kind):
+            if (entry.name, entry.project, entry.domain) == (name, scope.project, scope.domain):
+                return answer(s.NamedRuleView.of(entry))
+        raise _no_named(kind, name, scope.project, scope.domain)
+
+    async def put_named(self, kind: NamedKind, request: Request) -> Response:
+        model = s.NamedRuleBody if kind is NamedKind.RULE else s.NamedDeliveryBody
+        body = s.parse(model, await self._json(request))
+        phases = frozenset(getattr(body, "phases", ()))
+        entry = NamedRule(
+            kind,
+            request.path_params["name"],
+            tuple(body.recipients),
+            phases,
+            body.project,
+            body.domain,
+        )
+        stored, problems = await self.notifier.put_named_rule(entry)
+        return answer(s.NamedRuleView.of(stored, warnings=problems))
+
+    async def delete_named(self, kind: NamedKind, request: Request) -> Response:
+        name = request.path_params["name"]
+        scope = s.parse(s.ScopeQuery, dict(request.query_params))
+        if await self.notifier.delete_named_rule(kind, name, scope.project, scope.domain):
+            return Response(status_code=204)
+        configured = [
+            e
+            for e in await self.notifier.named_rules(kind)
+            if (e.name, e.project, e.domain) == (name, scope.project, scope.domain)
         ]
-        if request.method == "GET" and found:
-            return JSONResponse(named_rule_json(found[0]))
-        if request.method == "DELETE":
-            if await self.notifier.delete_named_rule(kind, name, project, domain):
-                return Response(status_code=204)
-            if found:  # the configuration file's: changed there, not here
-                raise Conflict(
-                    Problem("name", "the configuration file defines it; change it there")
-                )
-        raise _no_named(kind, name, project, domain)
+        if configured:  # the configuration file's: changed there, not here
+            raise Conflict(Problem("name", "the configuration file defines it; change it there"))
+        raise _no_named(kind, name, scope.project, scope.domain)
+
+
+# -- the route table ------------------------------------------------------------------
+
+
+_IDS = {part: s.identifier_pattern(part) for part in ("project", "domain", "name")}
+_DELIVERY_ID = {"id": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
+_NAMED_ID = {"name": s.identifier_pattern("name")}
+
+
+def _named(kind: NamedKind, base: str, what: str, body: type[s.Request]) -> list[Operation]:
+    """The list and one-entry operations of named rules (or named deliveries)."""
+
+    def bound(method: Callable[..., Awaitable[Response]]) -> Any:
+        return lambda api, request: method(api, kind, request)
+
+    one = f"{base}/{{name}}"
+    return [
+        Operation(
+            "GET", base, f"Every {what} (the configuration file's and the API's)",
+            bound(_Api.list_named), {200: (f"The {what}s", s.NamedRuleList)}, (401,),
+        ),
+        Operation(
+            "GET", one, f"One {what}, of the scope the query names", bound(_Api.named),
+            {200: (f"The {what}", s.NamedRuleView)}, (400, 401, 404),
+            query=s.ScopeQuery, path_params=_NAMED_ID,
+        ),
+        Operation(
+            "PUT", one, f"Create or replace a {what} in the scope the body names",
+            bound(_Api.put_named),
+            {200: ("Stored, with warnings for unreachable recipients", s.NamedRuleView)},
+            (400, 401, 409, 413, 415), body={JSON: body}, path_params=_NAMED_ID,
+        ),
+        Operation(
+            "DELETE", one, f"Delete a {what} managed over the API", bound(_Api.delete_named),
+            {204: ("Deleted", None)}, (400, 401, 404, 409),
+            query=s.ScopeQuery, path_params=_NAMED_ID,
+        ),
+    ]  # fmt: skip
+
+
+_PLAN = "/api/v1/launch-plans/{project}/{domain}/{name}"
+_RESULT = s.EventResultView
+
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/healthz", "Liveness", _Api.healthz, {200: ("Alive", s.Health)}, public=True),
+    Operation(
+        "GET", "/readyz", "Readiness: database, channels and intake sources", _Api.readyz,
+        {200: ("Ready", s.Readiness),
+         503: ("Database unreachable or full, or an intake source not connected", s.Readiness)},
+        public=True,
+    ),
+    Operation(
+        "GET", "/metrics", "Prometheus metrics (text exposition format 0.0.4)", _Api.metrics_text,
+        {200: ("Metrics", {"text/plain": {"type": "string"}})}, (401,),
+    ),
+    Operation(
+        "GET", "/openapi.json", "This document", _Api.openapi,
+        {200: ("OpenAPI 3.1", {"type": "object"})}, (401,),
+    ),
+    Operation(
+        "GET", _PLAN, "The latest registered version's notifications", _Api.launch_plan,
+        {200: ("The launch plan", s.LaunchPlanView)}, (400, 401, 404), path_params=_IDS,
+    ),
+    Operation(
+        "PUT", _PLAN,
+        "Register a launch plan version's notifications (JSON, or a serialized admin.LaunchPlan)",
+        _Api.register_launch_plan, {200: ("Registered", s.LaunchPlanView)},
+        (400, 401, 404, 413, 415),
+        body={JSON: s.LaunchPlanBody, PROTOBUF[0]: {"type": "string", "format": "binary"}},
+        path_params=_IDS,
+    ),
+    Operation(
+        "POST", "/api/v1/executions", "Create an execution; freezes its notifications",
+        _Api.create_execution, {201: ("Created (or the existing one)", s.ExecutionView)},
+        (400, 401, 404, 413, 415), body={JSON: s.ExecutionBody},
+    ),
+    Operation(
+        "GET", "/api/v1/executions/{project}/{domain}/{name}",
+        "An execution: where its notifications came from, its events with their outcomes,"
+        " and its deliveries",
+        _Api.show_execution, {200: ("The execution", s.ExecutionDetail)}, (400, 401, 404),
+        path_params=_IDS,
+    ),
+    Operation(
+        "POST", "/api/v1/events",
+        "Report a WorkflowExecutionEvent: JSON, protobuf, or a Flyte cloud event (structured,"
+        " or binary with ce-* headers)",
+        _Api.event,
+        {200: ("Recorded; nothing (more) to send", _RESULT), 202: ("Deliveries enqueued", _RESULT)},
+        (400, 401, 413, 415, 503),
+        body={
+            JSON: flyteidl_json.ref("Event"),
+            PROTOBUF[0]: {"type": "string", "format": "binary"},
+            CLOUDEVENTS: flyteidl_json.ref("CloudEvent"),
+        },
+    ),
+    Operation(
+        "POST", "/api/v1/events:batch",
+        "Report many events: the good ones are recorded, each bad one is answered with"
+        " outcome rejected and its problems (events[i].field)",
+        _Api.events_batch, {200: ("One result per event, in order", s.BatchResults)},
+        (400, 401, 413, 415, 503), body={JSON: flyteidl_json.BATCH},
+    ),
+    Operation(
+        "GET", "/api/v1/deliveries", "List deliveries, oldest first", _Api.list_deliveries,
+        {200: ("A page of deliveries", s.DeliveryPage)}, (400, 401), query=s.DeliveryQuery,
+    ),
+    Operation(
+        "GET", "/api/v1/deliveries/{id}", "One delivery with its attempts and message",
+        _Api.show_delivery, {200: ("The delivery", s.DeliveryDetail)}, (401, 404),
+        path_params=_DELIVERY_ID,
+    ),
+    Operation(
+        "POST", "/api/v1/deliveries/{id}/retry", "Send a dead delivery again",
+        _Api.retry_delivery, {200: ("Pending again", s.DeliveryView)}, (401, 404, 409),
+        path_params=_DELIVERY_ID,
+    ),
+    Operation(
+        "GET", "/api/v1/inbox", "Messages in the dev inbox", _Api.inbox,
+        {200: ("A page of messages", s.InboxPage)}, (400, 401), query=s.PageQuery,
+    ),
+    *_named(NamedKind.RULE, "/api/v1/flyte2/rules", "named rule", s.NamedRuleBody),
+    *_named(NamedKind.DELIVERY, "/api/v1/flyte2/deliveries", "named delivery", s.NamedDeliveryBody),
+]  # fmt: skip
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document of this API (``GET /openapi.json``)."""
+    return openapi.document(OPERATIONS)
+
+
+# What a dispatcher replica serves (role dispatcher: no API, no console).
+_DISPATCHER_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 # -- conversions -------------------------------------------------------------------
 
 
-_NAMED_PATHS = {
-    "/api/v1/flyte2/rules": NamedKind.RULE,
-    "/api/v1/flyte2/deliveries": NamedKind.DELIVERY,
-}
-_NAMED_FIELDS = frozenset({"phases", "recipients", "project", "domain"})
-
-
-def _named_rule_body(kind: NamedKind, name: str, data: Any) -> NamedRule:
-    """A named rule or delivery from its JSON body; InputError naming each bad field."""
-    if not isinstance(data, dict):
-        raise InputError(Problem("", "the body must be a JSON object"))
-    allowed = _NAMED_FIELDS if kind is NamedKind.RULE else _NAMED_FIELDS - {"phases"}
-    problems = [Problem(key, "unknown field") for key in data if key not in allowed]
-    recipients = _string_list(data.get("recipients"), "recipients", problems)
-    phases: set[int] = set()
-    if kind is NamedKind.RULE:
-        for i, phase in enumerate(_string_list(data.get("phases"), "phases", problems)):
-            number = RULE_PHASES.get(phase.upper()) if phase.isascii() else None
-            if number is None:
-                known = ", ".join(RULE_PHASES)
-                problems.append(Problem(f"phases[{i}]", f"must be one of {known}, got {phase!r}"))
-            else:
-                phases.add(number)
-    scope = {part: data.get(part, "") for part in ("project", "domain")}
-    for part, value in scope.items():
-        if not isinstance(value, str):
-            problems.append(Problem(part, f"must be a string, got {type(value).__name__}"))
-    if problems:
-        raise InputError(problems)
-    return NamedRule(
-        kind, name, tuple(recipients), frozenset(phases), scope["project"], scope["domain"]
+def _plan_view(
+    plan_id: EntityId, notifications: Sequence[Notification], warnings: list[Problem] | None = None
+) -> s.LaunchPlanView:
+    return s.LaunchPlanView(
+        id=s.entity_view(plan_id),  # type: ignore[arg-type]
+        notifications=[n.to_dict() for n in notifications],
+        warnings=warnings,
     )
 
 
-def _string_list(value: Any, field: str, problems: list[Problem]) -> list[str]:
-    if not isinstance(value, list) or not value:
-        problems.append(Problem(field, "must be a non-empty list of strings"))
-        return []
-    wrong = [i for i, item in enumerate(value) if not isinstance(item, str)]
-    problems += [Problem(f"{field}[{i}]", "must be a string") for i in wrong]
-    return [item for item in value if isinstance(item, str)]
-
-
-def _scope_params(params: Mapping[str, str]) -> tuple[str, str]:
-    problems: list[Problem] = []
-    for part in ("project", "domain"):
-        value = params.get(part, "")
-        if value:
-            problems += identifier_problems(value, part, part)
-    if problems:
-        raise InputError(problems)
-    return params.get("project", ""), params.get("domain", "")
+def _entity_id(body: s.EntityIdBody | None) -> EntityId | None:
+    if body is None:
+        return None
+    return EntityId(body.project, body.domain, body.name, body.version)
 
 
 def _no_named(kind: NamedKind, name: str, project: str, domain: str) -> ApiError:
@@ -687,14 +699,10 @@ def _no_named(kind: NamedKind, name: str, project: str, domain: str) -> ApiError
     )
 
 
-def _rejected_json(error: InputError, prefix: str) -> dict[str, Any]:
-    return {
-        "outcome": "rejected",
-        "problems": [
-            {"field": f"{prefix}.{p.field}".rstrip("."), "message": p.message}
-            for p in error.problems
-        ],
-    }
+def _rejected(error: InputError, prefix: str) -> s.Rejected:
+    return s.Rejected(
+        problems=[Problem(f"{prefix}.{p.field}".rstrip("."), p.message) for p in error.problems]
+    )
 
 
 def _routing_problems(status: int) -> list[Problem]:
@@ -703,25 +711,6 @@ def _routing_problems(status: int) -> list[Problem]:
     if status == 405:
         return [Problem("method", "not allowed on this route")]
     return []
-
-
-def _result_json(result: EventResult) -> dict[str, Any]:
-    body: dict[str, Any] = {"outcome": result.outcome.value}
-    if result.outcome is EventOutcome.ENQUEUED:
-        body["delivery_ids"] = list(result.delivery_ids)
-    return body
-
-
-def _cloud_json(parsed: cloudevents.ParsedCloudEvent) -> dict[str, str]:
-    return {"id": parsed.id, "type": parsed.type, "source": parsed.source}
-
-
-def _collect(problems: list[Problem], parse: Callable[[], Any]) -> Any:
-    try:
-        return parse()
-    except InputError as error:
-        problems.extend(error.problems)
-        return None
 
 
 def _path_id(request: Request) -> tuple[str, str, str]:
@@ -748,17 +737,6 @@ def _event_from_protobuf(body: bytes) -> ExecutionEvent:
         raise InputError([Problem(p.field or "body", p.message) for p in error.problems]) from None
 
 
-def _notification_shape(notifications: object) -> list[Problem]:
-    """Notifications in a request are JSON objects; the parser checks the rest."""
-    if not isinstance(notifications, list):
-        return [Problem("notifications", "must be a list of notifications")]
-    return [
-        Problem(f"notifications[{i}]", f"must be an object, got {item!r}")
-        for i, item in enumerate(notifications)
-        if not isinstance(item, dict)
-    ]
-
-
 def _launch_plan_message(body: bytes, project: str, domain: str, name: str) -> Any:
     from flyteidl.admin import launch_plan_pb2
     from google.protobuf.message import DecodeError
@@ -774,97 +752,6 @@ def _launch_plan_message(body: bytes, project: str, domain: str, name: str) -> A
             Problem("id", f"{'/'.join(given)} does not match the URL {project}/{domain}/{name}")
         )
     return message
-
-
-def _int_param(
-    params: Mapping[str, str], name: str, default: int, low: int = 0, high: int = MAX_INT
-) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    return parse_int(raw, name, low, high)
-
-
-def _delivery_filter(params: Mapping[str, str]) -> DeliveryFilter:
-    problems: list[Problem] = []
-    execution = status = since = None
-    # A parameter given empty is a mistake, not an absent one: refused like any other.
-    if "execution" in params:
-        execution = _execution_param(params["execution"], problems)
-    if "status" in params:
-        try:
-            status = DeliveryStatus(params["status"])
-        except ValueError:
-            allowed = ", ".join(s.value for s in DeliveryStatus)
-            problems.append(Problem("status", f"must be one of {allowed}"))
-    if "since" in params:
-        since = _parse_since(params["since"], problems)
-    channel = params.get("channel")
-    if channel is not None:
-        # Channel names follow the identifier rules (no NUL for PostgreSQL).
-        problems += identifier_problems(channel, "channel", "project")
-    message = params.get("message")
-    if (message is not None and not 0 < len(message) <= MAX_MESSAGE_ID) or "\x00" in (
-        message or ""
-    ):
-        problems.append(
-            Problem("message", f"must be a message id (1 to {MAX_MESSAGE_ID} characters, no NUL)")
-        )
-    cursor = _collect_int(problems, params, "cursor", 0)
-    limit = _collect_int(problems, params, "limit", 100, 1, MAX_LIMIT)
-    if problems:
-        raise InputError(problems)
-    return DeliveryFilter(
-        execution=execution,
-        status=status,
-        channel=channel,
-        since=since,
-        after_id=cursor or None,
-        message=message,
-        limit=limit,
-    )
-
-
-def _collect_int(
-    problems: list[Problem], params: Mapping[str, str], name: str, default: int, *bounds: int
-) -> int:
-    try:
-        return _int_param(params, name, default, *bounds)
-    except InputError as error:
-        problems.extend(error.problems)
-        return default
-
-
-def _execution_param(raw: str, problems: list[Problem]) -> ExecutionId | None:
-    try:
-        execution = ExecutionId.parse(raw)
-    except ValueError as error:
-        problems.append(Problem("execution", str(error)))
-        return None
-    parts = {"project": execution.project, "domain": execution.domain, "name": execution.name}
-    found = id_problems(parts, "execution")
-    problems += found
-    return None if found else execution
-
-
-def _parse_since(raw: str, problems: list[Problem]) -> float | None:
-    try:
-        seconds = float(raw)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds):
-            return seconds
-        problems.append(Problem("since", f"must be a finite number of seconds, got {raw!r}"))
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        problems.append(Problem("since", f"must be an ISO 8601 time or Unix seconds, got {raw!r}"))
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _digest(token: bytes) -> bytes:

@@ -52,7 +52,7 @@ from flytenotify.web.console.auth import (
 )
 from flytenotify.web.console.filters import PAGE_SIZE, ListQuery, parse_list_query
 from flytenotify.web.console.previews import DIGEST_PREFIX, message_view, sent_message
-from flytenotify.web.schemas import rule_json
+from flytenotify.web.schemas import RuleView
 
 PREFIX = "/ui"
 MAX_FORM_BYTES = 256 * 1024
@@ -345,7 +345,7 @@ class _Console:
             request,
             "execution.html",
             execution=execution,
-            rules=[rule_json(rule) for rule in execution.rules],
+            rules=[RuleView.of(rule).to_json() for rule in execution.rules],
             timeline=timeline,
             deliveries=deliveries,
             capped=len(deliveries) == MAX_TIMELINE_DELIVERIES,
