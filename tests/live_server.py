@@ -14,9 +14,8 @@ import httpx
 import uvicorn
 
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.web.api import create_app
 
 WAIT = 10.0

@@ -23,12 +23,13 @@ from flytenotify.config import (
     AllowConfig,
     DatabaseConfig,
     RetryConfig,
+    ServerConfig,
     Settings,
     SlackConfig,
     SmtpConfig,
 )
 from flytenotify.domain import DeliveryStatus
-from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
+from flytenotify.settings_loader import ConfigError, load_config
 from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app
 from tests.helpers import event_json, execution

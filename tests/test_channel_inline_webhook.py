@@ -39,7 +39,7 @@ from flytenotify.channels.inline_webhook import (
     InlineWebhookConfig,
     PublicOnlyResolver,
 )
-from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, Settings
+from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, ServerConfig, Settings
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -50,7 +50,7 @@ from flytenotify.domain import (
     HttpRequest,
     RenderedMessage,
 )
-from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
+from flytenotify.settings_loader import ConfigError, load_config
 from flytenotify.store.base import EventWrite, NewDelivery
 from flytenotify.web.api import create_app
 from flytenotify.web.console.previews import Sent, message_view

@@ -21,9 +21,8 @@ from pydantic import SecretStr
 from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
+from flytenotify.config import DatabaseConfig, GroupingConfig, ServerConfig, Settings
 from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app, document
 from flytenotify.web.console import slack_html

@@ -32,6 +32,7 @@ from flytenotify.config import (
     GroupingConfig,
     NamedDeliveryConfig,
     NamedRuleConfig,
+    ServerConfig,
     Settings,
     TemplateConfig,
     WebhookTarget,
@@ -46,7 +47,6 @@ from flytenotify.domain import (
     NotificationSource,
 )
 from flytenotify.intake.flyte2 import RunWatch
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app
 from tests.servers.flyte2 import ABORTED, FAILED, SUCCEEDED, TIMED_OUT, Flyte2Plane, RunKey

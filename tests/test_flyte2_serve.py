@@ -28,10 +28,10 @@ from flytenotify.config import (
     DatabaseConfig,
     Flyte2Config,
     NamedRuleConfig,
+    ServerConfig,
     Settings,
     WebhookTarget,
 )
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.web.api import create_app
 from tests.helpers import assert_mailed_once_but_in_flight
 from tests.servers.flyte2 import FAILED, Flyte2Plane, RunKey

@@ -31,6 +31,7 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    GroupRule,
     LaunchPlan,
     RenderedMessage,
 )
@@ -41,7 +42,6 @@ from flytenotify.store.base import (
     DeliveryFilter,
     EventOutcome,
     EventWrite,
-    GroupRule,
     NewDelivery,
     Store,
     StoreUnavailable,

@@ -39,6 +39,7 @@ from flytenotify.config import (
     GroupingConfig,
     PagerDutyConfig,
     RetryConfig,
+    ServerConfig,
     Settings,
     SlackConfig,
     TemplateConfig,
@@ -46,7 +47,6 @@ from flytenotify.config import (
 )
 from flytenotify.domain import Delivery, DeliveryStatus
 from flytenotify.engine.dispatch import messages
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app
 from tests.helpers import PLAN, event_json, rendered_delivery

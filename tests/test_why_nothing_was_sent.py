@@ -21,12 +21,11 @@ from flytenotify import Email, PagerDuty
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.cli import main
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.domain import DeliveryStatus, EntityId, Execution, ExecutionId, NotificationSource
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received, Verdict
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.web.api import create_app
 from tests import flyteadmin_egress as egress
 

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flytenotify.app import Notifier
+from flytenotify.config import ServerConfig
 from flytenotify.core.notification import Notification
 from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId, NamedKind, NamedRule
 from flytenotify.engine import resolve
@@ -47,7 +48,6 @@ from flytenotify.intake.limits import MAX_INT, id_problems, loads_json, parse_in
 from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter, EventOutcome, StoreUnavailable
 from flytenotify.store.migrations import NEWEST
 from flytenotify.web import flyteidl_json, openapi
