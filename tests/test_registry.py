@@ -213,6 +213,8 @@ async def test_readyz_and_the_openapi_document_name_it(tmp_path: Path) -> None:
     assert ready["channels"]["pigeon"] == "configured"
     assert ready["channels"]["email"] == "unconfigured"
     readyz: dict[str, Any] = served["paths"]["/readyz"]["get"]["responses"]["200"]
-    channels = readyz["content"]["application/json"]["schema"]["properties"]["channels"]
+    reference = readyz["content"]["application/json"]["schema"]["$ref"]
+    schema = served["components"]["schemas"][reference.rsplit("/", 1)[1]]
+    channels = schema["properties"]["channels"]
     assert "pigeon" in channels["required"]
     assert served == document()
