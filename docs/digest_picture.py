@@ -27,7 +27,7 @@ from flytenotify import Slack  # noqa: E402
 from flytenotify import WorkflowExecutionPhase as P  # noqa: E402
 from flytenotify.app import Notifier  # noqa: E402
 from flytenotify.config import DatabaseConfig, Settings, TemplateConfig  # noqa: E402
-from flytenotify.console.slack_html import blocks  # noqa: E402
+from flytenotify.web.console.slack_html import blocks  # noqa: E402
 
 OUT = ROOT / "docs" / "digest-slack.png"
 CHROMIUM = "/usr/bin/chromium"

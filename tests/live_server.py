@@ -13,11 +13,10 @@ from typing import Self
 import httpx
 import uvicorn
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.web.api import create_app
 
 WAIT = 10.0
 

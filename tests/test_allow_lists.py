@@ -17,20 +17,21 @@ from pydantic import SecretStr, ValidationError
 
 from flytenotify import Email, Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
 from flytenotify.config import (
     AllowConfig,
     DatabaseConfig,
     RetryConfig,
+    ServerConfig,
     Settings,
     SlackConfig,
     SmtpConfig,
 )
 from flytenotify.domain import DeliveryStatus
-from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
+from flytenotify.settings_loader import ConfigError, load_config
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.web.api import create_app
 from tests.helpers import event_json, execution
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer, smtp_servers_fixture

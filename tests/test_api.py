@@ -14,10 +14,9 @@ from flyteidl.event import event_pb2
 from google.protobuf import json_format
 from pydantic import SecretStr
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
+from flytenotify.web.api import create_app
 from tests.helpers import PLAN, event_json
 from tests.test_engine import DOC_EXAMPLES
 

@@ -21,10 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flytenotify import Email, WorkflowExecutionPhase
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.domain import (
     EntityId,
     Execution,
@@ -42,8 +41,8 @@ from flytenotify.intake.limits import (
     id_problems,
     identifier_problems,
 )
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import EventWrite
+from flytenotify.web.api import create_app
 from tests.conftest import run_async
 from tests.helpers import PLAN, event_json
 from tests.live_server import LiveServer

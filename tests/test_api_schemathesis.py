@@ -22,9 +22,8 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config._auth import AuthConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from flytenotify.config import DatabaseConfig, Settings
-from flytenotify.openapi import document
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
+from flytenotify.web.api import document
 from tests.conftest import fresh_postgres_database
 from tests.live_server import LiveServer
 

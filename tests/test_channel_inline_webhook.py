@@ -21,7 +21,6 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import (
@@ -40,8 +39,7 @@ from flytenotify.channels.inline_webhook import (
     InlineWebhookConfig,
     PublicOnlyResolver,
 )
-from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, Settings
-from flytenotify.console.previews import Sent, message_view
+from flytenotify.config import AllowConfig, DatabaseConfig, RetryConfig, ServerConfig, Settings
 from flytenotify.domain import (
     Attempt,
     Delivery,
@@ -52,8 +50,10 @@ from flytenotify.domain import (
     HttpRequest,
     RenderedMessage,
 )
-from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
+from flytenotify.settings_loader import ConfigError, load_config
 from flytenotify.store.base import EventWrite, NewDelivery
+from flytenotify.web.api import create_app
+from flytenotify.web.console.previews import Sent, message_view
 from tests.helpers import rendered_delivery, write_config
 from tests.servers.http_sink import HttpSink
 from tests.servers.slack_api import WEBHOOK, SlackApiServer

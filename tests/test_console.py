@@ -20,15 +20,13 @@ from pydantic import SecretStr
 
 from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, GroupingConfig, Settings
-from flytenotify.console import slack_html
-from flytenotify.console.auth import COOKIE
+from flytenotify.config import DatabaseConfig, GroupingConfig, ServerConfig, Settings
 from flytenotify.domain import DeliveryStatus, EntityId, ExecutionId
-from flytenotify.openapi import document
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.web.api import create_app, document
+from flytenotify.web.console import slack_html
+from flytenotify.web.console.auth import COOKIE
 from tests.helpers import event_json
 from tests.servers.smtp import SmtpServer
 

@@ -27,9 +27,8 @@ from pydantic import SecretStr
 
 from flytenotify import Email, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.config import DatabaseConfig, GroupingConfig, Settings, SlackConfig
-from flytenotify.console.auth import COOKIE
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.config import DatabaseConfig, GroupingConfig, ServerConfig, Settings, SlackConfig
+from flytenotify.web.console.auth import COOKIE
 from tests.helpers import event_json
 from tests.live_server import LiveServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer

@@ -24,7 +24,6 @@ import httpx
 import pytest
 from flyte.models import ActionPhase
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels.inline_webhook import InlineWebhookConfig
 from flytenotify.config import (
@@ -33,6 +32,7 @@ from flytenotify.config import (
     GroupingConfig,
     NamedDeliveryConfig,
     NamedRuleConfig,
+    ServerConfig,
     Settings,
     TemplateConfig,
     WebhookTarget,
@@ -47,8 +47,8 @@ from flytenotify.domain import (
     NotificationSource,
 )
 from flytenotify.intake.flyte2 import RunWatch
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.web.api import create_app
 from tests.servers.flyte2 import ABORTED, FAILED, SUCCEEDED, TIMED_OUT, Flyte2Plane, RunKey
 from tests.servers.flyteadmin import TokenEndpoint
 from tests.servers.http_sink import HttpSink

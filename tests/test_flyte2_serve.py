@@ -22,17 +22,17 @@ import pytest
 from click.testing import CliRunner
 from flyte.models import ActionPhase
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
 from flytenotify.config import (
     DatabaseConfig,
     Flyte2Config,
     NamedRuleConfig,
+    ServerConfig,
     Settings,
     WebhookTarget,
 )
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.web.api import create_app
 from tests.helpers import assert_mailed_once_but_in_flight
 from tests.servers.flyte2 import FAILED, Flyte2Plane, RunKey
 from tests.servers.smtp import SmtpServer

@@ -31,7 +31,6 @@ import pytest
 
 from flytenotify import Email
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, NatsIntakeConfig, Settings
 from flytenotify.domain import EntityId, ExecutionId
@@ -39,6 +38,7 @@ from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.nats import NatsSource
 from flytenotify.intake.source import Received, Verdict
 from flytenotify.metrics import Metrics
+from flytenotify.web.api import create_app
 from tests import flyteadmin_egress as egress
 from tests.helpers import (
     assert_mailed_once_but_in_flight,

@@ -47,8 +47,7 @@ def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> 
     from pydantic import BaseModel
 
     from flytenotify.channels import registry
-    from flytenotify.config import Settings
-    from flytenotify.settings_loader import ServerConfig
+    from flytenotify.config import ServerConfig, Settings
 
     (block,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", README, flags=re.DOTALL)
     documented = tomllib.loads(block)

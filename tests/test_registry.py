@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from pydantic import Field
 
 from flytenotify import Email, WorkflowExecutionPhase
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels.base import (
@@ -34,9 +33,9 @@ from flytenotify.cli import main
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import Delivery
 from flytenotify.engine.resolve import Route, RoutingError, route
-from flytenotify.openapi import document
 from flytenotify.sections import Section
 from flytenotify.settings_loader import ConfigError, load_config
+from flytenotify.web.api import create_app, document
 from tests.helpers import PLAN, event_json
 
 # What the pigeon channel was asked to carry, by loft: (loft, delivery).
@@ -220,6 +219,8 @@ async def test_readyz_and_the_openapi_document_name_it(tmp_path: Path) -> None:
     assert ready["channels"]["pigeon"] == "configured"
     assert ready["channels"]["email"] == "unconfigured"
     readyz: dict[str, Any] = served["paths"]["/readyz"]["get"]["responses"]["200"]
-    channels = readyz["content"]["application/json"]["schema"]["properties"]["channels"]
+    reference = readyz["content"]["application/json"]["schema"]["$ref"]
+    schema = served["components"]["schemas"][reference.rsplit("/", 1)[1]]
+    channels = schema["properties"]["channels"]
     assert "pigeon" in channels["required"]
     assert served == document()

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
-from flytenotify.config import DatabaseConfig, Settings, WebhookTarget
-from flytenotify.settings_loader import ConfigError, ServerConfig, load_config
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings, WebhookTarget
+from flytenotify.settings_loader import ConfigError, load_config
+from flytenotify.web.api import create_app
 from tests.test_serve import _env as serve_env
 
 STRONG = "k" * 32

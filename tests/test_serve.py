@@ -311,7 +311,7 @@ def test_the_open_file_limit_is_raised_to_fit_the_sends_in_flight(tmp_path: Path
 def test_the_service_does_not_import_the_http_client() -> None:
     """httpx (for flytenotify.Client) would cost every serve process ~3 MiB for nothing."""
     code = (
-        "import sys, flytenotify.cli, flytenotify.service, flytenotify.api\n"
+        "import sys, flytenotify.cli, flytenotify.service, flytenotify.web.api\n"
         "assert 'httpx' not in sys.modules, 'httpx imported by the service'\n"
         "from flytenotify import Client\n"
         "assert Client.__module__ == 'flytenotify.client' and 'httpx' in sys.modules\n"

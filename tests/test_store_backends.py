@@ -31,6 +31,7 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    GroupRule,
     LaunchPlan,
     RenderedMessage,
 )
@@ -41,7 +42,6 @@ from flytenotify.store.base import (
     DeliveryFilter,
     EventOutcome,
     EventWrite,
-    GroupRule,
     NewDelivery,
     Store,
     StoreUnavailable,
@@ -596,8 +596,8 @@ async def test_postgresql_refuses_calls_until_its_schema_is_migrated(postgres_ur
     """The service answers HTTP while PostgreSQL comes up; a request that arrives
     while another replica holds the migration lock must get "unavailable" (a 503),
     not a query against a schema that is not there yet (a 500)."""
-    from flytenotify.api import create_app
     from flytenotify.store.postgres import MIGRATION_LOCK
+    from flytenotify.web.api import create_app
 
     holder = await asyncpg.connect(postgres_url)
     try:

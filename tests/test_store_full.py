@@ -30,12 +30,11 @@ import pytest
 
 from flytenotify import Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.domain import DeliveryStatus
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.space import READY_HOLD, SpaceWatch
+from flytenotify.web.api import create_app
 from tests.conftest import POSTGRES_ADMIN_URL, fresh_postgres_database, require_postgres
 from tests.helpers import PLAN, event_json
 

@@ -28,7 +28,6 @@ from pydantic import SecretStr, ValidationError
 
 from flytenotify import Email, Notification, PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels.mattermost import MattermostConfig, MattermostWebhook, mattermost_text
 from flytenotify.channels.slack import digest_message
@@ -40,6 +39,7 @@ from flytenotify.config import (
     GroupingConfig,
     PagerDutyConfig,
     RetryConfig,
+    ServerConfig,
     Settings,
     SlackConfig,
     TemplateConfig,
@@ -47,8 +47,8 @@ from flytenotify.config import (
 )
 from flytenotify.domain import Delivery, DeliveryStatus
 from flytenotify.engine.dispatch import messages
-from flytenotify.settings_loader import ServerConfig
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.web.api import create_app
 from tests.helpers import PLAN, event_json, rendered_delivery
 from tests.servers.http_sink import HttpSink
 from tests.servers.mattermost_api import MattermostServer

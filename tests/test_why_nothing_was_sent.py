@@ -19,15 +19,14 @@ from click.testing import CliRunner
 
 from flytenotify import Email, PagerDuty
 from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.cli import main
-from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.config import DatabaseConfig, ServerConfig, Settings
 from flytenotify.domain import DeliveryStatus, EntityId, Execution, ExecutionId, NotificationSource
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received, Verdict
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import ServerConfig
+from flytenotify.web.api import create_app
 from tests import flyteadmin_egress as egress
 
 PLAN = EntityId("proj", "prod", "nightly", "v1")

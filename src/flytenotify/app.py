@@ -68,6 +68,9 @@ from flytenotify.store.base import (
 )
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
+# A notification as callers give it: our object, a protobuf message, or its JSON form.
+NotificationInput = NotificationLike | Mapping[str, Any]
+
 _T = TypeVar("_T")
 
 log = logging.getLogger("flytenotify.app")
@@ -181,7 +184,7 @@ class Notifier:
     # -- registering ---------------------------------------------------------------
 
     async def register_launch_plan(
-        self, plan: EntityId | Any, notifications: Iterable[NotificationLike] | None = None
+        self, plan: EntityId | Any, notifications: Iterable[NotificationInput] | None = None
     ) -> LaunchPlan:
         """Register a launch plan version's notifications.
 
@@ -205,7 +208,7 @@ class Notifier:
         execution_id: ExecutionId,
         launch_plan: EntityId | None = None,
         *,
-        notifications: Iterable[NotificationLike] | None = None,
+        notifications: Iterable[NotificationInput] | None = None,
         disable_all: bool = False,
         workflow: EntityId | None = None,
     ) -> Execution:
@@ -664,14 +667,19 @@ def _unknown_execution(event: ExecutionEvent) -> Execution:
     )
 
 
-def _notifications_from(items: Iterable[NotificationLike]) -> list[Any]:
+def _notifications_from(items: Iterable[NotificationInput]) -> list[Any]:
     """Our objects, protobuf messages or JSON dicts, validated together."""
     items = list(items)
-    if all(isinstance(item, Mapping) for item in items):
+    forms = [item for item in items if isinstance(item, Mapping)]
+    if len(forms) == len(items):
         from flytenotify.notification_files import parse_notifications
 
-        return list(parse_notifications(items))
-    return list(to_notifications(items))
+        return list(parse_notifications(forms))
+    if forms:
+        raise InputError(
+            Problem("notifications", "give objects or their JSON form, not some of each")
+        )
+    return list(to_notifications(item for item in items if not isinstance(item, Mapping)))
 
 
 def _check_storable(notifications: Sequence[Any]) -> None:

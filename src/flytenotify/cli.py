@@ -279,11 +279,11 @@ def _run(config_file: Path | None, db: str | None, work: Callable[[Notifier], Aw
 def inbox(config_file: Path | None, db: str | None, as_json: bool, limit: int) -> None:
     """Messages delivered into the dev inbox (channels that are not configured), each
     as its channel would have sent it."""
-    from flytenotify.views import inbox_json
+    from flytenotify.web.schemas import InboxView
 
     # Newest first, as every list here: a big inbox shows what just arrived.
     messages = _run(config_file, db, lambda n: n.store.list_inbox_newest(None, limit))
-    items = [inbox_json(m) for m in messages]
+    items = [InboxView.of(m).to_json() for m in messages]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -326,7 +326,7 @@ def deliveries_list(
     as_json: bool,
 ) -> None:
     """List deliveries, newest first (the latest --limit of them)."""
-    from flytenotify.views import delivery_json
+    from flytenotify.web.schemas import DeliveryView
 
     try:
         execution_id = ExecutionId.parse(execution) if execution else None
@@ -339,7 +339,8 @@ def deliveries_list(
         limit=limit,
         newest_first=True,  # a large ledger's latest, not its first hundred
     )
-    items = [delivery_json(d) for d in _run(config_file, db, lambda n: n.deliveries(query))]
+    found = _run(config_file, db, lambda n: n.deliveries(query))
+    items = [DeliveryView.of(d).to_json() for d in found]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -405,15 +406,14 @@ def deliveries_show(
     delivery_id: int, config_file: Path | None, db: str | None, as_json: bool
 ) -> None:
     """One delivery, its message and every attempt. Exits 1 if there is none."""
-    from flytenotify.views import attempt_json, delivery_json
+    from flytenotify.web.schemas import AttemptView, DeliveryDetail
 
     async def work(n: Notifier) -> tuple[dict[str, Any], str] | None:
         delivery = await n.delivery(delivery_id)
         if delivery is None:
             return None
-        item = delivery_json(delivery)
-        item["attempts"] = [attempt_json(a) for a in await n.attempts(delivery_id)]
-        item["message"] = {"subject": delivery.message.subject, "text": delivery.message.text}
+        attempts = [AttemptView.of(a) for a in await n.attempts(delivery_id)]
+        item = DeliveryDetail.of(delivery, attempts=attempts).to_json()
         # The notification as declared (an Email to webhook:ops); "channel" sends it.
         return item, f"#{delivery.notification_index} ({declared_as(delivery.kind)})"
 
@@ -478,7 +478,7 @@ def executions_show(
     """One execution (PROJECT/DOMAIN/NAME): its notifications and where they came from
     (registered, flyteadmin, none), FlyteAdmin's refusal if any, its events and
     deliveries. Exits 1 if there is none."""
-    from flytenotify.views import MAX_LIMIT, execution_json
+    from flytenotify.web.schemas import MAX_LIMIT, DeliveryView, EventView, ExecutionDetail
 
     try:
         execution_id = ExecutionId.parse(execution)
@@ -490,7 +490,9 @@ def executions_show(
         if found is None:
             return None
         query = DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
-        return execution_json(found, await n.events(execution_id), await n.deliveries(query))
+        events = [EventView.of(found, e, outcome) for e, outcome in await n.events(execution_id)]
+        deliveries = [DeliveryView.of(d) for d in await n.deliveries(query)]
+        return ExecutionDetail.of(found, events=events, deliveries=deliveries).to_json()
 
     item = _run(config_file, db, work)
     if item is None:
@@ -807,10 +809,10 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
     as_json = click.Option(["--json", "as_json"], is_flag=True, help="Print JSON.")
 
     def list_entries(config_file: Path | None, db: str | None, as_json: bool) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import NamedRuleView
 
         entries = _run(config_file, db, lambda n: n.named_rules(kind))
-        items = [named_rule_json(entry) for entry in entries]
+        items = [NamedRuleView.of(entry).to_json() for entry in entries]
         if as_json:
             click.echo(json.dumps(items, indent=2))
             return
@@ -836,14 +838,15 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
         db: str | None,
         as_json: bool,
     ) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import NamedRuleView
 
         entries = _run(config_file, db, lambda n: n.named_rules(kind))
         found = [e for e in entries if (e.name, e.project, e.domain) == (name, project, domain)]
         if not found:
             click.echo(f"no {noun} {name!r} for {project or '*'}/{domain or '*'}", err=True)
             sys.exit(1)
-        click.echo(json.dumps(named_rule_json(found[0]), indent=2 if as_json else None))
+        shown = NamedRuleView.of(found[0]).to_json()
+        click.echo(json.dumps(shown, indent=2 if as_json else None))
 
     def set_entry(
         name: str,
@@ -855,12 +858,12 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
         as_json: bool,
         phase: tuple[str, ...] = (),  # a named delivery has none: the user's rule says when
     ) -> None:
-        from flytenotify.views import named_rule_json
+        from flytenotify.web.schemas import NamedRuleView
 
         phases = frozenset(RULE_PHASES[p.upper()] for p in phase)
         entry = NamedRule(kind, name, recipient, phases, project, domain)
         stored, problems = _direct_call(config_file, db, lambda n: n.put_named_rule(entry), as_json)
-        answer = named_rule_json(stored)
+        answer = NamedRuleView.of(stored).to_json()
         answer["warnings"] = [str(p) for p in problems]
         if as_json:
             click.echo(json.dumps(answer, indent=2))

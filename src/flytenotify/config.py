@@ -29,9 +29,8 @@ from pydantic_core import InitErrorDetails
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
-from flytenotify.domain import RULE_PHASES, NamedKind, NamedRule
+from flytenotify.domain import RULE_PHASES, GroupRule, NamedKind, NamedRule
 from flytenotify.sections import Section, read_secret
-from flytenotify.store.base import GroupRule
 
 
 class TemplateConfig(Section):
@@ -561,6 +560,75 @@ def _allow_entries(spec: ChannelSpec[Any], entries: list[str] | None) -> list[st
         if problem is not None:
             raise ValueError(f"entry {i} {problem}, got {entry!r}")
     return [entry.lower() for entry in entries]
+
+
+# A bearer token is the only thing between the network and the SMTP relay, so
+# it must resist guessing: 32 characters of secrets.token_urlsafe(32) carry
+# about 190 bits. The rule holds on loopback binds too: other local users and
+# processes reach 127.0.0.1, and a config file moves to production unchanged.
+MIN_TOKEN_LENGTH = 32
+TOKEN_ADVICE = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is not acceptable as an API token, or None; never echoes the token."""
+    if not token.strip():
+        return "is blank"
+    if any(c.isspace() for c in token):
+        return "contains whitespace, which a 'Bearer <token>' header cannot carry"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (
+            f"is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are required"
+            " so that it cannot be guessed"
+        )
+    return None
+
+
+class ServerConfig(Section):
+    """``[server]``: how the HTTP service listens and who may call it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_tokens: list[SecretStr] = Field(default_factory=list)
+    api_tokens_file: Path | None = None  # one token per line; blank lines and # comments skipped
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    dev_inbox: bool = True
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _strong_tokens(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        problems = [
+            f"token {i + 1} {problem}"
+            for i, token in enumerate(tokens)
+            if (problem := token_problem(token.get_secret_value())) is not None
+        ]
+        if problems:
+            raise ValueError(f"{'; '.join(problems)}; {TOKEN_ADVICE}")
+        return tokens
+
+    def file_token_problems(self) -> list[str]:
+        """Weak tokens in ``api_tokens_file``, by line number (raises OSError if unreadable)."""
+        if self.api_tokens_file is None:
+            return []
+        problems = []
+        lines = self.api_tokens_file.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            token = line.strip()
+            if token and not token.startswith("#") and (problem := token_problem(token)):
+                problems.append(
+                    f"server.api_tokens_file: line {number}: the token {problem}; {TOKEN_ADVICE}"
+                )
+        return problems
+
+    def tokens(self) -> list[str]:
+        """Every accepted bearer token, inline and from ``api_tokens_file``."""
+        found = [t.get_secret_value() for t in self.api_tokens]
+        if self.api_tokens_file is not None:
+            for line in self.api_tokens_file.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    found.append(line)
+        return found
 
 
 class Settings(Section):

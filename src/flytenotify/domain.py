@@ -481,6 +481,21 @@ _DIGEST_WORDING = {
 
 
 @dataclass(frozen=True)
+class GroupRule:
+    """How the grouped rows of one channel are claimed.
+
+    A claim that takes a group's rows opens its window for ``window`` seconds;
+    the rows are sent in digests of at most ``max_size`` executions.
+    """
+
+    window: float = 10.0
+    max_size: int = 100
+
+
+DEFAULT_GROUP_RULE = GroupRule()
+
+
+@dataclass(frozen=True)
 class Digest:
     """One message carrying the deliveries of one group that were due together.
 

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import uvicorn
 
-from flytenotify.api import create_app
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.intake import build_sources
@@ -35,6 +34,7 @@ from flytenotify.intake.source import Source
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, summary
 from flytenotify.store import unreachable
+from flytenotify.web.api import create_app
 
 log = logging.getLogger("flytenotify.service")
 

@@ -41,11 +41,10 @@ from dataclasses import dataclass, replace
 
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
-from flytenotify.domain import Delivery, DeliveryStatus, Digest, phase_name
+from flytenotify.domain import DEFAULT_GROUP_RULE, Delivery, DeliveryStatus, Digest, phase_name
 from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
 from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import (
-    DEFAULT_GROUP_RULE,
     OTHER_CHANNELS,
     Completion,
     Store,

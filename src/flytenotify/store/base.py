@@ -21,6 +21,7 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    GroupRule,
     LaunchPlan,
     NamedKind,
     NamedRule,
@@ -60,21 +61,6 @@ class NewDelivery:
     recipient: str
     message: RenderedMessage
     group_key: str | None = None  # None: never folded into a digest
-
-
-@dataclass(frozen=True)
-class GroupRule:
-    """How the grouped rows of one channel are claimed.
-
-    A claim that takes a group's rows opens its window for ``window`` seconds;
-    the rows are sent in digests of at most ``max_size`` executions.
-    """
-
-    window: float = 10.0
-    max_size: int = 100
-
-
-DEFAULT_GROUP_RULE = GroupRule()
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,19 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
-from flytenotify.domain import Delivery, Execution, ExecutionId, LaunchPlan
+from flytenotify.domain import (
+    DEFAULT_GROUP_RULE,
+    Delivery,
+    Execution,
+    ExecutionId,
+    GroupRule,
+    LaunchPlan,
+)
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
-    DEFAULT_GROUP_RULE,
     Completion,
     EventResult,
     EventWrite,
-    GroupRule,
     StoreUnavailable,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer

@@ -26,14 +26,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flytenotify.domain import Delivery, DeliveryStatus, Execution, ExecutionId, LaunchPlan
+from flytenotify.domain import (
+    DEFAULT_GROUP_RULE,
+    Delivery,
+    DeliveryStatus,
+    Execution,
+    ExecutionId,
+    GroupRule,
+    LaunchPlan,
+)
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
-    DEFAULT_GROUP_RULE,
     Completion,
     EventResult,
     EventWrite,
-    GroupRule,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for

@@ -16,7 +16,7 @@ from flytenotify.intake.limits import (
     recipient_problems,
 )
 from flytenotify.store.base import DeliveryFilter
-from flytenotify.views import MAX_MESSAGE_ID, MESSAGE_KINDS
+from flytenotify.web.schemas import MAX_MESSAGE_ID, MESSAGE_KINDS
 
 PAGE_SIZE = 50
 # Query parameters that filter, in the order the form shows them.

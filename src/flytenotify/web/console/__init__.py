@@ -1,5 +1,5 @@
 """The web console at ``/ui``: deliveries, executions, dead letters, launch plans, status."""
 
-from flytenotify.console.routes import console_app
+from flytenotify.web.console.routes import console_app
 
 __all__ = ["console_app"]

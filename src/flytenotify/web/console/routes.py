@@ -1,6 +1,6 @@
 """The web console: server-rendered pages over :class:`~flytenotify.app.Notifier`.
 
-Mounted at ``/ui`` by :func:`flytenotify.api.create_app`. Pages read through
+Mounted at ``/ui`` by :func:`flytenotify.web.api.create_app`. Pages read through
 the Notifier and the store's read methods; the only writes are re-drives and
 logging in or out, all POSTs checked against the session's CSRF token.
 """
@@ -28,17 +28,6 @@ from starlette.staticfiles import StaticFiles
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels.base import error_label
-from flytenotify.console.auth import (
-    COOKIE,
-    CSRF_FIELD,
-    FORM_COOKIE,
-    SAME_SITE,
-    SESSION_SECONDS,
-    Session,
-    Sessions,
-)
-from flytenotify.console.filters import PAGE_SIZE, ListQuery, parse_list_query
-from flytenotify.console.previews import DIGEST_PREFIX, message_view, sent_message
 from flytenotify.core.notification import declared_as
 from flytenotify.domain import (
     Delivery,
@@ -52,7 +41,18 @@ from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
 from flytenotify.store.base import DeliveryFilter, InboxMessage, StoreUnavailable
-from flytenotify.views import rule_json
+from flytenotify.web.console.auth import (
+    COOKIE,
+    CSRF_FIELD,
+    FORM_COOKIE,
+    SAME_SITE,
+    SESSION_SECONDS,
+    Session,
+    Sessions,
+)
+from flytenotify.web.console.filters import PAGE_SIZE, ListQuery, parse_list_query
+from flytenotify.web.console.previews import DIGEST_PREFIX, message_view, sent_message
+from flytenotify.web.schemas import RuleView
 
 PREFIX = "/ui"
 MAX_FORM_BYTES = 256 * 1024
@@ -125,7 +125,7 @@ class _Console:
         self.sessions = sessions
         self.sources = list(sources)
         self.env = Environment(
-            loader=PackageLoader("flytenotify.console", "templates"),
+            loader=PackageLoader("flytenotify.web.console", "templates"),
             autoescape=True,  # every value is escaped unless it is Markup we built
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -345,7 +345,7 @@ class _Console:
             request,
             "execution.html",
             execution=execution,
-            rules=[rule_json(rule) for rule in execution.rules],
+            rules=[RuleView.of(rule).to_json() for rule in execution.rules],
             timeline=timeline,
             deliveries=deliveries,
             capped=len(deliveries) == MAX_TIMELINE_DELIVERIES,

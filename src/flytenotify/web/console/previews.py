@@ -23,10 +23,10 @@ from markupsafe import Markup
 
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
-from flytenotify.console import slack_html
 from flytenotify.domain import Attempt, Delivery, Digest
 from flytenotify.engine.dispatch import digest_list_url, message_of, with_list_link
 from flytenotify.store.base import DeliveryFilter
+from flytenotify.web.console import slack_html
 
 EMAIL = "email"
 # The From address shown when no SMTP sender is configured (dev inbox).

@@ -1,0 +1,866 @@
+"""The HTTP contract: every shape the API takes or returns, in one place.
+
+Pydantic models. Requests are validated by them (a mistake is a 400 whose
+problems name each field), responses are made from them, the CLI prints the
+same shapes, and ``/openapi.json`` is generated from them and the route table
+(:mod:`flytenotify.web.openapi`, :mod:`flytenotify.web.api`).
+
+A response that shows a domain object is a :func:`view` of its dataclass: its
+fields as their types serialise, except those it hides and the few it shows in
+another form. The dataclass stays the one source: a field added to
+``Delivery`` is in the API, the CLI's JSON and the OpenAPI document with
+nothing changed here.
+
+Shapes that mirror flyteidl's JSON mapping (events, cloud events, notifications)
+are read by the intake's own parsers, which name each mistake's field as
+flyteidl spells it; their schemas are written by hand, in
+:mod:`flytenotify.web.flyteidl_json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, TypeAlias, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
+
+from flytenotify.channels import registry
+from flytenotify.channels._url_policy import display_url
+from flytenotify.domain import (
+    RULE_PHASES,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    EntityId,
+    Execution,
+    ExecutionEvent,
+    ExecutionId,
+    NamedRule,
+    NotificationSource,
+    RunRule,
+    phase_name,
+)
+from flytenotify.errors import InputError, Problem
+from flytenotify.intake.limits import (
+    IDENTIFIER_LIMITS,
+    MAX_INT,
+    id_problems,
+    identifier_problems,
+    parse_int,
+)
+from flytenotify.intake.source import SourceStatus
+from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
+
+_S = TypeVar("_S", bound=BaseModel)
+
+# The most rows one page of a list holds.
+MAX_LIMIT = 1000
+# A message id is "digest:<uuid>" or "single:<idempotency key>"; keys are bounded
+# by the identifier limits, so anything longer names no message.
+MAX_MESSAGE_ID = 4096
+MESSAGE_KINDS = ("digest:", "single:")
+
+# C0 and C1 controls: refused in identifiers (and in the schemas' patterns, so
+# that data the document calls valid is data the service accepts).
+NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+# -- the building blocks ---------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+# Times as Python writes them (``+00:00``), as they always were.
+Time = Annotated[datetime, PlainSerializer(_iso, return_type=str)]
+
+
+def _from_epoch(stamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+
+
+def identifier_pattern(part: str, shortest: int = 1) -> str:
+    """The identifier rule of ``part`` (a key of ``IDENTIFIER_LIMITS``) as a regex."""
+    slash = "" if part in ("version", "recipient") else "/"
+    return f"^[^{NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$"
+
+
+def _identifier_rule(part: str, shortest: int = 1) -> AfterValidator:
+    """The identifier rule of ``part``, its messages the intake's own."""
+
+    def check(value: str) -> str:
+        problems = identifier_problems(value, "", part, required=shortest > 0)
+        if problems:
+            raise ValueError(problems[0].message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _identifier_schema(part: str, shortest: int = 1) -> WithJsonSchema:
+    # The length is in the pattern: schemathesis generates such strings fast.
+    return WithJsonSchema({"type": "string", "pattern": identifier_pattern(part, shortest)})
+
+
+Project = Annotated[str, _identifier_rule("project"), _identifier_schema("project")]
+Domain = Annotated[str, _identifier_rule("domain"), _identifier_schema("domain")]
+Name = Annotated[str, _identifier_rule("name"), _identifier_schema("name")]
+Version = Annotated[str, _identifier_rule("version"), _identifier_schema("version")]
+# A launch plan's version in a request: empty for the latest registered.
+AnyVersion = Annotated[str, _identifier_rule("version", 0), _identifier_schema("version", 0)]
+# A scope part: a project or domain, or empty for every one.
+ScopePart = Annotated[str, _identifier_rule("project", 0), _identifier_schema("project", 0)]
+# Channel names follow the identifier rules (no NUL for PostgreSQL).
+ChannelName = Annotated[str, _identifier_rule("project"), _identifier_schema("project")]
+# A recipient starts with a visible character; the Notifier checks the rest.
+RECIPIENT = {
+    "type": "string",
+    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{IDENTIFIER_LIMITS['recipient'] - 1}}}$",
+}
+Recipient = Annotated[str, WithJsonSchema(RECIPIENT)]
+
+
+def _rule_phase(value: Any) -> int:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    number = RULE_PHASES.get(value.upper()) if value.isascii() else None
+    if number is None:
+        raise ValueError(f"must be one of {', '.join(RULE_PHASES)}, got {value!r}")
+    return number
+
+
+# A phase a rule may select, by name in any case: read as the ledger's number.
+RulePhase = Annotated[
+    int,
+    BeforeValidator(_rule_phase),
+    WithJsonSchema({"enum": [*RULE_PHASES, *(name.lower() for name in RULE_PHASES)]}),
+]
+
+
+class Shape(BaseModel):
+    """A shape of the HTTP contract."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: what the API answers and the CLI prints."""
+        return self.model_dump(mode="json", exclude=self._left_out())
+
+    def _left_out(self) -> set[str]:
+        # Optional parts of an answer (warnings, a cloud event) are left out when absent.
+        return {name for name in self._absent_when_none if getattr(self, name) is None}
+
+    _absent_when_none: ClassVar[frozenset[str]] = frozenset()
+
+
+class Request(Shape):
+    """A request body or query: unknown fields are mistakes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- views of domain objects -------------------------------------------------------------
+
+
+class View(Shape):
+    """A domain object as the API shows it; made by :func:`view`."""
+
+    _derived: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
+    _extras: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def of(cls, obj: Any, **extra: Any) -> Self:
+        """The view of ``obj``; ``extra`` gives the fields the object does not hold."""
+        values = {
+            name: getattr(obj, name)
+            for name in cls.model_fields
+            if name not in cls._derived and name not in cls._extras
+        }
+        values.update({name: derive(obj) for name, derive in cls._derived.items()})
+        values.update(extra)
+        # An optional extra not given (a named rule's warnings outside a PUT) is absent.
+        values.update({name: None for name in cls._absent_when_none if name not in values})
+        return cls.model_construct(**values)
+
+
+def view(
+    source: type,
+    *,
+    name: str,
+    hide: Collection[str] = (),
+    show: Mapping[str, tuple[Any, Callable[[Any], Any]]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    doc: str,
+) -> type[View]:
+    """The view of dataclass ``source``: its fields but ``hide``, as their types serialise.
+
+    ``show`` gives a field (new, or replacing one of ``source``'s) its type and how
+    it is computed from the object; ``extra`` names fields given to ``of``.
+    """
+    hints = typing.get_type_hints(source)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(source):
+        if field.name not in hide and field.name not in (show or {}):
+            fields[field.name] = (_api_type(hints[field.name]), ...)
+    for name, (annotation, _) in (show or {}).items():
+        fields[name] = (annotation, ...)
+    for name, annotation in (extra or {}).items():
+        fields[name] = (annotation, ...)
+    model: type[View] = create_model(
+        name, __base__=View, __doc__=doc, __module__=__name__, **fields
+    )
+    model._derived = {name: derive for name, (_, derive) in (show or {}).items()}
+    model._extras = frozenset(extra or ())
+    return model
+
+
+def _api_type(annotation: Any) -> Any:
+    """A field's type as the API writes it: times as they always were."""
+    if annotation is datetime:
+        return Time
+    if annotation == datetime | None:
+        return Time | None
+    return annotation
+
+
+class Ids(Shape):
+    """A name that identifies an execution: project, domain, name."""
+
+    project: str
+    domain: str
+    name: str
+
+
+class Entity(Ids):
+    """A launch plan or workflow: project, domain, name and version ("" for the latest)."""
+
+    version: str
+
+
+class MessageText(Shape):
+    subject: str
+    text: str
+
+
+class EmailRuleView(Shape):
+    to: list[dict[str, str]]
+    cc: list[dict[str, str]]
+    bcc: list[dict[str, str]]
+    subject: str
+
+
+class WebhookRuleView(Shape):
+    method: str
+    url: str  # without its secret parts
+    headers: list[str]  # names only: values are credentials as often as not
+
+
+class RuleView(Shape):
+    """A Flyte 2 run's rule as frozen with it; a webhook's URL and header values,
+    credentials as often as not (Slack's and Teams' URLs are), are not shown."""
+
+    phases: list[str]
+    name: str | None
+    recipients: list[str]
+    problem: str | None
+    email: EmailRuleView | None
+    webhook: WebhookRuleView | None
+
+    @classmethod
+    def of(cls, rule: RunRule) -> RuleView:
+        email = webhook = None
+        if rule.email is not None:
+            envelope = rule.email.envelope.to_json()
+            email = EmailRuleView(**envelope, subject=rule.email.subject)
+        if rule.webhook is not None:
+            webhook = WebhookRuleView(
+                method=rule.webhook.method,
+                url=display_url(rule.webhook.url),
+                headers=sorted(name for name, _ in rule.webhook.headers),
+            )
+        return cls(
+            phases=sorted(phase_name(phase) for phase in rule.phases),
+            name=rule.name or None,
+            recipients=list(rule.recipients),
+            problem=rule.problem or None,
+            email=email,
+            webhook=webhook,
+        )
+
+
+class ErrorView(Shape):
+    message: str
+    code: str
+    kind: str
+
+
+class EventView(Shape):
+    """An event as recorded, with its outcome (and why a terminal one sent nothing)."""
+
+    phase: str
+    occurred_at: Time
+    outcome: str
+    reason: str | None = Field(description="Why a terminal event sent nothing (no_notifications)")
+    error: ErrorView | None
+
+    @classmethod
+    def of(cls, execution: Execution, event: ExecutionEvent, outcome: str) -> EventView:
+        error = event.error
+        return cls(
+            phase=event.phase_name,
+            occurred_at=event.occurred_at,
+            outcome=outcome,
+            reason=(
+                execution.no_notifications_reason(event.phase)
+                if outcome == EventOutcome.NO_NOTIFICATIONS
+                else None
+            ),
+            error=(
+                ErrorView(message=error.message, code=error.code, kind=error.kind.value)
+                if error is not None
+                else None
+            ),
+        )
+
+
+def ids_view(ident: ExecutionId) -> Ids:
+    return Ids(project=ident.project, domain=ident.domain, name=ident.name)
+
+
+def entity_view(entity: EntityId | None) -> Entity | None:
+    if entity is None:
+        return None
+    return Entity(
+        project=entity.project, domain=entity.domain, name=entity.name, version=entity.version
+    )
+
+
+# The views themselves. mypy cannot follow classes made at run time, so it is
+# told each is a View; what runs is the view of its dataclass, made here.
+if TYPE_CHECKING:
+    DeliveryView: TypeAlias = View
+    AttemptView: TypeAlias = View
+    DeliveryDetail: TypeAlias = View
+    InboxView: TypeAlias = View
+    NamedRuleView: TypeAlias = View
+    SourceView: TypeAlias = View
+    ExecutionDetail: TypeAlias = View
+else:
+    DeliveryView = view(
+        Delivery,
+        name="Delivery",
+        hide={
+            "idempotency_key",
+            "execution_id",
+            "notification_index",
+            "message",
+            "launch_plan",
+            "digest",
+        },
+        show={
+            "execution": (str, lambda d: str(d.execution_id)),
+            "phase": (str, lambda d: phase_name(d.phase)),
+            # The message that carried it (a digest carries many) and how many it named.
+            "message_id": (str | None, lambda d: d.message_id or None),
+            "message_size": (int | None, lambda d: d.message_size or None),
+        },
+        doc="One message to one recipient over one channel: a row of the ledger.",
+    )
+
+    AttemptView = view(
+        Attempt,
+        name="Attempt",
+        hide={"delivery_id"},
+        doc="One try at sending a delivery: the audit trail.",
+    )
+
+    DeliveryDetail = view(
+        Delivery,
+        name="DeliveryDetail",
+        hide={"idempotency_key", "execution_id", "notification_index", "launch_plan", "digest"},
+        show={
+            "execution": (str, lambda d: str(d.execution_id)),
+            "phase": (str, lambda d: phase_name(d.phase)),
+            "message_id": (str | None, lambda d: d.message_id or None),
+            "message_size": (int | None, lambda d: d.message_size or None),
+            "message": (
+                MessageText,
+                lambda d: MessageText(subject=d.message.subject, text=d.message.text),
+            ),
+        },
+        # The attempts themselves rather than their count.
+        extra={"attempts": list[AttemptView]},
+        doc="A delivery with its audit trail and what its message says.",
+    )
+
+    InboxView = view(
+        InboxMessage,
+        name="InboxMessage",
+        show={
+            # The channel whose form the message is in: what a reader needs
+            # (an Email notification to webhook:ops is a webhook's JSON).
+            "channel": (str, lambda m: registry.standing_in_for(m.kind, m.recipient).name),
+            "received_at": (Time, lambda m: _from_epoch(m.received_at)),
+        },
+        doc="A message the dev inbox holds instead of sending it.",
+    )
+
+    NamedRuleView = view(
+        NamedRule,
+        name="NamedRule",
+        show={
+            "kind": (str, lambda e: e.kind.value),
+            "phases": (list[str], lambda e: sorted(phase_name(phase) for phase in e.phases)),
+        },
+        extra={"warnings": list[Problem] | None},
+        doc="What a name in Flyte 2 users' code means (NamedRule, NamedDelivery), for a scope.",
+    )
+    NamedRuleView._absent_when_none = frozenset({"warnings"})
+
+    SourceView = view(
+        SourceStatus,
+        name="SourceStatus",
+        show={
+            "state": (str, lambda s: str(s.state)),
+            "last_error": (str | None, lambda s: s.last_error or None),
+            "last_error_at": (Time | None, lambda s: _from_epoch(s.last_error_at)),
+            "last_message_at": (Time | None, lambda s: _from_epoch(s.last_message_at)),
+        },
+        doc="What an intake source reports: connected or not, and its last error.",
+    )
+
+    ExecutionDetail = view(
+        Execution,
+        name="ExecutionDetail",
+        hide={"terminal_phase", "source"},
+        show={
+            "id": (Ids, lambda e: ids_view(e.id)),
+            "launch_plan": (Entity | None, lambda e: entity_view(e.launch_plan)),
+            "workflow": (Entity | None, lambda e: entity_view(e.workflow)),
+            "notifications_source": (NotificationSource, lambda e: e.source),
+            "lookup_error": (str | None, lambda e: e.lookup_error or None),
+            "notifications": (
+                list[dict[str, Any]],
+                lambda e: [n.to_dict() for n in e.notifications],
+            ),
+            "rules": (list[RuleView], lambda e: [RuleView.of(rule) for rule in e.rules]),
+        },
+        extra={"events": list[EventView], "deliveries": list[DeliveryView]},
+        doc="An execution: where its notifications came from, its events and deliveries.",
+    )
+
+
+class LaunchPlanView(Shape):
+    """A launch plan version's notifications as registered (their JSON form), and, when
+    just registered, the recipients no configured channel can reach."""
+
+    id: Entity
+    notifications: list[dict[str, Any]]
+    warnings: list[Problem] | None = Field(
+        default=None, description="Recipients no configured channel can reach, or [allow] refuses"
+    )
+    _absent_when_none = frozenset({"warnings"})
+
+
+class ExecutionView(Shape):
+    """An execution as created: its notifications, frozen now."""
+
+    id: Ids
+    launch_plan: Entity | None
+    workflow: Entity | None
+    notifications: list[dict[str, Any]]
+    created_at: Time
+    warnings: list[Problem] = Field(
+        description="Recipients no configured channel can reach, or [allow] refuses"
+    )
+
+
+class CloudEventView(Shape):
+    id: str
+    type: str
+    source: str
+
+
+class EventResultView(Shape):
+    """What an event did: its outcome, and the deliveries a first terminal phase enqueued."""
+
+    outcome: Literal[
+        "enqueued", "duplicate", "after_terminal", "no_notifications", "recorded", "ignored"
+    ]
+    delivery_ids: list[int] | None = None
+    cloud_event: CloudEventView | None = None
+    _absent_when_none = frozenset({"delivery_ids", "cloud_event"})
+
+    @classmethod
+    def of(cls, result: EventResult, cloud_event: CloudEventView | None = None) -> EventResultView:
+        enqueued = result.outcome is EventOutcome.ENQUEUED
+        return cls(
+            outcome=result.outcome.value,
+            delivery_ids=list(result.delivery_ids) if enqueued else None,
+            cloud_event=cloud_event,
+        )
+
+
+class Rejected(Shape):
+    """An event of a batch that was not recorded, and why."""
+
+    outcome: Literal["rejected"] = "rejected"
+    problems: list[Problem] = Field(min_length=1)
+
+
+class BatchResults(Shape):
+    results: list[EventResultView | Rejected]
+
+
+class ErrorBody(Shape):
+    """Every 4xx and 5xx: what went wrong, and each problem with the field it names."""
+
+    error: str
+    problems: list[Problem]
+
+
+class Health(Shape):
+    status: Literal["ok"] = "ok"
+
+
+class DatabaseState(Shape):
+    schema_version: int | None = None
+    schema_expected: int | None = None
+    error: str | None = None
+    _absent_when_none = frozenset({"schema_version", "schema_expected", "error"})
+
+
+class Readiness(Shape):
+    """Whether this process can do its work: its database, channels and intake sources."""
+
+    status: Literal["ready", "unavailable"]
+    database: DatabaseState
+    channels: dict[str, str]  # configured, dev-inbox or unconfigured
+    intake: dict[str, SourceView] | None = None
+    _absent_when_none = frozenset({"intake"})
+
+
+class DeliveryPage(Shape):
+    """A page of deliveries: ``next`` is the cursor of the next page (None: the last)."""
+
+    items: list[DeliveryView]
+    next: str | None
+
+
+class InboxPage(Shape):
+    """A page of the dev inbox: ``next`` is the cursor of the next page (None: the last)."""
+
+    items: list[InboxView]
+    next: str | None
+
+
+class NamedRuleList(Shape):
+    items: list[NamedRuleView]
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+# A notification in flyteidl's JSON mapping: its parser (notification_files) checks
+# it and names each mistake's field; its schema is written by hand.
+NotificationJson = Annotated[
+    dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/Notification"})
+]
+
+
+class ExecutionIdBody(Request):
+    project: Project
+    domain: Domain
+    name: Name
+
+
+class EntityIdBody(ExecutionIdBody):
+    version: AnyVersion = ""
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """An optional field that, given, must not be null: its schema says so too."""
+    choices = schema.pop("anyOf", None)
+    if choices is not None:
+        schema.update(next(choice for choice in choices if choice.get("type") != "null"))
+    schema.pop("default", None)
+
+
+class LaunchPlanBody(Request):
+    """A launch plan version's notifications, in the JSON form of flytekit's objects."""
+
+    version: Version
+    notifications: list[NotificationJson] = []
+
+
+class ExecutionBody(Request):
+    """An execution to create; its notifications are frozen now, as FlyteAdmin does."""
+
+    id: ExecutionIdBody
+    # Absent: none. A field given must be valid: null is not "left out" here.
+    launch_plan: EntityIdBody | None = Field(default=None, json_schema_extra=_not_null)
+    workflow: EntityIdBody | None = Field(default=None, json_schema_extra=_not_null)
+    notifications: list[NotificationJson] = []
+    disable_all: StrictBool = False
+
+    @field_validator("launch_plan", "workflow", mode="before")
+    @classmethod
+    def _given(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be an object with project, domain and name, got None")
+        return value
+
+
+class NamedDeliveryBody(Request):
+    """What ``NamedDelivery(name=NAME)`` means for a scope: to whom."""
+
+    recipients: list[Recipient] = Field(min_length=1)
+    project: ScopePart = ""
+    domain: ScopePart = ""
+
+
+class NamedRuleBody(NamedDeliveryBody):
+    """What ``NamedRule(NAME)`` means for a scope: when, and to whom."""
+
+    phases: list[RulePhase] = Field(min_length=1)
+
+
+# -- queries (strings, as query parameters come) ---------------------------------------------
+
+
+class Query(Shape):
+    """Query parameters: others are ignored. One given empty is a mistake, not an absent one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def _digits(name: str, low: int, high: int) -> BeforeValidator:
+    """ASCII digits within ``low``..``high``: what ``str.isdigit`` would also accept is refused."""
+
+    def read(raw: Any) -> int:
+        try:
+            return parse_int(str(raw), name, low, high)
+        except InputError as error:
+            raise ValueError(error.problems[0].message) from None
+
+    return BeforeValidator(read)
+
+
+class PartError(ValueError):
+    """A mistake in one part of a field's value (``execution.name``)."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+def _execution(raw: str) -> ExecutionId:
+    execution = ExecutionId.parse(raw)
+    parts = {"project": execution.project, "domain": execution.domain, "name": execution.name}
+    found = id_problems(parts, "")
+    if found:
+        raise PartError(found[0].field, found[0].message)
+    return execution
+
+
+def _since(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+        raise ValueError(f"must be a finite number of seconds, got {raw!r}")
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 time or Unix seconds, got {raw!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _status(raw: str) -> DeliveryStatus:
+    try:
+        return DeliveryStatus(raw)
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(s.value for s in DeliveryStatus)}") from None
+
+
+def _message_id(raw: str) -> str:
+    if not 0 < len(raw) <= MAX_MESSAGE_ID or "\x00" in raw:
+        raise ValueError(f"must be a message id (1 to {MAX_MESSAGE_ID} characters, no NUL)")
+    return raw
+
+
+Cursor = Annotated[
+    int,
+    _digits("cursor", 0, MAX_INT),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_INT}),
+]
+Limit = Annotated[
+    int,
+    _digits("limit", 1, MAX_LIMIT),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+]
+
+
+class DeliveryQuery(Query):
+    """Which deliveries to list, a page at a time (``cursor``: the previous page's ``next``)."""
+
+    execution: (
+        Annotated[
+            ExecutionId,
+            BeforeValidator(_execution),
+            WithJsonSchema(
+                {
+                    "type": "string",
+                    "pattern": "^"
+                    + "/".join(
+                        f"[^{NO_CONTROL}/]{{1,{IDENTIFIER_LIMITS[part]}}}"
+                        for part in ("project", "domain", "name")
+                    )
+                    + "$",
+                    "description": "project/domain/name",
+                }
+            ),
+        ]
+        | None
+    ) = None
+    status: (
+        Annotated[
+            DeliveryStatus,
+            BeforeValidator(_status),
+            WithJsonSchema({"type": "string", "enum": [s.value for s in DeliveryStatus]}),
+        ]
+        | None
+    ) = None
+    # Channel names follow the identifier rules (no NUL for PostgreSQL).
+    channel: ChannelName | None = None
+    message: (
+        Annotated[
+            str,
+            AfterValidator(_message_id),
+            WithJsonSchema(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_MESSAGE_ID,
+                    "pattern": "^[^\\x00]*$",
+                    "description": "a message id (digest:... or single:...):"
+                    " the deliveries it carried",
+                }
+            ),
+        ]
+        | None
+    ) = None
+    since: (
+        Annotated[
+            float,
+            BeforeValidator(_since),
+            WithJsonSchema(
+                {
+                    "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+                    "description": "ISO 8601 time or Unix seconds",
+                }
+            ),
+        ]
+        | None
+    ) = None
+    cursor: Cursor = 0
+    limit: Limit = 100
+
+    def store_filter(self) -> DeliveryFilter:
+        return DeliveryFilter(
+            execution=self.execution,
+            status=self.status,
+            channel=self.channel,
+            since=self.since,
+            after_id=self.cursor or None,
+            message=self.message,
+            limit=self.limit,
+        )
+
+
+class PageQuery(Query):
+    cursor: Cursor = 0
+    limit: Limit = 100
+
+
+class ScopeQuery(Query):
+    """The scope of one named rule or delivery: empty is every project (domain)."""
+
+    project: ScopePart = ""
+    domain: ScopePart = ""
+
+
+# -- mistakes, named -------------------------------------------------------------------------
+
+
+def parse(model: type[_S], data: Any) -> _S:
+    """``data`` as ``model``, or :class:`~flytenotify.errors.InputError` naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(problems_of(error)) from None
+
+
+def problems_of(error: ValidationError) -> list[Problem]:
+    """pydantic's errors as the API says them: ``recipients[1]``, one message each."""
+    problems = []
+    for item in error.errors():
+        field = _field_path(item["loc"])
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, PartError):
+            field = f"{field}.{cause.part}"
+        problems.append(Problem(field, _message(item)))
+    return problems
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).startswith(("function-", "constrained-")):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+_MESSAGES: dict[str, Callable[[Any], str]] = {
+    "extra_forbidden": lambda given: "unknown field",
+    "missing": lambda given: "is required",
+    "string_type": lambda given: f"must be a string, got {type(given).__name__}",
+    "bool_type": lambda given: f"must be true or false, got {given!r}",
+    "list_type": lambda given: f"must be a list, got {type(given).__name__}",
+    "too_short": lambda given: "must not be empty",
+    "dict_type": lambda given: f"must be an object, got {type(given).__name__}",
+    "model_type": lambda given: f"must be an object, got {type(given).__name__}",
+    "model_attributes_type": lambda given: f"must be an object, got {type(given).__name__}",
+}
+
+
+def _message(item: Any) -> str:
+    kind = item["type"]
+    if kind == "value_error":
+        return str(item["ctx"]["error"])
+    said = _MESSAGES.get(kind)
+    return said(item.get("input")) if said is not None else str(item["msg"])
