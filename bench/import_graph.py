@@ -15,12 +15,16 @@ and is not counted so.
 Findings:
 
 - cycles: groups of modules that reach one another (strongly connected
-  components of the graph);
+  components of the graph), first at import time (every import but the lazy
+  ones: what can fail with a partly initialised module, or keep mypy's view
+  of the modules circular), then through lazy imports too (a design that
+  merely defers the cycle);
 - upward imports: a module of a lower layer (``intake``, ``channels``,
   ``store``, ``engine``) importing one of the layers built on it (``app``,
   ``service``, ``api``, ``metrics``, the CLI and the HTTP layer).
 
-Exits 1 when there is either, so it can guard a refactor.
+Exits 1 when there is an import-time cycle or an upward import, so it can
+guard a refactor.
 """
 
 from __future__ import annotations
@@ -185,6 +189,18 @@ def _label(edge: Edge) -> str:
     return f"{_short(edge.target)}{f' [{edge.kind}]' if edge.kind else ''}"
 
 
+def _print_cycles(title: str, loops: list[list[str]], found: list[Edge]) -> None:
+    print(f"{title}: {len(loops)}")
+    for loop in loops:
+        members = set(loop)
+        inside = sorted(
+            {f"{_short(e.source)} -> {_label(e)}" for e in found if {e.source, e.target} <= members}
+        )
+        print(f"  {', '.join(map(_short, loop))}")
+        for line in inside:
+            print(f"    {line}")
+
+
 def report(known: dict[str, Path], found: list[Edge], summary: bool) -> int:
     if not summary:
         for module in known:
@@ -193,16 +209,10 @@ def report(known: dict[str, Path], found: list[Edge], summary: bool) -> int:
                 print(f"{_short(module)} -> {', '.join(targets)}")
         print()
     every = found + package_edges(found)
-    loops = cycles(known, every)
-    print(f"cycles: {len(loops)}")
-    for loop in loops:
-        members = set(loop)
-        inside = sorted(
-            {f"{_short(e.source)} -> {_label(e)}" for e in every if {e.source, e.target} <= members}
-        )
-        print(f"  {', '.join(map(_short, loop))}")
-        for line in inside:
-            print(f"    {line}")
+    eager = [e for e in every if e.kind != "lazy"]
+    loops = cycles(known, eager)
+    _print_cycles("cycles at import time", loops, eager)
+    _print_cycles("cycles through lazy imports too", cycles(known, every), every)
     up = upward(found)
     print(f"upward imports ({'/'.join(LOWER)} -> {'/'.join(UPPER)}): {len(up)}")
     for edge in sorted(up, key=lambda e: (e.source, e.target)):
