@@ -53,7 +53,7 @@ from flytenotify.domain import (
 )
 from flytenotify.intake.events import checked_event
 from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error
-from flytenotify.intake.source import Handler, SourceStatus, keep_running
+from flytenotify.intake.source import Handler, SourceState, SourceStatus, keep_running
 
 if TYPE_CHECKING:
     from flytenotify.app import Notifier
@@ -140,9 +140,9 @@ class RunWatch:
     # -- one connection ----------------------------------------------------------------
 
     async def _session(self, stop: asyncio.Event) -> None:
-        self.status.state = "starting"
+        self.status.state = SourceState.STARTING
         await self.reconcile()
-        self.status.state = "connected"
+        self.status.state = SourceState.CONNECTED
         self.status.detail = f"watching {self.project}/{self.domain} at {self.plane.url}"
         tasks = [
             asyncio.create_task(self._watch(), name=f"{self.name} watch"),

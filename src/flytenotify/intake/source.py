@@ -43,11 +43,18 @@ Handler = Callable[[Sequence[Received]], Awaitable[list[Verdict]]]
 """Decides a batch: one verdict per message, in order. Never raises for a bad message."""
 
 
+class SourceState(enum.StrEnum):
+    STARTING = "starting"  # not connected yet
+    CONNECTED = "connected"  # consuming: the only ready state
+    RECONNECTING = "reconnecting"  # it failed (last_error says why) and is trying again
+    STOPPED = "stopped"  # stop was asked for and it returned
+
+
 @dataclass
 class SourceStatus:
     """What a source reports to ``/readyz``, ``/metrics`` and the start-up log."""
 
-    state: str = "starting"  # starting | connected | reconnecting | stopped
+    state: SourceState = SourceState.STARTING
     detail: str = ""  # e.g. "JetStream stream FLYTE_EVENTS, durable consumer flytenotify"
     last_error: str = ""
     last_error_at: float | None = None
@@ -58,10 +65,10 @@ class SourceStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state == "connected"
+        return self.state is SourceState.CONNECTED
 
     def failed(self, error: BaseException | str) -> None:
-        self.state = "reconnecting"
+        self.state = SourceState.RECONNECTING
         if isinstance(error, BaseException):
             error = str(error) or type(error).__name__
         self.last_error = error
@@ -134,4 +141,4 @@ async def keep_running(
             delay = min(delay * 2, max_delay)
         else:
             break
-    source.status.state = "stopped"
+    source.status.state = SourceState.STOPPED
