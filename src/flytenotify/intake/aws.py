@@ -37,7 +37,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from flytenotify.config import AwsIntakeConfig
+from flytenotify.intake.aws_spec import AwsIntakeConfig
 from flytenotify.intake.source import (
     Handler,
     Received,

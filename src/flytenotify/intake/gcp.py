@@ -24,7 +24,7 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import SubscriberAsyncClient
 from google.pubsub_v1.types import ReceivedMessage, Subscription
 
-from flytenotify.config import GcpIntakeConfig
+from flytenotify.intake.gcp_spec import GcpIntakeConfig
 from flytenotify.intake.source import (
     Handler,
     Received,

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from flytenotify.config import NatsIntakeConfig
+from flytenotify.intake.nats_spec import NatsIntakeConfig
 from flytenotify.intake.source import (
     Handler,
     Received,
