@@ -130,15 +130,10 @@ async def watching(
     async with Notifier(settings, dev_inbox=dev_inbox) as notifier:
         notifier.start_dispatching()
         watch = RunWatch(
-            ControlPlane(settings.flyte2),
-            project,
-            DOMAIN,
-            notifier,
-            reconcile_every=0.5,
-            paused_every=0.3,
+            ControlPlane(settings.flyte2), project, DOMAIN, reconcile_every=0.5, paused_every=0.3
         )
         stop = asyncio.Event()
-        task = asyncio.create_task(watch.run(None, stop))
+        task = asyncio.create_task(watch.run(notifier, stop))
         watching = Watching(notifier, watch, stop, task)
         try:
             await until(lambda: watch.status.ready, "the watch is ready")
@@ -651,9 +646,9 @@ async def test_refused_credentials_keep_the_watch_not_ready_saying_why(
         settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
         assert settings.flyte2 is not None
         async with Notifier(settings) as notifier:
-            watch = RunWatch(ControlPlane(settings.flyte2), PROJECT, DOMAIN, notifier)
+            watch = RunWatch(ControlPlane(settings.flyte2), PROJECT, DOMAIN)
             stop = asyncio.Event()
-            task = asyncio.create_task(watch.run(None, stop))
+            task = asyncio.create_task(watch.run(notifier, stop))
             try:
                 await until(lambda: bool(watch.status.last_error), "the watch to fail")
                 assert not watch.status.ready

@@ -42,12 +42,13 @@ def test_readme_python_entry_point_sends_real_email(tmp_path: Path) -> None:
 
 def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> None:
     import tomllib
-    from typing import get_args, get_origin
+    from typing import Any, get_args, get_origin
 
     from pydantic import BaseModel
 
     from flytenotify.channels import registry
     from flytenotify.config import ServerConfig, Settings
+    from flytenotify.intake import registry as intakes
 
     (block,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", README, flags=re.DOTALL)
     documented = tomllib.loads(block)
@@ -70,13 +71,30 @@ def test_readme_configuration_reference_names_every_key_and_only_real_keys() -> 
             sections[spec.section] = get_args(spec.config)[1]
         else:
             sections[spec.section] = spec.config
-    assert set(documented) == {*sections, "allow"}
+    # Each intake's section, at its dotted path ([intake.nats]); the tables holding
+    # such sections hold nothing else.
+    holders: dict[str, set[str]] = {}
+    for intake in intakes.specs():
+        sections[intake.section] = intake.config
+        holder, dot, key = intake.section.rpartition(".")
+        if dot:
+            holders.setdefault(holder, set()).add(key)
+
+    def at(path: str) -> Any:
+        found = documented
+        for part in path.split("."):
+            found = found[part]
+        return found
+
+    assert set(documented) == {*(name.partition(".")[0] for name in sections), "allow"}
+    for holder, keys in holders.items():
+        assert set(at(holder)) == keys, f"[{holder}] in the README holds more than intakes"
     # Every channel has an allow-list (its own name, or the key that restricts
     # it), and the README shows each.
     allow_keys = {spec.allow_key or spec.name for spec in registry.specs()}
     assert set(documented["allow"]) == allow_keys
     for name, model in sections.items():
-        keys = documented[name]
+        keys = at(name)
         if name in named_targets:
             (keys,) = keys.values()
         assert set(keys) == set(model.model_fields), (

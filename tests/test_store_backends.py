@@ -44,8 +44,8 @@ from flytenotify.store.base import (
     EventWrite,
     NewDelivery,
     Store,
-    StoreUnavailable,
 )
+from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import NEWEST, migrations_for, render
 from flytenotify.store.postgres import PostgresStore, split_url
 from flytenotify.store.sqlite import SQLiteStore

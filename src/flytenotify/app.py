@@ -490,6 +490,18 @@ class Notifier:
         """The execution as recorded: its notifications and where they came from."""
         return await self.store.get_execution(execution_id)
 
+    async def executions(self, ids: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
+        """Those of ``ids`` the ledger holds, in one round trip."""
+        return await self.store.get_executions(ids)
+
+    async def watch_position(self, source: str) -> float | None:
+        """Up to when the watch ``source`` has recorded every run that ended (None: never)."""
+        return await self.store.watch_position(source)
+
+    async def advance_watch_position(self, source: str, position: float) -> None:
+        """Move the watch ``source``'s position to ``position`` if that is later."""
+        await self.store.advance_watch_position(source, position)
+
     async def events(self, execution_id: ExecutionId) -> list[tuple[ExecutionEvent, str]]:
         """The execution's events in arrival order, each with its outcome."""
         return await self.store.list_events(execution_id)

@@ -21,6 +21,7 @@ from flytenotify.config import Settings
 from flytenotify.core.notification import declared_as
 from flytenotify.domain import RULE_PHASES, DeliveryStatus, ExecutionId, NamedKind, NamedRule
 from flytenotify.errors import InputError, NotificationConfigError
+from flytenotify.intake.source import Source
 from flytenotify.notification_files import load_notification_file
 from flytenotify.settings_loader import (
     ConfigError,
@@ -107,13 +108,13 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     (a PagerDuty recipient without a routing key, a Slack channel without a
     Slack token). Exits 1 if anything is wrong. Secrets are never printed.
     """
-    from flytenotify.intake import MissingExtra, build_sources
+    from flytenotify.intake.registry import MissingExtra, build_sources
 
     try:
         loaded = load_config(file, os.environ)
-        build_sources(loaded.settings)  # a broker's client library missing: exit 2 below
+        sources = build_sources(loaded.settings)  # a client library missing: exit 2 below
         found: list[str] = []
-        problems = asyncio.run(_deeper_problems(loaded, connect, found))
+        problems = asyncio.run(_deeper_problems(loaded, connect, found, sources))
     except ConfigError as error:
         problems = error.problems
     except MissingExtra as error:  # not the file's mistake: the installation's
@@ -126,7 +127,7 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
             for problem in problems:
                 click.echo(f"{file}: {problem}", err=True)
         sys.exit(1)
-    info = summary(loaded)
+    info = summary(loaded, sources=sources)
     if as_json:
         click.echo(json.dumps({"ok": True, **info, "connected": found}, indent=2))
         return
@@ -145,9 +146,13 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
 
 
 async def _deeper_problems(
-    loaded: LoadedConfig, connect: bool, found: list[str] | None = None
+    loaded: LoadedConfig,
+    connect: bool,
+    found: list[str] | None = None,
+    sources: Sequence[Source] = (),
 ) -> list[str]:
-    """Problems only the database, the channels' servers, the brokers or FlyteAdmin can reveal.
+    """Problems only the database, the channels' servers, the intake ``sources``
+    (brokers, Flyte 2's control plane) or FlyteAdmin can reveal.
 
     What each connection found (a broker's stream, FlyteAdmin reached, a token
     obtained) is appended to ``found``.
@@ -166,17 +171,15 @@ async def _deeper_problems(
         problems += unreachable
         if found is not None:
             found += reached
-        problems += await _check_sources(settings, found if found is not None else [])
+        problems += await _check_sources(sources, found if found is not None else [])
         if settings.flyteadmin is not None:
             problems += await _check_flyteadmin(settings, found if found is not None else [])
     return problems
 
 
-async def _check_sources(settings: Settings, found: list[str]) -> list[str]:
-    from flytenotify.intake import build_sources
-
+async def _check_sources(sources: Sequence[Source], found: list[str]) -> list[str]:
     problems: list[str] = []
-    for source in build_sources(settings):
+    for source in sources:
         try:
             found.append(f"intake {source.name}: {await asyncio.wait_for(source.check(), 30)}")
         except Exception as error:
@@ -226,18 +229,18 @@ def serve(
 ) -> None:
     """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
     from flytenotify import service
-    from flytenotify.intake import MissingExtra, build_sources
+    from flytenotify.intake.registry import MissingExtra, build
 
     loaded = _load(config_file, {"server": {"host": host, "port": port}, "database": {"url": db}})
     try:
         service.check_bind(loaded)
-        build_sources(loaded.settings)  # before anything starts: a client library missing
+        intake = build(loaded.settings)  # before anything starts: a client library missing
     except (service.UnsafeBind, MissingExtra) as error:
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)
     service.configure_logging(log_format)
     try:
-        service.run(service.serve(loaded, role))
+        service.run(service.serve(loaded, role, intake))
     except NotImplementedError as error:  # e.g. a database this version cannot open
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)

@@ -26,11 +26,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from flytenotify import store
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
-from flytenotify.domain import RULE_PHASES, GroupRule, NamedKind, NamedRule
-from flytenotify.sections import Section, read_secret
+from flytenotify.domain import GroupRule
+from flytenotify.intake import registry as intakes
+from flytenotify.intake.source import IntakeSpec
+from flytenotify.sections import FlyteAuth, Section, read_secret
 
 
 class TemplateConfig(Section):
@@ -171,74 +174,11 @@ class DatabaseConfig(Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if "://" not in url:
-            return f"sqlite:///{url}"  # a bare path is a SQLite file
-        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("must be a file path, sqlite:///PATH or postgresql://...")
-        return url
+        return store.database_url(url)
 
     @property
     def sqlite_path(self) -> Path | None:
-        """``sqlite:///rel.db`` is relative, ``sqlite:////abs.db`` absolute."""
-        if not self.url.startswith("sqlite:///"):
-            return None
-        return Path(self.url.removeprefix("sqlite:///"))
-
-
-class FlyteAuth(Section):
-    """How flytenotify authenticates to a Flyte API: the keys FlyteAdmin's and
-    Flyte 2's sections share. No key: no credentials (a cluster without auth)."""
-
-    ca_cert_file: Path | None = None  # trust this CA for the server's TLS certificate
-    client_id: str | None = None  # OAuth2 client credentials ...
-    client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None  # ... the secret, inline or from a file
-    token_file: Path | None = None  # or a static bearer token read from this file
-    # or a flyte SDK API key (client credentials packed in base64), inline or from a file
-    api_key: SecretStr | None = None
-    api_key_file: Path | None = None
-    scopes: list[str] = Field(default_factory=list)  # OAuth2 scopes (default: the server's)
-    timeout: float = Field(default=10.0, gt=0)  # seconds per call
-
-    _secret_pairs = (("client_secret", "client_secret_file"), ("api_key", "api_key_file"))
-
-    @field_validator("ca_cert_file", "client_secret_file", "token_file", "api_key_file")
-    @classmethod
-    def _empty_is_unset(cls, path: Path | None) -> Path | None:
-        # ``ca_cert_file = ""`` in a file means "not set", as in FlyteAdmin's own config.
-        return None if path is None or str(path) in ("", ".") else path
-
-    @field_validator("client_id")
-    @classmethod
-    def _empty_id_is_unset(cls, client_id: str | None) -> str | None:
-        return client_id or None
-
-    @model_validator(mode="after")
-    def _one_auth_mode(self) -> Self:
-        has_secret = self.client_secret is not None or self.client_secret_file is not None
-        if self.client_id is not None and not has_secret:
-            raise ValueError("client_id needs client_secret or client_secret_file")
-        if self.client_id is None and has_secret:
-            raise ValueError("client_secret needs client_id")
-        modes = [
-            name
-            for name, given in (
-                ("client_id (OAuth2 client credentials)", self.client_id is not None),
-                ("token_file", self.token_file is not None),
-                ("api_key", self.api_key is not None or self.api_key_file is not None),
-            )
-            if given
-        ]
-        if len(modes) > 1:
-            many = "both" if len(modes) == 2 else "several"
-            raise ValueError(f"give {' or '.join(modes)}, not {many}")
-        return self
-
-    def resolved_client_secret(self) -> str | None:
-        return read_secret(self.client_secret, self.client_secret_file)
-
-    def resolved_api_key(self) -> str | None:
-        return read_secret(self.api_key, self.api_key_file)
+        return store.sqlite_path(self.url)
 
 
 class FlyteAdminConfig(FlyteAuth):
@@ -260,206 +200,6 @@ class FlyteAdminConfig(FlyteAuth):
         if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
             raise ValueError(f"must be host:port, got {endpoint!r}")
         return endpoint
-
-
-class NatsIntakeConfig(Section):
-    """FlyteAdmin's ``cloudEvents`` of ``type: nats``, read from NATS."""
-
-    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
-    subject: str = "flyte-events"  # FlyteAdmin's eventsPublisher.topicName
-    # JetStream stream (created if missing) for at-least-once; "" = plain core NATS,
-    # which loses whatever is published while flytenotify is not running.
-    stream: str = "FLYTE_EVENTS"
-    durable: str = "flytenotify"  # the durable consumer's name
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    ack_wait: float = Field(default=60.0, gt=0)  # redelivered if not acked within this
-
-
-class GcpIntakeConfig(Section):
-    """FlyteAdmin's ``cloudEvents`` of ``type: gcp``: a Pub/Sub subscription on its topic.
-
-    ``PUBSUB_EMULATOR_HOST`` and Google's application default credentials
-    work as the client library defines them.
-    """
-
-    project_id: str
-    subscription: str  # a subscription on FlyteAdmin's topic
-    batch_size: int = Field(default=100, ge=1, le=1000)
-    # Seconds a message the handler could not record now (RETRY) stays hidden
-    # before Pub/Sub delivers it again (its ack deadline; Pub/Sub allows 0-600).
-    retry_delay: int = Field(default=10, ge=0, le=600)
-
-
-class AwsIntakeConfig(Section):
-    """FlyteAdmin's ``cloudEvents`` of ``type: aws``: an SQS queue subscribed to its SNS topic.
-
-    Credentials come from the standard AWS variables, files and roles.
-    """
-
-    queue_url: str
-    region: str = "us-east-1"
-    endpoint_url: str | None = None  # another SQS endpoint (tests, private endpoints)
-    batch_size: int = Field(default=10, ge=1, le=10)  # SQS returns at most 10 per call
-    wait_time: int = Field(default=20, ge=0, le=20)  # long polling, seconds
-    visibility_timeout: int | None = Field(default=None, ge=0, le=43200)  # None: the queue's
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _empty_is_unset(cls, url: str | None) -> str | None:
-        return url or None
-
-
-class IntakeConfig(Section):
-    """Message brokers FlyteAdmin publishes its cloud events to; any number at once."""
-
-    nats: NatsIntakeConfig | None = None
-    gcp: GcpIntakeConfig | None = None
-    aws: AwsIntakeConfig | None = None
-
-
-def _scope_part(value: str) -> str:
-    if value != value.strip() or "/" in value:
-        raise ValueError(f"must be a project or domain name (no spaces or '/'), got {value!r}")
-    return value
-
-
-def _recipient_list(recipients: list[str]) -> list[str]:
-    for i, recipient in enumerate(recipients):
-        if not recipient.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in recipient):
-            raise ValueError(
-                f"recipient {i} must be a non-empty name without control characters,"
-                f" got {recipient!r}"
-            )
-    return recipients
-
-
-class NamedDeliveryConfig(Section):
-    """``[flyte2.deliveries.NAME]``: what ``NamedDelivery(name="NAME")`` means.
-
-    The user's rule says when; this says to whom, in the recipient syntax
-    notifications use (``#channel``, ``pagerduty:KEY``, ``webhook:NAME``,
-    ``teams:NAME``, ``mattermost:NAME``, an email address). ``project`` and
-    ``domain`` scope it (empty: every one).
-    """
-
-    recipients: list[str] = Field(min_length=1)
-    project: str = ""
-    domain: str = ""
-
-    _recipients = field_validator("recipients")(_recipient_list)
-    _scope = field_validator("project", "domain")(_scope_part)
-
-
-class NamedRuleConfig(NamedDeliveryConfig):
-    """``[flyte2.rules.NAME]``: what ``NamedRule("NAME")`` means: when and to whom.
-
-    ``phases`` are ``SUCCEEDED``, ``FAILED``, ``ABORTED``, ``TIMED_OUT`` and
-    ``PAUSED`` (an action waiting for a person's input), in any case.
-    """
-
-    phases: list[str] = Field(min_length=1)
-
-    @field_validator("phases")
-    @classmethod
-    def _known_phases(cls, phases: list[str]) -> list[str]:
-        named = [phase.upper() for phase in phases]
-        for i, phase in enumerate(named):
-            if phase not in RULE_PHASES:
-                raise ValueError(
-                    f"phase {i} must be one of {', '.join(RULE_PHASES)}, got {phases[i]!r}"
-                )
-        return named
-
-
-class Flyte2Config(FlyteAuth):
-    """``[flyte2]``: the Flyte 2 control plane whose runs flytenotify watches.
-
-    ``endpoint`` is written as ``flyte.init(endpoint=...)`` takes it:
-    ``dns:///flyte.example.com``, ``flyte.example.com:443`` or
-    ``http(s)://host:port``. ``insecure`` means plaintext HTTP. ``projects``
-    are the ``project/domain`` pairs to watch.
-    """
-
-    endpoint: str
-    insecure: bool = False
-    projects: list[str] = Field(default_factory=list)
-    rules: dict[str, NamedRuleConfig] = Field(default_factory=dict)
-    deliveries: dict[str, NamedDeliveryConfig] = Field(default_factory=dict)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, endpoint: str) -> str:
-        host = _endpoint_host(endpoint)
-        if not host or any(c.isspace() for c in endpoint):
-            raise ValueError(
-                "must be dns:///HOST[:PORT], HOST[:PORT] or http(s)://HOST[:PORT],"
-                f" got {endpoint!r}"
-            )
-        return endpoint
-
-    @field_validator("projects")
-    @classmethod
-    def _project_domain_pairs(cls, projects: list[str]) -> list[str]:
-        for i, pair in enumerate(projects):
-            project, slash, domain = pair.partition("/")
-            if not slash or not project or not domain or "/" in domain or pair != pair.strip():
-                raise ValueError(f"entry {i} must be PROJECT/DOMAIN, got {pair!r}")
-        return list(dict.fromkeys(projects))
-
-    @model_validator(mode="after")
-    def _scheme_agrees(self) -> Self:
-        if self.endpoint.startswith("https://") and self.insecure:
-            raise ValueError("endpoint is https:// but insecure = true (plaintext); pick one")
-        return self
-
-    @property
-    def base_url(self) -> str:
-        """The URL the Connect client calls: ``http(s)://host[:port]``."""
-        if self.endpoint.startswith(("http://", "https://")):
-            return self.endpoint.rstrip("/")
-        scheme = "http" if self.insecure else "https"
-        return f"{scheme}://{_endpoint_host(self.endpoint)}"
-
-    def named_entries(self) -> list[NamedRule]:
-        """The file's named rules, then its named deliveries."""
-        rules = [
-            NamedRule(
-                NamedKind.RULE,
-                name,
-                tuple(rule.recipients),
-                frozenset(RULE_PHASES[phase] for phase in rule.phases),
-                rule.project,
-                rule.domain,
-                source="config",
-            )
-            for name, rule in self.rules.items()
-        ]
-        deliveries = [
-            NamedRule(
-                NamedKind.DELIVERY,
-                name,
-                tuple(delivery.recipients),
-                project=delivery.project,
-                domain=delivery.domain,
-                source="config",
-            )
-            for name, delivery in self.deliveries.items()
-        ]
-        return rules + deliveries
-
-    @property
-    def watched(self) -> list[tuple[str, str]]:
-        """The (project, domain) pairs to watch."""
-        return [(pair.partition("/")[0], pair.partition("/")[2]) for pair in self.projects]
-
-
-def _endpoint_host(endpoint: str) -> str:
-    """``host[:port]`` of an endpoint in any of the forms flyte.init takes."""
-    for prefix in ("dns:///", "http://", "https://"):
-        if endpoint.startswith(prefix):
-            endpoint = endpoint.removeprefix(prefix)
-            break
-    return endpoint.rstrip("/") if "/" not in endpoint.rstrip("/") else ""
 
 
 class AllowConfig(Section):
@@ -637,7 +377,10 @@ class Settings(Section):
     Besides the sections below, each channel of :mod:`flytenotify.channels.registry`
     has its own (``smtp``, ``slack``, ``pagerduty``, ``webhooks``, ``teams``,
     ``mattermost``, ``inline_webhooks``): ``Settings(smtp=SmtpConfig(...))`` or
-    ``[smtp]`` in the file, read back with :meth:`channel`.
+    ``[smtp]`` in the file, read back with :meth:`channel`. So has each intake of
+    :mod:`flytenotify.intake.registry` (``flyte2``, ``intake.nats``, ``intake.gcp``,
+    ``intake.aws``): ``Settings(intake={"nats": NatsIntakeConfig(...)})`` or
+    ``[intake.nats]`` in the file, read back with :meth:`intake_section`.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -647,15 +390,13 @@ class Settings(Section):
     retry: RetryConfig = RetryConfig()
     dispatch: DispatchConfig = DispatchConfig()
     flyteadmin: FlyteAdminConfig | None = None
-    flyte2: Flyte2Config | None = None
-    intake: IntakeConfig = IntakeConfig()
     allow: AllowConfig = AllowConfig()
     grouping: GroupingConfig = GroupingConfig()
 
     @model_validator(mode="wrap")
     @classmethod
     def _channel_sections(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Any:
-        """Each channel's section validated by the type its channel declares."""
+        """Each channel's and each intake's section validated by the type it declares."""
         if not isinstance(data, dict):
             return handler(data)
         rest = dict(data)
@@ -667,6 +408,7 @@ class Settings(Section):
                 sections[spec.section] = _validate_section(spec, raw)
             except ValidationError as error:
                 errors += _nested(error, (spec.section,))
+        intake = _IntakeSections(rest)
         for key in [k for k in rest if k not in cls.model_fields]:
             errors.append(_unknown_key(key, rest.pop(key)))
         settings: Settings | None = None
@@ -674,12 +416,13 @@ class Settings(Section):
             settings = handler(rest)
         except ValidationError as error:
             errors += _nested(error, ())
+        errors += intake.errors
         if errors or settings is None:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         for spec in registry.specs():
             if spec.from_settings is not None:
                 sections[spec.section] = spec.from_settings(sections[spec.section], settings)
-        settings.__pydantic_extra__ = sections
+        settings.__pydantic_extra__ = sections | intake.sections
         settings._allowed_names_exist()
         return settings
 
@@ -690,6 +433,23 @@ class Settings(Section):
             raise KeyError(f"no channel named {name!r}")
         found = (self.__pydantic_extra__ or {}).get(spec.section)
         return found if found is not None else _validate_section(spec, None)
+
+    def intake_section(self, name: str) -> Any:
+        """The configuration section of intake ``name`` (None when not configured)."""
+        spec = intakes.get(name)
+        if spec is None:
+            raise KeyError(f"no intake named {name!r}")
+        found: Any = self.__pydantic_extra__ or {}
+        for part in spec.section.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+
+    @property
+    def flyte2(self) -> Flyte2Config | None:
+        """``[flyte2]``: besides its watches, the named rules users' code refers to and
+        the control plane runs' links point to."""
+        section: Flyte2Config | None = self.intake_section("flyte2")
+        return section
 
     def configured(self, name: str) -> bool:
         """Whether channel ``name`` has what it needs to send."""
@@ -719,15 +479,62 @@ class Settings(Section):
                     )
 
 
-def _validate_section(spec: ChannelSpec[Any], raw: Any) -> Any:
-    """A channel's section: None (or {} for named targets) when it is absent."""
+class _IntakeSections:
+    """Each intake's section, taken out of the raw settings and validated by the type
+    its intake declares, kept nested as in the file (``{"intake": {"nats": ...}}``).
+
+    What else the tables holding them contain (``[intake.kafka]``) is an unknown key.
+    """
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.sections: dict[str, Any] = {}
+        self.errors: list[InitErrorDetails] = []
+        self._tables: dict[tuple[str, ...], dict[str, Any] | None] = {(): raw}
+        for spec in intakes.specs():
+            self._take(spec)
+        for path, table in self._tables.items():
+            if path and table:  # what is left at the top level is Settings' to judge
+                self.errors += [
+                    InitErrorDetails(type="extra_forbidden", loc=(*path, key), input=value)
+                    for key, value in table.items()
+                ]
+
+    def _take(self, spec: IntakeSpec[Any, Any]) -> None:
+        *parents, key = path = tuple(spec.section.split("."))
+        table = self._table(tuple(parents))
+        raw = table.pop(key, None) if table is not None else None
+        try:
+            value = _validate_section(spec, raw)
+        except ValidationError as error:
+            self.errors += _nested(error, path)
+            return
+        found = self.sections
+        for part in parents:
+            found = found.setdefault(part, {})
+        found[key] = value
+
+    def _table(self, path: tuple[str, ...]) -> dict[str, Any] | None:
+        """The table at ``path``, taken out of the one holding it; None when it is not one."""
+        if path not in self._tables:
+            holder = self._table(path[:-1])
+            value = holder.pop(path[-1], None) if holder is not None else None
+            if value is not None and not isinstance(value, dict):
+                self.errors.append(InitErrorDetails(type="dict_type", loc=path, input=value))
+                self._tables[path] = None
+            else:
+                self._tables[path] = dict(value or {})
+        return self._tables[path]
+
+
+def _validate_section(spec: ChannelSpec[Any] | IntakeSpec[Any, Any], raw: Any) -> Any:
+    """A channel's or an intake's section: None (or {} for named targets) when it is absent."""
     if raw is None:
         return {} if get_origin(spec.config) is dict else None
     return _section_type(spec).validate_python(raw)
 
 
 @functools.cache
-def _section_type(spec: ChannelSpec[Any]) -> TypeAdapter[Any]:
+def _section_type(spec: ChannelSpec[Any] | IntakeSpec[Any, Any]) -> TypeAdapter[Any]:
     return TypeAdapter(spec.config)
 
 
@@ -758,15 +565,28 @@ from flytenotify.channels.pagerduty import PagerDutyConfig  # noqa: E402
 from flytenotify.channels.slack import SlackConfig  # noqa: E402
 from flytenotify.channels.webhook import WebhookTarget  # noqa: E402
 
+# The intakes' own sections, importable from here as before.
+from flytenotify.intake.aws_spec import AwsIntakeConfig  # noqa: E402
+from flytenotify.intake.flyte2_spec import (  # noqa: E402
+    Flyte2Config,
+    NamedDeliveryConfig,
+    NamedRuleConfig,
+)
+from flytenotify.intake.gcp_spec import GcpIntakeConfig  # noqa: E402
+from flytenotify.intake.nats_spec import NatsIntakeConfig  # noqa: E402
+
 __all__ = [
     "AllowConfig",
+    "AwsIntakeConfig",
     "DatabaseConfig",
     "DispatchConfig",
     "Flyte2Config",
     "FlyteAdminConfig",
+    "FlyteAuth",
+    "GcpIntakeConfig",
     "NamedDeliveryConfig",
     "NamedRuleConfig",
-    "IntakeConfig",
+    "NatsIntakeConfig",
     "PagerDutyConfig",
     "RetryConfig",
     "Settings",

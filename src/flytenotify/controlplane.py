@@ -26,7 +26,6 @@ from flyteidl2.auth import auth_service_connect, auth_service_pb2
 from flyteidl2.common import identifier_pb2, list_pb2, phase_pb2
 from flyteidl2.workflow import run_service_connect, run_service_pb2
 
-from flytenotify.config import Flyte2Config
 from flytenotify.errors import UpstreamUnavailable
 from flytenotify.flyte_auth import (
     DEFAULT_HEADER,
@@ -37,6 +36,7 @@ from flytenotify.flyte_auth import (
     TokenEndpoint,
     credentials_for,
 )
+from flytenotify.intake.flyte2_spec import Flyte2Config
 
 _T = TypeVar("_T")
 

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from flytenotify.config import FlyteAuth
 from flytenotify.errors import UpstreamUnavailable
+from flytenotify.sections import FlyteAuth
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class Metrics:
-    """Every metric the service exposes at ``GET /metrics``."""
+    """Every metric the service exposes at ``GET /metrics``; intake counts through it
+    (it is the :class:`~flytenotify.intake.source.Counters` sources are fed)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

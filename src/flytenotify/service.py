@@ -1,7 +1,8 @@
 """``flytenotify serve``: the API and the dispatcher in one process, one event loop.
 
-With ``[intake.*]`` sections configured (roles ``all`` and ``api``), one
-broker source per section feeds FlyteAdmin's cloud events in beside the API.
+With intake sections configured (roles ``all`` and ``api``), their sources
+run beside the API: a broker source per ``[intake.*]`` section feeds
+FlyteAdmin's cloud events in, a watch per ``[flyte2]`` project Flyte 2's runs.
 
 SIGTERM or SIGINT stops accepting requests, stops the broker sources (each
 finishes the batch in hand: every message is acknowledged only once recorded,
@@ -20,7 +21,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,11 +29,11 @@ import uvicorn
 
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
-from flytenotify.intake import build_sources
-from flytenotify.intake.egress import EgressIntake
-from flytenotify.intake.source import Source
+from flytenotify.intake import egress
+from flytenotify.intake import registry as intakes
+from flytenotify.intake.source import Feed
 from flytenotify.metrics import Metrics
-from flytenotify.settings_loader import LoadedConfig, summary
+from flytenotify.settings_loader import LoadedConfig, channel_states, shown_database
 from flytenotify.store import unreachable
 from flytenotify.web.api import create_app
 
@@ -208,12 +209,18 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def serve(config: LoadedConfig, role: Role = "all") -> None:
+async def serve(
+    config: LoadedConfig, role: Role = "all", intake: Sequence[intakes.Built] | None = None
+) -> None:
     """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe.
 
     ``role`` splits the process for scaling out: ``api`` serves requests and
     never dispatches; ``dispatcher`` dispatches and serves only health and
     metrics (for probes and scraping); ``all`` does both.
+
+    ``intake`` are the sources built from ``config`` (by the caller, who checked
+    that their client libraries are installed), built here if not given; they
+    run with the API, so not in the ``dispatcher`` role.
 
     HTTP is served at once, while the database may still be unreachable: a
     replica started before its PostgreSQL waits for it as long as it takes,
@@ -230,7 +237,11 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
     )
     _log_startup(config, notifier)
     log.info("role: %s", role)
-    sources = build_sources(config.settings, notifier, metrics) if role != "dispatcher" else []
+    if role == "dispatcher":
+        intake = []
+    elif intake is None:
+        intake = intakes.build(config.settings)
+    sources = [each.source for each in intake]
     metrics.watch_sources(sources)
     app = create_app(notifier, server_config, metrics, api=role != "dispatcher", sources=sources)
     uv_config = uvicorn.Config(
@@ -243,15 +254,15 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
         server_header=False,
     )
     server = _Server(uv_config)
-    intake = _Intake(sources, notifier, metrics)
+    running = _Intake(intake, egress.feed(notifier, metrics))
     settle_garbage_collection()  # everything is imported and built: what follows is traffic
-    starting = asyncio.create_task(_start(notifier, config, role, server, intake))
+    starting = asyncio.create_task(_start(notifier, config, role, server, running))
     try:
         await server.serve()
-        if intake.tasks:
+        if running.tasks:
             log.info("no longer accepting requests; stopping intake after the batches in hand")
-            intake.stop.set()
-            await asyncio.gather(*intake.tasks)
+            running.stop.set()
+            await asyncio.gather(*running.tasks)
         log.info("no longer accepting requests; finishing in-flight deliveries")
         if starting.done():
             starting.result()  # re-raise why it could not start
@@ -265,19 +276,16 @@ async def serve(config: LoadedConfig, role: Role = "all") -> None:
 
 
 class _Intake:
-    """The broker sources, started once the ledger is open (they record into it)."""
+    """The intake sources, started once the ledger is open (they record into it)."""
 
-    def __init__(self, sources: list[Source], notifier: Notifier, metrics: Metrics) -> None:
-        self.sources = sources
-        self.notifier = notifier
-        self.metrics = metrics
+    def __init__(self, built: Sequence[intakes.Built], feed: Feed) -> None:
+        self.built = list(built)
+        self.feed = feed
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.tasks = [
-            _start_source(s, self.notifier, self.metrics, self.stop) for s in self.sources
-        ]
+        self.tasks = [_start_source(each, self.feed, self.stop) for each in self.built]
 
 
 async def _start(
@@ -301,7 +309,7 @@ async def _start(
 
 async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
     url = config.settings.database.url
-    where = summary(config)["database"]  # the password redacted
+    where = shown_database(config.settings)  # the password redacted
     for attempt in itertools.count(1):
         try:
             await notifier.start(retry=False)  # one try each: the waiting is done here
@@ -325,34 +333,31 @@ async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
         return
 
 
-def _start_source(
-    source: Source, notifier: Notifier, metrics: Metrics, stop: asyncio.Event
-) -> asyncio.Task[None]:
-    describe = getattr(source, "describe", None)
-    log.info("intake %s: %s", source.name, describe() if describe else "starting")
-    handler = EgressIntake(notifier, metrics, source=source.name)
-    return asyncio.create_task(_run_source(source, handler, stop))
+def _start_source(each: intakes.Built, feed: Feed, stop: asyncio.Event) -> asyncio.Task[None]:
+    log.info("intake %s: %s", each.source.name, each.source.describe())
+    return asyncio.create_task(_run_source(each, feed, stop))
 
 
-async def _run_source(source: Source, handler: EgressIntake, stop: asyncio.Event) -> None:
+async def _run_source(each: intakes.Built, feed: Feed, stop: asyncio.Event) -> None:
     # A source that gives up (a bug, a source not written yet) is reported and
     # shows as not ready; it must not take the API and the dispatcher down.
+    source = each.source
     try:
-        await source.run(handler.handle, stop)
+        await each.run(feed, stop)
     except Exception as error:
         source.status.failed(error)
         log.exception("intake %s stopped: %s", source.name, error)
 
 
 def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
-    info = summary(config, notifier.dev_inbox)
+    channels = channel_states(config.settings, notifier.dev_inbox)
     path = config.settings.database.sqlite_path
-    database = str(path.resolve()) if path is not None else info["database"]
+    database = str(path.resolve()) if path is not None else shown_database(config.settings)
     log.info("database: %s", database)
     if config.source is not None:
         log.info("configuration: %s", config.source)
-    dev = [name for name, state in info["channels"].items() if state == "dev-inbox"]
-    for name, state in info["channels"].items():
+    dev = [name for name, state in channels.items() if state == "dev-inbox"]
+    for name, state in channels.items():
         log.info("channel %s: %s", name, state)
     if dev:
         log.info(
@@ -375,7 +380,7 @@ def _log_startup(config: LoadedConfig, notifier: Notifier) -> None:
     log.info("listening on http://%s:%d (%s)", config.server.host, config.server.port, auth)
     unrestricted = [
         name
-        for name, state in info["channels"].items()
+        for name, state in channels.items()
         if state.startswith("configured")
         and config.settings.allow.entries(name) is None
         and _restricted_by_name(name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from flytenotify.channels import registry
 from flytenotify.config import FlyteAdminConfig, ServerConfig, Settings
+from flytenotify.intake import registry as intakes
+from flytenotify.intake.source import Source
 
 ENV_PREFIX = "FLYTENOTIFY_"
 DEFAULT_CONFIG = Path("flytenotify.toml")
@@ -146,27 +148,25 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     return found
 
 
-def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, Any]:
-    """What is configured, for people: never a secret."""
+def summary(
+    config: LoadedConfig, dev_inbox: bool | None = None, sources: Sequence[Source] | None = None
+) -> dict[str, Any]:
+    """What is configured, for people: never a secret.
+
+    ``sources`` are the intake sources already built from ``config``, if they
+    are (built here otherwise: their client libraries load only when configured).
+    """
     settings, server = config.settings, config.server
     dev = server.dev_inbox if dev_inbox is None else dev_inbox
-    unset = "dev-inbox" if dev else "not configured"
-    channels = {
-        spec.name: f"configured ({spec.summary(config)})" if spec.is_configured(config) else unset
-        for spec in registry.specs()
-        for config in [settings.channel(spec.name)]
-    }
-    from flytenotify.intake import build_sources  # the broker clients load only when configured
-
+    if sources is None:
+        sources = intakes.build_sources(settings)
     admin = settings.flyteadmin
     token_count = len(server.api_tokens) + (1 if server.api_tokens_file else 0)
     return {
         "source": str(config.source) if config.source else None,
-        "database": settings.database.url
-        if settings.database.sqlite_path is not None
-        else _redact_url(settings.database.url),
-        "channels": channels,
-        "intake": {source.name: source.describe() for source in build_sources(settings)},
+        "database": shown_database(settings),
+        "channels": channel_states(settings, dev),
+        "intake": {source.name: source.describe() for source in sources},
         "flyteadmin": _describe_flyteadmin(admin) if admin is not None else None,
         "server": {
             "listen": f"http://{server.host}:{server.port}",
@@ -174,6 +174,22 @@ def summary(config: LoadedConfig, dev_inbox: bool | None = None) -> dict[str, An
             "max_body_bytes": server.max_body_bytes,
             "dev_inbox": dev,
         },
+    }
+
+
+def shown_database(settings: Settings) -> str:
+    """The database, for people: a file as configured, a server's URL without its password."""
+    url = settings.database.url
+    return url if settings.database.sqlite_path is not None else _redact_url(url)
+
+
+def channel_states(settings: Settings, dev_inbox: bool) -> dict[str, str]:
+    """Each channel's state for people: configured (and how), dev-inbox or not configured."""
+    unset = "dev-inbox" if dev_inbox else "not configured"
+    return {
+        spec.name: f"configured ({spec.summary(config)})" if spec.is_configured(config) else unset
+        for spec in registry.specs()
+        for config in [settings.channel(spec.name)]
     }
 
 

@@ -15,7 +15,7 @@ import time
 from flytenotify.channels import registry
 from flytenotify.channels.base import ChannelDefaults, InboxWriter, SendResult
 from flytenotify.domain import Delivery
-from flytenotify.store.base import StoreFull
+from flytenotify.store.errors import StoreFull
 
 
 class InboxChannel(ChannelDefaults):

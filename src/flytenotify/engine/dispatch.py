@@ -48,9 +48,9 @@ from flytenotify.store.base import (
     OTHER_CHANNELS,
     Completion,
     Store,
-    StoreFull,
     channel_key,
 )
+from flytenotify.store.errors import StoreFull
 
 log = logging.getLogger("flytenotify.dispatch")
 

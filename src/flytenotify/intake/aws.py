@@ -37,8 +37,15 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from flytenotify.config import AwsIntakeConfig
-from flytenotify.intake.source import Handler, Received, SourceStatus, Verdict, keep_running
+from flytenotify.intake.aws_spec import AwsIntakeConfig
+from flytenotify.intake.source import (
+    Handler,
+    Received,
+    SourceState,
+    SourceStatus,
+    Verdict,
+    keep_running,
+)
 
 log = logging.getLogger("flytenotify.intake.aws")
 
@@ -98,7 +105,7 @@ class SqsSource:
         async with self._client() as sqs:
             attributes = await self._queue_attributes(sqs)
             self._note_backlog(attributes)
-            self.status.state = "connected"
+            self.status.state = SourceState.CONNECTED
             self.status.detail = f"SQS queue {self.config.queue_url}"
             log.info("intake aws: polling %s", self.config.queue_url)
             while not stop.is_set():

@@ -1,31 +1,27 @@
 """The one handler every broker source hands FlyteAdmin's cloud events to.
 
-``EgressIntake(notifier, metrics).handle`` is a :data:`~flytenotify.intake.source.Handler`:
-for a batch of messages it answers one :class:`Verdict` each.
+``EgressIntake(recorder, counters).handle`` is a :data:`~flytenotify.intake.source.Handler`:
+for a batch of messages it answers one :class:`Verdict` each. The recorder is
+the :class:`~flytenotify.app.Notifier`, the counters the service's metrics.
 
 - malformed (not a FlyteAdmin cloud event we can read): one log line with the
   message's position, counted, ``ACK``. Retrying it would only stall the stream.
 - dropped (node, task, execution-start and non-terminal workflow events, unknown
   types): counted by type and reason, ``ACK``, before any look-up or write.
-- terminal workflow events: recorded together through
-  :meth:`~flytenotify.app.Notifier.report_events`, then ``ACK``. If FlyteAdmin or the
-  ledger is away, nothing was recorded: ``RETRY`` so the broker delivers them again.
+- terminal workflow events: recorded together through the recorder's
+  ``record_checked_events``, then ``ACK``. If FlyteAdmin or the ledger is away,
+  nothing was recorded: ``RETRY`` so the broker delivers them again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from flytenotify.errors import InputError, UpstreamUnavailable
 from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, TerminalEvent, decode
-from flytenotify.intake.source import Received, Verdict
-from flytenotify.metrics import Metrics
-from flytenotify.store.base import StoreFull
-
-if TYPE_CHECKING:
-    from flytenotify.app import Notifier
+from flytenotify.intake.source import Counters, Feed, Handler, Received, Recorder, Verdict
+from flytenotify.store.errors import StoreFull
 
 log = logging.getLogger("flytenotify.intake")
 
@@ -35,9 +31,9 @@ RECORDED, DROPPED, MALFORMED, RETRY = "recorded", "dropped", "malformed", "retry
 class EgressIntake:
     """Decode, filter and record FlyteAdmin's cloud events for one source."""
 
-    def __init__(self, notifier: Notifier, metrics: Metrics, source: str = "broker") -> None:
-        self.notifier = notifier
-        self.metrics = metrics
+    def __init__(self, recorder: Recorder, counters: Counters, source: str = "broker") -> None:
+        self.recorder = recorder
+        self.counters = counters
         self.source = source
 
     async def handle(self, messages: Sequence[Received]) -> list[Verdict]:
@@ -64,7 +60,7 @@ class EgressIntake:
             return None
         if isinstance(decoded, Dropped):
             kind = decoded.cloud_event_type if decoded.cloud_event_type in KNOWN_TYPES else "other"
-            self.metrics.intake_drop(self.source, kind, decoded.reason)
+            self.counters.intake_drop(self.source, kind, decoded.reason)
         return decoded
 
     def _malformed(self, message: Received, problem: str) -> None:
@@ -74,7 +70,7 @@ class EgressIntake:
             message.position or "unknown position",
             problem,
         )
-        self.metrics.intake_outcome(self.source, MALFORMED)
+        self.counters.intake_outcome(self.source, MALFORMED)
 
     async def _record(
         self, messages: Sequence[Received], terminal: list[tuple[int, TerminalEvent]]
@@ -103,13 +99,13 @@ class EgressIntake:
         return retry
 
     async def _report(self, events: list[TerminalEvent]) -> None:
-        results = await self.notifier.record_checked_events([t.event for t in events])
+        results = await self.recorder.record_checked_events([t.event for t in events])
         for result in results:
-            self.metrics.event_received(result.outcome.value)
-        self.metrics.intake_outcome(self.source, RECORDED, len(events))
+            self.counters.event_received(result.outcome.value)
+        self.counters.intake_outcome(self.source, RECORDED, len(events))
 
     def _retrying(self, count: int, error: Exception) -> None:
-        self.metrics.intake_outcome(self.source, RETRY, count)
+        self.counters.intake_outcome(self.source, RETRY, count)
         if isinstance(error, StoreFull):
             return  # said once by the store, not at every redelivery (store/space.py)
         why = "FlyteAdmin is unavailable" if isinstance(error, UpstreamUnavailable) else "failed"
@@ -121,3 +117,14 @@ class EgressIntake:
             type(error).__name__,
             error,
         )
+
+
+def feed(recorder: Recorder, counters: Counters) -> Feed:
+    """What running sources are given: each broker source's messages go to an
+    :class:`EgressIntake` of its own (counted under its name), recording through
+    ``recorder`` as a source that makes its events itself does."""
+
+    def handler(source: str) -> Handler:
+        return EgressIntake(recorder, counters, source).handle
+
+    return Feed(recorder, counters, handler)

@@ -23,10 +23,10 @@ for a project with no runs. So one :class:`RunWatch` per ``PROJECT/DOMAIN``:
 
 Recording a run reads its rules and error with ``GetRunDetails`` (once: a
 run the ledger holds as ended is skipped before any call), freezes its rules
-with it (:mod:`flytenotify.intake.flyte2_runs`), and goes through
-:meth:`~flytenotify.app.Notifier.record_checked_events` like every event:
-one delivery per (run, phase, rule, recipient), whatever is replayed, across
-restarts and replicas.
+with it (:mod:`flytenotify.intake.flyte2_runs`), and goes through the
+:class:`~flytenotify.intake.source.Recorder`'s ``record_checked_events`` (the
+Notifier's) like every event: one delivery per (run, phase, rule, recipient),
+whatever is replayed, across restarts and replicas.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from flyteidl2.common import phase_pb2
 from flyteidl2.workflow import run_definition_pb2, run_service_pb2
@@ -53,11 +52,7 @@ from flytenotify.domain import (
 )
 from flytenotify.intake.events import checked_event
 from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error
-from flytenotify.intake.source import Handler, SourceStatus, keep_running
-
-if TYPE_CHECKING:
-    from flytenotify.app import Notifier
-    from flytenotify.metrics import Metrics
+from flytenotify.intake.source import Counters, Recorder, SourceState, SourceStatus, keep_running
 
 log = logging.getLogger("flytenotify.intake")
 
@@ -89,8 +84,8 @@ _PROMPT_TYPES = {
 class RunWatch:
     """One project/domain of Flyte 2, watched (a :class:`~flytenotify.intake.source.Source`).
 
-    It records through the :class:`~flytenotify.app.Notifier` it was made with;
-    the broker handler ``run`` is given is for broker messages and unused here.
+    It makes the events of the runs it reads itself, so it runs given the
+    :class:`~flytenotify.intake.source.Recorder` to record them through.
     """
 
     def __init__(
@@ -98,8 +93,6 @@ class RunWatch:
         plane: ControlPlane,
         project: str,
         domain: str,
-        notifier: Notifier | None,
-        metrics: Metrics | None = None,
         *,
         reconcile_every: float = RECONCILE_EVERY,
         paused_every: float = PAUSED_EVERY,
@@ -107,8 +100,8 @@ class RunWatch:
         self.plane = plane
         self.project = project
         self.domain = domain
-        self._notifier = notifier
-        self.metrics = metrics
+        self._recorder: Recorder | None = None
+        self.counters: Counters | None = None
         self.name = f"flyte2:{project}/{domain}"
         self.status = SourceStatus()
         self.reconcile_every = reconcile_every
@@ -124,25 +117,28 @@ class RunWatch:
     async def check(self) -> str:
         return await self.plane.check(self.project, self.domain)
 
-    async def run(self, handle: Handler | None, stop: asyncio.Event) -> None:
-        if self._notifier is None:
-            raise RuntimeError(f"{self.name}: built without a Notifier, it cannot record runs")
+    async def run(
+        self, recorder: Recorder, stop: asyncio.Event, *, counters: Counters | None = None
+    ) -> None:
+        """Watch until ``stop``, recording through ``recorder`` (counted in ``counters``)."""
+        self._recorder, self.counters = recorder, counters
         try:
             await keep_running(self, lambda: self._session(stop), stop)
         finally:
             await self.plane.close()
 
     @property
-    def notifier(self) -> Notifier:
-        assert self._notifier is not None  # run() checked
-        return self._notifier
+    def recorder(self) -> Recorder:
+        if self._recorder is None:
+            raise RuntimeError(f"{self.name}: records only while it runs")
+        return self._recorder
 
     # -- one connection ----------------------------------------------------------------
 
     async def _session(self, stop: asyncio.Event) -> None:
-        self.status.state = "starting"
+        self.status.state = SourceState.STARTING
         await self.reconcile()
-        self.status.state = "connected"
+        self.status.state = SourceState.CONNECTED
         self.status.detail = f"watching {self.project}/{self.domain} at {self.plane.url}"
         tasks = [
             asyncio.create_task(self._watch(), name=f"{self.name} watch"),
@@ -180,13 +176,13 @@ class RunWatch:
 
     async def reconcile(self) -> None:
         """Record every run that ended since the position, then move the position on."""
-        store = self.notifier.store
-        position = await store.watch_position(self.name)
+        recorder = self.recorder
+        position = await recorder.watch_position(self.name)
         now = time.time()
         if position is None:
             # Asked all the same: ready means the control plane answered us.
             await self.plane.list_runs(self.project, self.domain, limit=1)
-            await store.advance_watch_position(self.name, now)
+            await recorder.advance_watch_position(self.name, now)
             self._horizon = now
             log.info(
                 "intake %s: first watch; runs that ended before now are not notified", self.name
@@ -211,7 +207,7 @@ class RunWatch:
         else:
             log.warning("intake %s: reconciliation stopped after %d pages", self.name, MAX_PAGES)
         # Never past now: a run ending "in the future" by a skewed clock must not hide others.
-        await store.advance_watch_position(self.name, min(newest, now))
+        await recorder.advance_watch_position(self.name, min(newest, now))
 
     async def record_ended(self, runs: Sequence[run_definition_pb2.Run]) -> None:
         """Record the runs among ``runs`` the ledger does not hold as ended yet.
@@ -221,7 +217,7 @@ class RunWatch:
         long enough ago that it was recorded then if it was ever to be.
         """
         wanted = {_execution_id(run): run for run in runs if self._recent(run)}
-        held = await self.notifier.store.get_executions(list(wanted))
+        held = await self.recorder.executions(list(wanted))
         todo = [
             run
             for eid, run in wanted.items()
@@ -280,7 +276,7 @@ class RunWatch:
     ) -> Execution:
         """The run as it is frozen with its first event: its rules, names resolved now."""
         found = details.details
-        named = await self.notifier.named_rules()
+        named = await self.recorder.named_rules()
         read = read_rules(found.run_spec, eid.project, eid.domain, named)
         if read.why_none:
             log.info("intake %s: run %s has no notifications: %s", self.name, eid, read.why_none)
@@ -300,11 +296,11 @@ class RunWatch:
     async def _record(self, pairs: list[tuple[ExecutionEvent, Execution]]) -> None:
         events = [event for event, _ in pairs]
         known = {execution.id: execution for _, execution in pairs}
-        results = await self.notifier.record_checked_events(events, known)
-        if self.metrics is not None:
+        results = await self.recorder.record_checked_events(events, known)
+        if self.counters is not None:
             for result in results:
-                self.metrics.event_received(result.outcome.value)
-            self.metrics.intake_outcome(self.name, "recorded", len(events))
+                self.counters.event_received(result.outcome.value)
+            self.counters.intake_outcome(self.name, "recorded", len(events))
 
     # -- runs waiting for input ----------------------------------------------------------
 
@@ -330,7 +326,7 @@ class RunWatch:
         fresh = [a for a in actions if (eid.name, a.id.name) not in self._paused_seen]
         if not fresh:
             return keys
-        held = (await self.notifier.store.get_executions([eid])).get(eid)
+        held = (await self.recorder.executions([eid])).get(eid)
         if held is not None and held.terminal_phase is not None:
             return keys
         try:

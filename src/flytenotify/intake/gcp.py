@@ -24,8 +24,15 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import SubscriberAsyncClient
 from google.pubsub_v1.types import ReceivedMessage, Subscription
 
-from flytenotify.config import GcpIntakeConfig
-from flytenotify.intake.source import Handler, Received, SourceStatus, Verdict, keep_running
+from flytenotify.intake.gcp_spec import GcpIntakeConfig
+from flytenotify.intake.source import (
+    Handler,
+    Received,
+    SourceState,
+    SourceStatus,
+    Verdict,
+    keep_running,
+)
 
 log = logging.getLogger("flytenotify.intake.gcp")
 
@@ -64,7 +71,7 @@ class PubSubSource:
         async with SubscriberAsyncClient() as client:
             found = await self._subscription(client)
             lease = _Lease(client, self.subscription, found.ack_deadline_seconds)
-            self.status.state = "connected"
+            self.status.state = SourceState.CONNECTED
             self.status.detail = f"Pub/Sub subscription {found.name} on topic {found.topic}"
             log.info("intake gcp: pulling %s", found.name)
             while not stop.is_set():

@@ -28,8 +28,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from flytenotify.config import NatsIntakeConfig
-from flytenotify.intake.source import Handler, Received, SourceStatus, Verdict, keep_running
+from flytenotify.intake.nats_spec import NatsIntakeConfig
+from flytenotify.intake.source import (
+    Handler,
+    Received,
+    SourceState,
+    SourceStatus,
+    Verdict,
+    keep_running,
+)
 
 log = logging.getLogger("flytenotify.intake")
 
@@ -120,7 +127,7 @@ class NatsSource:
                 await client.close()
 
     def _connected(self, detail: str) -> None:
-        self.status.state = "connected"
+        self.status.state = SourceState.CONNECTED
         self.status.detail = detail
         log.info("intake nats: connected: %s", detail)
 

@@ -1,12 +1,21 @@
-"""What every broker source shares: messages in, one verdict each, acknowledged after commit.
+"""What every intake source shares, and what flytenotify knows about each kind of source.
 
-A source (NATS, Google Pub/Sub, SQS) receives FlyteAdmin's cloud events and
-hands them in batches to one handler, which decodes and filters them, records
-what matters in the ledger and answers one :class:`Verdict` per message. The
-source acknowledges a message only after its verdict is ``ACK``: by then the
-event and its deliveries are committed, or the message was dropped on purpose
-(not a terminal workflow event, or malformed). ``RETRY`` leaves the message
-with the broker, which delivers it again: nothing is acknowledged and lost.
+A broker source (NATS, Google Pub/Sub, SQS) receives FlyteAdmin's cloud
+events and hands them in batches to one handler, which decodes and filters
+them, records what matters in the ledger and answers one :class:`Verdict`
+per message. The source acknowledges a message only after its verdict is
+``ACK``: by then the event and its deliveries are committed, or the message
+was dropped on purpose (not a terminal workflow event, or malformed).
+``RETRY`` leaves the message with the broker, which delivers it again:
+nothing is acknowledged and lost.
+
+A source that reads something other than messages (Flyte 2's watch of its
+control plane) makes the events itself and records them through the
+:class:`Recorder` directly.
+
+Each kind of source is declared by one :class:`IntakeSpec` (its configuration
+section, how its sources are built and how they run), collected by
+:mod:`flytenotify.intake.registry`.
 """
 
 from __future__ import annotations
@@ -19,7 +28,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from flytenotify.domain import Execution, ExecutionEvent, ExecutionId, NamedRule
+    from flytenotify.store.base import EventResult
 
 
 @dataclass(frozen=True)
@@ -43,11 +56,18 @@ Handler = Callable[[Sequence[Received]], Awaitable[list[Verdict]]]
 """Decides a batch: one verdict per message, in order. Never raises for a bad message."""
 
 
+class SourceState(enum.StrEnum):
+    STARTING = "starting"  # not connected yet
+    CONNECTED = "connected"  # consuming: the only ready state
+    RECONNECTING = "reconnecting"  # it failed (last_error says why) and is trying again
+    STOPPED = "stopped"  # stop was asked for and it returned
+
+
 @dataclass
 class SourceStatus:
     """What a source reports to ``/readyz``, ``/metrics`` and the start-up log."""
 
-    state: str = "starting"  # starting | connected | reconnecting | stopped
+    state: SourceState = SourceState.STARTING
     detail: str = ""  # e.g. "JetStream stream FLYTE_EVENTS, durable consumer flytenotify"
     last_error: str = ""
     last_error_at: float | None = None
@@ -58,10 +78,10 @@ class SourceStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state == "connected"
+        return self.state is SourceState.CONNECTED
 
     def failed(self, error: BaseException | str) -> None:
-        self.state = "reconnecting"
+        self.state = SourceState.RECONNECTING
         if isinstance(error, BaseException):
             error = str(error) or type(error).__name__
         self.last_error = error
@@ -69,14 +89,28 @@ class SourceStatus:
 
 
 class Source(Protocol):
-    """One broker subscription. Built from its configuration section."""
+    """One intake source, built from its configuration section: what everything
+    that lists intake (start-up, ``/readyz``, ``/metrics``, ``check-config``) sees.
+    How it runs is its :class:`IntakeSpec`'s to say."""
 
-    name: str  # "nats", "gcp", "aws": the label in logs, metrics and /readyz
+    # "nats", "gcp", "aws", "flyte2:PROJECT/DOMAIN": the label in logs, metrics and /readyz
+    name: str
     status: SourceStatus
 
     def describe(self) -> str:
         """What this source consumes, for people (start-up log, check-config); no secrets."""
         ...
+
+    async def check(self) -> str:
+        """Connect once and say what was found (``check-config --connect``).
+
+        Raises if what it reads from cannot be reached.
+        """
+        ...
+
+
+class BrokerSource(Source, Protocol):
+    """One broker subscription: its messages go to a :data:`Handler`."""
 
     async def run(self, handle: Handler, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; reconnect with backoff when the broker goes away.
@@ -86,12 +120,107 @@ class Source(Protocol):
         """
         ...
 
-    async def check(self) -> str:
-        """Connect once and say what was found (``check-config --connect``).
 
-        Raises if the broker cannot be reached.
-        """
+class Recorder(Protocol):
+    """What intake records through, and reads back: the ledger behind the
+    :class:`~flytenotify.app.Notifier`, which implements this."""
+
+    async def record_checked_events(
+        self,
+        events: Sequence[ExecutionEvent],
+        known: Mapping[ExecutionId, Execution] | None = None,
+    ) -> list[EventResult]:
+        """Record events that passed intake's checks; ``known`` gives executions
+        read from where they live, used for those the ledger does not hold yet."""
         ...
+
+    async def executions(self, ids: Sequence[ExecutionId]) -> dict[ExecutionId, Execution]:
+        """Those of ``ids`` the ledger holds."""
+        ...
+
+    async def named_rules(self) -> list[NamedRule]:
+        """What the names in Flyte 2 users' code mean."""
+        ...
+
+    async def watch_position(self, source: str) -> float | None:
+        """Up to when ``source`` has recorded every run that ended (None: never watched)."""
+        ...
+
+    async def advance_watch_position(self, source: str, position: float) -> None:
+        """Move ``source``'s position to ``position`` if that is later."""
+        ...
+
+
+class Counters(Protocol):
+    """What intake counts: the service's :class:`~flytenotify.metrics.Metrics`."""
+
+    def event_received(self, outcome: str, count: int = 1) -> None: ...
+
+    def intake_outcome(self, source: str, outcome: str, count: int = 1) -> None: ...
+
+    def intake_drop(self, source: str, cloud_event_type: str, reason: str) -> None: ...
+
+
+class RecordingSource(Source, Protocol):
+    """A source that makes its events itself from what it reads (Flyte 2's watch of
+    its control plane), and records them through a :class:`Recorder`."""
+
+    async def run(
+        self, recorder: Recorder, stop: asyncio.Event, *, counters: Counters | None = None
+    ) -> None:
+        """Read until ``stop`` is set, recording through ``recorder`` (counted in
+        ``counters``); reconnect with backoff when what it reads goes away."""
+        ...
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where running sources put what they receive (see :func:`flytenotify.intake.egress.feed`)."""
+
+    recorder: Recorder
+    counters: Counters
+    # The handler of the broker source named so: decodes, filters and records
+    # FlyteAdmin's cloud events through ``recorder``.
+    handler: Callable[[str], Handler]
+
+
+async def run_broker(source: BrokerSource, feed: Feed, stop: asyncio.Event) -> None:
+    """How a broker source runs: its messages go to the broker handler."""
+    await source.run(feed.handler(source.name), stop)
+
+
+async def run_recording(source: RecordingSource, feed: Feed, stop: asyncio.Event) -> None:
+    """How a source that makes its events itself runs: it records them directly."""
+    await source.run(feed.recorder, stop, counters=feed.counters)
+
+
+C = TypeVar("C")
+S = TypeVar("S", bound=Source)
+
+
+@dataclass(frozen=True)
+class IntakeSpec(Generic[C, S]):
+    """Everything flytenotify knows about one kind of intake source.
+
+    ``config`` is the type of its configuration section (a pydantic model),
+    found at ``section``, a dotted path (``intake.nats`` is ``[intake.nats]``);
+    the section's value is None when it is absent, and then no source is
+    built. A spec is declared in a module that imports no client library, so
+    that the configuration loads without one: ``build`` imports it.
+    """
+
+    name: str  # the intake: "nats", "flyte2"
+    section: str  # its configuration section in flytenotify.toml and Settings
+    config: Any  # the section's type, validated with pydantic.TypeAdapter
+    # Its sources from its section: one for a broker, one per watched project for Flyte 2.
+    build: Callable[[C], Sequence[S]]
+    # How one of its sources runs until ``stop``, fed by ``feed``: a broker's
+    # messages to the broker handler (:func:`run_broker`), or the events a source
+    # makes itself to the recorder (:func:`run_recording`).
+    run: Callable[[S, Feed, asyncio.Event], Awaitable[None]]
+    # The extra of pyproject.toml that installs its client library, when that
+    # is optional: a ``build`` that cannot import it raises ``MissingExtra``.
+    extra: str | None = None
 
 
 log = logging.getLogger("flytenotify.intake")
@@ -134,4 +263,4 @@ async def keep_running(
             delay = min(delay * 2, max_delay)
         else:
             break
-    source.status.state = "stopped"
+    source.status.state = SourceState.STOPPED

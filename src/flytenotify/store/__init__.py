@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flytenotify.store.base import Store
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_SQLITE_SCHEME = "sqlite:///"
+
+
+def database_url(url: str) -> str:
+    """``url`` in its one spelling: a bare path is a SQLite file; ValueError for other schemes."""
+    if "://" not in url:
+        return f"{_SQLITE_SCHEME}{url}"
+    if not url.startswith((_SQLITE_SCHEME, *POSTGRES_SCHEMES)):
+        raise ValueError("must be a file path, sqlite:///PATH or postgresql://...")
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (``sqlite:///rel.db`` is relative, ``sqlite:////abs.db``
+    absolute); None for a server's URL."""
+    url = database_url(url)
+    return Path(url.removeprefix(_SQLITE_SCHEME)) if url.startswith(_SQLITE_SCHEME) else None
 
 
 def store_for_url(url: str) -> Store:
     """The store for a database URL: ``sqlite:///PATH`` (or a bare path) or ``postgresql://``."""
-    from flytenotify.config import DatabaseConfig
-
-    config = DatabaseConfig(url=url)  # normalises a bare path, refuses unknown schemes
-    if config.url.startswith(POSTGRES_SCHEMES):
+    path = sqlite_path(url)  # refuses unknown schemes
+    if path is None:
         # Imported here so that SQLite-only installs never need the driver.
         from flytenotify.store.postgres import PostgresStore
 
-        return PostgresStore(config.url)
+        return PostgresStore(url)
     from flytenotify.store.sqlite import SQLiteStore
 
-    assert config.sqlite_path is not None
-    return SQLiteStore(config.sqlite_path)
+    return SQLiteStore(path)
 
 
 def unreachable(url: str, error: BaseException) -> bool:

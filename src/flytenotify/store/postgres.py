@@ -55,8 +55,8 @@ from flytenotify.store.base import (
     Completion,
     EventResult,
     EventWrite,
-    StoreUnavailable,
 )
+from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for
 from flytenotify.store.space import SpaceWatch

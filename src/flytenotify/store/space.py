@@ -4,7 +4,7 @@ A full disk (or a size limit: SQLite's ``max_page_count``, a PostgreSQL
 tablespace on a full volume) fails every write that needs a new page, while
 reads go on working. Each store turns its own "full" error (SQLite's
 ``SQLITE_FULL``, PostgreSQL's ``53100 disk_full``) into
-:class:`~flytenotify.store.base.StoreFull` through its :class:`SpaceWatch`,
+:class:`~flytenotify.store.errors.StoreFull` through its :class:`SpaceWatch`,
 which logs the change of state once each way rather than once per refused
 write: a full disk under load refuses hundreds of writes a second.
 
@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from flytenotify.store.base import StoreFull
+from flytenotify.store.errors import StoreFull
 
 log = logging.getLogger("flytenotify.store")
 

@@ -48,7 +48,8 @@ from flytenotify.intake.limits import MAX_INT, id_problems, loads_json, parse_in
 from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
-from flytenotify.store.base import DeliveryFilter, EventOutcome, StoreUnavailable
+from flytenotify.store.base import DeliveryFilter, EventOutcome
+from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import NEWEST
 from flytenotify.web import flyteidl_json, openapi
 from flytenotify.web import schemas as s

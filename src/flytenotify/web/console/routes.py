@@ -40,7 +40,8 @@ from flytenotify.domain import (
 from flytenotify.errors import InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
-from flytenotify.store.base import DeliveryFilter, InboxMessage, StoreUnavailable
+from flytenotify.store.base import DeliveryFilter, InboxMessage
+from flytenotify.store.errors import StoreUnavailable
 from flytenotify.web.console.auth import (
     COOKIE,
     CSRF_FIELD,
