@@ -252,6 +252,8 @@ def delivery_filter(
         conditions.append(f"id > {arg(query.after_id)}")
     if query.message is not None:
         conditions.append(f"message_id = {arg(query.message)}")
+    if query.silence is not None:
+        conditions.append(f"silence_id = {arg(query.silence)}")
     if query.before_id is not None:
         conditions.append(f"id < {arg(query.before_id)}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
