@@ -430,6 +430,24 @@ async def test_what_an_expired_silence_held_stays_silenced_and_can_be_redriven(
     assert await notifier.redrive(held.id) is None  # delivered: neither dead nor silenced
 
 
+async def test_a_silence_ended_while_a_batch_was_planned_holds_none_of_it(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Intake reads the silences before its transaction; one ended (and its held
+    deliveries released) in between must not hold what the batch then writes."""
+    silence, _, _ = await notifier.create_silence(_silence(project="proj"))
+    read_before = await notifier.store.silences_in_effect(T0.timestamp())
+    assert [s.id for s in read_before] == [silence.id]
+    await notifier.end_silence(silence.id, "bob", release=True)
+
+    async def stale(now: float) -> list[Silence]:
+        return read_before  # what the batch read, before the silence ended
+
+    monkeypatch.setattr(notifier.store, "silences_in_effect", stale)
+    found = await _run(notifier, "e1")
+    assert set(found.values()) == {(DeliveryStatus.PENDING, None)}
+
+
 async def test_a_silence_outlives_a_restart(database_url: str) -> None:
     settings = Settings(database=DatabaseConfig(url=database_url), grouping=GroupingConfig(by=[]))
     clock = Clock(T0)

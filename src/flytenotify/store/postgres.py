@@ -596,6 +596,10 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     at once waits, then reads what this one wrote.
     """
     now = float(await conn.fetchval(Q["db_now"]))
+    held = ledger.held_by(writes)
+    if held:
+        live = {row["id"] for row in await conn.fetch(Q["lock_live_silences"], held)}
+        writes = ledger.unless_ended(writes, live)
     executions: dict[ledger.ExecutionKey, Execution] = {}
     for write in writes:  # the first event's execution is the one written, as one by one
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)

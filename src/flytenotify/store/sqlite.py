@@ -372,6 +372,10 @@ def _record_events(
     conn: sqlite3.Connection, writes: Sequence[EventWrite], now: float
 ) -> list[EventResult]:
     """The whole batch under the write lock: nothing read here changes before it is written."""
+    held = ledger.held_by(writes)
+    if held:
+        live = {row[0] for row in conn.execute(Q["live_silences"], (json.dumps(held),))}
+        writes = ledger.unless_ended(writes, live)
     conn.executemany(Q["insert_execution"], [codec.execution_columns(w.execution) for w in writes])
     keys = {ledger.execution_key(w.event.execution_id) for w in writes}
     phases = {key: conn.execute(Q["terminal_phase"], key).fetchone()[0] for key in keys}

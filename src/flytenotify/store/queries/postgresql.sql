@@ -57,6 +57,14 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
 ORDER BY e.project, e.domain, e.name
 FOR UPDATE OF e;
 
+-- name: lock_live_silences
+-- Of the silences a batch's deliveries were marked with, those not ended,
+-- locked until commit: a silence being ended waits for this batch (then
+-- releases what it wrote too), or ended first and holds none of it.
+SELECT id FROM silences WHERE id = ANY($1::bigint[]) AND ended_at IS NULL
+ ORDER BY id
+   FOR SHARE;
+
 -- name: move_to_terminal
 UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS moved (project, domain, name, phase)

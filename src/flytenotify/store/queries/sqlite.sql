@@ -127,6 +127,11 @@ UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?,
  WHERE id = ? AND status IN ('dead', 'silenced')
 RETURNING *;
 
+-- name: live_silences
+-- Of a JSON array of silence ids, those not ended (under the write lock: none
+-- can end before this transaction commits).
+SELECT id FROM silences WHERE id IN (SELECT value FROM json_each(?)) AND ended_at IS NULL;
+
 -- name: hold_deliveries
 -- Rows a new silence holds: those of the JSON array of ids still waiting and
 -- not leased (one in flight is left to its send). Parameters: silence id, now,
