@@ -405,7 +405,18 @@ async def test_a_new_silence_holds_the_waiting_deliveries_it_matches(
             assert trail == [("silenced", f"held by silence {silence.id} (alice@example.com)")]
     # A silence not in effect yet holds nothing now.
     later = _silence(project="proj", starts_at=T0 + timedelta(hours=1))
-    assert (await notifier.create_silence(later))[1] == 0
+    scheduled, held_now, _ = await notifier.create_silence(later)
+    assert held_now == 0
+    # Nor does one ended before its hold is written (an end racing its creation).
+    await notifier.end_silence(silence.id, "bob")
+    await notifier.end_silence(scheduled.id, "bob")
+    after = await _run(notifier, "after")
+    fresh = [d.id for d in await notifier.deliveries(DeliveryFilter(status=DeliveryStatus.PENDING))]
+    assert len(fresh) == 1 + len(after)  # and the one in flight
+    store = notifier.store
+    assert await store.hold_deliveries(scheduled.id, fresh, time.time(), "") == 0
+    elsewhere, _, _ = await notifier.create_silence(_silence(domain="elsewhere"))
+    assert await store.hold_deliveries(elsewhere.id, fresh, time.time(), "") == len(fresh) - 1
 
 
 async def test_what_an_expired_silence_held_stays_silenced_and_can_be_redriven(

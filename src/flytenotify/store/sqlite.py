@@ -285,7 +285,7 @@ class SQLiteStore(SQLStore):
         self, silence_id: int, delivery_ids: Sequence[int], now: float, reply: str
     ) -> int:
         def write(conn: sqlite3.Connection) -> int:
-            args = (silence_id, now, json.dumps(list(delivery_ids)), now)
+            args = (silence_id, now, json.dumps(list(delivery_ids)), now, silence_id)
             held = conn.execute(Q["hold_deliveries"], args).fetchall()
             _attempt_rows(conn, held, now, "silenced", reply)
             return len(held)

@@ -250,14 +250,18 @@ UPDATE deliveries SET status = 'pending', next_attempt_at = {{now}}, updated_at 
 RETURNING *;
 
 -- name: hold_deliveries
--- Rows a new silence holds, each with an attempt row saying so: those of ids
--- $2 still waiting and not leased (one in flight is left to its send; a claim
--- that leased one meanwhile is seen once its row lock is released).
+-- Rows a new silence holds while it is not ended (its row locked against an
+-- end until commit), each with an attempt row saying so: those of ids $2 still
+-- waiting and not leased (one in flight is left to its send; a claim that
+-- leased one meanwhile is seen once its row lock is released).
 -- Parameters: the silence's id, the ids, the attempt's reply.
-WITH held AS (
+WITH live AS (
+    SELECT id FROM silences WHERE id = $1 AND ended_at IS NULL FOR SHARE
+), held AS (
     UPDATE deliveries SET status = 'silenced', silence_id = $1, updated_at = {{now}}
      WHERE id = ANY($2::bigint[]) AND status IN ('pending', 'retrying')
        AND (lease_until IS NULL OR lease_until < {{now}})
+       AND EXISTS (SELECT 1 FROM live)
     RETURNING id, attempts
 )
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)

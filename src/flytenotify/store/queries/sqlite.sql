@@ -133,12 +133,13 @@ RETURNING *;
 SELECT id FROM silences WHERE id IN (SELECT value FROM json_each(?)) AND ended_at IS NULL;
 
 -- name: hold_deliveries
--- Rows a new silence holds: those of the JSON array of ids still waiting and
--- not leased (one in flight is left to its send). Parameters: silence id, now,
--- the ids, now.
+-- Rows a new silence holds, while it is not ended: those of the JSON array of
+-- ids still waiting and not leased (one in flight is left to its send).
+-- Parameters: silence id, now, the ids, now, silence id.
 UPDATE deliveries SET status = 'silenced', silence_id = ?, updated_at = ?
  WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying')
    AND (lease_until IS NULL OR lease_until < ?)
+   AND EXISTS (SELECT 1 FROM silences WHERE id = ? AND ended_at IS NULL)
 RETURNING id, attempts;
 
 -- name: release_held
