@@ -35,6 +35,11 @@ ALL_CHECKS = CHECKS.get_all()
 # No schema can say which bytes are a valid serialized protobuf message, so
 # random bytes that the document calls valid are rightly refused (400).
 BUT_VALID_PROTOBUF = [c for c in ALL_CHECKS if c is not positive_data_acceptance]
+# Nor which strings are cron expressions, which names this machine's time zone
+# database holds, or that a silence's end comes after its start and after now:
+# a silence the document calls well formed may rightly be refused (400, naming
+# the field). Every other check holds for it.
+BUT_VALID_SILENCE = BUT_VALID_PROTOBUF
 
 # Random bytes as protobuf bodies: the service must answer 400, never 5xx.
 schemathesis.serializer.alias("application/x-protobuf", "application/octet-stream")
@@ -78,7 +83,9 @@ schema.config.auth = AuthConfig(openapi={"bearer": {"bearer": TOKEN}})
 )
 def test_api_conforms_to_its_schema(case: schemathesis.Case, live: LiveServer) -> None:
     protobuf = (case.media_type or "").endswith("protobuf")
-    case.call_and_validate(base_url=live.url, checks=BUT_VALID_PROTOBUF if protobuf else ALL_CHECKS)
+    silence = (case.method, case.path) == ("POST", "/api/v1/silences")
+    checks = BUT_VALID_PROTOBUF if protobuf else BUT_VALID_SILENCE if silence else ALL_CHECKS
+    case.call_and_validate(base_url=live.url, checks=checks)
 
 
 def test_the_document_is_served_and_covers_every_route(live: LiveServer) -> None:

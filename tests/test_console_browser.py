@@ -332,6 +332,30 @@ def test_other_pages(page: Page, service: LiveServer) -> None:
     _shot(page, "inbox")
 
 
+def test_a_silence_is_made_and_ended_with_the_form(page: Page, service: LiveServer) -> None:
+    # A project no event of this module names: the other tests' deliveries are not held.
+    page.goto(f"{service.url}/ui/silences")
+    page.get_by_label("Project").fill("quiet-project")
+    page.get_by_label("FAILED").check()
+    page.get_by_label("For").fill("3h")
+    page.get_by_label("Author").fill("alice@example.com")
+    page.get_by_label("Comment").fill(f"backfill {EVIL_NAME}")
+    page.get_by_role("button", name="Create silence").click()
+    page.wait_for_url("**/ui/silences/*?held=0*")  # and the form's #new
+    assert page.locator("h1 .badge").inner_text() == "active"
+    assert "project=quiet-project phases=FAILED" in page.locator("table.kv").inner_text()
+    assert f"backfill {EVIL_NAME}" in page.locator("table.kv").inner_text()  # text, not markup
+    _shot(page, "silence", full_page=True)
+    page.get_by_label("Author").fill("bob")
+    page.get_by_label("Send what it held").check()
+    page.get_by_role("button", name="End silence").click()
+    page.get_by_text("Ended;").wait_for()
+    assert page.locator("h1 .badge").inner_text() == "ended"
+    page.goto(f"{service.url}/ui/silences")
+    assert "quiet-project" in page.locator("#silences").inner_text()
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+
 def test_the_token_prompt_guards_every_page(browser: Browser, tmp_path: Path) -> None:
     server = ServerConfig(api_tokens=[SecretStr(TOKEN)])
     with LiveServer(tmp_path / "tokens.db", server=server) as service:

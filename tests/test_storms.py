@@ -228,6 +228,13 @@ async def test_sigkill_while_a_group_is_open_loses_nothing(tmp_path: Path) -> No
             try:
                 await intake.report_events(storm_events(["storm-0000"]))
                 await until(lambda: len(slack.posts()) == 1, 30.0, "the first, lone message")
+                # A send whose outcome is not written yet is sent again after a kill (its
+                # lease passes): wait for the ledger to hold it delivered, as a loaded
+                # machine can delay that write past the post.
+                for _ in range(300):
+                    if {d.status for d in await intake.deliveries()} == {DeliveryStatus.DELIVERED}:
+                        break
+                    await asyncio.sleep(0.1)
                 # Its group is open now: these wait in the ledger for it to close.
                 held = [f"storm-{i:04d}" for i in range(1, 21)]
                 await intake.report_events(storm_events(held))

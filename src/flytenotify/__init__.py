@@ -8,14 +8,15 @@ The configuration API is a drop-in for flytekit's::
 
 What users import is exported here, as httpx does: the notification classes,
 the in-process engine (``Notifier``, ``SyncNotifier``) and its ``Settings``,
-the HTTP client (``Client``, ``AsyncClient``), the identifiers, and the flyteidl
-helpers. Every other module is internal: its names may change between versions.
+the HTTP client (``Client``, ``AsyncClient``), the identifiers, silences
+(``Silence``, ``Recurrence``: what ``Notifier.create_silence`` takes), and the
+flyteidl helpers. Every other module is internal: its names may change between versions.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from flytenotify.core.notification import Email, Notification, PagerDuty, Slack
-from flytenotify.domain import EntityId, ExecutionId
+from flytenotify.domain import EntityId, ExecutionId, Recurrence, Silence
 from flytenotify.errors import InputError, NotificationConfigError, Problem
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.wire import (
@@ -66,7 +67,9 @@ __all__ = [
     "Notifier",
     "PagerDuty",
     "Problem",
+    "Recurrence",
     "Settings",
+    "Silence",
     "Slack",
     "SmtpConfig",
     "SyncNotifier",

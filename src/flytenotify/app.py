@@ -42,8 +42,10 @@ from flytenotify.domain import (
     NamedRule,
     NotificationSource,
     RenderedMessage,
+    Silence,
 )
 from flytenotify.engine import resolve
+from flytenotify.engine import silences as silencing
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
 from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
@@ -78,6 +80,8 @@ log = logging.getLogger("flytenotify.app")
 # Executions looked up in FlyteAdmin at once for one batch of events.
 LOOKUP_CONCURRENCY = 8
 LOOKUP_CACHE_SIZE = 10_000
+# Waiting deliveries a new silence looks at per read, when it holds those it matches.
+HOLD_PAGE = 1_000
 
 
 class ExecutionLookup(Protocol):
@@ -129,7 +133,10 @@ class Notifier:
 
     ``dev_inbox=True`` delivers what no channel is configured for into the
     local inbox instead of failing it (the service's zero-config mode).
-    ``channels`` replaces the channels built from ``settings``.
+    ``channels`` replaces the channels built from ``settings``. ``clock`` is
+    what silences are judged by (when they are in effect, when one is created
+    or ended); the current time unless a test gives its own. Leases and due
+    times keep to the time itself.
     """
 
     def __init__(
@@ -141,8 +148,10 @@ class Notifier:
         store: Store | None = None,
         observer: AttemptObserver | None = None,
         lookup: ExecutionLookup | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.dev_inbox = dev_inbox
         self.store = store or open_store(self.settings)
         self.channels = (
@@ -332,6 +341,115 @@ class Notifier:
                 problems.append(Problem(f"recipients[{i}]", str(error)))
         return problems
 
+    # -- silences --------------------------------------------------------------------
+
+    async def create_silence(self, silence: Silence) -> tuple[Silence, int, list[Problem]]:
+        """Store a silence; when it is in effect now, hold the waiting deliveries it
+        matches too (those not being sent at this moment).
+
+        Returns the silence as stored, how many waiting deliveries it held, and
+        warnings (a trigger matcher, which no run carries yet). Raises
+        :class:`InputError` naming every field that is wrong.
+        """
+        now = self.now()
+        problems = silencing.problems(silence, now)
+        if problems:
+            raise InputError(problems)
+        stored = await self.store.create_silence(
+            dataclasses.replace(silence, created_at=now, ended_at=None, ended_by="")
+        )
+        held = await self._hold_waiting(stored) if silencing.in_effect(stored, now) else 0
+        warnings = []
+        if stored.trigger is not None:
+            warnings.append(
+                Problem(
+                    "trigger",
+                    "runs do not say which trigger started them yet: this silence matches"
+                    " no delivery until they do",
+                )
+            )
+        log.info(
+            "silence %d created by %s: %s", stored.id, stored.author, silencing.describe(stored)
+        )
+        return stored, held, warnings
+
+    async def _hold_waiting(self, silence: Silence) -> int:
+        """Silence the pending and retrying deliveries ``silence`` matches, page by page."""
+        held = 0
+        reply = f"held by silence {silence.id} ({silence.author})"
+        for status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
+            after: int | None = None
+            while True:
+                page = await self.store.list_deliveries(
+                    DeliveryFilter(
+                        status=status,
+                        project=silence.project,
+                        domain=silence.domain,
+                        launch_plan=silence.launch_plan,
+                        after_id=after,
+                        limit=HOLD_PAGE,
+                    )
+                )
+                matched = [d.id for d in page if silencing.holds(silence, d)]
+                if matched:
+                    # Leases are judged by the time itself, whatever clock judges silences.
+                    now = datetime.now(UTC).timestamp()
+                    held += await self.store.hold_deliveries(silence.id, matched, now, reply)
+                if len(page) < HOLD_PAGE:
+                    break
+                after = page[-1].id
+        return held
+
+    async def silence(self, silence_id: int) -> Silence | None:
+        return await self.store.get_silence(silence_id)
+
+    async def silences(
+        self, active: bool | None = None, before_id: int | None = None, limit: int = 100
+    ) -> tuple[list[Silence], int | None]:
+        """A page of silences, newest first, and the cursor of the next page (None:
+        the last). ``active=True`` keeps those in effect now, ``False`` the others."""
+        now = self.now()
+        not_over = now.timestamp() if active else None
+        page = await self.store.list_silences(before_id, limit, not_over)
+        more = page[-1].id if len(page) == limit else None
+        if active is not None:
+            page = [s for s in page if silencing.in_effect(s, now) is active]
+        return page, more
+
+    def silence_state(self, silence: Silence) -> silencing.State:
+        return silencing.state(silence, self.now())
+
+    async def end_silence(
+        self, silence_id: int, author: str, release: bool = False
+    ) -> tuple[Silence, int]:
+        """End a silence now; with ``release``, what it held becomes pending and is
+        sent at once. Returns the silence as ended and how many deliveries were
+        released. Raises :class:`UnknownReference` for no such silence and
+        :class:`Conflict` for one ended already."""
+        problems = silencing.author_problems(author)
+        if problems:
+            raise InputError(problems)
+        reply = f"released when {author} ended silence {silence_id}"
+        now = self.now().timestamp()
+        ended = await self.store.end_silence(silence_id, author, now, release, reply)
+        if ended is None:
+            known = await self.store.get_silence(silence_id)
+            if known is None:
+                raise UnknownReference(Problem("id", f"no silence {silence_id}"))
+            raise Conflict(
+                Problem("id", f"silence {silence_id} was ended by {known.ended_by} already")
+            )
+        silence, released = ended
+        if released:
+            self.dispatcher.wake()
+        log.info(
+            "silence %d ended by %s%s",
+            silence_id,
+            author,
+            f"; {released} deliveries it held released" if release else "",
+        )
+        return silence, released
+
     # -- events --------------------------------------------------------------------
 
     async def report_event(self, event: EventInput) -> EventResult:
@@ -377,6 +495,7 @@ class Notifier:
             plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
             deliveries = plan(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))
+        writes = await self._silenced(writes)
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
             self.dispatcher.wake()
@@ -384,6 +503,28 @@ class Notifier:
             if result.outcome is EventOutcome.NO_NOTIFICATIONS:  # once: a replay is a duplicate
                 _log_no_notifications(write)
         return results
+
+    async def _silenced(self, writes: list[EventWrite]) -> list[EventWrite]:
+        """``writes`` with the deliveries a silence in effect now holds marked so.
+
+        The silences are read once per batch, and only for a batch that plans a
+        delivery (most events plan none): every replica reads the ledger's own
+        table, so one created anywhere applies everywhere at once.
+        """
+        if not any(write.deliveries for write in writes):
+            return writes
+        now = self.now()
+        found = await self.store.silences_in_effect(now.timestamp())
+        quiet = [silence for silence in found if silencing.in_effect(silence, now)]
+        if not quiet:
+            return writes
+        return [
+            dataclasses.replace(
+                write,
+                deliveries=silencing.hold(write.deliveries, write.event, write.execution, quiet),
+            )
+            for write in writes
+        ]
 
     async def _executions_for(
         self, events: Sequence[ExecutionEvent], known: Mapping[ExecutionId, Execution]
@@ -552,7 +693,7 @@ class Notifier:
         return await self.store.list_inbox(after_id, limit)
 
     async def redrive(self, delivery_id: int) -> Delivery | None:
-        """Send a dead-lettered delivery again; None if it is not dead."""
+        """Send a dead-lettered (or silenced) delivery again; None if it is neither."""
         delivery = await self.store.redrive(delivery_id, datetime.now(UTC).timestamp())
         if delivery is not None:
             self.dispatcher.wake()

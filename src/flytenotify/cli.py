@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -317,6 +318,7 @@ def deliveries() -> None:
 @click.option("--status", type=click.Choice([s.value for s in DeliveryStatus]))
 @click.option("--execution", help="project/domain/name")
 @click.option("--message", help="a message id (digest:...): the deliveries it carried")
+@click.option("--silence", type=click.IntRange(1), help="a silence's id: the deliveries it held")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def deliveries_list(
@@ -325,6 +327,7 @@ def deliveries_list(
     status: str | None,
     execution: str | None,
     message: str | None,
+    silence: int | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -339,6 +342,7 @@ def deliveries_list(
         execution=execution_id,
         status=DeliveryStatus(status) if status else None,
         message=message or None,
+        silence=silence,
         limit=limit,
         newest_first=True,  # a large ledger's latest, not its first hundred
     )
@@ -449,14 +453,15 @@ def deliveries_show(
 @click.argument("delivery_id", type=int)
 @_db_options
 def deliveries_retry(delivery_id: int, config_file: Path | None, db: str | None) -> None:
-    """Send a dead delivery again (the running service picks it up). Exits 1 otherwise."""
+    """Send a dead (or silenced) delivery again (the running service picks it up).
+    Exits 1 otherwise."""
 
     async def work(n: Notifier) -> str:
         delivery = await n.delivery(delivery_id)
         if delivery is None:
             return f"no delivery {delivery_id}"
         if await n.redrive(delivery_id) is None:
-            return f"delivery {delivery_id} is {delivery.status.value}, not dead"
+            return f"delivery {delivery_id} is {delivery.status.value}, not dead or silenced"
         return ""
 
     problem = _run(config_file, db, work)
@@ -931,6 +936,253 @@ def _named_group(kind: NamedKind, noun: str) -> click.Group:
 
 flyte2_group.add_command(_named_group(NamedKind.RULE, "named rule"))
 flyte2_group.add_command(_named_group(NamedKind.DELIVERY, "named delivery"))
+
+
+# -- silences -----------------------------------------------------------------------
+
+
+@main.group("silences")
+def silences_group() -> None:
+    """Silences: "quiet, I'm on it". What one matches while it is in effect is
+    recorded as silenced instead of sent; ending it early may release that.
+
+    Kept in the database: the running service applies a silence added here at
+    once (every replica of a PostgreSQL deployment too).
+    """
+
+
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO 8601 time with its time zone (2025-03-29T22:00:00+01:00, ...Z)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Seconds, or 8h, 90m, 1h30m, 2d."""
+    from flytenotify.engine.silences import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@silences_group.command("list")
+@_db_options
+@click.option("--active", is_flag=True, help="Only those in effect now.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def silences_list(
+    config_file: Path | None, db: str | None, active: bool, limit: int, as_json: bool
+) -> None:
+    """Silences, newest first: what each matches, when, its state now, who and why."""
+    from flytenotify.engine.silences import describe
+    from flytenotify.web.schemas import silence_view
+
+    async def work(n: Notifier) -> list[tuple[dict[str, Any], str]]:
+        found, _ = await n.silences(True if active else None, None, limit)
+        now = n.now()
+        return [(silence_view(s, now).to_json(), describe(s)) for s in found]
+
+    listed = _run(config_file, db, work)
+    if as_json:
+        click.echo(json.dumps([item for item, _ in listed], indent=2))
+        return
+    if not listed:
+        click.echo("no silences in effect" if active else "no silences")
+        return
+    rows = [
+        [
+            str(item["id"]),
+            item["state"],
+            matched,
+            _silence_when(item),
+            item["author"],
+            item["comment"],
+        ]
+        for item, matched in listed
+    ]
+    columns = ["id", "state", "matches", "when", "author", "comment"]
+    _print_table(Console(), columns, rows, whole={"id", "state"})
+
+
+def _silence_when(item: dict[str, Any]) -> str:
+    start, end = item["starts_at"], item["ends_at"]
+    span = f"{start} to {end}" if end else f"from {start}"
+    if item["ended_at"]:
+        span += f", ended {item['ended_at']} by {item['ended_by']}"
+    return span
+
+
+@silences_group.command("show")
+@click.argument("silence_id", type=click.IntRange(1))
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def silences_show(silence_id: int, config_file: Path | None, db: str | None, as_json: bool) -> None:
+    """One silence and the deliveries it held (the latest 100). Exits 1 if there is none."""
+    from flytenotify.engine.silences import describe
+    from flytenotify.web.schemas import DeliveryView, silence_view
+
+    async def work(n: Notifier) -> tuple[dict[str, Any], str, list[dict[str, Any]]] | None:
+        silence = await n.silence(silence_id)
+        if silence is None:
+            return None
+        query = DeliveryFilter(silence=silence_id, newest_first=True)
+        held = [DeliveryView.of(d).to_json() for d in await n.deliveries(query)]
+        return silence_view(silence, n.now()).to_json(), describe(silence), held
+
+    found = _run(config_file, db, work)
+    if found is None:
+        click.echo(f"no silence {silence_id}", err=True)
+        sys.exit(1)
+    item, matched, held = found
+    if as_json:
+        click.echo(json.dumps({**item, "deliveries": held}, indent=2))
+        return
+    console = Console(highlight=False)
+    fields = {
+        "id": str(item["id"]),
+        "state": item["state"],
+        "matches": matched,
+        "when": _silence_when(item),
+        "author": item["author"],
+        "comment": item["comment"],
+    }
+    if item["next_start"]:
+        fields["next start"] = item["next_start"]
+    for key, value in fields.items():
+        console.print(Text.assemble((key, "bold"), ": ", value))
+    rows = [
+        [str(d["id"]), f"{d['execution']} {d['phase']}", d["channel"], d["recipient"], d["status"]]
+        for d in held
+    ]
+    columns = ["id", "execution", "channel", "recipient", "status"]
+    _print_table(console, columns, rows, whole={"id", "status"})
+
+
+@silences_group.command("add")
+@click.option("--project", help="Only this project's executions.")
+@click.option("--domain", help="Only this domain's.")
+@click.option("--launch-plan", help="Only this launch plan's (its name; a Flyte 2 run's task).")
+@click.option("--trigger", help="Only runs of this Flyte 2 trigger (runs do not carry one yet).")
+@click.option(
+    "--phase",
+    multiple=True,
+    type=click.Choice(list(RULE_PHASES), case_sensitive=False),
+    help="Only this phase (repeat for more).",
+)
+@click.option("--recipient", help="Only this recipient, or a domain of addresses.")
+@click.option("--all", "match_all", is_flag=True, help="Every delivery (no matcher at all).")
+@click.option("--starts-at", callback=_time, help="ISO 8601 with a time zone (default: now).")
+@click.option("--ends-at", callback=_time, help="ISO 8601 with a time zone.")
+@click.option("--for", "lasting", callback=_duration, help="Ends this long after it starts: 2h.")
+@click.option("--cron", help="Recurring: a window opens whenever this fires ('0 22 * * *').")
+@click.option("--duration", callback=_duration, help="Recurring: how long each window lasts: 8h.")
+@click.option("--timezone", default="UTC", show_default=True, help="Recurring: its time zone.")
+@click.option("--comment", required=True, help="Why: shown to everyone who looks.")
+@click.option("--author", required=True, help="Who: a name or an address.")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def silences_add(
+    project: str | None,
+    domain: str | None,
+    launch_plan: str | None,
+    trigger: str | None,
+    phase: tuple[str, ...],
+    recipient: str | None,
+    match_all: bool,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    lasting: int | None,
+    cron: str | None,
+    duration: int | None,
+    timezone: str,
+    comment: str,
+    author: str,
+    config_file: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Add a silence: one-off (--ends-at or --for) or recurring (--cron and --duration,
+    in --timezone). One in effect now also holds the waiting deliveries it matches."""
+    from flytenotify.domain import Recurrence, Silence
+    from flytenotify.web.schemas import silence_view
+
+    if ends_at is not None and lasting is not None:
+        raise click.UsageError("give --ends-at or --for, not both")
+    if (cron is None) != (duration is None):
+        raise click.UsageError("a recurring silence needs both --cron and --duration")
+
+    async def work(n: Notifier) -> tuple[dict[str, Any], int, list[Any]]:
+        start = starts_at or n.now()
+        end = start + timedelta(seconds=lasting) if lasting is not None else ends_at
+        silence = Silence(
+            project=project,
+            domain=domain,
+            launch_plan=launch_plan,
+            trigger=trigger,
+            phases=frozenset(RULE_PHASES[p.upper()] for p in phase),
+            recipient=recipient,
+            all=match_all,
+            starts_at=start,
+            ends_at=end,
+            recurring=Recurrence(cron, duration, timezone)
+            if cron is not None and duration is not None
+            else None,
+            comment=comment,
+            author=author,
+        )
+        stored, held, warnings = await n.create_silence(silence)
+        return silence_view(stored, n.now(), held=held).to_json(), held, warnings
+
+    item, held, warnings = _direct_call(config_file, db, work, as_json)
+    if as_json:
+        click.echo(json.dumps({**item, "warnings": [str(w) for w in warnings]}, indent=2))
+        return
+    click.echo(f"silence {item['id']} added ({item['state']})")
+    if held:
+        click.echo(f"  it holds {_count(held, 'waiting delivery', 'waiting deliveries')} now")
+    for warning in warnings:
+        click.echo(f"  warning: {warning}", err=True)
+
+
+@silences_group.command("end")
+@click.argument("silence_id", type=click.IntRange(1))
+@click.option("--author", required=True, help="Who ends it.")
+@click.option("--release", is_flag=True, help="Send what it held, now.")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def silences_end(
+    silence_id: int,
+    author: str,
+    release: bool,
+    config_file: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """End a silence now. What it held stays silenced unless --release is given
+    (then it is sent at once by the running service). Exits 1 for no such silence,
+    or one ended already."""
+    from flytenotify.web.schemas import silence_view
+
+    async def work(n: Notifier) -> tuple[dict[str, Any], int]:
+        ended, released = await n.end_silence(silence_id, author, release)
+        return silence_view(ended, n.now(), released=released).to_json(), released
+
+    # No such silence, or one ended already: exit 1 naming the id.
+    item, released = _direct_call(config_file, db, work, as_json)
+    if as_json:
+        click.echo(json.dumps(item, indent=2))
+        return
+    click.echo(f"silence {silence_id} ended")
+    if release:
+        click.echo(f"  {_count(released, 'delivery', 'deliveries')} it held released")
 
 
 @main.group("db")

@@ -306,6 +306,9 @@ class DeliveryStatus(enum.StrEnum):
     RETRYING = "retrying"  # failed transiently, waiting for the next attempt
     DELIVERED = "delivered"  # the provider accepted it
     DEAD = "dead"  # given up on: permanent error, or too many attempts / too old
+    # Held by a silence (``silence_id``): never claimed. Pending again when an
+    # operator releases it (ending the silence with release) or re-drives it.
+    SILENCED = "silenced"
 
 
 @dataclass(frozen=True)
@@ -465,6 +468,7 @@ class Delivery:
     # Set on the delivery handed to a channel when it stands for a digest: the
     # channel sends one message naming every delivery the digest carries.
     digest: Digest | None = None
+    silence_id: int | None = None  # the silence that held it, if one did (kept once released)
 
     @property
     def members(self) -> tuple[Delivery, ...]:
@@ -524,6 +528,62 @@ class Digest:
     @property
     def list_command(self) -> str:
         return f"flytenotify deliveries list --message {self.id}"
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """When a recurring silence is in effect: a window opens whenever ``cron`` fires,
+    read on the wall clock of ``timezone``, and lasts ``duration`` seconds of that
+    wall clock (so a window of 8 h from 22:00 closes at 06:00 on the night the
+    clocks change too)."""
+
+    cron: str  # five fields (minute hour day-of-month month day-of-week), or @daily...
+    duration: int  # seconds
+    timezone: str  # an IANA name: Europe/Paris
+
+
+@dataclass(frozen=True, kw_only=True)
+class Silence:
+    """ "Quiet, I'm on it": deliveries it matches are recorded as silenced, not sent.
+
+    Each matcher left None matches everything; a silence with none at all is
+    one that says ``all`` explicitly. A one-off silence is in effect from
+    ``starts_at`` until ``ends_at``; a recurring one during each window of
+    ``recurring`` between them (``ends_at`` None: until someone ends it).
+    ``ended_at`` and ``ended_by`` say who ended it early. ``trigger`` names a
+    Flyte 2 trigger; runs do not say which trigger started them yet, so a
+    silence that names one matches nothing for now.
+    """
+
+    id: int = 0  # given by the ledger
+    project: str | None = None
+    domain: str | None = None
+    launch_plan: str | None = None  # the name (any version); a Flyte 2 run's task
+    trigger: str | None = None
+    phases: frozenset[int] = frozenset()  # empty: every phase
+    recipient: str | None = None  # exact, or a form an [allow] entry would name (a domain)
+    all: bool = False
+    starts_at: datetime
+    ends_at: datetime | None = None
+    recurring: Recurrence | None = None
+    comment: str
+    author: str
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str = ""
+
+    @property
+    def matchers(self) -> dict[str, object]:
+        """The matchers given, by name."""
+        given = {
+            "project": self.project,
+            "domain": self.domain,
+            "launch_plan": self.launch_plan,
+            "trigger": self.trigger,
+            "phases": self.phases or None,
+            "recipient": self.recipient,
+        }
+        return {name: value for name, value in given.items() if value is not None}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
     RenderedMessage,
+    Silence,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class NewDelivery:
     recipient: str
     message: RenderedMessage
     group_key: str | None = None  # None: never folded into a digest
+    silence_id: int | None = None  # a silence in effect holds it: recorded silenced
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class DeliveryFilter:
     since: float | None = None  # created at or after (Unix seconds)
     after_id: int | None = None  # cursor: ids greater than this
     message: str | None = None  # the deliveries one message (a digest) carried
+    silence: int | None = None  # the deliveries one silence held
     limit: int = 100
     # The web console's filters and its newest-first keyset paging.
     recipient: str | None = None
@@ -241,7 +244,7 @@ class Store(Protocol):
         ...
 
     async def redrive(self, delivery_id: int, now: float) -> Delivery | None:
-        """Make a dead delivery pending again; None if it is not dead."""
+        """Make a dead or silenced delivery pending again; None if it is neither."""
         ...
 
     async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None: ...
@@ -272,6 +275,44 @@ class Store(Protocol):
         self, kind: NamedKind, name: str, project: str, domain: str
     ) -> bool:
         """Whether an entry of that kind, name and scope existed (it no longer does)."""
+        ...
+
+    # -- silences -------------------------------------------------------------
+
+    async def create_silence(self, silence: Silence) -> Silence:
+        """Store a new silence; returns it with its id."""
+        ...
+
+    async def get_silence(self, silence_id: int) -> Silence | None: ...
+
+    async def list_silences(
+        self, before_id: int | None = None, limit: int = 100, not_over_at: float | None = None
+    ) -> list[Silence]:
+        """Silences newest first, below ``before_id`` when given; with ``not_over_at``
+        only those neither ended nor past their end at that time."""
+        ...
+
+    async def silences_in_effect(self, now: float) -> list[Silence]:
+        """The silences started by ``now`` and neither ended nor over then, oldest
+        first: one read for a batch of events. A recurring one's window is the
+        caller's to judge."""
+        ...
+
+    async def end_silence(
+        self, silence_id: int, ended_by: str, ended_at: float, release: bool, reply: str
+    ) -> tuple[Silence, int] | None:
+        """End a silence that is not ended yet (``ended_at``: the caller's time, as
+        every time of a silence), and with ``release`` make what it held pending,
+        due at once by the store's clock (each with an attempt row saying
+        ``reply``), in one transaction. The silence as ended and how many rows
+        were released; None when there is no such silence or it was ended already."""
+        ...
+
+    async def hold_deliveries(
+        self, silence_id: int, delivery_ids: Sequence[int], now: float, reply: str
+    ) -> int:
+        """Silence those of ``delivery_ids`` still waiting and not leased (each gets
+        an attempt row saying ``reply``); how many it held."""
         ...
 
     # -- watches without a resume cursor (Flyte 2's runs) -----------------

@@ -32,8 +32,10 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
     NotificationSource,
+    Recurrence,
     RenderedMessage,
     RunRule,
+    Silence,
 )
 
 if TYPE_CHECKING:
@@ -279,6 +281,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         group_key=row["group_key"],
         message_id=row["message_id"] or "",
         message_size=int(row["message_size"] or 0),
+        silence_id=int(row["silence_id"]) if row["silence_id"] is not None else None,
     )
 
 
@@ -334,9 +337,11 @@ def launch_plan_columns(plan: LaunchPlan) -> tuple[Any, ...]:
 
 def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tuple[Any, ...]:
     """A ``deliveries`` row as enqueued: idempotency_key, project, domain, name, phase,
-    notification_index, kind, channel, recipient, message, launch_plan, status,
-    created_at, updated_at, next_attempt_at (due at once), group_key."""
+    notification_index, kind, channel, recipient, message, launch_plan, status
+    (silenced when a silence holds it), created_at, updated_at, next_attempt_at
+    (due at once), group_key, silence_id."""
     execution_id = write.event.execution_id
+    held = delivery.silence_id is not None
     return (
         delivery.idempotency_key,
         execution_id.project,
@@ -349,9 +354,58 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
         delivery.recipient,
         delivery.message.json_text,
         dump_entity(write.execution.launch_plan),
-        DeliveryStatus.PENDING.value,
+        (DeliveryStatus.SILENCED if held else DeliveryStatus.PENDING).value,
         now,
         now,
         now,
         delivery.group_key,
+        delivery.silence_id,
+    )
+
+
+def silence_columns(silence: Silence) -> tuple[Any, ...]:
+    """A ``silences`` row as created: project, domain, launch_plan, trigger_name, phases,
+    recipient, match_all, starts_at, ends_at, cron, duration, timezone, comment,
+    author, created_at."""
+    recurring = silence.recurring
+    return (
+        silence.project,
+        silence.domain,
+        silence.launch_plan,
+        silence.trigger,
+        _dumps(sorted(silence.phases)),
+        silence.recipient,
+        int(silence.all),
+        timestamp(silence.starts_at),
+        silence.ends_at.timestamp() if silence.ends_at is not None else None,
+        recurring.cron if recurring is not None else "",
+        recurring.duration if recurring is not None else 0,
+        recurring.timezone if recurring is not None else "",
+        silence.comment,
+        silence.author,
+        timestamp(silence.created_at),
+    )
+
+
+def silence_from_row(row: Mapping[str, Any]) -> Silence:
+    ends_at, ended_at = row["ends_at"], row["ended_at"]
+    return Silence(
+        id=int(row["id"]),
+        project=row["project"],
+        domain=row["domain"],
+        launch_plan=row["launch_plan"],
+        trigger=row["trigger_name"],
+        phases=frozenset(int(phase) for phase in orjson.loads(row["phases"])),
+        recipient=row["recipient"],
+        all=bool(row["match_all"]),
+        starts_at=from_timestamp(row["starts_at"]),
+        ends_at=from_timestamp(ends_at) if ends_at is not None else None,
+        recurring=Recurrence(row["cron"], int(row["duration"]), row["timezone"])
+        if row["cron"]
+        else None,
+        comment=row["comment"],
+        author=row["author"],
+        created_at=from_timestamp(row["created_at"]),
+        ended_at=from_timestamp(ended_at) if ended_at is not None else None,
+        ended_by=row["ended_by"],
     )

@@ -9,8 +9,8 @@ only its SQL and its I/O.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flytenotify.domain import PAUSED, Delivery, EntityId, ExecutionEvent, ExecutionId
@@ -92,6 +92,30 @@ def _result(outcome: EventOutcome, ids: tuple[int, ...], write: EventWrite) -> E
     if outcome is EventOutcome.ENQUEUED and not ids and not write.event.is_terminal:
         return EventResult(EventOutcome.DUPLICATE)
     return EventResult(outcome, ids)
+
+
+def held_by(writes: Sequence[EventWrite]) -> list[int]:
+    """The silences a batch's deliveries were marked with, each once, in id order."""
+    return sorted({d.silence_id for w in writes for d in w.deliveries if d.silence_id is not None})
+
+
+def unless_ended(writes: Sequence[EventWrite], live: Collection[int]) -> list[EventWrite]:
+    """``writes`` with every delivery whose silence is no longer ``live`` pending again.
+
+    The silences were read before the batch's transaction; one ended meanwhile
+    (and what it held perhaps released) must not hold what this batch writes.
+    The store reads which are live in the transaction, locked against ending.
+    """
+    return [
+        replace(
+            write,
+            deliveries=[
+                d if d.silence_id is None or d.silence_id in live else replace(d, silence_id=None)
+                for d in write.deliveries
+            ],
+        )
+        for write in writes
+    ]
 
 
 def plan_intake(
@@ -252,6 +276,8 @@ def delivery_filter(
         conditions.append(f"id > {arg(query.after_id)}")
     if query.message is not None:
         conditions.append(f"message_id = {arg(query.message)}")
+    if query.silence is not None:
+        conditions.append(f"silence_id = {arg(query.silence)}")
     if query.before_id is not None:
         conditions.append(f"id < {arg(query.before_id)}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -49,6 +49,7 @@ from flytenotify.domain import (
     ExecutionId,
     GroupRule,
     LaunchPlan,
+    Silence,
 )
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
@@ -277,6 +278,15 @@ class PostgresStore(SQLStore):
         if changed:
             self.space.wrote()
         return changed
+
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        async def write(conn: Conn) -> list[Row]:
+            return [dict(row) for row in await conn.fetch(sql, *args)]
+
+        rows = await self._run(write, transaction=False)
+        if rows:
+            self.space.wrote()
+        return rows
 
     def _require_pool(self, migrating: bool = False) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None or not (self._migrated or migrating):
@@ -514,6 +524,35 @@ class PostgresStore(SQLStore):
 
         return await self._run(write)
 
+    # -- silences ----------------------------------------------------------------------------
+
+    async def end_silence(
+        self, silence_id: int, ended_by: str, ended_at: float, release: bool, reply: str
+    ) -> tuple[Silence, int] | None:
+        # Run again after a lost COMMIT, it finds the silence ended and answers None:
+        # the caller then reads it and says it was ended already.
+        async def write(conn: Conn) -> tuple[Silence, int] | None:
+            row = await conn.fetchrow(Q["end_silence"], ended_at, ended_by, silence_id)
+            if row is None:
+                return None
+            released = 0
+            if release:
+                released = _rowcount(await conn.execute(Q["release_held"], silence_id, reply))
+                if released:
+                    await conn.execute(Q["notify"], NOTIFY_CHANNEL)
+            return codec.silence_from_row(dict(row)), released
+
+        ended = await self._run(write)
+        if ended is not None:
+            self.space.wrote()
+        return ended
+
+    async def hold_deliveries(
+        self, silence_id: int, delivery_ids: Sequence[int], now: float, reply: str
+    ) -> int:
+        del now  # leases are judged by the database's clock
+        return await self._change(Q["hold_deliveries"], (silence_id, list(delivery_ids), reply))
+
     # -- pacing ------------------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
@@ -557,6 +596,10 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     at once waits, then reads what this one wrote.
     """
     now = float(await conn.fetchval(Q["db_now"]))
+    held = ledger.held_by(writes)
+    if held:
+        live = {row["id"] for row in await conn.fetch(Q["lock_live_silences"], held)}
+        writes = ledger.unless_ended(writes, live)
     executions: dict[ledger.ExecutionKey, Execution] = {}
     for write in writes:  # the first event's execution is the one written, as one by one
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
@@ -576,7 +619,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     ]
     inserted: dict[str, int] = {}
     if deliveries:
-        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 16))
+        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 17))
         inserted = {r["idempotency_key"]: int(r["id"]) for r in returned}
     events = [
         codec.event_columns(write.event, now, outcome.value)

@@ -25,6 +25,7 @@ from flytenotify.domain import (
     LaunchPlan,
     NamedKind,
     NamedRule,
+    Silence,
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
@@ -44,6 +45,10 @@ class SQLStore(ABC):
     @abstractmethod
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
         """Run one writing statement in a transaction of its own; how many rows it changed."""
+
+    @abstractmethod
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """Run one writing statement in a transaction of its own; the rows it returns."""
 
     async def _fetch_one(self, name: str, args: Sequence[Any]) -> Row | None:
         rows = await self._fetch(self.queries[name], args)
@@ -79,6 +84,33 @@ class SQLStore(ABC):
             self.queries["delete_named_rule"], (kind.value, name, project, domain)
         )
         return changed > 0
+
+    # -- silences ------------------------------------------------------------------------------
+
+    async def create_silence(self, silence: Silence) -> Silence:
+        rows = await self._change_returning(
+            self.queries["insert_silence"], codec.silence_columns(silence)
+        )
+        return codec.silence_from_row(rows[0])
+
+    async def get_silence(self, silence_id: int) -> Silence | None:
+        row = await self._fetch_one("select_silence", (silence_id,))
+        return codec.silence_from_row(row) if row else None
+
+    async def list_silences(
+        self, before_id: int | None = None, limit: int = 100, not_over_at: float | None = None
+    ) -> list[Silence]:
+        below = before_id if before_id is not None else MAX_INT
+        if not_over_at is None:
+            rows = await self._fetch(self.queries["list_silences"], (below, limit))
+        else:
+            args = (not_over_at, below, limit)
+            rows = await self._fetch(self.queries["list_silences_not_over"], args)
+        return [codec.silence_from_row(row) for row in rows]
+
+    async def silences_in_effect(self, now: float) -> list[Silence]:
+        rows = await self._fetch(self.queries["silences_in_effect"], (now, now))
+        return [codec.silence_from_row(row) for row in rows]
 
     # -- watches without a resume cursor (Flyte 2's runs) -----------------------------------
 

@@ -34,6 +34,7 @@ from flytenotify.domain import (
     ExecutionId,
     GroupRule,
     LaunchPlan,
+    Silence,
 )
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
@@ -123,6 +124,9 @@ class SQLiteStore(SQLStore):
 
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
         return await self._write(lambda conn: conn.execute(sql, args).rowcount)
+
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        return await self._write(lambda conn: conn.execute(sql, args).fetchall())
 
     async def open(self, *, retry: bool = True) -> None:
         del retry  # a file: nothing to wait for (the write lock has its own timeout)
@@ -259,6 +263,35 @@ class SQLiteStore(SQLStore):
 
         return await self._write(write)
 
+    # -- silences -------------------------------------------------------------------
+
+    async def end_silence(
+        self, silence_id: int, ended_by: str, ended_at: float, release: bool, reply: str
+    ) -> tuple[Silence, int] | None:
+        def write(conn: sqlite3.Connection) -> tuple[Silence, int] | None:
+            row = conn.execute(Q["end_silence"], (ended_at, ended_by, silence_id)).fetchone()
+            if row is None:
+                return None
+            released = []
+            if release:
+                now = codec.now()
+                released = conn.execute(Q["release_held"], (now, now, silence_id)).fetchall()
+                _attempt_rows(conn, released, now, "released", reply)
+            return codec.silence_from_row(row), len(released)
+
+        return await self._write(write)
+
+    async def hold_deliveries(
+        self, silence_id: int, delivery_ids: Sequence[int], now: float, reply: str
+    ) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            args = (silence_id, now, json.dumps(list(delivery_ids)), now, silence_id)
+            held = conn.execute(Q["hold_deliveries"], args).fetchall()
+            _attempt_rows(conn, held, now, "silenced", reply)
+            return len(held)
+
+        return await self._write(write)
+
     # -- pacing ---------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
@@ -339,6 +372,10 @@ def _record_events(
     conn: sqlite3.Connection, writes: Sequence[EventWrite], now: float
 ) -> list[EventResult]:
     """The whole batch under the write lock: nothing read here changes before it is written."""
+    held = ledger.held_by(writes)
+    if held:
+        live = {row[0] for row in conn.execute(Q["live_silences"], (json.dumps(held),))}
+        writes = ledger.unless_ended(writes, live)
     conn.executemany(Q["insert_execution"], [codec.execution_columns(w.execution) for w in writes])
     keys = {ledger.execution_key(w.event.execution_id) for w in writes}
     phases = {key: conn.execute(Q["terminal_phase"], key).fetchone()[0] for key in keys}
@@ -359,6 +396,17 @@ def _record_events(
         [codec.event_columns(write.event, now, outcome.value) for write, outcome in events],
     )
     return plan.event_results(writes, inserted)
+
+
+def _attempt_rows(
+    conn: sqlite3.Connection, rows: Sequence[Row], now: float, outcome: str, reply: str
+) -> None:
+    """An operator's act on each of ``rows`` (id, attempts) in its audit trail, as a
+    re-drive is: numbered with the attempts so far, no attempt of its own."""
+    conn.executemany(
+        Q["insert_attempt"],
+        [(row["id"], row["attempts"], now, now, outcome, reply) for row in rows],
+    )
 
 
 def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> None:

@@ -29,7 +29,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from flytenotify.app import Notifier
 from flytenotify.config import ServerConfig
 from flytenotify.core.notification import Notification
-from flytenotify.domain import Delivery, EntityId, ExecutionEvent, ExecutionId, NamedKind, NamedRule
+from flytenotify.domain import (
+    Delivery,
+    EntityId,
+    ExecutionEvent,
+    ExecutionId,
+    NamedKind,
+    NamedRule,
+    Silence,
+)
 from flytenotify.engine import resolve
 from flytenotify.errors import (
     Conflict,
@@ -466,8 +474,8 @@ class _Api:
         if redriven is None:
             raise ApiError(
                 409,
-                f"delivery {delivery.id} is {delivery.status.value}, not dead",
-                [Problem("status", "only a dead delivery can be retried")],
+                f"delivery {delivery.id} is {delivery.status.value}, not dead or silenced",
+                [Problem("status", "only a dead or silenced delivery can be retried")],
             )
         return answer(s.DeliveryView.of(redriven))
 
@@ -492,6 +500,36 @@ class _Api:
                 next=str(items[-1].id) if items and len(items) == query.limit else None,
             )
         )
+
+    # -- silences --------------------------------------------------------------------
+
+    async def create_silence(self, request: Request) -> Response:
+        body = s.parse(s.SilenceBody, await self._json(request))
+        silence = body.silence(self.notifier.now())
+        stored, held, warnings = await self.notifier.create_silence(silence)
+        return answer(self._silence_view(stored, held=held, warnings=warnings), 201)
+
+    async def list_silences(self, request: Request) -> Response:
+        query = s.parse(s.SilenceQuery, dict(request.query_params))
+        items, more = await self.notifier.silences(query.active, query.cursor or None, query.limit)
+        views = [self._silence_view(silence) for silence in items]
+        return answer(s.SilencePage(items=views, next=str(more) if more else None))
+
+    async def show_silence(self, request: Request) -> Response:
+        silence_id = _silence_id(request)
+        silence = await self.notifier.silence(silence_id)
+        if silence is None:
+            raise _no_silence(silence_id)
+        return answer(self._silence_view(silence))
+
+    async def end_silence(self, request: Request) -> Response:
+        silence_id = _silence_id(request)
+        body = s.parse(s.SilenceEndBody, await self._json(request))
+        ended, released = await self.notifier.end_silence(silence_id, body.author, body.release)
+        return answer(self._silence_view(ended, released=released))
+
+    def _silence_view(self, silence: Silence, **extra: Any) -> s.View:
+        return s.silence_view(silence, self.notifier.now(), **extra)
 
     # -- Flyte 2's named rules and deliveries ------------------------------------------
 
@@ -542,6 +580,7 @@ class _Api:
 
 _IDS = {part: s.identifier_pattern(part) for part in ("project", "domain", "name")}
 _DELIVERY_ID = {"id": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
+_SILENCE_ID = _DELIVERY_ID
 _NAMED_ID = {"name": s.identifier_pattern("name")}
 
 
@@ -649,9 +688,32 @@ OPERATIONS: list[Operation] = [
         path_params=_DELIVERY_ID,
     ),
     Operation(
-        "POST", "/api/v1/deliveries/{id}/retry", "Send a dead delivery again",
+        "POST", "/api/v1/deliveries/{id}/retry", "Send a dead (or silenced) delivery again",
         _Api.retry_delivery, {200: ("Pending again", s.DeliveryView)}, (401, 404, 409),
         path_params=_DELIVERY_ID,
+    ),
+    Operation(
+        "POST", "/api/v1/silences",
+        "Create a silence; one in effect now also holds the waiting deliveries it matches",
+        _Api.create_silence,
+        {201: ("Created, with how many waiting deliveries it held", s.SilenceView)},
+        (400, 401, 413, 415), body={JSON: s.SilenceBody},
+    ),
+    Operation(
+        "GET", "/api/v1/silences", "List silences, newest first", _Api.list_silences,
+        {200: ("A page of silences", s.SilencePage)}, (400, 401), query=s.SilenceQuery,
+    ),
+    Operation(
+        "GET", "/api/v1/silences/{id}", "One silence and its state now", _Api.show_silence,
+        {200: ("The silence", s.SilenceView)}, (401, 404), path_params=_SILENCE_ID,
+    ),
+    Operation(
+        "POST", "/api/v1/silences/{id}/end",
+        "End a silence now; with release, what it held is sent at once",
+        _Api.end_silence,
+        {200: ("Ended, with how many deliveries were released", s.SilenceView)},
+        (400, 401, 404, 409, 413, 415), body={JSON: s.SilenceEndBody},
+        path_params=_SILENCE_ID,
     ),
     Operation(
         "GET", "/api/v1/inbox", "Messages in the dev inbox", _Api.inbox,
@@ -698,6 +760,19 @@ def _no_named(kind: NamedKind, name: str, project: str, domain: str) -> ApiError
         f"no {what} {name!r} for {scope}",
         [Problem("name", f"no {what} of this name and scope (project, domain)")],
     )
+
+
+def _silence_id(request: Request) -> int:
+    raw = request.path_params["id"]
+    try:
+        return parse_int(raw, "id", 1, MAX_INT)
+    except InputError as error:
+        # Not an id any silence can have: as unknown as a number never used.
+        raise ApiError(404, f"no silence {raw}", error.problems) from None
+
+
+def _no_silence(silence_id: int) -> ApiError:
+    return ApiError(404, f"no silence {silence_id}", [Problem("id", "no silence has this id")])
 
 
 def _rejected(error: InputError, prefix: str) -> s.Rejected:

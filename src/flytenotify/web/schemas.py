@@ -53,9 +53,12 @@ from flytenotify.domain import (
     ExecutionId,
     NamedRule,
     NotificationSource,
+    Recurrence,
     RunRule,
+    Silence,
     phase_name,
 )
+from flytenotify.engine import silences
 from flytenotify.errors import InputError, Problem
 from flytenotify.intake.limits import (
     IDENTIFIER_LIMITS,
@@ -219,14 +222,16 @@ def view(
     for field in dataclasses.fields(source):
         if field.name not in hide and field.name not in (show or {}):
             fields[field.name] = (_api_type(hints[field.name]), ...)
-    for name, (annotation, _) in (show or {}).items():
-        fields[name] = (annotation, ...)
-    for name, annotation in (extra or {}).items():
-        fields[name] = (annotation, ...)
+    # Loop names of their own: ``name`` is the model's (the OpenAPI document's
+    # component), not its last field's.
+    for shown, (annotation, _) in (show or {}).items():
+        fields[shown] = (annotation, ...)
+    for given, annotation in (extra or {}).items():
+        fields[given] = (annotation, ...)
     model: type[View] = create_model(
         name, __base__=View, __doc__=doc, __module__=__name__, **fields
     )
-    model._derived = {name: derive for name, (_, derive) in (show or {}).items()}
+    model._derived = {shown: derive for shown, (_, derive) in (show or {}).items()}
     model._extras = frozenset(extra or ())
     return model
 
@@ -360,6 +365,7 @@ if TYPE_CHECKING:
     DeliveryDetail: TypeAlias = View
     InboxView: TypeAlias = View
     NamedRuleView: TypeAlias = View
+    SilenceView: TypeAlias = View
     SourceView: TypeAlias = View
     ExecutionDetail: TypeAlias = View
 else:
@@ -434,6 +440,24 @@ else:
     )
     NamedRuleView._absent_when_none = frozenset({"warnings"})
 
+    SilenceView = view(
+        Silence,
+        name="Silence",
+        show={"phases": (list[str], lambda e: sorted(phase_name(phase) for phase in e.phases))},
+        extra={
+            "state": Literal["active", "scheduled", "expired", "ended"],
+            "next_start": Time | None,
+            "held": int | None,
+            "released": int | None,
+            "warnings": list[Problem] | None,
+        },
+        doc="A silence: what it matches (a matcher left null matches everything), when it"
+        " is in effect, and its state now (next_start: when it next comes into effect)."
+        " held: the waiting deliveries it held when created; released: those ending it"
+        " released.",
+    )
+    SilenceView._absent_when_none = frozenset({"held", "released", "warnings"})
+
     SourceView = view(
         SourceStatus,
         name="SourceStatus",
@@ -464,6 +488,16 @@ else:
         },
         extra={"events": list[EventView], "deliveries": list[DeliveryView]},
         doc="An execution: where its notifications came from, its events and deliveries.",
+    )
+
+
+def silence_view(silence: Silence, now: datetime, **extra: Any) -> View:
+    """The view of ``silence`` with its state at ``now`` (and when it next starts)."""
+    return SilenceView.of(
+        silence,
+        state=silences.state(silence, now).value,
+        next_start=silences.next_start(silence, now),
+        **extra,
     )
 
 
@@ -575,6 +609,14 @@ class NamedRuleList(Shape):
     items: list[NamedRuleView]
 
 
+class SilencePage(Shape):
+    """A page of silences, newest first: ``next`` is the cursor of the next page
+    (None: the last)."""
+
+    items: list[SilenceView]
+    next: str | None
+
+
 # -- requests ------------------------------------------------------------------------------
 
 
@@ -640,6 +682,139 @@ class NamedRuleBody(NamedDeliveryBody):
     """What ``NamedRule(NAME)`` means for a scope: when, and to whom."""
 
     phases: list[RulePhase] = Field(min_length=1)
+
+
+def _checked(check: Callable[[str], list[Problem]]) -> AfterValidator:
+    def run(value: str) -> str:
+        found = check(value)
+        if found:
+            raise ValueError(found[0].message)
+        return value
+
+    return AfterValidator(run)
+
+
+def _time(raw: Any) -> datetime:
+    # A string only: a number would be read as Unix seconds, which the schema does not say.
+    if not isinstance(raw, str):
+        raise ValueError(f"must be an ISO 8601 time with a time zone, got {type(raw).__name__}")
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 time with a time zone, got {raw!r}") from None
+
+
+def _duration(raw: Any) -> int:
+    if isinstance(raw, float):  # JSON 28800.0 is a number of seconds too, not a mistake
+        raise ValueError(f"must be whole seconds or a duration such as 8h, got {raw!r}")
+    return silences.parse_duration(raw)
+
+
+AUTHOR = {
+    "type": "string",
+    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{silences.AUTHOR_LIMIT - 1}}}$",
+    "description": "who: a name or an address",
+}
+Author = Annotated[str, _checked(silences.author_problems), WithJsonSchema(AUTHOR)]
+Comment = Annotated[
+    str,
+    _checked(silences.comment_problems),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": silences.COMMENT_LIMIT,
+            "pattern": "^[^\\u0000]*\\S[^\\u0000]*$",
+        }
+    ),
+]
+AwareTime = Annotated[
+    datetime,
+    BeforeValidator(_time),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+Duration = Annotated[
+    int,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "integer",
+                    "minimum": silences.MIN_DURATION,
+                    "maximum": silences.MAX_DURATION,
+                },
+                {"type": "string", "pattern": "^(\\d+|(\\d+d)?(\\d+h)?(\\d+m)?(\\d+s)?)$"},
+            ],
+            "description": "seconds, or a duration such as 8h, 90m, 1h30m",
+        }
+    ),
+]
+
+
+class RecurrenceBody(Request):
+    """When a recurring silence is in effect: a window opens whenever ``cron`` fires on
+    the wall clock of ``timezone`` and lasts ``duration`` of that wall clock."""
+
+    cron: str = Field(
+        max_length=silences.CRON_LIMIT,
+        description="five fields (minute hour day-of-month month day-of-week), or @daily...",
+    )
+    duration: Duration
+    timezone: str = Field(max_length=64, description="an IANA name: Europe/Paris, UTC")
+
+
+class SilenceBody(Request):
+    """A silence to create. Every matcher is optional; one that matches everything
+    must say ``all: true``. One-off: ``ends_at`` (``starts_at``: now if left out);
+    recurring: ``recurring``, between ``starts_at`` and ``ends_at`` when given."""
+
+    project: Project | None = None
+    domain: Domain | None = None
+    launch_plan: Name | None = Field(
+        default=None, description="a launch plan's name, any version (a Flyte 2 run's task)"
+    )
+    trigger: Name | None = Field(
+        default=None, description="a Flyte 2 trigger (runs do not carry one yet)"
+    )
+    phases: Annotated[list[RulePhase], Field(min_length=1)] | None = None
+    recipient: Recipient | None = Field(
+        default=None, description="exact, or a form an [allow] entry names (a domain)"
+    )
+    all: StrictBool = False
+    starts_at: AwareTime | None = None
+    ends_at: AwareTime | None = None
+    recurring: RecurrenceBody | None = None
+    comment: Comment
+    author: Author
+
+    def silence(self, now: datetime) -> Silence:
+        recurring = self.recurring
+        return Silence(
+            project=self.project,
+            domain=self.domain,
+            launch_plan=self.launch_plan,
+            trigger=self.trigger,
+            phases=frozenset(self.phases or ()),
+            recipient=self.recipient,
+            all=self.all,
+            starts_at=self.starts_at or now,
+            ends_at=self.ends_at,
+            recurring=Recurrence(recurring.cron, recurring.duration, recurring.timezone)
+            if recurring is not None
+            else None,
+            comment=self.comment,
+            author=self.author,
+        )
+
+
+class SilenceEndBody(Request):
+    """Ending a silence: who ends it, and whether what it held is sent now."""
+
+    author: Author
+    release: StrictBool = Field(
+        default=False, description="send what it held now (pending again, due at once)"
+    )
 
 
 # -- queries (strings, as query parameters come) ---------------------------------------------
@@ -721,6 +896,18 @@ Limit = Annotated[
     _digits("limit", 1, MAX_LIMIT),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
 ]
+SilenceId = Annotated[
+    int,
+    _digits("silence", 1, MAX_INT),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_INT}),
+]
+
+
+def _boolean(raw: Any) -> bool:
+    # "true" or "false" as a query says them; not every spelling pydantic would take.
+    if raw in ("true", "false"):
+        return bool(raw == "true")
+    raise ValueError(f"must be true or false, got {raw!r}")
 
 
 class DeliveryQuery(Query):
@@ -785,6 +972,7 @@ class DeliveryQuery(Query):
         ]
         | None
     ) = None
+    silence: SilenceId | None = Field(default=None, description="the deliveries it held")
     cursor: Cursor = 0
     limit: Limit = 100
 
@@ -796,11 +984,23 @@ class DeliveryQuery(Query):
             since=self.since,
             after_id=self.cursor or None,
             message=self.message,
+            silence=self.silence,
             limit=self.limit,
         )
 
 
 class PageQuery(Query):
+    cursor: Cursor = 0
+    limit: Limit = 100
+
+
+class SilenceQuery(Query):
+    """Which silences to list, newest first (``cursor``: the previous page's ``next``);
+    ``active``: only those in effect now (true) or only the others (false)."""
+
+    active: (
+        Annotated[bool, BeforeValidator(_boolean), WithJsonSchema({"type": "boolean"})] | None
+    ) = None
     cursor: Cursor = 0
     limit: Limit = 100
 

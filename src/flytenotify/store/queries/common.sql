@@ -49,6 +49,39 @@ SELECT * FROM named_rules WHERE kind = ? ORDER BY name, project, domain;
 -- name: delete_named_rule
 DELETE FROM named_rules WHERE kind = ? AND name = ? AND project = ? AND domain = ?;
 
+-- name: insert_silence
+INSERT INTO silences (project, domain, launch_plan, trigger_name, phases, recipient, match_all,
+                      starts_at, ends_at, cron, duration, timezone, comment, author, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: select_silence
+SELECT * FROM silences WHERE id = ?;
+
+-- name: list_silences
+-- Newest first, below the id given (keyset paging).
+SELECT * FROM silences WHERE id < ? ORDER BY id DESC LIMIT ?;
+
+-- name: list_silences_not_over
+-- Those neither ended nor past their end at the time given, newest first,
+-- below the id given: in effect now, or later (a recurring one between windows).
+SELECT * FROM silences
+ WHERE ended_at IS NULL AND (ends_at IS NULL OR ends_at > ?) AND id < ?
+ ORDER BY id DESC LIMIT ?;
+
+-- name: silences_in_effect
+-- What intake reads once per batch that plans deliveries: the silences started
+-- by the time given and neither ended nor over then. Whether a recurring one's
+-- window is open is the caller's to judge (a cron expression, a time zone).
+SELECT * FROM silences
+ WHERE ended_at IS NULL AND starts_at <= ? AND (ends_at IS NULL OR ends_at > ?)
+ ORDER BY id;
+
+-- name: end_silence
+-- End a silence that is not ended yet. Parameters: now, by whom, its id.
+UPDATE silences SET ended_at = ?, ended_by = ? WHERE id = ? AND ended_at IS NULL
+RETURNING *;
+
 -- name: watch_position
 SELECT position FROM watch_positions WHERE source = ?;
 

@@ -57,6 +57,14 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
 ORDER BY e.project, e.domain, e.name
 FOR UPDATE OF e;
 
+-- name: lock_live_silences
+-- Of the silences a batch's deliveries were marked with, those not ended,
+-- locked until commit: a silence being ended waits for this batch (then
+-- releases what it wrote too), or ended first and holds none of it.
+SELECT id FROM silences WHERE id = ANY($1::bigint[]) AND ended_at IS NULL
+ ORDER BY id
+   FOR SHARE;
+
 -- name: move_to_terminal
 UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS moved (project, domain, name, phase)
@@ -68,16 +76,16 @@ UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
 -- written is skipped and returns nothing.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key)
+                        next_attempt_at, group_key, silence_id)
 SELECT key, project, domain, name, phase, notification_index, kind, channel, recipient, message,
-       launch_plan, status, created_at, updated_at, next_attempt_at, group_key
+       launch_plan, status, created_at, updated_at, next_attempt_at, group_key, silence_id
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
               $13::double precision[], $14::double precision[], $15::double precision[],
-              $16::text[])
+              $16::text[], $17::bigint[])
        WITH ORDINALITY AS d (key, project, domain, name, phase, notification_index, kind,
                              channel, recipient, message, launch_plan, status, created_at,
-                             updated_at, next_attempt_at, group_key, position)
+                             updated_at, next_attempt_at, group_key, silence_id, position)
  ORDER BY position
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, idempotency_key;
@@ -235,11 +243,41 @@ SELECT LEAST(
   FROM first_free;
 
 -- name: redrive
--- A dead delivery due at once by the database's clock.
+-- A dead (or silenced) delivery due at once by the database's clock.
 UPDATE deliveries SET status = 'pending', next_attempt_at = {{now}}, updated_at = {{now}},
        lease_owner = NULL, lease_until = NULL
- WHERE id = $1 AND status = 'dead'
+ WHERE id = $1 AND status IN ('dead', 'silenced')
 RETURNING *;
+
+-- name: hold_deliveries
+-- Rows a new silence holds while it is not ended (its row locked against an
+-- end until commit), each with an attempt row saying so: those of ids $2 still
+-- waiting and not leased (one in flight is left to its send; a claim that
+-- leased one meanwhile is seen once its row lock is released).
+-- Parameters: the silence's id, the ids, the attempt's reply.
+WITH live AS (
+    SELECT id FROM silences WHERE id = $1 AND ended_at IS NULL FOR SHARE
+), held AS (
+    UPDATE deliveries SET status = 'silenced', silence_id = $1, updated_at = {{now}}
+     WHERE id = ANY($2::bigint[]) AND status IN ('pending', 'retrying')
+       AND (lease_until IS NULL OR lease_until < {{now}})
+       AND EXISTS (SELECT 1 FROM live)
+    RETURNING id, attempts
+)
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+SELECT id, attempts, {{now}}, {{now}}, 'silenced', $3 FROM held;
+
+-- name: release_held
+-- What a silence held, due at once by the database's clock, each with an
+-- attempt row saying so. Parameters: the silence's id, the attempt's reply.
+WITH released AS (
+    UPDATE deliveries SET status = 'pending', next_attempt_at = {{now}}, updated_at = {{now}},
+           lease_owner = NULL, lease_until = NULL
+     WHERE silence_id = $1 AND status = 'silenced'
+    RETURNING id, attempts
+)
+INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
+SELECT id, attempts, {{now}}, {{now}}, 'released', $2 FROM released;
 
 -- name: redrive_attempt
 -- Parameters: delivery id, its attempts so far.

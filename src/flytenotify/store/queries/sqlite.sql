@@ -25,8 +25,8 @@ UPDATE executions SET terminal_phase = ?, terminal_at = ?
 -- One row at a time: executemany cannot return the ids.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_attempt_at, group_key, silence_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
 
 -- name: pending_channel_after
@@ -121,11 +121,33 @@ UPDATE deliveries SET lease_until = ?
    AND status IN ('pending', 'retrying');
 
 -- name: redrive
--- A dead delivery due again at once. Parameters: now, now, id.
+-- A dead (or silenced) delivery due again at once. Parameters: now, now, id.
 UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?,
        lease_owner = NULL, lease_until = NULL
- WHERE id = ? AND status = 'dead'
+ WHERE id = ? AND status IN ('dead', 'silenced')
 RETURNING *;
+
+-- name: live_silences
+-- Of a JSON array of silence ids, those not ended (under the write lock: none
+-- can end before this transaction commits).
+SELECT id FROM silences WHERE id IN (SELECT value FROM json_each(?)) AND ended_at IS NULL;
+
+-- name: hold_deliveries
+-- Rows a new silence holds, while it is not ended: those of the JSON array of
+-- ids still waiting and not leased (one in flight is left to its send).
+-- Parameters: silence id, now, the ids, now, silence id.
+UPDATE deliveries SET status = 'silenced', silence_id = ?, updated_at = ?
+ WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying')
+   AND (lease_until IS NULL OR lease_until < ?)
+   AND EXISTS (SELECT 1 FROM silences WHERE id = ? AND ended_at IS NULL)
+RETURNING id, attempts;
+
+-- name: release_held
+-- What a silence held, due at once. Parameters: now, now, the silence's id.
+UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?,
+       lease_owner = NULL, lease_until = NULL
+ WHERE silence_id = ? AND status = 'silenced'
+RETURNING id, attempts;
 
 -- name: redrive_attempt
 -- Parameters: delivery id, its attempts so far, now, now.

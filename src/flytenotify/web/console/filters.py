@@ -29,6 +29,7 @@ FILTER_KEYS = (
     "launch_plan",
     "execution",
     "message",
+    "silence",
 )
 
 
@@ -52,6 +53,7 @@ class ListQuery:
             domain=v.get("domain"),
             launch_plan=v.get("launch_plan"),
             message=v.get("message"),
+            silence=int(v["silence"]) if "silence" in v else None,
             before_id=self.before,
             newest_first=True,
             limit=limit,
@@ -79,6 +81,11 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         problems += _execution_problems(values["execution"])
     if "message" in values:
         problems += _message_problems(values["message"])
+    if "silence" in values:
+        try:
+            parse_int(values["silence"], "silence", 1, MAX_INT)
+        except InputError as error:
+            problems += error.problems
     before = None
     if params.get("before"):
         try:

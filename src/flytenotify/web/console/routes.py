@@ -1,8 +1,9 @@
 """The web console: server-rendered pages over :class:`~flytenotify.app.Notifier`.
 
 Mounted at ``/ui`` by :func:`flytenotify.web.api.create_app`. Pages read through
-the Notifier and the store's read methods; the only writes are re-drives and
-logging in or out, all POSTs checked against the session's CSRF token.
+the Notifier and the store's read methods; the only writes are re-drives,
+creating and ending silences, and logging in or out, all POSTs checked against
+the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -30,18 +31,22 @@ from flytenotify.channels import registry
 from flytenotify.channels.base import error_label
 from flytenotify.core.notification import declared_as
 from flytenotify.domain import (
+    RULE_PHASES,
     Delivery,
     DeliveryStatus,
     ExecutionError,
     ExecutionId,
     NamedKind,
+    Silence,
     phase_name,
 )
-from flytenotify.errors import InputError
+from flytenotify.engine.silences import describe, format_duration, next_start
+from flytenotify.errors import Conflict, InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
 from flytenotify.store.base import DeliveryFilter, InboxMessage
 from flytenotify.store.errors import StoreUnavailable
+from flytenotify.web.console import silence_form
 from flytenotify.web.console.auth import (
     COOKIE,
     CSRF_FIELD,
@@ -60,6 +65,8 @@ MAX_FORM_BYTES = 256 * 1024
 MAX_FORM_FIELDS = 1000
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_TIMELINE_DELIVERIES = 500
+# Rows of the audit trail that are an operator's act, not an attempt, as the pages say them.
+OPERATOR_ACTS = {"redrive": "Re-drive", "silenced": "Held by a silence", "released": "Release"}
 # Every page: scripts only from our own files, no framing, forms only to us.
 # The email preview's srcdoc iframe inherits this, on top of its empty sandbox.
 CSP = (
@@ -94,6 +101,9 @@ def console_app(
         Route("/dead-letters", page(console.dead_letters), methods=["GET"]),
         Route("/dead-letters/redrive", page(console.redrive), methods=["POST"]),
         Route("/launch-plans", page(console.launch_plans), methods=["GET"]),
+        Route("/silences", page(console.silences), methods=["GET", "POST"]),
+        Route("/silences/{id}", page(console.silence), methods=["GET"]),
+        Route("/silences/{id}/end", page(console.end_silence), methods=["POST"]),
         Route("/flyte2", page(console.flyte2), methods=["GET"]),
         Route("/status", page(console.status), methods=["GET"]),
         Route("/inbox", page(console.inbox), methods=["GET"]),
@@ -136,8 +146,13 @@ class _Console:
         self.env.filters["phase"] = phase_name
         self.env.filters["declared_as"] = declared_as
         self.env.filters["error_label"] = _error_label
+        self.env.filters["duration"] = format_duration
         self.env.globals.update(
-            prefix=PREFIX, quote=quote, CSRF_FIELD=CSRF_FIELD, digest_prefix=DIGEST_PREFIX
+            prefix=PREFIX,
+            quote=quote,
+            CSRF_FIELD=CSRF_FIELD,
+            digest_prefix=DIGEST_PREFIX,
+            operator_acts=OPERATOR_ACTS,
         )
 
     # -- plumbing ------------------------------------------------------------------
@@ -383,6 +398,72 @@ class _Console:
         warnings = {plan.id: problems for plan, problems in found}
         return self.render(request, "launch_plans.html", plans=plans, warnings=warnings)
 
+    async def silences(self, request: Request) -> Response:
+        """Every silence, newest first, and the form that creates one (POST)."""
+        form = silence_form.SilenceForm()
+        status = 200
+        if request.method == "POST":
+            form, silence = silence_form.read(await self._form(request), self.notifier.now())
+            if silence is not None:
+                try:
+                    stored, held, _ = await self.notifier.create_silence(silence)
+                except InputError as error:
+                    form.problems = error.problems
+                else:
+                    target = f"{PREFIX}/silences/{stored.id}?{urlencode({'held': held})}"
+                    return RedirectResponse(target, 303)
+            status = 400
+        active = request.query_params.get("active") == "true"
+        before = _cursor(request)
+        items, more = await self.notifier.silences(True if active else None, before, PAGE_SIZE)
+        return self.render(
+            request,
+            "silences.html",
+            status,
+            items=[(s, self.notifier.silence_state(s).value, describe(s)) for s in items],
+            active=active,
+            older=more,
+            form=form,
+            phases=list(RULE_PHASES),
+        )
+
+    async def silence(self, request: Request) -> Response:
+        """One silence: what it matches, when, and the deliveries it held."""
+        silence = await self._silence(request.path_params["id"])
+        held = await self.notifier.deliveries(
+            DeliveryFilter(silence=silence.id, newest_first=True, limit=PAGE_SIZE)
+        )
+        now = self.notifier.now()
+        return self.render(
+            request,
+            "silence.html",
+            silence=silence,
+            state=self.notifier.silence_state(silence).value,
+            matched=describe(silence),
+            next_start=next_start(silence, now),
+            items=held,
+            more=len(held) == PAGE_SIZE,
+            holding=sum(1 for d in held if d.status is DeliveryStatus.SILENCED),
+            held=request.query_params.get("held", ""),
+            released=request.query_params.get("released", ""),
+            ended=request.query_params.get("ended", ""),
+        )
+
+    async def end_silence(self, request: Request) -> Response:
+        silence = await self._silence(request.path_params["id"])
+        form = await self._form(request)
+        author = str(form.get("author") or "").strip()
+        release = form.get("release") == "on"
+        try:
+            _, released = await self.notifier.end_silence(silence.id, author, release)
+        except InputError as error:
+            raise HTTPException(
+                409 if isinstance(error, Conflict) else 400,
+                "; ".join(f"{p.field}: {p.message}" for p in error.problems),
+            ) from None
+        answer = {"ended": 1, **({"released": released} if release else {})}
+        return RedirectResponse(f"{PREFIX}/silences/{silence.id}?{urlencode(answer)}", 303)
+
     async def flyte2(self, request: Request) -> Response:
         """The Flyte 2 watches of this process, and the named rules and deliveries."""
         entries = await self.notifier.named_rules()
@@ -450,6 +531,16 @@ class _Console:
         if delivery is None:
             raise HTTPException(404, f"no delivery {delivery_id}")
         return delivery
+
+    async def _silence(self, raw: str) -> Silence:
+        try:
+            silence_id = parse_int(raw, "id", 1, MAX_INT)
+        except InputError:
+            raise HTTPException(404, f"no silence {raw!r}: not a silence id") from None
+        silence = await self.notifier.silence(silence_id)
+        if silence is None:
+            raise HTTPException(404, f"no silence {silence_id}")
+        return silence
 
     async def _inbox_message(self, raw: str) -> InboxMessage:
         try:
