@@ -233,7 +233,8 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
 
 def execution_columns(execution: Execution) -> tuple[Any, ...]:
     """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
-    notifications, created_at, notifications_source, lookup_error, rules."""
+    notifications, created_at, notifications_source, lookup_error, rules, plan."""
+    plan = execution.launch_plan
     return (
         execution.id.project,
         execution.id.domain,
@@ -245,6 +246,9 @@ def execution_columns(execution: Execution) -> tuple[Any, ...]:
         execution.source.value,
         execution.lookup_error,
         dump_rules(execution.rules),
+        # Its launch plan (or task) without the version: a streak of failures
+        # does not stop at a new version.
+        f"{plan.project}/{plan.domain}/{plan.name}" if plan is not None else None,
     )
 
 
@@ -279,6 +283,9 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         group_key=row["group_key"],
         message_id=row["message_id"] or "",
         message_size=int(row["message_size"] or 0),
+        provider_message_id=row["provider_message_id"] or "",
+        in_reply_to=row["in_reply_to"] or "",
+        follows=row["follows"] or "",
     )
 
 
@@ -335,7 +342,7 @@ def launch_plan_columns(plan: LaunchPlan) -> tuple[Any, ...]:
 def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tuple[Any, ...]:
     """A ``deliveries`` row as enqueued: idempotency_key, project, domain, name, phase,
     notification_index, kind, channel, recipient, message, launch_plan, status,
-    created_at, updated_at, next_attempt_at (due at once), group_key."""
+    created_at, updated_at, next_attempt_at (due at once), group_key, follows."""
     execution_id = write.event.execution_id
     return (
         delivery.idempotency_key,
@@ -354,4 +361,5 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
         now,
         now,
         delivery.group_key,
+        delivery.follows or None,
     )

@@ -139,7 +139,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
-    """The batch as the ten column arrays the ``complete`` query unnests."""
+    """The batch as the twelve column arrays the ``complete`` query unnests."""
     rows = [
         (
             c.delivery_id,
@@ -153,10 +153,12 @@ def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
             c.outcome,
             c.message_id,
             c.message_size,
+            c.provider_message_id,
+            c.in_reply_to,
         )
         for c in completions
     ]
-    return _columns(rows, 10)
+    return _columns(rows, 12)
 
 
 def _rowcount(status: str) -> int:
@@ -562,7 +564,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
     keys = sorted(executions)
     rows = [codec.execution_columns(executions[key]) for key in keys]
-    await conn.execute(Q["insert_executions"], *_columns(rows, 10))
+    await conn.execute(Q["insert_executions"], *_columns(rows, 11))
     locked = await conn.fetch(Q["lock_executions"], *_columns(keys, 3))
     phases = {(r["project"], r["domain"], r["name"]): r["terminal_phase"] for r in locked}
     plan = ledger.plan_intake(writes, phases)
@@ -576,7 +578,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     ]
     inserted: dict[str, int] = {}
     if deliveries:
-        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 16))
+        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 17))
         inserted = {r["idempotency_key"]: int(r["id"]) for r in returned}
     events = [
         codec.event_columns(write.event, now, outcome.value)

@@ -30,8 +30,8 @@ SELECT * FROM launch_plans AS lp
 -- An execution as created; an existing one is kept as it is (its notifications
 -- were frozen when it was created).
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error, rules)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+                        notifications_source, lookup_error, rules, plan)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
 
 -- name: select_execution
 SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
@@ -125,3 +125,45 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 -- name: schema_version
 SELECT COALESCE(MAX(version), 0) FROM schema_migrations;
+
+-- name: join_conversation
+-- Open a conversation with the delivery given as its first message. One that
+-- is open already is taken over only when its first message will never be
+-- sent: its delivery is dead (or was delivered with no id recorded). Of two
+-- replicas racing, one inserts; the other's upsert waits for that row and then
+-- finds it open. Parameters: key, delivery id, now.
+INSERT INTO conversations (conversation, root_delivery, thread, updated_at) VALUES (?, ?, NULL, ?)
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE conversations.thread IS NULL
+   AND conversations.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = conversations.root_delivery AND d.status IN ('dead', 'delivered'));
+
+-- name: select_conversation
+-- A conversation's first delivery, the provider's id of its message (NULL
+-- while it is being sent) and that delivery's status.
+SELECT c.root_delivery, c.thread, d.status AS root_status FROM conversations AS c
+  LEFT JOIN deliveries AS d ON d.id = c.root_delivery
+ WHERE c.conversation = ?;
+
+-- name: conversation_sent
+-- A conversation's first message was sent (or a new one, when the old one was
+-- deleted): the delivery that sent it and its provider id.
+-- Parameters: delivery id, provider id, now, key.
+UPDATE conversations SET root_delivery = ?, thread = ?, updated_at = ? WHERE conversation = ?;
+
+-- name: plan_executions
+-- The ended executions of one launch plan (a Flyte 2 task), latest first.
+-- Parameters: the plan ("project/domain/name"), how many.
+SELECT project, domain, name, terminal_phase FROM executions
+ WHERE plan = ? AND terminal_phase IS NOT NULL
+ ORDER BY terminal_at DESC LIMIT ?;
+
+-- name: delivered_for_phase
+-- What an execution's phase delivered, its recoveries of others left out.
+-- Parameters: project, domain, name, phase.
+SELECT * FROM deliveries
+ WHERE project = ? AND domain = ? AND name = ? AND phase = ? AND status = 'delivered'
+   AND follows IS NULL
+ ORDER BY id;

@@ -25,8 +25,8 @@ UPDATE executions SET terminal_phase = ?, terminal_at = ?
 -- One row at a time: executemany cannot return the ids.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_attempt_at, group_key, follows)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
 
 -- name: pending_channel_after
@@ -99,8 +99,12 @@ SELECT id, lease_owner, attempts FROM deliveries
  WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying');
 
 -- name: write_outcome
+-- A failed attempt keeps the provider ids an earlier one recorded ('' leaves them).
 UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?, next_attempt_at = ?,
-       message_id = ?, message_size = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+       message_id = ?, message_size = ?,
+       provider_message_id = COALESCE(NULLIF(?, ''), provider_message_id),
+       in_reply_to = COALESCE(NULLIF(?, ''), in_reply_to),
+       lease_owner = NULL, lease_until = NULL, updated_at = ?
  WHERE id = ?;
 
 -- name: close_group_at
