@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.parser import BytesParser
@@ -25,6 +26,8 @@ from flytenotify import PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.channels.mattermost import MattermostConfig
+from flytenotify.channels.teams import TeamsTarget
+from flytenotify.channels.webhook import DELIVERY_HEADER
 from flytenotify.config import (
     DatabaseConfig,
     DispatchConfig,
@@ -35,6 +38,7 @@ from flytenotify.config import (
     ServerConfig,
     Settings,
     SlackConfig,
+    WebhookTarget,
 )
 from flytenotify.domain import (
     PAUSED,
@@ -51,10 +55,12 @@ from flytenotify.domain import (
 from flytenotify.store.postgres import PostgresStore
 from flytenotify.web.api import create_app
 from tests.helpers import PLAN, event_json, execution
+from tests.servers.http_sink import HttpSink
 from tests.servers.mattermost_api import BOT_TOKEN, MattermostServer
 from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 from tests.servers.smtp import SmtpServer
+from tests.servers.teams_webhook import TeamsWebhookServer
 
 ALERTS = "C0ALERTS01"
 ROUTING_KEY = "r" * 32
@@ -231,6 +237,37 @@ async def test_email_a_runs_later_message_is_in_reply_to_its_first(database_url:
     assert first.provider_message_id == opened["Message-ID"]
     assert second.provider_message_id == followed["Message-ID"]
     assert second.in_reply_to == opened["Message-ID"]
+
+
+# -- Teams and webhooks: they cannot edit, so they say what they follow ------------------
+
+
+async def test_teams_and_webhooks_follow_ups_name_the_earlier_message(database_url: str) -> None:
+    async with HttpSink() as sink, TeamsWebhookServer() as teams:
+        settings = settings_for(
+            database_url,
+            webhooks={"ops": WebhookTarget(url=sink.url("/ops"))},
+            teams={"ops": TeamsTarget(url=SecretStr(teams.workflow_url))},
+        )
+        run = run_with("gate-5", "webhook:ops", "teams:ops")
+        async with Notifier(settings) as n:
+            await report(n, run, PAUSED, "approve")
+            await report(n, run, P.FAILED)
+            found = await deliveries_of(n, "gate-5")
+
+    opened, followed = (request.json() for request in sink.requests)
+    assert opened["follows"] is None
+    first_id = sink.requests[0].headers[DELIVERY_HEADER]
+    assert followed["follows"] == {"delivery_id": first_id, "execution": "proj/prod/gate-5"}
+    assert followed["event"]["phase"] == "FAILED"
+    first_card, later_card = (request.card for request in teams.posted)
+    assert "Follows" not in json.dumps(first_card)
+    assert later_card["body"][0]["text"] == "Follows the earlier message about proj/prod/gate-5"
+    hook = [d for d in found if d.channel == "webhook"]
+    assert hook[0].provider_message_id == first_id
+    assert hook[1].in_reply_to == first_id
+    card = [d for d in found if d.channel == "teams"]
+    assert card[1].in_reply_to == f"single:{card[0].idempotency_key}"
 
 
 # -- recoveries ----------------------------------------------------------------------------
