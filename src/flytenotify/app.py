@@ -378,9 +378,10 @@ class Notifier:
             # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
             plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
             deliveries = plan(execution, event, self.settings, self.dev_inbox)
-            streak = streaks.get(recovery.plan_of(execution) or "")
-            if streak is not None and recovery.recovery_applies(execution, event, self.settings):
-                deliveries += recovery.plan_recoveries(execution, event, streak, self.settings)
+            if recovery.is_success(event) and recovery.recovery_applies(execution, self.settings):
+                streak = streaks.get(recovery.plan_of(execution) or "")
+                if streak is not None:
+                    deliveries += recovery.plan_recoveries(execution, event, streak, self.settings)
             writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
@@ -398,7 +399,8 @@ class Notifier:
         plans = {
             recovery.plan_of(executions[event.execution_id])
             for event in events
-            if recovery.recovery_applies(executions[event.execution_id], event, self.settings)
+            if recovery.is_success(event)
+            and recovery.recovery_applies(executions[event.execution_id], self.settings)
         }
         streaks: dict[str, FailureStreak] = {}
         for plan in sorted(p for p in plans if p is not None):

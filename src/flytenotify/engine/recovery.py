@@ -44,18 +44,23 @@ def plan_of(execution: Execution) -> str | None:
     return f"{plan.project}/{plan.domain}/{plan.name}" if plan is not None else None
 
 
-def recovery_applies(execution: Execution, event: ExecutionEvent, settings: Settings) -> bool:
-    """Whether ``event`` may send recovery messages: a success of an execution of a
-    known launch plan, with ``[recovery]`` on and not excluding it.
+def recovery_applies(execution: Execution, settings: Settings) -> bool:
+    """Whether a success of ``execution`` may send recovery messages: its launch
+    plan (task) is known, and ``[recovery]`` is on and does not exclude it.
 
-    The one place that decides it: a switch of its own elsewhere (a named rule's,
-    a deadline's) is one more condition here.
+    The one place that decides it: a switch of its own elsewhere (a Flyte 2 run's
+    named rule, ``execution.rules``; a deadline's) is one more condition here.
     """
-    if event.phase != WorkflowExecutionPhase.SUCCEEDED or execution.launch_plan is None:
+    plan = execution.launch_plan
+    if plan is None:
         return False
     recovery = settings.recovery
-    plan = execution.launch_plan
     return recovery.enabled and not recovery.excludes(plan.project, plan.domain, plan.name)
+
+
+def is_success(event: ExecutionEvent) -> bool:
+    """Whether ``event`` ends its execution well: the end of a streak of failures."""
+    return event.phase == WorkflowExecutionPhase.SUCCEEDED
 
 
 def plan_recoveries(
