@@ -70,12 +70,8 @@ TASK = EntityId("proj", "prod", "train", "v3")
 
 def settings_for(database_url: str, **sections: Any) -> Settings:
     # Grouping off: each message goes at once, on its own.
-    return Settings(
-        database=DatabaseConfig(url=database_url),
-        retry=RETRY,
-        grouping=GroupingConfig(by=[]),
-        **sections,
-    )
+    values: dict[str, Any] = {"retry": RETRY, "grouping": GroupingConfig(by=[]), **sections}
+    return Settings(database=DatabaseConfig(url=database_url), **values)
 
 
 def slack_section(slack: SlackApiServer) -> SlackConfig:
@@ -437,6 +433,42 @@ async def test_two_replicas_racing_on_one_executions_first_message_post_one(
     assert first.provider_message_id == f"{ALERTS}/{root['ts']}"
     assert [d.in_reply_to for d in found if d is not first] == [first.provider_message_id]
     assert {d.status for d in found} == {DeliveryStatus.DELIVERED}
+
+
+async def test_a_first_message_whose_send_failed_is_taken_over_by_the_next(
+    database_url: str,
+) -> None:
+    """The first delivery's post fails (Slack 500) and waits for its retry: the
+    next delivery of the conversation posts first, and the retry follows it."""
+    async with SlackApiServer() as slack:
+        slack.fail("chat.postMessage", "internal_error", status=500)
+        settings = settings_for(
+            database_url,
+            slack=slack_section(slack),
+            dispatch=DispatchConfig(per_channel={"slack": 1}),  # one at a time, in order
+            retry=RETRY.model_copy(update={"base_delay": 1.0, "max_delay": 1.0}),
+        )
+        async with Notifier(settings) as n:
+            await n.register_launch_plan(
+                PLAN,
+                [Slack([P.FAILED], ["#alerts"]), Slack([P.FAILED, P.SUCCEEDED], ["#alerts"])],
+            )
+            await n.create_execution(execution("flaky-1"), PLAN)
+            await n.report_event(event_json("flaky-1", "FAILED", error="boom"))
+            await n.run_until_idle(include_retries=True, max_wait=30)
+            # Whichever was claimed first failed (its attempts say which).
+            took_over, failed_first = sorted(
+                await deliveries_of(n, "flaky-1"), key=lambda d: d.attempts
+            )
+
+    (root,) = slack.top_level(ALERTS)
+    (reply,) = slack.replies(ALERTS, root["ts"])
+    assert "failed" in reply["text"]
+    assert took_over.in_reply_to == ""
+    assert took_over.provider_message_id == f"{ALERTS}/{root['ts']}"
+    assert failed_first.attempts == 2
+    assert failed_first.in_reply_to == took_over.provider_message_id
+    assert failed_first.provider_message_id == f"{ALERTS}/{reply['ts']}"
 
 
 def test_a_delivery_s_conversation_is_its_execution_and_destination() -> None:

@@ -517,8 +517,8 @@ class Dispatcher:
             if conversation.root_delivery == delivery.id:
                 return delivery
             if conversation.thread is None:
-                # Sent once the first message is (or taken over if that one dies):
-                # two messages at once would both be first.
+                # Sent once the first message is (or taken over if its send
+                # fails): two messages at once would both be first.
                 return SendResult.transient(
                     f"waiting for delivery {conversation.root_delivery} to send the first"
                     " message of this conversation",

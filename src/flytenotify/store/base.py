@@ -280,7 +280,8 @@ class Store(Protocol):
 
     async def join_conversation(self, key: str, delivery_id: int) -> Conversation:
         """The conversation ``key``, opened with ``delivery_id`` as its first message
-        when nobody opened it, or when its first message will never be sent.
+        when nobody opened it, or when its first message is not sent and not being
+        sent (its delivery failed and waits for a retry, or is dead).
 
         Atomic across replicas: of several joining at once, exactly one is the first.
         """

@@ -516,6 +516,9 @@ class PostgresStore(SQLStore):
 
         return await self._run(write)
 
+    def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
+        return (key, delivery_id)  # times from the database's clock
+
     # -- pacing ------------------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:

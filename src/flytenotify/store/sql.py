@@ -143,7 +143,7 @@ class SQLStore(ABC):
     async def join_conversation(self, key: str, delivery_id: int) -> Conversation:
         # Two statements, no transaction: whatever the upsert decided (this
         # delivery first, or another), the select reads it once committed.
-        await self._change(self.queries["join_conversation"], (key, delivery_id, codec.now()))
+        await self._change(self.queries["join_conversation"], self._join_args(key, delivery_id))
         row = await self._fetch_one("select_conversation", (key,))
         assert row is not None  # just opened, and conversations are never deleted
         status = row["root_status"]
@@ -152,6 +152,11 @@ class SQLStore(ABC):
             thread=row["thread"],
             root_status=DeliveryStatus(status) if status is not None else None,
         )
+
+    def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
+        """The arguments of ``join_conversation``: leases are judged by the
+        store's clock (PostgreSQL's is in the statement)."""
+        return (key, delivery_id, codec.now(), codec.now())
 
     async def conversation_sent(self, key: str, delivery_id: int, thread: str) -> None:
         args = (delivery_id, thread, codec.now(), key)

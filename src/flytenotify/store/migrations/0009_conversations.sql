@@ -8,8 +8,9 @@
 --                 provider's id of its message once sent (Slack channel/ts,
 --                 Mattermost post id, email Message-ID, PagerDuty dedup key,
 --                 a webhook's delivery id). Later deliveries of the key
---                 update or follow that message. A root that will never be
---                 sent (dead) is taken over by the next delivery of the key.
+--                 update or follow that message. A first message not being
+--                 sent (its delivery failed and waits, or is dead) is taken
+--                 over by the next delivery of the key.
 CREATE TABLE conversations (
     conversation  TEXT PRIMARY KEY,
     root_delivery BIGINT NOT NULL,

@@ -126,20 +126,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- name: schema_version
 SELECT COALESCE(MAX(version), 0) FROM schema_migrations;
 
--- name: join_conversation
--- Open a conversation with the delivery given as its first message. One that
--- is open already is taken over only when its first message will never be
--- sent: its delivery is dead (or was delivered with no id recorded). Of two
--- replicas racing, one inserts; the other's upsert waits for that row and then
--- finds it open. Parameters: key, delivery id, now.
-INSERT INTO conversations (conversation, root_delivery, thread, updated_at) VALUES (?, ?, NULL, ?)
-ON CONFLICT (conversation) DO UPDATE SET
-    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
- WHERE conversations.thread IS NULL
-   AND conversations.root_delivery <> excluded.root_delivery
-   AND EXISTS (SELECT 1 FROM deliveries AS d
-                WHERE d.id = conversations.root_delivery AND d.status IN ('dead', 'delivered'));
-
 -- name: select_conversation
 -- A conversation's first delivery, the provider's id of its message (NULL
 -- while it is being sent) and that delivery's status.

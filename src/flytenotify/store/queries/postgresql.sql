@@ -264,6 +264,26 @@ RETURNING p.next_at - $2 - (SELECT at FROM now) AS wait;
 INSERT INTO pacing AS p (key, next_at) VALUES ($1, {{clock}} + $2)
 ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at);
 
+-- name: join_conversation
+-- Open a conversation with the delivery given as its first message. One whose
+-- first message is not sent yet is taken over when its delivery is not being
+-- sent now: it failed and waits for a retry (no lease), is dead, or was
+-- delivered with no id recorded; that delivery then follows the new first
+-- message when it is retried. Of two replicas racing, one inserts; the
+-- other's upsert waits for that row, then finds it open and its delivery
+-- leased. Leases are judged by the database's clock. Parameters: key,
+-- delivery id.
+INSERT INTO conversations AS c (conversation, root_delivery, thread, updated_at)
+VALUES ($1, $2, NULL, {{now}})
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE c.thread IS NULL
+   AND c.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = c.root_delivery
+                  AND (d.status IN ('dead', 'delivered')
+                       OR d.lease_until IS NULL OR d.lease_until < {{now}}));
+
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON
 -- column deliveries.launch_plan, for the console's launch plan filter.

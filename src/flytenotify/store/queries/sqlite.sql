@@ -148,6 +148,22 @@ RETURNING next_at - ?;
 INSERT INTO pacing (key, next_at) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, excluded.next_at);
 
+-- name: join_conversation
+-- Open a conversation with the delivery given as its first message. One whose
+-- first message is not sent yet is taken over when its delivery is not being
+-- sent now: it failed and waits for a retry (no lease), is dead, or was
+-- delivered with no id recorded; that delivery then follows the new first
+-- message when it is retried. Parameters: key, delivery id, now, now.
+INSERT INTO conversations (conversation, root_delivery, thread, updated_at) VALUES (?, ?, NULL, ?)
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE conversations.thread IS NULL
+   AND conversations.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = conversations.root_delivery
+                  AND (d.status IN ('dead', 'delivered')
+                       OR d.lease_until IS NULL OR d.lease_until < ?));
+
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON
 -- column deliveries.launch_plan, for the console's launch plan filter.
