@@ -25,7 +25,9 @@ from pydantic import SecretStr
 from flytenotify import PagerDuty, Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
+from flytenotify.channels.base import Outcome
 from flytenotify.channels.mattermost import MattermostConfig
+from flytenotify.channels.slack import SlackChannel
 from flytenotify.channels.teams import TeamsTarget
 from flytenotify.channels.webhook import DELIVERY_HEADER
 from flytenotify.config import (
@@ -51,10 +53,11 @@ from flytenotify.domain import (
     NotificationSource,
     PausedAction,
     RunRule,
+    Thread,
 )
 from flytenotify.store.postgres import PostgresStore
 from flytenotify.web.api import create_app
-from tests.helpers import PLAN, event_json, execution
+from tests.helpers import PLAN, event_json, execution, rendered_delivery
 from tests.servers.http_sink import HttpSink
 from tests.servers.mattermost_api import BOT_TOKEN, MattermostServer
 from tests.servers.pagerduty_api import PagerDutyApiServer
@@ -469,6 +472,23 @@ async def test_a_first_message_whose_send_failed_is_taken_over_by_the_next(
     assert failed_first.attempts == 2
     assert failed_first.in_reply_to == took_over.provider_message_id
     assert failed_first.provider_message_id == f"{ALERTS}/{reply['ts']}"
+
+
+async def test_slack_a_first_message_it_cannot_address_is_not_updated_but_posted_anew() -> None:
+    """A conversation begun through an incoming webhook has no Slack id: with a bot
+    token now, the next message is a new first one, not a chat.update of nonsense."""
+    delivery = rendered_delivery("slack", "slack", "#alerts")
+    threaded = replace(delivery, thread=Thread("single:proj/dev/e1/6/0/slack/#alerts"))
+    async with SlackApiServer() as slack:
+        channel = SlackChannel(slack_section(slack))
+        try:
+            result = await channel.send(threaded)
+        finally:
+            await channel.close()
+    assert result.outcome is Outcome.DELIVERED
+    assert (result.in_reply_to, slack.calls_to("chat.update")) == ("", [])
+    (root,) = slack.top_level(ALERTS)
+    assert result.provider_message_id == f"{ALERTS}/{root['ts']}"
 
 
 def test_a_delivery_s_conversation_is_its_execution_and_destination() -> None:

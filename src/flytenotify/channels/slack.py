@@ -408,10 +408,14 @@ def follow_up_note(execution: str) -> str:
     return f"_Follows the earlier message about {escape_mrkdwn(execution)}_"
 
 
+_MESSAGE_ID = re.compile(r"([CGD][A-Z0-9]{6,})/(\d+\.\d+)")
+
+
 def _split_id(message_id: str) -> tuple[str, str] | None:
-    """``CHANNEL_ID/ts`` as its parts, or None for an id of another form."""
-    channel, slash, ts = message_id.partition("/")
-    return (channel, ts) if slash and channel and ts else None
+    """``CHANNEL_ID/ts`` as its parts, or None for an id of another form (a first
+    message sent through an incoming webhook has none Slack would know)."""
+    found = _MESSAGE_ID.fullmatch(message_id)
+    return (found.group(1), found.group(2)) if found else None
 
 
 # --------------------------------------------------------------------------
