@@ -17,6 +17,10 @@ message retried after a crash carries the same id (the receiving side can drop
 the duplicate) and the console shows the very bytes the relay was given. No
 value from a delivery can add a header: CR/LF in a subject is folded to spaces
 and a recipient that is not one plain address is refused (:func:`parse_address`).
+
+A later message of a conversation (the same execution's, a recovery's) names
+its first one's Message-ID in ``In-Reply-To`` and ``References``, so mail
+clients show them as one thread (:func:`follows`).
 """
 
 from __future__ import annotations
