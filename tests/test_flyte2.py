@@ -32,6 +32,7 @@ from flytenotify.config import (
     GroupingConfig,
     NamedDeliveryConfig,
     NamedRuleConfig,
+    RecoveryConfig,
     ServerConfig,
     Settings,
     TemplateConfig,
@@ -98,8 +99,11 @@ def settings_for(
         "database": DatabaseConfig(url=database_url),
         "flyte2": flyte2_config(plane),
         "smtp": smtp.smtp_config(sender="flyte@example.com") if smtp else None,
-        # One message per run is what these tests count: grouping off.
+        # One message per run is what these tests count: grouping off, and no
+        # recoveries (their runs share one task: a success after a failure
+        # would be one; tests/test_conversations.py tests those).
         "grouping": GroupingConfig(by=[]),
+        "recovery": RecoveryConfig(enabled=False),
         "templates": TemplateConfig(console_url="https://flyte.example.com/console"),
     }
     if sink is not None:

@@ -399,8 +399,9 @@ def _config(
         f"{extra}"
         f'[intake.nats]\nservers = ["{NATS_URL}"]\nsubject = "{names.subject}"\n'
         f'stream = "{names.stream}"\ndurable = "{names.durable}"\n{intake}\n'
-        # One email per event is what these tests count: grouping off.
-        "[grouping]\nby = []\n"
+        # One email per event is what these tests count: grouping off, and no
+        # recovery of a failed run by the next (tests/test_conversations.py).
+        "[grouping]\nby = []\n[recovery]\nenabled = false\n"
     )
     return path
 

@@ -44,7 +44,7 @@ from flytenotify.domain import (
     RenderedMessage,
     Silence,
 )
-from flytenotify.engine import resolve
+from flytenotify.engine import recovery, resolve
 from flytenotify.engine import silences as silencing
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
@@ -65,6 +65,7 @@ from flytenotify.store.base import (
     EventOutcome,
     EventResult,
     EventWrite,
+    FailureStreak,
     InboxMessage,
     Store,
 )
@@ -488,12 +489,17 @@ class Notifier:
         one it holds keeps what was frozen when it was first recorded.
         """
         executions = await self._executions_for(events, known or {})
+        streaks = await self._failure_streaks(events, executions)
         writes = []
         for event in events:
             execution = executions[event.execution_id]
             # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
             plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
             deliveries = plan(execution, event, self.settings, self.dev_inbox)
+            if recovery.is_success(event) and recovery.recovery_applies(execution, self.settings):
+                streak = streaks.get(recovery.plan_of(execution) or "")
+                if streak is not None:
+                    deliveries += recovery.plan_recoveries(execution, event, streak, self.settings)
             writes.append(EventWrite(event, execution, deliveries))
         writes = await self._silenced(writes)
         results = await self.store.record_events(writes)
@@ -525,6 +531,24 @@ class Notifier:
             )
             for write in writes
         ]
+
+    async def _failure_streaks(
+        self, events: Sequence[ExecutionEvent], executions: Mapping[ExecutionId, Execution]
+    ) -> dict[str, FailureStreak]:
+        """The failures since their last success of the launch plans whose executions
+        succeed in ``events`` and may send recovery messages, read once per plan."""
+        plans = {
+            recovery.plan_of(executions[event.execution_id])
+            for event in events
+            if recovery.is_success(event)
+            and recovery.recovery_applies(executions[event.execution_id], self.settings)
+        }
+        streaks: dict[str, FailureStreak] = {}
+        for plan in sorted(p for p in plans if p is not None):
+            streak = await self.store.failure_streak(plan, recovery.LOOK_BACK)
+            if streak is not None:
+                streaks[plan] = streak
+        return streaks
 
     async def _executions_for(
         self, events: Sequence[ExecutionEvent], known: Mapping[ExecutionId, Execution]

@@ -114,6 +114,33 @@ GroupPart = Literal["launch_plan", "phase", "project", "domain", "error_kind"]
 DEFAULT_GROUP_BY: tuple[GroupPart, ...] = ("launch_plan", "phase")
 
 
+class RecoveryConfig(Section):
+    """``[recovery]``: "nightly_etl succeeded again after 3 failures".
+
+    When an execution of a launch plan (a Flyte 2 run of a task) succeeds after
+    failures that notified somebody, one message goes to each destination the
+    last of them went to, in its conversation. ``exclude`` names launch plans
+    (tasks) that send none: ``name`` for every project and domain, or
+    ``project/domain/name``.
+    """
+
+    enabled: bool = True
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude")
+    @classmethod
+    def _plan_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            parts = name.split("/")
+            if len(parts) not in (1, 3) or not all(part.strip() for part in parts):
+                raise ValueError(f"expected NAME or PROJECT/DOMAIN/NAME, got {name!r}")
+        return names
+
+    def excludes(self, project: str, domain: str, name: str) -> bool:
+        """Whether the launch plan (task) ``project/domain/name`` sends no recovery messages."""
+        return name in self.exclude or f"{project}/{domain}/{name}" in self.exclude
+
+
 class GroupingOverride(Section):
     """``[grouping.channels.NAME]``: one channel's grouping, where it differs."""
 
@@ -392,6 +419,7 @@ class Settings(Section):
     flyteadmin: FlyteAdminConfig | None = None
     allow: AllowConfig = AllowConfig()
     grouping: GroupingConfig = GroupingConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -38,6 +38,14 @@ RULE_PHASES: dict[str, int] = {
 
 # Every phase after which an execution never changes again.
 ENDED_PHASES: frozenset[int] = TERMINAL_PHASES | {RECOVERED}
+# The ended phases that are a failure: a streak of them ends with a success.
+FAILURE_PHASES: frozenset[int] = frozenset(
+    {
+        WorkflowExecutionPhase.FAILED,
+        WorkflowExecutionPhase.TIMED_OUT,
+        WorkflowExecutionPhase.ABORTED,
+    }
+)
 
 
 def phase_name(phase: int) -> str:
@@ -465,15 +473,50 @@ class Delivery:
     group_key: str | None = None  # deliveries sharing one are folded into digests
     message_id: str = ""  # the message that carried it, once attempted
     message_size: int = 0  # how many executions that message carried
+    # The provider's id of the message it went out as (Slack channel/ts, a
+    # Mattermost post id, an email Message-ID, a PagerDuty dedup key, a
+    # webhook's delivery id), once delivered.
+    provider_message_id: str = ""
+    # The first message of its conversation that it updated or followed (that
+    # message's provider id); empty when it was the first, or stood alone.
+    in_reply_to: str = ""
+    # A recovery message's: the failed execution ("project/domain/name") whose
+    # conversation it joins. Empty: its own execution's.
+    follows: str = ""
     # Set on the delivery handed to a channel when it stands for a digest: the
     # channel sends one message naming every delivery the digest carries.
     digest: Digest | None = None
     silence_id: int | None = None  # the silence that held it, if one did (kept once released)
+    # Set on the delivery handed to a channel when it continues a conversation
+    # whose first message was sent: the channel updates or follows that message.
+    thread: Thread | None = None
 
     @property
     def members(self) -> tuple[Delivery, ...]:
         """The deliveries one send carries: the digest's, or this one alone."""
         return self.digest.deliveries if self.digest is not None else (self,)
+
+    @property
+    def conversation(self) -> str:
+        """The conversation it belongs to: its execution's (or, for a recovery, the
+        failed execution's) with its destination, the channel and recipient."""
+        return f"{self.follows or self.execution_id}|{self.channel}|{self.recipient}"
+
+    @property
+    def is_recovery(self) -> bool:
+        return bool(self.follows)
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The conversation a delivery continues: its first message, as the provider knows it.
+
+    ``root`` is the delivery that sent that message (for a channel that shows
+    it again, updated); None when the ledger no longer has it.
+    """
+
+    root_id: str  # the provider's id of the first message (see Delivery.provider_message_id)
+    root: Delivery | None = None
 
 
 _DIGEST_WORDING = {

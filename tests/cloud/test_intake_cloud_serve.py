@@ -121,8 +121,9 @@ def config_file(tmp_path: Path, transport: Transport, smtp: SmtpServer, extra: s
     path.write_text(
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsender = "flyte@example.com"\n'
         f"{extra}{transport.toml}"
-        # One email per event is what these tests count: grouping off.
-        "\n[grouping]\nby = []\n"
+        # One email per event is what these tests count: grouping off, and no
+        # recovery of a failed run by the next (tests/test_conversations.py).
+        "\n[grouping]\nby = []\n[recovery]\nenabled = false\n"
     )
     return path
 

@@ -6,13 +6,19 @@
 - ``GET /api/v4/teams/name/<team>/channels/name/<channel>``: the channel, or
   404 ``app.channel.get_by_name.missing.app_error``.
 - ``POST /api/v4/posts``: 201 with the post; 403 when the bot is not a member
-  of the channel; 400 for a message over 16,383 characters.
+  of the channel; 400 for a message over 16,383 characters; with ``root_id``
+  a reply in that post's thread (400 ``api.post.create_post.root_id.app_error``
+  for a root that is not a post of the channel).
+- ``PUT /api/v4/posts/<id>/patch``: 200 with the post, its ``message``
+  replaced and ``edit_at`` set; 404 ``app.post.get.app_error`` for a post
+  that does not exist or was deleted (:meth:`MattermostServer.delete`).
 - ``GET /api/v4/users/me``: the bot.
 
 The REST API wants ``Authorization: Bearer <token>`` (401 otherwise).
 :meth:`MattermostServer.rate_limit` makes the next requests answer 429 with
 ``X-Ratelimit-*`` headers and the text "limit exceeded", as Mattermost's
-rate limiter does. Every request is recorded in ``requests``.
+rate limiter does. Every request is recorded in ``requests``; every post made
+through the REST API is kept in ``stored`` by id as it now reads.
 """
 
 from __future__ import annotations
@@ -62,6 +68,17 @@ class MattermostServer(LoopbackServer):
         super().__init__()
         self.requests: list[MattermostRequest] = []
         self._limited: deque[dict[str, str]] = deque()
+        self.stored: dict[str, dict[str, Any]] = {}  # post id -> the post as it now reads
+
+    def delete(self, post_id: str) -> None:
+        """Someone deleted the post: patching it answers 404."""
+        del self.stored[post_id]
+
+    def replies(self, root_id: str) -> list[dict[str, Any]]:
+        return [post for post in self.stored.values() if post.get("root_id") == root_id]
+
+    def roots(self) -> list[dict[str, Any]]:
+        return [post for post in self.stored.values() if not post.get("root_id")]
 
     def hook_url(self, hook_id: str = "h00k") -> str:
         return f"{self.base}/hooks/{hook_id}"
@@ -89,6 +106,7 @@ class MattermostServer(LoopbackServer):
         app.router.add_post("/hooks/{hook}", self._hook)
         app.router.add_get("/api/v4/teams/name/{team}/channels/name/{channel}", self._channel)
         app.router.add_post("/api/v4/posts", self._post)
+        app.router.add_put("/api/v4/posts/{post}/patch", self._patch)
         app.router.add_get("/api/v4/users/me", self._me)
 
     async def _record(self, request: web.Request, response: web.Response) -> web.Response:
@@ -170,8 +188,33 @@ class MattermostServer(LoopbackServer):
             )
         if len(post.get("message", "")) > MAX_RUNES:
             return _error(400, "model.post.is_valid.msg.app_error", "Invalid message.")
+        root = self.stored.get(post.get("root_id") or "")
+        if post.get("root_id") and (root is None or root["channel_id"] != post["channel_id"]):
+            return _error(
+                400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."
+            )
         created = {"id": uuid.uuid4().hex[:26], **post, "create_at": int(time.time() * 1000)}
+        self.stored[created["id"]] = dict(created)
         return web.json_response(created, status=201)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        response = (
+            self._throttled() or self._unauthorised(request) or await self._patch_answer(request)
+        )
+        return await self._record(request, response)
+
+    async def _patch_answer(self, request: web.Request) -> web.Response:
+        post = self.stored.get(request.match_info["post"])
+        if post is None:
+            return _error(404, "app.post.get.app_error", "Unable to get the post.")
+        patch = json.loads(await request.read())
+        message = patch.get("message")
+        if message is not None:
+            if len(message) > MAX_RUNES:
+                return _error(400, "model.post.is_valid.msg.app_error", "Invalid message.")
+            post["message"] = message
+        post["edit_at"] = int(time.time() * 1000)
+        return web.json_response(post, status=200)
 
     async def _me(self, request: web.Request) -> web.Response:
         response = self._unauthorised(request) or web.json_response(

@@ -8,8 +8,14 @@ It behaves as Slack documents, closely enough to test a client against:
   HTTP 200, ``ok: false`` and an ``error`` code for a refused call.
 - Methods: ``chat.postMessage`` (``channel_not_found``, ``is_archived``,
   ``not_in_channel``, ``no_text``, ``msg_too_long``, ``invalid_blocks`` when a
-  block breaks Slack's size limits), ``users.lookupByEmail``
-  (``users_not_found``), ``conversations.open``, ``auth.test``.
+  block breaks Slack's size limits; with ``thread_ts`` a reply in that
+  message's thread), ``chat.update`` (a conversation ID, never a name, and the
+  message's ``ts``: ``channel_not_found``, ``message_not_found`` for a message
+  that does not exist or was deleted, ``cant_update_message`` for one the bot
+  did not post, ``no_text``, ``msg_too_long``, ``invalid_blocks``;
+  ``edit_window_closed`` is scripted with :meth:`SlackApiServer.fail`),
+  ``users.lookupByEmail`` (``users_not_found``), ``conversations.open``,
+  ``auth.test``.
 - ``POST /services/...``: an incoming webhook answering as Slack documents,
   as text: ``ok`` (200), ``invalid_payload`` (400, a body that is not JSON),
   ``no_text`` (400), ``no_service`` (404, a webhook in ``revoked_webhooks``),
@@ -20,7 +26,9 @@ Scripting: :meth:`SlackApiServer.rate_limit` answers HTTP 429 with a
 ``Retry-After`` for the next calls, :meth:`SlackApiServer.fail` makes the next
 calls of a method fail with a given error (and HTTP status), and ``archived``
 and ``not_in_channel`` mark channels. Every call is recorded in ``calls``
-with its arrival time on ``time.monotonic()``.
+with its arrival time on ``time.monotonic()``; every message posted is kept
+in ``messages`` by (channel ID, ts) as it now reads, and :meth:`delete` deletes
+one (or :meth:`post_as_someone` posts one the bot cannot edit).
 """
 
 from __future__ import annotations
@@ -100,6 +108,9 @@ class SlackApiServer(LoopbackServer):
         self.revoked_webhooks: set[str] = set()  # webhook paths answering 404 no_service
         self.archived_webhooks: set[str] = set()  # ... 410 channel_is_archived
         self._ts = itertools.count(1)
+        # (channel ID, ts) -> the message as it now reads ("text", "blocks",
+        # "thread_ts" for a reply, "edited" once updated, "bot" when the bot posted it).
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- addresses and scripting ----------------------------------------------
 
@@ -126,6 +137,35 @@ class SlackApiServer(LoopbackServer):
     def script_webhook(self, status: int, body: str, *, count: int = 1) -> None:
         """Answer the next ``count`` incoming-webhook posts with ``status`` and ``body``."""
         self._webhook_replies.extend([(status, body)] * count)
+
+    def delete(self, channel_id: str, ts: str) -> None:
+        """Someone deleted the message: chat.update answers message_not_found."""
+        del self.messages[(channel_id, ts)]
+
+    def post_as_someone(self, channel_id: str, text: str) -> str:
+        """A message a person posted (the bot cannot update it); its ts."""
+        ts = self._next_ts()
+        self.messages[(channel_id, ts)] = {"text": text, "blocks": [], "ts": ts, "bot": False}
+        return ts
+
+    def replies(self, channel_id: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The messages in the thread of ``thread_ts``, in order."""
+        return [
+            message
+            for (channel, _), message in self.messages.items()
+            if channel == channel_id and message.get("thread_ts") == thread_ts
+        ]
+
+    def top_level(self, channel_id: str) -> list[dict[str, Any]]:
+        """The messages of a channel that are no reply, in order."""
+        return [
+            message
+            for (channel, _), message in self.messages.items()
+            if channel == channel_id and "thread_ts" not in message
+        ]
+
+    def _next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
 
     def calls_to(self, method: str) -> list[SlackCall]:
         return [call for call in self.calls if call.method == method]
@@ -186,6 +226,7 @@ class SlackApiServer(LoopbackServer):
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Answer]]:
         return {
             "chat.postMessage": self._post_message,
+            "chat.update": self._update,
             "users.lookupByEmail": self._lookup_by_email,
             "conversations.open": self._open,
             "auth.test": self._auth_test,
@@ -210,16 +251,46 @@ class SlackApiServer(LoopbackServer):
         blocks = params.get("blocks")
         if isinstance(blocks, str):
             blocks = json.loads(blocks)  # form-encoded calls send blocks as JSON text
-        if not text and not blocks:
-            return {"ok": False, "error": "no_text"}
-        if len(text) > 40_000:
-            return {"ok": False, "error": "msg_too_long"}
-        problems = block_problems(blocks) if blocks is not None else []
-        if problems:
-            return {"ok": False, "error": "invalid_blocks", "errors": problems}
-        ts = f"{int(time.time())}.{next(self._ts):06d}"
-        message = {"type": "message", "text": text, "blocks": blocks or [], "ts": ts}
+        refused = _content_problem(text, blocks)
+        if refused is not None:
+            return refused
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "text": text,
+            "blocks": blocks or [],
+            "ts": ts,
+        }
+        thread_ts = str(params.get("thread_ts") or "")
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.messages[(channel, ts)] = {**message, "bot": True}
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _update(self, params: dict[str, Any]) -> Answer:
+        # chat.update takes a conversation ID only: "#name" is channel_not_found.
+        channel = str(params.get("channel", ""))
+        known = set(self.channels.values()) | set(self.dms.values())
+        if channel not in known:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = str(params.get("ts", ""))
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if not message["bot"]:
+            return {"ok": False, "error": "cant_update_message"}
+        text = str(params.get("text") or "")
+        blocks = params.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        refused = _content_problem(text, blocks)
+        if refused is not None:
+            return refused
+        # Blocks not given are kept, as Slack documents.
+        message.update(text=text, blocks=message["blocks"] if blocks is None else blocks)
+        message["edited"] = True
+        shown = {key: value for key, value in message.items() if key != "bot"}
+        return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": shown}
 
     def _lookup_by_email(self, params: dict[str, Any]) -> Answer:
         email = str(params.get("email", "")).lower()
@@ -281,6 +352,18 @@ class SlackApiServer(LoopbackServer):
             return 400, "no_text", {}
         problems = block_problems(body["blocks"]) if "blocks" in body else []
         return (400, "invalid_blocks", {}) if problems else (200, "ok", {})
+
+
+def _content_problem(text: str, blocks: Any) -> Answer | None:
+    """Slack's refusal of a message's text and blocks, or None."""
+    if not text and not blocks:
+        return {"ok": False, "error": "no_text"}
+    if len(text) > 40_000:
+        return {"ok": False, "error": "msg_too_long"}
+    problems = block_problems(blocks) if blocks is not None else []
+    if problems:
+        return {"ok": False, "error": "invalid_blocks", "errors": problems}
+    return None
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

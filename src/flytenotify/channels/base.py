@@ -38,10 +38,24 @@ class SendResult:
     # email's Date): recorded as the attempt's start, so the message can be
     # built again from the ledger exactly as it was sent.
     sent_at: float | None = None
+    # The provider's id of the message sent (Slack channel/ts, a post id, a
+    # Message-ID...), and for one that continued a conversation the id of the
+    # conversation's first message it updated or followed. A delivery handed a
+    # ``thread`` that comes back without ``in_reply_to`` went out as a new first
+    # message (the first one was deleted): the conversation continues from it.
+    provider_message_id: str = ""
+    in_reply_to: str = ""
 
     @classmethod
-    def delivered(cls, reply: str) -> SendResult:
-        return cls(Outcome.DELIVERED, reply)
+    def delivered(
+        cls, reply: str, provider_message_id: str = "", in_reply_to: str = ""
+    ) -> SendResult:
+        return cls(
+            Outcome.DELIVERED,
+            reply,
+            provider_message_id=provider_message_id,
+            in_reply_to=in_reply_to,
+        )
 
     @classmethod
     def transient(cls, reply: str, retry_after: float | None = None) -> SendResult:
@@ -143,6 +157,18 @@ class DigestLine:
 
 def digest_lines(digest: Digest) -> list[DigestLine]:
     return [DigestLine.of(delivery) for delivery in digest.deliveries]
+
+
+def follows_earlier(delivery: Delivery) -> str | None:
+    """The execution whose earlier message ``delivery`` follows (its own, or the
+    failed one a recovery is about), when it continues a conversation: handed a
+    ``thread`` to send, or recorded as having followed one. None otherwise.
+
+    What a channel that cannot edit its first message says instead.
+    """
+    if delivery.thread is None and not delivery.in_reply_to:
+        return None
+    return delivery.follows or str(delivery.execution_id)
 
 
 def error_label(variables: Mapping[str, str]) -> str:
@@ -250,6 +276,12 @@ class ChannelSpec(Generic[C]):
     # naming every delivery the digest carries: whether the channel, as
     # configured, folds its deliveries into digests. Only then are they grouped.
     digests: Callable[[C], bool] | None = None
+    # Set when ``send`` honours ``Delivery.thread``: the deliveries of one
+    # execution to one destination are a conversation, its first message
+    # updated in place where the provider allows it (Slack, Mattermost,
+    # PagerDuty's dedup key), followed by messages that say what they follow
+    # where it does not (email's In-Reply-To, Teams, webhooks).
+    threads: bool = False
 
     # The configuration it is built with, from its section (None when absent)
     # and the whole ``Settings``, for a channel that needs more than its own

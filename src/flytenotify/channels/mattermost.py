@@ -26,6 +26,13 @@ followed by a zero-width joiner so that ``@channel`` or ``@all`` in an error
 notifies nobody. Posts are kept under Mattermost's :data:`MAX_POST_CHARS`
 by cutting the longest texts (in practice the error) first, visibly.
 Webhook URLs are credentials: only their hosts are ever shown.
+
+Conversations (REST API): the first message of an execution to a channel is
+posted; each later one updates that post in place
+(``PUT /api/v4/posts/{id}/patch``) to the latest state and replies in its
+thread (a post with ``root_id``). A post that is gone (404) is replaced by a
+new one, which the conversation follows from then on. An incoming webhook
+cannot edit: a later message is a new post that says what it follows.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,6 +83,7 @@ from flytenotify.channels.base import (
     always,
     digest_lines,
     error_label,
+    follows_earlier,
 )
 from flytenotify.channels.slack import headline
 from flytenotify.domain import Delivery, Digest
@@ -287,6 +296,34 @@ def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
     )
 
 
+def updated_text(delivery: Delivery) -> str:
+    """What a conversation's first post becomes when ``delivery`` follows it: the
+    execution's latest state; for a recovery, the first post as it was, marked recovered."""
+    thread = delivery.thread
+    if not delivery.is_recovery or thread is None or thread.root is None:
+        return mattermost_text(delivery)
+    recovered = f"\n\n**Recovered:** {_plain(delivery.message.subject)}"
+    return mattermost_text(thread.root, MAX_POST_CHARS - len(recovered)) + recovered
+
+
+_REPLY_TEXT = 4000  # characters of the message's text a reply in a thread shows
+
+
+def reply_text(delivery: Delivery) -> str:
+    """The reply in a conversation's thread saying what happened: the title and text."""
+    text = _plain(truncate(delivery.message.text.strip(), _REPLY_TEXT))
+    return f"{_title(delivery)}\n\n{text}".strip()
+
+
+def follow_up_note(execution: str) -> str:
+    """For a post that cannot update the first one: which one it follows."""
+    return f"_Follows the earlier message about {_plain(execution)}_"
+
+
+# A post id: 26 lower-case letters and digits (a webhook's post has none we know).
+_POST_ID = re.compile(r"[a-z0-9]{26}")
+
+
 def _props(delivery: Delivery) -> dict[str, str]:
     # Kept with the post: which delivery it was, to find duplicates after a crash.
     digest = delivery.digest
@@ -418,7 +455,13 @@ class MattermostChannel(ChannelDefaults):
         hook = self._hooks.get(delivery.recipient)
         if hook is None:
             return SendResult.permanent(f"no Mattermost webhook named {delivery.recipient!r}")
-        payload = {"text": mattermost_text(delivery), **hook.extra, "props": _props(delivery)}
+        text = mattermost_text(delivery)
+        thread = delivery.thread
+        earlier = follows_earlier(delivery)
+        if earlier is not None:  # a webhook cannot edit: say what this one follows
+            note = follow_up_note(earlier)
+            text = f"{note}\n\n{mattermost_text(delivery, MAX_POST_CHARS - len(note) - 2)}"
+        payload = {"text": text, **hook.extra, "props": _props(delivery)}
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         answer = await self._paced(
             hook.lane,
@@ -427,7 +470,10 @@ class MattermostChannel(ChannelDefaults):
             hook.url,
             hook.host,
         )
-        return self._outcome(answer, hook.lane, f"webhook {delivery.recipient} ({hook.host})")
+        result = self._outcome(answer, hook.lane, f"webhook {delivery.recipient} ({hook.host})")
+        if thread is not None and result.outcome is Outcome.DELIVERED:
+            return replace(result, in_reply_to=thread.root_id)
+        return result
 
     # -- REST API ------------------------------------------------------------------------
 
@@ -438,11 +484,18 @@ class MattermostChannel(ChannelDefaults):
             )
         team, _, channel = delivery.recipient.partition("/")
         channel_id = await self._channel_id(team, channel)
-        post = {
-            "channel_id": channel_id,
-            "message": mattermost_text(delivery),
-            "props": _props(delivery),
-        }
+        thread = delivery.thread
+        if thread is not None and _POST_ID.fullmatch(thread.root_id):
+            return await self._follow(delivery, channel_id, thread.root_id)
+        return await self._create_post(delivery, channel_id, mattermost_text(delivery))
+
+    async def _create_post(
+        self, delivery: Delivery, channel_id: str, message: str, root_id: str = ""
+    ) -> SendResult:
+        """``POST /api/v4/posts``: a new post, or a reply in ``root_id``'s thread."""
+        post = {"channel_id": channel_id, "message": message, "props": _props(delivery)}
+        if root_id:
+            post["root_id"] = root_id
         body = json.dumps(post, ensure_ascii=False).encode("utf-8")
         lane = f"mattermost:{delivery.recipient}"
         answer = await self._api_call("POST", "posts", body, lane=lane)
@@ -453,7 +506,25 @@ class MattermostChannel(ChannelDefaults):
             return result
         found = answer.json()
         post_id = found.get("id") if isinstance(found, dict) else None
-        return SendResult.delivered(f"{answer.status} post {post_id} in {delivery.recipient}")
+        where = f" (reply to {root_id})" if root_id else ""
+        reply = f"{answer.status} post {post_id} in {delivery.recipient}{where}"
+        return SendResult.delivered(reply, str(post_id or ""), root_id)
+
+    async def _follow(self, delivery: Delivery, channel_id: str, root_id: str) -> SendResult:
+        """Update the conversation's first post to the latest state, then reply in its
+        thread; a first post that is gone (404) is replaced by a new one."""
+        patch = json.dumps({"message": updated_text(delivery)}, ensure_ascii=False)
+        path = f"posts/{root_id}/patch"
+        answer = await self._api_call("PUT", path, patch.encode("utf-8"))
+        if answer.status == 404:
+            result = await self._create_post(delivery, channel_id, mattermost_text(delivery))
+            return replace(
+                result, reply=f"patch {root_id}: {answer.reply}; posted anew: {result.reply}"
+            )
+        updated = self._outcome(answer, API_LANE, f"patch of post {root_id}")
+        if updated.outcome is not Outcome.DELIVERED:
+            return updated
+        return await self._create_post(delivery, channel_id, reply_text(delivery), root_id)
 
     async def _channel_id(self, team: str, channel: str) -> str:
         key = f"{team}/{channel}"
@@ -617,4 +688,5 @@ CHANNEL: ChannelSpec[MattermostConfig] = ChannelSpec(
     route_order=10,
     allow_names=_AllowNames,
     digests=always,
+    threads=True,
 )

@@ -7,6 +7,11 @@ and ABORTED *trigger* an alert; SUCCEEDED *resolves* it. Both use the same
 so that the next successful run of a schedule closes the incident its failure
 opened; ``dedup = "execution"`` keys by execution instead.
 
+A conversation (the later events of an execution, its recovery by the next
+success of its launch plan) keeps the dedup key of its first event: a
+recovery resolves the very incident the failure triggered, whatever ``dedup``
+says. An event's id is its dedup key.
+
 PagerDuty answers 202 when it accepted the event, 400 for an event it will
 never accept, 429 and 5xx when it wants us back later.
 """
@@ -17,6 +22,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -39,6 +45,7 @@ from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
     ChannelDefaults,
     ChannelSpec,
+    Outcome,
     SendResult,
     SharedPacing,
     digest_lines,
@@ -103,6 +110,15 @@ def dedup_key(delivery: Delivery, mode: str) -> str:
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         key = f"{key[: MAX_DEDUP_KEY - len(digest) - 1]}#{digest}"
     return key
+
+
+def conversation_dedup_key(delivery: Delivery, mode: str) -> str:
+    """The key of the incident ``delivery`` is about: its conversation's first
+    event's, when it continues one, else :func:`dedup_key`."""
+    thread = delivery.thread
+    if thread is not None and thread.root_id and len(thread.root_id) <= MAX_DEDUP_KEY:
+        return thread.root_id
+    return dedup_key(delivery, mode)
 
 
 def _timestamp(text: str) -> str | None:
@@ -195,7 +211,7 @@ def pagerduty_event(
     event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "resolve" if resolves else "trigger",
-        "dedup_key": dedup_key(delivery, config.dedup),
+        "dedup_key": conversation_dedup_key(delivery, config.dedup),
         "client": "flytenotify",
     }
     console_url = delivery.message.variables.get("console_url", "")
@@ -284,7 +300,12 @@ class PagerDutyChannel(ChannelDefaults):
         retry_after = parse_retry_after(headers.get("Retry-After"))
         if status == 429:
             self._pacer.block(lane, retry_after or 1.0)
-        return http_status_result(status, reply, retry_after)
+        result = http_status_result(status, reply, retry_after)
+        if result.outcome is not Outcome.DELIVERED:
+            return result
+        thread = delivery.thread
+        in_reply_to = thread.root_id if thread is not None else ""
+        return replace(result, provider_message_id=event["dedup_key"], in_reply_to=in_reply_to)
 
     async def _post(self, body: str) -> tuple[int, Mapping[str, str], str]:
         async with self._http().post(
@@ -344,4 +365,5 @@ CHANNEL: ChannelSpec[PagerDutyConfig] = ChannelSpec(
     # One incident per launch plan: a storm's executions share it, and a digest
     # says how many. Per execution, each is its own incident: never folded.
     digests=lambda config: config.dedup == "launch_plan",
+    threads=True,
 )

@@ -12,6 +12,16 @@ Recipients (bot-token mode):
 In incoming-webhook mode (a ``webhook_url`` and no bot token) every message
 goes to the webhook's channel; the recipient is only logged.
 
+Conversations (bot-token mode): the first message of an execution to a
+conversation is posted; each later one (a retried run's failure, its
+recovery) updates that message in place (``chat.update``) to the latest
+state and adds a reply in its thread (``thread_ts``) saying what happened. A
+message that can no longer be updated (``message_not_found``,
+``cant_update_message``, ``edit_window_closed``: deleted, or past the
+workspace's edit window) is replaced by a new post, which the conversation
+follows from then on. A message's id is ``CHANNEL_ID/ts``. An incoming
+webhook cannot edit: a later message is a new post that names what it follows.
+
 Messages are Block Kit with a ``text`` fallback. Every value is escaped for
 mrkdwn (``&``, ``<``, ``>``) so ``<!channel>`` in an error pings nobody, and
 everything is cut to Slack's limits with a visible marker rather than letting
@@ -36,7 +46,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -65,6 +75,7 @@ from flytenotify.channels.base import (
     SharedPacing,
     always,
     error_label,
+    follows_earlier,
     plain_allow_forms,
 )
 from flytenotify.domain import Delivery, Digest, phase_name
@@ -163,6 +174,10 @@ PERMANENT_ERRORS = frozenset(
         "too_many_attachments",
     }
 )
+
+# chat.update's answers for a message that can no longer be updated: deleted,
+# not the bot's, or past the workspace's edit window. A new post takes its place.
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 # A 429 block closer than this is sat out inside send(); a longer one makes the
 # attempt return transient at once, leaving the wait to the engine's scheduler.
@@ -366,6 +381,43 @@ def digest_message(digest: Digest) -> dict[str, Any]:
     return {"text": truncate(fallback, MAX_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
+def updated_root(delivery: Delivery) -> dict[str, Any]:
+    """What a conversation's first message becomes when ``delivery`` follows it.
+
+    The execution's latest state; for a recovery (another execution, the one
+    that succeeded) the first message as it was, marked recovered.
+    """
+    thread = delivery.thread
+    if not delivery.is_recovery or thread is None or thread.root is None:
+        return slack_message(delivery)
+    message = slack_message(thread.root)
+    recovered = f":white_check_mark: *Recovered:* {escape_mrkdwn(delivery.message.subject)}"
+    block = {"type": "context", "elements": [_mrkdwn(truncate(recovered, MAX_FIELD))]}
+    blocks = [*message["blocks"][: MAX_BLOCKS - 1], block]
+    text = truncate(f"{message['text']}\n{escape_mrkdwn(delivery.message.subject)}", MAX_TEXT)
+    return {"text": text, "blocks": blocks}
+
+
+def thread_reply(delivery: Delivery) -> dict[str, Any]:
+    """The reply in a conversation's thread saying what happened: the headline and text."""
+    return {"text": slack_message(delivery)["text"]}
+
+
+def follow_up_note(execution: str) -> str:
+    """For a post that cannot update the first message: which one it follows."""
+    return f"_Follows the earlier message about {escape_mrkdwn(execution)}_"
+
+
+_MESSAGE_ID = re.compile(r"([CGD][A-Z0-9]{6,})/(\d+\.\d+)")
+
+
+def _split_id(message_id: str) -> tuple[str, str] | None:
+    """``CHANNEL_ID/ts`` as its parts, or None for an id of another form (a first
+    message sent through an incoming webhook has none Slack would know)."""
+    found = _MESSAGE_ID.fullmatch(message_id)
+    return (found.group(1), found.group(2)) if found else None
+
+
 # --------------------------------------------------------------------------
 # Incoming webhooks' answers
 # --------------------------------------------------------------------------
@@ -429,6 +481,10 @@ class _Stop(Exception):
     def __init__(self, result: SendResult) -> None:
         super().__init__(result.reply)
         self.result = result
+
+
+class _Gone(Exception):
+    """The message to update can no longer be updated (:data:`MESSAGE_GONE`)."""
 
 
 def _slack_error(err: SlackApiError) -> str:
@@ -501,22 +557,54 @@ class SlackChannel(ChannelDefaults):
                 f"not a Slack channel (#name or ID) or email address: {delivery.recipient!r}"
             )
         try:
-            channel = await self._conversation(recipient)
-            response = await self._call(
-                channel,
-                self._config.per_channel_interval,
-                "chat.postMessage",
-                lambda: self._web.chat_postMessage(
-                    channel=channel, unfurl_links=False, unfurl_media=False, **message
-                ),
-            )
+            lane = await self._conversation(recipient)
+            root = _split_id(delivery.thread.root_id) if delivery.thread is not None else None
+            if root is not None:
+                return await self._follow(delivery, lane, *root)
+            return await self._post(lane, lane, message)
         except _Stop as stop:
             if recipient.kind != "channel" and stop.result.outcome is Outcome.PERMANENT:
                 self._forget(recipient)  # the person may have changed: look up afresh
             raise
-        return SendResult.delivered(
-            f"chat.postMessage ok: channel={response.get('channel')} ts={response.get('ts')}"
+
+    async def _post(
+        self, lane: str, channel: str, message: dict[str, Any], thread_ts: str | None = None
+    ) -> SendResult:
+        """``chat.postMessage`` in ``lane``'s pacing slot: a new message, or a reply."""
+        response = await self._call(
+            lane,
+            self._config.per_channel_interval,
+            "chat.postMessage",
+            lambda: self._web.chat_postMessage(
+                channel=channel,
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+                **message,
+            ),
         )
+        posted, ts = response.get("channel"), response.get("ts")
+        where = f" thread_ts={thread_ts}" if thread_ts else ""
+        reply = f"chat.postMessage ok: channel={posted} ts={ts}{where}"
+        sent_as = f"{posted}/{ts}" if posted and ts else ""
+        in_reply_to = f"{posted}/{thread_ts}" if thread_ts and posted else ""
+        return SendResult.delivered(reply, sent_as, in_reply_to)
+
+    async def _follow(self, delivery: Delivery, lane: str, channel: str, ts: str) -> SendResult:
+        """Update the conversation's first message to the latest state, then reply in
+        its thread; a first message that is gone is replaced by a new post."""
+        update = updated_root(delivery)
+        try:
+            await self._call(
+                _method_key("chat.update"),
+                0.0,
+                "chat.update",
+                lambda: self._web.chat_update(channel=channel, ts=ts, **update),
+            )
+        except _Gone as gone:
+            result = await self._post(lane, channel, slack_message(delivery))
+            return replace(result, reply=f"chat.update: {gone}; posted anew: {result.reply}")
+        return await self._post(lane, channel, thread_reply(delivery), thread_ts=ts)
 
     async def _conversation(self, recipient: _Recipient) -> str:
         if recipient.kind == "channel":
@@ -583,6 +671,8 @@ class SlackChannel(ChannelDefaults):
             reply = f"{method}: next free slot for {key} in {busy.wait:.1f}s (Slack rate limit)"
             raise _Stop(SendResult.transient(reply, retry_after=busy.wait)) from None
         except SlackApiError as err:
+            if method == "chat.update" and _slack_error(err) in MESSAGE_GONE:
+                raise _Gone(_slack_error(err)) from None
             raise _Stop(self._api_error(method, key, err)) from None
         except Exception as err:  # a malformed answer must not crash the dispatcher either
             if not isinstance(err, aiohttp.ClientError | TimeoutError | OSError):
@@ -610,6 +700,11 @@ class SlackChannel(ChannelDefaults):
 
     async def _send_webhook(self, delivery: Delivery, message: dict[str, Any]) -> SendResult:
         key = "incoming-webhook"  # one webhook posts to one channel
+        thread = delivery.thread
+        earlier = follows_earlier(delivery)
+        if earlier is not None:  # a webhook cannot edit: say what this one follows
+            note = {"type": "context", "elements": [_mrkdwn(follow_up_note(earlier))]}
+            message = {**message, "blocks": [note, *message["blocks"]][:MAX_BLOCKS]}
         log.debug("slack: webhook post for recipient %s", delivery.recipient)
         interval = self._config.per_channel_interval
         try:
@@ -624,6 +719,8 @@ class SlackChannel(ChannelDefaults):
         )
         if response.status_code == 429:
             self._pacer.block(key, result.retry_after or 1.0)
+        if thread is not None and result.outcome is Outcome.DELIVERED:
+            return replace(result, in_reply_to=thread.root_id)
         return result
 
     # -- lifecycle --------------------------------------------------------------
@@ -690,4 +787,5 @@ CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
     test_kind="slack",
     allow_forms=_allow_forms,
     digests=always,
+    threads=True,
 )

@@ -17,6 +17,10 @@ Otherwise 2xx is delivered, 408/429/5xx are transient (``Retry-After``
 honoured), other 4xx (400 bad card, 404 no such webhook, 413 too large) are
 permanent with Teams' answer in the reply. Redirects are not followed.
 
+A webhook cannot edit a card it posted: a later message of a conversation
+(the same execution, or its recovery) is a new card that says which
+execution's earlier message it follows.
+
 The URL is the credential: only its host is ever logged or shown. Teams
 accepts messages up to about 28 KB and throttles a webhook sending more than
 4 requests a second, so every message is kept under :data:`MAX_PAYLOAD_BYTES`
@@ -30,6 +34,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -61,11 +66,13 @@ from flytenotify.channels.base import (
     ChannelDefaults,
     ChannelSpec,
     DigestLine,
+    Outcome,
     SendResult,
     SharedPacing,
     always,
     digest_lines,
     error_label,
+    follows_earlier,
     named_target,
 )
 from flytenotify.domain import Delivery, Digest, phase_name
@@ -173,6 +180,10 @@ def adaptive_card(
     body: list[dict[str, Any]] = [
         _text(title, weight="Bolder", size="Large", color=_COLOURS.get(delivery.phase, "default"))
     ]
+    earlier = follows_earlier(delivery)
+    if earlier is not None:  # a webhook cannot edit its card: say which one this follows
+        note = f"Follows the earlier message about {escape_markdown(earlier)}"
+        body.insert(0, _text(note, isSubtle=True, size="Small"))
     if message.text.strip():
         keep = len(message.text) if text_keep is None else text_keep
         body.append(_text(_paragraphs(truncate(message.text, keep))))
@@ -396,6 +407,9 @@ class TeamsChannel(ChannelDefaults):
         result = webhook_answer(status, reason, scrub_url(text, hook.url), retry_after, hook.legacy)
         if throttled(status, text):
             self._pacer.block(hook.lane, retry_after or 1.0)
+        thread = delivery.thread
+        if thread is not None and result.outcome is Outcome.DELIVERED:
+            return replace(result, in_reply_to=thread.root_id)
         return result
 
     async def _post(self, hook: _Webhook, body: bytes) -> tuple[int, str, Mapping[str, str], str]:
@@ -450,4 +464,5 @@ CHANNEL: ChannelSpec[dict[str, TeamsTarget]] = ChannelSpec(
     route_order=10,
     allow_names=lambda targets: targets,
     digests=always,
+    threads=True,
 )

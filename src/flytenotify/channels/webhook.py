@@ -16,6 +16,10 @@ The signature is ``HMAC-SHA256(secret, f"{t}.{raw_body}")``; receivers check it
 with :func:`verify_signature`, which also rejects stale timestamps (replays).
 A target without a secret is sent unsigned (no signature header).
 
+A later message of a conversation (the same execution's, or a recovery's)
+names the earlier one it follows in ``follows``: its ``delivery_id`` and
+execution. The receiver can thread them; nothing is edited.
+
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hmac
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,9 +54,11 @@ from flytenotify.channels._http import (
 from flytenotify.channels.base import (
     ChannelDefaults,
     ChannelSpec,
+    Outcome,
     SendResult,
     SharedPacing,
     always,
+    follows_earlier,
     named_target,
 )
 from flytenotify.domain import Delivery, Digest, phase_name
@@ -241,7 +248,19 @@ def webhook_payload(delivery: Delivery) -> dict[str, Any]:
         "subject": delivery.message.subject,
         "text": delivery.message.text,
         "variables": dict(variables),
+        "follows": _follows(delivery),
     }
+
+
+def _follows(delivery: Delivery) -> dict[str, str] | None:
+    """The earlier message of its conversation this one follows: that message's
+    ``delivery_id`` and the execution it was about; None for a first message."""
+    thread = delivery.thread
+    root = thread.root_id if thread is not None else delivery.in_reply_to
+    earlier = follows_earlier(delivery)
+    if not root or earlier is None:
+        return None
+    return {"delivery_id": root.removeprefix("single:"), "execution": earlier}
 
 
 DIGEST_SCHEMA = "flytenotify.digest/v1"
@@ -374,7 +393,13 @@ class WebhookChannel(ChannelDefaults):
                 answer = await response.read()
         except TRANSPORT_ERRORS as err:
             return SendResult.transient(describe_aiohttp_error(err, target.timeout))
-        return self._result(response, answer)
+        result = self._result(response, answer)
+        if result.outcome is not Outcome.DELIVERED:
+            return result
+        # Its id is the delivery id the receiver got (a later message's follows names it).
+        thread = delivery.thread
+        in_reply_to = thread.root_id if thread is not None else ""
+        return replace(result, provider_message_id=delivery_id, in_reply_to=in_reply_to)
 
     @staticmethod
     def _result(response: aiohttp.ClientResponse, answer: bytes) -> SendResult:
@@ -425,4 +450,5 @@ CHANNEL: ChannelSpec[dict[str, WebhookTarget]] = ChannelSpec(
     route_order=10,
     allow_names=lambda targets: targets,
     digests=always,
+    threads=True,
 )

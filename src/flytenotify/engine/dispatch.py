@@ -39,9 +39,17 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from flytenotify.channels import registry
 from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
-from flytenotify.domain import DEFAULT_GROUP_RULE, Delivery, DeliveryStatus, Digest, phase_name
+from flytenotify.domain import (
+    DEFAULT_GROUP_RULE,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Thread,
+    phase_name,
+)
 from flytenotify.engine.inflight import AimdRule, InflightLimiter, signal_of
 from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal, route
 from flytenotify.store.base import (
@@ -64,6 +72,9 @@ _RENEWALS_PER_LEASE = 3
 # far beyond any clock skew between replicas), looked for this often.
 _GROUP_KEEP_S = 3600.0
 _PRUNE_EVERY_S = 600.0
+# How soon a message tries again while another delivery is sending the first
+# message of its conversation (usually done within a second).
+_FIRST_MESSAGE_WAIT = 2.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -418,11 +429,12 @@ class Dispatcher:
     async def _attempt(self, flight: _Flight) -> None:
         delivery = flight.delivery
         try:
-            prepared = self._prepare(delivery)
+            prepared = await self._ready(delivery)
             if isinstance(prepared, SendResult):
                 result, started = prepared, time.time()
             else:
                 result, started = await self._send_in_slot(flight, *prepared)
+                await self._note_first_message(prepared[1], result)
             members = delivery.members
             if self._observer is not None:
                 for member in members:
@@ -474,6 +486,71 @@ class Dispatcher:
         finally:
             guard.cancel()
             self._inflight.release(ticket, signal_of(result))
+
+    async def _ready(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
+        """The channel and the delivery as it is to be sent (routed, in its
+        conversation), or why it is not sent now."""
+        prepared = self._prepare(delivery)
+        if isinstance(prepared, SendResult):
+            return prepared
+        channel, routed = prepared
+        joined = await self._join_conversation(routed)
+        return joined if isinstance(joined, SendResult) else (channel, joined)
+
+    # -- conversations -----------------------------------------------------------
+
+    def _converses(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` (routed) is part of its execution's conversation with
+        its destination: a single message over a channel that threads them."""
+        spec = registry.get(delivery.channel)
+        return delivery.digest is None and spec is not None and spec.threads
+
+    async def _join_conversation(self, delivery: Delivery) -> Delivery | SendResult:
+        """``delivery`` as its conversation has it sent: as the first message, or
+        with the ``thread`` it updates or follows; or, while another delivery is
+        sending the first message, the wait for it."""
+        if not self._converses(delivery):
+            return delivery
+        key = delivery.conversation
+        try:
+            conversation = await self.store.join_conversation(key, delivery.id)
+            if conversation.root_delivery == delivery.id:
+                return delivery
+            if conversation.thread is None:
+                # Sent once the first message is (or taken over if its send
+                # fails): two messages at once would both be first.
+                return SendResult.transient(
+                    f"waiting for delivery {conversation.root_delivery} to send the first"
+                    " message of this conversation",
+                    retry_after=_FIRST_MESSAGE_WAIT,
+                )
+            root = await self.store.get_delivery(conversation.root_delivery)
+        except Exception as error:
+            log.warning("could not read conversation %s: %r", key, error)
+            return SendResult.transient(
+                f"the ledger could not say what this message follows: {error!r}"
+            )
+        return replace(delivery, thread=Thread(conversation.thread, root))
+
+    async def _note_first_message(self, delivery: Delivery, result: SendResult) -> None:
+        """Record a conversation's first message once it is sent: what later ones follow.
+
+        A delivery that was handed a thread and went out without following it
+        sent a new first message (the old one was deleted): it is recorded too.
+        """
+        if result.outcome is not Outcome.DELIVERED or not self._converses(delivery):
+            return
+        if delivery.thread is not None and result.in_reply_to:
+            return
+        thread = result.provider_message_id or f"single:{delivery.idempotency_key}"
+        try:
+            await self.store.conversation_sent(delivery.conversation, delivery.id, thread)
+        except Exception as error:
+            # Its delivery is delivered with no id recorded: the conversation's next
+            # message takes it over and starts a new one.
+            log.warning(
+                "could not record the first message of %s: %r", delivery.conversation, error
+            )
 
     def _prepare(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
         """The channel and the (routed) delivery to send, or why it cannot be sent."""
@@ -543,6 +620,8 @@ class Dispatcher:
             next_attempt_at=next_at,
             message_id=message[0],
             message_size=message[1],
+            provider_message_id=result.provider_message_id,
+            in_reply_to=result.in_reply_to,
         )
 
     async def _flush(self) -> None:

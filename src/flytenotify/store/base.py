@@ -63,6 +63,7 @@ class NewDelivery:
     message: RenderedMessage
     group_key: str | None = None  # None: never folded into a digest
     silence_id: int | None = None  # a silence in effect holds it: recorded silenced
+    follows: str = ""  # a recovery's: the failed execution whose conversation it joins
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,31 @@ class Completion:
     next_attempt_at: float | None  # for RETRYING
     message_id: str = ""  # the message that carried it: single:<key> or digest:<uuid>
     message_size: int = 1  # how many executions that message carried
+    provider_message_id: str = ""  # the provider's id of what it went out as
+    in_reply_to: str = ""  # the conversation's first message it updated or followed
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The deliveries of one execution to one destination: who sends the first message.
+
+    ``thread`` is the provider's id of that message once it was sent; None while
+    ``root_delivery`` is sending it (``root_status`` is that delivery's status).
+    """
+
+    root_delivery: int
+    thread: str | None
+    root_status: DeliveryStatus | None
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """The failures of a launch plan since its last success, and where the last
+    one that notified anybody went (its deliveries, delivered)."""
+
+    failures: int
+    last_failure: ExecutionId
+    deliveries: tuple[Delivery, ...]
 
 
 @dataclass(frozen=True)
@@ -232,6 +258,28 @@ class Store(Protocol):
 
     async def release(self, owner: str) -> int:
         """Drop every lease ``owner`` holds (graceful stop); returns how many."""
+        ...
+
+    # -- conversations: one message per execution and destination ----------
+
+    async def join_conversation(self, key: str, delivery_id: int) -> Conversation:
+        """The conversation ``key``, opened with ``delivery_id`` as its first message
+        when nobody opened it, or when its first message is not sent and not being
+        sent (its delivery failed and waits for a retry, or is dead).
+
+        Atomic across replicas: of several joining at once, exactly one is the first.
+        """
+        ...
+
+    async def conversation_sent(self, key: str, delivery_id: int, thread: str) -> None:
+        """``delivery_id`` sent the first message of ``key`` (or a new one in place of
+        a deleted one); ``thread`` is its provider id, what later messages follow."""
+        ...
+
+    async def failure_streak(self, plan: str, look_back: int) -> FailureStreak | None:
+        """The failures of ``plan`` ("project/domain/name") since its last success,
+        among its ``look_back`` latest ended executions, when one of them notified
+        anybody; None otherwise."""
         ...
 
     async def prune_groups(self, closed_before: float) -> int:

@@ -235,7 +235,8 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
 
 def execution_columns(execution: Execution) -> tuple[Any, ...]:
     """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
-    notifications, created_at, notifications_source, lookup_error, rules."""
+    notifications, created_at, notifications_source, lookup_error, rules, plan."""
+    plan = execution.launch_plan
     return (
         execution.id.project,
         execution.id.domain,
@@ -247,6 +248,9 @@ def execution_columns(execution: Execution) -> tuple[Any, ...]:
         execution.source.value,
         execution.lookup_error,
         dump_rules(execution.rules),
+        # Its launch plan (or task) without the version: a streak of failures
+        # does not stop at a new version.
+        f"{plan.project}/{plan.domain}/{plan.name}" if plan is not None else None,
     )
 
 
@@ -282,6 +286,9 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         message_id=row["message_id"] or "",
         message_size=int(row["message_size"] or 0),
         silence_id=int(row["silence_id"]) if row["silence_id"] is not None else None,
+        provider_message_id=row["provider_message_id"] or "",
+        in_reply_to=row["in_reply_to"] or "",
+        follows=row["follows"] or "",
     )
 
 
@@ -339,7 +346,7 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
     """A ``deliveries`` row as enqueued: idempotency_key, project, domain, name, phase,
     notification_index, kind, channel, recipient, message, launch_plan, status
     (silenced when a silence holds it), created_at, updated_at, next_attempt_at
-    (due at once), group_key, silence_id."""
+    (due at once), group_key, silence_id, follows."""
     execution_id = write.event.execution_id
     held = delivery.silence_id is not None
     return (
@@ -360,6 +367,7 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
         now,
         delivery.group_key,
         delivery.silence_id,
+        delivery.follows or None,
     )
 
 

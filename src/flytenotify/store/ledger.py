@@ -13,7 +13,15 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flytenotify.domain import PAUSED, Delivery, EntityId, ExecutionEvent, ExecutionId
+from flytenotify.domain import (
+    FAILURE_PHASES,
+    PAUSED,
+    Delivery,
+    EntityId,
+    ExecutionEvent,
+    ExecutionId,
+)
+from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import (
     Completion,
     DeliveryFilter,
@@ -221,6 +229,24 @@ def held_completions(
         if attempts is not None:
             held.append((completion, attempts + 1))
     return held
+
+
+# -- recoveries ----------------------------------------------------------------------------
+
+
+def failures_since_success(
+    ended: Iterable[tuple[ExecutionId, int]],
+) -> list[tuple[ExecutionId, int]]:
+    """Of a launch plan's ended executions (latest first, with their phases), the
+    failures before the latest success: FAILED, TIMED_OUT and ABORTED count; a
+    phase that is neither (Flyte 2's RECOVERED) neither counts nor ends the streak."""
+    streak: list[tuple[ExecutionId, int]] = []
+    for execution_id, phase in ended:
+        if phase == WorkflowExecutionPhase.SUCCEEDED:
+            break
+        if phase in FAILURE_PHASES:
+            streak.append((execution_id, phase))
+    return streak
 
 
 # -- queries --------------------------------------------------------------------------------

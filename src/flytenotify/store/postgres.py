@@ -140,7 +140,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
-    """The batch as the ten column arrays the ``complete`` query unnests."""
+    """The batch as the twelve column arrays the ``complete`` query unnests."""
     rows = [
         (
             c.delivery_id,
@@ -154,10 +154,12 @@ def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
             c.outcome,
             c.message_id,
             c.message_size,
+            c.provider_message_id,
+            c.in_reply_to,
         )
         for c in completions
     ]
-    return _columns(rows, 10)
+    return _columns(rows, 12)
 
 
 def _rowcount(status: str) -> int:
@@ -553,6 +555,9 @@ class PostgresStore(SQLStore):
         del now  # leases are judged by the database's clock
         return await self._change(Q["hold_deliveries"], (silence_id, list(delivery_ids), reply))
 
+    def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
+        return (key, delivery_id)  # times from the database's clock
+
     # -- pacing ------------------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
@@ -605,7 +610,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
     keys = sorted(executions)
     rows = [codec.execution_columns(executions[key]) for key in keys]
-    await conn.execute(Q["insert_executions"], *_columns(rows, 10))
+    await conn.execute(Q["insert_executions"], *_columns(rows, 11))
     locked = await conn.fetch(Q["lock_executions"], *_columns(keys, 3))
     phases = {(r["project"], r["domain"], r["name"]): r["terminal_phase"] for r in locked}
     plan = ledger.plan_intake(writes, phases)
@@ -619,7 +624,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
     ]
     inserted: dict[str, int] = {}
     if deliveries:
-        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 17))
+        returned = await conn.fetch(Q["insert_deliveries"], *_columns(deliveries, 18))
         inserted = {r["idempotency_key"]: int(r["id"]) for r in returned}
     events = [
         codec.event_columns(write.event, now, outcome.value)

@@ -29,7 +29,7 @@ from flytenotify.domain import (
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
-from flytenotify.store.base import DeliveryFilter, InboxMessage
+from flytenotify.store.base import Conversation, DeliveryFilter, FailureStreak, InboxMessage
 from flytenotify.store.queries import Queries
 
 Row = Mapping[str, Any]
@@ -169,6 +169,45 @@ class SQLStore(ABC):
     async def list_attempts(self, delivery_id: int) -> list[Attempt]:
         rows = await self._fetch(self.queries["list_attempts"], (delivery_id,))
         return [codec.attempt_from_row(row) for row in rows]
+
+    # -- conversations -------------------------------------------------------------------
+
+    async def join_conversation(self, key: str, delivery_id: int) -> Conversation:
+        # Two statements, no transaction: whatever the upsert decided (this
+        # delivery first, or another), the select reads it once committed.
+        await self._change(self.queries["join_conversation"], self._join_args(key, delivery_id))
+        row = await self._fetch_one("select_conversation", (key,))
+        assert row is not None  # just opened, and conversations are never deleted
+        status = row["root_status"]
+        return Conversation(
+            root_delivery=int(row["root_delivery"]),
+            thread=row["thread"],
+            root_status=DeliveryStatus(status) if status is not None else None,
+        )
+
+    def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
+        """The arguments of ``join_conversation``: leases are judged by the
+        store's clock (PostgreSQL's is in the statement)."""
+        return (key, delivery_id, codec.now(), codec.now())
+
+    async def conversation_sent(self, key: str, delivery_id: int, thread: str) -> None:
+        args = (delivery_id, thread, codec.now(), key)
+        await self._change(self.queries["conversation_sent"], args)
+
+    async def failure_streak(self, plan: str, look_back: int) -> FailureStreak | None:
+        rows = await self._fetch(self.queries["plan_executions"], (plan, look_back))
+        ended = [
+            (ExecutionId(row["project"], row["domain"], row["name"]), int(row["terminal_phase"]))
+            for row in rows
+        ]
+        streak = ledger.failures_since_success(ended)
+        for execution_id, phase in streak:  # latest first: the last that notified anybody
+            key = ledger.execution_key(execution_id)
+            found = await self._fetch(self.queries["delivered_for_phase"], (*key, phase))
+            if found:
+                deliveries = tuple(codec.delivery_from_row(row) for row in found)
+                return FailureStreak(len(streak), execution_id, deliveries)
+        return None
 
     async def prune_groups(self, closed_before: float) -> int:
         return await self._change(self.queries["prune_groups"], (closed_before,))

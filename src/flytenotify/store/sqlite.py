@@ -432,6 +432,8 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
                 c.next_attempt_at,
                 c.message_id,
                 c.message_size,
+                c.provider_message_id,
+                c.in_reply_to,
                 c.finished_at,
                 c.delivery_id,
             )

@@ -379,6 +379,7 @@ else:
             "message",
             "launch_plan",
             "digest",
+            "thread",
         },
         show={
             "execution": (str, lambda d: str(d.execution_id)),
@@ -400,7 +401,14 @@ else:
     DeliveryDetail = view(
         Delivery,
         name="DeliveryDetail",
-        hide={"idempotency_key", "execution_id", "notification_index", "launch_plan", "digest"},
+        hide={
+            "idempotency_key",
+            "execution_id",
+            "notification_index",
+            "launch_plan",
+            "digest",
+            "thread",
+        },
         show={
             "execution": (str, lambda d: str(d.execution_id)),
             "phase": (str, lambda d: phase_name(d.phase)),

@@ -38,6 +38,7 @@ from pydantic import Field, SecretStr, field_validator
 from flytenotify.channels._pacing import Busy, Pacer
 from flytenotify.channels.base import (
     ChannelSpec,
+    Outcome,
     SendResult,
     SharedPacing,
     Unreachable,
@@ -47,7 +48,9 @@ from flytenotify.channels.email.mime import (
     address_problem,
     encode_message,
     envelope_recipients,
+    follows,
     message_content,
+    message_id,
     parse_address,
 )
 from flytenotify.channels.email.pool import (
@@ -208,7 +211,17 @@ class EmailChannel:
             rcpt_to = [b"TO:" + _envelope(address) for address in envelope_recipients(delivery)]
         except ValueError as exc:
             return SendResult.permanent(f"message not sent: {exc}")
-        return dataclasses.replace(await self._paced(rcpt_to, payload), sent_at=sent_at)
+        result = await self._paced(rcpt_to, payload)
+        if result.outcome is not Outcome.DELIVERED:
+            return dataclasses.replace(result, sent_at=sent_at)
+        digest = delivery.digest
+        key = digest.id if digest is not None else delivery.idempotency_key
+        return dataclasses.replace(
+            result,
+            sent_at=sent_at,
+            provider_message_id=message_id(key),
+            in_reply_to=follows(delivery),
+        )
 
     async def _paced(self, rcpt_to: list[bytes], payload: bytes) -> SendResult:
         if not self._config.max_per_minute:
@@ -448,4 +461,5 @@ CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
     route_order=90,  # the fallback: asked after every channel with its own API
     allow_entry_problem=_allow_entry_problem,
     digests=always,
+    threads=True,
 )

@@ -17,6 +17,10 @@ message retried after a crash carries the same id (the receiving side can drop
 the duplicate) and the console shows the very bytes the relay was given. No
 value from a delivery can add a header: CR/LF in a subject is folded to spaces
 and a recipient that is not one plain address is refused (:func:`parse_address`).
+
+A later message of a conversation (the same execution's, a recovery's) names
+its first one's Message-ID in ``In-Reply-To`` and ``References``, so mail
+clients show them as one thread (:func:`follows`).
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None
         # "+0000", not formatdate()'s "GMT": RFC 5322 calls named zones obsolete.
         f"Date: {format_datetime(date)}\r\n"
         f"Message-ID: {message_id(key)}\r\n"
+        f"{_threading(delivery)}"
         # Auto-Submitted (RFC 3834) and the Exchange header stop vacation auto-replies.
         "Auto-Submitted: auto-generated\r\n"
         "X-Auto-Response-Suppress: All\r\n"
@@ -180,6 +185,26 @@ def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+# A Message-ID as this module writes them (and RFC 5322's msg-id, simply): one
+# line, no spaces or brackets inside.
+_MSG_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+
+
+def follows(delivery: Delivery) -> str:
+    """The Message-ID of the first message of ``delivery``'s conversation when it
+    follows one (handed to the channel as ``thread``, or recorded in the ledger,
+    for the message built again as it was sent), else empty."""
+    root = delivery.thread.root_id if delivery.thread is not None else delivery.in_reply_to
+    return root if _MSG_ID.fullmatch(root) else ""
+
+
+def _threading(delivery: Delivery) -> str:
+    """In-Reply-To and References (RFC 5322 section 3.6.4): mail clients show the
+    message in the thread of the conversation's first one."""
+    root = follows(delivery)
+    return f"In-Reply-To: {root}\r\nReferences: {root}\r\n" if root else ""
 
 
 def _addressed(delivery: Delivery) -> str:

@@ -30,8 +30,8 @@ SELECT * FROM launch_plans AS lp
 -- An execution as created; an existing one is kept as it is (its notifications
 -- were frozen when it was created).
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error, rules)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+                        notifications_source, lookup_error, rules, plan)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
 
 -- name: select_execution
 SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
@@ -158,3 +158,31 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 -- name: schema_version
 SELECT COALESCE(MAX(version), 0) FROM schema_migrations;
+
+-- name: select_conversation
+-- A conversation's first delivery, the provider's id of its message (NULL
+-- while it is being sent) and that delivery's status.
+SELECT c.root_delivery, c.thread, d.status AS root_status FROM conversations AS c
+  LEFT JOIN deliveries AS d ON d.id = c.root_delivery
+ WHERE c.conversation = ?;
+
+-- name: conversation_sent
+-- A conversation's first message was sent (or a new one, when the old one was
+-- deleted): the delivery that sent it and its provider id.
+-- Parameters: delivery id, provider id, now, key.
+UPDATE conversations SET root_delivery = ?, thread = ?, updated_at = ? WHERE conversation = ?;
+
+-- name: plan_executions
+-- The ended executions of one launch plan (a Flyte 2 task), latest first.
+-- Parameters: the plan ("project/domain/name"), how many.
+SELECT project, domain, name, terminal_phase FROM executions
+ WHERE plan = ? AND terminal_phase IS NOT NULL
+ ORDER BY terminal_at DESC LIMIT ?;
+
+-- name: delivered_for_phase
+-- What an execution's phase delivered, its recoveries of others left out.
+-- Parameters: project, domain, name, phase.
+SELECT * FROM deliveries
+ WHERE project = ? AND domain = ? AND name = ? AND phase = ? AND status = 'delivered'
+   AND follows IS NULL
+ ORDER BY id;

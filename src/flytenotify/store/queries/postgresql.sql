@@ -42,9 +42,9 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
 -- A batch's executions (each once, in key order so that two batches take the
 -- rows' locks in the same order); existing ones are kept as they are.
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error, rules)
+                        notifications_source, lookup_error, rules, plan)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::double precision[], $8::text[], $9::text[], $10::text[])
+                     $7::double precision[], $8::text[], $9::text[], $10::text[], $11::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: lock_executions
@@ -76,16 +76,17 @@ UPDATE executions AS e SET terminal_phase = moved.phase, terminal_at = {{now}}
 -- written is skipped and returns nothing.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key, silence_id)
+                        next_attempt_at, group_key, silence_id, follows)
 SELECT key, project, domain, name, phase, notification_index, kind, channel, recipient, message,
-       launch_plan, status, created_at, updated_at, next_attempt_at, group_key, silence_id
+       launch_plan, status, created_at, updated_at, next_attempt_at, group_key, silence_id, follows
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
               $13::double precision[], $14::double precision[], $15::double precision[],
-              $16::text[], $17::bigint[])
+              $16::text[], $17::bigint[], $18::text[])
        WITH ORDINALITY AS d (key, project, domain, name, phase, notification_index, kind,
                              channel, recipient, message, launch_plan, status, created_at,
-                             updated_at, next_attempt_at, group_key, silence_id, position)
+                             updated_at, next_attempt_at, group_key, silence_id, follows,
+                             position)
  ORDER BY position
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, idempotency_key;
@@ -175,14 +176,18 @@ RETURNING d.*;
 WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
                          $5::double precision[], $6::double precision[],
-                         $7::double precision[], $8::text[], $9::text[], $10::int[])
+                         $7::double precision[], $8::text[], $9::text[], $10::int[],
+                         $11::text[], $12::text[])
            AS b(id, owner, status, reply, delay, started_at, finished_at, outcome,
-                message_id, message_size)
+                message_id, message_size, provider_message_id, in_reply_to)
 ), done AS (
     UPDATE deliveries AS d
        SET status = batch.status, attempts = d.attempts + 1, last_reply = batch.reply,
            next_attempt_at = {{now}} + batch.delay,
            message_id = batch.message_id, message_size = batch.message_size,
+           provider_message_id = COALESCE(NULLIF(batch.provider_message_id, ''),
+                                          d.provider_message_id),
+           in_reply_to = COALESCE(NULLIF(batch.in_reply_to, ''), d.in_reply_to),
            lease_owner = NULL, lease_until = NULL, updated_at = {{now}}
       FROM batch
      WHERE d.id = batch.id AND d.lease_owner = batch.owner
@@ -297,6 +302,26 @@ RETURNING p.next_at - $2 - (SELECT at FROM now) AS wait;
 -- No slot of key $1 starts within $2 seconds.
 INSERT INTO pacing AS p (key, next_at) VALUES ($1, {{clock}} + $2)
 ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(p.next_at, excluded.next_at);
+
+-- name: join_conversation
+-- Open a conversation with the delivery given as its first message. One whose
+-- first message is not sent yet is taken over when its delivery is not being
+-- sent now: it failed and waits for a retry (no lease), is dead, or was
+-- delivered with no id recorded; that delivery then follows the new first
+-- message when it is retried. Of two replicas racing, one inserts; the
+-- other's upsert waits for that row, then finds it open and its delivery
+-- leased. Leases are judged by the database's clock. Parameters: key,
+-- delivery id.
+INSERT INTO conversations AS c (conversation, root_delivery, thread, updated_at)
+VALUES ($1, $2, NULL, {{now}})
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE c.thread IS NULL
+   AND c.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = c.root_delivery
+                  AND (d.status IN ('dead', 'delivered')
+                       OR d.lease_until IS NULL OR d.lease_until < {{now}}));
 
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON

@@ -25,8 +25,8 @@ UPDATE executions SET terminal_phase = ?, terminal_at = ?
 -- One row at a time: executemany cannot return the ids.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key, silence_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_attempt_at, group_key, silence_id, follows)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
 
 -- name: pending_channel_after
@@ -99,8 +99,12 @@ SELECT id, lease_owner, attempts FROM deliveries
  WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'retrying');
 
 -- name: write_outcome
+-- A failed attempt keeps the provider ids an earlier one recorded ('' leaves them).
 UPDATE deliveries SET status = ?, attempts = attempts + 1, last_reply = ?, next_attempt_at = ?,
-       message_id = ?, message_size = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+       message_id = ?, message_size = ?,
+       provider_message_id = COALESCE(NULLIF(?, ''), provider_message_id),
+       in_reply_to = COALESCE(NULLIF(?, ''), in_reply_to),
+       lease_owner = NULL, lease_until = NULL, updated_at = ?
  WHERE id = ?;
 
 -- name: close_group_at
@@ -165,6 +169,22 @@ RETURNING next_at - ?;
 -- No slot of a key starts before the time given. Parameters: key, until.
 INSERT INTO pacing (key, next_at) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET next_at = MAX(next_at, excluded.next_at);
+
+-- name: join_conversation
+-- Open a conversation with the delivery given as its first message. One whose
+-- first message is not sent yet is taken over when its delivery is not being
+-- sent now: it failed and waits for a retry (no lease), is dead, or was
+-- delivered with no id recorded; that delivery then follows the new first
+-- message when it is retried. Parameters: key, delivery id, now, now.
+INSERT INTO conversations (conversation, root_delivery, thread, updated_at) VALUES (?, ?, NULL, ?)
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE conversations.thread IS NULL
+   AND conversations.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = conversations.root_delivery
+                  AND (d.status IN ('dead', 'delivered')
+                       OR d.lease_until IS NULL OR d.lease_until < ?));
 
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON
