@@ -11,9 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from flytenotify.domain import (
+    ActionKind,
+    ActionOutcome,
+    ActionRecord,
+    Actor,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -80,6 +85,26 @@ class EventWrite:
 class EventResult:
     outcome: EventOutcome
     delivery_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewAction:
+    """An action to record: what was asked, by whom, and what came of it.
+
+    ``decision`` is set when it decides (done, or answered elsewhere): the
+    store then writes it only if no action decided the same thing before.
+    """
+
+    execution_id: ExecutionId
+    action: ActionKind
+    actor: Actor
+    outcome: ActionOutcome
+    requested_at: datetime
+    target: str = ""
+    value: bool | int | float | str | None = None
+    detail: str = ""
+    result: str = ""
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +307,21 @@ class Store(Protocol):
 
     async def advance_watch_position(self, source: str, position: float) -> None:
         """Move ``source``'s position to ``position`` if that is later."""
+        ...
+
+    # -- actions on Flyte (the audit trail) --------------------------------
+
+    async def record_action(self, action: NewAction) -> tuple[ActionRecord, bool]:
+        """Write ``action``; with a decision key already taken, write nothing and return
+        the action that took it. Whether ``action`` was written."""
+        ...
+
+    async def decided_action(self, decision: str) -> ActionRecord | None:
+        """The action that decided ``decision``, if one did."""
+        ...
+
+    async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        """The execution's actions, in the order they were asked."""
         ...
 
     # -- queries ----------------------------------------------------------

@@ -278,6 +278,15 @@ class PostgresStore(SQLStore):
             self.space.wrote()
         return changed
 
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        async def write(conn: Conn) -> list[Row]:
+            return [dict(row) for row in await conn.fetch(sql, *args)]
+
+        rows = await self._run(write, transaction=False)
+        if rows:
+            self.space.wrote()
+        return rows
+
     def _require_pool(self, migrating: bool = False) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None or not (self._migrated or migrating):
             raise StoreUnavailable(
@@ -582,5 +591,5 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         codec.event_columns(write.event, now, outcome.value)
         for write, outcome in zip(writes, plan.outcomes, strict=True)
     ]
-    await conn.execute(Q["insert_events"], *_columns(events, 9))
+    await conn.execute(Q["insert_events"], *_columns(events, 10))
     return plan.event_results(writes, inserted)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flytenotify.domain import (
+    ActionRecord,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -28,7 +29,7 @@ from flytenotify.domain import (
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
-from flytenotify.store.base import DeliveryFilter, InboxMessage
+from flytenotify.store.base import DeliveryFilter, InboxMessage, NewAction
 from flytenotify.store.queries import Queries
 
 Row = Mapping[str, Any]
@@ -44,6 +45,10 @@ class SQLStore(ABC):
     @abstractmethod
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
         """Run one writing statement in a transaction of its own; how many rows it changed."""
+
+    @abstractmethod
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """Run one writing statement in a transaction of its own; the rows it returned."""
 
     async def _fetch_one(self, name: str, args: Sequence[Any]) -> Row | None:
         rows = await self._fetch(self.queries[name], args)
@@ -88,6 +93,28 @@ class SQLStore(ABC):
 
     async def advance_watch_position(self, source: str, position: float) -> None:
         await self._change(self.queries["advance_watch_position"], (source, position, codec.now()))
+
+    # -- actions on Flyte -----------------------------------------------------------------------
+
+    async def record_action(self, action: NewAction) -> tuple[ActionRecord, bool]:
+        rows = await self._change_returning(
+            self.queries["insert_action"], codec.action_columns(action)
+        )
+        if rows:
+            return codec.action_from_row(rows[0]), True
+        assert action.decision is not None  # only a decision can conflict
+        first = await self.decided_action(action.decision)
+        if first is None:  # decided, then gone: no path deletes actions
+            raise RuntimeError(f"action decision {action.decision!r} vanished")
+        return first, False
+
+    async def decided_action(self, decision: str) -> ActionRecord | None:
+        row = await self._fetch_one("decided_action", (decision,))
+        return codec.action_from_row(row) if row else None
+
+    async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        rows = await self._fetch(self.queries["list_actions"], ledger.execution_key(execution_id))
+        return [codec.action_from_row(row) for row in rows]
 
     # -- the dev inbox -----------------------------------------------------------------------
 

@@ -124,6 +124,9 @@ class SQLiteStore(SQLStore):
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
         return await self._write(lambda conn: conn.execute(sql, args).rowcount)
 
+    async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        return await self._write(lambda conn: conn.execute(sql, args).fetchall())
+
     async def open(self, *, retry: bool = True) -> None:
         del retry  # a file: nothing to wait for (the write lock has its own timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)

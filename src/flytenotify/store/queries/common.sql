@@ -117,6 +117,22 @@ DELETE FROM console_sessions WHERE expires_at <= ?;
 -- name: list_events
 SELECT * FROM events WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
 
+-- name: insert_action
+-- One action and what came of it. A row that decides (its decision key set)
+-- is written once: a second one for the same decision writes nothing and
+-- returns no row, and the caller reads the first.
+INSERT INTO actions (project, domain, name, action, target, value, actor, proof, outcome, detail,
+                     result, requested_at, decision)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (decision) DO NOTHING RETURNING *;
+
+-- name: decided_action
+SELECT * FROM actions WHERE decision = ?;
+
+-- name: list_actions
+-- An execution's actions in the order they were asked.
+SELECT * FROM actions WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
+
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
