@@ -24,11 +24,15 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
+from flytenotify.actions import ActionAnswer, Actions
 from flytenotify.channels import registry
 from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreachable
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
+    ActionKind,
+    ActionRecord,
+    Actor,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -158,6 +162,7 @@ class Notifier:
         )
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self.actions = Actions(self.store, self.settings)
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -179,6 +184,7 @@ class Notifier:
             await channel.close()
         if self.lookup is not None:
             await self.lookup.close()
+        await self.actions.close()
         await self.store.close()
 
     # -- registering ---------------------------------------------------------------
@@ -465,6 +471,39 @@ class Notifier:
             # Nothing is written: the caller retries the whole batch later.
             raise failures[0]
         return found
+
+    # -- acting on Flyte ------------------------------------------------------------
+
+    async def act(
+        self,
+        execution_id: ExecutionId,
+        action: ActionKind | str,
+        actor: Actor,
+        *,
+        signal_id: str = "",
+        value: Any = None,
+        from_text: bool = False,
+    ) -> ActionAnswer:
+        """Do ``action`` (approve, reject, signal, relaunch, recover, abort) on an execution
+        for ``actor``, recorded in the ledger; or answer with the decision an earlier
+        request made (``new`` False). ``signal_id`` names the gate to answer (a Flyte 1
+        signal id; a Flyte 2 condition, by its action's name or its own), ``value`` what a
+        ``signal`` sends (JSON types; ``from_text`` reads them from text).
+
+        Raises :class:`InputError` naming the field (a wrong value for the gate's
+        type), :class:`~flytenotify.errors.Forbidden` for an actor ``[actions]`` does
+        not allow, :class:`UnknownReference` for an unknown execution or gate,
+        :class:`~flytenotify.errors.UpstreamRefused` when Flyte refuses and
+        :class:`~flytenotify.errors.UpstreamUnavailable` when it cannot be reached;
+        each of them recorded first (flytenotify.actions).
+        """
+        return await self.actions.act(
+            execution_id, action, actor, target=signal_id, value=value, from_text=from_text
+        )
+
+    async def action_history(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        """Every action asked on the execution, in order, whatever came of it."""
+        return await self.actions.history(execution_id)
 
     # -- dispatching ---------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """A loopback FlyteAdmin for tests: real gRPC on 127.0.0.1, and an OAuth2 token endpoint.
 
 :class:`FlyteAdminServer` serves flyteidl's ``AdminService`` (``GetExecution``,
-``RelaunchExecution``, ``RecoverExecution``), ``SignalService`` (``ListSignals``,
-``SetSignal``) and ``AuthMetadataService`` (``GetOAuth2Metadata``,
+``RelaunchExecution``, ``RecoverExecution``, ``TerminateExecution``), ``SignalService``
+(``ListSignals``, ``SetSignal``) and ``AuthMetadataService`` (``GetOAuth2Metadata``,
 ``GetPublicClientConfig``) with the servicer base classes flyteidl ships, on a
 gRPC server with its own threads, so it serves async tests and synchronous ones
 (a CLI run by ``CliRunner``) alike. Optionally TLS (a certificate from the test CA) and
@@ -50,6 +50,7 @@ from typing import Any, Self
 import grpc
 from aiohttp import web
 from flyteidl.admin import execution_pb2, signal_pb2
+from flyteidl.core import execution_pb2 as core_execution_pb2
 from flyteidl.core import identifier_pb2, types_pb2
 from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc, signal_pb2_grpc
 from google.protobuf import timestamp_pb2
@@ -71,6 +72,10 @@ STOP_GRACE = 1.0
 # FlyteAdmin's execution names (validation/execution_validator.go): a Kubernetes label.
 EXECUTION_NAME = re.compile(r"^[a-z][a-z\-0-9]*$")
 EXECUTION_NAME_LENGTH = 63
+_TERMINAL_PHASES = frozenset(
+    core_execution_pb2.WorkflowExecution.Phase.Value(name)
+    for name in ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT")
+)
 
 
 def admin_execution(
@@ -232,6 +237,27 @@ class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             context,
             lambda: self.server._launch_again(request.id, request.name, "RELAUNCH"),
         )
+
+    def TerminateExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(
+            self.server, "TerminateExecution", request, context, lambda: self._terminate(request)
+        )
+
+    def _terminate(self, request: Any) -> Any:
+        ident = request.id
+        found = self.server.state.executions.get(
+            ExecutionId(ident.project, ident.domain, ident.name)
+        )
+        if found is None:
+            raise _Refused(grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {ident}")
+        if found.closure.phase in _TERMINAL_PHASES:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "Cannot abort an already terminated workflow execution",
+            )
+        found.closure.phase = core_execution_pb2.WorkflowExecution.ABORTED
+        found.closure.abort_metadata.cause = request.cause
+        return execution_pb2.ExecutionTerminateResponse()
 
     def RecoverExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
         return _serve(
