@@ -316,6 +316,10 @@ class Actions:
             )
         return False
 
+    def flyteadmin(self) -> Any:
+        """The FlyteAdmin client actions use (made on first use): also the gate watch's."""
+        return self._flyteadmin()
+
     def _flyteadmin(self) -> Any:
         if self.settings.flyteadmin is None:
             raise _Refuse(

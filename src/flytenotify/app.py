@@ -30,6 +30,7 @@ from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreacha
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
+    PAUSED,
     ActionKind,
     ActionRecord,
     Actor,
@@ -40,6 +41,7 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    GateReached,
     LaunchPlan,
     LedgerState,
     NamedKind,
@@ -51,6 +53,7 @@ from flytenotify.engine import resolve
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
 from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
+from flytenotify.engine.waiting import plan_waiting_deliveries
 from flytenotify.errors import Conflict, InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
@@ -60,6 +63,7 @@ from flytenotify.intake.events import (
     event_from_json,
     event_from_proto,
 )
+from flytenotify.intake.gates import GateWatch
 from flytenotify.intake.limits import check_named_rule, recipient_problems, template_problems
 from flytenotify.store import store_for_url
 from flytenotify.store.base import (
@@ -68,6 +72,7 @@ from flytenotify.store.base import (
     EventResult,
     EventWrite,
     InboxMessage,
+    NewDelivery,
     Store,
 )
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -163,6 +168,7 @@ class Notifier:
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.actions = Actions(self.store, self.settings)
+        self._gates: GateWatch | None = None
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -379,9 +385,7 @@ class Notifier:
         writes = []
         for event in events:
             execution = executions[event.execution_id]
-            # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
-            plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
-            deliveries = plan(execution, event, self.settings, self.dev_inbox)
+            deliveries = _planner(execution, event)(execution, event, self.settings, self.dev_inbox)
             writes.append(EventWrite(event, execution, deliveries))
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
@@ -390,6 +394,25 @@ class Notifier:
             if result.outcome is EventOutcome.NO_NOTIFICATIONS:  # once: a replay is a duplicate
                 _log_no_notifications(write)
         return results
+
+    async def execution_for(self, event: ExecutionEvent) -> Execution:
+        """The execution ``event`` would be recorded with (the ledger's, a registered launch
+        plan's, FlyteAdmin's): what the gate watch judges a node event by."""
+        return (await self._executions_for([event], {}))[event.execution_id]
+
+    # -- Flyte 1 gates -------------------------------------------------------------
+
+    def waits_for_gates(self) -> bool:
+        """Whether a ``[waiting.*]`` rule wants to hear of Flyte 1 gates."""
+        return bool(self.settings.waiting)
+
+    async def gates_reached(self, reached: Sequence[GateReached]) -> int:
+        """Announce the gates these node events may have reached, once per gate
+        (flytenotify.intake.gates); how many were announced now."""
+        if self._gates is None:
+            admin = self.actions.flyteadmin()
+            self._gates = GateWatch(self.settings, self, admin.signals)
+        return await self._gates.reached(reached)
 
     async def _executions_for(
         self, events: Sequence[ExecutionEvent], known: Mapping[ExecutionId, Execution]
@@ -692,6 +715,19 @@ def build_lookup(settings: Settings) -> ExecutionLookup | None:
     from flytenotify.flyteadmin import FlyteAdmin
 
     return FlyteAdmin(settings.flyteadmin)
+
+
+def _planner(execution: Execution, event: ExecutionEvent) -> Planner:
+    """Who plans ``event``'s deliveries: a Flyte 2 run's own rules, the ``[waiting.*]``
+    rules for a Flyte 1 gate, or a Flyte 1 execution's notifications."""
+    if execution.rules:
+        return plan_run_deliveries
+    if event.phase == PAUSED:
+        return plan_waiting_deliveries
+    return resolve.plan_deliveries
+
+
+Planner = Callable[[Execution, ExecutionEvent, Settings, bool], list[NewDelivery]]
 
 
 def _log_no_notifications(write: EventWrite) -> None:

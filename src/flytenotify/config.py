@@ -539,6 +539,7 @@ class Settings(Section):
                 sections[spec.section] = spec.from_settings(sections[spec.section], settings)
         settings.__pydantic_extra__ = sections | intake.sections
         settings._allowed_names_exist()
+        settings._waiting_can_ask()
         return settings
 
     def channel(self, name: str) -> Any:
@@ -570,6 +571,23 @@ class Settings(Section):
         """Whether channel ``name`` has what it needs to send."""
         spec = registry.get(name)
         return spec is not None and spec.is_configured(self.channel(name))
+
+    def _waiting_can_ask(self) -> None:
+        # Which gates wait is FlyteAdmin's to say (ListSignals).
+        if self.waiting and self.flyteadmin is None:
+            raise ValidationError.from_exception_data(
+                "Settings",
+                [
+                    _value_error(
+                        ("waiting",),
+                        sorted(self.waiting),
+                        ValueError(
+                            "needs [flyteadmin]: which gates wait is asked of FlyteAdmin"
+                            " (SignalService.ListSignals)"
+                        ),
+                    )
+                ],
+            )
 
     def _allowed_names_exist(self) -> None:
         # A misspelt name would refuse every delivery it was meant to allow.

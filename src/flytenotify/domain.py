@@ -155,6 +155,17 @@ class PausedAction:
         return cls(**{f.name: str(data.get(f.name, "")) for f in dataclasses.fields(cls)})
 
 
+@dataclass(frozen=True)
+class GateReached:
+    """A Flyte 1 node that may be a gate waiting for a person (a node event said so):
+    which signals wait is FlyteAdmin's to say."""
+
+    execution_id: ExecutionId
+    node_id: str
+    node_name: str  # flytekit names a gate node after its signal id
+    occurred_at: datetime
+
+
 class ValueKind(enum.StrEnum):
     """The values a person can give a gate: Flyte's simple literal types, as Python names them.
 

@@ -418,9 +418,13 @@ class FlyteAdminServer:
             queue = self.state.failures.setdefault(method, deque())
             queue.extend([(code, details)] * count)
 
-    def reach_gates(self, execution_id: ExecutionId, template: Any) -> list[str]:
-        """FlytePropeller reaches every gate node of ``template`` (a ``core.WorkflowTemplate``):
-        each one's signal is created (GetOrCreateSignal), pending. The signal ids, in order."""
+    def reach_gates(
+        self, execution_id: ExecutionId, template: Any, only: Iterable[str] | None = None
+    ) -> list[str]:
+        """FlytePropeller reaches the gate nodes of ``template`` (a ``core.WorkflowTemplate``;
+        those of the signal ids ``only`` names, or all): each one's signal is created
+        (GetOrCreateSignal), pending. The signal ids, in order."""
+        wanted = set(only) if only is not None else None
         made: list[str] = []
         with self.state.lock:
             for node in template.nodes:
@@ -435,6 +439,8 @@ class FlyteAdminServer:
                     signal_id, kind = gate.signal.signal_id, gate.signal.type
                 else:
                     continue  # a sleep: no signal
+                if wanted is not None and signal_id not in wanted:
+                    continue
                 key = (execution_id, signal_id)
                 if key not in self.state.signals:
                     self.state.signals[key] = signal_pb2.Signal(
