@@ -356,3 +356,54 @@ async def test_an_execution_nobody_can_ask_about_is_unknown(tmp_path: Path) -> N
     async with Notifier(settings) as notifier:
         with pytest.raises(UnknownReference, match="no Flyte can be asked"):
             await notifier.act(RUN, "relaunch", ALICE)
+
+
+# -- requests at once ------------------------------------------------------------------------
+
+
+async def test_requests_at_once_send_one_answer(admin: FlyteAdminServer, tmp_path: Path) -> None:
+    settings = settings_for(admin, tmp_path)
+    # Two replicas (each its own Notifier on the one ledger), and two people clicking.
+    async with Notifier(settings) as one, Notifier(settings) as two:
+        answers = await asyncio.gather(
+            one.act(RUN, "approve", ALICE, signal_id="approve-deploy"),
+            two.act(RUN, "reject", BOB, signal_id="approve-deploy"),
+            one.act(RUN, "reject", BOB, signal_id="approve-deploy"),
+        )
+        history = await one.action_history(RUN)
+    assert sum(answer.new for answer in answers) == 1
+    assert len(admin.requests_to("SetSignal")) == 1
+    [decided] = [a.record for a in answers if a.new]
+    assert decided.outcome is ActionOutcome.DONE
+    held = [a.record for a in answers if not a.new]
+    assert all(r.decision == decided.decision for r in held)  # pending or done: the same one
+    assert [r.outcome for r in history] == [ActionOutcome.DONE]
+
+
+async def test_a_decision_held_by_a_stopped_process_is_let_go(
+    notifier: Notifier, admin: FlyteAdminServer
+) -> None:
+    from flytenotify.actions import PENDING_FOR
+    from flytenotify.store.base import NewAction
+
+    long_ago = datetime.fromtimestamp(datetime.now(UTC).timestamp() - PENDING_FOR - 1, UTC)
+    decision = f"{RUN}/gate/approve-deploy"
+    stuck = NewAction(RUN, ActionKind.APPROVE, BOB, ActionOutcome.PENDING, long_ago,
+                      target="approve-deploy", value=True, decision=decision)  # fmt: skip
+    await notifier.store.record_action(stuck)
+    answer = await notifier.act(RUN, "approve", ALICE, signal_id="approve-deploy")
+    assert answer.new
+    assert answer.record.outcome is ActionOutcome.DONE
+    first, second = await notifier.action_history(RUN)
+    assert (first.outcome, first.decision) == (ActionOutcome.FAILED, None)
+    assert "abandoned" in first.detail
+    assert second.decision == decision
+    # One held now (not long ago) is not let go.
+    fresh = NewAction(RUN, ActionKind.RELAUNCH, BOB, ActionOutcome.PENDING, datetime.now(UTC),
+                      decision=f"{RUN}/relaunch")  # fmt: skip
+    await notifier.store.record_action(fresh)
+    waiting = await notifier.act(RUN, "relaunch", ALICE)
+    assert not waiting.new
+    assert waiting.record.outcome is ActionOutcome.PENDING
+    assert waiting.record.summary().startswith("being relaunched by email:bob@example.com since")
+    assert admin.requests_to("RelaunchExecution") == []

@@ -11,9 +11,11 @@ of it:
   execution's project/domain is refused (recorded as refused, 403);
 - **one decision each**: a gate is answered once (approve, reject and signal
   share its decision), an execution relaunched, recovered or aborted once. The
-  decision is a unique key in the ledger: a repeat, a replay or a second
-  replica finds the first decision and changes nothing ("already approved by
-  X at T"). Relaunch and recover give the new execution a name derived from
+  decision is a unique key in the ledger, taken (``pending``) before Flyte is
+  asked: a repeat, a replay or a second replica, at once or later, finds it
+  and changes nothing ("already approved by X at T", or "being approved by X");
+  a request whose process stopped mid-way lets go of it after
+  :data:`PENDING_FOR` seconds. Relaunch and recover give the new execution a name derived from
   the old one, so Flyte itself refuses a second one (ALREADY_EXISTS), even
   when flytenotify died between asking and recording;
 - **the value is checked against the gate's type before anything is sent**
@@ -39,6 +41,7 @@ final refusal is recorded as failed and raises
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hashlib
 import math
@@ -83,6 +86,9 @@ __all__ = [
 
 GateValue = bool | int | float | str
 MAX_TEXT_VALUE = 4096  # characters of a str gate's value
+# Seconds a request may hold a decision while Flyte is asked: longer, its process
+# stopped before Flyte answered, and the decision is let go (the row kept as failed).
+PENDING_FOR = 120.0
 INT64 = (-(2**63), 2**63 - 1)
 _ROOT = "a0"  # a Flyte 2 run's root action
 _ENDED_RUN = frozenset(
@@ -205,6 +211,23 @@ class _Request:
     from_text: bool
 
 
+def _new(
+    request: _Request, outcome: ActionOutcome, *, detail: str = "", decision: str | None = None
+) -> NewAction:
+    value = request.value if isinstance(request.value, GateValue) else None
+    return NewAction(
+        request.execution_id,
+        request.action,
+        request.actor,
+        outcome,
+        datetime.now(UTC),
+        target=request.target,
+        value=value,
+        detail=detail,
+        decision=decision,
+    )
+
+
 class Actions:
     """Acting on Flyte for people, each request recorded (see the module doc)."""
 
@@ -241,52 +264,70 @@ class Actions:
         _check_shape(kind, target, value)
         request = _Request(execution_id, kind, actor, target, value, from_text)
         decision = _decision(execution_id, kind, target)
-        earlier = await self.store.decided_action(decision)
+        earlier = await self._earlier(decision)
         if earlier is not None:
             return ActionAnswer(earlier, new=False)
+        if not self.settings.actions.permits(actor, kind, execution_id):
+            refusal = Forbidden(Problem("actor", _not_allowed(request)))
+            await self._record(request, ActionOutcome.REFUSED, str(refusal))
+            raise refusal
+        # The decision is held before Flyte is asked: a second request now, on any
+        # replica, finds it and sends nothing.
+        held, written = await self.store.record_action(
+            _new(request, ActionOutcome.PENDING, decision=decision)
+        )
+        if not written:
+            return ActionAnswer(held, new=False)
+        return ActionAnswer(await self._carry_out(request, held, decision), new=True)
+
+    async def _earlier(self, decision: str) -> ActionRecord | None:
+        """The request that holds or took ``decision``; one pending so long its process
+        must have stopped lets go of it."""
+        earlier = await self.store.decided_action(decision)
+        if earlier is None or earlier.outcome is not ActionOutcome.PENDING:
+            return earlier
+        cutoff = datetime.now(UTC).timestamp() - PENDING_FOR
+        if await self.store.abandon_action(decision, cutoff):
+            return None
+        return await self.store.decided_action(decision)
+
+    async def _carry_out(
+        self, request: _Request, held: ActionRecord, decision: str
+    ) -> ActionRecord:
+        """Ask Flyte, and write what came of it over the held row."""
+        value = request.value if isinstance(request.value, GateValue) else None
         try:
-            if not self.settings.actions.permits(actor, kind, execution_id):
-                raise _Refuse(Forbidden(Problem("actor", _not_allowed(request))))
             decided = await self._decide(request)
         except _Refuse as refusal:
-            await self._record(request, ActionOutcome.REFUSED, str(refusal.error))
+            await self._finish(held, ActionOutcome.REFUSED, str(refusal.error), value)
             raise refusal.error from None
         except UpstreamRefused as refused:
-            await self._record(request, ActionOutcome.FAILED, f"Flyte refused it: {refused}")
+            await self._finish(held, ActionOutcome.FAILED, f"Flyte refused it: {refused}", value)
             raise
         except UpstreamUnavailable as unavailable:
-            await self._record(request, ActionOutcome.FAILED, str(unavailable))
+            await self._finish(held, ActionOutcome.FAILED, str(unavailable), value)
             raise
-        record, written = await self.store.record_action(
-            NewAction(
-                execution_id,
-                kind,
-                actor,
-                decided.outcome,
-                datetime.now(UTC),
-                target=target,
-                value=decided.value,
-                detail=decided.detail,
-                result=decided.result,
-                decision=decision,
+        except BaseException as stopped:  # cancelled, or a fault of ours: let the decision go
+            await asyncio.shield(
+                self._finish(held, ActionOutcome.FAILED, f"stopped: {stopped!r}", value)
             )
+            raise
+        return await self.store.finish_action(
+            held.id,
+            decided.outcome,
+            detail=decided.detail,
+            result=decided.result,
+            value=decided.value,
+            decision=decision,
         )
-        return ActionAnswer(record, new=written)
+
+    async def _finish(
+        self, held: ActionRecord, outcome: ActionOutcome, detail: str, value: GateValue | None
+    ) -> None:
+        await self.store.finish_action(held.id, outcome, detail=detail, value=value)
 
     async def _record(self, request: _Request, outcome: ActionOutcome, detail: str) -> None:
-        value = request.value if isinstance(request.value, GateValue) else None
-        await self.store.record_action(
-            NewAction(
-                request.execution_id,
-                request.action,
-                request.actor,
-                outcome,
-                datetime.now(UTC),
-                target=request.target,
-                value=value,
-                detail=detail,
-            )
-        )
+        await self.store.record_action(_new(request, outcome, detail=detail))
 
     # -- which Flyte ----------------------------------------------------------------------
 

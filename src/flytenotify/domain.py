@@ -219,6 +219,7 @@ _PAST = {
 
 
 class ActionOutcome(enum.StrEnum):
+    PENDING = "pending"  # being asked of Flyte now: the decision is held for this request
     DONE = "done"  # Flyte took it
     ANSWERED = "answered"  # answered (or ended) elsewhere already: nothing was sent
     REFUSED = "refused"  # refused by flytenotify: not allowed, a wrong value, not possible
@@ -265,6 +266,8 @@ class ActionRecord:
     def summary(self) -> str:
         """One line: ``approved by slack:U1 at 2025-...``, or why nothing was done."""
         when = self.requested_at.isoformat(timespec="seconds")
+        if self.outcome is ActionOutcome.PENDING:
+            return f"being {self.action.past} by {self.actor} since {when}"
         if self.outcome is ActionOutcome.DONE:
             done = f"{self.action.past} by {self.actor} at {when}"
             return f"{done}: {self.result}" if self.result else done

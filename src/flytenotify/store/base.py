@@ -316,8 +316,26 @@ class Store(Protocol):
         the action that took it. Whether ``action`` was written."""
         ...
 
+    async def finish_action(
+        self,
+        action_id: int,
+        outcome: ActionOutcome,
+        *,
+        detail: str = "",
+        result: str = "",
+        value: bool | int | float | str | None = None,
+        decision: str | None = None,
+    ) -> ActionRecord:
+        """Write what came of a pending action; ``decision`` None frees its key."""
+        ...
+
+    async def abandon_action(self, decision: str, pending_before: float) -> bool:
+        """Free ``decision`` if the request holding it has been pending since before
+        ``pending_before`` (Unix seconds): its row is kept as failed."""
+        ...
+
     async def decided_action(self, decision: str) -> ActionRecord | None:
-        """The action that decided ``decision``, if one did."""
+        """The action that holds or took ``decision``, if one does."""
         ...
 
     async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:

@@ -363,6 +363,11 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
     )
 
 
+def dump_value(value: bool | int | float | str | None) -> str | None:
+    """A gate's value as the ledger keeps it (JSON), or NULL."""
+    return _dumps(value) if value is not None else None
+
+
 def action_columns(action: NewAction) -> tuple[Any, ...]:
     """An ``actions`` row as inserted: project, domain, name, action, target, value, actor,
     proof, outcome, detail, result, requested_at, decision."""
@@ -372,7 +377,7 @@ def action_columns(action: NewAction) -> tuple[Any, ...]:
         action.execution_id.name,
         action.action.value,
         action.target,
-        _dumps(action.value) if action.value is not None else None,
+        dump_value(action.value),
         action.actor.identity,
         action.actor.proof,
         action.outcome.value,

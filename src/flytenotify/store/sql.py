@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flytenotify.domain import (
+    ActionOutcome,
     ActionRecord,
     Attempt,
     Delivery,
@@ -107,6 +108,25 @@ class SQLStore(ABC):
         if first is None:  # decided, then gone: no path deletes actions
             raise RuntimeError(f"action decision {action.decision!r} vanished")
         return first, False
+
+    async def finish_action(
+        self,
+        action_id: int,
+        outcome: ActionOutcome,
+        *,
+        detail: str = "",
+        result: str = "",
+        value: bool | int | float | str | None = None,
+        decision: str | None = None,
+    ) -> ActionRecord:
+        value_json = codec.dump_value(value)
+        args = (outcome.value, detail, result, value_json, decision, action_id)
+        rows = await self._change_returning(self.queries["finish_action"], args)
+        return codec.action_from_row(rows[0])
+
+    async def abandon_action(self, decision: str, pending_before: float) -> bool:
+        changed = await self._change(self.queries["abandon_action"], (decision, pending_before))
+        return changed > 0
 
     async def decided_action(self, decision: str) -> ActionRecord | None:
         row = await self._fetch_one("decided_action", (decision,))

@@ -420,8 +420,11 @@ class _Api:
             signal_id=getattr(body, "signal_id", ""),
             value=getattr(body, "value", None),
         )
-        new = done.new and done.record.outcome is ActionOutcome.DONE
-        return answer(s.ActionView.of(done.record), 201 if new else 200)
+        if done.record.outcome is ActionOutcome.PENDING:
+            status = 202  # another request holds the decision and is asking Flyte now
+        else:
+            status = 201 if done.new and done.record.outcome is ActionOutcome.DONE else 200
+        return answer(s.ActionView.of(done.record), status)
 
     async def list_actions(self, request: Request) -> Response:
         execution_id = ExecutionId(*_path_id(request))
@@ -674,6 +677,8 @@ OPERATIONS: list[Operation] = [
         _Api.act,
         {201: ("Done now", s.ActionView),
          200: ("Decided before (the first decision, unchanged), or answered elsewhere",
+               s.ActionView),
+         202: ("Another request holds the decision and is asking Flyte now (pending)",
                s.ActionView)},
         (400, 401, 403, 404, 413, 415, 502, 503), body={JSON: s.ActionBody}, path_params=_IDS,
     ),

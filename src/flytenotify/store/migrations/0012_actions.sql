@@ -13,15 +13,17 @@ ALTER TABLE events ADD COLUMN paused TEXT;
 -- value         the value sent to a gate (JSON), NULL otherwise
 -- actor, proof  who asked ("slack:U123", "api-token:3f2a...") and how that was
 --               proven ("api-token", "local"...)
--- outcome       done (Flyte took it) | answered (the gate was answered, or the
+-- outcome       pending (being asked of Flyte: the decision is held for it) |
+--               done (Flyte took it) | answered (the gate was answered, or the
 --               run ended, elsewhere: nothing sent) | refused (by flytenotify:
 --               not allowed, a value of the wrong type, not possible) | failed
 --               (Flyte refused it or could not be reached; detail says what it said)
 -- detail        why, in one line; result: what Flyte made (a relaunched execution)
--- decision      set on the one row that decided a gate or an action on the whole
---               execution (done or answered), unique: a second request for the
---               same decision finds it and changes nothing; NULL on the rows
---               that decided nothing (refused, failed), which are kept for the trail
+-- decision      set on the one row that decides a gate or an action on the whole
+--               execution (pending, then done or answered), unique: taken before
+--               Flyte is asked, so a second request for the same decision, at once
+--               or later, on any replica, finds it and changes nothing; NULL on the
+--               rows that decided nothing (refused, failed), kept for the trail
 CREATE TABLE actions (
     id           {{id}},
     project      TEXT NOT NULL,
