@@ -234,3 +234,20 @@ def test_the_node_event_made_here_is_what_propeller_reports() -> None:
     event = gates.gate_node_event(RUN, NODES["approve-deploy"], at=datetime.now(UTC))
     assert (event.spec_node_id, event.node_name) == ("n1", "approve-deploy")
     assert event.WhichOneof("target_metadata") is None
+
+
+async def test_the_gates_still_waiting_are_those_no_action_decided(
+    admin: FlyteAdminServer, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    from flytenotify.domain import Actor
+
+    allow = {"allow": [{"actors": ["slack:U0ALICE"]}]}
+    admin.reach_gates(RUN, gates.template(), only=["approve-deploy", "replicas"])
+    alice = Actor("slack:U0ALICE", "slack-signature")
+    async with Notifier(settings_for(admin, smtp, tmp_path, actions=allow)) as notifier:
+        await EgressIntake(notifier, Metrics(), "nats").handle([node_message(RUN, "replicas")])
+        waiting = [g.name for g in await notifier.waiting_gates(RUN)]
+        await notifier.act(RUN, "approve", alice, signal_id="approve-deploy")
+        left = await notifier.waiting_gates(RUN)
+    assert waiting == ["approve-deploy", "replicas"]
+    assert [(g.name, g.expects) for g in left] == [("replicas", "int")]

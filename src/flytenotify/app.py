@@ -47,6 +47,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
     NotificationSource,
+    PausedAction,
     RenderedMessage,
 )
 from flytenotify.engine import resolve
@@ -527,6 +528,18 @@ class Notifier:
     async def action_history(self, execution_id: ExecutionId) -> list[ActionRecord]:
         """Every action asked on the execution, in order, whatever came of it."""
         return await self.actions.history(execution_id)
+
+    async def waiting_gates(self, execution_id: ExecutionId) -> list[PausedAction]:
+        """The gates the execution was announced waiting at (PAUSED events) that no action
+        here has decided, by the name they were announced with. The ledger's view: one
+        answered in Flyte directly shows here until an action finds it answered."""
+        decided = {
+            record.target
+            for record in await self.action_history(execution_id)
+            if record.decision is not None and record.action.answers_gate
+        }
+        gates = [event.paused for event, _ in await self.events(execution_id) if event.paused]
+        return list({gate.name: gate for gate in gates if gate.name not in decided}.values())
 
     # -- dispatching ---------------------------------------------------------------
 
