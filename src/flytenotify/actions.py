@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -721,8 +722,6 @@ def _bare(name: str) -> str:
 
 def _said(value: GateValue | None) -> str:
     """A value as JSON writes it: ``true``, ``3``, ``"ship it"``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value).replace("'", '"') if '"' not in value else repr(value)
-    return "a value that is not a scalar" if value is None else str(value)
+    if value is None:
+        return "a value that is not a scalar"
+    return json.dumps(value, ensure_ascii=False)
