@@ -505,3 +505,58 @@ async def test_discovery_advertises_a_token_endpoint_and_issued_tokens_are_taken
                 auth_service_pb2.GetOAuth2MetadataRequest()
             )
         assert unset.value.code == Code.UNIMPLEMENTED
+
+
+# -- answering a condition ------------------------------------------------------------------
+
+
+async def test_a_condition_signalled_with_the_sdk_succeeds_once(plane: Flyte2Plane) -> None:
+    run = plane.start_run(PROJECT, DOMAIN, "r-gate")
+    approval = plane.pause(run, prompt="Ship?", data_type=bool)
+    count = plane.pause(run, condition="replicas", prompt="How many?", data_type=int)
+
+    plane.signal_with_sdk(approval, True)  # flyte.remote.Condition.signal builds the request
+    plane.signal_with_sdk(approval, True)  # the same value again: fine (idempotent)
+    assert plane.phase_of(run, approval.name) == SUCCEEDED
+    assert plane.signal_of(approval).scalar.primitive.boolean is True
+
+    client = RunServiceClient(plane.endpoint)
+    answer = await client.get_action_details(
+        run_service_pb2.GetActionDetailsRequest(action_id=approval.identifier())
+    )
+    assert answer.details.signal_info.output.scalar.primitive.boolean is True
+
+    with pytest.raises(ConnectError) as other:
+        plane.signal_with_sdk(approval, False)
+    assert other.value.code == Code.FAILED_PRECONDITION
+    assert "already signalled with a different value" in other.value.message
+    with pytest.raises(ConnectError) as typed:
+        plane.signal_with_sdk(count, "three")
+    assert typed.value.code == Code.INVALID_ARGUMENT
+    assert "does not match declared condition type INTEGER" in typed.value.message
+    plane.resume(count, FAILED)  # timed out
+    with pytest.raises(ConnectError) as ended:
+        plane.signal_with_sdk(count, 3)
+    assert ended.value.code == Code.FAILED_PRECONDITION
+    assert "already completed" in ended.value.message
+
+
+async def test_signalling_what_is_no_condition_is_refused(plane: Flyte2Plane) -> None:
+    run = plane.start_run(PROJECT, DOMAIN, "r-nocond")
+    client = RunServiceClient(plane.endpoint)
+    payload = run_service_pb2.EventPayload(bool_value=True)
+    root = identifier_pb2.ActionIdentifier(run=run.identifier(), name="a0")
+    missing = identifier_pb2.ActionIdentifier(run=run.identifier(), name="nope")
+    with pytest.raises(ConnectError) as task:
+        await client.signal_event(
+            run_service_pb2.SignalEventRequest(action_id=root, payload=payload)
+        )
+    assert task.value.code == Code.FAILED_PRECONDITION
+    with pytest.raises(ConnectError) as unknown:
+        await client.signal_event(
+            run_service_pb2.SignalEventRequest(action_id=missing, payload=payload)
+        )
+    assert unknown.value.code == Code.NOT_FOUND
+    with pytest.raises(ConnectError) as empty:
+        await client.signal_event(run_service_pb2.SignalEventRequest(action_id=root))
+    assert empty.value.code == Code.INVALID_ARGUMENT

@@ -24,11 +24,16 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
+from flytenotify.actions import ActionAnswer, Actions
 from flytenotify.channels import registry
 from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreachable
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
+    PAUSED,
+    ActionKind,
+    ActionRecord,
+    Actor,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -36,11 +41,13 @@ from flytenotify.domain import (
     Execution,
     ExecutionEvent,
     ExecutionId,
+    GateReached,
     LaunchPlan,
     LedgerState,
     NamedKind,
     NamedRule,
     NotificationSource,
+    PausedAction,
     RenderedMessage,
     Silence,
 )
@@ -49,6 +56,7 @@ from flytenotify.engine import silences as silencing
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
 from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
+from flytenotify.engine.waiting import plan_waiting_deliveries
 from flytenotify.errors import Conflict, InputError, Problem, UnknownReference
 from flytenotify.intake.events import (
     check_entity_id,
@@ -58,6 +66,7 @@ from flytenotify.intake.events import (
     event_from_json,
     event_from_proto,
 )
+from flytenotify.intake.gates import GateWatch
 from flytenotify.intake.limits import check_named_rule, recipient_problems, template_problems
 from flytenotify.store import store_for_url
 from flytenotify.store.base import (
@@ -67,6 +76,7 @@ from flytenotify.store.base import (
     EventWrite,
     FailureStreak,
     InboxMessage,
+    NewDelivery,
     Store,
 )
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
@@ -168,6 +178,8 @@ class Notifier:
         )
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self.actions = Actions(self.store, self.settings)
+        self._gates: GateWatch | None = None
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -189,6 +201,7 @@ class Notifier:
             await channel.close()
         if self.lookup is not None:
             await self.lookup.close()
+        await self.actions.close()
         await self.store.close()
 
     # -- registering ---------------------------------------------------------------
@@ -493,9 +506,7 @@ class Notifier:
         writes = []
         for event in events:
             execution = executions[event.execution_id]
-            # A Flyte 2 run carries its own rules; a Flyte 1 execution its notifications.
-            plan = plan_run_deliveries if execution.rules else resolve.plan_deliveries
-            deliveries = plan(execution, event, self.settings, self.dev_inbox)
+            deliveries = _planner(execution, event)(execution, event, self.settings, self.dev_inbox)
             if recovery.is_success(event) and recovery.recovery_applies(execution, self.settings):
                 streak = streaks.get(recovery.plan_of(execution) or "")
                 if streak is not None:
@@ -549,6 +560,25 @@ class Notifier:
             if streak is not None:
                 streaks[plan] = streak
         return streaks
+
+    async def execution_for(self, event: ExecutionEvent) -> Execution:
+        """The execution ``event`` would be recorded with (the ledger's, a registered launch
+        plan's, FlyteAdmin's): what the gate watch judges a node event by."""
+        return (await self._executions_for([event], {}))[event.execution_id]
+
+    # -- Flyte 1 gates -------------------------------------------------------------
+
+    def waits_for_gates(self) -> bool:
+        """Whether a ``[waiting.*]`` rule wants to hear of Flyte 1 gates."""
+        return bool(self.settings.waiting)
+
+    async def gates_reached(self, reached: Sequence[GateReached]) -> int:
+        """Announce the gates these node events may have reached, once per gate
+        (flytenotify.intake.gates); how many were announced now."""
+        if self._gates is None:
+            admin = self.actions.flyteadmin()
+            self._gates = GateWatch(self.settings, self, admin.signals)
+        return await self._gates.reached(reached)
 
     async def _executions_for(
         self, events: Sequence[ExecutionEvent], known: Mapping[ExecutionId, Execution]
@@ -630,6 +660,51 @@ class Notifier:
             # Nothing is written: the caller retries the whole batch later.
             raise failures[0]
         return found
+
+    # -- acting on Flyte ------------------------------------------------------------
+
+    async def act(
+        self,
+        execution_id: ExecutionId,
+        action: ActionKind | str,
+        actor: Actor,
+        *,
+        signal_id: str = "",
+        value: Any = None,
+        from_text: bool = False,
+    ) -> ActionAnswer:
+        """Do ``action`` (approve, reject, signal, relaunch, recover, abort) on an execution
+        for ``actor``, recorded in the ledger; or answer with the decision an earlier
+        request made (``new`` False). ``signal_id`` names the gate to answer (a Flyte 1
+        signal id; a Flyte 2 condition, by its action's name or its own), ``value`` what a
+        ``signal`` sends (JSON types; ``from_text`` reads them from text).
+
+        Raises :class:`InputError` naming the field (a wrong value for the gate's
+        type), :class:`~flytenotify.errors.Forbidden` for an actor ``[actions]`` does
+        not allow, :class:`UnknownReference` for an unknown execution or gate,
+        :class:`~flytenotify.errors.UpstreamRefused` when Flyte refuses and
+        :class:`~flytenotify.errors.UpstreamUnavailable` when it cannot be reached;
+        each of them recorded first (flytenotify.actions).
+        """
+        return await self.actions.act(
+            execution_id, action, actor, target=signal_id, value=value, from_text=from_text
+        )
+
+    async def action_history(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        """Every action asked on the execution, in order, whatever came of it."""
+        return await self.actions.history(execution_id)
+
+    async def waiting_gates(self, execution_id: ExecutionId) -> list[PausedAction]:
+        """The gates the execution was announced waiting at (PAUSED events) that no action
+        here has decided, by the name they were announced with. The ledger's view: one
+        answered in Flyte directly shows here until an action finds it answered."""
+        decided = {
+            record.target
+            for record in await self.action_history(execution_id)
+            if record.decision is not None and record.action.answers_gate
+        }
+        gates = [event.paused for event, _ in await self.events(execution_id) if event.paused]
+        return list({gate.name: gate for gate in gates if gate.name not in decided}.values())
 
     # -- dispatching ---------------------------------------------------------------
 
@@ -818,6 +893,19 @@ def build_lookup(settings: Settings) -> ExecutionLookup | None:
     from flytenotify.flyteadmin import FlyteAdmin
 
     return FlyteAdmin(settings.flyteadmin)
+
+
+def _planner(execution: Execution, event: ExecutionEvent) -> Planner:
+    """Who plans ``event``'s deliveries: a Flyte 2 run's own rules, the ``[waiting.*]``
+    rules for a Flyte 1 gate, or a Flyte 1 execution's notifications."""
+    if execution.rules:
+        return plan_run_deliveries
+    if event.phase == PAUSED:
+        return plan_waiting_deliveries
+    return resolve.plan_deliveries
+
+
+Planner = Callable[[Execution, ExecutionEvent, Settings, bool], list[NewDelivery]]
 
 
 def _log_no_notifications(write: EventWrite) -> None:

@@ -20,7 +20,14 @@ from rich.text import Text
 from flytenotify.app import Notifier
 from flytenotify.config import Settings
 from flytenotify.core.notification import declared_as
-from flytenotify.domain import RULE_PHASES, DeliveryStatus, ExecutionId, NamedKind, NamedRule
+from flytenotify.domain import (
+    RULE_PHASES,
+    ActionKind,
+    DeliveryStatus,
+    ExecutionId,
+    NamedKind,
+    NamedRule,
+)
 from flytenotify.errors import InputError, NotificationConfigError
 from flytenotify.intake.source import Source
 from flytenotify.notification_files import load_notification_file
@@ -486,7 +493,13 @@ def executions_show(
     """One execution (PROJECT/DOMAIN/NAME): its notifications and where they came from
     (registered, flyteadmin, none), FlyteAdmin's refusal if any, its events and
     deliveries. Exits 1 if there is none."""
-    from flytenotify.web.schemas import MAX_LIMIT, DeliveryView, EventView, ExecutionDetail
+    from flytenotify.web.schemas import (
+        MAX_LIMIT,
+        ActionView,
+        DeliveryView,
+        EventView,
+        ExecutionDetail,
+    )
 
     try:
         execution_id = ExecutionId.parse(execution)
@@ -500,7 +513,10 @@ def executions_show(
         query = DeliveryFilter(execution=execution_id, limit=MAX_LIMIT)
         events = [EventView.of(found, e, outcome) for e, outcome in await n.events(execution_id)]
         deliveries = [DeliveryView.of(d) for d in await n.deliveries(query)]
-        return ExecutionDetail.of(found, events=events, deliveries=deliveries).to_json()
+        actions = [ActionView.of(a) for a in await n.action_history(execution_id)]
+        return ExecutionDetail.of(
+            found, events=events, deliveries=deliveries, actions=actions
+        ).to_json()
 
     item = _run(config_file, db, work)
     if item is None:
@@ -544,6 +560,18 @@ def _print_execution(item: dict[str, Any]) -> None:
         ]
         columns = ["id", "channel", "recipient", "status", "message"]
         _print_table(console, columns, rows, whole={"id", "status"})
+    _print_actions(console, item["actions"])
+
+
+def _print_actions(console: Console, actions: list[dict[str, Any]]) -> None:
+    if not actions:
+        return
+    rows = [
+        [a["requested_at"], a["action"], a["target"] or "-", a["actor"], a["outcome"], a["summary"]]
+        for a in actions
+    ]
+    columns = ["asked", "action", "gate", "actor", "outcome", "what came of it"]
+    _print_table(console, columns, rows, whole={"action", "outcome"})
 
 
 # -- talking to a service, or to the database -------------------------------------
@@ -743,6 +771,91 @@ def event(
     click.echo(
         f"{project}/{domain}/{name} {phase.upper()}: {answer['outcome']}{detail if ids else ''}"
     )
+
+
+@main.command("act")
+@click.argument("action", type=click.Choice([a.value for a in ActionKind]))
+@click.argument("execution")
+@click.option(
+    "--signal-id",
+    default="",
+    help="The gate (approve, reject, signal): a Flyte 1 signal id, a Flyte 2 condition.",
+)
+@click.option(
+    "--value",
+    help="What signal sends, as JSON: true, 3, 2.5, '\"text\"'; what is not JSON is text.",
+)
+@_service_options
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def act(
+    action: str,
+    execution: str,
+    signal_id: str,
+    value: str | None,
+    url: str | None,
+    token: str | None,
+    config_file: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Act on EXECUTION (PROJECT/DOMAIN/NAME) in Flyte: approve, reject or signal a gate,
+    relaunch, recover or abort it, as [actions] allows (with --url: the token's identity;
+    without: the local user, cli:NAME). Exits 1 if it is refused or fails."""
+    from flytenotify.actions import cli_actor
+    from flytenotify.web.schemas import ActionView
+
+    try:
+        execution_id = ExecutionId.parse(execution)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="EXECUTION") from None
+    given = _json_or_text(value)
+    if url:
+        p, d, n = execution_id.project, execution_id.domain, execution_id.name
+        answer = _client_call(
+            url, token, lambda c: c.act(p, d, n, action, signal_id=signal_id, value=given), as_json
+        )
+    else:
+
+        async def work(notifier: Notifier) -> dict[str, Any]:
+            done = await notifier.act(
+                execution_id, action, cli_actor(), signal_id=signal_id, value=given
+            )
+            return ActionView.of(done.record).to_json()
+
+        answer = _acting(config_file, db, work, as_json)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    click.echo(f"{execution_id} {action}: {answer['outcome']}: {answer['summary']}")
+
+
+def _json_or_text(value: str | None) -> bool | int | float | str | None:
+    """``--value`` as JSON when it is a JSON scalar (``3``, ``true``, ``"3"``), else text."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return parsed if isinstance(parsed, bool | int | float | str) else value
+
+
+def _acting(
+    config_file: Path | None,
+    db: str | None,
+    work: Callable[[Notifier], Awaitable[_T]],
+    as_json: bool,
+) -> _T:
+    """``work`` on the database; a refusal or a failure of Flyte exits 1 saying why."""
+    from flytenotify.errors import UpstreamRefused, UpstreamUnavailable
+
+    try:
+        return _run(config_file, db, work)
+    except (InputError, NotificationConfigError) as error:
+        _fail("refused", [str(p) for p in error.problems], as_json)
+    except (UpstreamRefused, UpstreamUnavailable) as error:
+        _fail(f"Flyte: {error}", [], as_json)
 
 
 def _count(number: int, one: str, many: str) -> str:

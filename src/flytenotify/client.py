@@ -149,6 +149,19 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _actions_path(project: str, domain: str, name: str) -> str:
+    return f"/api/v1/executions/{project}/{domain}/{name}/actions"
+
+
+def _action_body(action: str, signal_id: str, value: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"action": action}
+    if signal_id:
+        body["signal_id"] = signal_id
+    if value is not None:
+        body["value"] = value
+    return body
+
+
 def _lp_path(project: str, domain: str, name: str) -> str:
     return f"/api/v1/launch-plans/{project}/{domain}/{name}"
 
@@ -188,6 +201,27 @@ class Client:
 
     def launch_plan(self, project: str, domain: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", _lp_path(project, domain, name))
+        return result
+
+    def act(
+        self,
+        project: str,
+        domain: str,
+        name: str,
+        action: str,
+        signal_id: str = "",
+        value: bool | int | float | str | None = None,
+    ) -> dict[str, Any]:
+        """Approve, reject or signal a gate, relaunch, recover or abort an execution: the
+        recorded action (``outcome`` done, answered...)."""
+        body = _action_body(action, signal_id, value)
+        result: dict[str, Any] = self._call("POST", _actions_path(project, domain, name), json=body)
+        return result
+
+    def actions(self, project: str, domain: str, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", _actions_path(project, domain, name))[
+            "items"
+        ]
         return result
 
     def create_execution(
@@ -291,6 +325,25 @@ class AsyncClient:
 
     async def launch_plan(self, project: str, domain: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", _lp_path(project, domain, name))
+        return result
+
+    async def act(
+        self,
+        project: str,
+        domain: str,
+        name: str,
+        action: str,
+        signal_id: str = "",
+        value: bool | int | float | str | None = None,
+    ) -> dict[str, Any]:
+        body = _action_body(action, signal_id, value)
+        path = _actions_path(project, domain, name)
+        result: dict[str, Any] = await self._call("POST", path, json=body)
+        return result
+
+    async def actions(self, project: str, domain: str, name: str) -> list[dict[str, Any]]:
+        found = await self._call("GET", _actions_path(project, domain, name))
+        result: list[dict[str, Any]] = found["items"]
         return result
 
     async def create_execution(

@@ -30,7 +30,7 @@ from flytenotify import store
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
-from flytenotify.domain import GroupRule
+from flytenotify.domain import ActionKind, Actor, EntityId, ExecutionId, GroupRule
 from flytenotify.intake import registry as intakes
 from flytenotify.intake.source import IntakeSpec
 from flytenotify.sections import FlyteAuth, Section, read_secret
@@ -329,6 +329,115 @@ def _allow_entries(spec: ChannelSpec[Any], entries: list[str] | None) -> list[st
     return [entry.lower() for entry in entries]
 
 
+# What an [[actions.allow]] entry may name: an identity's kind (KIND:VALUE, VALUE "*"
+# for any of that kind), or "anonymous" (the API without api_tokens, loopback only).
+ACTOR_KINDS = ("api-token", "slack", "slack-group", "mattermost", "email", "cli")
+ANONYMOUS = "anonymous"
+
+
+def _scope(value: str) -> str:
+    if value != value.strip() or "/" in value:
+        raise ValueError(f"must be a project or domain name (no spaces or '/'), got {value!r}")
+    return value
+
+
+class ActionGrant(Section):
+    """``[[actions.allow]]``: who may do which actions on the executions of a scope.
+
+    ``project`` and ``domain`` empty match every one. ``actors`` are identities
+    as actions record them: ``KIND:VALUE`` with KIND one of ``api-token`` (the
+    first 16 hex digits of the token's SHA-256), ``slack`` (a user id),
+    ``slack-group`` (a user group id: anyone the chat layer vouches is in it),
+    ``mattermost`` (a user name), ``email``, ``cli`` (the local user running
+    ``flytenotify act`` on the database); VALUE ``*`` is anyone of that kind.
+    ``anonymous`` is whoever calls an API that has no ``api_tokens``.
+    """
+
+    project: str = ""
+    domain: str = ""
+    actions: list[ActionKind] = Field(default_factory=lambda: list(ActionKind), min_length=1)
+    actors: list[str] = Field(min_length=1)
+
+    _scopes = field_validator("project", "domain")(_scope)
+
+    @field_validator("actors")
+    @classmethod
+    def _known_kinds(cls, actors: list[str]) -> list[str]:
+        for i, actor in enumerate(actors):
+            kind, colon, value = actor.partition(":")
+            if actor == ANONYMOUS:
+                continue
+            if not colon or kind not in ACTOR_KINDS or not value or value != value.strip():
+                raise ValueError(
+                    f"actor {i} must be {ANONYMOUS!r} or KIND:VALUE with KIND one of"
+                    f" {', '.join(ACTOR_KINDS)} (VALUE * for any), got {actor!r}"
+                )
+        return actors
+
+    def grants(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
+        if self.project not in ("", execution.project) or self.domain not in ("", execution.domain):
+            return False
+        if action not in self.actions:
+            return False
+        return any(_names(entry, who) for entry in self.actors for who in _claims(actor))
+
+
+def _claims(actor: Actor) -> tuple[str, ...]:
+    return (actor.identity, *actor.groups)
+
+
+def _names(entry: str, identity: str) -> bool:
+    """Whether allow entry ``entry`` names ``identity`` (``slack:*`` names every Slack user)."""
+    kind, _, value = entry.partition(":")
+    if value == "*":
+        return identity.partition(":")[0] == kind and bool(identity.partition(":")[2])
+    return entry.lower() == identity.lower() if kind == "email" else entry == identity
+
+
+class ActionsConfig(Section):
+    """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may."""
+
+    allow: list[ActionGrant] = Field(default_factory=list)
+
+    def permits(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
+        return any(grant.grants(actor, action, execution) for grant in self.allow)
+
+
+class WaitingRule(Section):
+    """``[waiting.NAME]``: who is told a Flyte 1 execution waits at a gate (``approve()``,
+    ``wait_for_input()``), once per gate.
+
+    ``project``, ``domain`` and ``launch_plan`` (its name) select the executions;
+    empty matches every one. ``recipients`` are in the syntax notifications use
+    (``#channel``, ``pagerduty:KEY``, ``webhook:NAME``, an email address...).
+    """
+
+    project: str = ""
+    domain: str = ""
+    launch_plan: str = ""
+    recipients: list[str] = Field(min_length=1)
+
+    _scopes = field_validator("project", "domain", "launch_plan")(_scope)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, recipients: list[str]) -> list[str]:
+        for i, recipient in enumerate(recipients):
+            if not recipient.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in recipient):
+                raise ValueError(
+                    f"recipient {i} must be a non-empty name without control characters,"
+                    f" got {recipient!r}"
+                )
+        return recipients
+
+    def scoped(self, project: str, domain: str) -> bool:
+        return self.project in ("", project) and self.domain in ("", domain)
+
+    def applies_to(self, execution: ExecutionId, launch_plan: EntityId | None) -> bool:
+        plan = launch_plan.name if launch_plan is not None else ""
+        return self.scoped(execution.project, execution.domain) and self.launch_plan in ("", plan)
+
+
 # A bearer token is the only thing between the network and the SMTP relay, so
 # it must resist guessing: 32 characters of secrets.token_urlsafe(32) carry
 # about 190 bits. The rule holds on loopback binds too: other local users and
@@ -420,6 +529,12 @@ class Settings(Section):
     allow: AllowConfig = AllowConfig()
     grouping: GroupingConfig = GroupingConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    actions: ActionsConfig = ActionsConfig()
+    waiting: dict[str, WaitingRule] = Field(default_factory=dict)
+
+    def waiting_rules(self, project: str, domain: str) -> list[tuple[str, WaitingRule]]:
+        """The ``[waiting.*]`` rules that may apply to ``project``/``domain``, by name."""
+        return [(n, r) for n, r in sorted(self.waiting.items()) if r.scoped(project, domain)]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -452,6 +567,7 @@ class Settings(Section):
                 sections[spec.section] = spec.from_settings(sections[spec.section], settings)
         settings.__pydantic_extra__ = sections | intake.sections
         settings._allowed_names_exist()
+        settings._waiting_can_ask()
         return settings
 
     def channel(self, name: str) -> Any:
@@ -483,6 +599,23 @@ class Settings(Section):
         """Whether channel ``name`` has what it needs to send."""
         spec = registry.get(name)
         return spec is not None and spec.is_configured(self.channel(name))
+
+    def _waiting_can_ask(self) -> None:
+        # Which gates wait is FlyteAdmin's to say (ListSignals).
+        if self.waiting and self.flyteadmin is None:
+            raise ValidationError.from_exception_data(
+                "Settings",
+                [
+                    _value_error(
+                        ("waiting",),
+                        sorted(self.waiting),
+                        ValueError(
+                            "needs [flyteadmin]: which gates wait is asked of FlyteAdmin"
+                            " (SignalService.ListSignals)"
+                        ),
+                    )
+                ],
+            )
 
     def _allowed_names_exist(self) -> None:
         # A misspelt name would refuse every delivery it was meant to allow.
@@ -604,6 +737,8 @@ from flytenotify.intake.gcp_spec import GcpIntakeConfig  # noqa: E402
 from flytenotify.intake.nats_spec import NatsIntakeConfig  # noqa: E402
 
 __all__ = [
+    "ActionGrant",
+    "ActionsConfig",
     "AllowConfig",
     "AwsIntakeConfig",
     "DatabaseConfig",
@@ -621,6 +756,7 @@ __all__ = [
     "SlackConfig",
     "SmtpConfig",
     "TemplateConfig",
+    "WaitingRule",
     "WebhookTarget",
     "read_secret",
 ]

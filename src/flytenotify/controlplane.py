@@ -11,6 +11,11 @@ Every failure a caller can wait out (unreachable, a timeout, ``UNAVAILABLE``,
 a refusal of our credentials until they are fixed) raises
 :class:`~flytenotify.errors.UpstreamUnavailable` with one line saying what
 happened; the watch reconnects and tries again.
+
+The calls that act for people (:mod:`flytenotify.actions`: ``SignalEvent``,
+``AbortRun``, ``CreateRun``) raise :class:`~flytenotify.errors.UpstreamRefused`
+with the server's words when it refuses for good (``INVALID_ARGUMENT``,
+``FAILED_PRECONDITION``, ``ALREADY_EXISTS``, ``PERMISSION_DENIED``).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from flyteidl2.auth import auth_service_connect, auth_service_pb2
 from flyteidl2.common import identifier_pb2, list_pb2, phase_pb2
-from flyteidl2.workflow import run_service_connect, run_service_pb2
+from flyteidl2.workflow import run_definition_pb2, run_service_connect, run_service_pb2
 
-from flytenotify.errors import UpstreamUnavailable
+from flytenotify.domain import ValueKind
+from flytenotify.errors import UpstreamRefused, UpstreamUnavailable
 from flytenotify.flyte_auth import (
     DEFAULT_HEADER,
     NO_DISCOVERY,
@@ -51,8 +57,26 @@ _PAUSED_PHASE = list_pb2.Filter(
 )
 
 
+# What a call acting for a person may be refused with for good: said, not retried.
+_FINAL = frozenset(
+    {Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION, Code.ALREADY_EXISTS, Code.PERMISSION_DENIED}
+)
+# The payload field of each kind of value a condition takes (the SDK's _encode_payload).
+_PAYLOAD_FIELDS = {
+    ValueKind.BOOL: "bool_value",
+    ValueKind.INT: "int_value",
+    ValueKind.FLOAT: "float_value",
+    ValueKind.STR: "string_value",
+}
+
+
 class RunNotFound(Exception):
     """The control plane has no such run (or action): nothing to notify about it."""
+
+
+def signal_payload(kind: ValueKind, value: bool | int | float | str) -> Any:
+    """The ``EventPayload`` the flyte SDK's ``Condition.signal`` sends for ``value``."""
+    return run_service_pb2.EventPayload(**{_PAYLOAD_FIELDS[kind]: value})
 
 
 class ControlPlane:
@@ -160,6 +184,63 @@ class ControlPlane:
         what = f"GetActionDetails of {run.project}/{run.domain}/{run.name} {action_id.name}"
         return await self._unary(self.runs.get_action_details, request, what)
 
+    async def conditions(
+        self, run_id: identifier_pb2.RunIdentifier
+    ) -> run_service_pb2.ListActionsResponse:
+        """The run's condition actions, whatever their phase (one page: a run has few)."""
+        request = run_service_pb2.ListActionsRequest(
+            run_id=run_id,
+            request=list_pb2.ListRequest(
+                limit=200,
+                filters=[
+                    list_pb2.Filter(
+                        function=list_pb2.Filter.EQUAL,
+                        field="action_type",
+                        values=[str(run_definition_pb2.ACTION_TYPE_CONDITION)],
+                    )
+                ],
+            ),
+        )
+        what = f"ListActions of {run_id.project}/{run_id.domain}/{run_id.name}"
+        return await self._unary(self.runs.list_actions, request, what)
+
+    # -- acting for people ---------------------------------------------------------------
+
+    async def signal(
+        self,
+        action_id: identifier_pb2.ActionIdentifier,
+        parent: str,
+        kind: ValueKind,
+        value: bool | int | float | str,
+    ) -> None:
+        """Answer a condition (``SignalEvent``), as the SDK's ``Condition.signal`` does."""
+        request = run_service_pb2.SignalEventRequest(
+            action_id=action_id, parent_action_name=parent, payload=signal_payload(kind, value)
+        )
+        run = action_id.run
+        what = f"SignalEvent of {run.project}/{run.domain}/{run.name} {action_id.name}"
+        await self._unary(self.runs.signal_event, request, what, final=_FINAL)
+
+    async def abort_run(self, run_id: identifier_pb2.RunIdentifier, reason: str) -> None:
+        request = run_service_pb2.AbortRunRequest(run_id=run_id, reason=reason)
+        what = f"AbortRun of {run_id.project}/{run_id.domain}/{run_id.name}"
+        await self._unary(self.runs.abort_run, request, what, final=_FINAL)
+
+    async def inputs_uri(self, action_id: identifier_pb2.ActionIdentifier) -> str:
+        """Where the action's inputs are kept (``GetActionDataURIs``)."""
+        request = run_service_pb2.GetActionDataURIsRequest(action_id=action_id)
+        run = action_id.run
+        what = f"GetActionDataURIs of {run.project}/{run.domain}/{run.name} {action_id.name}"
+        answer = await self._unary(self.runs.get_action_data_u_r_is, request, what, final=_FINAL)
+        return str(answer.inputs_uri)
+
+    async def create_run(
+        self, request: run_service_pb2.CreateRunRequest
+    ) -> run_service_pb2.CreateRunResponse:
+        run = request.run_id
+        what = f"CreateRun of {run.project}/{run.domain}/{run.name}"
+        return await self._unary(self.runs.create_run, request, what, final=_FINAL)
+
     async def watch_runs(
         self, project: str, domain: str
     ) -> AsyncIterator[run_service_pb2.WatchRunsResponse]:
@@ -231,24 +312,37 @@ class ControlPlane:
             header=client.authorization_metadata_key or DEFAULT_HEADER,
         )
 
-    async def _unary(self, call: Callable[..., Awaitable[_T]], request: Any, what: str) -> _T:
+    async def _unary(
+        self,
+        call: Callable[..., Awaitable[_T]],
+        request: Any,
+        what: str,
+        *,
+        final: frozenset[Code] = frozenset(),
+    ) -> _T:
+        """One call; ``final`` are the codes that refuse it for good (UpstreamRefused)."""
         timeout_ms = int(self.config.timeout * 1000)
         headers = await self.credentials.headers(self)
         try:
             return await call(request, headers=dict(headers), timeout_ms=timeout_ms)
         except ConnectError as error:
-            if error.code == Code.NOT_FOUND:
-                raise RunNotFound(f"{what}: {error.message or 'not found'}") from None
             if error.code != Code.UNAUTHENTICATED or not await self.credentials.refresh(
                 self, headers
             ):
-                raise self._unavailable(error, what) from None
+                raise self._failure(error, what, final) from None
         # Once more with new credentials, as the SDK does.
         try:
             headers = await self.credentials.headers(self)
             return await call(request, headers=dict(headers), timeout_ms=timeout_ms)
         except ConnectError as error:
-            raise self._unavailable(error, what) from None
+            raise self._failure(error, what, final) from None
+
+    def _failure(self, error: ConnectError, what: str, final: frozenset[Code]) -> Exception:
+        if error.code == Code.NOT_FOUND:
+            return RunNotFound(f"{what}: {error.message or 'not found'}")
+        if error.code in final:
+            return UpstreamRefused(error.code.name, error.message or "no details")
+        return self._unavailable(error, what)
 
     def _unavailable(self, error: ConnectError, what: str) -> UpstreamUnavailable:
         task = asyncio.current_task()

@@ -7,6 +7,7 @@ about each other.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from dataclasses import dataclass, field
@@ -138,12 +139,147 @@ class ExecutionEvent:
 
 @dataclass(frozen=True)
 class PausedAction:
-    """A Flyte 2 action waiting for a person's input, and what it asks."""
+    """Something waiting for a person, and what it asks: a Flyte 2 condition action,
+    or a Flyte 1 gate node's signal (``approve()``, ``wait_for_input()``).
+
+    ``name`` is what an answer names: the condition action's name (Flyte 2), or
+    the signal id (Flyte 1). ``expects`` is the kind of value it wants (a
+    :class:`ValueKind`, or ``""`` when its type is none of them).
+    """
 
     name: str
     prompt: str = ""
     description: str = ""
     prompt_type: str = ""  # "text" or "markdown"
+    condition: str = ""  # Flyte 2: the condition's own name (flyte.new_condition's first argument)
+    parent: str = ""  # Flyte 2: the action waiting on the condition
+    expects: str = ""  # ValueKind: "bool", "int", "float", "str"; "" for any other type
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PausedAction:
+        return cls(**{f.name: str(data.get(f.name, "")) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class GateReached:
+    """A Flyte 1 node that may be a gate waiting for a person (a node event said so):
+    which signals wait is FlyteAdmin's to say."""
+
+    execution_id: ExecutionId
+    node_id: str
+    node_name: str  # flytekit names a gate node after its signal id
+    occurred_at: datetime
+
+
+class ValueKind(enum.StrEnum):
+    """The values a person can give a gate: Flyte's simple literal types, as Python names them.
+
+    Flyte 1 signals and Flyte 2 conditions both declare a ``LiteralType``;
+    flyteidl and flyteidl2 number their ``SimpleType`` alike (INTEGER 1,
+    FLOAT 2, STRING 3, BOOLEAN 4), which :meth:`of_simple` reads.
+    """
+
+    BOOL = "bool"
+    INT = "int"
+    FLOAT = "float"
+    STR = "str"
+
+    @classmethod
+    def of_simple(cls, simple: int) -> ValueKind | None:
+        """The kind of a ``SimpleType`` number; None for NONE and the others."""
+        return _SIMPLE_KINDS.get(simple)
+
+
+_SIMPLE_KINDS = {1: ValueKind.INT, 2: ValueKind.FLOAT, 3: ValueKind.STR, 4: ValueKind.BOOL}
+
+
+class ActionKind(enum.StrEnum):
+    """What a person can ask of Flyte from a message."""
+
+    APPROVE = "approve"  # a boolean gate: true
+    REJECT = "reject"  # a boolean gate: false (a Flyte 1 approve() gate then fails the run)
+    SIGNAL = "signal"  # a gate: a typed value
+    RELAUNCH = "relaunch"  # the execution again, from its spec and inputs
+    RECOVER = "recover"  # Flyte 1: again from where it failed
+    ABORT = "abort"  # stop the run
+
+    @property
+    def answers_gate(self) -> bool:
+        return self in (ActionKind.APPROVE, ActionKind.REJECT, ActionKind.SIGNAL)
+
+    @property
+    def past(self) -> str:
+        """``approved``, ``signalled``... as a sentence says what was done."""
+        return _PAST[self]
+
+
+_PAST = {
+    ActionKind.APPROVE: "approved",
+    ActionKind.REJECT: "rejected",
+    ActionKind.SIGNAL: "signalled",
+    ActionKind.RELAUNCH: "relaunched",
+    ActionKind.RECOVER: "recovered",
+    ActionKind.ABORT: "aborted",
+}
+
+
+class ActionOutcome(enum.StrEnum):
+    PENDING = "pending"  # being asked of Flyte now: the decision is held for this request
+    DONE = "done"  # Flyte took it
+    ANSWERED = "answered"  # answered (or ended) elsewhere already: nothing was sent
+    REFUSED = "refused"  # refused by flytenotify: not allowed, a wrong value, not possible
+    FAILED = "failed"  # Flyte refused it, or could not be reached
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for an action, and how that was proven.
+
+    ``identity`` is ``KIND:VALUE`` (``api-token:3f2a9c1e0b7d4a56``,
+    ``slack:U0123ABC``, ``email:alice@example.com``, ``mattermost:jdoe``,
+    ``cli:alice``); ``proof`` says what vouches for it (``api-token``,
+    ``local``, a chat platform's signed request). ``groups`` are groups the
+    proving layer vouches the actor belongs to (``slack-group:S0456``).
+    """
+
+    identity: str
+    proof: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One action asked of flytenotify and what came of it: a row of the ``actions`` table.
+
+    ``decision`` is set on the one record that decided (done, or answered
+    elsewhere): a second request for the same decision is answered with it.
+    """
+
+    id: int
+    execution_id: ExecutionId
+    action: ActionKind
+    target: str  # the gate (signal id, condition action); "" for the whole execution
+    value: bool | int | float | str | None
+    actor: str
+    proof: str
+    outcome: ActionOutcome
+    detail: str
+    result: str
+    requested_at: datetime
+    decision: str | None = None
+
+    def summary(self) -> str:
+        """One line: ``approved by slack:U1 at 2025-...``, or why nothing was done."""
+        when = self.requested_at.isoformat(timespec="seconds")
+        if self.outcome is ActionOutcome.PENDING:
+            return f"being {self.action.past} by {self.actor} since {when}"
+        if self.outcome is ActionOutcome.DONE:
+            done = f"{self.action.past} by {self.actor} at {when}"
+            return f"{done}: {self.result}" if self.result else done
+        return f"{self.outcome.value} at {when}: {self.detail}"
 
 
 class NotificationSource(enum.StrEnum):

@@ -90,3 +90,20 @@ class UpstreamUnavailable(RuntimeError):
     def __init__(self, message: str, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Forbidden(InputError):
+    """A request its caller may not make (an action the ``[actions]`` policy does not
+    grant them). The HTTP API answers 403."""
+
+
+class UpstreamRefused(RuntimeError):
+    """Flyte's final answer to something asked of it: its status code and what it said.
+
+    Asking again will not change it; the HTTP API answers 502 with the message.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

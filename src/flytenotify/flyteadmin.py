@@ -25,6 +25,12 @@ What a look-up answers:
 - :class:`~flytenotify.errors.UpstreamUnavailable` for anything that may pass
   (unreachable, ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, a token endpoint that
   does not give a token, ...): the caller records nothing and tries later.
+
+The same client acts on executions for people (:mod:`flytenotify.actions`):
+``SignalService.ListSignals`` and ``SetSignal`` for gate nodes,
+``RelaunchExecution``, ``RecoverExecution`` and ``TerminateExecution``. Their
+final refusals (an unknown signal, a value of another type, a name taken) raise
+:class:`~flytenotify.errors.UpstreamRefused` with FlyteAdmin's words.
 """
 
 from __future__ import annotations
@@ -32,24 +38,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from flyteidl.admin import execution_pb2
-from flyteidl.core import identifier_pb2
-from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc
+from flyteidl.admin import execution_pb2, signal_pb2
+from flyteidl.core import identifier_pb2, literals_pb2, types_pb2
+from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc, signal_pb2_grpc
+from google.protobuf import json_format
 
 from flytenotify.config import FlyteAdminConfig
-from flytenotify.domain import EntityId, Execution, ExecutionId, NotificationSource
-from flytenotify.errors import NotificationConfigError, UpstreamUnavailable
+from flytenotify.domain import EntityId, Execution, ExecutionId, NotificationSource, ValueKind
+from flytenotify.errors import NotificationConfigError, UpstreamRefused, UpstreamUnavailable
 from flytenotify.flyte_auth import (
     DEFAULT_HEADER,
     NO_DISCOVERY,
     RETRY_AFTER,
     AuthDiscovery,
     ClientCredentials,
-    Headers,
     TokenEndpoint,
     credentials_for,
 )
@@ -75,8 +83,75 @@ _FINAL_CODES = frozenset(
 )
 
 
+SIGNAL_PAGE = 100  # signals per ListSignals page (FlyteAdmin wants a limit above 0)
+SIGNAL_PAGES = 20  # an execution's gates on at most this many pages
+
+# A scalar a gate takes, as a core Literal's primitive names it.
+_PRIMITIVE_FIELDS = {
+    ValueKind.BOOL: "boolean",
+    ValueKind.INT: "integer",
+    ValueKind.FLOAT: "float_value",
+    ValueKind.STR: "string_value",
+}
+GateValue = bool | int | float | str
+
+
+# Besides the final codes: FlyteAdmin's other answers that asking again will not change.
+_ACTION_REFUSALS = frozenset({grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION})
+
+
 class LookupRefused(Exception):
     """FlyteAdmin's final answer about one execution (``NOT_FOUND: ...``)."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A gate node's signal as FlyteAdmin holds it: what it expects, and its value once set.
+
+    ``expects`` is None for a type no person can type in (not a simple one);
+    ``type_text`` names the type in any case (``BOOLEAN``, or the LiteralType's JSON).
+    """
+
+    signal_id: str
+    expects: ValueKind | None
+    type_text: str
+    value: GateValue | None  # None while pending (or a value that is no scalar)
+    answered: bool
+
+
+def signal_literal(kind: ValueKind, value: GateValue) -> Any:
+    """The ``core.Literal`` flytekit's TypeEngine makes of ``value`` for a gate of ``kind``."""
+    primitive = literals_pb2.Primitive(**{_PRIMITIVE_FIELDS[kind]: value})
+    return literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=primitive))
+
+
+def literal_value(literal: Any) -> GateValue | None:
+    """The primitive a literal holds (None for anything else)."""
+    if not literal.scalar.HasField("primitive"):
+        return None
+    which = literal.scalar.primitive.WhichOneof("value")
+    if which not in _PRIMITIVE_FIELDS.values():
+        return None
+    found: GateValue = getattr(literal.scalar.primitive, which)
+    return found
+
+
+def _signal(message: Any) -> Signal:
+    kind = message.type
+    simple = kind.simple if kind.WhichOneof("type") == "simple" else 0
+    expects = ValueKind.of_simple(simple)
+    if kind.WhichOneof("type") == "simple":
+        type_text = types_pb2.SimpleType.Name(simple)
+    else:
+        type_text = json_format.MessageToJson(kind, indent=None)
+    answered = message.HasField("value") and message.value.ByteSize() > 0
+    return Signal(
+        signal_id=message.id.signal_id,
+        expects=expects,
+        type_text=type_text,
+        value=literal_value(message.value) if answered else None,
+        answered=answered,
+    )
 
 
 class FlyteAdmin:
@@ -124,6 +199,10 @@ class FlyteAdmin:
     def _auth(self) -> Any:
         return auth_pb2_grpc.AuthMetadataServiceStub(self._open_channel())
 
+    @property
+    def _signals(self) -> Any:
+        return signal_pb2_grpc.SignalServiceStub(self._open_channel())
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
@@ -152,29 +231,89 @@ class FlyteAdmin:
         return execution_from_admin(execution_id, reply)
 
     async def _get(self, execution_id: ExecutionId) -> Any:
-        request = execution_pb2.WorkflowExecutionGetRequest(
-            id=identifier_pb2.WorkflowExecutionIdentifier(
-                project=execution_id.project, domain=execution_id.domain, name=execution_id.name
-            )
-        )
-        metadata = await self.credentials.headers(self)
+        request = execution_pb2.WorkflowExecutionGetRequest(id=_execution_id(execution_id))
         try:
-            return await self._call_admin(request, metadata)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAUTHENTICATED:
-                raise self._classify(error, execution_id) from None
-            if not await self.credentials.refresh(self, metadata):
-                raise self._classify(error, execution_id) from None
-        # Once more with new credentials; UNAUTHENTICATED now is FlyteAdmin's final word.
-        try:
-            return await self._call_admin(request, await self.credentials.headers(self))
+            return await self._rpc(lambda: self._admin.GetExecution, request)
         except grpc.aio.AioRpcError as error:
             raise self._classify(error, execution_id) from None
 
-    async def _call_admin(self, request: Any, metadata: Headers) -> Any:
-        return await self._admin.GetExecution(
-            request, metadata=metadata, timeout=self.config.timeout
+    async def _rpc(self, method: Callable[[], Callable[..., Awaitable[Any]]], request: Any) -> Any:
+        """One call with our credentials; refused as unauthenticated, once more with new ones
+        (then UNAUTHENTICATED is FlyteAdmin's final word). Raises ``grpc.aio.AioRpcError``."""
+        metadata = await self.credentials.headers(self)
+        try:
+            return await method()(request, metadata=metadata, timeout=self.config.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            if not await self.credentials.refresh(self, metadata):
+                raise
+        metadata = await self.credentials.headers(self)
+        return await method()(request, metadata=metadata, timeout=self.config.timeout)
+
+    # -- acting on executions ----------------------------------------------------------
+
+    async def signals(self, execution_id: ExecutionId) -> list[Signal]:
+        """The execution's gate signals (``ListSignals``), pending and answered."""
+        found: list[Signal] = []
+        token = ""
+        for _ in range(SIGNAL_PAGES):
+            request = signal_pb2.SignalListRequest(
+                workflow_execution_id=_execution_id(execution_id), limit=SIGNAL_PAGE, token=token
+            )
+            page = await self._act(lambda: self._signals.ListSignals, request, "ListSignals")
+            found += [_signal(message) for message in page.signals]
+            token = page.token
+            if not token:
+                break
+        return found
+
+    async def set_signal(
+        self, execution_id: ExecutionId, signal_id: str, kind: ValueKind, value: GateValue
+    ) -> None:
+        """Answer a gate (``SetSignal``) as flytekit's ``FlyteRemote.approve`` and
+        ``set_signal`` do."""
+        request = signal_pb2.SignalSetRequest(
+            id=identifier_pb2.SignalIdentifier(
+                signal_id=signal_id, execution_id=_execution_id(execution_id)
+            ),
+            value=signal_literal(kind, value),
         )
+        await self._act(lambda: self._signals.SetSignal, request, "SetSignal")
+
+    async def relaunch(self, execution_id: ExecutionId, name: str) -> ExecutionId:
+        """``RelaunchExecution`` as ``name``; the new execution's id."""
+        request = execution_pb2.ExecutionRelaunchRequest(id=_execution_id(execution_id), name=name)
+        made = await self._act(lambda: self._admin.RelaunchExecution, request, "RelaunchExecution")
+        return ExecutionId(made.id.project, made.id.domain, made.id.name)
+
+    async def recover(self, execution_id: ExecutionId, name: str) -> ExecutionId:
+        """``RecoverExecution`` as ``name``: again from where it failed; the new execution's id."""
+        request = execution_pb2.ExecutionRecoverRequest(id=_execution_id(execution_id), name=name)
+        made = await self._act(lambda: self._admin.RecoverExecution, request, "RecoverExecution")
+        return ExecutionId(made.id.project, made.id.domain, made.id.name)
+
+    async def terminate(self, execution_id: ExecutionId, cause: str) -> None:
+        """``TerminateExecution`` (abort) with ``cause``."""
+        request = execution_pb2.ExecutionTerminateRequest(
+            id=_execution_id(execution_id), cause=cause
+        )
+        await self._act(lambda: self._admin.TerminateExecution, request, "TerminateExecution")
+
+    async def _act(
+        self, method: Callable[[], Callable[..., Awaitable[Any]]], request: Any, what: str
+    ) -> Any:
+        try:
+            return await self._rpc(method, request)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            details = error.details() or "no details"
+            if code in _FINAL_CODES or code in _ACTION_REFUSALS:
+                raise UpstreamRefused(code.name, details) from None
+            raise UpstreamUnavailable(
+                f"FlyteAdmin at {self.config.endpoint}: {what} failed: {code.name}: {details}",
+                RETRY_AFTER,
+            ) from None
 
     def _classify(self, error: grpc.aio.AioRpcError, execution_id: ExecutionId) -> Exception:
         code = error.code()
@@ -339,6 +478,12 @@ def execution_from_admin(execution_id: ExecutionId, reply: Any) -> Execution:
         created_at=created.ToDatetime(tzinfo=UTC) if created is not None else datetime.now(UTC),
         source=NotificationSource.FLYTEADMIN,
         lookup_error="; ".join(problems),
+    )
+
+
+def _execution_id(execution_id: ExecutionId) -> Any:
+    return identifier_pb2.WorkflowExecutionIdentifier(
+        project=execution_id.project, domain=execution_id.domain, name=execution_id.name
     )
 
 

@@ -1,7 +1,8 @@
 """A loopback Flyte 2 control plane for tests: ``RunService`` over Connect on 127.0.0.1.
 
 :class:`Flyte2Plane` serves flyteidl2's ``RunService`` (``WatchRuns``, ``ListRuns``,
-``GetRunDetails``, ``GetActionDetails``, ``ListActions``, ``CreateRun``, ``AbortRun``) and
+``GetRunDetails``, ``GetActionDetails``, ``ListActions``, ``CreateRun``, ``AbortRun``,
+``SignalEvent``, ``GetActionDataURIs``) and
 ``AuthMetadataService`` with the ASGI applications flyteidl2 generates, on uvicorn (HTTP/1.1,
 as the SDK's pyqwest client speaks to a plaintext endpoint), in a thread of its own, so it
 serves async tests and synchronous ones alike. It answers as the open-source server does
@@ -20,6 +21,13 @@ serves async tests and synchronous ones alike. It answers as the open-source ser
 - ``GetRunDetails`` fills ``error_info`` from the last attempt only when that attempt is the
   one ``status.attempts`` names (phase and attempts are written apart from the events carrying
   the error: see :meth:`Flyte2Plane.retry`); ``abort_info`` for ABORTED; nothing for TIMED_OUT.
+- ``SignalEvent`` answers as the actions service does (``actions/k8s/client.go`` ``Signal``):
+  the payload must be a primitive (INVALID_ARGUMENT), the action a condition of the run
+  (NOT_FOUND, FAILED_PRECONDITION); the same value again is fine (idempotent), another one
+  FAILED_PRECONDITION "already signalled with a different value", as is a condition that
+  already ended ("already completed"); a value of another type than the condition's is
+  INVALID_ARGUMENT. A signalled condition SUCCEEDS (the reconciler's part, done at once
+  here) and ``GetActionDetails`` then carries ``signal_info.output``.
 
 Every run's ``RunSpec`` is made by the real ``flyte`` SDK: :meth:`Flyte2Plane.start_run` runs
 ``flyte.with_runcontext(notifications=...).run(...)`` of a remote task against a second,
@@ -81,7 +89,7 @@ from flyteidl2.cluster import payload_pb2
 from flyteidl2.cluster.service_connect import ClusterService, ClusterServiceASGIApplication
 from flyteidl2.common import identifier_pb2, list_pb2, phase_pb2
 from flyteidl2.core import identifier_pb2 as core_identifier_pb2
-from flyteidl2.core import interface_pb2, tasks_pb2
+from flyteidl2.core import interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl2.dataproxy import dataproxy_service_pb2
 from flyteidl2.dataproxy.dataproxy_service_connect import (
     DataProxyService,
@@ -190,6 +198,7 @@ class _Action:
     ended_at: datetime | None = None
     abort_reason: str | None = None
     events: dict[int, _Attempt] = field(default_factory=dict)
+    signal: Any = None  # the core Literal a condition was signalled with
 
 
 @dataclass
@@ -198,6 +207,7 @@ class _Run:
     spec: Any  # task_pb2 RunSpec, as stored
     source: int
     actions: dict[str, _Action]
+    inputs_uri: str = ""  # where its inputs were offloaded (RunInfo.inputs_uri)
 
     @property
     def root(self) -> _Action:
@@ -484,6 +494,8 @@ def _details_proto(run: _Run, action: _Action) -> Any:
         details.task.CopyFrom(action.task_spec)
     if action.condition is not None:
         details.condition.CopyFrom(action.condition)
+        if action.signal is not None and action.phase == SUCCEEDED:
+            details.signal_info.CopyFrom(run_definition_pb2.SignalInfo(output=action.signal))
     if action.phase == FAILED and details.attempts:
         last = details.attempts[-1]
         if last.attempt == action.attempts:
@@ -534,6 +546,22 @@ class _Services(RunService, TaskService, ClusterService, DataProxyService, AuthM
             )
         self.plane.abort(key, reason)
         return run_service_pb2.AbortRunResponse()
+
+    async def signal_event(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        self._record("SignalEvent", request, ctx)
+        self.plane._signal(request.action_id, request.payload)
+        return run_service_pb2.SignalEventResponse()
+
+    async def get_action_data_u_r_is(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        self._record("GetActionDataURIs", request, ctx)
+        ident = request.action_id
+        key = RunKey(ident.run.project, ident.run.domain, ident.run.name)
+        with self.plane._lock:
+            run = self.plane._runs.get(key)
+            action = run.actions.get(ident.name) if run is not None else None
+            if run is None or action is None:
+                raise ConnectError(Code.NOT_FOUND, "action not found: record not found")
+            return run_service_pb2.GetActionDataURIsResponse(inputs_uri=run.inputs_uri)
 
     async def get_run_details(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         self._record("GetRunDetails", request, ctx)
@@ -979,6 +1007,11 @@ class Flyte2Plane:
         task_spec = request.task_spec if request.HasField("task_spec") else self._task_spec(task_id)
         if not spec.HasField("run_start_time"):  # the SDK's runtime is >= 2.3.6
             spec.run_start_time.CopyFrom(_timestamp(datetime.now(UTC)))
+        inputs_uri = (
+            request.offloaded_input_data.uri
+            if request.HasField("offloaded_input_data")
+            else f"{STORAGE_PREFIX}/{key.project}/{key.domain}/{key.name}/inputs.pb"
+        )
         with self._lock:
             if key not in self._runs:  # ON CONFLICT DO NOTHING, then the existing row
                 now = self._now()
@@ -999,7 +1032,7 @@ class Flyte2Plane:
                     ),
                     task_spec=task_spec,
                 )
-                self._runs[key] = _Run(key, spec, request.source, {ROOT: root})
+                self._runs[key] = _Run(key, spec, request.source, {ROOT: root}, inputs_uri)
             return _run_proto(self._runs[key])
 
     def _run_scope(self, request: Any) -> _Predicate:
@@ -1253,6 +1286,58 @@ class Flyte2Plane:
             )
         return key
 
+    def _signal(self, ident: Any, payload: Any) -> None:
+        """The actions service's ``Signal``, and the reconciler's transition that follows."""
+        value = _payload_literal(payload)
+        cr_name = f"{ident.run.name}-{ident.name}"
+        if value is None:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, "signal value must be a concrete bool/int/float/str literal"
+            )
+        key = RunKey(ident.run.project, ident.run.domain, ident.run.name)
+        with self._lock:
+            run = self._runs.get(key)
+            action = run.actions.get(ident.name) if run is not None else None
+            if action is None:
+                raise ConnectError(Code.NOT_FOUND, f"condition action {cr_name} not found")
+            if action.kind != run_definition_pb2.ACTION_TYPE_CONDITION:
+                raise ConnectError(Code.FAILED_PRECONDITION, f"action {cr_name} is not a condition")
+            if action.signal is not None:
+                if action.signal == value:
+                    return  # idempotent retry of the same signal
+                raise ConnectError(
+                    Code.FAILED_PRECONDITION,
+                    f"condition {cr_name} already signalled with a different value",
+                )
+            if action.phase in TERMINAL:
+                raise ConnectError(
+                    Code.FAILED_PRECONDITION, f"condition {cr_name} already completed"
+                )
+            declared = action.condition.type.simple
+            given = _SIMPLE_OF[value.scalar.primitive.WhichOneof("value")]
+            if declared != given:
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT,
+                    f"signal value type {types_pb2.SimpleType.Name(given)} does not match"
+                    f" declared condition type {types_pb2.SimpleType.Name(declared)}",
+                )
+            action.signal = value
+            self._write_phase(action, SUCCEEDED, None)
+
+    def signal_with_sdk(self, action: ActionKey, value: bool | int | float | str) -> None:
+        """Signal the condition as a person using the flyte SDK does (``flyte.remote.Condition``
+        ``.signal``), through the driver's door: the SDK builds the request."""
+        with self._lock:
+            run = self._run(action.run)
+            proto = _action_proto(run, run.actions[action.name])
+        target = _SdkTarget(self._door_endpoint(), self._identity)
+        _in_sdk_thread(lambda: _sdk_signal_here(target, action.run, proto, value))
+
+    def signal_of(self, action: ActionKey) -> Any:
+        """The literal a condition was signalled with (None: not signalled)."""
+        with self._lock:
+            return self._run(action.run).actions[action.name].signal
+
     def resume(self, action: ActionKey, phase: int = SUCCEEDED) -> None:
         """The condition is signalled (SUCCEEDED) or times out (FAILED); no WatchRuns message."""
         with self._lock:
@@ -1272,6 +1357,29 @@ class Flyte2Plane:
 
 _ACTION_NUMBERS = itertools.count(1)
 
+# The primitive a literal holds -> the simple type it satisfies (literalPrimitiveKind).
+_SIMPLE_OF = {
+    "boolean": types_pb2.BOOLEAN,
+    "integer": types_pb2.INTEGER,
+    "float_value": types_pb2.FLOAT,
+    "string_value": types_pb2.STRING,
+}
+
+
+def _payload_literal(payload: Any) -> Any:
+    """``payloadToLiteral``: the EventPayload's value as a core Literal (None: no value)."""
+    which = payload.WhichOneof("value")
+    field = {
+        "bool_value": "boolean",
+        "int_value": "integer",
+        "float_value": "float_value",
+        "string_value": "string_value",
+    }.get(which or "")
+    if field is None:
+        return None
+    primitive = literals_pb2.Primitive(**{field: getattr(payload, which)})
+    return literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=primitive))
+
 
 # -- the SDK's run path ----------------------------------------------------------------------
 
@@ -1286,6 +1394,45 @@ _sdk_lock = threading.Lock()
 _sdk_target: _SdkTarget | None = None
 
 
+def _in_sdk_thread(work: Callable[[], Any]) -> Any:
+    """``work`` in a thread of its own: the SDK blocks until its own loop thread answers,
+    which must not hold up an async test's loop, and it must not run inside that loop."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(SDK_TIMEOUT)
+    if errors:
+        raise errors[0]
+    assert result, f"the SDK did not answer within {SDK_TIMEOUT} s"
+    return result[0]
+
+
+def _point_sdk_at(target: _SdkTarget, project: str, domain: str) -> None:
+    import flyte
+
+    global _sdk_target
+    if _sdk_target != target:  # flyte.init is process-wide: point it at this plane
+        flyte.init(endpoint=target.endpoint, insecure=True, project=project, domain=domain)
+        _sdk_target = target
+
+
+def _sdk_signal_here(target: _SdkTarget, run: RunKey, action: Any, value: Any) -> bool:
+    import flyte.remote
+
+    with _sdk_lock:
+        _point_sdk_at(target, run.project, run.domain)
+        flyte.remote.Condition(pb2=action).signal(value)
+    return True
+
+
 def _sdk_run(
     target: _SdkTarget,
     project: str,
@@ -1295,29 +1442,12 @@ def _sdk_run(
     task: str,
     version: str,
 ) -> str:
-    """Run a remote task with the SDK against the plane's door; the created run's name.
-
-    In a thread of its own: the SDK blocks until its own loop thread answers, which must not
-    hold up an async test's loop beyond this call, and it must not run inside that loop.
-    """
-    result: list[str] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(
-                _sdk_run_here(target, project, domain, name, notifications, task, version)
-            )
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(SDK_TIMEOUT)
-    if errors:
-        raise errors[0]
-    assert result, f"the SDK did not create the run within {SDK_TIMEOUT} s"
-    return result[0]
+    """Run a remote task with the SDK against the plane's door; the created run's name."""
+    return str(
+        _in_sdk_thread(
+            lambda: _sdk_run_here(target, project, domain, name, notifications, task, version)
+        )
+    )
 
 
 def _sdk_run_here(
@@ -1332,11 +1462,8 @@ def _sdk_run_here(
     import flyte
     import flyte.remote
 
-    global _sdk_target
     with _sdk_lock:
-        if _sdk_target != target:  # flyte.init is process-wide: point it at this plane
-            flyte.init(endpoint=target.endpoint, insecure=True, project=project, domain=domain)
-            _sdk_target = target
+        _point_sdk_at(target, project, domain)
         remote_task = flyte.remote.Task.get(task, project=project, domain=domain, version=version)
         context: dict[str, Any] = {"mode": "remote", "project": project, "domain": domain}
         if name is not None:

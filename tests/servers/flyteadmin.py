@@ -1,10 +1,11 @@
 """A loopback FlyteAdmin for tests: real gRPC on 127.0.0.1, and an OAuth2 token endpoint.
 
-:class:`FlyteAdminServer` serves flyteidl's ``AdminService.GetExecution`` and
-``AuthMetadataService`` (``GetOAuth2Metadata``, ``GetPublicClientConfig``)
-with the servicer base classes flyteidl ships, on a gRPC server with its own
-threads, so it serves async tests and synchronous ones (a CLI run by
-``CliRunner``) alike. Optionally TLS (a certificate from the test CA) and
+:class:`FlyteAdminServer` serves flyteidl's ``AdminService`` (``GetExecution``,
+``RelaunchExecution``, ``RecoverExecution``, ``TerminateExecution``), ``SignalService``
+(``ListSignals``, ``SetSignal``) and ``AuthMetadataService`` (``GetOAuth2Metadata``,
+``GetPublicClientConfig``) with the servicer base classes flyteidl ships, on a
+gRPC server with its own threads, so it serves async tests and synchronous ones
+(a CLI run by ``CliRunner``) alike. Optionally TLS (a certificate from the test CA) and
 authentication: ``GetExecution`` then wants ``Bearer <token>`` in the metadata
 key the server advertises, as FlyteAdmin's auth interceptor does, and answers
 UNAUTHENTICATED otherwise.
@@ -13,9 +14,19 @@ UNAUTHENTICATED otherwise.
 client-credentials tokens (HTTP Basic client authentication) and records
 each request; tokens it issues are the ones the admin server accepts.
 
-Every ``GetExecution`` is recorded in ``calls``; ``fail`` scripts status codes
-for the next calls; ``stop``/``start`` take the server down and bring it back
-on the same port.
+Every ``GetExecution`` is recorded in ``calls``, every other call in
+``requests``; ``fail`` scripts status codes for the next calls of a method;
+``stop``/``start`` take the server down and bring it back on the same port.
+
+Signals behave as FlyteAdmin's signal manager (flyteadmin/pkg/manager/impl/signal_manager.go,
+validation/signal_validator.go, repositories/gormimpl/signal_repo.go): they exist once
+FlytePropeller reaches a gate node (:meth:`FlyteAdminServer.reach_gates`, from a workflow
+template flytekit serialized: an ``approve()`` gate is a BOOLEAN signal, ``wait_for_input()`` a
+signal of its type); ``ListSignals`` wants a limit above 0 and pages by offset; ``SetSignal``
+refuses an unknown signal or a value of another type (INVALID_ARGUMENT) and otherwise writes
+the value, over one already set: FlyteAdmin keeps no "already answered" state (FlytePropeller
+reads the value once). Relaunch and recover create a new execution under the name asked for
+(or a generated one); a name that exists is ALREADY_EXISTS, as FlyteAdmin's database says.
 """
 
 from __future__ import annotations
@@ -23,11 +34,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import re
+import secrets
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,18 +49,33 @@ from typing import Any, Self
 
 import grpc
 from aiohttp import web
-from flyteidl.admin import execution_pb2
-from flyteidl.core import identifier_pb2
-from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc
+from flyteidl.admin import execution_pb2, signal_pb2
+from flyteidl.core import execution_pb2 as core_execution_pb2
+from flyteidl.core import identifier_pb2, types_pb2
+from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc, signal_pb2_grpc
 from google.protobuf import timestamp_pb2
 
 from flytenotify.config import FlyteAdminConfig
 from flytenotify.domain import EntityId, ExecutionId
 from tests.servers.smtp import HOST, default_ca, free_port
 
-__all__ = ["AdminCall", "FlyteAdminServer", "TokenEndpoint", "TokenRequest", "admin_execution"]
+__all__ = [
+    "AdminCall",
+    "AdminRequest",
+    "FlyteAdminServer",
+    "TokenEndpoint",
+    "TokenRequest",
+    "admin_execution",
+]
 
 STOP_GRACE = 1.0
+# FlyteAdmin's execution names (validation/execution_validator.go): a Kubernetes label.
+EXECUTION_NAME = re.compile(r"^[a-z][a-z\-0-9]*$")
+EXECUTION_NAME_LENGTH = 63
+_TERMINAL_PHASES = frozenset(
+    core_execution_pb2.WorkflowExecution.Phase.Value(name)
+    for name in ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT")
+)
 
 
 def admin_execution(
@@ -78,6 +106,15 @@ def admin_execution(
     return execution
 
 
+def _signal_id(execution_id: ExecutionId, signal_id: str) -> Any:
+    return identifier_pb2.SignalIdentifier(
+        signal_id=signal_id,
+        execution_id=identifier_pb2.WorkflowExecutionIdentifier(
+            project=execution_id.project, domain=execution_id.domain, name=execution_id.name
+        ),
+    )
+
+
 def _identifier(kind: int, entity: EntityId) -> Any:
     return identifier_pb2.Identifier(
         resource_type=kind,
@@ -96,14 +133,67 @@ class AdminCall:
     at: float  # time.monotonic()
 
 
+@dataclass(frozen=True)
+class AdminRequest:
+    """A call other than GetExecution: its method, request and answer."""
+
+    method: str  # e.g. "SetSignal"
+    request: Any  # the decoded request message
+    code: grpc.StatusCode
+
+
 @dataclass
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     executions: dict[ExecutionId, Any] = field(default_factory=dict)
     calls: list[AdminCall] = field(default_factory=list)
-    failures: deque[tuple[grpc.StatusCode, str]] = field(default_factory=deque)
+    requests: list[AdminRequest] = field(default_factory=list)
+    # The next answers of each method, scripted (GetExecution's by default).
+    failures: dict[str, deque[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     discovery_calls: int = 0
+    # (execution, signal id) -> admin.Signal, in creation order (the table's order).
+    signals: dict[tuple[ExecutionId, str], Any] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _authorized(server: FlyteAdminServer, metadata: dict[str, str]) -> bool:
+    """FlyteAdmin's auth interceptor: ``Bearer <token>`` in the advertised metadata key."""
+    if not server.requires_auth:
+        return True
+    scheme, _, token = metadata.get(server.metadata_key, "").partition(" ")
+    return scheme == "Bearer" and token in server.state.tokens
+
+
+def _serve(
+    server: FlyteAdminServer,
+    method: str,
+    request: Any,
+    context: grpc.ServicerContext,
+    answer: Callable[[], Any],
+) -> Any:
+    """Authenticate, play a scripted failure, or answer; record the call either way."""
+    state = server.state
+    metadata = {k.lower(): v for k, v in context.invocation_metadata()}
+    with state.lock:
+        scripted = state.failures.get(method)
+        try:
+            if not _authorized(server, metadata):
+                raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "token is missing or not valid")
+            if scripted:
+                raise _Refused(*scripted.popleft())
+            found = answer()
+        except _Refused as refused:
+            state.requests.append(AdminRequest(method, request, refused.code))
+            context.abort(refused.code, refused.details)
+        state.requests.append(AdminRequest(method, request, grpc.StatusCode.OK))
+        return found
 
 
 class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -130,13 +220,121 @@ class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             scheme, _, token = header.partition(" ")
             if scheme != "Bearer" or token not in state.tokens:
                 return grpc.StatusCode.UNAUTHENTICATED, "token is missing or not valid", None
-        if state.failures:
-            code, details = state.failures.popleft()
+        scripted = state.failures.get("GetExecution")
+        if scripted:
+            code, details = scripted.popleft()
             return code, details, None
         found = state.executions.get(wanted)
         if found is None:
             return grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {wanted}", None
         return grpc.StatusCode.OK, "", found
+
+    def RelaunchExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(
+            self.server,
+            "RelaunchExecution",
+            request,
+            context,
+            lambda: self.server._launch_again(request.id, request.name, "RELAUNCH"),
+        )
+
+    def TerminateExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(
+            self.server, "TerminateExecution", request, context, lambda: self._terminate(request)
+        )
+
+    def _terminate(self, request: Any) -> Any:
+        ident = request.id
+        found = self.server.state.executions.get(
+            ExecutionId(ident.project, ident.domain, ident.name)
+        )
+        if found is None:
+            raise _Refused(grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {ident}")
+        if found.closure.phase in _TERMINAL_PHASES:
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "Cannot abort an already terminated workflow execution",
+            )
+        found.closure.phase = core_execution_pb2.WorkflowExecution.ABORTED
+        found.closure.abort_metadata.cause = request.cause
+        return execution_pb2.ExecutionTerminateResponse()
+
+    def RecoverExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(
+            self.server,
+            "RecoverExecution",
+            request,
+            context,
+            lambda: self.server._launch_again(request.id, request.name, "RECOVERED"),
+        )
+
+
+class _Signals(signal_pb2_grpc.SignalServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: FlyteAdminServer) -> None:
+        self.server = server
+
+    def ListSignals(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(self.server, "ListSignals", request, context, lambda: self._list(request))
+
+    def SetSignal(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _serve(self.server, "SetSignal", request, context, lambda: self._set(request))
+
+    def _list(self, request: Any) -> Any:
+        ident = request.workflow_execution_id
+        if not (ident.project and ident.domain and ident.name):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "missing execution_id")
+        if request.limit <= 0:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "invalid value for limit")
+        offset = int(request.token) if request.token.isdigit() else 0
+        if request.token and not request.token.isdigit():
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid pagination token {request.token} for ListSignals",
+            )
+        wanted = ExecutionId(ident.project, ident.domain, ident.name)
+        found = [s for (eid, _), s in self.server.state.signals.items() if eid == wanted]
+        page = found[offset : offset + request.limit]
+        token = str(offset + len(page)) if len(page) == request.limit else ""
+        return signal_pb2.SignalList(signals=page, token=token)
+
+    def _set(self, request: Any) -> Any:
+        if not request.HasField("id"):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "missing id")
+        if not request.id.signal_id:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "missing signal_id")
+        if not request.HasField("value"):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "missing value")
+        ident = request.id.execution_id
+        key = (ExecutionId(ident.project, ident.domain, ident.name), request.id.signal_id)
+        signal = self.server.state.signals.get(key)
+        if signal is None:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"failed to validate that signal [{key[1]}] exists, err: [signal does not exist]",
+            )
+        given = _literal_type(request.value)
+        if given is None or given != signal.type:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"requested signal value [{request.value}] is not castable to existing signal"
+                f" type [{signal.type}]",
+            )
+        signal.value.CopyFrom(request.value)  # over any value set before, as FlyteAdmin does
+        return signal_pb2.SignalSetResponse()
+
+
+def _literal_type(literal: Any) -> Any:
+    """The simple type of a primitive literal (propeller's LiteralTypeForLiteral, for the
+    primitives a signal carries); None for anything else."""
+    primitive = literal.scalar.primitive
+    which = primitive.WhichOneof("value") if literal.scalar.HasField("primitive") else None
+    simple = {
+        "integer": types_pb2.INTEGER,
+        "float_value": types_pb2.FLOAT,
+        "string_value": types_pb2.STRING,
+        "boolean": types_pb2.BOOLEAN,
+    }.get(which or "")
+    return types_pb2.LiteralType(simple=simple) if simple is not None else None
 
 
 class _AuthMetadata(auth_pb2_grpc.AuthMetadataServiceServicer):  # type: ignore[misc]
@@ -207,10 +405,83 @@ class FlyteAdminServer:
         with self.state.lock:
             self.state.executions[ExecutionId(ident.project, ident.domain, ident.name)] = execution
 
-    def fail(self, code: grpc.StatusCode, *, count: int = 1, details: str = "scripted") -> None:
-        """Answer the next ``count`` GetExecution calls (that pass auth) with ``code``."""
+    def fail(
+        self,
+        code: grpc.StatusCode,
+        *,
+        count: int = 1,
+        details: str = "scripted",
+        method: str = "GetExecution",
+    ) -> None:
+        """Answer the next ``count`` calls of ``method`` (that pass auth) with ``code``."""
         with self.state.lock:
-            self.state.failures.extend([(code, details)] * count)
+            queue = self.state.failures.setdefault(method, deque())
+            queue.extend([(code, details)] * count)
+
+    def reach_gates(
+        self, execution_id: ExecutionId, template: Any, only: Iterable[str] | None = None
+    ) -> list[str]:
+        """FlytePropeller reaches the gate nodes of ``template`` (a ``core.WorkflowTemplate``;
+        those of the signal ids ``only`` names, or all): each one's signal is created
+        (GetOrCreateSignal), pending. The signal ids, in order."""
+        wanted = set(only) if only is not None else None
+        made: list[str] = []
+        with self.state.lock:
+            for node in template.nodes:
+                if not node.HasField("gate_node"):
+                    continue
+                gate: Any = node.gate_node
+                which = gate.WhichOneof("condition")
+                if which == "approve":
+                    signal_id = gate.approve.signal_id
+                    kind = types_pb2.LiteralType(simple=types_pb2.BOOLEAN)
+                elif which == "signal":
+                    signal_id, kind = gate.signal.signal_id, gate.signal.type
+                else:
+                    continue  # a sleep: no signal
+                if wanted is not None and signal_id not in wanted:
+                    continue
+                key = (execution_id, signal_id)
+                if key not in self.state.signals:
+                    self.state.signals[key] = signal_pb2.Signal(
+                        id=_signal_id(execution_id, signal_id), type=kind
+                    )
+                made.append(signal_id)
+        return made
+
+    def signal_value(self, execution_id: ExecutionId, signal_id: str) -> Any:
+        """The signal's value as FlyteAdmin holds it (None while pending)."""
+        with self.state.lock:
+            signal = self.state.signals[(execution_id, signal_id)]
+            return signal.value if signal.HasField("value") else None
+
+    def requests_to(self, method: str) -> list[AdminRequest]:
+        with self.state.lock:
+            return [r for r in self.state.requests if r.method == method]
+
+    def _launch_again(self, ident: Any, name: str, mode: str) -> Any:
+        """RelaunchExecution / RecoverExecution (called under the lock)."""
+        source = ExecutionId(ident.project, ident.domain, ident.name)
+        existing = self.state.executions.get(source)
+        if existing is None:
+            raise _Refused(grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {source}")
+        if name and (len(name) > EXECUTION_NAME_LENGTH or not EXECUTION_NAME.match(name)):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"invalid name format: {name}")
+        new = ExecutionId(source.project, source.domain, name or "a" + secrets.token_hex(10)[:19])
+        if new in self.state.executions:
+            raise _Refused(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "value with matching already exists (duplicate key value violates unique"
+                ' constraint "executions_pkey")',
+            )
+        made = execution_pb2.Execution()
+        made.CopyFrom(existing)
+        made.id.name = new.name
+        made.spec.metadata.mode = execution_pb2.ExecutionMetadata.ExecutionMode.Value(mode)
+        made.spec.metadata.reference_execution.CopyFrom(ident)
+        made.closure.Clear()
+        self.state.executions[new] = made
+        return execution_pb2.ExecutionCreateResponse(id=made.id)
 
     def accept_token(self, token: str) -> None:
         with self.state.lock:
@@ -234,6 +505,7 @@ class FlyteAdminServer:
     def start(self) -> Self:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pb2_grpc.add_AdminServiceServicer_to_server(_Admin(self), server)
+        signal_pb2_grpc.add_SignalServiceServicer_to_server(_Signals(self), server)
         auth_pb2_grpc.add_AuthMetadataServiceServicer_to_server(_AuthMetadata(self), server)
         address = self.endpoint
         if self.tls:

@@ -48,7 +48,7 @@ from flytenotify.engine import gotemplate
 from flytenotify.engine.render import render_message, single_line, template_variables
 from flytenotify.engine.sanitize import sanitize_html
 
-__all__ = ["render_email", "render_named", "render_webhook", "run_url"]
+__all__ = ["paused_variables", "render_email", "render_named", "render_webhook", "run_url"]
 
 RUN_SUBJECT = "Flyte run {{ project }}/{{ domain }}/{{ name }} {{ phase_text }}"
 RUN_BODY = (
@@ -60,12 +60,12 @@ RUN_BODY = (
 )
 PAUSED_SUBJECT = "Flyte run {{ project }}/{{ domain }}/{{ name }} is waiting for input"
 PAUSED_BODY = (
-    "Action {{ action }} of Flyte run {{ project }}/{{ domain }}/{{ name }}"
-    " is waiting for input.\n"
+    "Flyte run {{ project }}/{{ domain }}/{{ name }} is waiting for input at {{ gate }}.\n"
     "\n"
     "{{ prompt }}\n"
     "{{ description }}\n"
     "\n"
+    "Expects: {{ expects_text }}\n"
     "At: {{ occurred_at }}"
     "{{ console_link }}\n"
 )
@@ -102,17 +102,43 @@ def run_variables(
     variables = template_variables(event, execution, None)
     eid = event.execution_id
     url = run_url(settings, eid.project, eid.domain, eid.name)
-    paused = event.paused
     variables.update(
         {
             "console_url": url,
             "console_link": f"\nDetails: {url}" if url else "",
-            "action": paused.name if paused else "",
-            "prompt": paused.prompt if paused else "",
-            "description": paused.description if paused else "",
+            **paused_variables(event),
         }
     )
     return variables
+
+
+def paused_variables(event: ExecutionEvent) -> dict[str, str]:
+    """What a message about something waiting for a person says of it, and what an answer
+    to it names (``action``: the gate to answer; ``expects``: the kind of value)."""
+    paused = event.paused
+    if paused is None:
+        return {key: "" for key in _PAUSED_KEYS}
+    gate = paused.name
+    if paused.condition and paused.condition != paused.name:
+        gate = f"{paused.condition} (action {paused.name})"
+    return {
+        "action": paused.name,
+        "gate": gate,
+        "condition": paused.condition,
+        "prompt": paused.prompt,
+        "description": paused.description,
+        "expects": paused.expects,
+        "expects_text": _EXPECTS_TEXT.get(paused.expects, "a value of a type no message can give"),
+    }
+
+
+_PAUSED_KEYS = ("action", "gate", "condition", "prompt", "description", "expects", "expects_text")
+_EXPECTS_TEXT = {
+    "bool": "approve or reject (bool)",
+    "int": "an integer (int)",
+    "float": "a number (float)",
+    "str": "text (str)",
+}
 
 
 def render_named(

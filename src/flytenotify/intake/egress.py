@@ -11,6 +11,10 @@ the :class:`~flytenotify.app.Notifier`, the counters the service's metrics.
 - terminal workflow events: recorded together through the recorder's
   ``record_checked_events``, then ``ACK``. If FlyteAdmin or the ledger is away,
   nothing was recorded: ``RETRY`` so the broker delivers them again.
+- with a ``[waiting.*]`` rule configured, node events that may be gates
+  waiting for a person (:class:`~flytenotify.intake.flyteadmin_events.NodeAtGate`)
+  go to the recorder's ``gates_reached`` (:mod:`flytenotify.intake.gates`),
+  counted as ``gate``; ``RETRY`` if FlyteAdmin or the ledger is away.
 """
 
 from __future__ import annotations
@@ -19,13 +23,20 @@ import logging
 from collections.abc import Sequence
 
 from flytenotify.errors import InputError, UpstreamUnavailable
-from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, TerminalEvent, decode
+from flytenotify.intake.flyteadmin_events import (
+    KNOWN_TYPES,
+    Dropped,
+    NodeAtGate,
+    TerminalEvent,
+    decode,
+)
 from flytenotify.intake.source import Counters, Feed, Handler, Received, Recorder, Verdict
 from flytenotify.store.errors import StoreFull
 
 log = logging.getLogger("flytenotify.intake")
 
 RECORDED, DROPPED, MALFORMED, RETRY = "recorded", "dropped", "malformed", "retry"
+GATE = "gate"  # a node event that may be a gate, handed to the gate watch
 
 
 class EgressIntake:
@@ -39,19 +50,38 @@ class EgressIntake:
     async def handle(self, messages: Sequence[Received]) -> list[Verdict]:
         verdicts = [Verdict.ACK] * len(messages)
         terminal: list[tuple[int, TerminalEvent]] = []
+        nodes: list[tuple[int, NodeAtGate]] = []
+        gates = self.recorder.waits_for_gates()
         for index, message in enumerate(messages):
-            decoded = self._decode(message)
+            decoded = self._decode(message, gates)
             if isinstance(decoded, TerminalEvent):
                 terminal.append((index, decoded))
+            elif isinstance(decoded, NodeAtGate):
+                nodes.append((index, decoded))
         if terminal:
             for index in await self._record(messages, terminal):
                 verdicts[index] = Verdict.RETRY
+        if nodes:
+            for index in await self._gates(nodes):
+                verdicts[index] = Verdict.RETRY
         return verdicts
 
-    def _decode(self, message: Received) -> TerminalEvent | Dropped | None:
+    async def _gates(self, nodes: list[tuple[int, NodeAtGate]]) -> list[int]:
+        """Hand the batch's possible gates to the gate watch; the indexes to retry."""
+        try:
+            await self.recorder.gates_reached([node.reached for _, node in nodes])
+        except Exception as error:
+            self._retrying(len(nodes), error)
+            return [index for index, _ in nodes]
+        self.counters.intake_outcome(self.source, GATE, len(nodes))
+        return []
+
+    def _decode(
+        self, message: Received, gates: bool
+    ) -> TerminalEvent | NodeAtGate | Dropped | None:
         """The decoded event; None (logged and counted) when it is malformed."""
         try:
-            decoded = decode(message.body)
+            decoded = decode(message.body, gates=gates)
         except InputError as error:
             self._malformed(message, str(error))
             return None

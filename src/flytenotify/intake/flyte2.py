@@ -49,6 +49,7 @@ from flytenotify.domain import (
     ExecutionId,
     NotificationSource,
     PausedAction,
+    ValueKind,
 )
 from flytenotify.intake.events import checked_event
 from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error
@@ -346,6 +347,8 @@ class RunWatch:
     ) -> ExecutionEvent:
         details = (await self.plane.action_details(action.id)).details
         condition = details.condition
+        # What an answer needs: the action to signal, its parent, the type it takes.
+        expects = ValueKind.of_simple(condition.type.simple)
         return checked_event(
             ExecutionEvent(
                 execution_id=eid,
@@ -357,6 +360,9 @@ class RunWatch:
                     prompt=condition.prompt,
                     description=condition.description,
                     prompt_type=_PROMPT_TYPES.get(condition.prompt_type, ""),
+                    condition=details.metadata.condition.name or condition.name,
+                    parent=details.metadata.parent,
+                    expects=expects.value if expects is not None else "",
                 ),
             )
         )

@@ -20,7 +20,15 @@ JSON envelope (NATS, where the JSON data travels base64-encoded as
 
 Only terminal workflow events matter for notifications. Everything else is
 dropped from the type attribute alone, before the data is read, so the flood of
-node and task events costs one attribute look-up each.
+node and task events costs one attribute look-up each. Unless a ``[waiting.*]``
+rule wants to hear of gates (``decode(..., gates=True)``): then a node event is
+read as far as its phase, and one that may be a gate waiting is returned as a
+:class:`NodeAtGate`. FlytePropeller reports a gate node (flytekit's
+``approve()``, ``wait_for_input()``) waiting as a RUNNING node event with no
+task or workflow node metadata, not a parent, dynamic or array node, its
+``node_name`` the signal's id (flytekit names the node after it); FlyteAdmin
+created the signal before that event (``GetOrCreateSignal``). Branch and
+sleep nodes look alike: the signals FlyteAdmin holds decide.
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flyteidl.admin import event_pb2 as admin_event_pb2
 from flyteidl.core import execution_pb2
-from flyteidl.event import cloudevents_pb2
+from flyteidl.event import cloudevents_pb2, event_pb2
 from google.protobuf import (
     any_pb2,
     descriptor_pb2,
@@ -43,15 +52,26 @@ from google.protobuf import (
 )
 from google.protobuf.message import DecodeError, Message
 
-from flytenotify.domain import EntityId, ExecutionEvent
+from flytenotify.domain import EntityId, ExecutionEvent, ExecutionId, GateReached
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import enum_problems, event_from_proto
+from flytenotify.intake.events import enum_problems, event_from_proto, execution_id_problems
 from flytenotify.intake.limits import loads_json
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
 _PREFIX = "com.flyte.resource."
 V1_WORKFLOW = _PREFIX + "flyteidl.admin.WorkflowExecutionEventRequest"
 V2_WORKFLOW = _PREFIX + "cloudevents.WorkflowExecution"
+V1_NODE = _PREFIX + "flyteidl.admin.NodeExecutionEventRequest"
+V2_NODE = _PREFIX + "cloudevents.NodeExecution"
+# Nodes FlytePropeller reports that are never gates.
+_NOT_GATES = frozenset({"start-node", "end-node"})
+_NODE_METADATA = (
+    "taskNodeMetadata",
+    "task_node_metadata",
+    "workflowNodeMetadata",
+    "workflow_node_metadata",
+)
+_NODE_FLAGS = ("isParent", "is_parent", "isDynamic", "is_dynamic", "isArray", "is_array")
 
 # Reasons a message is dropped on purpose (a metric label each).
 NODE_EVENT = "node_event"
@@ -85,6 +105,15 @@ class TerminalEvent:
 
 
 @dataclass(frozen=True)
+class NodeAtGate:
+    """A node event that may be a gate waiting for a person: ask FlyteAdmin's signals."""
+
+    reached: GateReached
+    cloud_event_id: str
+    cloud_event_type: str
+
+
+@dataclass(frozen=True)
 class Dropped:
     """A cloud event that is not a terminal workflow event: acknowledge it and move on."""
 
@@ -93,29 +122,30 @@ class Dropped:
     cloud_event_id: str = ""
 
 
-Decoded = TerminalEvent | Dropped
+Decoded = TerminalEvent | NodeAtGate | Dropped
 
 
-def decode(body: bytes) -> Decoded:
+def decode(body: bytes, *, gates: bool = False) -> Decoded:
     """One FlyteAdmin cloud event, protobuf format or structured JSON; :class:`InputError` if bad.
 
     The field names in errors are the cloud event's attributes (``type``,
     ``data``) and, below ``data``, the event's fields (``data.event.phase``).
+    ``gates``: node events that may be gates waiting are read (see the module doc).
     """
     # A protobuf CloudEvent starts with its id's tag, byte 0x0A: a newline,
     # so JSON after a newline is told apart by whether the protobuf parses.
     cloud_event = _protobuf_or_none(body) if body[:1] == b"\n" else None
     if cloud_event is None and body.lstrip()[:1] in (b"{", b"["):
-        return _decode_json(body)
+        return _decode_json(body, gates)
     if cloud_event is None:
         cloud_event = _parse_protobuf(body)
-    return _decode_protobuf(cloud_event)
+    return _decode_protobuf(cloud_event, gates)
 
 
 # -- the structured JSON envelope (NATS) -----------------------------------------------
 
 
-def _decode_json(body: bytes) -> Decoded:
+def _decode_json(body: bytes, gates: bool) -> Decoded:
     # Read by hand rather than with the cloudevents SDK: it decodes the data of
     # every event, and the point here is to drop most events by type first.
     envelope = loads_json(body, "body")  # the same depth limit as every other JSON intake
@@ -130,6 +160,8 @@ def _decode_json(body: bytes) -> Decoded:
     if missing or wrong:
         raise InputError(missing + wrong)
     kind, ident = envelope["type"], envelope["id"]
+    if gates and kind in (V1_NODE, V2_NODE):
+        return _node_event(kind, ident, _json_data(envelope))
     if (dropped := _dropped_by_type(kind, ident)) is not None:
         return dropped
     return _workflow_event(kind, ident, _json_data(envelope))
@@ -175,12 +207,13 @@ def _parse_protobuf(body: bytes) -> Any:
     return cloud_event
 
 
-def _decode_protobuf(cloud_event: Any) -> Decoded:
+def _decode_protobuf(cloud_event: Any, gates: bool) -> Decoded:
     missing = [Problem(n, "is required") for n in ("id", "type") if not getattr(cloud_event, n)]
     if missing:
         raise InputError(missing)
     kind, ident = cloud_event.type, cloud_event.id
-    if (dropped := _dropped_by_type(kind, ident)) is not None:
+    node = gates and kind in (V1_NODE, V2_NODE)
+    if not node and (dropped := _dropped_by_type(kind, ident)) is not None:
         return dropped
     which = cloud_event.WhichOneof("data")
     if which == "binary_data":
@@ -189,6 +222,8 @@ def _decode_protobuf(cloud_event: Any) -> Decoded:
         data = _parse_json_data(cloud_event.text_data.encode(), "text_data")
     else:
         raise InputError(Problem("data", "is required: FlyteAdmin's JSON in binary_data"))
+    if node:
+        return _node_event(kind, ident, data)
     return _workflow_event(kind, ident, data)
 
 
@@ -238,6 +273,42 @@ def _workflow_event(kind: str, ident: str, data: Any) -> Decoded:
     if not event.is_terminal:
         return Dropped(kind, NOT_TERMINAL, ident)
     return TerminalEvent(event, ident, kind, launch_plan)
+
+
+def _node_event(kind: str, ident: str, data: Any) -> NodeAtGate | Dropped:
+    """A node event that may be a gate waiting, else dropped as every node event is."""
+    inner = "event" if kind == V1_NODE else "rawEvent"
+    raw = data.get(inner) or data.get("raw_event") if isinstance(data, dict) else None
+    if not isinstance(raw, dict) or not _may_be_gate(raw):
+        return Dropped(kind, NODE_EVENT, ident)
+    message = _parse(event_pb2.NodeExecutionEvent(), raw)
+    execution = message.id.execution_id
+    eid = ExecutionId(execution.project, execution.domain, execution.name)
+    problems = execution_id_problems(eid, f"data.{inner}.id.execution_id")
+    if problems:
+        raise InputError(problems)
+    occurred = (
+        message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
+    )
+    reached = GateReached(
+        execution_id=eid,
+        node_id=message.id.node_id,
+        node_name=message.node_name,
+        occurred_at=occurred or datetime.now(UTC),
+    )
+    return NodeAtGate(reached, ident, kind)
+
+
+def _may_be_gate(raw: dict[str, Any]) -> bool:
+    """What FlytePropeller reports for a gate node waiting (see the module doc), read from
+    the JSON without parsing it: most node events are tasks, and go no further."""
+    if raw.get("phase") != "RUNNING" or any(key in raw for key in _NODE_METADATA):
+        return False
+    if any(raw.get(flag) for flag in _NODE_FLAGS):
+        return False
+    ident = raw.get("id")
+    node = ident.get("nodeId") or ident.get("node_id") if isinstance(ident, dict) else None
+    return isinstance(node, str) and node not in _NOT_GATES
 
 
 def _parse(message: Message, data: dict[str, Any]) -> Any:

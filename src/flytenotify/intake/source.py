@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from flytenotify.domain import Execution, ExecutionEvent, ExecutionId, NamedRule
+    from flytenotify.domain import Execution, ExecutionEvent, ExecutionId, GateReached, NamedRule
     from flytenotify.store.base import EventResult
 
 
@@ -140,6 +140,15 @@ class Recorder(Protocol):
 
     async def named_rules(self) -> list[NamedRule]:
         """What the names in Flyte 2 users' code mean."""
+        ...
+
+    def waits_for_gates(self) -> bool:
+        """Whether a ``[waiting.*]`` rule wants to hear of Flyte 1 gates (node events)."""
+        ...
+
+    async def gates_reached(self, reached: Sequence[GateReached]) -> int:
+        """Announce the gates these node events may have reached (once per gate).
+        Raises when FlyteAdmin or the ledger cannot answer now."""
         ...
 
     async def watch_position(self, source: str) -> float | None:

@@ -11,9 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from flytenotify.domain import (
+    ActionKind,
+    ActionOutcome,
+    ActionRecord,
+    Actor,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -83,6 +88,26 @@ class EventWrite:
 class EventResult:
     outcome: EventOutcome
     delivery_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewAction:
+    """An action to record: what was asked, by whom, and what came of it.
+
+    ``decision`` is set when it decides (done, or answered elsewhere): the
+    store then writes it only if no action decided the same thing before.
+    """
+
+    execution_id: ExecutionId
+    action: ActionKind
+    actor: Actor
+    outcome: ActionOutcome
+    requested_at: datetime
+    target: str = ""
+    value: bool | int | float | str | None = None
+    detail: str = ""
+    result: str = ""
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +396,39 @@ class Store(Protocol):
 
     async def advance_watch_position(self, source: str, position: float) -> None:
         """Move ``source``'s position to ``position`` if that is later."""
+        ...
+
+    # -- actions on Flyte (the audit trail) --------------------------------
+
+    async def record_action(self, action: NewAction) -> tuple[ActionRecord, bool]:
+        """Write ``action``; with a decision key already taken, write nothing and return
+        the action that took it. Whether ``action`` was written."""
+        ...
+
+    async def finish_action(
+        self,
+        action_id: int,
+        outcome: ActionOutcome,
+        *,
+        detail: str = "",
+        result: str = "",
+        value: bool | int | float | str | None = None,
+        decision: str | None = None,
+    ) -> ActionRecord:
+        """Write what came of a pending action; ``decision`` None frees its key."""
+        ...
+
+    async def abandon_action(self, decision: str, pending_before: float) -> bool:
+        """Free ``decision`` if the request holding it has been pending since before
+        ``pending_before`` (Unix seconds): its row is kept as failed."""
+        ...
+
+    async def decided_action(self, decision: str) -> ActionRecord | None:
+        """The action that holds or took ``decision``, if one does."""
+        ...
+
+    async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        """The execution's actions, in the order they were asked."""
         ...
 
     # -- queries ----------------------------------------------------------

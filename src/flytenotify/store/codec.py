@@ -16,6 +16,9 @@ import orjson
 
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
+    ActionKind,
+    ActionOutcome,
+    ActionRecord,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -32,6 +35,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
     NotificationSource,
+    PausedAction,
     Recurrence,
     RenderedMessage,
     RunRule,
@@ -39,7 +43,7 @@ from flytenotify.domain import (
 )
 
 if TYPE_CHECKING:
-    from flytenotify.store.base import EventWrite, NewDelivery
+    from flytenotify.store.base import EventWrite, NewAction, NewDelivery
 
 
 def now() -> float:
@@ -197,7 +201,7 @@ def load_error(text: str | None) -> ExecutionError | None:
 
 def event_columns(event: ExecutionEvent, received_at: float, outcome: str) -> tuple[Any, ...]:
     """An ``events`` row: project, domain, name, phase, occurred_at, producer_id,
-    error, received_at, outcome."""
+    error, received_at, outcome, paused."""
     return (
         event.execution_id.project,
         event.execution_id.domain,
@@ -208,6 +212,7 @@ def event_columns(event: ExecutionEvent, received_at: float, outcome: str) -> tu
         dump_error(event.error),
         received_at,
         outcome,
+        _dumps(event.paused.to_json()) if event.paused is not None else None,
     )
 
 
@@ -261,6 +266,7 @@ def event_from_row(row: Mapping[str, Any]) -> ExecutionEvent:
         occurred_at=from_timestamp(row["occurred_at"]),
         producer_id=row["producer_id"],
         error=load_error(row["error"]),
+        paused=PausedAction.from_json(orjson.loads(row["paused"])) if row["paused"] else None,
     )
 
 
@@ -416,4 +422,46 @@ def silence_from_row(row: Mapping[str, Any]) -> Silence:
         created_at=from_timestamp(row["created_at"]),
         ended_at=from_timestamp(ended_at) if ended_at is not None else None,
         ended_by=row["ended_by"],
+    )
+
+
+def dump_value(value: bool | int | float | str | None) -> str | None:
+    """A gate's value as the ledger keeps it (JSON), or NULL."""
+    return _dumps(value) if value is not None else None
+
+
+def action_columns(action: NewAction) -> tuple[Any, ...]:
+    """An ``actions`` row as inserted: project, domain, name, action, target, value, actor,
+    proof, outcome, detail, result, requested_at, decision."""
+    return (
+        action.execution_id.project,
+        action.execution_id.domain,
+        action.execution_id.name,
+        action.action.value,
+        action.target,
+        dump_value(action.value),
+        action.actor.identity,
+        action.actor.proof,
+        action.outcome.value,
+        action.detail,
+        action.result,
+        timestamp(action.requested_at),
+        action.decision,
+    )
+
+
+def action_from_row(row: Mapping[str, Any]) -> ActionRecord:
+    return ActionRecord(
+        id=int(row["id"]),
+        execution_id=ExecutionId(row["project"], row["domain"], row["name"]),
+        action=ActionKind(row["action"]),
+        target=row["target"],
+        value=orjson.loads(row["value"]) if row["value"] is not None else None,
+        actor=row["actor"],
+        proof=row["proof"],
+        outcome=ActionOutcome(row["outcome"]),
+        detail=row["detail"],
+        result=row["result"],
+        requested_at=from_timestamp(row["requested_at"]),
+        decision=row["decision"],
     )

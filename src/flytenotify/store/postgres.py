@@ -630,5 +630,5 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         codec.event_columns(write.event, now, outcome.value)
         for write, outcome in zip(writes, plan.outcomes, strict=True)
     ]
-    await conn.execute(Q["insert_events"], *_columns(events, 9))
+    await conn.execute(Q["insert_events"], *_columns(events, 10))
     return plan.event_results(writes, inserted)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flytenotify.domain import (
+    ActionOutcome,
+    ActionRecord,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -29,7 +31,13 @@ from flytenotify.domain import (
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
-from flytenotify.store.base import Conversation, DeliveryFilter, FailureStreak, InboxMessage
+from flytenotify.store.base import (
+    Conversation,
+    DeliveryFilter,
+    FailureStreak,
+    InboxMessage,
+    NewAction,
+)
 from flytenotify.store.queries import Queries
 
 Row = Mapping[str, Any]
@@ -120,6 +128,47 @@ class SQLStore(ABC):
 
     async def advance_watch_position(self, source: str, position: float) -> None:
         await self._change(self.queries["advance_watch_position"], (source, position, codec.now()))
+
+    # -- actions on Flyte -----------------------------------------------------------------------
+
+    async def record_action(self, action: NewAction) -> tuple[ActionRecord, bool]:
+        rows = await self._change_returning(
+            self.queries["insert_action"], codec.action_columns(action)
+        )
+        if rows:
+            return codec.action_from_row(rows[0]), True
+        assert action.decision is not None  # only a decision can conflict
+        first = await self.decided_action(action.decision)
+        if first is None:  # decided, then gone: no path deletes actions
+            raise RuntimeError(f"action decision {action.decision!r} vanished")
+        return first, False
+
+    async def finish_action(
+        self,
+        action_id: int,
+        outcome: ActionOutcome,
+        *,
+        detail: str = "",
+        result: str = "",
+        value: bool | int | float | str | None = None,
+        decision: str | None = None,
+    ) -> ActionRecord:
+        value_json = codec.dump_value(value)
+        args = (outcome.value, detail, result, value_json, decision, action_id)
+        rows = await self._change_returning(self.queries["finish_action"], args)
+        return codec.action_from_row(rows[0])
+
+    async def abandon_action(self, decision: str, pending_before: float) -> bool:
+        changed = await self._change(self.queries["abandon_action"], (decision, pending_before))
+        return changed > 0
+
+    async def decided_action(self, decision: str) -> ActionRecord | None:
+        row = await self._fetch_one("decided_action", (decision,))
+        return codec.action_from_row(row) if row else None
+
+    async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
+        rows = await self._fetch(self.queries["list_actions"], ledger.execution_key(execution_id))
+        return [codec.action_from_row(row) for row in rows]
 
     # -- the dev inbox -----------------------------------------------------------------------
 

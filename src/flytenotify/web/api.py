@@ -26,10 +26,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flytenotify.actions import ANONYMOUS_ACTOR, api_token_actor
 from flytenotify.app import Notifier
 from flytenotify.config import ServerConfig
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
+    ActionOutcome,
+    Actor,
     Delivery,
     EntityId,
     ExecutionEvent,
@@ -41,10 +44,12 @@ from flytenotify.domain import (
 from flytenotify.engine import resolve
 from flytenotify.errors import (
     Conflict,
+    Forbidden,
     InputError,
     NotificationConfigError,
     Problem,
     UnknownReference,
+    UpstreamRefused,
     UpstreamUnavailable,
 )
 from flytenotify.intake import cloudevents
@@ -216,10 +221,15 @@ class _Api:
             return error_response(404, "not found", error.problems)
         except Conflict as error:
             return error_response(409, "conflict", error.problems)
+        except Forbidden as error:
+            return error_response(403, "forbidden", error.problems)
         except (InputError, NotificationConfigError) as error:
             # A problem with no field is one with the request body as a whole.
             problems = [Problem(p.field or "body", p.message) for p in error.problems]
             return error_response(400, "invalid request", problems)
+        except UpstreamRefused as error:
+            # Flyte's own final answer to what was asked of it: said as it said it.
+            return error_response(502, f"Flyte refused it: {error}")
         except UpstreamUnavailable as error:
             # Not the client's mistake: nothing was recorded, sending again later works.
             log.warning("answering 503: %s", error)
@@ -246,6 +256,14 @@ class _Api:
             "unauthorized",
             [Problem("Authorization", "a valid 'Bearer <token>' header is required")],
         )
+
+    def actor(self, request: Request) -> Actor:
+        """Who calls: the bearer token's identity (it passed the gate), or anonymous
+        on an API without tokens."""
+        if not self.tokens:
+            return ANONYMOUS_ACTOR
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        return api_token_actor(token.strip())
 
     async def _body(self, request: Request) -> bytes:
         limit = self.server.max_body_bytes
@@ -382,12 +400,37 @@ class _Api:
         deliveries = await self.notifier.deliveries(
             DeliveryFilter(execution=execution_id, limit=s.MAX_LIMIT)
         )
+        actions = await self.notifier.action_history(execution_id)
         detail = s.ExecutionDetail.of(
             execution,
             events=[s.EventView.of(execution, event, outcome) for event, outcome in events],
             deliveries=[s.DeliveryView.of(d) for d in deliveries],
+            actions=[s.ActionView.of(a) for a in actions],
         )
         return answer(detail)
+
+    # -- acting on Flyte -------------------------------------------------------------
+
+    async def act(self, request: Request) -> Response:
+        execution_id = ExecutionId(*_path_id(request))
+        body = s.parse_action(await self._json(request))
+        done = await self.notifier.act(
+            execution_id,
+            body.action,
+            self.actor(request),
+            signal_id=getattr(body, "signal_id", ""),
+            value=getattr(body, "value", None),
+        )
+        if done.record.outcome is ActionOutcome.PENDING:
+            status = 202  # another request holds the decision and is asking Flyte now
+        else:
+            status = 201 if done.new and done.record.outcome is ActionOutcome.DONE else 200
+        return answer(s.ActionView.of(done.record), status)
+
+    async def list_actions(self, request: Request) -> Response:
+        execution_id = ExecutionId(*_path_id(request))
+        found = await self.notifier.action_history(execution_id)
+        return answer(s.ActionList(items=[s.ActionView.of(a) for a in found]))
 
     # -- events --------------------------------------------------------------------
 
@@ -616,6 +659,7 @@ def _named(kind: NamedKind, base: str, what: str, body: type[s.Request]) -> list
 
 
 _PLAN = "/api/v1/launch-plans/{project}/{domain}/{name}"
+_ACTIONS = "/api/v1/executions/{project}/{domain}/{name}/actions"
 _RESULT = s.EventResultView
 
 OPERATIONS: list[Operation] = [
@@ -657,6 +701,22 @@ OPERATIONS: list[Operation] = [
         " and its deliveries",
         _Api.show_execution, {200: ("The execution", s.ExecutionDetail)}, (400, 401, 404),
         path_params=_IDS,
+    ),
+    Operation(
+        "POST", _ACTIONS,
+        "Act on the execution: approve, reject or signal a gate, relaunch, recover or abort."
+        " Recorded with who asked (the bearer token's identity) whatever comes of it",
+        _Api.act,
+        {201: ("Done now", s.ActionView),
+         200: ("Decided before (the first decision, unchanged), or answered elsewhere",
+               s.ActionView),
+         202: ("Another request holds the decision and is asking Flyte now (pending)",
+               s.ActionView)},
+        (400, 401, 403, 404, 413, 415, 502, 503), body={JSON: s.ActionBody}, path_params=_IDS,
+    ),
+    Operation(
+        "GET", _ACTIONS, "The actions asked on the execution, in order, whatever came of them",
+        _Api.list_actions, {200: ("The actions", s.ActionList)}, (400, 401), path_params=_IDS,
     ),
     Operation(
         "POST", "/api/v1/events",

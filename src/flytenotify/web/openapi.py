@@ -28,10 +28,13 @@ REF = "#/components/schemas/{model}"
 _ERRORS = {
     400: "Invalid request; problems name each field",
     401: "Missing or wrong bearer token",
+    403: "Not allowed: the caller's identity may not do this ([actions] in the configuration)",
     404: "Not found (an unknown delivery, or launch plan, also when a request names it)",
     409: "Conflict",
     413: "Body too large",
     415: "Unsupported Content-Type",
+    502: "Flyte refused what was asked of it (its status code and words in the error);"
+    " recorded as failed",
     503: "A service this depends on cannot answer now (FlyteAdmin, looking up an unknown"
     " execution; or the database at start-up, or full): nothing was recorded; send again"
     " after Retry-After seconds",

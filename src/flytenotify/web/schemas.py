@@ -33,17 +33,24 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    RootModel,
     StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     WithJsonSchema,
     create_model,
     field_validator,
 )
 
+from flytenotify.actions import MAX_TEXT_VALUE
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import display_url
 from flytenotify.domain import (
     RULE_PHASES,
+    ActionKind,
+    ActionRecord,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -360,6 +367,7 @@ def entity_view(entity: EntityId | None) -> Entity | None:
 # The views themselves. mypy cannot follow classes made at run time, so it is
 # told each is a View; what runs is the view of its dataclass, made here.
 if TYPE_CHECKING:
+    ActionView: TypeAlias = View
     DeliveryView: TypeAlias = View
     AttemptView: TypeAlias = View
     DeliveryDetail: TypeAlias = View
@@ -466,6 +474,20 @@ else:
     )
     SilenceView._absent_when_none = frozenset({"held", "released", "warnings"})
 
+    ActionView = view(
+        ActionRecord,
+        name="Action",
+        hide={"execution_id", "decision"},
+        show={
+            "execution": (str, lambda a: str(a.execution_id)),
+            "action": (ActionKind, lambda a: a.action),
+            "outcome": (str, lambda a: a.outcome.value),
+            # One line for people: "approved by slack:U1 at ...", or why nothing was done.
+            "summary": (str, lambda a: a.summary()),
+        },
+        doc="An action asked of Flyte through flytenotify, and what came of it.",
+    )
+
     SourceView = view(
         SourceStatus,
         name="SourceStatus",
@@ -494,8 +516,13 @@ else:
             ),
             "rules": (list[RuleView], lambda e: [RuleView.of(rule) for rule in e.rules]),
         },
-        extra={"events": list[EventView], "deliveries": list[DeliveryView]},
-        doc="An execution: where its notifications came from, its events and deliveries.",
+        extra={
+            "events": list[EventView],
+            "deliveries": list[DeliveryView],
+            "actions": list[ActionView],
+        },
+        doc="An execution: where its notifications came from, its events, deliveries and"
+        " the actions asked on it.",
     )
 
 
@@ -625,6 +652,12 @@ class SilencePage(Shape):
     next: str | None
 
 
+class ActionList(Shape):
+    """An execution's actions, in the order they were asked, whatever came of them."""
+
+    items: list[ActionView]
+
+
 # -- requests ------------------------------------------------------------------------------
 
 
@@ -676,6 +709,63 @@ class ExecutionBody(Request):
         if value is None:
             raise ValueError("must be an object with project, domain and name, got None")
         return value
+
+
+class ApprovalBody(Request):
+    """Approve or reject a boolean gate."""
+
+    action: Literal["approve", "reject"]
+    signal_id: Name = Field(
+        description="The gate: a Flyte 1 signal id, a Flyte 2 condition (its action's name"
+        " or its own)"
+    )
+
+
+GateText = Annotated[StrictStr, Field(max_length=MAX_TEXT_VALUE, pattern=f"^[^{NO_CONTROL[:6]}]*$")]
+
+
+class SignalBody(Request):
+    """Give a gate a value of its type (bool, int, float, str)."""
+
+    action: Literal["signal"]
+    signal_id: Name = Field(
+        description="The gate: a Flyte 1 signal id, a Flyte 2 condition (its action's name"
+        " or its own)"
+    )
+    value: StrictBool | StrictInt | StrictFloat | GateText
+
+
+class ExecutionActionBody(Request):
+    """Act on the whole execution: relaunch, recover or abort it."""
+
+    action: Literal["relaunch", "recover", "abort"]
+
+
+_ACTION_BODIES: dict[str, type[Request]] = {
+    **dict.fromkeys(("approve", "reject"), ApprovalBody),
+    "signal": SignalBody,
+    **dict.fromkeys(("relaunch", "recover", "abort"), ExecutionActionBody),
+}
+
+
+class ActionBody(RootModel[Annotated[
+    ApprovalBody | SignalBody | ExecutionActionBody, Field(discriminator="action")
+]]):  # fmt: skip
+    """What to do on Flyte: its shape depends on ``action`` (the document's one of)."""
+
+
+def parse_action(data: Any) -> ApprovalBody | SignalBody | ExecutionActionBody:
+    """A request to act, by the shape its ``action`` names: each mistake named by its field
+    (``value``, not the union's branch)."""
+    if not isinstance(data, dict):
+        raise InputError(Problem("body", f"must be an object, got {type(data).__name__}"))
+    action = data.get("action")
+    model = _ACTION_BODIES.get(action) if isinstance(action, str) else None
+    if model is None:
+        names = ", ".join(kind.value for kind in ActionKind)
+        raise InputError(Problem("action", f"must be one of {names}, got {data.get('action')!r}"))
+    found: ApprovalBody | SignalBody | ExecutionActionBody = parse(model, data)  # type: ignore[assignment]
+    return found
 
 
 class NamedDeliveryBody(Request):

@@ -150,6 +150,35 @@ DELETE FROM console_sessions WHERE expires_at <= ?;
 -- name: list_events
 SELECT * FROM events WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
 
+-- name: insert_action
+-- One action and what came of it. A row that decides (its decision key set)
+-- is written once: a second one for the same decision writes nothing and
+-- returns no row, and the caller reads the first.
+INSERT INTO actions (project, domain, name, action, target, value, actor, proof, outcome, detail,
+                     result, requested_at, decision)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (decision) DO NOTHING RETURNING *;
+
+-- name: decided_action
+SELECT * FROM actions WHERE decision = ?;
+
+-- name: finish_action
+-- What came of a pending action. Parameters: outcome, detail, result, value, the
+-- decision it keeps (NULL: it decided nothing, and frees the key), its id.
+UPDATE actions SET outcome = ?, detail = ?, result = ?, value = ?, decision = ?
+ WHERE id = ? RETURNING *;
+
+-- name: abandon_action
+-- A decision held by a request pending since before the time given (its process
+-- stopped before Flyte answered): the row is kept as failed and the key freed.
+UPDATE actions SET outcome = 'failed', decision = NULL,
+       detail = 'abandoned: flytenotify stopped before Flyte answered'
+ WHERE decision = ? AND outcome = 'pending' AND requested_at < ?;
+
+-- name: list_actions
+-- An execution's actions in the order they were asked.
+SELECT * FROM actions WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
+
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,

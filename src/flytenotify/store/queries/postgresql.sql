@@ -94,12 +94,12 @@ RETURNING id, idempotency_key;
 -- name: insert_events
 -- Every event of a batch, ids in input order.
 INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error, received_at,
-                    outcome)
-SELECT project, domain, name, phase, occurred_at, producer_id, error, received_at, outcome
+                    outcome, paused)
+SELECT project, domain, name, phase, occurred_at, producer_id, error, received_at, outcome, paused
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::double precision[],
-              $6::text[], $7::text[], $8::double precision[], $9::text[])
+              $6::text[], $7::text[], $8::double precision[], $9::text[], $10::text[])
        WITH ORDINALITY AS e (project, domain, name, phase, occurred_at, producer_id, error,
-                             received_at, outcome, position)
+                             received_at, outcome, paused, position)
  ORDER BY position;
 
 -- name: found_channels

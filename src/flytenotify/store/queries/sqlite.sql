@@ -11,8 +11,8 @@ INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?);
 -- name: insert_event
 -- One per event, in input order (executemany).
 INSERT INTO events (project, domain, name, phase, occurred_at, producer_id, error, received_at,
-                    outcome)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+                    outcome, paused)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: terminal_phase
 SELECT terminal_phase FROM executions WHERE project = ? AND domain = ? AND name = ?;

@@ -125,7 +125,7 @@ def console_app(
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # event | delivery | attempt
+    kind: str  # event | delivery | attempt | action
     item: Any
     delivery: Delivery | None = None
 
@@ -356,12 +356,16 @@ class _Console:
             timeline.append(TimelineEntry(delivery.created_at, "delivery", delivery, delivery))
             for attempt in await self.notifier.attempts(delivery.id):
                 timeline.append(TimelineEntry(attempt.finished_at, "attempt", attempt, delivery))
+        actions = await self.notifier.action_history(execution_id)
+        for action in actions:
+            timeline.append(TimelineEntry(action.requested_at, "action", action))
         timeline.sort(key=lambda entry: entry.at)
         return self.render(
             request,
             "execution.html",
             execution=execution,
             rules=[RuleView.of(rule).to_json() for rule in execution.rules],
+            actions=actions,
             timeline=timeline,
             deliveries=deliveries,
             capped=len(deliveries) == MAX_TIMELINE_DELIVERIES,
