@@ -46,7 +46,7 @@ from flytenotify.store.base import (
     Store,
 )
 from flytenotify.store.errors import StoreUnavailable
-from flytenotify.store.migrations import NEWEST, migrations_for, render
+from flytenotify.store.migrations import MIGRATIONS, NEWEST, migrations_for, render
 from flytenotify.store.postgres import PostgresStore, split_url
 from flytenotify.store.sqlite import SQLiteStore
 from tests.conftest import POSTGRES_ADMIN_URL
@@ -159,7 +159,8 @@ async def test_replicas_starting_at_once_migrate_once(postgres_url: str) -> None
     assert versions == [NEWEST] * 6
     conn = await asyncpg.connect(postgres_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == NEWEST
+        # Once each: versions are numbered per branch, so they need not be contiguous.
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
         # Unix seconds need double precision: float4 would round them to minutes.
         kind = await conn.fetchval(
             "SELECT data_type FROM information_schema.columns"

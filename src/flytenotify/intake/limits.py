@@ -47,6 +47,26 @@ _NOT_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255, "recipient": 254}
 # Parts that may hold "/" (elsewhere it separates "project/domain/name").
 _SLASH_ALLOWED = frozenset({"version", "recipient"})
+
+# C0 and C1 controls, as a JSON Schema character range: refused in identifiers (and
+# in the OpenAPI document's patterns, so that data the document calls valid is
+# data the service accepts).
+NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def identifier_pattern(part: str, shortest: int = 1) -> str:
+    """The identifier rule of ``part`` (a key of ``IDENTIFIER_LIMITS``) as a regex."""
+    slash = "" if part in _SLASH_ALLOWED else "/"
+    return f"^[^{NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$"
+
+
+# A recipient as a schema: it starts with a visible character; the rest is checked
+# where it is used.
+RECIPIENT = {
+    "type": "string",
+    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{IDENTIFIER_LIMITS['recipient'] - 1}}}$",
+}
+
 # A part that passes every check above, in one match: every event's ids go
 # through here, and the checks one by one were a seventh of parsing an event.
 _GOOD_PART = {

@@ -17,7 +17,11 @@ import orjson
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     Attempt,
+    Deadline,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
+    DeliveryReason,
     DeliveryStatus,
     EmailEnvelope,
     EntityId,
@@ -34,6 +38,9 @@ from flytenotify.domain import (
     NotificationSource,
     RenderedMessage,
     RunRule,
+    SlowerThan,
+    Timer,
+    TimerKind,
 )
 
 if TYPE_CHECKING:
@@ -228,12 +235,13 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
         lookup_error=row["lookup_error"],
         rules=load_rules(row["rules"]),
         terminal_phase=row["terminal_phase"],
+        trigger=row["trigger_name"],
     )
 
 
 def execution_columns(execution: Execution) -> tuple[Any, ...]:
     """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
-    notifications, created_at, notifications_source, lookup_error, rules."""
+    notifications, created_at, notifications_source, lookup_error, rules, trigger_name."""
     return (
         execution.id.project,
         execution.id.domain,
@@ -245,6 +253,7 @@ def execution_columns(execution: Execution) -> tuple[Any, ...]:
         execution.source.value,
         execution.lookup_error,
         dump_rules(execution.rules),
+        execution.trigger,
     )
 
 
@@ -279,6 +288,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         group_key=row["group_key"],
         message_id=row["message_id"] or "",
         message_size=int(row["message_size"] or 0),
+        reason=DeliveryReason(row["reason"]),
     )
 
 
@@ -354,4 +364,165 @@ def delivery_columns(write: EventWrite, delivery: NewDelivery, now: float) -> tu
         now,
         now,
         delivery.group_key,
+    )
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+def deadline_columns(deadline: Deadline) -> tuple[Any, ...]:
+    """A ``deadlines`` row: project, domain, name, spec, updated_at."""
+    slower = deadline.slower_than
+    slower_than = (
+        None
+        if slower is None
+        else {
+            "percentile": slower.percentile,
+            "of_last": slower.of_last,
+            "min_runs": slower.min_runs,
+        }
+    )
+    spec = {
+        "launch_plan": deadline.launch_plan,
+        "task": deadline.task,
+        "trigger": deadline.trigger,
+        "max_queued": deadline.max_queued,
+        "max_running": deadline.max_running,
+        "schedule": deadline.schedule,
+        "start_within": deadline.start_within,
+        "slower_than": slower_than,
+        "recipients": list(deadline.recipients),
+        "resolve": deadline.resolve,
+    }
+    ident = deadline.id
+    return (ident.project, ident.domain, ident.name, _dumps(spec), timestamp(deadline.updated_at))
+
+
+def deadline_from_row(row: Mapping[str, Any]) -> Deadline:
+    spec = orjson.loads(row["spec"])
+    slower = spec.get("slower_than")
+    return Deadline(
+        id=DeadlineId(row["project"], row["domain"], row["name"]),
+        recipients=tuple(spec["recipients"]),
+        launch_plan=spec.get("launch_plan", ""),
+        task=spec.get("task", ""),
+        trigger=spec.get("trigger", ""),
+        max_queued=spec.get("max_queued"),
+        max_running=spec.get("max_running"),
+        schedule=spec.get("schedule", ""),
+        start_within=spec.get("start_within"),
+        slower_than=SlowerThan(slower["percentile"], slower["of_last"], slower["min_runs"])
+        if slower
+        else None,
+        resolve=bool(spec.get("resolve", True)),
+        source="api",
+        updated_at=from_timestamp(row["updated_at"]),
+    )
+
+
+def timer_columns(timer: Timer) -> tuple[Any, ...]:
+    """A ``timers`` row as armed: key, kind, due_at, the deadline's project, domain and
+    name, the execution's (empty for a schedule's), since, allowed, phase, schedule."""
+    execution = timer.execution
+    deadline = timer.deadline
+    return (
+        timer.key,
+        timer.kind.value,
+        timer.due_at,
+        deadline.project,
+        deadline.domain,
+        deadline.name,
+        execution.project if execution is not None else "",
+        execution.domain if execution is not None else "",
+        execution.name if execution is not None else "",
+        timer.since,
+        timer.allowed,
+        timer.phase,
+        timer.schedule,
+    )
+
+
+def timer_from_row(row: Mapping[str, Any]) -> Timer:
+    execution = ExecutionId(row["project"], row["domain"], row["name"]) if row["name"] else None
+    satisfied = row["satisfied_at"]
+    return Timer(
+        kind=TimerKind(row["kind"]),
+        deadline=DeadlineId(row["deadline_project"], row["deadline_domain"], row["deadline_name"]),
+        due_at=float(row["due_at"]),
+        since=float(row["since"]),
+        allowed=float(row["allowed"]),
+        phase=int(row["phase"]),
+        execution=execution,
+        schedule=row["schedule"],
+        satisfied_at=float(satisfied) if satisfied is not None else None,
+        id=int(row["id"]),
+    )
+
+
+def alert_columns(alert: DeadlineAlert) -> tuple[Any, ...]:
+    """A ``deadline_alerts`` row as inserted: the deadline's project, domain and name,
+    the execution's, breach, phase, since, allowed, breached_at, recipients, resolve."""
+    return (
+        alert.deadline.project,
+        alert.deadline.domain,
+        alert.deadline.name,
+        alert.execution.project,
+        alert.execution.domain,
+        alert.execution.name,
+        alert.breach.value,
+        alert.phase,
+        timestamp(alert.since),
+        alert.allowed,
+        timestamp(alert.breached_at),
+        _dumps(list(alert.recipients)),
+        int(alert.resolve),
+    )
+
+
+def alert_from_row(row: Mapping[str, Any]) -> DeadlineAlert:
+    ended_at = row["ended_at"]
+    return DeadlineAlert(
+        deadline=DeadlineId(row["deadline_project"], row["deadline_domain"], row["deadline_name"]),
+        execution=ExecutionId(row["project"], row["domain"], row["name"]),
+        breach=TimerKind(row["breach"]),
+        phase=int(row["phase"]),
+        since=from_timestamp(row["since"]),
+        allowed=float(row["allowed"]),
+        breached_at=from_timestamp(row["breached_at"]),
+        recipients=tuple(orjson.loads(row["recipients"])),
+        resolve=bool(row["resolve"]),
+        ended_phase=row["ended_phase"],
+        ended_at=from_timestamp(ended_at) if ended_at is not None else None,
+        id=int(row["id"]),
+    )
+
+
+def deadline_delivery_columns(
+    execution_id: ExecutionId,
+    phase: int,
+    launch_plan: EntityId | None,
+    delivery: NewDelivery,
+    reason: DeliveryReason,
+    now: float,
+) -> tuple[Any, ...]:
+    """A ``deliveries`` row a deadline writes (``insert_deadline_delivery``): as
+    :func:`delivery_columns`, then its reason."""
+    return (
+        delivery.idempotency_key,
+        execution_id.project,
+        execution_id.domain,
+        execution_id.name,
+        phase,
+        delivery.notification_index,
+        delivery.kind,
+        delivery.channel,
+        delivery.recipient,
+        delivery.message.json_text,
+        dump_entity(launch_plan),
+        DeliveryStatus.PENDING.value,
+        now,
+        now,
+        now,
+        delivery.group_key,
+        reason.value,
     )

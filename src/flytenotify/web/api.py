@@ -44,7 +44,13 @@ from flytenotify.intake.events import (
     event_from_bytes,
     event_from_json,
 )
-from flytenotify.intake.limits import MAX_INT, id_problems, loads_json, parse_int
+from flytenotify.intake.limits import (
+    MAX_INT,
+    id_problems,
+    identifier_pattern,
+    loads_json,
+    parse_int,
+)
 from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
@@ -540,9 +546,9 @@ class _Api:
 # -- the route table ------------------------------------------------------------------
 
 
-_IDS = {part: s.identifier_pattern(part) for part in ("project", "domain", "name")}
+_IDS = {part: identifier_pattern(part) for part in ("project", "domain", "name")}
 _DELIVERY_ID = {"id": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
-_NAMED_ID = {"name": s.identifier_pattern("name")}
+_NAMED_ID = {"name": identifier_pattern("name")}
 
 
 def _named(kind: NamedKind, base: str, what: str, body: type[s.Request]) -> list[Operation]:

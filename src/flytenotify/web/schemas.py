@@ -60,7 +60,10 @@ from flytenotify.errors import InputError, Problem
 from flytenotify.intake.limits import (
     IDENTIFIER_LIMITS,
     MAX_INT,
+    NO_CONTROL,
+    RECIPIENT,
     id_problems,
+    identifier_pattern,
     identifier_problems,
     parse_int,
 )
@@ -76,10 +79,6 @@ MAX_LIMIT = 1000
 MAX_MESSAGE_ID = 4096
 MESSAGE_KINDS = ("digest:", "single:")
 
-# C0 and C1 controls: refused in identifiers (and in the schemas' patterns, so
-# that data the document calls valid is data the service accepts).
-NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
-
 
 # -- the building blocks ---------------------------------------------------------------
 
@@ -94,12 +93,6 @@ Time = Annotated[datetime, PlainSerializer(_iso, return_type=str)]
 
 def _from_epoch(stamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-def identifier_pattern(part: str, shortest: int = 1) -> str:
-    """The identifier rule of ``part`` (a key of ``IDENTIFIER_LIMITS``) as a regex."""
-    slash = "" if part in ("version", "recipient") else "/"
-    return f"^[^{NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$"
 
 
 def _identifier_rule(part: str, shortest: int = 1) -> AfterValidator:
@@ -130,10 +123,6 @@ ScopePart = Annotated[str, _identifier_rule("project", 0), _identifier_schema("p
 # Channel names follow the identifier rules (no NUL for PostgreSQL).
 ChannelName = Annotated[str, _identifier_rule("project"), _identifier_schema("project")]
 # A recipient starts with a visible character; the Notifier checks the rest.
-RECIPIENT = {
-    "type": "string",
-    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{IDENTIFIER_LIMITS['recipient'] - 1}}}$",
-}
 Recipient = Annotated[str, WithJsonSchema(RECIPIENT)]
 
 
