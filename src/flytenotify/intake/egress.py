@@ -7,10 +7,13 @@ the :class:`~flytenotify.app.Notifier`, the counters the service's metrics.
 - malformed (not a FlyteAdmin cloud event we can read): one log line with the
   message's position, counted, ``ACK``. Retrying it would only stall the stream.
 - dropped (node, task, execution-start and non-terminal workflow events, unknown
-  types): counted by type and reason, ``ACK``, before any look-up or write.
-- terminal workflow events: recorded together through the recorder's
-  ``record_checked_events``, then ``ACK``. If FlyteAdmin or the ledger is away,
-  nothing was recorded: ``RETRY`` so the broker delivers them again.
+  types): counted by type and reason, ``ACK``, before any look-up or write. A
+  non-terminal workflow event of an execution a deadline may watch (the
+  recorder's ``follows``, from memory) is kept instead.
+- terminal workflow events (and those kept): recorded together through the
+  recorder's ``record_checked_events``, then ``ACK``. If FlyteAdmin or the
+  ledger is away, nothing was recorded: ``RETRY`` so the broker delivers them
+  again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 from collections.abc import Sequence
 
 from flytenotify.errors import InputError, UpstreamUnavailable
-from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, TerminalEvent, decode
+from flytenotify.intake.flyteadmin_events import KNOWN_TYPES, Dropped, WorkflowEvent, decode
 from flytenotify.intake.source import Counters, Feed, Handler, Received, Recorder, Verdict
 from flytenotify.store.errors import StoreFull
 
@@ -38,20 +41,24 @@ class EgressIntake:
 
     async def handle(self, messages: Sequence[Received]) -> list[Verdict]:
         verdicts = [Verdict.ACK] * len(messages)
-        terminal: list[tuple[int, TerminalEvent]] = []
+        kept: list[tuple[int, WorkflowEvent]] = []
         for index, message in enumerate(messages):
             decoded = self._decode(message)
-            if isinstance(decoded, TerminalEvent):
-                terminal.append((index, decoded))
-        if terminal:
-            for index in await self._record(messages, terminal):
+            if isinstance(decoded, WorkflowEvent):
+                kept.append((index, decoded))
+        if kept:
+            for index in await self._record(messages, kept):
                 verdicts[index] = Verdict.RETRY
         return verdicts
 
-    def _decode(self, message: Received) -> TerminalEvent | Dropped | None:
+    def _follows(self, project: str, domain: str, launch_plan: str | None) -> bool:
+        # A Flyte 1 execution runs no Flyte 2 task or trigger: those select none of it.
+        return self.recorder.follows(project, domain, launch_plan=launch_plan, task="", trigger="")
+
+    def _decode(self, message: Received) -> WorkflowEvent | Dropped | None:
         """The decoded event; None (logged and counted) when it is malformed."""
         try:
-            decoded = decode(message.body)
+            decoded = decode(message.body, self._follows)
         except InputError as error:
             self._malformed(message, str(error))
             return None
@@ -73,9 +80,9 @@ class EgressIntake:
         self.counters.intake_outcome(self.source, MALFORMED)
 
     async def _record(
-        self, messages: Sequence[Received], terminal: list[tuple[int, TerminalEvent]]
+        self, messages: Sequence[Received], terminal: list[tuple[int, WorkflowEvent]]
     ) -> list[int]:
-        """Record the batch's terminal events; the indexes to retry."""
+        """Record the batch's kept events; the indexes to retry."""
         try:
             await self._report([t for _, t in terminal])
             return []
@@ -98,7 +105,7 @@ class EgressIntake:
             self._retrying(len(retry), failure)
         return retry
 
-    async def _report(self, events: list[TerminalEvent]) -> None:
+    async def _report(self, events: list[WorkflowEvent]) -> None:
         results = await self.recorder.record_checked_events([t.event for t in events])
         for result in results:
             self.counters.event_received(result.outcome.value)
