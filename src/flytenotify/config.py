@@ -9,6 +9,7 @@ in Python.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_origin
@@ -247,6 +248,9 @@ Cron = Annotated[
 ]
 
 
+_RECIPIENT = re.compile(str(RECIPIENT["pattern"]))
+
+
 def _deadline_recipient(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")
@@ -255,6 +259,8 @@ def _deadline_recipient(value: Any) -> str:
     problems = recipient_problems(value, "")
     if problems:
         raise ValueError(problems[0].message)
+    if not _RECIPIENT.match(value):
+        raise ValueError(f"must start with a visible character, got {value!r}")
     _, address = recipient_kind(value)
     malformed = registry.malformed(address)
     if malformed is not None:

@@ -34,6 +34,7 @@ from flytenotify.domain import (
     Deadline,
     DeadlineAlert,
     DeadlineId,
+    DeliveryReason,
     EntityId,
     Execution,
     ExecutionEvent,
@@ -260,6 +261,7 @@ class Planned:
     launch_plan: EntityId | None
     deliveries: tuple[NewDelivery, ...]
     alert: DeadlineAlert | None = None
+    reason: DeliveryReason = DeliveryReason.DEADLINE
 
 
 _HEAD = "Deadline {{ deadline.name }}: "
@@ -453,7 +455,13 @@ def plan_follow_up(
     deliveries = _deliveries(
         recipients, f"deadline_resolved/{deadline}/{execution.id}", words, settings, dev_inbox
     )
-    return Planned(execution.id, phase, execution.launch_plan, deliveries)
+    return Planned(
+        execution.id,
+        phase,
+        execution.launch_plan,
+        deliveries,
+        reason=DeliveryReason.DEADLINE_RESOLVED,
+    )
 
 
 def _variables(event: ExecutionEvent, execution: Execution, settings: Settings) -> dict[str, str]:

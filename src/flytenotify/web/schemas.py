@@ -42,9 +42,12 @@ from pydantic import (
 
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import display_url
+from flytenotify.config import DeadlineSpec
 from flytenotify.domain import (
     RULE_PHASES,
     Attempt,
+    Deadline,
+    DeadlineAlert,
     Delivery,
     DeliveryStatus,
     EntityId,
@@ -68,6 +71,7 @@ from flytenotify.intake.limits import (
     parse_int,
 )
 from flytenotify.intake.source import SourceStatus
+from flytenotify.schedules import format_duration
 from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
 
 _S = TypeVar("_S", bound=BaseModel)
@@ -343,6 +347,10 @@ def entity_view(entity: EntityId | None) -> Entity | None:
 
 # The views themselves. mypy cannot follow classes made at run time, so it is
 # told each is a View; what runs is the view of its dataclass, made here.
+def _duration_or_none(seconds: float | None) -> str | None:
+    return format_duration(seconds) if seconds is not None else None
+
+
 if TYPE_CHECKING:
     DeliveryView: TypeAlias = View
     AttemptView: TypeAlias = View
@@ -351,6 +359,8 @@ if TYPE_CHECKING:
     NamedRuleView: TypeAlias = View
     SourceView: TypeAlias = View
     ExecutionDetail: TypeAlias = View
+    DeadlineView: TypeAlias = View
+    DeadlineAlertView: TypeAlias = View
 else:
     DeliveryView = view(
         Delivery,
@@ -433,6 +443,44 @@ else:
             "last_message_at": (Time | None, lambda s: _from_epoch(s.last_message_at)),
         },
         doc="What an intake source reports: connected or not, and its last error.",
+    )
+
+    DeadlineView = view(
+        Deadline,
+        name="Deadline",
+        hide={"id"},
+        show={
+            "project": (str, lambda d: d.id.project),
+            "domain": (str, lambda d: d.id.domain),
+            "name": (str, lambda d: d.id.name),
+            # Durations as they are written (10m, 1h30m), schedules as given.
+            "max_queued": (str | None, lambda d: _duration_or_none(d.max_queued)),
+            "max_running": (str | None, lambda d: _duration_or_none(d.max_running)),
+            "start_within": (str | None, lambda d: _duration_or_none(d.start_within)),
+            "schedule": (str | None, lambda d: d.schedule or None),
+        },
+        extra={"warnings": list[Problem] | None},
+        doc="A deadline: how long the executions it selects may queue and run, when a"
+        " schedule must start, and who hears when they do not.",
+    )
+    DeadlineView._absent_when_none = frozenset({"warnings"})
+
+    DeadlineAlertView = view(
+        DeadlineAlert,
+        name="DeadlineAlert",
+        hide={"id"},
+        show={
+            "deadline": (str, lambda a: str(a.deadline)),
+            "execution": (str, lambda a: str(a.execution)),
+            "breach": (str, lambda a: a.breach.value),
+            "phase": (str, lambda a: phase_name(a.phase)),
+            "allowed": (str, lambda a: format_duration(a.allowed)),
+            "ended_phase": (
+                str | None,
+                lambda a: phase_name(a.ended_phase) if a.ended_phase is not None else None,
+            ),
+        },
+        doc="A breach a deadline alerted about, and how its execution ended.",
     )
 
     ExecutionDetail = view(
@@ -564,6 +612,10 @@ class NamedRuleList(Shape):
     items: list[NamedRuleView]
 
 
+class DeadlineList(Shape):
+    items: list[DeadlineView]
+
+
 # -- requests ------------------------------------------------------------------------------
 
 
@@ -629,6 +681,15 @@ class NamedRuleBody(NamedDeliveryBody):
     """What ``NamedRule(NAME)`` means for a scope: when, and to whom."""
 
     phases: list[RulePhase] = Field(min_length=1)
+
+
+class DeadlineBody(DeadlineSpec):
+    """A deadline's definition, as ``PUT /api/v1/deadlines/{project}/{domain}/{name}`` takes it
+    (the configuration file's ``[deadlines.NAME]`` says the same, with its project and
+    domain). Durations are written ``90s``, ``10m``, ``2h``, ``1d`` or ``1h30m``;
+    ``schedule`` is a cron expression in UTC; at most one of ``launch_plan``, ``task``
+    and ``trigger`` selects the executions (none: every one of the project and
+    domain)."""
 
 
 # -- queries (strings, as query parameters come) ---------------------------------------------

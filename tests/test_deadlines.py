@@ -1,0 +1,377 @@
+"""Deadlines end to end in one process: a real Notifier on SQLite and PostgreSQL, its
+timer loop and dispatcher, the loopback SMTP server and PagerDuty Events API.
+
+Events are flyteidl's ``WorkflowExecutionEvent`` protobufs as FlytePropeller reports
+them. Durations are short and real (seconds); where a cron schedule is involved
+(minute resolution), the Notifier's clock is moved to just before a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from flytenotify.app import Notifier
+from flytenotify.config import (
+    DatabaseConfig,
+    DeadlineSpec,
+    GroupingConfig,
+    PagerDutyConfig,
+    Settings,
+    TemplateConfig,
+)
+from flytenotify.domain import (
+    Deadline,
+    DeadlineId,
+    DeliveryReason,
+    DeliveryStatus,
+    ExecutionId,
+    TimerKind,
+)
+from flytenotify.intake.egress import EgressIntake
+from flytenotify.intake.source import Received
+from flytenotify.metrics import Metrics
+from flytenotify.store.base import DeliveryFilter
+from tests.flyteadmin_egress import v2_workflow, workflow_event
+from tests.servers.pagerduty_api import PagerDutyApiServer
+from tests.servers.smtp import SmtpServer
+
+PROJECT, DOMAIN = "proj", "prod"
+ROUTING_KEY = "R" * 32
+WAIT = 20.0
+
+
+def spec(**fields: Any) -> DeadlineSpec:
+    """A deadline as the API reads one (so every rule it has is applied)."""
+    return DeadlineSpec.model_validate({"recipients": ["ops@example.com"], **fields})
+
+
+def deadline(name: str, **fields: Any) -> Deadline:
+    return spec(**fields).deadline(DeadlineId(PROJECT, DOMAIN, name))
+
+
+def event(name: str, phase: str, at: float | None = None) -> Any:
+    occurred = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
+    return workflow_event(name, phase, project=PROJECT, domain=DOMAIN, occurred_at=occurred)
+
+
+async def wait_until(check: Callable[[], Any], what: str, within: float = WAIT) -> Any:
+    deadline_at = time.monotonic() + within
+    while not (found := check()):
+        assert time.monotonic() < deadline_at, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return found
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def pagerduty() -> AsyncIterator[PagerDutyApiServer]:
+    async with PagerDutyApiServer() as server:
+        yield server
+
+
+def settings_for(
+    database_url: str, smtp: SmtpServer, pagerduty: PagerDutyApiServer | None = None, **more: Any
+) -> Settings:
+    sections: dict[str, Any] = {
+        "database": DatabaseConfig(url=database_url),
+        "smtp": smtp.smtp_config(),
+        # One message per execution is what these tests count.
+        "grouping": GroupingConfig(by=[]),
+        "templates": TemplateConfig(
+            console_url="https://flyte.example.com/console",
+            public_url="https://flytenotify.example.com",
+        ),
+    }
+    if pagerduty is not None:
+        sections["pagerduty"] = PagerDutyConfig(
+            events_url=pagerduty.events_url,
+            routing_keys={"data-oncall": SecretStr(ROUTING_KEY)},
+            per_key_interval=0,
+        )
+    return Settings(**(sections | more))
+
+
+@pytest.fixture
+async def notifier(
+    database_url: str, smtp: SmtpServer, pagerduty: PagerDutyApiServer
+) -> AsyncIterator[Notifier]:
+    async with Notifier(settings_for(database_url, smtp, pagerduty)) as running:
+        running.start_dispatching()
+        yield running
+
+
+async def delivered(notifier: Notifier, execution: ExecutionId, count: int) -> list[Any]:
+    """The execution's deliveries once ``count`` of them are delivered (the dispatcher
+    writes an outcome after the provider answered)."""
+    query = DeliveryFilter(execution=execution)
+    found: list[Any] = []
+    deadline_at = time.monotonic() + WAIT
+    while sum(d.status is DeliveryStatus.DELIVERED for d in found) < count:
+        assert time.monotonic() < deadline_at, f"not {count} delivered: {found}"
+        await asyncio.sleep(0.05)
+        found = await notifier.deliveries(query)
+    return found
+
+
+def subjects(smtp: SmtpServer) -> list[str]:
+    return [str(m.message["Subject"]) for m in smtp.messages]
+
+
+async def test_an_execution_queued_too_long_is_alerted_once(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    await notifier.put_deadline(deadline("etl-sla", launch_plan="", max_queued="1s"))
+    queued_at = time.time()
+    await notifier.report_event(event("e1", "QUEUED", at=queued_at))
+    (message,) = await smtp.wait_for_messages(1, within=WAIT)
+    fired_after = time.time() - queued_at
+    assert str(message.message["Subject"]) == "Deadline etl-sla: proj/prod/e1 queued for 1s"
+    body = message.message.get_body(("plain",)).get_content()
+    assert "has been QUEUED for 1s; deadline proj/prod/etl-sla allows 1s" in body
+    assert "Deadline: proj/prod/etl-sla (max_queued 1s)" in body
+    # Links to the execution in Flyte's console and to the deadline in ours.
+    assert "https://flyte.example.com/console/projects/proj/domains/prod/executions/e1" in body
+    assert "https://flytenotify.example.com/ui/deadlines/proj/prod/etl-sla" in body
+    assert fired_after < 1.0 + WAIT  # it fired, after the deadline passed
+    (delivery,) = await delivered(notifier, ExecutionId(PROJECT, DOMAIN, "e1"), 1)
+    assert delivery.reason is DeliveryReason.DEADLINE
+    (alert,) = await notifier.deadline_alerts(DeadlineId(PROJECT, DOMAIN, "etl-sla"))
+    assert (alert.breach, alert.execution.name, alert.ended_at) == (
+        TimerKind.MAX_QUEUED,
+        "e1",
+        None,
+    )
+    # The same event again arms nothing more: the breach was said once.
+    await notifier.report_event(event("e1", "QUEUED", at=queued_at))
+    await asyncio.sleep(1.5)
+    assert len(smtp.messages) == 1
+    assert await notifier.deadline_timers(DeadlineId(PROJECT, DOMAIN, "etl-sla")) == {}
+
+
+async def test_no_alert_for_a_run_that_moves_on_in_time(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    await notifier.put_deadline(deadline("quick", max_queued="1s", max_running="2s"))
+    await notifier.report_event(event("e2", "QUEUED"))
+    await notifier.report_event(event("e2", "RUNNING"))
+    ident = DeadlineId(PROJECT, DOMAIN, "quick")
+    timers = await notifier.deadline_timers(ident)
+    assert set(timers) == {"max_running"}  # RUNNING dropped the max_queued timer
+    await notifier.report_event(event("e2", "SUCCEEDED"))
+    assert await notifier.deadline_timers(ident) == {}  # its end dropped the rest
+    await asyncio.sleep(2.5)  # past both deadlines
+    assert smtp.messages == []
+    assert await notifier.deadline_alerts(ident) == []
+
+
+async def test_a_queued_event_after_running_alerts_nothing(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    """Brokers reorder: a QUEUED that arrives after RUNNING arms a timer, which finds
+    the execution moved on when it comes due."""
+    await notifier.put_deadline(deadline("order", max_queued="1s"))
+    now = time.time()
+    await notifier.report_event(event("e3", "RUNNING", at=now))
+    await notifier.report_event(event("e3", "QUEUED", at=now - 0.5))
+    await wait_until(
+        lambda: notifier.timers.fired == 0 and smtp.messages == [] and time.time() > now + 2,
+        "the stale timer's due time to pass",
+    )
+    await asyncio.sleep(0.5)
+    assert smtp.messages == []
+    assert await notifier.deadline_timers(DeadlineId(PROJECT, DOMAIN, "order")) == {}
+
+
+async def test_running_too_long_alerts_then_its_end_resolves_the_same_incident(
+    notifier: Notifier, smtp: SmtpServer, pagerduty: PagerDutyApiServer
+) -> None:
+    await notifier.put_deadline(
+        deadline(
+            "nightly", max_running="1s", recipients=["ops@example.com", "pagerduty:data-oncall"]
+        )
+    )
+    await notifier.report_event(event("e4", "QUEUED"))
+    await notifier.report_event(event("e4", "RUNNING"))
+    await smtp.wait_for_messages(1, within=WAIT)
+    await wait_until(lambda: pagerduty.events, "the PagerDuty trigger")
+    (trigger,) = [e.body for e in pagerduty.events]
+    assert trigger["event_action"] == "trigger"
+    assert trigger["dedup_key"] == "deadline/proj/prod/nightly/proj/prod/e4"
+    assert trigger["payload"]["summary"].startswith("Deadline nightly: proj/prod/e4 running for")
+    assert trigger["payload"]["class"] == "deadline max_running"
+    assert trigger["payload"]["severity"] == "warning"
+
+    await notifier.report_event(event("e4", "FAILED"))
+    await smtp.wait_for_messages(2, within=WAIT)
+    await wait_until(lambda: len(pagerduty.events) == 2, "the PagerDuty resolve")
+    resolve = pagerduty.events[1].body
+    assert resolve["event_action"] == "resolve"
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    assert all(e.status == 202 for e in pagerduty.events)
+    follow_up = smtp.messages[1].message
+    assert str(follow_up["Subject"]).startswith("Deadline nightly: proj/prod/e4 ended failed after")
+    text = follow_up.get_body(("plain",)).get_content()
+    assert "which was over deadline proj/prod/nightly (max_running 1s), ended FAILED after" in text
+    reasons = sorted(
+        d.reason.value
+        for d in await notifier.deliveries(
+            DeliveryFilter(execution=ExecutionId(PROJECT, DOMAIN, "e4"))
+        )
+    )
+    assert reasons == ["deadline", "deadline", "deadline_resolved", "deadline_resolved"]
+    (alert,) = await notifier.deadline_alerts(DeadlineId(PROJECT, DOMAIN, "nightly"))
+    assert alert.ended_at is not None
+    assert alert.ended_phase == 6
+    await asyncio.sleep(1.0)
+    assert len(smtp.messages) == 2
+    assert len(pagerduty.events) == 2
+
+
+async def test_without_resolve_no_follow_up_is_sent(notifier: Notifier, smtp: SmtpServer) -> None:
+    await notifier.put_deadline(deadline("quiet", max_running="1s", resolve=False))
+    await notifier.report_event(event("e5", "RUNNING"))
+    await smtp.wait_for_messages(1, within=WAIT)
+    await notifier.report_event(event("e5", "SUCCEEDED"))
+    await asyncio.sleep(1.5)
+    assert len(smtp.messages) == 1
+    (alert,) = await notifier.deadline_alerts(DeadlineId(PROJECT, DOMAIN, "quiet"))
+    assert alert.ended_phase == 4  # its end is recorded all the same
+
+
+async def succeed(notifier: Notifier, name: str, started: float, seconds: float) -> None:
+    await notifier.report_event(event(name, "RUNNING", at=started))
+    await notifier.report_event(event(name, "SUCCEEDED", at=started + seconds))
+
+
+async def test_slower_than_learns_from_past_runs_and_waits_for_min_runs(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    ident = DeadlineId(PROJECT, DOMAIN, "usual")
+    await notifier.put_deadline(
+        deadline("usual", slower_than={"percentile": 50, "of_last": 5, "min_runs": 4})
+    )
+    past = time.time() - 600
+    for i, seconds in enumerate((1.0, 1.5, 2.0)):
+        await succeed(notifier, f"past-{i}", past + 60 * i, seconds)
+    # Three runs known, four asked for: a run now is not judged.
+    await notifier.report_event(event("early", "RUNNING"))
+    assert await notifier.deadline_timers(ident) == {}
+    await succeed(notifier, "past-3", past + 200, 1.2)
+    # Four known (1.0, 1.2, 1.5, 2.0): the median by nearest rank is 1.2 s.
+    started = time.time()
+    await notifier.report_event(event("slow", "RUNNING", at=started))
+    timers = await notifier.deadline_timers(ident)
+    assert set(timers) == {"slower_than"}
+    assert timers["slower_than"][1] == pytest.approx(started + 1.2, abs=0.01)
+    (message,) = await smtp.wait_for_messages(1, within=WAIT)
+    assert str(message.message["Subject"]).startswith("Deadline usual: proj/prod/slow running for")
+    text = message.message.get_body(("plain",)).get_content()
+    assert "longer than the 50th percentile of its last 5 successful runs (1s)" in text
+    await asyncio.sleep(1.0)
+    assert len(smtp.messages) == 1  # "early" was never judged
+
+
+async def test_a_deleted_deadline_drops_its_timers(notifier: Notifier, smtp: SmtpServer) -> None:
+    ident = DeadlineId(PROJECT, DOMAIN, "gone")
+    await notifier.put_deadline(deadline("gone", max_queued="1s"))
+    await notifier.report_event(event("e6", "QUEUED"))
+    assert set(await notifier.deadline_timers(ident)) == {"max_queued"}
+    assert await notifier.delete_deadline(ident)
+    assert await notifier.deadline_timers(ident) == {}
+    assert not await notifier.delete_deadline(ident)
+    await asyncio.sleep(1.5)
+    assert smtp.messages == []
+
+
+def clock_before_a_minute(seconds: float) -> Callable[[], float]:
+    """A clock that reads ``seconds`` before the next minute now, and runs on from there."""
+    now = time.time()
+    offset = (now // 60 + 1) * 60 - seconds - now
+    return lambda: time.time() + offset
+
+
+async def via_broker(notifier: Notifier, message: Any, plan: str | None = None) -> list[str]:
+    """``message`` as FlyteAdmin publishes it to NATS (a v2 cloud event, naming the launch
+    plan as ``enrichAllWorkflowEventTypes`` makes it), through the broker intake."""
+    lp = (PROJECT, DOMAIN, plan, "v1") if plan is not None else None
+    body = v2_workflow(message, lp).nats_json()
+    verdicts = await EgressIntake(notifier, Metrics(), "nats").handle([Received(body)])
+    return [verdict.value for verdict in verdicts]
+
+
+async def test_a_missed_schedule_says_it_did_not_start_then_waits_for_the_next(
+    database_url: str, smtp: SmtpServer
+) -> None:
+    # Two seconds before a minute: "* * * * *" fires then, and wants a run within 1s.
+    clock = clock_before_a_minute(2.0)
+    async with Notifier(settings_for(database_url, smtp), clock=clock) as notifier:
+        notifier.start_dispatching()
+        ident = DeadlineId(PROJECT, DOMAIN, "every-minute")
+        await notifier.put_deadline(
+            deadline("every-minute", launch_plan="nightly", schedule="* * * * *", start_within="1s")
+        )
+        fire = (clock() // 60 + 1) * 60
+        assert await notifier.deadline_timers(ident) == {"start_within": (1, fire + 1)}
+        (message,) = await smtp.wait_for_messages(1, within=WAIT)
+        subject = str(message.message["Subject"])
+        assert subject == "Deadline every-minute: launch plan nightly did not start"
+        text = message.message.get_body(("plain",)).get_content()
+        stamp = datetime.fromtimestamp(fire, UTC)
+        shown = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert f"no run began within 1s of its scheduled time {shown} (* * * * * (UTC))" in text
+        # Armed again, for the next fire time.
+        assert await notifier.deadline_timers(ident) == {"start_within": (1, fire + 61)}
+        (alert,) = await notifier.deadline_alerts(ident)
+        filed = f"nightly@{stamp.strftime('%Y%m%dT%H%M%SZ')}"
+        assert (alert.breach, alert.execution) == (
+            TimerKind.START_WITHIN,
+            ExecutionId(PROJECT, DOMAIN, filed),
+        )
+
+
+async def test_a_run_starting_in_its_window_keeps_the_schedule_quiet(
+    database_url: str, smtp: SmtpServer
+) -> None:
+    clock = clock_before_a_minute(1.0)
+    async with Notifier(settings_for(database_url, smtp), clock=clock) as notifier:
+        notifier.start_dispatching()
+        ident = DeadlineId(PROJECT, DOMAIN, "started")
+        await notifier.put_deadline(
+            deadline("started", launch_plan="nightly", schedule="* * * * *", start_within="3s")
+        )
+        fire = (clock() // 60 + 1) * 60
+        assert await notifier.deadline_timers(ident) == {"start_within": (1, fire + 3)}
+        await wait_until(lambda: clock() > fire + 0.2, "the fire time")
+        # A run of another launch plan does not count; this one's, just after the fire time, does.
+        assert await via_broker(notifier, event("weekly-1", "QUEUED", at=clock()), "weekly") == [
+            "ack"
+        ]
+        assert await via_broker(notifier, event("nightly-1", "QUEUED", at=clock()), "nightly") == [
+            "ack"
+        ]
+        await wait_until(lambda: clock() > fire + 3.5, "the window to close")
+
+        async def rearmed() -> dict[str, tuple[int, float]]:
+            for _ in range(100):
+                timers = await notifier.deadline_timers(ident)
+                if timers != {"start_within": (1, fire + 3)}:
+                    return timers
+                await asyncio.sleep(0.05)
+            return timers
+
+        # Re-armed for the next fire time, having said nothing.
+        assert await rearmed() == {"start_within": (1, fire + 63)}
+        assert smtp.messages == []
+        assert await notifier.deadline_alerts(ident) == []
