@@ -212,14 +212,16 @@ def view(
     for field in dataclasses.fields(source):
         if field.name not in hide and field.name not in (show or {}):
             fields[field.name] = (_api_type(hints[field.name]), ...)
-    for name, (annotation, _) in (show or {}).items():
-        fields[name] = (annotation, ...)
-    for name, annotation in (extra or {}).items():
-        fields[name] = (annotation, ...)
+    # The loops name their variable apart from ``name``: reusing it named the model after
+    # its last field, and two views ending in the same field shared a name in the document.
+    for shown, (annotation, _) in (show or {}).items():
+        fields[shown] = (annotation, ...)
+    for given, annotation in (extra or {}).items():
+        fields[given] = (annotation, ...)
     model: type[View] = create_model(
         name, __base__=View, __doc__=doc, __module__=__name__, **fields
     )
-    model._derived = {name: derive for name, (_, derive) in (show or {}).items()}
+    model._derived = {shown: derive for shown, (_, derive) in (show or {}).items()}
     model._extras = frozenset(extra or ())
     return model
 
