@@ -12,9 +12,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from flyteidl.admin import schedule_pb2
 from pydantic import SecretStr
 
 from flytenotify.app import Notifier
@@ -31,14 +34,17 @@ from flytenotify.domain import (
     DeadlineId,
     DeliveryReason,
     DeliveryStatus,
+    EntityId,
     ExecutionId,
     TimerKind,
 )
+from flytenotify.errors import Conflict, InputError, UpstreamUnavailable
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received
 from flytenotify.metrics import Metrics
 from flytenotify.store.base import DeliveryFilter
 from tests.flyteadmin_egress import v2_workflow, workflow_event
+from tests.servers.flyteadmin import FlyteAdminServer, admin_launch_plan
 from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.smtp import SmtpServer
 
@@ -375,3 +381,119 @@ async def test_a_run_starting_in_its_window_keeps_the_schedule_quiet(
         assert await rearmed() == {"start_within": (1, fire + 63)}
         assert smtp.messages == []
         assert await notifier.deadline_alerts(ident) == []
+
+
+# -- a Flyte 1 launch plan's own schedule, read from FlyteAdmin --------------------------
+
+
+@pytest.fixture
+def admin() -> Any:
+    with FlyteAdminServer() as server:
+        yield server
+
+
+def activate(admin: FlyteAdminServer, plan: str, schedule: Any = None) -> None:
+    admin.activate(admin_launch_plan(EntityId(PROJECT, DOMAIN, plan, "v3"), schedule))
+
+
+async def test_a_launch_plans_cron_schedule_is_read_from_flyteadmin(
+    database_url: str, smtp: SmtpServer, admin: FlyteAdminServer
+) -> None:
+    activate(admin, "nightly", schedule_pb2.Schedule(
+        cron_schedule=schedule_pb2.CronSchedule(schedule="*/1 * * * *"),
+        kickoff_time_input_arg="kickoff_time",
+    ))  # fmt: skip
+    clock = clock_before_a_minute(2.0)
+    settings = settings_for(database_url, smtp, flyteadmin=admin.config())
+    async with Notifier(settings, clock=clock) as notifier:
+        notifier.start_dispatching()
+        stored, warnings = await notifier.put_deadline(
+            deadline("lp-own", launch_plan="nightly", start_within="1s")
+        )
+        assert (stored.schedule, warnings) == ("", [])
+        assert admin.launch_plan_calls == [(PROJECT, DOMAIN, "nightly")]
+        fire = (clock() // 60 + 1) * 60
+        ident = DeadlineId(PROJECT, DOMAIN, "lp-own")
+        assert await notifier.deadline_timers(ident) == {"start_within": (1, fire + 1)}
+        (message,) = await smtp.wait_for_messages(1, within=WAIT)
+        text = message.message.get_body(("plain",)).get_content()
+        assert "launch plan nightly did not start" in str(message.message["Subject"])
+        assert "(*/1 * * * * (UTC))" in text
+
+
+@pytest.mark.parametrize(
+    ("schedule", "first_due"),
+    [
+        # A fixed rate: a run within a period and start_within of the last (or of now).
+        (schedule_pb2.Schedule(rate=schedule_pb2.FixedRate(value=2, unit=schedule_pb2.HOUR)), 7260),
+        # FlyteAdmin's older AWS-style expression: six fields, ? for "any", a year.
+        (schedule_pb2.Schedule(cron_expression="0 10 * * ? *"), None),
+    ],
+)
+async def test_fixed_rates_and_aws_cron_expressions_are_read_too(
+    tmp_path: Path, smtp: SmtpServer, admin: FlyteAdminServer, schedule: Any, first_due: int | None
+) -> None:
+    activate(admin, "hourly", schedule)
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp, flyteadmin=admin.config())
+    now = time.time()
+    async with Notifier(settings, clock=lambda: now) as notifier:
+        await notifier.put_deadline(deadline("rate", launch_plan="hourly", start_within="1m"))
+        (_, due) = (await notifier.deadline_timers(DeadlineId(PROJECT, DOMAIN, "rate")))[
+            "start_within"
+        ]
+    if first_due is not None:
+        assert due == pytest.approx(now + first_due)
+    else:  # 10:00 UTC, the next one, and a minute to start in
+        assert datetime.fromtimestamp(due - 60, UTC).strftime("%H:%M") == "10:00"
+        assert 0 < due - now <= 86400 + 60
+
+
+async def test_a_launch_plan_with_no_schedule_is_a_mistake_naming_schedule(
+    tmp_path: Path, smtp: SmtpServer, admin: FlyteAdminServer
+) -> None:
+    activate(admin, "manual")  # active, but never scheduled
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp, flyteadmin=admin.config())
+    async with Notifier(settings) as notifier:
+        for plan, why in (
+            ("manual", "launch plan proj/prod/manual has no schedule in FlyteAdmin"),
+            ("retired", "launch plan proj/prod/retired has no active version in FlyteAdmin"),
+        ):
+            with pytest.raises(InputError) as raised:
+                await notifier.put_deadline(deadline("x", launch_plan=plan, start_within="1m"))
+            ((field, message),) = [(p.field, p.message) for p in raised.value.problems]
+            assert (field, message) == ("schedule", f"is required: {why}")
+        admin.fail(grpc.StatusCode.UNAVAILABLE)
+        with pytest.raises(UpstreamUnavailable, match="could not look up proj/prod/manual"):
+            await notifier.put_deadline(deadline("x", launch_plan="manual", start_within="1m"))
+        assert notifier.deadlines() == []
+
+
+async def test_without_flyteadmin_start_within_needs_a_schedule(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    async with Notifier(settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp)) as notifier:
+        with pytest.raises(InputError) as raised:
+            await notifier.put_deadline(deadline("x", launch_plan="nightly", start_within="1m"))
+        (problem,) = raised.value.problems
+        assert problem.field == "schedule"
+        assert "no [flyteadmin] is configured" in problem.message
+
+
+async def test_the_configuration_files_deadlines_are_read_only(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    configured = {
+        "in-file": {
+            "project": PROJECT,
+            "domain": DOMAIN,
+            "max_queued": "5m",
+            "recipients": ["#ops"],
+        }
+    }
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp, deadlines=configured)
+    async with Notifier(settings) as notifier:
+        (found,) = notifier.deadlines()
+        assert (found.id.name, found.source, found.max_queued) == ("in-file", "config", 300.0)
+        with pytest.raises(Conflict):
+            await notifier.put_deadline(deadline("in-file", max_queued="1m"))
+        assert not await notifier.delete_deadline(DeadlineId(PROJECT, DOMAIN, "in-file"))
