@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received
 from flytenotify.metrics import Metrics
 from flytenotify.store.base import DeliveryFilter
-from tests.flyteadmin_egress import v2_workflow, workflow_event
+from tests.flyteadmin_egress import v1_workflow, v2_workflow, workflow_event
 from tests.servers.flyteadmin import FlyteAdminServer, admin_launch_plan
 from tests.servers.pagerduty_api import PagerDutyApiServer
 from tests.servers.smtp import SmtpServer
@@ -497,3 +498,58 @@ async def test_the_configuration_files_deadlines_are_read_only(
         with pytest.raises(Conflict):
             await notifier.put_deadline(deadline("in-file", max_queued="1m"))
         assert not await notifier.delete_deadline(DeadlineId(PROJECT, DOMAIN, "in-file"))
+
+
+# -- the broker intake keeps what a deadline may watch, and only that --------------------
+
+
+async def test_the_broker_intake_keeps_non_terminal_events_only_where_a_deadline_may_watch(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    await notifier.put_deadline(deadline("lp-sla", launch_plan="nightly", max_queued="1s"))
+    elsewhere = workflow_event("e9", "QUEUED", project="other", domain=DOMAIN)
+    messages = [
+        # The launch plan FlyteAdmin names decides...
+        v2_workflow(event("e7", "QUEUED"), (PROJECT, DOMAIN, "nightly", "v1")),
+        v2_workflow(event("e8", "QUEUED"), (PROJECT, DOMAIN, "weekly", "v1")),
+        # ...an event that names none is kept: it may be one of nightly's runs...
+        v1_workflow(event("e10", "QUEUED")),
+        # ...and no deadline watches the other project.
+        v1_workflow(elsewhere),
+    ]
+    intake = EgressIntake(notifier, Metrics(), "nats")
+    verdicts = await intake.handle([Received(m.nats_json()) for m in messages])
+    assert [v.value for v in verdicts] == ["ack"] * 4
+
+    async def phases(project: str, name: str) -> list[str]:
+        return [e.phase_name for e, _ in await notifier.events(ExecutionId(project, DOMAIN, name))]
+
+    assert await phases(PROJECT, "e7") == ["QUEUED"]
+    assert await phases(PROJECT, "e8") == []
+    assert await phases(PROJECT, "e10") == ["QUEUED"]  # kept; no launch plan known: not timed
+    assert await phases("other", "e9") == []
+    (message,) = await smtp.wait_for_messages(1, within=WAIT)
+    assert str(message.message["Subject"]) == "Deadline lp-sla: proj/prod/e7 queued for 1s"
+    await asyncio.sleep(1.0)
+    assert len(smtp.messages) == 1
+
+
+async def test_a_replica_sees_another_ones_deadlines_and_fires_each_timer_once(
+    postgres_url: str, smtp: SmtpServer
+) -> None:
+    settings = settings_for(postgres_url, smtp)
+    async with (
+        Notifier(settings, deadlines_refresh=0.2) as first,
+        Notifier(settings, deadlines_refresh=0.2) as second,
+    ):
+        first.start_dispatching()
+        second.start_dispatching()
+        await first.put_deadline(deadline("shared", max_queued="1s"))
+        await wait_until(second.deadlines, "the other replica to read the deadline")
+        for i in range(10):
+            await (first, second)[i % 2].report_event(event(f"r-{i}", "QUEUED"))
+        await smtp.wait_for_messages(10, within=WAIT)
+        await asyncio.sleep(1.5)
+    counts = Counter(subjects(smtp))
+    assert len(counts) == 10
+    assert set(counts.values()) == {1}
