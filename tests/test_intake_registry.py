@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from flytenotify.web.api import create_app
 
 from flytenotify.app import Notifier
 from flytenotify.cli import main
@@ -28,6 +27,7 @@ from flytenotify.intake import egress, registry
 from flytenotify.intake.source import IntakeSpec, SourceState, run_broker
 from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import ConfigError, load_config
+from flytenotify.web.api import create_app
 from tests import flyteadmin_egress
 from tests.helpers import register_plan_and_run, write_config
 from tests.spool_intake import INTAKE, SpoolConfig, register, spool, unregister
