@@ -346,6 +346,18 @@ async def test_a_missed_schedule_says_it_did_not_start_then_waits_for_the_next(
             TimerKind.START_WITHIN,
             ExecutionId(PROJECT, DOMAIN, filed),
         )
+        assert [a.execution for a in await notifier.open_alerts()] == [alert.execution]
+        # A run that starts after all ends the missed start: one follow-up says how late.
+        late = event("late-1", "QUEUED", at=clock())
+        assert await via_broker(notifier, late, "nightly") == ["ack"]
+        (_, follow_up) = await smtp.wait_for_messages(2, within=WAIT)
+        subject = str(follow_up.message["Subject"])
+        assert subject.startswith(f"Deadline every-minute: proj/prod/{filed} started late, after")
+        text = follow_up.message.get_body(("plain",)).get_content()
+        assert f"after the scheduled time {shown}, which deadline proj/prod/every-minute" in text
+        assert await notifier.open_alerts() == []
+        # ... and is not the next fire time's run: that window is still open.
+        assert await notifier.deadline_timers(ident) == {"start_within": (1, fire + 61)}
 
 
 async def test_a_run_starting_in_its_window_keeps_the_schedule_quiet(

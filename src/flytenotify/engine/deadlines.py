@@ -20,6 +20,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +60,7 @@ __all__ = [
     "percentile",
     "plan_alert",
     "plan_follow_up",
+    "plan_late_start",
     "schedule_timer",
     "timer_work",
 ]
@@ -162,7 +164,7 @@ def timer_work(
                 arm.append(_execution_timer(d, TimerKind.SLOWER_THAN, usual, execution, event, at))
     elif event.phase == P.SUCCEEDED:
         series = sorted({d.series for d in deadlines if d.slower_than is not None})
-    starts = tuple(Timer.schedule_key(d.id) for d in deadlines if d.start_within is not None)
+    starts = tuple(d.id for d in deadlines if d.start_within is not None)
     return TimerWork(
         arm=tuple(arm),
         cancel=frozenset(cancel),
@@ -461,6 +463,47 @@ def plan_follow_up(
         execution.launch_plan,
         deliveries,
         reason=DeliveryReason.DEADLINE_RESOLVED,
+    )
+
+
+LATE_START_SUBJECT = "Deadline {{ deadline.name }}: {{ execution }} started late, after {{ late }}"
+LATE_START_BODY = (
+    "{{ what }}\n\nDeadline: {{ deadline }}\nStarted: {{ occurred_at }}{{ deadline_link }}\n"
+)
+
+
+def plan_late_start(
+    alert: DeadlineAlert, deadline: Deadline | None, settings: Settings, dev_inbox: bool
+) -> Planned:
+    """The follow-up of a missed start once a run began after all: how late, to whoever
+    heard it did not start."""
+    started = alert.ended_at or datetime.now(UTC)
+    phase = alert.ended_phase if alert.ended_phase is not None else P.UNDEFINED
+    late = spoken_duration(started.timestamp() - alert.since.timestamp())
+    plan = (
+        EntityId(alert.deadline.project, alert.deadline.domain, deadline.launch_plan)
+        if deadline is not None and deadline.launch_plan
+        else None
+    )
+    event = ExecutionEvent(alert.execution, phase, started, launch_plan=plan)
+    variables = template_variables(event, None, None)
+    scheduled = template_variables(dataclasses.replace(event, occurred_at=alert.since), None, None)
+    variables.update(
+        {
+            "deadline": str(alert.deadline),
+            "deadline.name": alert.deadline.name,
+            "late": late,
+            "what": f"A run began {late} after the scheduled time {scheduled['occurred_at']},"
+            f" which deadline {alert.deadline} had said did not start"
+            f" (start_within {format_duration(alert.allowed)}).",
+            **_links(alert.deadline, settings),
+        }
+    )
+    words = _Words(LATE_START_SUBJECT, LATE_START_BODY, variables)
+    key = f"deadline_resolved/{alert.deadline}/{alert.execution}"
+    deliveries = _deliveries(alert.recipients, key, words, settings, dev_inbox)
+    return Planned(
+        alert.execution, phase, plan, deliveries, reason=DeliveryReason.DEADLINE_RESOLVED
     )
 
 

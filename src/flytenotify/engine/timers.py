@@ -36,6 +36,7 @@ from flytenotify.engine.deadlines import (
     next_schedule_timer,
     plan_alert,
     plan_follow_up,
+    plan_late_start,
 )
 from flytenotify.store.base import Store, TimerSettlement, TimerVerdict
 
@@ -170,10 +171,17 @@ class TimerLoop:
 
     async def _follow_up(self, timer: Timer) -> TimerSettlement:
         assert timer.execution is not None
+        nothing = TimerSettlement(timer, self.owner, subject=timer.execution, phase=timer.phase)
         alerts = await self.store.alerts_of(timer.deadline, timer.execution)
+        if not alerts:
+            return nothing
+        if alerts[0].breach is TimerKind.START_WITHIN:  # a missed start: a run began late
+            deadline = self.book.get(timer.deadline)
+            late = plan_late_start(alerts[0], deadline, self.settings, self.dev_inbox)
+            return _settle(timer, self.owner, late, None)
         execution = await self.store.get_execution(timer.execution)
-        if not alerts or execution is None:
-            return TimerSettlement(timer, self.owner, subject=timer.execution, phase=timer.phase)
+        if execution is None:
+            return nothing
         planned = plan_follow_up(timer, alerts, execution, self.settings, self.dev_inbox)
         return _settle(timer, self.owner, planned, None)
 

@@ -79,14 +79,16 @@ class TimerWork:
     event arms ``arm`` and drops the execution's timers of the ``cancel``
     kinds; the event that ends the execution drops all its timers, closes its
     alerts (arming their follow-ups) and, having succeeded, adds how long it
-    ran to each of ``series``. Either may satisfy the schedules' timers keyed
-    ``starts``, when the execution began (``started_at``) in their window.
+    ran to each of ``series``. Either may satisfy the schedule's timer of each
+    deadline of ``starts``, when the execution began (``started_at``) in its
+    window, and closes that deadline's missed starts before then (arming
+    their follow-ups: it started late).
     """
 
     arm: tuple[Timer, ...] = ()
     cancel: frozenset[TimerKind] = frozenset()
     series: tuple[str, ...] = ()
-    starts: tuple[str, ...] = ()
+    starts: tuple[DeadlineId, ...] = ()
     started_at: float = 0.0
     ends: bool = False  # a deadline selects the execution: its end closes what it opened
 

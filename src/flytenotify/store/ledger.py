@@ -135,8 +135,10 @@ def plan_intake(
 # -- deadlines' timers ----------------------------------------------------------------------
 
 # A run counts as started in a schedule's window this long before the fire time
-# too: producers' clocks and the scheduler's are not the ledger's.
-START_TOLERANCE = 60.0
+# too: producers' clocks and the scheduler's are not the ledger's. Short: a run
+# late for one fire time must not count for the next (schedules can be a minute
+# apart).
+START_TOLERANCE = 10.0
 
 
 def timer_steps(writes: Sequence[EventWrite], plan: IntakePlan) -> list[tuple[EventWrite, bool]]:

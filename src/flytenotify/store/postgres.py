@@ -693,12 +693,14 @@ async def _apply_timers(conn: Conn, write: EventWrite, ended: bool, now: float) 
         if work.cancel:
             cancel = [(*key, kind) for kind in sorted(work.cancel)]
             await conn.executemany(Q["cancel_timers"], cancel)
-    if work.starts:
-        started = work.started_at
-        await conn.executemany(
-            Q["satisfy_start"],
-            [(started, start, ledger.START_TOLERANCE, started, started) for start in work.starts],
-        )
+    started = work.started_at
+    for deadline in work.starts:
+        named = (deadline.project, deadline.domain, deadline.name)
+        satisfied = (started, Timer.schedule_key(deadline), ledger.START_TOLERANCE, started)
+        await conn.execute(Q["satisfy_start"], *satisfied, started)
+        late = await conn.execute(Q["end_missed_starts"], event.phase, started, *named, started)
+        if _rowcount(late):
+            await conn.execute(Q["arm_late_start_timers"], now, *named, started)
 
 
 async def _settle(conn: Conn, settlement: TimerSettlement) -> TimerVerdict:

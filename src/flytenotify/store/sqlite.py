@@ -443,10 +443,12 @@ def _apply_timers(conn: sqlite3.Connection, write: EventWrite, ended: bool, now:
         conn.executemany(Q["arm_timer"], [codec.timer_columns(t) for t in work.arm])
         conn.executemany(Q["cancel_timers"], [(*key, kind) for kind in sorted(work.cancel)])
     started = work.started_at
-    conn.executemany(
-        Q["satisfy_start"],
-        [(started, start, ledger.START_TOLERANCE, started, started) for start in work.starts],
-    )
+    for deadline in work.starts:
+        named = (deadline.project, deadline.domain, deadline.name)
+        satisfied = (started, Timer.schedule_key(deadline), ledger.START_TOLERANCE, started)
+        conn.execute(Q["satisfy_start"], (*satisfied, started))
+        if conn.execute(Q["end_missed_starts"], (event.phase, started, *named, started)).rowcount:
+            conn.execute(Q["arm_late_start_timers"], (now, *named, started))
 
 
 def _put_schedule(conn: sqlite3.Connection, deadline: Deadline, schedule: Timer | None) -> None:

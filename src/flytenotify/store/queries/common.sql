@@ -179,6 +179,29 @@ DELETE FROM timers WHERE project = ? AND domain = ? AND name = ? AND kind = ?;
 UPDATE timers SET satisfied_at = ?
  WHERE key = ? AND satisfied_at IS NULL AND since - ? <= ? AND ? <= due_at;
 
+-- name: end_missed_starts
+-- A run of a deadline's schedule began: the missed starts before it ended
+-- (late). Parameters: its phase, when it began, the deadline's project,
+-- domain and name, when it began.
+UPDATE deadline_alerts SET ended_phase = ?, ended_at = ?
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+   AND breach = 'start_within' AND ended_at IS NULL AND since < ?;
+
+-- name: arm_late_start_timers
+-- The follow-up of each missed start end_missed_starts just closed (their
+-- ended_at is the time it wrote), due at once. Parameters: now, the
+-- deadline's project, domain and name, that time.
+INSERT INTO timers (key, kind, due_at, deadline_project, deadline_domain, deadline_name,
+                    project, domain, name, since, allowed, phase, schedule)
+SELECT 'resolve/' || deadline_project || '/' || deadline_domain || '/' || deadline_name
+       || '/' || project || '/' || domain || '/' || name,
+       'resolve', CAST(? AS {{timestamp}}), deadline_project, deadline_domain, deadline_name,
+       project, domain, name, since, allowed, ended_phase, ''
+  FROM deadline_alerts
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+   AND breach = 'start_within' AND resolve = 1 AND ended_at = ?
+ON CONFLICT (key) DO NOTHING;
+
 -- name: end_alerts
 -- An alerted execution ended. Parameters: its phase, when, project, domain, name.
 UPDATE deadline_alerts SET ended_phase = ?, ended_at = ?
