@@ -265,3 +265,18 @@ def test_the_configuration_file_names_the_key(tmp_path: Path, section: str, said
     result = CliRunner().invoke(main, ["check-config", str(config)])
     assert result.exit_code != 0, result.output
     assert said in result.output
+
+
+def test_check_config_names_a_deadlines_recipient_no_channel_reaches(tmp_path: Path) -> None:
+    config = tmp_path / "flytenotify.toml"
+    config.write_text(
+        f'[database]\nurl = "{tmp_path / "x.db"}"\n'
+        '[webhooks.ops]\nurl = "https://ops.example.com/hook"\n'
+        '[deadlines.late]\nproject = "proj"\ndomain = "prod"\nmax_queued = "5m"\n'
+        'recipients = ["webhook:nope", "webhook:ops"]\n'
+    )
+    assert cli(tmp_path, "deadlines", "list", "--config", str(config)).exit_code == 0  # a ledger
+    result = CliRunner().invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "deadline proj/prod/late: recipients[0]" in result.output
+    assert "recipients[1]" not in result.output

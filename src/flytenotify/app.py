@@ -315,8 +315,8 @@ class Notifier:
         ]
 
     async def routing_problems(self) -> list[Problem]:
-        """Recipients of registered launch plans, and of Flyte 2's named rules and
-        deliveries, that no configured channel can reach."""
+        """Recipients of registered launch plans, of Flyte 2's named rules and
+        deliveries, and of deadlines, that no configured channel can reach."""
         problems = [
             Problem(f"launch plan {plan.id}: {problem.field}", problem.message)
             for plan, found in await self.launch_plans()
@@ -329,6 +329,11 @@ class Notifier:
                     f"flyte2 named {entry.kind.value} {entry.name} ({scope}): {p.field}", p.message
                 )
                 for p in self.named_routing_problems(entry)
+            ]
+        for deadline in self.deadlines():
+            problems += [
+                Problem(f"deadline {deadline.id}: {p.field}", p.message)
+                for p in self.deadline_routing_problems(deadline)
             ]
         return problems
 

@@ -74,7 +74,6 @@ class TimerLoop:
         self.clock = clock
         self._enqueued = enqueued  # deliveries were written: the dispatcher looks now
         self._wake = asyncio.Event()
-        self.fired = 0  # timers settled with an alert or follow-up written, for tests and logs
 
     def wake(self) -> None:
         """A timer was armed: look again now rather than at the next due time."""
@@ -133,7 +132,6 @@ class TimerLoop:
         settlement = await self._settlement(timer, now)
         verdict = await self.store.settle_timer(settlement)
         if verdict is TimerVerdict.FIRED and (settlement.alert or settlement.deliveries):
-            self.fired += 1
             if settlement.deliveries:
                 self._enqueued()
             log.info(
