@@ -561,3 +561,26 @@ async def test_a_replica_sees_another_ones_deadlines_and_fires_each_timer_once(
     counts = Counter(subjects(smtp))
     assert len(counts) == 10
     assert set(counts.values()) == {1}
+
+
+async def test_alerts_of_one_deadline_to_one_destination_fold_into_a_digest(
+    database_url: str, smtp: SmtpServer
+) -> None:
+    """The grouping rules apply: alerts due together go out as one digest naming each."""
+    grouping = GroupingConfig(by=["launch_plan", "phase"], window=1.0)
+    async with Notifier(settings_for(database_url, smtp, grouping=grouping)) as notifier:
+        notifier.start_dispatching()
+        await notifier.put_deadline(deadline("storm", max_queued="1s"))
+        names = [f"s-{i}" for i in range(6)]
+        queued_at = time.time()
+        await notifier.report_events([event(name, "QUEUED", at=queued_at) for name in names])
+
+        def named() -> set[str]:
+            text = " ".join(m.message.get_body(("plain",)).get_content() for m in smtp.messages)
+            return {name for name in names if f"proj/prod/{name}" in text}
+
+        await wait_until(lambda: named() == set(names), "every execution to be named")
+        await asyncio.sleep(1.5)  # past the window: anything else would be here now
+    folded = [s for s in subjects(smtp) if "are over a deadline" in s]
+    assert folded, subjects(smtp)
+    assert len(smtp.messages) < len(names)
