@@ -584,3 +584,28 @@ async def test_alerts_of_one_deadline_to_one_destination_fold_into_a_digest(
     folded = [s for s in subjects(smtp) if "are over a deadline" in s]
     assert folded, subjects(smtp)
     assert len(smtp.messages) < len(names)
+
+
+async def test_a_fixed_rate_wants_a_run_within_a_period_of_the_last(
+    tmp_path: Path, smtp: SmtpServer, admin: FlyteAdminServer
+) -> None:
+    """Time moved on by the clock: a minute's rate and a second to start in."""
+    activate(admin, "every-minute", schedule_pb2.Schedule(
+        rate=schedule_pb2.FixedRate(value=1, unit=schedule_pb2.MINUTE)
+    ))  # fmt: skip
+    moved = [0.0]
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp, flyteadmin=admin.config())
+    async with Notifier(settings, clock=lambda: time.time() + moved[0]) as notifier:
+        notifier.start_dispatching()
+        armed_at = notifier.clock()
+        await notifier.put_deadline(deadline("rate", launch_plan="every-minute", start_within="1s"))
+        await asyncio.sleep(1.5)
+        assert smtp.messages == []  # a minute and a second is not up yet
+        moved[0] = 60.0
+        notifier.timers.wake()
+        (message,) = await smtp.wait_for_messages(1, within=WAIT)
+    text = message.message.get_body(("plain",)).get_content()
+    opened = datetime.fromtimestamp(armed_at, UTC).strftime("%Y-%m-%dT%H:%M")
+    assert "Launch plan every-minute did not start: no run began within 1m 1s of" in text
+    assert f"of {opened}" in text
+    assert "(every 1m, and 1s to start in)" in text

@@ -150,8 +150,11 @@ def timer_work(
     cancel: set[TimerKind] = set()
     series: list[str] = []
     if event.phase == P.QUEUED:
-        arm += [_execution_timer(d, TimerKind.MAX_QUEUED, d.max_queued, execution, event, at)
-                for d in deadlines if d.max_queued is not None]  # fmt: skip
+        for d in deadlines:
+            if d.max_queued is not None:
+                arm.append(
+                    _execution_timer(d, TimerKind.MAX_QUEUED, d.max_queued, execution, event, at)
+                )
     elif event.phase == P.RUNNING:
         cancel.add(TimerKind.MAX_QUEUED)
         for d in deadlines:
@@ -291,6 +294,11 @@ _WHAT = {
         " {fire} ({schedule})."
     ),
 }
+# A fixed rate has no fire times: its window opens with the run before (or when armed).
+_NO_RUN_SINCE = (
+    "{selection} did not start: no run began within {allowed} of {fire} ({schedule}, and"
+    " {start_within} to start in)."
+)
 ALERT_BODY = (
     "{{ what }}\n"
     "\n"
@@ -393,8 +401,11 @@ def _missed_start(
         "allowed": spoken_duration(timer.allowed),
         "fire": variables["occurred_at"],
         "schedule": schedule.describe(),
+        "start_within": spoken_duration(timer.allowed - schedule.every),
     }
     variables.update(_deadline_variables(deadline, timer.kind, facts, settings))
+    if not schedule.cron:
+        variables["what"] = _NO_RUN_SINCE.format(**facts)
     variables["selection"] = deadline.selection
     words = _Words(_SUBJECTS[timer.kind], MISSED_START_BODY, variables)
     alert = DeadlineAlert(
