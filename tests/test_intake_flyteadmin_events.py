@@ -51,7 +51,7 @@ def b64(data: object) -> str:
 def test_v1_terminal_event(form: str) -> None:
     cloud_event = egress.v1_workflow(egress.workflow_event("run-7", "FAILED", error="boom"))
     decoded = fe.decode(wire(cloud_event, form))
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
     assert (
         decoded.cloud_event_type
         == "com.flyte.resource.flyteidl.admin.WorkflowExecutionEventRequest"
@@ -70,7 +70,7 @@ def test_v1_terminal_event(form: str) -> None:
 def test_v2_terminal_event_takes_the_launch_plan(form: str) -> None:
     cloud_event = egress.v2_workflow(egress.workflow_event("run-8", "SUCCEEDED"), PLAN)
     decoded = fe.decode(wire(cloud_event, form))
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
     assert decoded.cloud_event_type == "com.flyte.resource.cloudevents.WorkflowExecution"
     assert decoded.launch_plan == EntityId(*PLAN)
     assert decoded.event.launch_plan == EntityId(*PLAN)
@@ -82,7 +82,7 @@ def test_v2_terminal_event_takes_the_launch_plan(form: str) -> None:
 def test_v2_without_enrichment_has_no_launch_plan(form: str) -> None:
     cloud_event = egress.v2_workflow(egress.workflow_event("run-9", "ABORTED"))
     decoded = fe.decode(wire(cloud_event, form))
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
     assert decoded.launch_plan is None
     assert decoded.event.phase == P.ABORTED
 
@@ -92,7 +92,7 @@ def test_envelope_with_data_instead_of_data_base64() -> None:
     as_object = fe.decode(envelope(data_base64=None, data=data))
     as_text = fe.decode(envelope(data_base64=None, data=json.dumps(data)))
     for decoded in (as_object, as_text):
-        assert isinstance(decoded, fe.TerminalEvent)
+        assert isinstance(decoded, fe.WorkflowEvent)
         assert decoded.event.execution_id.name == "d1"
         assert decoded.event.phase == P.TIMED_OUT
 
@@ -102,7 +102,7 @@ def test_fields_a_newer_flyteadmin_adds_are_tolerated() -> None:
     data["event"]["someFutureField"] = {"x": 1}
     data["anotherNewField"] = "y"
     decoded = fe.decode(envelope(data_base64=b64(data)))
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
 
 
 def test_protobuf_field_numbers_are_the_cloudevents_specification() -> None:
@@ -130,7 +130,7 @@ def test_protobuf_field_numbers_are_the_cloudevents_specification() -> None:
         + field(6, data)
     )
     decoded = fe.decode(body)
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
     assert (decoded.cloud_event_id, decoded.event.execution_id.name) == ("hand-1", "h1")
     parsed: Any = fe.CloudEvent.FromString(body)
     assert parsed.attributes["time"].ce_timestamp.seconds == 1_700_000_000
@@ -276,10 +276,10 @@ def test_protobuf_and_json_are_told_apart_by_more_than_the_first_byte() -> None:
     body = long_id.protobuf()
     assert body[:2] == b"\n{"
     decoded = fe.decode(body)
-    assert isinstance(decoded, fe.TerminalEvent)
+    assert isinstance(decoded, fe.WorkflowEvent)
     assert decoded.cloud_event_id == "i" * 123
     after_newline = fe.decode(b"\n" + envelope())
-    assert isinstance(after_newline, fe.TerminalEvent)
+    assert isinstance(after_newline, fe.WorkflowEvent)
 
 
 def test_a_nats_envelope_nested_too_deep_is_malformed_not_a_crash() -> None:

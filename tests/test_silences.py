@@ -53,8 +53,8 @@ class Clock:
     def __init__(self, at: datetime) -> None:
         self.at = at
 
-    def __call__(self) -> datetime:
-        return self.at
+    def __call__(self) -> float:
+        return self.at.timestamp()
 
 
 def _silence(**given: object) -> Silence:

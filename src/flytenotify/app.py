@@ -13,10 +13,12 @@ HTTP service and the CLI are thin layers over :class:`Notifier`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import html
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -35,6 +37,9 @@ from flytenotify.domain import (
     ActionRecord,
     Actor,
     Attempt,
+    Deadline,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
     DeliveryStatus,
     EntityId,
@@ -50,14 +55,23 @@ from flytenotify.domain import (
     PausedAction,
     RenderedMessage,
     Silence,
+    Timer,
 )
 from flytenotify.engine import recovery, resolve
 from flytenotify.engine import silences as silencing
+from flytenotify.engine.deadlines import DeadlineBook, percentile, schedule_timer, timer_work
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
 from flytenotify.engine.resolve_runs import plan_run_deliveries, recipient_kind
+from flytenotify.engine.timers import TimerLoop
 from flytenotify.engine.waiting import plan_waiting_deliveries
-from flytenotify.errors import Conflict, InputError, Problem, UnknownReference
+from flytenotify.errors import (
+    Conflict,
+    InputError,
+    Problem,
+    UnknownReference,
+    UpstreamUnavailable,
+)
 from flytenotify.intake.events import (
     check_entity_id,
     check_execution_id,
@@ -67,9 +81,17 @@ from flytenotify.intake.events import (
     event_from_proto,
 )
 from flytenotify.intake.gates import GateWatch
-from flytenotify.intake.limits import check_named_rule, recipient_problems, template_problems
+from flytenotify.intake.limits import (
+    check_deadline,
+    check_named_rule,
+    recipient_problems,
+    template_problems,
+)
+from flytenotify.models.core.execution import WorkflowExecutionPhase
+from flytenotify.schedules import Schedule
 from flytenotify.store import store_for_url
 from flytenotify.store.base import (
+    NO_TIMER_WORK,
     DeliveryFilter,
     EventOutcome,
     EventResult,
@@ -78,6 +100,7 @@ from flytenotify.store.base import (
     InboxMessage,
     NewDelivery,
     Store,
+    TimerWork,
 )
 from flytenotify.wire import NotificationLike, launch_plan_notifications, to_notifications
 
@@ -93,6 +116,9 @@ LOOKUP_CONCURRENCY = 8
 LOOKUP_CACHE_SIZE = 10_000
 # Waiting deliveries a new silence looks at per read, when it holds those it matches.
 HOLD_PAGE = 1_000
+# How often the deadlines the ledger holds are read again (other replicas change
+# them too), and a configuration file's schedules armed again if that failed.
+DEADLINES_REFRESH = 10.0
 
 
 class ExecutionLookup(Protocol):
@@ -105,6 +131,13 @@ class ExecutionLookup(Protocol):
 
     async def get_execution(self, execution_id: ExecutionId) -> Execution:
         """The execution, or one recorded with no notifications and the refusal.
+
+        Raises :class:`~flytenotify.errors.UpstreamUnavailable` when it cannot answer now.
+        """
+        ...
+
+    async def launch_plan_schedule(self, plan: EntityId) -> tuple[Schedule | None, str]:
+        """The schedule the launch plan runs by, or None and why it has none.
 
         Raises :class:`~flytenotify.errors.UpstreamUnavailable` when it cannot answer now.
         """
@@ -144,10 +177,11 @@ class Notifier:
 
     ``dev_inbox=True`` delivers what no channel is configured for into the
     local inbox instead of failing it (the service's zero-config mode).
-    ``channels`` replaces the channels built from ``settings``. ``clock`` is
-    what silences are judged by (when they are in effect, when one is created
-    or ended); the current time unless a test gives its own. Leases and due
-    times keep to the time itself.
+    ``channels`` replaces the channels built from ``settings``. ``clock`` (Unix
+    seconds) is what silences and deadlines are judged by (when a silence is in
+    effect, when one is created or ended; when a timer is due, when a schedule
+    fires); the current time unless a test gives its own. Leases and delivery
+    due times keep to the time itself.
     """
 
     def __init__(
@@ -159,10 +193,11 @@ class Notifier:
         store: Store | None = None,
         observer: AttemptObserver | None = None,
         lookup: ExecutionLookup | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], float] = time.time,
+        deadlines_refresh: float = DEADLINES_REFRESH,
     ) -> None:
         self.settings = settings or Settings()
-        self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.now: Callable[[], datetime] = lambda: datetime.fromtimestamp(clock(), UTC)
         self.dev_inbox = dev_inbox
         self.store = store or open_store(self.settings)
         self.channels = (
@@ -180,6 +215,23 @@ class Notifier:
         self._runner: asyncio.Task[None] | None = None
         self.actions = Actions(self.store, self.settings)
         self._gates: GateWatch | None = None
+        # Deadlines: the book in memory (intake asks it of every event), the timers in
+        # the ledger, fired by the timer loop beside the dispatcher.
+        self.clock = clock
+        self.deadline_book = DeadlineBook(self.settings.deadline_entries())
+        self.timers = TimerLoop(
+            self.store,
+            self.deadline_book,
+            self.settings,
+            owner=self.dispatcher.owner,
+            dev_inbox=dev_inbox,
+            clock=clock,
+            enqueued=self.dispatcher.wake,
+        )
+        self._deadlines_refresh = deadlines_refresh
+        self._refresher: asyncio.Task[None] | None = None
+        self._timer_runner: asyncio.Task[None] | None = None
+        self._unarmed: list[Deadline] = []  # configured schedules not armed yet (FlyteAdmin away)
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -194,8 +246,17 @@ class Notifier:
         # Work enqueued by another process (a replica, the CLI) wakes the
         # dispatcher at once; its poll remains the fallback.
         await self.store.listen(self.dispatcher.wake)
+        await self.store.listen_timers(self.timers.wake)
+        await self.refresh_deadlines()
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._keep_deadlines_fresh())
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
         await self.stop_dispatching()
         for channel in self.channels.values():
             await channel.close()
@@ -277,8 +338,8 @@ class Notifier:
         ]
 
     async def routing_problems(self) -> list[Problem]:
-        """Recipients of registered launch plans, and of Flyte 2's named rules and
-        deliveries, that no configured channel can reach."""
+        """Recipients of registered launch plans, of Flyte 2's named rules and
+        deliveries, and of deadlines, that no configured channel can reach."""
         problems = [
             Problem(f"launch plan {plan.id}: {problem.field}", problem.message)
             for plan, found in await self.launch_plans()
@@ -291,6 +352,11 @@ class Notifier:
                     f"flyte2 named {entry.kind.value} {entry.name} ({scope}): {p.field}", p.message
                 )
                 for p in self.named_routing_problems(entry)
+            ]
+        for deadline in self.deadlines():
+            problems += [
+                Problem(f"deadline {deadline.id}: {p.field}", p.message)
+                for p in self.deadline_routing_problems(deadline)
             ]
         return problems
 
@@ -346,8 +412,11 @@ class Notifier:
 
     def named_routing_problems(self, entry: NamedRule) -> list[Problem]:
         """The recipients of ``entry`` no configured channel can reach."""
+        return self._routing_problems(entry.recipients)
+
+    def _routing_problems(self, recipients: Sequence[str]) -> list[Problem]:
         problems: list[Problem] = []
-        for i, recipient in enumerate(entry.recipients):
+        for i, recipient in enumerate(recipients):
             kind, address = recipient_kind(recipient)
             try:
                 resolve.route(kind, address, self.settings, self.dev_inbox)
@@ -511,11 +580,14 @@ class Notifier:
                 streak = streaks.get(recovery.plan_of(execution) or "")
                 if streak is not None:
                     deliveries += recovery.plan_recoveries(execution, event, streak, self.settings)
-            writes.append(EventWrite(event, execution, deliveries))
+            timers = await self._timer_work(execution, event)
+            writes.append(EventWrite(event, execution, deliveries, timers))
         writes = await self._silenced(writes)
         results = await self.store.record_events(writes)
         if any(r.delivery_ids for r in results):
             self.dispatcher.wake()
+        if any(write.timers for write in writes):
+            self.timers.wake()
         for write, result in zip(writes, results, strict=True):
             if result.outcome is EventOutcome.NO_NOTIFICATIONS:  # once: a replay is a duplicate
                 _log_no_notifications(write)
@@ -706,19 +778,188 @@ class Notifier:
         gates = [event.paused for event, _ in await self.events(execution_id) if event.paused]
         return list({gate.name: gate for gate in gates if gate.name not in decided}.values())
 
+    async def _timer_work(self, execution: Execution, event: ExecutionEvent) -> TimerWork:
+        """What ``event`` does to the timers of the deadlines selecting its execution."""
+        selecting = self.deadline_book.selecting(execution)
+        if not selecting:
+            return NO_TIMER_WORK
+        typical: dict[str, float | None] = {}
+        if event.phase == WorkflowExecutionPhase.RUNNING:
+            for deadline in selecting:
+                if deadline.slower_than is not None:
+                    typical[deadline.series] = await self._typical(deadline)
+        return timer_work(selecting, execution, event, typical)
+
+    async def _typical(self, deadline: Deadline) -> float | None:
+        """The ``slower_than`` percentile of the deadline's series, once enough runs are known."""
+        slower = deadline.slower_than
+        assert slower is not None
+        durations = await self.store.recent_durations(deadline.series, slower.of_last)
+        if len(durations) < slower.min_runs:
+            return None
+        return percentile(durations, slower.percentile)
+
+    def follows(
+        self,
+        project: str,
+        domain: str,
+        *,
+        launch_plan: str | None = None,
+        task: str | None = None,
+        trigger: str | None = None,
+    ) -> bool:
+        """Whether a deadline may select an execution of ``project``/``domain``: intake
+        keeps its non-terminal events then (``None``: not known, ``""``: none)."""
+        return self.deadline_book.follows(
+            project, domain, launch_plan=launch_plan, task=task, trigger=trigger
+        )
+
+    # -- deadlines -------------------------------------------------------------------
+
+    async def refresh_deadlines(self) -> None:
+        """Read the deadlines the ledger holds into the book (other replicas change them)."""
+        self.deadline_book.replace_stored(await self.store.list_deadlines())
+
+    async def _keep_deadlines_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(self._deadlines_refresh)
+            try:
+                await self.refresh_deadlines()
+                if self._unarmed:
+                    await self._arm_configured(self._unarmed)
+            except Exception as error:  # the database is away: the book stays as it was
+                log.warning("could not read the deadlines again: %s", error)
+
+    def deadlines(self) -> list[Deadline]:
+        """Every deadline: the configuration file's and those managed over the API."""
+        return self.deadline_book.all()
+
+    def deadline(self, ident: DeadlineId) -> Deadline | None:
+        return self.deadline_book.get(ident)
+
+    async def put_deadline(self, deadline: Deadline) -> tuple[Deadline, list[Problem]]:
+        """Create or replace a deadline managed over the API; the recipients no configured
+        channel can reach come back as warnings.
+
+        A schedule not given is read from FlyteAdmin (the launch plan's active
+        version). Raises :class:`InputError` naming the field for a bad deadline
+        or a launch plan with no schedule, :class:`Conflict` for a name the
+        configuration file defines, and
+        :class:`~flytenotify.errors.UpstreamUnavailable` when FlyteAdmin cannot
+        answer now.
+        """
+        problems = check_deadline(deadline)
+        if problems:
+            raise InputError(problems)
+        if any(known.id == deadline.id for known in self.deadline_book.configured):
+            raise Conflict(
+                Problem(
+                    "name",
+                    f"[deadlines.{deadline.id.name}] in the configuration file defines this"
+                    " deadline; change it there",
+                )
+            )
+        stored = dataclasses.replace(deadline, source="api", updated_at=datetime.now(UTC))
+        schedule = await self._schedule_timer(stored)
+        await self.store.put_deadline(stored, schedule)
+        await self.refresh_deadlines()
+        self.timers.wake()
+        return stored, self.deadline_routing_problems(stored)
+
+    async def delete_deadline(self, ident: DeadlineId) -> bool:
+        """Whether a deadline managed over the API existed (it, and its timers, no longer do)."""
+        deleted = await self.store.delete_deadline(ident)
+        await self.refresh_deadlines()
+        return deleted
+
+    def deadline_routing_problems(self, deadline: Deadline) -> list[Problem]:
+        """The recipients of ``deadline`` no configured channel can reach."""
+        return self._routing_problems(deadline.recipients)
+
+    async def deadline_alerts(
+        self, ident: DeadlineId, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        """What a deadline alerted about, newest first."""
+        return await self.store.deadline_alerts(ident, before_id, limit)
+
+    async def open_alerts(
+        self, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        """Alerts whose execution has not ended: what is over a deadline now."""
+        return await self.store.open_alerts(before_id, limit)
+
+    async def deadline_timers(self, ident: DeadlineId) -> dict[str, tuple[int, float]]:
+        """What a deadline waits for: per kind, how many timers and the next one due."""
+        return await self.store.deadline_timers(ident)
+
+    async def _schedule_timer(self, deadline: Deadline) -> Timer | None:
+        """The first timer of the deadline's schedule (None: it watches no schedule)."""
+        if deadline.start_within is None:
+            return None
+        return schedule_timer(deadline, await self._schedule_of(deadline), self.clock())
+
+    async def _schedule_of(self, deadline: Deadline) -> Schedule:
+        if deadline.schedule:
+            return Schedule(cron=deadline.schedule)
+        plan = EntityId(deadline.id.project, deadline.id.domain, deadline.launch_plan)
+        if self.lookup is None:
+            raise InputError(
+                Problem(
+                    "schedule",
+                    f"is required: no [flyteadmin] is configured to read launch plan {plan}'s"
+                    " own schedule",
+                )
+            )
+        schedule, why = await self.lookup.launch_plan_schedule(plan)
+        if schedule is None:
+            raise InputError(Problem("schedule", f"is required: {why}"))
+        return schedule
+
+    async def _arm_configured(self, deadlines: Sequence[Deadline]) -> None:
+        """Arm the configuration file's schedules (kept as they are if unchanged); those
+        whose schedule FlyteAdmin cannot give now are tried again later."""
+        unarmed = []
+        for deadline in deadlines:
+            try:
+                timer = await self._schedule_timer(deadline)
+            except UpstreamUnavailable as error:
+                log.warning("deadline %s: its schedule cannot be read now: %s", deadline.id, error)
+                unarmed.append(deadline)
+                continue
+            except InputError as error:
+                log.error("deadline %s watches no schedule: %s", deadline.id, error)
+                continue
+            if timer is not None:
+                await self.store.put_schedule_timer(timer)
+        self._unarmed = unarmed
+        self.timers.wake()
+
     # -- dispatching ---------------------------------------------------------------
 
     def start_dispatching(self) -> None:
-        """Run the dispatcher in the background until :meth:`stop_dispatching`."""
+        """Run the dispatcher and the timer loop in the background until
+        :meth:`stop_dispatching`."""
         if self._runner is None:
             self._stop = asyncio.Event()
             self._runner = asyncio.create_task(self.dispatcher.run(self._stop))
+            self._timer_runner = asyncio.create_task(self._run_timers(self._stop))
+
+    async def _run_timers(self, stop: asyncio.Event) -> None:
+        try:
+            await self._arm_configured(self.deadline_book.configured)
+        except Exception as error:  # the database is away: armed at the next refresh
+            log.warning("could not arm the configuration file's schedules: %s", error)
+            self._unarmed = self.deadline_book.configured
+        await self.timers.run(stop)
 
     async def stop_dispatching(self) -> None:
         if self._runner is not None:
             self._stop.set()
             await self._runner
             self._runner = None
+        if self._timer_runner is not None:
+            await self._timer_runner
+            self._timer_runner = None
 
     async def run_until_idle(self, max_wait: float = 60.0, include_retries: bool = False) -> None:
         """Deliver everything due now (or everything, with ``include_retries``)."""

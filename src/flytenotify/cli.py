@@ -28,7 +28,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
 )
-from flytenotify.errors import InputError, NotificationConfigError
+from flytenotify.errors import Conflict, InputError, NotificationConfigError, UpstreamUnavailable
 from flytenotify.intake.source import Source
 from flytenotify.notification_files import load_notification_file
 from flytenotify.settings_loader import (
@@ -1296,6 +1296,192 @@ def silences_end(
     click.echo(f"silence {silence_id} ended")
     if release:
         click.echo(f"  {_count(released, 'delivery', 'deliveries')} it held released")
+
+
+# -- deadlines ---------------------------------------------------------------------
+
+
+@main.group("deadlines")
+def deadlines_group() -> None:
+    """Deadlines: runs that hang, run late or never start.
+
+    Deadlines set here are kept in the database (a running service reads them
+    within seconds); those in the configuration file's [deadlines.NAME] are
+    listed too, and changed only there.
+    """
+
+
+def _deadline_scope(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--domain", required=True, help="Its domain.")(command)
+    return click.option("--project", required=True, help="Its project.")(command)
+
+
+@deadlines_group.command("list")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deadlines_list(config_file: Path | None, db: str | None, as_json: bool) -> None:
+    """Every deadline."""
+    from flytenotify.web.schemas import DeadlineView
+
+    items = [DeadlineView.of(d).to_json() for d in _run(config_file, db, _all_deadlines)]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no deadlines")
+        return
+    table = Table("name", "scope", "selects", "rules", "recipients", "source")
+    for item in items:
+        table.add_row(
+            item["name"],
+            f"{item['project']}/{item['domain']}",
+            _selects(item),
+            ", ".join(_rules(item)),
+            ", ".join(item["recipients"]),
+            item["source"],
+        )
+    Console().print(table)
+
+
+async def _all_deadlines(notifier: Notifier) -> list[Any]:
+    return notifier.deadlines()
+
+
+def _selects(item: dict[str, Any]) -> str:
+    for key in ("launch_plan", "task", "trigger"):
+        if item[key]:
+            return f"{key.replace('_', ' ')} {item[key]}"
+    return "every execution"
+
+
+def _rules(item: dict[str, Any]) -> list[str]:
+    rules = [f"{key} {item[key]}" for key in ("max_queued", "max_running") if item[key]]
+    if item["start_within"]:
+        schedule = item["schedule"] or "the launch plan's schedule"
+        rules.append(f"start_within {item['start_within']} of {schedule}")
+    slower = item["slower_than"]
+    if slower:
+        rules.append(
+            f"slower_than p{slower['percentile']:g} of {slower['of_last']}"
+            f" (from {slower['min_runs']} runs)"
+        )
+    return rules
+
+
+@deadlines_group.command("show")
+@click.argument("name")
+@_deadline_scope
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deadlines_show(
+    name: str, project: str, domain: str, config_file: Path | None, db: str | None, as_json: bool
+) -> None:
+    """One deadline, and the alerts it sent (newest first)."""
+    from flytenotify.domain import DeadlineId
+    from flytenotify.web.schemas import DeadlineAlertView, DeadlineView
+
+    ident = DeadlineId(project, domain, name)
+
+    async def work(n: Notifier) -> tuple[Any, list[Any]] | None:
+        found = n.deadline(ident)
+        return None if found is None else (found, await n.deadline_alerts(ident, limit=20))
+
+    found = _run(config_file, db, work)
+    if found is None:
+        click.echo(f"no deadline {ident}", err=True)
+        sys.exit(1)
+    shown = DeadlineView.of(found[0]).to_json()
+    shown["alerts"] = [DeadlineAlertView.of(alert).to_json() for alert in found[1]]
+    click.echo(json.dumps(shown, indent=2 if as_json else None))
+
+
+@deadlines_group.command("set")
+@click.argument("name")
+@_deadline_scope
+@click.option("--launch-plan", help="Select the executions of this Flyte 1 launch plan.")
+@click.option("--task", help="Select the Flyte 2 runs of this task.")
+@click.option("--trigger", help="Select the Flyte 2 runs this trigger started.")
+@click.option("--max-queued", help="How long a run may queue (90s, 10m, 2h, 1d, 1h30m).")
+@click.option("--max-running", help="How long a run may run.")
+@click.option("--schedule", help="A cron expression in UTC (default: the launch plan's own).")
+@click.option("--start-within", help="How soon after each fire time a run must start.")
+@click.option("--percentile", type=float, help="slower_than: this percentile of past runs...")
+@click.option("--of-last", type=int, help="...of the last N successful runs (default 20)...")
+@click.option("--min-runs", type=int, help="...once this many are known (default 5).")
+@click.option(
+    "--recipient", "recipients", multiple=True, required=True, help="A recipient (repeat)."
+)
+@click.option("--resolve/--no-resolve", default=True, help="Follow up when an alerted run ends.")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deadlines_set(
+    name: str,
+    project: str,
+    domain: str,
+    config_file: Path | None,
+    db: str | None,
+    as_json: bool,
+    **given: Any,
+) -> None:
+    """Create or replace a deadline (warns of recipients no channel reaches)."""
+    from flytenotify.domain import DeadlineId
+    from flytenotify.web.schemas import DeadlineBody, DeadlineView, parse
+
+    body = {key: value for key, value in given.items() if value not in (None, ())}
+    slower = {key: body.pop(key) for key in ("percentile", "of_last", "min_runs") if key in body}
+    if slower:
+        body["slower_than"] = slower
+    body["recipients"] = list(given["recipients"])
+    ident = DeadlineId(project, domain, name)
+    try:
+        spec = parse(DeadlineBody, body)
+    except InputError as error:
+        _fail("invalid deadline", [_option_problem(p) for p in error.problems], as_json)
+
+    async def work(n: Notifier) -> tuple[Any, list[Any]]:
+        return await n.put_deadline(spec.deadline(ident))
+
+    try:
+        stored, problems = _run(config_file, db, work)
+    except Conflict as error:  # the configuration file's: changed there
+        _fail("conflict", [str(p) for p in error.problems], as_json)
+    except InputError as error:
+        _fail("invalid deadline", [_option_problem(p) for p in error.problems], as_json)
+    except UpstreamUnavailable as error:
+        _fail(str(error), [], as_json)
+    answer = DeadlineView.of(stored).to_json()
+    answer["warnings"] = [str(p) for p in problems]
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    click.echo(f"deadline {ident} stored")
+    for problem in problems:
+        click.echo(f"  warning: {problem}", err=True)
+
+
+def _option_problem(problem: Any) -> str:
+    """A problem as the option that fixes it names it (``--max-queued``), with its field."""
+    field = str(problem.field)
+    option = field.removeprefix("slower_than.").split("[", 1)[0].replace("_", "-")
+    option = "recipient" if option == "recipients" else option
+    return f"--{option} ({field}): {problem.message}"
+
+
+@deadlines_group.command("delete")
+@click.argument("name")
+@_deadline_scope
+@_db_options
+def deadlines_delete(
+    name: str, project: str, domain: str, config_file: Path | None, db: str | None
+) -> None:
+    """Delete a deadline kept in the database (and its timers)."""
+    from flytenotify.domain import DeadlineId
+
+    ident = DeadlineId(project, domain, name)
+    if not _run(config_file, db, lambda n: n.delete_deadline(ident)):
+        click.echo(f"no deadline {ident} in the database", err=True)
+        sys.exit(1)
+    click.echo(f"deadline {ident} deleted")
 
 
 @main.group("db")

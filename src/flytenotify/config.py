@@ -9,18 +9,24 @@ in Python.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+import re
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Literal, Self, get_origin
+from typing import Annotated, Any, Literal, Self, get_origin
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
+    BeforeValidator,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PlainSerializer,
     SecretStr,
+    StrictBool,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -30,9 +36,34 @@ from flytenotify import store
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import UrlPattern
 from flytenotify.channels.base import ChannelSpec
-from flytenotify.domain import ActionKind, Actor, EntityId, ExecutionId, GroupRule
+from flytenotify.channels.registry import recipient_kind
+from flytenotify.domain import (
+    ActionKind,
+    Actor,
+    Deadline,
+    DeadlineId,
+    EntityId,
+    ExecutionId,
+    GroupRule,
+    SlowerThan,
+)
 from flytenotify.intake import registry as intakes
+from flytenotify.intake.limits import (
+    RECIPIENT,
+    identifier_pattern,
+    identifier_problems,
+    recipient_problems,
+)
 from flytenotify.intake.source import IntakeSpec
+from flytenotify.schedules import (
+    CRON_MAX_LENGTH,
+    CRON_PATTERN,
+    DURATION_EXAMPLES,
+    DURATION_PATTERN,
+    check_cron,
+    format_duration,
+    parse_duration,
+)
 from flytenotify.sections import FlyteAuth, Section, read_secret
 
 
@@ -191,6 +222,223 @@ class GroupingConfig(Section):
             window=self.window if override.window is None else override.window,
             max_size=self.max_size if override.max_size is None else override.max_size,
         )
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+def _scoped(part: str) -> Callable[[str], str]:
+    """The identifier rule of a project or domain (required), its messages the intake's."""
+
+    def check(value: str) -> str:
+        problems = identifier_problems(value, "", part)
+        if problems:
+            raise ValueError(problems[0].message)
+        return value
+
+    return check
+
+
+def _selector(value: str) -> str:
+    problems = identifier_problems(value, "", "name", required=False)
+    if problems:
+        raise ValueError(problems[0].message)
+    return value
+
+
+# A launch plan's, task's or trigger's name (empty: not given).
+SelectorName = Annotated[
+    str,
+    AfterValidator(_selector),
+    WithJsonSchema({"type": "string", "pattern": identifier_pattern("name", 0)}),
+]
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"must be a duration string such as {DURATION_EXAMPLES}, got {type(value).__name__}"
+        )
+    return parse_duration(value)
+
+
+# A duration as written (``10m``), read as seconds.
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+
+
+def _cron(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a cron expression string, got {type(value).__name__}")
+    return check_cron(value)
+
+
+Cron = Annotated[
+    str,
+    BeforeValidator(_cron),
+    WithJsonSchema({"type": "string", "pattern": CRON_PATTERN, "maxLength": CRON_MAX_LENGTH}),
+]
+
+
+_RECIPIENT = re.compile(str(RECIPIENT["pattern"]))
+
+
+def _deadline_recipient(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    problems = recipient_problems(value, "")
+    if problems:
+        raise ValueError(problems[0].message)
+    if not _RECIPIENT.match(value):
+        raise ValueError(f"must start with a visible character, got {value!r}")
+    _, address = recipient_kind(value)
+    malformed = registry.malformed(address)
+    if malformed is not None:
+        raise ValueError(f"{value!r} is no recipient: {malformed}")
+    return value
+
+
+# A recipient in the syntax notifications use, checked to be one address.
+DeadlineRecipient = Annotated[str, BeforeValidator(_deadline_recipient), WithJsonSchema(RECIPIENT)]
+MAX_DEADLINE_RECIPIENTS = 50
+MAX_OF_LAST = 1000  # runs a series keeps (store: prune_durations)
+
+
+class SlowerThanConfig(Section):
+    """Slower than the ``percentile`` of the last ``of_last`` successful runs' durations,
+    judged once ``min_runs`` of them are known."""
+
+    percentile: Annotated[float, Field(strict=True, gt=0, le=100)]
+    of_last: Annotated[int, Field(strict=True, ge=1, le=MAX_OF_LAST)] = 20
+    min_runs: Annotated[int, Field(strict=True, ge=1, le=MAX_OF_LAST)] = 5
+
+    @model_validator(mode="after")
+    def _enough_runs_asked(self) -> Self:
+        if self.min_runs > self.of_last:
+            raise _field_error(
+                type(self),
+                "min_runs",
+                self.min_runs,
+                f"is more than of_last ({self.of_last}): it could never be reached",
+            )
+        return self
+
+    def value(self) -> SlowerThan:
+        return SlowerThan(self.percentile, self.of_last, self.min_runs)
+
+
+def _field_error(model: type[Any], field: str, value: Any, message: str) -> ValidationError:
+    """A mistake between fields, named by the one to change (not the whole section)."""
+    error = InitErrorDetails(
+        type="value_error", loc=(field,), input=value, ctx={"error": ValueError(message)}
+    )
+    return ValidationError.from_exception_data(model.__name__, [error])
+
+
+# At most one of these selects which executions a deadline watches.
+_SELECTORS = ("launch_plan", "task", "trigger")
+
+
+class DeadlineSpec(Section):
+    """What a deadline says, wherever it is written: the HTTP API's body, the CLI's
+    options, the configuration file's ``[deadlines.NAME]`` (with its project and
+    domain). See :class:`flytenotify.domain.Deadline`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "not": {
+                "anyOf": [
+                    {"required": list(pair)}
+                    for pair in (
+                        ("launch_plan", "task"),
+                        ("launch_plan", "trigger"),
+                        ("task", "trigger"),
+                    )
+                ]
+            }
+        },
+    )
+
+    launch_plan: SelectorName = ""
+    task: SelectorName = ""
+    trigger: SelectorName = ""
+    max_queued: Duration | None = None
+    max_running: Duration | None = None
+    schedule: Cron | None = None
+    start_within: Duration | None = None
+    slower_than: SlowerThanConfig | None = None
+    recipients: list[DeadlineRecipient] = Field(min_length=1, max_length=MAX_DEADLINE_RECIPIENTS)
+    resolve: StrictBool = True
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        """The rules between fields, each mistake named by the field to change."""
+        selected = [name for name in _SELECTORS if getattr(self, name)]
+        if len(selected) > 1:
+            raise _field_error(
+                type(self),
+                selected[-1],
+                getattr(self, selected[-1]),
+                f"give one of launch_plan, task and trigger, not {' and '.join(selected)}",
+            )
+        if self.schedule is not None and self.start_within is None:
+            raise _field_error(
+                type(self),
+                "start_within",
+                None,
+                "is required with schedule: how soon after each fire time a run must start",
+            )
+        if self.start_within is not None and self.schedule is None and not self.launch_plan:
+            raise _field_error(
+                type(self),
+                "schedule",
+                None,
+                "is required with start_within, unless a Flyte 1 launch_plan is named"
+                " (whose own schedule FlyteAdmin has)",
+            )
+        watched = (self.max_queued, self.max_running, self.start_within, self.slower_than)
+        if all(value is None for value in watched):
+            raise _field_error(
+                type(self),
+                "max_queued",
+                None,
+                "a deadline needs at least one of max_queued, max_running, start_within"
+                " and slower_than",
+            )
+        return self
+
+    def deadline(self, ident: DeadlineId, source: str = "api") -> Deadline:
+        """The deadline this says, named ``ident``."""
+        return Deadline(
+            id=ident,
+            recipients=tuple(dict.fromkeys(self.recipients)),
+            launch_plan=self.launch_plan,
+            task=self.task,
+            trigger=self.trigger,
+            max_queued=self.max_queued,
+            max_running=self.max_running,
+            schedule=self.schedule or "",
+            start_within=self.start_within,
+            slower_than=self.slower_than.value() if self.slower_than is not None else None,
+            resolve=self.resolve,
+            source=source,
+        )
+
+
+class DeadlineConfig(DeadlineSpec):
+    """``[deadlines.NAME]``: a deadline defined in the configuration file (read-only
+    over the API and the CLI), for the executions of ``project`` and ``domain``."""
+
+    project: Annotated[str, AfterValidator(_scoped("project"))]
+    domain: Annotated[str, AfterValidator(_scoped("domain"))]
 
 
 class DatabaseConfig(Section):
@@ -536,6 +784,24 @@ class Settings(Section):
         """The ``[waiting.*]`` rules that may apply to ``project``/``domain``, by name."""
         return [(n, r) for n, r in sorted(self.waiting.items()) if r.scoped(project, domain)]
 
+    deadlines: dict[str, DeadlineConfig] = Field(default_factory=dict)
+
+    @field_validator("deadlines")
+    @classmethod
+    def _deadline_names(cls, deadlines: dict[str, DeadlineConfig]) -> dict[str, DeadlineConfig]:
+        for name in deadlines:
+            problems = identifier_problems(name, "", "name")
+            if problems:
+                raise ValueError(f"deadline {name!r}: {problems[0].message}")
+        return deadlines
+
+    def deadline_entries(self) -> list[Deadline]:
+        """The configuration file's deadlines (``[deadlines.NAME]``), read-only elsewhere."""
+        return [
+            spec.deadline(DeadlineId(spec.project, spec.domain, name), source="config")
+            for name, spec in self.deadlines.items()
+        ]
+
     @model_validator(mode="wrap")
     @classmethod
     def _channel_sections(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Any:
@@ -742,6 +1008,8 @@ __all__ = [
     "AllowConfig",
     "AwsIntakeConfig",
     "DatabaseConfig",
+    "DeadlineConfig",
+    "DeadlineSpec",
     "DispatchConfig",
     "Flyte2Config",
     "FlyteAdminConfig",
@@ -754,6 +1022,7 @@ __all__ = [
     "RetryConfig",
     "Settings",
     "SlackConfig",
+    "SlowerThanConfig",
     "SmtpConfig",
     "TemplateConfig",
     "WaitingRule",

@@ -396,6 +396,7 @@ class Execution:
     rules: tuple[RunRule, ...] = ()  # a Flyte 2 run's rules (its notifications are empty)
     # The terminal phase the ledger recorded for it, once it has one (read back, never written).
     terminal_phase: int | None = None
+    trigger: str = ""  # the Flyte 2 trigger that started the run, if one did
 
     def no_notifications_reason(self, phase: int) -> str:
         """Why no notification of this execution fires for ``phase``, in one sentence.
@@ -443,6 +444,14 @@ class LaunchPlan:
     id: EntityId
     notifications: tuple[Notification, ...]
     registered_at: datetime | None = None
+
+
+class DeliveryReason(enum.StrEnum):
+    """Why a delivery was written: what its message is about."""
+
+    PHASE = "phase"  # the execution reached a phase one of its notifications selects
+    DEADLINE = "deadline"  # the execution (or a schedule) broke a deadline
+    DEADLINE_RESOLVED = "deadline_resolved"  # an execution that broke a deadline ended
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -626,6 +635,7 @@ class Delivery:
     # Set on the delivery handed to a channel when it continues a conversation
     # whose first message was sent: the channel updates or follows that message.
     thread: Thread | None = None
+    reason: DeliveryReason = DeliveryReason.PHASE
 
     @property
     def members(self) -> tuple[Delivery, ...]:
@@ -702,6 +712,8 @@ class Digest:
         phases = {d.phase for d in self.deliveries}
         plan = next(iter(plans)) if len(plans) == 1 else ""
         how = _DIGEST_WORDING.get(next(iter(phases)), "ended") if len(phases) == 1 else "ended"
+        if all(d.reason is DeliveryReason.DEADLINE for d in self.deliveries):
+            how = "are over a deadline"
         return f"{self.count} executions{f' of {plan}' if plan else ''} {how}"
 
     @property
@@ -787,3 +799,171 @@ class LedgerState:
     @property
     def waiting(self) -> int:
         return self.counts.get("pending", 0) + self.counts.get("retrying", 0)
+
+
+# -- deadlines --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class DeadlineId:
+    """A deadline's name in its project and domain."""
+
+    project: str
+    domain: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.domain}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SlowerThan:
+    """Slower than the ``percentile`` of the last ``of_last`` successful runs' durations,
+    judged once ``min_runs`` of them are known."""
+
+    percentile: float
+    of_last: int
+    min_runs: int
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long the executions a deadline selects may queue and run, and when a
+    scheduled launch plan must start; who hears when they do not.
+
+    It selects the executions of its project and domain: of one Flyte 1
+    ``launch_plan``, or the Flyte 2 runs of one ``task`` or ``trigger``, or
+    all of them when none is named. Durations are seconds. ``schedule`` is a
+    cron expression in UTC; without it a Flyte 1 launch plan's own schedule is
+    read from FlyteAdmin. ``source`` is ``config`` for the configuration
+    file's ``[deadlines.NAME]`` (read-only over the API), ``api`` otherwise.
+    """
+
+    id: DeadlineId
+    recipients: tuple[str, ...]
+    launch_plan: str = ""
+    task: str = ""
+    trigger: str = ""
+    max_queued: float | None = None
+    max_running: float | None = None
+    schedule: str = ""
+    start_within: float | None = None
+    slower_than: SlowerThan | None = None
+    resolve: bool = True
+    source: str = "api"
+    updated_at: datetime | None = None
+
+    def selects(self, execution: Execution) -> bool:
+        """Whether ``execution`` is one this deadline watches."""
+        if (execution.id.project, execution.id.domain) != (self.id.project, self.id.domain):
+            return False
+        plan = execution.launch_plan.name if execution.launch_plan is not None else ""
+        flyte2 = execution.source is NotificationSource.FLYTE2
+        if self.launch_plan:
+            return not flyte2 and plan == self.launch_plan
+        if self.task:
+            return flyte2 and plan == self.task  # a run's task is kept as its launch plan
+        if self.trigger:
+            return flyte2 and execution.trigger == self.trigger
+        return True
+
+    @property
+    def series(self) -> str:
+        """The runs whose durations ``slower_than`` learns from: those it selects.
+
+        Named by what selects them, not by the deadline, so two deadlines of
+        one launch plan share what was learnt, and a deadline made again
+        starts from it.
+        """
+        if self.launch_plan:
+            picked = f"launch_plan:{self.launch_plan}"
+        elif self.task:
+            picked = f"task:{self.task}"
+        elif self.trigger:
+            picked = f"trigger:{self.trigger}"
+        else:
+            picked = "*"
+        return f"{self.id.project}/{self.id.domain}/{picked}"
+
+    @property
+    def selection(self) -> str:
+        """What it selects, for people: ``launch plan nightly``, ``every execution``."""
+        if self.launch_plan:
+            return f"launch plan {self.launch_plan}"
+        if self.task:
+            return f"Flyte 2 task {self.task}"
+        if self.trigger:
+            return f"Flyte 2 trigger {self.trigger}"
+        return "every execution"
+
+
+class TimerKind(enum.StrEnum):
+    """What a timer watches for; the first four are breaches an alert names."""
+
+    MAX_QUEUED = "max_queued"  # queued longer than allowed
+    MAX_RUNNING = "max_running"  # running longer than allowed
+    SLOWER_THAN = "slower_than"  # running longer than its past runs took
+    START_WITHIN = "start_within"  # a scheduled run did not start
+    RESOLVE = "resolve"  # an alerted execution ended: say how
+
+
+# The timers of one execution, dropped when it ends.
+EXECUTION_TIMERS = frozenset({TimerKind.MAX_QUEUED, TimerKind.MAX_RUNNING, TimerKind.SLOWER_THAN})
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A moment the ledger waits for: a row of ``timers``.
+
+    ``since`` is when what it times began (queued, running, a scheduled
+    fire time, or for a fixed-rate schedule the run before), ``allowed`` how
+    many seconds that may last, ``due_at`` when it runs out. A schedule's
+    timer carries the schedule (``cron:EXPR`` or ``every:SECONDS``) to be
+    armed again from, and ``satisfied_at`` once a run started in its window.
+    """
+
+    kind: TimerKind
+    deadline: DeadlineId
+    due_at: float
+    since: float
+    allowed: float
+    phase: int = 0
+    execution: ExecutionId | None = None
+    schedule: str = ""
+    satisfied_at: float | None = None
+    id: int = 0
+
+    @property
+    def key(self) -> str:
+        """One timer per kind, deadline and execution: arming it again changes nothing."""
+        base = f"{self.kind.value}/{self.deadline}"
+        return f"{base}/{self.execution}" if self.execution is not None else base
+
+    @staticmethod
+    def schedule_key(deadline: DeadlineId) -> str:
+        """The key of ``deadline``'s schedule timer (it has one at a time)."""
+        return f"{TimerKind.START_WITHIN.value}/{deadline}"
+
+
+@dataclass(frozen=True)
+class DeadlineAlert:
+    """A breach that was alerted: one per deadline, execution and kind of breach.
+
+    ``execution`` is the execution; for a missed start, the launch plan's
+    (or the deadline's) name and the fire time it missed. ``ended_phase`` and
+    ``ended_at`` are set when the execution ends (a follow-up then says so
+    when ``resolve`` was on).
+    """
+
+    deadline: DeadlineId
+    execution: ExecutionId
+    breach: TimerKind
+    phase: int
+    since: datetime
+    allowed: float
+    breached_at: datetime
+    recipients: tuple[str, ...]
+    resolve: bool = True
+    ended_phase: int | None = None
+    ended_at: datetime | None = None
+    id: int = 0

@@ -44,7 +44,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from flyteidl.admin import execution_pb2, signal_pb2
+from croniter import croniter
+from flyteidl.admin import common_pb2, execution_pb2, launch_plan_pb2, schedule_pb2, signal_pb2
 from flyteidl.core import identifier_pb2, literals_pb2, types_pb2
 from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc, signal_pb2_grpc
 from google.protobuf import json_format
@@ -61,6 +62,7 @@ from flytenotify.flyte_auth import (
     TokenEndpoint,
     credentials_for,
 )
+from flytenotify.schedules import Schedule, aws_cron
 from flytenotify.wire import to_notification
 
 log = logging.getLogger(__name__)
@@ -232,10 +234,47 @@ class FlyteAdmin:
 
     async def _get(self, execution_id: ExecutionId) -> Any:
         request = execution_pb2.WorkflowExecutionGetRequest(id=_execution_id(execution_id))
+        return await self._authorized(lambda: self._admin.GetExecution, request, execution_id)
+
+    # -- launch plans' schedules -----------------------------------------------------
+
+    async def launch_plan_schedule(self, plan: EntityId) -> tuple[Schedule | None, str]:
+        """The schedule FlyteAdmin runs ``plan`` by, or None and why it has none.
+
+        Asked of the launch plan's *active* version (``GetActiveLaunchPlan``):
+        only that version's schedule fires, and ``GetLaunchPlan`` would need a
+        version the caller does not know. Its ``entity_metadata.schedule`` is a
+        cron schedule (``cron_schedule.schedule``, or the older AWS-style
+        ``cron_expression``) or a fixed rate. Raises :class:`UpstreamUnavailable`
+        when FlyteAdmin cannot answer now.
+        """
+        request = launch_plan_pb2.ActiveLaunchPlanRequest(
+            id=common_pb2.NamedEntityIdentifier(
+                project=plan.project, domain=plan.domain, name=plan.name
+            )
+        )
         try:
-            return await self._rpc(lambda: self._admin.GetExecution, request)
+            reply = await self._authorized(
+                lambda: self._admin.GetActiveLaunchPlan, request, str(plan)
+            )
+        except LookupRefused as refusal:
+            if str(refusal).startswith(grpc.StatusCode.NOT_FOUND.name):
+                return None, f"launch plan {plan} has no active version in FlyteAdmin"
+            return None, f"FlyteAdmin refused to read launch plan {plan}: {refusal}"
+        return schedule_from_admin(reply.spec.entity_metadata, str(plan))
+
+    async def _authorized(
+        self,
+        method: Callable[[], Callable[..., Awaitable[Any]]],
+        request: Any,
+        what: ExecutionId | str,
+    ) -> Any:
+        """A look-up: :meth:`_rpc`, its failure a :class:`LookupRefused` (FlyteAdmin's final
+        word) or :class:`UpstreamUnavailable` (worth asking again)."""
+        try:
+            return await self._rpc(method, request)
         except grpc.aio.AioRpcError as error:
-            raise self._classify(error, execution_id) from None
+            raise self._classify(error, what) from None
 
     async def _rpc(self, method: Callable[[], Callable[..., Awaitable[Any]]], request: Any) -> Any:
         """One call with our credentials; refused as unauthenticated, once more with new ones
@@ -315,12 +354,12 @@ class FlyteAdmin:
                 RETRY_AFTER,
             ) from None
 
-    def _classify(self, error: grpc.aio.AioRpcError, execution_id: ExecutionId) -> Exception:
+    def _classify(self, error: grpc.aio.AioRpcError, what: ExecutionId | str) -> Exception:
         code = error.code()
         if code in _FINAL_CODES:
             return LookupRefused(f"{code.name}: {error.details() or 'no details'}")
         return UpstreamUnavailable(
-            f"FlyteAdmin at {self.config.endpoint} could not look up {execution_id}:"
+            f"FlyteAdmin at {self.config.endpoint} could not look up {what}:"
             f" {code.name}: {error.details() or 'no details'}",
             RETRY_AFTER,
         )
@@ -485,6 +524,32 @@ def _execution_id(execution_id: ExecutionId) -> Any:
     return identifier_pb2.WorkflowExecutionIdentifier(
         project=execution_id.project, domain=execution_id.domain, name=execution_id.name
     )
+
+
+_RATE_UNITS = {
+    schedule_pb2.MINUTE: 60.0,
+    schedule_pb2.HOUR: 3600.0,
+    schedule_pb2.DAY: 86400.0,
+}
+
+
+def schedule_from_admin(metadata: Any, plan: str) -> tuple[Schedule | None, str]:
+    """A ``LaunchPlanMetadata``'s schedule as flytenotify keeps it, or None and why."""
+    if not metadata.HasField("schedule"):
+        return None, f"launch plan {plan} has no schedule in FlyteAdmin"
+    schedule = metadata.schedule
+    which = schedule.WhichOneof("ScheduleExpression")
+    if which == "rate" and schedule.rate.value > 0:
+        return Schedule(every=schedule.rate.value * _RATE_UNITS[schedule.rate.unit]), ""
+    if which == "cron_schedule":
+        expression = schedule.cron_schedule.schedule
+    elif which == "cron_expression":
+        expression = aws_cron(schedule.cron_expression)
+    else:
+        return None, f"launch plan {plan} has an empty schedule in FlyteAdmin"
+    if not croniter.is_valid(expression):
+        return None, f"launch plan {plan}'s schedule {expression!r} is no cron expression"
+    return Schedule(cron=expression), ""
 
 
 def _entity(identifier: Any) -> EntityId:

@@ -199,6 +199,7 @@ class _Action:
     abort_reason: str | None = None
     events: dict[int, _Attempt] = field(default_factory=dict)
     signal: Any = None  # the core Literal a condition was signalled with
+    trigger: str | None = None  # the trigger that started the run (root actions)
 
 
 @dataclass
@@ -248,7 +249,8 @@ def _duration_ms(row: _Row) -> object:
 
 
 # models.ActionColumnsSet: the columns a ListRequest may filter and sort on. Those this double
-# does not model (creators, triggers) are NULL, as they are for a run nobody triggered.
+# does not model (creators, trigger revisions and types) are NULL, as they are for a run
+# nobody triggered.
 _COLUMNS: dict[str, tuple[ColumnKind, Callable[[_Row], object]]] = {
     "project": ("text", lambda row: row[0].key.project),
     "domain": ("text", lambda row: row[0].key.domain),
@@ -257,8 +259,8 @@ _COLUMNS: dict[str, tuple[ColumnKind, Callable[[_Row], object]]] = {
     "action_type": ("int", lambda row: row[1].kind),
     "run_source": ("text", lambda row: run_definition_pb2.RunSource.Name(row[0].source)),
     "created_by_subject": ("text", lambda row: None),
-    "trigger_task_name": ("text", lambda row: None),
-    "trigger_name": ("text", lambda row: None),
+    "trigger_task_name": ("text", lambda row: row[1].trigger and row[1].task_id.name),
+    "trigger_name": ("text", lambda row: row[1].trigger),
     "trigger_revision": ("int", lambda row: None),
     "trigger_type": ("text", lambda row: None),
     "task_project": ("text", _task_field("project")),
@@ -428,6 +430,21 @@ def _metadata(action: _Action) -> Any:
     metadata = run_definition_pb2.ActionMetadata(
         action_type=action.kind, funtion_name=action.function_name, parent=action.parent or ""
     )
+    if action.trigger is not None:
+        task = action.task_id
+        metadata.trigger_name = action.trigger
+        metadata.trigger_id.CopyFrom(
+            identifier_pb2.TriggerIdentifier(
+                name=identifier_pb2.TriggerName(
+                    org=task.org,
+                    project=task.project,
+                    domain=task.domain,
+                    name=action.trigger,
+                    task_name=task.name,
+                ),
+                revision=1,
+            )
+        )
     if action.kind == run_definition_pb2.ACTION_TYPE_TASK:
         spec = action.task_spec.task_template if action.task_spec is not None else None
         metadata.task.CopyFrom(
@@ -1046,7 +1063,9 @@ class Flyte2Plane:
                 if (run.key.project, run.key.domain) != (project.name, project.domain):
                     return False
             elif scope == "trigger_name":
-                return False  # this double starts no run from a trigger
+                named = request.trigger_name
+                if run.root.trigger != named.name or run.key.project != named.project:
+                    return False
             elif scope in ("task_name", "task_id"):
                 task = getattr(request, scope)
                 if run.root.task_id is None or run.root.task_id.name != task.name:
@@ -1137,17 +1156,23 @@ class Flyte2Plane:
         task: str = "wf.main",
         version: str = "v1",
         phase: int | None = RUNNING,
+        trigger: str | None = None,
     ) -> RunKey:
         """Create a run through the real SDK, then (unless ``phase`` is None) move its root there.
 
         ``notifications`` is what ``flyte.with_runcontext(notifications=...)`` takes (a
         ``flyte.notify`` notification, a tuple of them, or a ``NamedRule``). A run only
         created (``phase=None``) is QUEUED and, as on the real server, not yet announced to
-        WatchRuns: that happens with its first phase write.
+        WatchRuns: that happens with its first phase write. ``trigger`` names the trigger
+        that started it: the root's metadata then carries ``trigger_name`` and
+        ``trigger_id``, as for a run a trigger fired.
         """
         target = _SdkTarget(self._door_endpoint(), self._identity)
         created = _sdk_run(target, project, domain, name, notifications, task, version)
         key = RunKey(project, domain, created)
+        if trigger is not None:
+            with self._lock:
+                self._run(key).root.trigger = trigger
         if phase is not None:
             self.set_phase(key, phase)
         return key

@@ -1,14 +1,17 @@
 """A loopback FlyteAdmin for tests: real gRPC on 127.0.0.1, and an OAuth2 token endpoint.
 
 :class:`FlyteAdminServer` serves flyteidl's ``AdminService`` (``GetExecution``,
-``RelaunchExecution``, ``RecoverExecution``, ``TerminateExecution``), ``SignalService``
-(``ListSignals``, ``SetSignal``) and ``AuthMetadataService`` (``GetOAuth2Metadata``,
-``GetPublicClientConfig``) with the servicer base classes flyteidl ships, on a
-gRPC server with its own threads, so it serves async tests and synchronous ones
-(a CLI run by ``CliRunner``) alike. Optionally TLS (a certificate from the test CA) and
-authentication: ``GetExecution`` then wants ``Bearer <token>`` in the metadata
-key the server advertises, as FlyteAdmin's auth interceptor does, and answers
-UNAUTHENTICATED otherwise.
+``GetActiveLaunchPlan``: the active version of a launch plan, the one whose
+schedule FlyteAdmin's scheduler runs, NOT_FOUND when none is active, as
+FlyteAdmin answers; ``RelaunchExecution``, ``RecoverExecution``,
+``TerminateExecution``), ``SignalService`` (``ListSignals``, ``SetSignal``) and
+``AuthMetadataService`` (``GetOAuth2Metadata``, ``GetPublicClientConfig``) with
+the servicer base classes flyteidl ships, on a gRPC server with its own threads,
+so it serves async tests and synchronous ones (a CLI run by ``CliRunner``)
+alike. Optionally TLS (a certificate from the test CA) and authentication:
+``GetExecution`` then wants ``Bearer <token>`` in the metadata key the server
+advertises, as FlyteAdmin's auth interceptor does, and answers UNAUTHENTICATED
+otherwise.
 
 :class:`TokenEndpoint` is an aiohttp server on its own thread that issues
 client-credentials tokens (HTTP Basic client authentication) and records
@@ -49,7 +52,7 @@ from typing import Any, Self
 
 import grpc
 from aiohttp import web
-from flyteidl.admin import execution_pb2, signal_pb2
+from flyteidl.admin import execution_pb2, launch_plan_pb2, signal_pb2
 from flyteidl.core import execution_pb2 as core_execution_pb2
 from flyteidl.core import identifier_pb2, types_pb2
 from flyteidl.service import admin_pb2_grpc, auth_pb2, auth_pb2_grpc, signal_pb2_grpc
@@ -66,6 +69,7 @@ __all__ = [
     "TokenEndpoint",
     "TokenRequest",
     "admin_execution",
+    "admin_launch_plan",
 ]
 
 STOP_GRACE = 1.0
@@ -115,6 +119,18 @@ def _signal_id(execution_id: ExecutionId, signal_id: str) -> Any:
     )
 
 
+def admin_launch_plan(plan: EntityId, schedule: Any = None) -> Any:
+    """A ``flyteidl.admin.LaunchPlan`` as FlyteAdmin stores an active version, its
+    ``spec.entity_metadata.schedule`` the given ``flyteidl.admin.Schedule`` (if any)."""
+    launch_plan = launch_plan_pb2.LaunchPlan(
+        id=_identifier(identifier_pb2.LAUNCH_PLAN, plan),
+        closure=launch_plan_pb2.LaunchPlanClosure(state=launch_plan_pb2.ACTIVE),
+    )
+    if schedule is not None:
+        launch_plan.spec.entity_metadata.schedule.CopyFrom(schedule)
+    return launch_plan
+
+
 def _identifier(kind: int, entity: EntityId) -> Any:
     return identifier_pb2.Identifier(
         resource_type=kind,
@@ -146,6 +162,8 @@ class AdminRequest:
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     executions: dict[ExecutionId, Any] = field(default_factory=dict)
+    launch_plans: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # active ones
+    launch_plan_calls: list[tuple[str, str, str]] = field(default_factory=list)
     calls: list[AdminCall] = field(default_factory=list)
     requests: list[AdminRequest] = field(default_factory=list)
     # The next answers of each method, scripted (GetExecution's by default).
@@ -211,8 +229,25 @@ class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             context.abort(code, details)
         return found
 
+    def GetActiveLaunchPlan(self, request: Any, context: grpc.ServicerContext) -> Any:
+        state = self.server.state
+        wanted = (request.id.project, request.id.domain, request.id.name)
+        metadata = {k.lower(): v for k, v in context.invocation_metadata()}
+        with state.lock:
+            state.launch_plan_calls.append(wanted)
+            code, details, _ = self._answer(None, metadata)
+            found = state.launch_plans.get(wanted)
+        if code == grpc.StatusCode.OK and found is None:
+            code, details = (
+                grpc.StatusCode.NOT_FOUND,
+                f"missing entity of type launch plan {wanted}",
+            )
+        if code != grpc.StatusCode.OK:
+            context.abort(code, details)
+        return found
+
     def _answer(
-        self, wanted: ExecutionId, metadata: dict[str, str]
+        self, wanted: ExecutionId | None, metadata: dict[str, str]
     ) -> tuple[grpc.StatusCode, str, Any]:
         state = self.server.state
         if self.server.requires_auth:
@@ -224,6 +259,8 @@ class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         if scripted:
             code, details = scripted.popleft()
             return code, details, None
+        if wanted is None:
+            return grpc.StatusCode.OK, "", None
         found = state.executions.get(wanted)
         if found is None:
             return grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {wanted}", None
@@ -405,6 +442,18 @@ class FlyteAdminServer:
         with self.state.lock:
             self.state.executions[ExecutionId(ident.project, ident.domain, ident.name)] = execution
 
+    def activate(self, launch_plan: Any) -> None:
+        """Serve this ``flyteidl.admin.LaunchPlan`` as its name's active version
+        (see :func:`admin_launch_plan`)."""
+        ident = launch_plan.id
+        with self.state.lock:
+            self.state.launch_plans[(ident.project, ident.domain, ident.name)] = launch_plan
+
+    @property
+    def launch_plan_calls(self) -> list[tuple[str, str, str]]:
+        with self.state.lock:
+            return list(self.state.launch_plan_calls)
+
     def fail(
         self,
         code: grpc.StatusCode,
@@ -413,7 +462,8 @@ class FlyteAdminServer:
         details: str = "scripted",
         method: str = "GetExecution",
     ) -> None:
-        """Answer the next ``count`` calls of ``method`` (that pass auth) with ``code``."""
+        """Answer the next ``count`` calls of ``method`` (that pass auth) with ``code``;
+        GetExecution's failures answer GetActiveLaunchPlan too."""
         with self.state.lock:
             queue = self.state.failures.setdefault(method, deque())
             queue.extend([(code, details)] * count)

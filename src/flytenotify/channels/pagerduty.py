@@ -12,6 +12,11 @@ success of its launch plan) keeps the dedup key of its first event: a
 recovery resolves the very incident the failure triggered, whatever ``dedup``
 says. An event's id is its dedup key.
 
+A deadline's alert triggers an incident of its own, keyed by the deadline and
+the execution (``deadline/DEADLINE/EXECUTION``, whatever ``dedup`` or the
+conversation says): its follow-up, when the execution ends, *resolves* that
+very incident, and never the one a failure of the same execution opened.
+
 PagerDuty answers 202 when it accepted the event, 400 for an event it will
 never accept, 429 and 5xx when it wants us back later.
 """
@@ -50,11 +55,17 @@ from flytenotify.channels.base import (
     SharedPacing,
     digest_lines,
 )
-from flytenotify.domain import Delivery, Digest, phase_name
+from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section
 
-__all__ = ["PagerDutyChannel", "PagerDutyConfig", "dedup_key", "pagerduty_event"]
+__all__ = [
+    "PagerDutyChannel",
+    "PagerDutyConfig",
+    "deadline_dedup_key",
+    "dedup_key",
+    "pagerduty_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,9 @@ MAX_DEDUP_KEY = 255
 
 _TRUNCATED = "… (truncated)"
 _DEFAULT_SEVERITY = "error"
+# The key of [pagerduty.severity] for deadlines' alerts (the others are phases).
+DEADLINE_SEVERITY_KEY = "DEADLINE"
+_DEADLINE_KEY_PREFIX = "deadline/"
 _REPLY_BODY_LIMIT = 500
 
 
@@ -101,10 +115,23 @@ def dedup_key(delivery: Delivery, mode: str) -> str:
     """
     eid = delivery.execution_id
     lp = delivery.launch_plan
+    if delivery.reason is not DeliveryReason.PHASE:
+        return deadline_dedup_key(delivery)
     if mode == "launch_plan" and lp is not None and lp.name:
         key = f"{lp.project}/{lp.domain}/{lp.name}"
     else:
         key = f"{eid.project}/{eid.domain}/{eid.name}"
+    return _bounded(key)
+
+
+def deadline_dedup_key(delivery: Delivery) -> str:
+    """The incident of a deadline's alert: one per deadline and execution, which the
+    alert triggers and its follow-up resolves."""
+    deadline = delivery.message.variables.get("deadline", "")
+    return _bounded(f"{_DEADLINE_KEY_PREFIX}{deadline}/{delivery.execution_id}")
+
+
+def _bounded(key: str) -> str:
     if len(key) > MAX_DEDUP_KEY:
         # PagerDuty rejects longer keys; a digest keeps it stable and unique.
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -114,10 +141,17 @@ def dedup_key(delivery: Delivery, mode: str) -> str:
 
 def conversation_dedup_key(delivery: Delivery, mode: str) -> str:
     """The key of the incident ``delivery`` is about: its conversation's first
-    event's, when it continues one, else :func:`dedup_key`."""
+    event's, when it continues one, else :func:`dedup_key`.
+
+    A deadline's incident stays apart from the execution's own: its follow-up
+    resolves whatever happened, so sharing a key would close a failure's incident.
+    """
+    if delivery.reason is not DeliveryReason.PHASE:
+        return deadline_dedup_key(delivery)
     thread = delivery.thread
-    if thread is not None and thread.root_id and len(thread.root_id) <= MAX_DEDUP_KEY:
-        return thread.root_id
+    root = thread.root_id if thread is not None else ""
+    if root and len(root) <= MAX_DEDUP_KEY and not root.startswith(_DEADLINE_KEY_PREFIX):
+        return root
     return dedup_key(delivery, mode)
 
 
@@ -186,14 +220,26 @@ def _trigger_payload(delivery: Delivery, config: PagerDutyConfig, phase: str) ->
     eid = delivery.execution_id
     lp = delivery.launch_plan
     digest = delivery.digest
+    deadline = delivery.reason is DeliveryReason.DEADLINE
+    # A deadline's breach is told apart from a phase: its own severity and class.
+    severity = (
+        config.severity.get(DEADLINE_SEVERITY_KEY, "warning")
+        if deadline
+        else config.severity.get(phase, _DEFAULT_SEVERITY)
+    )
+    kind = (
+        f"deadline {delivery.message.variables.get('breach', '')}".strip()
+        if deadline
+        else f"workflow execution {phase.lower()}"
+    )
     payload: dict[str, Any] = {
         "summary": _truncate(digest.title, MAX_SUMMARY) if digest else _summary(delivery, phase),
         "source": config.source,
-        "severity": config.severity.get(phase, _DEFAULT_SEVERITY),
+        "severity": severity,
         # What broke (the launch plan, else the execution), where, and what kind of thing.
         "component": lp.name if lp is not None and lp.name else eid.name,
         "group": f"{eid.project}/{eid.domain}",
-        "class": f"workflow execution {phase.lower()}",
+        "class": kind,
         "custom_details": _digest_details(digest) if digest else _custom_details(delivery, phase),
     }
     timestamp = _timestamp(delivery.message.variables.get("occurred_at", ""))
@@ -207,7 +253,10 @@ def pagerduty_event(
 ) -> dict[str, Any]:
     """The Events API v2 body for ``delivery``."""
     phase = phase_name(delivery.phase)
-    resolves = delivery.phase == WorkflowExecutionPhase.SUCCEEDED
+    if delivery.reason is DeliveryReason.PHASE:
+        resolves = delivery.phase == WorkflowExecutionPhase.SUCCEEDED
+    else:  # a deadline's alert triggers; its follow-up resolves, however the execution ended
+        resolves = delivery.reason is DeliveryReason.DEADLINE_RESOLVED
     event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "resolve" if resolves else "trigger",

@@ -81,6 +81,27 @@ def malformed(recipient: str) -> str | None:
     return None
 
 
+# Prefixes that name a configured target whatever the notification kind.
+_TARGET_PREFIXES = ("webhook:", "teams:", "mattermost:")
+_PAGERDUTY = "pagerduty:"
+
+
+def recipient_kind(recipient: str) -> tuple[str, str]:
+    """The notification kind a named recipient is, and the recipient as that kind names it.
+
+    Where no notification says the kind (Flyte 2's named rules, deadlines),
+    the recipient's syntax does: ``#data-alerts`` is Slack's,
+    ``pagerduty:data-oncall`` PagerDuty's ``data-oncall`` routing key, an
+    address email's; ``webhook:ops`` and the other targets' prefixes are taken
+    by their channel whatever the kind.
+    """
+    if recipient.startswith(_PAGERDUTY):
+        return "pager_duty", recipient.removeprefix(_PAGERDUTY)
+    if recipient.startswith(_TARGET_PREFIXES) or "@" in recipient.lstrip("@"):
+        return "email", recipient
+    return "slack", recipient
+
+
 def previewer(delivery: Delivery) -> ChannelSpec[Any]:
     """The channel whose form ``delivery`` takes: its own, or for the dev inbox the
     channel that alone shows its message, else the one it stands in for

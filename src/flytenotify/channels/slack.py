@@ -78,7 +78,7 @@ from flytenotify.channels.base import (
     follows_earlier,
     plain_allow_forms,
 )
-from flytenotify.domain import Delivery, Digest, phase_name
+from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, read_secret
 
@@ -215,7 +215,13 @@ _PHASE_WORDING: dict[int, tuple[str, str]] = {
 
 
 def headline(delivery: Delivery) -> str:
-    """What ended how, e.g. ``:x: Execution proj/dev/a1b2 failed`` (plain text)."""
+    """What ended how, e.g. ``:x: Execution proj/dev/a1b2 failed`` (plain text); for a
+    deadline's alert or follow-up, its subject (``:alarm_clock: Deadline etl: ...``)."""
+    if delivery.reason is DeliveryReason.DEADLINE:
+        return f":alarm_clock: {delivery.message.subject}"
+    if delivery.reason is DeliveryReason.DEADLINE_RESOLVED:
+        emoji = _PHASE_WORDING.get(delivery.phase, (":information_source:", ""))[0]
+        return f"{emoji} {delivery.message.subject}"
     phase = phase_name(delivery.phase)
     emoji, how = _PHASE_WORDING.get(delivery.phase, (":information_source:", f"ended {phase}"))
     return f"{emoji} Execution {delivery.execution_id} {how}"

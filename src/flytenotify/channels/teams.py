@@ -75,7 +75,7 @@ from flytenotify.channels.base import (
     follows_earlier,
     named_target,
 )
-from flytenotify.domain import Delivery, Digest, phase_name
+from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
 __all__ = [
@@ -176,7 +176,11 @@ def adaptive_card(
     message = delivery.message
     variables = message.variables
     phase = variables.get("phase_text") or phase_name(delivery.phase)
-    title = escape_markdown(f"Execution {delivery.execution_id} {phase}")
+    title = escape_markdown(
+        f"Execution {delivery.execution_id} {phase}"
+        if delivery.reason is DeliveryReason.PHASE
+        else message.subject  # a deadline's alert or follow-up says what happened itself
+    )
     body: list[dict[str, Any]] = [
         _text(title, weight="Bolder", size="Large", color=_COLOURS.get(delivery.phase, "default"))
     ]

@@ -226,6 +226,8 @@ def webhook_payload(delivery: Delivery) -> dict[str, Any]:
     execution_id = {"project": eid.project, "domain": eid.domain, "name": eid.name}
     return {
         "delivery_id": delivery.idempotency_key,
+        # phase, deadline or deadline_resolved: what this message is about.
+        "reason": delivery.reason.value,
         "event": {
             "execution_id": execution_id,
             "phase": phase_name(delivery.phase),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from flytenotify.channels import inline_webhook
 from flytenotify.channels._url_policy import display_url
-from flytenotify.channels.registry import INBOX, UNROUTABLE
+from flytenotify.channels.registry import INBOX, UNROUTABLE, recipient_kind
 from flytenotify.config import Settings
 from flytenotify.domain import EmailEnvelope, Execution, ExecutionEvent, RenderedMessage, RunRule
 from flytenotify.engine import render_runs
@@ -40,24 +40,6 @@ __all__ = ["INLINE_WEBHOOK", "plan_run_deliveries", "recipient_kind"]
 
 INLINE_WEBHOOK = inline_webhook.CHANNEL.name  # the channel of webhooks written in users' code
 EMAIL = "email"
-
-# Prefixes that name a configured target whatever the notification kind.
-_TARGET_PREFIXES = ("webhook:", "teams:", "mattermost:")
-_PAGERDUTY = "pagerduty:"
-
-
-def recipient_kind(recipient: str) -> tuple[str, str]:
-    """The notification kind a named recipient is, and the recipient as that kind names it.
-
-    ``#data-alerts`` is Slack's, ``pagerduty:data-oncall`` PagerDuty's
-    ``data-oncall`` routing key, an address email's; ``webhook:ops`` and the
-    other targets' prefixes are taken by their channel whatever the kind.
-    """
-    if recipient.startswith(_PAGERDUTY):
-        return "pager_duty", recipient.removeprefix(_PAGERDUTY)
-    if recipient.startswith(_TARGET_PREFIXES) or "@" in recipient.lstrip("@"):
-        return "email", recipient
-    return "slack", recipient
 
 
 def plan_run_deliveries(

@@ -29,6 +29,7 @@ change included (seven or nine hours long then).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from flytenotify import schedules
 from flytenotify.channels import registry
 from flytenotify.channels.base import plain_allow_forms
 from flytenotify.domain import (
@@ -51,6 +53,7 @@ from flytenotify.domain import (
 )
 from flytenotify.errors import Problem
 from flytenotify.intake.limits import identifier_problems, recipient_problems, time_problems
+from flytenotify.schedules import format_duration
 from flytenotify.store.base import NewDelivery
 
 # A window lasts at least a minute (cron fires per minute) and at most a year.
@@ -59,8 +62,6 @@ MAX_DURATION = 366 * 86400
 COMMENT_LIMIT = 2_000
 AUTHOR_LIMIT = 254
 CRON_LIMIT = 200
-_DURATION = re.compile(r"(?:(\d{1,6})d)?(?:(\d{1,7})h)?(?:(\d{1,9})m)?(?:(\d{1,10})s)?")
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 # An IANA name: "UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5".
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+){0,3}")
 _CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -151,24 +152,11 @@ def parse_duration(raw: object) -> int:
         return int(raw)
     if isinstance(raw, str):
         text = raw.strip().lower()
-        found = _DURATION.fullmatch(text) if text else None
         if text.isdigit() and len(text) <= 10:
             return int(text)
-        if found is not None:
-            return sum(
-                int(n) * size for n, (_, size) in zip(found.groups(), _UNITS, strict=True) if n
-            )
+        with contextlib.suppress(ValueError):
+            return int(schedules.parse_duration(text))
     raise ValueError(f"must be seconds or a duration such as 8h or 1h30m, got {raw!r}")
-
-
-def format_duration(seconds: int) -> str:
-    """``1h30m`` for 5400: how durations are read back to people."""
-    parts: list[str] = []
-    for unit, size in _UNITS:
-        if seconds >= size or (unit == "s" and not parts):
-            amount, seconds = divmod(seconds, size)
-            parts.append(f"{amount}{unit}")
-    return "".join(parts)
 
 
 # -- matching -----------------------------------------------------------------------------------

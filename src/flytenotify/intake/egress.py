@@ -7,10 +7,13 @@ the :class:`~flytenotify.app.Notifier`, the counters the service's metrics.
 - malformed (not a FlyteAdmin cloud event we can read): one log line with the
   message's position, counted, ``ACK``. Retrying it would only stall the stream.
 - dropped (node, task, execution-start and non-terminal workflow events, unknown
-  types): counted by type and reason, ``ACK``, before any look-up or write.
-- terminal workflow events: recorded together through the recorder's
-  ``record_checked_events``, then ``ACK``. If FlyteAdmin or the ledger is away,
-  nothing was recorded: ``RETRY`` so the broker delivers them again.
+  types): counted by type and reason, ``ACK``, before any look-up or write. A
+  non-terminal workflow event of an execution a deadline may watch (the
+  recorder's ``follows``, from memory) is kept instead.
+- terminal workflow events (and those kept): recorded together through the
+  recorder's ``record_checked_events``, then ``ACK``. If FlyteAdmin or the
+  ledger is away, nothing was recorded: ``RETRY`` so the broker delivers them
+  again.
 - with a ``[waiting.*]`` rule configured, node events that may be gates
   waiting for a person (:class:`~flytenotify.intake.flyteadmin_events.NodeAtGate`)
   go to the recorder's ``gates_reached`` (:mod:`flytenotify.intake.gates`),
@@ -27,7 +30,7 @@ from flytenotify.intake.flyteadmin_events import (
     KNOWN_TYPES,
     Dropped,
     NodeAtGate,
-    TerminalEvent,
+    WorkflowEvent,
     decode,
 )
 from flytenotify.intake.source import Counters, Feed, Handler, Received, Recorder, Verdict
@@ -49,17 +52,17 @@ class EgressIntake:
 
     async def handle(self, messages: Sequence[Received]) -> list[Verdict]:
         verdicts = [Verdict.ACK] * len(messages)
-        terminal: list[tuple[int, TerminalEvent]] = []
+        kept: list[tuple[int, WorkflowEvent]] = []
         nodes: list[tuple[int, NodeAtGate]] = []
         gates = self.recorder.waits_for_gates()
         for index, message in enumerate(messages):
             decoded = self._decode(message, gates)
-            if isinstance(decoded, TerminalEvent):
-                terminal.append((index, decoded))
+            if isinstance(decoded, WorkflowEvent):
+                kept.append((index, decoded))
             elif isinstance(decoded, NodeAtGate):
                 nodes.append((index, decoded))
-        if terminal:
-            for index in await self._record(messages, terminal):
+        if kept:
+            for index in await self._record(messages, kept):
                 verdicts[index] = Verdict.RETRY
         if nodes:
             for index in await self._gates(nodes):
@@ -76,12 +79,16 @@ class EgressIntake:
         self.counters.intake_outcome(self.source, GATE, len(nodes))
         return []
 
+    def _follows(self, project: str, domain: str, launch_plan: str | None) -> bool:
+        # A Flyte 1 execution runs no Flyte 2 task or trigger: those select none of it.
+        return self.recorder.follows(project, domain, launch_plan=launch_plan, task="", trigger="")
+
     def _decode(
         self, message: Received, gates: bool
-    ) -> TerminalEvent | NodeAtGate | Dropped | None:
+    ) -> WorkflowEvent | NodeAtGate | Dropped | None:
         """The decoded event; None (logged and counted) when it is malformed."""
         try:
-            decoded = decode(message.body, gates=gates)
+            decoded = decode(message.body, self._follows, gates=gates)
         except InputError as error:
             self._malformed(message, str(error))
             return None
@@ -103,9 +110,9 @@ class EgressIntake:
         self.counters.intake_outcome(self.source, MALFORMED)
 
     async def _record(
-        self, messages: Sequence[Received], terminal: list[tuple[int, TerminalEvent]]
+        self, messages: Sequence[Received], terminal: list[tuple[int, WorkflowEvent]]
     ) -> list[int]:
-        """Record the batch's terminal events; the indexes to retry."""
+        """Record the batch's kept events; the indexes to retry."""
         try:
             await self._report([t for _, t in terminal])
             return []
@@ -128,7 +135,7 @@ class EgressIntake:
             self._retrying(len(retry), failure)
         return retry
 
-    async def _report(self, events: list[TerminalEvent]) -> None:
+    async def _report(self, events: list[WorkflowEvent]) -> None:
         results = await self.recorder.record_checked_events([t.event for t in events])
         for result in results:
             self.counters.event_received(result.outcome.value)

@@ -14,7 +14,9 @@ for a project with no runs. So one :class:`RunWatch` per ``PROJECT/DOMAIN``:
   A watch's very first start records its position as now: runs that ended
   before flytenotify watched are history, not alerts;
 - **watches** ``WatchRuns`` and records each run that reaches a terminal
-  phase, at once;
+  phase, at once, and each phase a run that a deadline may watch (by its
+  task or trigger, asked of the deadlines in memory) moves to: QUEUED,
+  RUNNING (once per run and phase);
 - **polls** ``ListRuns(paused_actions_only)`` every ``PAUSED_EVERY`` seconds:
   a run waiting for input never shows on the watch (only its condition
   action pauses), and a rule may ask for PAUSED;
@@ -52,8 +54,9 @@ from flytenotify.domain import (
     ValueKind,
 )
 from flytenotify.intake.events import checked_event
-from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error
+from flytenotify.intake.flyte2_runs import ledger_phase, read_rules, run_error, trigger_name
 from flytenotify.intake.source import Counters, Recorder, SourceState, SourceStatus, keep_running
+from flytenotify.models.core.execution import WorkflowExecutionPhase as P
 
 log = logging.getLogger("flytenotify.intake")
 
@@ -63,6 +66,7 @@ MARGIN = 300.0  # seconds before the position a reconciliation looks back (late 
 PAGE = 200  # runs per ListRuns page (the server's maximum)
 MAX_PAGES = 500  # a reconciliation pass reads at most this many pages (100,000 runs)
 CONCURRENCY = 8  # GetRunDetails calls at once
+PROGRESS_KEPT = 10_000  # runs whose last recorded phase is remembered (more are asked again)
 # A run seen FAILED may not carry its error yet (the control plane writes phases
 # and errors separately): read it again after these pauses before recording it bare.
 ERROR_RETRIES = (0.5, 1.0, 2.0)
@@ -109,6 +113,8 @@ class RunWatch:
         self.paused_every = paused_every
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._paused_seen: set[tuple[str, str]] = set()  # (run, action) already recorded
+        # The phase last recorded of each run a deadline watches, newest last (bounded).
+        self._progress: dict[ExecutionId, int] = {}
         # Runs that ended before this (Unix seconds) are history: set by each reconciliation.
         self._horizon = float("inf")
 
@@ -166,6 +172,9 @@ class RunWatch:
             ended = [run for run in message.runs if run.action.status.phase in _ENDED]
             if ended:
                 await self.record_ended(ended)
+            moving = [run for run in message.runs if run.action.status.phase not in _ENDED]
+            if moving:
+                await self.record_progress(moving)
         raise ConnectionError("the control plane ended the WatchRuns stream")
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
@@ -292,6 +301,7 @@ class RunWatch:
             source=NotificationSource.FLYTE2,
             lookup_error=read.why_none,
             rules=read.rules,
+            trigger=trigger_name(found.action.metadata),
         )
 
     async def _record(self, pairs: list[tuple[ExecutionEvent, Execution]]) -> None:
@@ -302,6 +312,53 @@ class RunWatch:
             for result in results:
                 self.counters.event_received(result.outcome.value)
             self.counters.intake_outcome(self.name, "recorded", len(events))
+
+    # -- runs a deadline watches -----------------------------------------------------------
+
+    async def record_progress(self, runs: Sequence[run_definition_pb2.Run]) -> None:
+        """Record the phase each run a deadline may watch is in now, once per phase.
+
+        Only these: every other run's phases before its end are of no use, and
+        recording one costs a ``GetRunDetails`` the first time. A QUEUED run
+        is queued since it was created; a RUNNING one is recorded as running
+        from now (the stream says a phase was written, not when).
+        """
+        fresh = []
+        for run in runs:
+            phase = ledger_phase(run.action.status.phase)
+            eid = _execution_id(run)
+            if phase is None or phase == PAUSED or self._progress.get(eid) == phase:
+                continue
+            if self.recorder.follows(
+                eid.project, eid.domain, launch_plan="", task=_task(run), trigger=_trigger(run)
+            ):
+                fresh.append((eid, phase, run))
+        if not fresh:
+            return
+        held = await self.recorder.executions([eid for eid, _, _ in fresh])
+        pairs = []
+        for eid, phase, run in fresh:
+            known = held.get(eid)
+            if known is not None and known.terminal_phase is not None:
+                continue
+            try:
+                execution = known or await self._execution(
+                    eid, await self.plane.run_details(eid.project, eid.domain, eid.name)
+                )
+            except RunNotFound as gone:
+                log.warning("intake %s: %s; not recorded", self.name, gone)
+                continue
+            created = _time(run.action.status, "start_time")
+            occurred = created if phase == P.QUEUED and created else datetime.now(UTC)
+            event = ExecutionEvent(eid, phase, occurred, producer_id="flyte2")
+            pairs.append((checked_event(event), execution))
+        if pairs:
+            await self._record(pairs)
+        for eid, phase, _ in fresh:
+            self._progress.pop(eid, None)
+            self._progress[eid] = phase
+        while len(self._progress) > PROGRESS_KEPT:
+            self._progress.pop(next(iter(self._progress)))
 
     # -- runs waiting for input ----------------------------------------------------------
 
@@ -366,6 +423,14 @@ class RunWatch:
                 ),
             )
         )
+
+
+def _task(run: run_definition_pb2.Run) -> str:
+    return str(run.action.metadata.task.id.name)
+
+
+def _trigger(run: run_definition_pb2.Run) -> str:
+    return trigger_name(run.action.metadata)
 
 
 def _execution_id(run: run_definition_pb2.Run) -> ExecutionId:

@@ -84,6 +84,12 @@ def ledger_phase(action_phase: int) -> int | None:
     return _PHASES.get(action_phase)
 
 
+def trigger_name(metadata: run_definition_pb2.ActionMetadata) -> str:
+    """The name of the trigger that started a run ("" when none did): ``trigger_name``,
+    else the name in ``trigger_id``."""
+    return str(metadata.trigger_name or metadata.trigger_id.name.name)
+
+
 def action_phase_name(action_phase: int) -> str:
     """``FAILED`` for ``ACTION_PHASE_FAILED``; the number for an unknown value."""
     try:

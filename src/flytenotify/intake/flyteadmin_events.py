@@ -18,11 +18,14 @@ On the wire the cloud event is in the CloudEvents protobuf event format
 JSON envelope (NATS, where the JSON data travels base64-encoded as
 ``data_base64``; ``data`` is accepted too).
 
-Only terminal workflow events matter for notifications. Everything else is
-dropped from the type attribute alone, before the data is read, so the flood of
-node and task events costs one attribute look-up each. Unless a ``[waiting.*]``
-rule wants to hear of gates (``decode(..., gates=True)``): then a node event is
-read as far as its phase, and one that may be a gate waiting is returned as a
+Only terminal workflow events matter for notifications, and the other phases
+of the executions a deadline watches. Everything else is dropped from the type
+attribute alone, before the data is read, so the flood of node and task events
+costs one attribute look-up each; a non-terminal workflow event, from its
+phase, project and domain (and launch plan, when FlyteAdmin names it), asked
+of the deadlines in memory. Unless a ``[waiting.*]`` rule wants to hear of
+gates (``decode(..., gates=True)``): then a node event is read as far as its
+phase, and one that may be a gate waiting is returned as a
 :class:`NodeAtGate`. FlytePropeller reports a gate node (flytekit's
 ``approve()``, ``wait_for_input()``) waiting as a RUNNING node event with no
 task or workflow node metadata, not a parent, dynamic or array node, its
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,8 +99,9 @@ _REQUIRED = ("specversion", "id", "source", "type")
 
 
 @dataclass(frozen=True)
-class TerminalEvent:
-    """A terminal workflow event: record it."""
+class WorkflowEvent:
+    """A workflow event to record: a terminal one, or one of an execution a deadline
+    may watch."""
 
     event: ExecutionEvent
     cloud_event_id: str
@@ -122,30 +127,40 @@ class Dropped:
     cloud_event_id: str = ""
 
 
-Decoded = TerminalEvent | NodeAtGate | Dropped
+Decoded = WorkflowEvent | NodeAtGate | Dropped
+
+# Whether a deadline may watch an execution of (project, domain, launch plan name
+# or None when the event does not name it): its non-terminal events are kept.
+Follows = Callable[[str, str, str | None], bool]
 
 
-def decode(body: bytes, *, gates: bool = False) -> Decoded:
+def _nobody(project: str, domain: str, launch_plan: str | None) -> bool:
+    return False
+
+
+def decode(body: bytes, follows: Follows = _nobody, *, gates: bool = False) -> Decoded:
     """One FlyteAdmin cloud event, protobuf format or structured JSON; :class:`InputError` if bad.
 
     The field names in errors are the cloud event's attributes (``type``,
     ``data``) and, below ``data``, the event's fields (``data.event.phase``).
-    ``gates``: node events that may be gates waiting are read (see the module doc).
+    A non-terminal workflow event is kept only where ``follows`` says a
+    deadline may watch its execution. ``gates``: node events that may be gates
+    waiting are read (see the module doc).
     """
     # A protobuf CloudEvent starts with its id's tag, byte 0x0A: a newline,
     # so JSON after a newline is told apart by whether the protobuf parses.
     cloud_event = _protobuf_or_none(body) if body[:1] == b"\n" else None
     if cloud_event is None and body.lstrip()[:1] in (b"{", b"["):
-        return _decode_json(body, gates)
+        return _decode_json(body, follows, gates)
     if cloud_event is None:
         cloud_event = _parse_protobuf(body)
-    return _decode_protobuf(cloud_event, gates)
+    return _decode_protobuf(cloud_event, follows, gates)
 
 
 # -- the structured JSON envelope (NATS) -----------------------------------------------
 
 
-def _decode_json(body: bytes, gates: bool) -> Decoded:
+def _decode_json(body: bytes, follows: Follows, gates: bool) -> Decoded:
     # Read by hand rather than with the cloudevents SDK: it decodes the data of
     # every event, and the point here is to drop most events by type first.
     envelope = loads_json(body, "body")  # the same depth limit as every other JSON intake
@@ -164,7 +179,7 @@ def _decode_json(body: bytes, gates: bool) -> Decoded:
         return _node_event(kind, ident, _json_data(envelope))
     if (dropped := _dropped_by_type(kind, ident)) is not None:
         return dropped
-    return _workflow_event(kind, ident, _json_data(envelope))
+    return _workflow_event(kind, ident, _json_data(envelope), follows)
 
 
 def _json_data(envelope: dict[str, Any]) -> Any:
@@ -207,7 +222,7 @@ def _parse_protobuf(body: bytes) -> Any:
     return cloud_event
 
 
-def _decode_protobuf(cloud_event: Any, gates: bool) -> Decoded:
+def _decode_protobuf(cloud_event: Any, follows: Follows, gates: bool) -> Decoded:
     missing = [Problem(n, "is required") for n in ("id", "type") if not getattr(cloud_event, n)]
     if missing:
         raise InputError(missing)
@@ -224,7 +239,7 @@ def _decode_protobuf(cloud_event: Any, gates: bool) -> Decoded:
         raise InputError(Problem("data", "is required: FlyteAdmin's JSON in binary_data"))
     if node:
         return _node_event(kind, ident, data)
-    return _workflow_event(kind, ident, data)
+    return _workflow_event(kind, ident, data, follows)
 
 
 def _parse_json_data(raw: bytes, field: str) -> Any:
@@ -240,7 +255,7 @@ def _dropped_by_type(kind: str, ident: str) -> Dropped | None:
     return Dropped(kind, _DROPPED_TYPES.get(kind, UNKNOWN_TYPE), ident)
 
 
-def _workflow_event(kind: str, ident: str, data: Any) -> Decoded:
+def _workflow_event(kind: str, ident: str, data: Any, follows: Follows) -> Decoded:
     if not isinstance(data, dict):
         raise InputError(Problem("data", f"must be a JSON object, got {type(data).__name__}"))
     inner = "event" if kind == V1_WORKFLOW else "rawEvent"
@@ -254,7 +269,8 @@ def _workflow_event(kind: str, ident: str, data: Any) -> Decoded:
         if phase not in _PHASE_NAMES:
             # Unknown fields are ignored below, and so would be an unknown phase name.
             raise InputError(Problem(f"data.{inner}.phase", f"unknown phase {phase!r}"))
-        return Dropped(kind, NOT_TERMINAL, ident)
+        if not _followed(raw_event, data, follows):
+            return Dropped(kind, NOT_TERMINAL, ident)
     wrong = enum_problems(raw_event, f"data.{inner}")
     if wrong:
         raise InputError(wrong)
@@ -271,8 +287,24 @@ def _workflow_event(kind: str, ident: str, data: Any) -> Decoded:
             [Problem(f"data.{inner}.{p.field}".rstrip("."), p.message) for p in error.problems]
         ) from None
     if not event.is_terminal:
-        return Dropped(kind, NOT_TERMINAL, ident)
-    return TerminalEvent(event, ident, kind, launch_plan)
+        plan = launch_plan.name if launch_plan is not None else None
+        if not follows(event.execution_id.project, event.execution_id.domain, plan):
+            return Dropped(kind, NOT_TERMINAL, ident)
+    return WorkflowEvent(event, ident, kind, launch_plan)
+
+
+def _followed(raw_event: dict[str, Any], data: dict[str, Any], follows: Follows) -> bool:
+    """Whether a deadline may watch the execution, from the raw JSON alone (what is
+    not there, or not text, follows nothing: the event is dropped as it was before)."""
+    ident = raw_event.get("executionId") or raw_event.get("execution_id")
+    if not isinstance(ident, dict):
+        return False
+    project, domain = ident.get("project"), ident.get("domain")
+    if not isinstance(project, str) or not isinstance(domain, str):
+        return False
+    plan = data.get("launchPlanId") or data.get("launch_plan_id")
+    name = plan.get("name") if isinstance(plan, dict) else None
+    return follows(project, domain, name if isinstance(name, str) and name else None)
 
 
 def _node_event(kind: str, ident: str, data: Any) -> NodeAtGate | Dropped:

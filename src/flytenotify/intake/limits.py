@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from flytenotify.domain import NamedKind, NamedRule
+from flytenotify.domain import Deadline, NamedKind, NamedRule
 from flytenotify.errors import InputError, Problem
 
 # Characters an identifier may not hold: C0 and C1 controls (NUL among them)
@@ -47,6 +47,26 @@ _NOT_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 IDENTIFIER_LIMITS = {"project": 63, "domain": 63, "name": 255, "version": 255, "recipient": 254}
 # Parts that may hold "/" (elsewhere it separates "project/domain/name").
 _SLASH_ALLOWED = frozenset({"version", "recipient"})
+
+# C0 and C1 controls, as a JSON Schema character range: refused in identifiers (and
+# in the OpenAPI document's patterns, so that data the document calls valid is
+# data the service accepts).
+NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def identifier_pattern(part: str, shortest: int = 1) -> str:
+    """The identifier rule of ``part`` (a key of ``IDENTIFIER_LIMITS``) as a regex."""
+    slash = "" if part in _SLASH_ALLOWED else "/"
+    return f"^[^{NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$"
+
+
+# A recipient as a schema: it starts with a visible character; the rest is checked
+# where it is used.
+RECIPIENT = {
+    "type": "string",
+    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{IDENTIFIER_LIMITS['recipient'] - 1}}}$",
+}
+
 # A part that passes every check above, in one match: every event's ids go
 # through here, and the checks one by one were a seventh of parsing an event.
 _GOOD_PART = {
@@ -235,4 +255,34 @@ def check_named_rule(entry: NamedRule) -> list[Problem]:
             problems += recipient_problems(recipient, f"recipients[{i}]")
     if entry.kind is NamedKind.RULE and not entry.phases:
         problems.append(Problem("phases", "a named rule must name at least one phase"))
+    return problems
+
+
+def check_deadline(deadline: Deadline) -> list[Problem]:
+    """What is wrong with a deadline given in Python (the API's and the CLI's were read
+    by ``DeadlineSpec``, which says more, field by field)."""
+    ident = deadline.id
+    problems = id_problems(
+        {"project": ident.project, "domain": ident.domain, "name": ident.name}, ""
+    )
+    if not deadline.recipients:
+        problems.append(Problem("recipients", "must name at least one recipient"))
+    for i, recipient in enumerate(deadline.recipients):
+        if not recipient.strip():
+            problems.append(Problem(f"recipients[{i}]", "must not be empty"))
+        else:
+            problems += recipient_problems(recipient, f"recipients[{i}]")
+    durations = ("max_queued", "max_running", "start_within")
+    for field in durations:
+        seconds = getattr(deadline, field)
+        if seconds is not None and not seconds > 0:
+            problems.append(Problem(field, f"must be positive, got {seconds}"))
+    if all(getattr(deadline, field) is None for field in durations) and not deadline.slower_than:
+        problems.append(
+            Problem(
+                "max_queued",
+                "a deadline needs at least one of max_queued, max_running, start_within"
+                " and slower_than",
+            )
+        )
     return problems

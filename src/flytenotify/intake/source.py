@@ -159,6 +159,20 @@ class Recorder(Protocol):
         """Move ``source``'s position to ``position`` if that is later."""
         ...
 
+    def follows(
+        self,
+        project: str,
+        domain: str,
+        *,
+        launch_plan: str | None = None,
+        task: str | None = None,
+        trigger: str | None = None,
+    ) -> bool:
+        """Whether a deadline may select an execution of ``project``/``domain`` with
+        these names (``None``: not known here; ``""``: none), from memory: its
+        non-terminal events are recorded then, and dropped otherwise."""
+        ...
+
 
 class Counters(Protocol):
     """What intake counts: the service's :class:`~flytenotify.metrics.Metrics`."""

@@ -20,7 +20,11 @@ from flytenotify.domain import (
     ActionRecord,
     Actor,
     Attempt,
+    Deadline,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
+    DeliveryReason,
     DeliveryStatus,
     EntityId,
     Execution,
@@ -32,6 +36,8 @@ from flytenotify.domain import (
     NamedRule,
     RenderedMessage,
     Silence,
+    Timer,
+    TimerKind,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +78,36 @@ class NewDelivery:
 
 
 @dataclass(frozen=True)
+class TimerWork:
+    """What one event does to the deadlines' timers (none for an execution no deadline
+    selects), decided before it is recorded.
+
+    Applied in the event's own transaction, and only if the ledger records it
+    as news (not a replay, nothing after the execution ended): a non-terminal
+    event arms ``arm`` and drops the execution's timers of the ``cancel``
+    kinds; the event that ends the execution drops all its timers, closes its
+    alerts (arming their follow-ups) and, having succeeded, adds how long it
+    ran to each of ``series``. Either may satisfy the schedule's timer of each
+    deadline of ``starts``, when the execution began (``started_at``) in its
+    window, and closes that deadline's missed starts before then (arming
+    their follow-ups: it started late).
+    """
+
+    arm: tuple[Timer, ...] = ()
+    cancel: frozenset[TimerKind] = frozenset()
+    series: tuple[str, ...] = ()
+    starts: tuple[DeadlineId, ...] = ()
+    started_at: float = 0.0
+    ends: bool = False  # a deadline selects the execution: its end closes what it opened
+
+    def __bool__(self) -> bool:
+        return bool(self.arm or self.cancel or self.series or self.starts or self.ends)
+
+
+NO_TIMER_WORK = TimerWork()
+
+
+@dataclass(frozen=True)
 class EventWrite:
     """An event plus what it enqueues if it is the execution's first terminal phase.
 
@@ -82,6 +118,7 @@ class EventWrite:
     event: ExecutionEvent
     execution: Execution
     deliveries: Sequence[NewDelivery]
+    timers: TimerWork = NO_TIMER_WORK
 
 
 @dataclass(frozen=True)
@@ -151,6 +188,37 @@ class FailureStreak:
     deliveries: tuple[Delivery, ...]
 
 
+class TimerVerdict(enum.StrEnum):
+    """What settling a fired timer came to."""
+
+    FIRED = "fired"  # its alert (or follow-up) was written, with its deliveries
+    QUIET = "quiet"  # nothing to say: a schedule whose run started; re-armed
+    MOVED_ON = "moved_on"  # the execution moved on (or ended) before it fired
+    REPEATED = "repeated"  # this breach was alerted before: nothing written again
+    GONE = "gone"  # cancelled meanwhile, or its lease passed to another process
+
+
+@dataclass(frozen=True)
+class TimerSettlement:
+    """What a fired timer leads to, written in one transaction with its removal.
+
+    ``alert`` and ``deliveries`` (messages about ``subject`` in ``phase`` of
+    ``launch_plan``, written with ``reason``) are written only if the timer
+    still holds when settled (the ledger decides: ``ledger.timer_holds``);
+    ``rearm`` is a schedule's next timer, armed whatever was said.
+    """
+
+    timer: Timer
+    owner: str
+    subject: ExecutionId
+    phase: int
+    launch_plan: EntityId | None = None
+    alert: DeadlineAlert | None = None
+    deliveries: Sequence[NewDelivery] = ()
+    reason: DeliveryReason = DeliveryReason.DEADLINE
+    rearm: Timer | None = None
+
+
 @dataclass(frozen=True)
 class InboxMessage:
     id: int
@@ -203,6 +271,11 @@ class Store(Protocol):
         A hint to look now: the dispatcher keeps its slow poll, so a missed
         call costs latency, never a delivery.
         """
+        ...
+
+    async def listen_timers(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process may have armed a timer (a hint, as
+        :meth:`listen`'s)."""
         ...
 
     # -- launch plans and executions --------------------------------------
@@ -429,6 +502,70 @@ class Store(Protocol):
 
     async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
         """The execution's actions, in the order they were asked."""
+        ...
+
+    # -- deadlines and their timers ---------------------------------------
+
+    async def put_deadline(self, deadline: Deadline, schedule: Timer | None) -> None:
+        """Create or replace a deadline managed over the API, with its schedule's timer
+        (armed unless an alike one waits; None: its schedule's timer is dropped)."""
+        ...
+
+    async def list_deadlines(self) -> list[Deadline]: ...
+
+    async def delete_deadline(self, deadline: DeadlineId) -> bool:
+        """Whether it existed; its timers go with it (not the follow-ups of its alerts)."""
+        ...
+
+    async def put_schedule_timer(self, timer: Timer) -> None:
+        """Arm a schedule's timer unless an alike one (same schedule and allowance) waits."""
+        ...
+
+    async def drop_timer(self, key: str) -> None: ...
+
+    async def claim_timers(
+        self, owner: str, due_by: float, lease: float, limit: int
+    ) -> list[Timer]:
+        """Lease up to ``limit`` timers due by ``due_by`` (the caller's clock) for
+        ``lease`` seconds; on PostgreSQL, replicas claiming at once take disjoint
+        ones and leases are judged by the database's clock."""
+        ...
+
+    async def next_timer_in(self, due_by: float) -> float | None:
+        """Seconds until a timer can next be claimed, given that ``due_by`` is now on
+        the caller's clock (negative: one is overdue); None when none waits."""
+        ...
+
+    async def settle_timer(self, settlement: TimerSettlement) -> TimerVerdict:
+        """Take a claimed timer out and write what it leads to, in one transaction."""
+        ...
+
+    async def release_timers(self, owner: str) -> int:
+        """Drop every timer lease ``owner`` holds (graceful stop); returns how many."""
+        ...
+
+    async def recent_durations(self, series: str, limit: int) -> list[float]:
+        """How long the newest ``limit`` successful runs of ``series`` ran, newest first."""
+        ...
+
+    async def alerts_of(self, deadline: DeadlineId, execution: ExecutionId) -> list[DeadlineAlert]:
+        """What ``deadline`` alerted about ``execution``, oldest first."""
+        ...
+
+    async def deadline_alerts(
+        self, deadline: DeadlineId, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        """A deadline's alerts, newest first, below ``before_id`` when given."""
+        ...
+
+    async def open_alerts(
+        self, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        """Alerts whose execution has not ended, newest first: what is over a deadline."""
+        ...
+
+    async def deadline_timers(self, deadline: DeadlineId) -> dict[str, tuple[int, float]]:
+        """What a deadline waits for: per kind, how many timers and the next one due."""
         ...
 
     # -- queries ----------------------------------------------------------

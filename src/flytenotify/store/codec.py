@@ -20,7 +20,11 @@ from flytenotify.domain import (
     ActionOutcome,
     ActionRecord,
     Attempt,
+    Deadline,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
+    DeliveryReason,
     DeliveryStatus,
     EmailEnvelope,
     EntityId,
@@ -40,6 +44,9 @@ from flytenotify.domain import (
     RenderedMessage,
     RunRule,
     Silence,
+    SlowerThan,
+    Timer,
+    TimerKind,
 )
 
 if TYPE_CHECKING:
@@ -235,12 +242,13 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
         lookup_error=row["lookup_error"],
         rules=load_rules(row["rules"]),
         terminal_phase=row["terminal_phase"],
+        trigger=row["trigger_name"],
     )
 
 
 def execution_columns(execution: Execution) -> tuple[Any, ...]:
     """An ``executions`` row as inserted: project, domain, name, launch_plan, workflow,
-    notifications, created_at, notifications_source, lookup_error, rules, plan."""
+    notifications, created_at, notifications_source, lookup_error, rules, plan, trigger_name."""
     plan = execution.launch_plan
     return (
         execution.id.project,
@@ -256,6 +264,7 @@ def execution_columns(execution: Execution) -> tuple[Any, ...]:
         # Its launch plan (or task) without the version: a streak of failures
         # does not stop at a new version.
         f"{plan.project}/{plan.domain}/{plan.name}" if plan is not None else None,
+        execution.trigger,
     )
 
 
@@ -295,6 +304,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         provider_message_id=row["provider_message_id"] or "",
         in_reply_to=row["in_reply_to"] or "",
         follows=row["follows"] or "",
+        reason=DeliveryReason(row["reason"]),
     )
 
 
@@ -464,4 +474,165 @@ def action_from_row(row: Mapping[str, Any]) -> ActionRecord:
         result=row["result"],
         requested_at=from_timestamp(row["requested_at"]),
         decision=row["decision"],
+    )
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+def deadline_columns(deadline: Deadline) -> tuple[Any, ...]:
+    """A ``deadlines`` row: project, domain, name, spec, updated_at."""
+    slower = deadline.slower_than
+    slower_than = (
+        None
+        if slower is None
+        else {
+            "percentile": slower.percentile,
+            "of_last": slower.of_last,
+            "min_runs": slower.min_runs,
+        }
+    )
+    spec = {
+        "launch_plan": deadline.launch_plan,
+        "task": deadline.task,
+        "trigger": deadline.trigger,
+        "max_queued": deadline.max_queued,
+        "max_running": deadline.max_running,
+        "schedule": deadline.schedule,
+        "start_within": deadline.start_within,
+        "slower_than": slower_than,
+        "recipients": list(deadline.recipients),
+        "resolve": deadline.resolve,
+    }
+    ident = deadline.id
+    return (ident.project, ident.domain, ident.name, _dumps(spec), timestamp(deadline.updated_at))
+
+
+def deadline_from_row(row: Mapping[str, Any]) -> Deadline:
+    spec = orjson.loads(row["spec"])
+    slower = spec.get("slower_than")
+    return Deadline(
+        id=DeadlineId(row["project"], row["domain"], row["name"]),
+        recipients=tuple(spec["recipients"]),
+        launch_plan=spec.get("launch_plan", ""),
+        task=spec.get("task", ""),
+        trigger=spec.get("trigger", ""),
+        max_queued=spec.get("max_queued"),
+        max_running=spec.get("max_running"),
+        schedule=spec.get("schedule", ""),
+        start_within=spec.get("start_within"),
+        slower_than=SlowerThan(slower["percentile"], slower["of_last"], slower["min_runs"])
+        if slower
+        else None,
+        resolve=bool(spec.get("resolve", True)),
+        source="api",
+        updated_at=from_timestamp(row["updated_at"]),
+    )
+
+
+def timer_columns(timer: Timer) -> tuple[Any, ...]:
+    """A ``timers`` row as armed: key, kind, due_at, the deadline's project, domain and
+    name, the execution's (empty for a schedule's), since, allowed, phase, schedule."""
+    execution = timer.execution
+    deadline = timer.deadline
+    return (
+        timer.key,
+        timer.kind.value,
+        timer.due_at,
+        deadline.project,
+        deadline.domain,
+        deadline.name,
+        execution.project if execution is not None else "",
+        execution.domain if execution is not None else "",
+        execution.name if execution is not None else "",
+        timer.since,
+        timer.allowed,
+        timer.phase,
+        timer.schedule,
+    )
+
+
+def timer_from_row(row: Mapping[str, Any]) -> Timer:
+    execution = ExecutionId(row["project"], row["domain"], row["name"]) if row["name"] else None
+    satisfied = row["satisfied_at"]
+    return Timer(
+        kind=TimerKind(row["kind"]),
+        deadline=DeadlineId(row["deadline_project"], row["deadline_domain"], row["deadline_name"]),
+        due_at=float(row["due_at"]),
+        since=float(row["since"]),
+        allowed=float(row["allowed"]),
+        phase=int(row["phase"]),
+        execution=execution,
+        schedule=row["schedule"],
+        satisfied_at=float(satisfied) if satisfied is not None else None,
+        id=int(row["id"]),
+    )
+
+
+def alert_columns(alert: DeadlineAlert) -> tuple[Any, ...]:
+    """A ``deadline_alerts`` row as inserted: the deadline's project, domain and name,
+    the execution's, breach, phase, since, allowed, breached_at, recipients, resolve."""
+    return (
+        alert.deadline.project,
+        alert.deadline.domain,
+        alert.deadline.name,
+        alert.execution.project,
+        alert.execution.domain,
+        alert.execution.name,
+        alert.breach.value,
+        alert.phase,
+        timestamp(alert.since),
+        alert.allowed,
+        timestamp(alert.breached_at),
+        _dumps(list(alert.recipients)),
+        int(alert.resolve),
+    )
+
+
+def alert_from_row(row: Mapping[str, Any]) -> DeadlineAlert:
+    ended_at = row["ended_at"]
+    return DeadlineAlert(
+        deadline=DeadlineId(row["deadline_project"], row["deadline_domain"], row["deadline_name"]),
+        execution=ExecutionId(row["project"], row["domain"], row["name"]),
+        breach=TimerKind(row["breach"]),
+        phase=int(row["phase"]),
+        since=from_timestamp(row["since"]),
+        allowed=float(row["allowed"]),
+        breached_at=from_timestamp(row["breached_at"]),
+        recipients=tuple(orjson.loads(row["recipients"])),
+        resolve=bool(row["resolve"]),
+        ended_phase=row["ended_phase"],
+        ended_at=from_timestamp(ended_at) if ended_at is not None else None,
+        id=int(row["id"]),
+    )
+
+
+def deadline_delivery_columns(
+    execution_id: ExecutionId,
+    phase: int,
+    launch_plan: EntityId | None,
+    delivery: NewDelivery,
+    reason: DeliveryReason,
+    now: float,
+) -> tuple[Any, ...]:
+    """A ``deliveries`` row a deadline writes (``insert_deadline_delivery``): as
+    :func:`delivery_columns`, then its reason."""
+    return (
+        delivery.idempotency_key,
+        execution_id.project,
+        execution_id.domain,
+        execution_id.name,
+        phase,
+        delivery.notification_index,
+        delivery.kind,
+        delivery.channel,
+        delivery.recipient,
+        delivery.message.json_text,
+        dump_entity(launch_plan),
+        DeliveryStatus.PENDING.value,
+        now,
+        now,
+        now,
+        delivery.group_key,
+        reason.value,
     )

@@ -14,12 +14,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flytenotify.domain import (
+    EXECUTION_TIMERS,
     FAILURE_PHASES,
     PAUSED,
     Delivery,
     EntityId,
     ExecutionEvent,
     ExecutionId,
+    Timer,
+    TimerKind,
 )
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.store.base import (
@@ -28,6 +31,7 @@ from flytenotify.store.base import (
     EventOutcome,
     EventResult,
     EventWrite,
+    TimerVerdict,
     channel_key,
 )
 
@@ -71,6 +75,7 @@ class IntakePlan:
     outcomes: list[EventOutcome]  # per event, in input order
     moves: list[tuple[ExecutionKey, int]]  # executions that become terminal, with that phase
     enqueued: list[int]  # the events whose deliveries are written, by position
+    ended: frozenset[int] = frozenset()  # the events that made their execution terminal
 
     def event_results(
         self, writes: Sequence[EventWrite], inserted: Mapping[str, int]
@@ -139,6 +144,7 @@ def plan_intake(
     outcomes: list[EventOutcome] = []
     moves: list[tuple[ExecutionKey, int]] = []
     enqueued: list[int] = []
+    ended: set[int] = set()
     for position, write in enumerate(writes):
         key = execution_key(write.event.execution_id)
         outcome = advance(phases.get(key), write.event, bool(write.deliveries))
@@ -146,9 +152,73 @@ def plan_intake(
         if outcome in _MOVES_TO_TERMINAL and write.event.is_terminal:
             phases[key] = write.event.phase
             moves.append((key, write.event.phase))
+            ended.add(position)
         if outcome is EventOutcome.ENQUEUED:
             enqueued.append(position)
-    return IntakePlan(outcomes, moves, enqueued)
+    return IntakePlan(outcomes, moves, enqueued, frozenset(ended))
+
+
+# -- deadlines' timers ----------------------------------------------------------------------
+
+# A run counts as started in a schedule's window this long before the fire time
+# too: producers' clocks and the scheduler's are not the ledger's. Short: a run
+# late for one fire time must not count for the next (schedules can be a minute
+# apart).
+START_TOLERANCE = 10.0
+
+
+def timer_steps(writes: Sequence[EventWrite], plan: IntakePlan) -> list[tuple[EventWrite, bool]]:
+    """The events whose timer work applies, in input order, each with whether it
+    ended its execution.
+
+    A replay, or anything after the execution ended, changes no timer: only
+    news does (a non-terminal event recorded, or the first terminal one).
+    """
+    steps = []
+    for position, (write, outcome) in enumerate(zip(writes, plan.outcomes, strict=True)):
+        if not write.timers:
+            continue
+        if position in plan.ended:
+            steps.append((write, True))
+        elif not write.event.is_terminal and outcome in _NEWS:
+            steps.append((write, False))
+    return steps
+
+
+_NEWS = frozenset({EventOutcome.RECORDED, EventOutcome.ENQUEUED})
+
+# The kinds of timer an execution's end drops (its schedule's timers are not its own).
+ENDED_TIMERS = sorted(EXECUTION_TIMERS)
+
+
+def timer_holds(
+    timer: Timer,
+    terminal_phase: int | None,
+    moved_past_queued: bool,
+    satisfied_at: float | None,
+) -> bool:
+    """Whether a timer that came due still has something to say, as the ledger
+    stands when it is settled.
+
+    An execution's timer says nothing once the execution ended (its end may
+    have been recorded while the timer was being fired), and ``max_queued``
+    nothing once any later phase was recorded (events may come out of order).
+    A schedule's timer says nothing once a run started in its window. A
+    follow-up always has something to say.
+    """
+    if timer.kind is TimerKind.START_WITHIN:
+        return satisfied_at is None
+    if timer.kind is TimerKind.RESOLVE:
+        return True
+    if terminal_phase is not None:
+        return False
+    return not (timer.kind is TimerKind.MAX_QUEUED and moved_past_queued)
+
+
+def quiet_or_moved_on(timer: Timer) -> TimerVerdict:
+    """What a timer that no longer holds came to: a schedule whose run started, or an
+    execution that moved on."""
+    return TimerVerdict.QUIET if timer.kind is TimerKind.START_WITHIN else TimerVerdict.MOVED_ON
 
 
 # -- dispatch -------------------------------------------------------------------------------

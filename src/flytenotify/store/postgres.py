@@ -44,18 +44,24 @@ import asyncpg
 
 from flytenotify.domain import (
     DEFAULT_GROUP_RULE,
+    Deadline,
+    DeadlineId,
     Delivery,
     Execution,
     ExecutionId,
     GroupRule,
     LaunchPlan,
     Silence,
+    Timer,
+    TimerKind,
 )
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
     Completion,
     EventResult,
     EventWrite,
+    TimerSettlement,
+    TimerVerdict,
 )
 from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import migrations_for, refuse_newer
@@ -74,6 +80,7 @@ if TYPE_CHECKING:  # generic only in the stubs
 Q = queries_for("postgresql")
 
 NOTIFY_CHANNEL = "flytenotify_deliveries"
+TIMERS_CHANNEL = "flytenotify_timers"  # a timer was armed: the timer loops look again
 APPLICATION_NAME = "flytenotify"
 
 # pg_advisory_xact_lock key held while migrating, so replicas starting at once
@@ -222,6 +229,7 @@ class PostgresStore(SQLStore):
         # query against a half-made schema (a 500).
         self._migrated = False
         self._callbacks: list[Callable[[], None]] = []
+        self._timer_callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self.space = SpaceWatch()
 
@@ -364,6 +372,15 @@ class PostgresStore(SQLStore):
         Returns once listening, or after ``connect_timeout`` while it keeps trying.
         """
         self._callbacks.append(callback)
+        await self._start_listening()
+
+    async def listen_timers(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another transaction has armed a timer (on the
+        same listening connection as :meth:`listen`)."""
+        self._timer_callbacks.append(callback)
+        await self._start_listening()
+
+    async def _start_listening(self) -> None:
         if self._listener is not None:
             return
         ready = asyncio.Event()
@@ -373,6 +390,10 @@ class PostgresStore(SQLStore):
 
     def _wake(self) -> None:
         for callback in self._callbacks:
+            callback()
+
+    def _wake_timers(self) -> None:
+        for callback in self._timer_callbacks:
             callback()
 
     async def _listen_forever(self, ready: asyncio.Event) -> None:
@@ -398,8 +419,10 @@ class PostgresStore(SQLStore):
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake())
+            await conn.add_listener(TIMERS_CHANNEL, lambda *_args: self._wake_timers())
             ready.set()
             self._wake()  # whatever was enqueued while nobody listened
+            self._wake_timers()
             while not lost.is_set():
                 try:
                     await asyncio.wait_for(lost.wait(), _KEEPALIVE)
@@ -441,9 +464,11 @@ class PostgresStore(SQLStore):
             return []
 
         async def write(conn: Conn) -> list[EventResult]:
-            results = await _record_events(conn, writes)
+            results, timers_changed = await _record_events(conn, writes)
             if any(result.delivery_ids for result in results):
                 await conn.execute(Q["notify"], NOTIFY_CHANNEL)
+            if timers_changed:
+                await conn.execute(Q["notify"], TIMERS_CHANNEL)
             return results
 
         results = await self._run(write)
@@ -558,6 +583,62 @@ class PostgresStore(SQLStore):
     def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
         return (key, delivery_id)  # times from the database's clock
 
+    # -- deadlines and their timers ----------------------------------------------------------
+
+    async def put_deadline(self, deadline: Deadline, schedule: Timer | None) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(Q["put_deadline"], *codec.deadline_columns(deadline))
+            if schedule is None:
+                await conn.execute(Q["drop_timer"], Timer.schedule_key(deadline.id))
+            else:
+                await conn.execute(Q["put_schedule_timer"], *codec.timer_columns(schedule))
+                await conn.execute(Q["notify"], TIMERS_CHANNEL)
+
+        await self._run(write)
+        self.space.wrote()
+
+    async def put_schedule_timer(self, timer: Timer) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(Q["put_schedule_timer"], *codec.timer_columns(timer))
+            await conn.execute(Q["notify"], TIMERS_CHANNEL)
+
+        await self._run(write)
+
+    async def delete_deadline(self, deadline: DeadlineId) -> bool:
+        key = (deadline.project, deadline.domain, deadline.name)
+
+        async def write(conn: Conn) -> bool:
+            await conn.execute(Q["delete_deadline_timers"], *key)
+            return _rowcount(await conn.execute(Q["delete_deadline"], *key)) > 0
+
+        return await self._run(write)
+
+    async def claim_timers(
+        self, owner: str, due_by: float, lease: float, limit: int
+    ) -> list[Timer]:
+        # Due by the database's clock, moved by as much as the caller's runs ahead.
+        lead = due_by - time.time()
+        rows = await self._fetch(Q["claim_timers"], (owner, lease, limit, lead))
+        return sorted((codec.timer_from_row(row) for row in rows), key=lambda t: t.due_at)
+
+    async def next_timer_in(self, due_by: float) -> float | None:
+        row = await self._fetch_one("next_timer_in", (due_by - time.time(),))
+        due_in = None if row is None else row["due_in"]
+        return None if due_in is None else float(due_in)
+
+    async def settle_timer(self, settlement: TimerSettlement) -> TimerVerdict:
+        async def write(conn: Conn) -> TimerVerdict:
+            verdict = await _settle(conn, settlement)
+            if verdict is TimerVerdict.FIRED and settlement.deliveries:
+                await conn.execute(Q["notify"], NOTIFY_CHANNEL)
+            if settlement.rearm is not None:
+                await conn.execute(Q["notify"], TIMERS_CHANNEL)
+            return verdict
+
+        verdict = await self._run(write)
+        self.space.wrote()
+        return verdict
+
     # -- pacing ------------------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
@@ -592,8 +673,11 @@ async def _migrate(conn: Conn) -> int:
     return current
 
 
-async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[EventResult]:
-    """A whole batch in a constant number of statements, whatever its size.
+async def _record_events(
+    conn: Conn, writes: Sequence[EventWrite]
+) -> tuple[list[EventResult], bool]:
+    """A whole batch in a constant number of statements, whatever its size (and a few
+    per event of an execution a deadline selects); whether any timer work was done.
 
     The batch's executions are locked (in key order, as every replica locks
     them) before their terminal phases are read, so the decisions made from
@@ -610,7 +694,7 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         executions.setdefault(ledger.execution_key(write.event.execution_id), write.execution)
     keys = sorted(executions)
     rows = [codec.execution_columns(executions[key]) for key in keys]
-    await conn.execute(Q["insert_executions"], *_columns(rows, 11))
+    await conn.execute(Q["insert_executions"], *_columns(rows, 12))
     locked = await conn.fetch(Q["lock_executions"], *_columns(keys, 3))
     phases = {(r["project"], r["domain"], r["name"]): r["terminal_phase"] for r in locked}
     plan = ledger.plan_intake(writes, phases)
@@ -631,4 +715,77 @@ async def _record_events(conn: Conn, writes: Sequence[EventWrite]) -> list[Event
         for write, outcome in zip(writes, plan.outcomes, strict=True)
     ]
     await conn.execute(Q["insert_events"], *_columns(events, 10))
-    return plan.event_results(writes, inserted)
+    steps = ledger.timer_steps(writes, plan)
+    for write, ended in steps:
+        await _apply_timers(conn, write, ended, now)
+    return plan.event_results(writes, inserted), bool(steps)
+
+
+async def _apply_timers(conn: Conn, write: EventWrite, ended: bool, now: float) -> None:
+    """One event's timer work (``TimerWork``), after the events are written: a few
+    statements, only for the executions a deadline selects."""
+    work = write.timers
+    event = write.event
+    key = ledger.execution_key(event.execution_id)
+    if ended:
+        await conn.executemany(Q["cancel_timers"], [(*key, kind) for kind in ledger.ENDED_TIMERS])
+        ended_at = codec.timestamp(event.occurred_at)
+        await conn.execute(Q["end_alerts"], event.phase, ended_at, *key)
+        await conn.execute(Q["arm_resolve_timers"], now, *key)
+        for series in work.series:
+            await conn.execute(Q["record_duration"], series, ended_at, ended_at, *key)
+            await conn.execute(Q["prune_durations"], series, series)
+    else:
+        if work.arm:
+            await conn.executemany(Q["arm_timer"], [codec.timer_columns(t) for t in work.arm])
+        if work.cancel:
+            cancel = [(*key, kind) for kind in sorted(work.cancel)]
+            await conn.executemany(Q["cancel_timers"], cancel)
+    started = work.started_at
+    for deadline in work.starts:
+        named = (deadline.project, deadline.domain, deadline.name)
+        satisfied = (started, Timer.schedule_key(deadline), ledger.START_TOLERANCE, started)
+        await conn.execute(Q["satisfy_start"], *satisfied, started)
+        late = await conn.execute(Q["end_missed_starts"], event.phase, started, *named, started)
+        if _rowcount(late):
+            await conn.execute(Q["arm_late_start_timers"], now, *named, started)
+
+
+async def _settle(conn: Conn, settlement: TimerSettlement) -> TimerVerdict:
+    """A fired timer taken out and what it leads to written. Its execution's row is
+    locked first, as recording an event locks it: the event that ends it and this
+    alert take turns, so an alert is either seen by that event (which then arms
+    its follow-up) or sees that the execution ended (and says nothing)."""
+    timer = settlement.timer
+    terminal = moved = None
+    if timer.execution is not None and timer.kind is not TimerKind.RESOLVE:
+        key = ledger.execution_key(timer.execution)
+        terminal = await conn.fetchval(Q["lock_execution"], *key)
+        moved = await conn.fetchval(Q["moved_past_queued"], *key)
+    row = await conn.fetchrow(Q["delete_fired_timer"], timer.id, settlement.owner)
+    if row is None:
+        return TimerVerdict.GONE
+    if settlement.rearm is not None:
+        await conn.execute(Q["arm_timer"], *codec.timer_columns(settlement.rearm))
+    if not ledger.timer_holds(timer, terminal, moved is not None, row["satisfied_at"]):
+        return ledger.quiet_or_moved_on(timer)
+    alert = settlement.alert
+    if alert is not None:
+        alert_id = await conn.fetchval(Q["insert_alert"], *codec.alert_columns(alert))
+        if alert_id is None:
+            return TimerVerdict.REPEATED
+    now = float(await conn.fetchval(Q["db_now"]))
+    rows = [
+        codec.deadline_delivery_columns(
+            settlement.subject,
+            settlement.phase,
+            settlement.launch_plan,
+            delivery,
+            settlement.reason,
+            now,
+        )
+        for delivery in settlement.deliveries
+    ]
+    if rows:
+        await conn.executemany(Q["insert_deadline_delivery"], rows)
+    return TimerVerdict.FIRED

@@ -18,6 +18,9 @@ from flytenotify.domain import (
     ActionOutcome,
     ActionRecord,
     Attempt,
+    Deadline,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
     DeliveryStatus,
     EntityId,
@@ -28,6 +31,7 @@ from flytenotify.domain import (
     NamedKind,
     NamedRule,
     Silence,
+    Timer,
 )
 from flytenotify.intake.limits import MAX_INT
 from flytenotify.store import codec, ledger
@@ -170,6 +174,49 @@ class SQLStore(ABC):
         rows = await self._fetch(self.queries["list_actions"], ledger.execution_key(execution_id))
         return [codec.action_from_row(row) for row in rows]
 
+    # -- deadlines and their timers ----------------------------------------------------------
+
+    async def list_deadlines(self) -> list[Deadline]:
+        rows = await self._fetch(self.queries["list_deadlines"], ())
+        return [codec.deadline_from_row(row) for row in rows]
+
+    async def put_schedule_timer(self, timer: Timer) -> None:
+        await self._change(self.queries["put_schedule_timer"], codec.timer_columns(timer))
+
+    async def drop_timer(self, key: str) -> None:
+        await self._change(self.queries["drop_timer"], (key,))
+
+    async def release_timers(self, owner: str) -> int:
+        return await self._change(self.queries["release_timers"], (owner,))
+
+    async def recent_durations(self, series: str, limit: int) -> list[float]:
+        rows = await self._fetch(self.queries["recent_durations"], (series, limit))
+        return [float(row["seconds"]) for row in rows]
+
+    async def alerts_of(self, deadline: DeadlineId, execution: ExecutionId) -> list[DeadlineAlert]:
+        key = (*_deadline_key(deadline), *ledger.execution_key(execution))
+        rows = await self._fetch(self.queries["alerts_of"], key)
+        return [codec.alert_from_row(row) for row in rows]
+
+    async def deadline_alerts(
+        self, deadline: DeadlineId, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        below = before_id if before_id is not None else MAX_INT
+        args = (*_deadline_key(deadline), below, limit)
+        rows = await self._fetch(self.queries["deadline_alerts"], args)
+        return [codec.alert_from_row(row) for row in rows]
+
+    async def open_alerts(
+        self, before_id: int | None = None, limit: int = 100
+    ) -> list[DeadlineAlert]:
+        below = before_id if before_id is not None else MAX_INT
+        rows = await self._fetch(self.queries["open_alerts"], (below, limit))
+        return [codec.alert_from_row(row) for row in rows]
+
+    async def deadline_timers(self, deadline: DeadlineId) -> dict[str, tuple[int, float]]:
+        rows = await self._fetch(self.queries["deadline_timers"], _deadline_key(deadline))
+        return {row["kind"]: (int(row["count"]), float(row["next_due"])) for row in rows}
+
     # -- the dev inbox -----------------------------------------------------------------------
 
     async def add_to_inbox(self, delivery: Delivery, body: str, now: float) -> None:
@@ -282,3 +329,7 @@ def deliveries_query(queries: Queries, query: DeliveryFilter) -> tuple[str, list
 
 def _subject(delivery: Delivery) -> str:
     return delivery.digest.title if delivery.digest is not None else delivery.message.subject
+
+
+def _deadline_key(deadline: DeadlineId) -> tuple[str, str, str]:
+    return (deadline.project, deadline.domain, deadline.name)

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from flytenotify.domain import (
     DEFAULT_GROUP_RULE,
+    Deadline,
+    DeadlineId,
     Delivery,
     DeliveryStatus,
     Execution,
@@ -35,12 +37,16 @@ from flytenotify.domain import (
     GroupRule,
     LaunchPlan,
     Silence,
+    Timer,
+    TimerKind,
 )
 from flytenotify.store import codec, ledger
 from flytenotify.store.base import (
     Completion,
     EventResult,
     EventWrite,
+    TimerSettlement,
+    TimerVerdict,
 )
 from flytenotify.store.migrations import migrations_for, refuse_newer
 from flytenotify.store.queries import queries_for
@@ -70,6 +76,7 @@ class SQLiteStore(SQLStore):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._watcher: asyncio.Task[None] | None = None
+        self._callbacks: list[Callable[[], None]] = []
         self.space = SpaceWatch()
 
     # -- plumbing -----------------------------------------------------------
@@ -139,8 +146,17 @@ class SQLiteStore(SQLStore):
         ``data_version`` changes only for other connections' commits, so asking
         on the writer's connection ignores this process's own writes.
         """
+        self._callbacks.append(callback)
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(callback))
+            self._watcher = asyncio.create_task(self._watch(self._wake))
+
+    async def listen_timers(self, callback: Callable[[], None]) -> None:
+        # A commit says nothing of what it wrote: every listener hears of each.
+        await self.listen(callback)
+
+    def _wake(self) -> None:
+        for callback in self._callbacks:
+            callback()
 
     async def _watch(self, callback: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -292,6 +308,53 @@ class SQLiteStore(SQLStore):
 
         return await self._write(write)
 
+    # -- deadlines and their timers ---------------------------------------------------
+
+    async def put_deadline(self, deadline: Deadline, schedule: Timer | None) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["put_deadline"], codec.deadline_columns(deadline))
+            _put_schedule(conn, deadline, schedule)
+
+        await self._write(write)
+
+    async def delete_deadline(self, deadline: DeadlineId) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            key = (deadline.project, deadline.domain, deadline.name)
+            conn.execute(Q["delete_deadline_timers"], key)
+            return conn.execute(Q["delete_deadline"], key).rowcount > 0
+
+        return await self._write(write)
+
+    async def claim_timers(
+        self, owner: str, due_by: float, lease: float, limit: int
+    ) -> list[Timer]:
+        def write(conn: sqlite3.Connection) -> list[Timer]:
+            now = codec.now()
+            due = [row[0] for row in conn.execute(Q["due_timers"], (due_by, now, limit))]
+            if not due:
+                return []
+            rows = conn.execute(Q["lease_timers"], (owner, now + lease, json.dumps(due)))
+            return sorted((codec.timer_from_row(row) for row in rows), key=lambda t: t.due_at)
+
+        return await self._write(write)
+
+    async def next_timer_in(self, due_by: float) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            now = codec.now()
+            waits = []
+            free = conn.execute(Q["first_free_timer"], (now,)).fetchone()
+            if free is not None:
+                waits.append(float(free[0]) - due_by)
+            lease = conn.execute(Q["earliest_timer_lease"], (now,)).fetchone()[0]
+            if lease is not None:
+                waits.append(float(lease) - now)
+            return min(waits, default=None)
+
+        return await self._read(read)
+
+    async def settle_timer(self, settlement: TimerSettlement) -> TimerVerdict:
+        return await self._write(lambda conn: _settle(conn, settlement, codec.now()))
+
     # -- pacing ---------------------------------------------------------------------
 
     async def reserve_slot(self, key: str, interval: float) -> float:
@@ -395,6 +458,8 @@ def _record_events(
         Q["insert_event"],
         [codec.event_columns(write.event, now, outcome.value) for write, outcome in events],
     )
+    for write, ended in ledger.timer_steps(writes, plan):
+        _apply_timers(conn, write, ended, now)
     return plan.event_results(writes, inserted)
 
 
@@ -407,6 +472,74 @@ def _attempt_rows(
         Q["insert_attempt"],
         [(row["id"], row["attempts"], now, now, outcome, reply) for row in rows],
     )
+
+
+def _apply_timers(conn: sqlite3.Connection, write: EventWrite, ended: bool, now: float) -> None:
+    """One event's timer work (``TimerWork``), after the events are written."""
+    work = write.timers
+    event = write.event
+    key = ledger.execution_key(event.execution_id)
+    if ended:
+        conn.executemany(Q["cancel_timers"], [(*key, kind) for kind in ledger.ENDED_TIMERS])
+        conn.execute(Q["end_alerts"], (event.phase, codec.timestamp(event.occurred_at), *key))
+        conn.execute(Q["arm_resolve_timers"], (now, *key))
+        ended_at = codec.timestamp(event.occurred_at)
+        for series in work.series:
+            conn.execute(Q["record_duration"], (series, ended_at, ended_at, *key))
+            conn.execute(Q["prune_durations"], (series, series))
+    else:
+        conn.executemany(Q["arm_timer"], [codec.timer_columns(t) for t in work.arm])
+        conn.executemany(Q["cancel_timers"], [(*key, kind) for kind in sorted(work.cancel)])
+    started = work.started_at
+    for deadline in work.starts:
+        named = (deadline.project, deadline.domain, deadline.name)
+        satisfied = (started, Timer.schedule_key(deadline), ledger.START_TOLERANCE, started)
+        conn.execute(Q["satisfy_start"], (*satisfied, started))
+        if conn.execute(Q["end_missed_starts"], (event.phase, started, *named, started)).rowcount:
+            conn.execute(Q["arm_late_start_timers"], (now, *named, started))
+
+
+def _put_schedule(conn: sqlite3.Connection, deadline: Deadline, schedule: Timer | None) -> None:
+    if schedule is None:
+        conn.execute(Q["drop_timer"], (Timer.schedule_key(deadline.id),))
+    else:
+        conn.execute(Q["put_schedule_timer"], codec.timer_columns(schedule))
+
+
+def _settle(conn: sqlite3.Connection, settlement: TimerSettlement, now: float) -> TimerVerdict:
+    """A fired timer taken out and what it leads to written, under the write lock."""
+    timer = settlement.timer
+    row = conn.execute(Q["delete_fired_timer"], (timer.id, settlement.owner)).fetchone()
+    if row is None:
+        return TimerVerdict.GONE
+    terminal = moved = None
+    if timer.execution is not None and timer.kind is not TimerKind.RESOLVE:
+        key = ledger.execution_key(timer.execution)
+        found = conn.execute(Q["terminal_phase"], key).fetchone()
+        terminal = found[0] if found is not None else None
+        moved = conn.execute(Q["moved_past_queued"], key).fetchone() is not None
+    if settlement.rearm is not None:
+        conn.execute(Q["arm_timer"], codec.timer_columns(settlement.rearm))
+    if not ledger.timer_holds(timer, terminal, bool(moved), row["satisfied_at"]):
+        return ledger.quiet_or_moved_on(timer)
+    alert = settlement.alert
+    if alert is not None:
+        inserted = conn.execute(Q["insert_alert"], codec.alert_columns(alert)).fetchone()
+        if inserted is None:
+            return TimerVerdict.REPEATED
+    for delivery in settlement.deliveries:
+        conn.execute(
+            Q["insert_deadline_delivery"],
+            codec.deadline_delivery_columns(
+                settlement.subject,
+                settlement.phase,
+                settlement.launch_plan,
+                delivery,
+                settlement.reason,
+                now,
+            ),
+        )
+    return TimerVerdict.FIRED
 
 
 def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> None:

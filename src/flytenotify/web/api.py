@@ -33,6 +33,7 @@ from flytenotify.core.notification import Notification
 from flytenotify.domain import (
     ActionOutcome,
     Actor,
+    DeadlineId,
     Delivery,
     EntityId,
     ExecutionEvent,
@@ -57,7 +58,13 @@ from flytenotify.intake.events import (
     event_from_bytes,
     event_from_json,
 )
-from flytenotify.intake.limits import MAX_INT, id_problems, loads_json, parse_int
+from flytenotify.intake.limits import (
+    MAX_INT,
+    id_problems,
+    identifier_pattern,
+    loads_json,
+    parse_int,
+)
 from flytenotify.intake.source import Source
 from flytenotify.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from flytenotify.metrics import Metrics
@@ -617,14 +624,45 @@ class _Api:
             raise Conflict(Problem("name", "the configuration file defines it; change it there"))
         raise _no_named(kind, name, scope.project, scope.domain)
 
+    # -- deadlines ----------------------------------------------------------------------
+
+    async def list_deadlines(self, request: Request) -> Response:
+        # Read again: a replica may have changed them since this one last looked.
+        await self.notifier.refresh_deadlines()
+        items = [s.DeadlineView.of(deadline) for deadline in self.notifier.deadlines()]
+        return answer(s.DeadlineList(items=items))
+
+    async def show_deadline(self, request: Request) -> Response:
+        ident = DeadlineId(*_path_id(request))
+        await self.notifier.refresh_deadlines()
+        deadline = self.notifier.deadline(ident)
+        if deadline is None:
+            raise _no_deadline(ident)
+        return answer(s.DeadlineView.of(deadline))
+
+    async def put_deadline(self, request: Request) -> Response:
+        ident = DeadlineId(*_path_id(request))
+        body = s.parse(s.DeadlineBody, await self._json(request))
+        stored, problems = await self.notifier.put_deadline(body.deadline(ident))
+        return answer(s.DeadlineView.of(stored, warnings=problems))
+
+    async def delete_deadline(self, request: Request) -> Response:
+        ident = DeadlineId(*_path_id(request))
+        if await self.notifier.delete_deadline(ident):
+            return Response(status_code=204)
+        found = self.notifier.deadline(ident)
+        if found is not None and found.source == "config":  # changed there, not here
+            raise Conflict(Problem("name", "the configuration file defines it; change it there"))
+        raise _no_deadline(ident)
+
 
 # -- the route table ------------------------------------------------------------------
 
 
-_IDS = {part: s.identifier_pattern(part) for part in ("project", "domain", "name")}
+_IDS = {part: identifier_pattern(part) for part in ("project", "domain", "name")}
 _DELIVERY_ID = {"id": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
 _SILENCE_ID = _DELIVERY_ID
-_NAMED_ID = {"name": s.identifier_pattern("name")}
+_NAMED_ID = {"name": identifier_pattern("name")}
 
 
 def _named(kind: NamedKind, base: str, what: str, body: type[s.Request]) -> list[Operation]:
@@ -660,6 +698,7 @@ def _named(kind: NamedKind, base: str, what: str, body: type[s.Request]) -> list
 
 _PLAN = "/api/v1/launch-plans/{project}/{domain}/{name}"
 _ACTIONS = "/api/v1/executions/{project}/{domain}/{name}/actions"
+_DEADLINE = "/api/v1/deadlines/{project}/{domain}/{name}"
 _RESULT = s.EventResultView
 
 OPERATIONS: list[Operation] = [
@@ -781,6 +820,26 @@ OPERATIONS: list[Operation] = [
     ),
     *_named(NamedKind.RULE, "/api/v1/flyte2/rules", "named rule", s.NamedRuleBody),
     *_named(NamedKind.DELIVERY, "/api/v1/flyte2/deliveries", "named delivery", s.NamedDeliveryBody),
+    Operation(
+        "GET", "/api/v1/deadlines", "Every deadline (the configuration file's and the API's)",
+        _Api.list_deadlines, {200: ("The deadlines", s.DeadlineList)}, (401,),
+    ),
+    Operation(
+        "GET", _DEADLINE, "One deadline", _Api.show_deadline,
+        {200: ("The deadline", s.DeadlineView)}, (400, 401, 404), path_params=_IDS,
+    ),
+    Operation(
+        "PUT", _DEADLINE,
+        "Create or replace a deadline (a launch plan's own schedule is read from FlyteAdmin"
+        " when none is given)",
+        _Api.put_deadline,
+        {200: ("Stored, with warnings for unreachable recipients", s.DeadlineView)},
+        (400, 401, 409, 413, 415, 503), body={JSON: s.DeadlineBody}, path_params=_IDS,
+    ),
+    Operation(
+        "DELETE", _DEADLINE, "Delete a deadline managed over the API (and its timers)",
+        _Api.delete_deadline, {204: ("Deleted", None)}, (400, 401, 404, 409), path_params=_IDS,
+    ),
 ]  # fmt: skip
 
 
@@ -833,6 +892,12 @@ def _silence_id(request: Request) -> int:
 
 def _no_silence(silence_id: int) -> ApiError:
     return ApiError(404, f"no silence {silence_id}", [Problem("id", "no silence has this id")])
+
+
+def _no_deadline(ident: DeadlineId) -> ApiError:
+    return ApiError(
+        404, f"no deadline {ident}", [Problem("name", "no deadline of this name in this scope")]
+    )
 
 
 def _rejected(error: InputError, prefix: str) -> s.Rejected:

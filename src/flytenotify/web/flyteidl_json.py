@@ -16,9 +16,15 @@ from typing import Any
 from flyteidl.core import execution_pb2
 
 from flytenotify.domain import ErrorKind
-from flytenotify.intake.limits import EARLIEST_TIME, LATEST_TIME, TEMPLATE_LIMIT, iso_time
+from flytenotify.intake.limits import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    RECIPIENT,
+    TEMPLATE_LIMIT,
+    identifier_pattern,
+    iso_time,
+)
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
-from flytenotify.web.schemas import RECIPIENT, identifier_pattern
 
 # In protobuf's JSON mapping, null stands for a field left out.
 _OPTIONAL_STR = {"type": ["string", "null"]}

@@ -47,11 +47,14 @@ from pydantic import (
 from flytenotify.actions import MAX_TEXT_VALUE
 from flytenotify.channels import registry
 from flytenotify.channels._url_policy import display_url
+from flytenotify.config import DeadlineSpec
 from flytenotify.domain import (
     RULE_PHASES,
     ActionKind,
     ActionRecord,
     Attempt,
+    Deadline,
+    DeadlineAlert,
     Delivery,
     DeliveryStatus,
     EntityId,
@@ -70,11 +73,15 @@ from flytenotify.errors import InputError, Problem
 from flytenotify.intake.limits import (
     IDENTIFIER_LIMITS,
     MAX_INT,
+    NO_CONTROL,
+    RECIPIENT,
     id_problems,
+    identifier_pattern,
     identifier_problems,
     parse_int,
 )
 from flytenotify.intake.source import SourceStatus
+from flytenotify.schedules import DURATION_PATTERN, format_duration
 from flytenotify.store.base import DeliveryFilter, EventOutcome, EventResult, InboxMessage
 
 _S = TypeVar("_S", bound=BaseModel)
@@ -85,10 +92,6 @@ MAX_LIMIT = 1000
 # by the identifier limits, so anything longer names no message.
 MAX_MESSAGE_ID = 4096
 MESSAGE_KINDS = ("digest:", "single:")
-
-# C0 and C1 controls: refused in identifiers (and in the schemas' patterns, so
-# that data the document calls valid is data the service accepts).
-NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
 
 
 # -- the building blocks ---------------------------------------------------------------
@@ -104,12 +107,6 @@ Time = Annotated[datetime, PlainSerializer(_iso, return_type=str)]
 
 def _from_epoch(stamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-def identifier_pattern(part: str, shortest: int = 1) -> str:
-    """The identifier rule of ``part`` (a key of ``IDENTIFIER_LIMITS``) as a regex."""
-    slash = "" if part in ("version", "recipient") else "/"
-    return f"^[^{NO_CONTROL}{slash}]{{{shortest},{IDENTIFIER_LIMITS[part]}}}$"
 
 
 def _identifier_rule(part: str, shortest: int = 1) -> AfterValidator:
@@ -140,10 +137,6 @@ ScopePart = Annotated[str, _identifier_rule("project", 0), _identifier_schema("p
 # Channel names follow the identifier rules (no NUL for PostgreSQL).
 ChannelName = Annotated[str, _identifier_rule("project"), _identifier_schema("project")]
 # A recipient starts with a visible character; the Notifier checks the rest.
-RECIPIENT = {
-    "type": "string",
-    "pattern": f"^[^\\s{NO_CONTROL}][^{NO_CONTROL}]{{0,{IDENTIFIER_LIMITS['recipient'] - 1}}}$",
-}
 Recipient = Annotated[str, WithJsonSchema(RECIPIENT)]
 
 
@@ -229,8 +222,8 @@ def view(
     for field in dataclasses.fields(source):
         if field.name not in hide and field.name not in (show or {}):
             fields[field.name] = (_api_type(hints[field.name]), ...)
-    # Loop names of their own: ``name`` is the model's (the OpenAPI document's
-    # component), not its last field's.
+    # The loops name their variable apart from ``name``: reusing it named the model after
+    # its last field, and two views ending in the same field shared a name in the document.
     for shown, (annotation, _) in (show or {}).items():
         fields[shown] = (annotation, ...)
     for given, annotation in (extra or {}).items():
@@ -366,6 +359,10 @@ def entity_view(entity: EntityId | None) -> Entity | None:
 
 # The views themselves. mypy cannot follow classes made at run time, so it is
 # told each is a View; what runs is the view of its dataclass, made here.
+def _duration_or_none(seconds: float | None) -> str | None:
+    return format_duration(seconds) if seconds is not None else None
+
+
 if TYPE_CHECKING:
     ActionView: TypeAlias = View
     DeliveryView: TypeAlias = View
@@ -376,6 +373,8 @@ if TYPE_CHECKING:
     SilenceView: TypeAlias = View
     SourceView: TypeAlias = View
     ExecutionDetail: TypeAlias = View
+    DeadlineView: TypeAlias = View
+    DeadlineAlertView: TypeAlias = View
 else:
     DeliveryView = view(
         Delivery,
@@ -498,6 +497,44 @@ else:
             "last_message_at": (Time | None, lambda s: _from_epoch(s.last_message_at)),
         },
         doc="What an intake source reports: connected or not, and its last error.",
+    )
+
+    DeadlineView = view(
+        Deadline,
+        name="Deadline",
+        hide={"id"},
+        show={
+            "project": (str, lambda d: d.id.project),
+            "domain": (str, lambda d: d.id.domain),
+            "name": (str, lambda d: d.id.name),
+            # Durations as they are written (10m, 1h30m), schedules as given.
+            "max_queued": (str | None, lambda d: _duration_or_none(d.max_queued)),
+            "max_running": (str | None, lambda d: _duration_or_none(d.max_running)),
+            "start_within": (str | None, lambda d: _duration_or_none(d.start_within)),
+            "schedule": (str | None, lambda d: d.schedule or None),
+        },
+        extra={"warnings": list[Problem] | None},
+        doc="A deadline: how long the executions it selects may queue and run, when a"
+        " schedule must start, and who hears when they do not.",
+    )
+    DeadlineView._absent_when_none = frozenset({"warnings"})
+
+    DeadlineAlertView = view(
+        DeadlineAlert,
+        name="DeadlineAlert",
+        hide={"id"},
+        show={
+            "deadline": (str, lambda a: str(a.deadline)),
+            "execution": (str, lambda a: str(a.execution)),
+            "breach": (str, lambda a: a.breach.value),
+            "phase": (str, lambda a: phase_name(a.phase)),
+            "allowed": (str, lambda a: format_duration(a.allowed)),
+            "ended_phase": (
+                str | None,
+                lambda a: phase_name(a.ended_phase) if a.ended_phase is not None else None,
+            ),
+        },
+        doc="A breach a deadline alerted about, and how its execution ended.",
     )
 
     ExecutionDetail = view(
@@ -656,6 +693,10 @@ class ActionList(Shape):
     """An execution's actions, in the order they were asked, whatever came of them."""
 
     items: list[ActionView]
+
+
+class DeadlineList(Shape):
+    items: list[DeadlineView]
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -842,7 +883,8 @@ Duration = Annotated[
                     "minimum": silences.MIN_DURATION,
                     "maximum": silences.MAX_DURATION,
                 },
-                {"type": "string", "pattern": "^(\\d+|(\\d+d)?(\\d+h)?(\\d+m)?(\\d+s)?)$"},
+                {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                {"type": "string", "pattern": DURATION_PATTERN},
             ],
             "description": "seconds, or a duration such as 8h, 90m, 1h30m",
         }
@@ -913,6 +955,15 @@ class SilenceEndBody(Request):
     release: StrictBool = Field(
         default=False, description="send what it held now (pending again, due at once)"
     )
+
+
+class DeadlineBody(DeadlineSpec):
+    """A deadline's definition, as ``PUT /api/v1/deadlines/{project}/{domain}/{name}`` takes it
+    (the configuration file's ``[deadlines.NAME]`` says the same, with its project and
+    domain). Durations are written ``90s``, ``10m``, ``2h``, ``1d`` or ``1h30m``;
+    ``schedule`` is a cron expression in UTC; at most one of ``launch_plan``, ``task``
+    and ``trigger`` selects the executions (none: every one of the project and
+    domain)."""
 
 
 # -- queries (strings, as query parameters come) ---------------------------------------------

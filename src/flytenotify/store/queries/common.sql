@@ -30,8 +30,8 @@ SELECT * FROM launch_plans AS lp
 -- An execution as created; an existing one is kept as it is (its notifications
 -- were frozen when it was created).
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error, rules, plan)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+                        notifications_source, lookup_error, rules, plan, trigger_name)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
 
 -- name: select_execution
 SELECT * FROM executions WHERE project = ? AND domain = ? AND name = ?;
@@ -215,3 +215,175 @@ SELECT * FROM deliveries
  WHERE project = ? AND domain = ? AND name = ? AND phase = ? AND status = 'delivered'
    AND follows IS NULL
  ORDER BY id;
+
+-- -- deadlines ---------------------------------------------------------------------
+
+-- name: put_deadline
+-- Create or replace a deadline managed over the API.
+INSERT INTO deadlines (project, domain, name, spec, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (project, domain, name) DO UPDATE SET
+    spec = excluded.spec, updated_at = excluded.updated_at;
+
+-- name: list_deadlines
+SELECT * FROM deadlines ORDER BY project, domain, name;
+
+-- name: delete_deadline
+DELETE FROM deadlines WHERE project = ? AND domain = ? AND name = ?;
+
+-- name: delete_deadline_timers
+-- A deleted deadline's timers; follow-ups of alerts it sent still go out.
+DELETE FROM timers
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ? AND kind <> 'resolve';
+
+-- name: arm_timer
+-- A timer, unless one of its key waits already. Parameters: key, kind, due_at, the
+-- deadline's project, domain and name, the execution's, since, allowed, phase, schedule.
+INSERT INTO timers (key, kind, due_at, deadline_project, deadline_domain, deadline_name,
+                    project, domain, name, since, allowed, phase, schedule)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: put_schedule_timer
+-- A schedule's timer as its deadline's definition sets it (parameters as arm_timer's):
+-- replaced only when its schedule or allowance changed, so that writing a
+-- definition again keeps the window under way.
+INSERT INTO timers (key, kind, due_at, deadline_project, deadline_domain, deadline_name,
+                    project, domain, name, since, allowed, phase, schedule)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    due_at = excluded.due_at, since = excluded.since, allowed = excluded.allowed,
+    schedule = excluded.schedule, satisfied_at = NULL, lease_owner = NULL, lease_until = NULL
+ WHERE timers.schedule <> excluded.schedule OR timers.allowed <> excluded.allowed;
+
+-- name: drop_timer
+DELETE FROM timers WHERE key = ?;
+
+-- name: cancel_timers
+-- One kind of an execution's timers: it moved on. Parameters: project, domain, name, kind.
+DELETE FROM timers WHERE project = ? AND domain = ? AND name = ? AND kind = ?;
+
+-- name: satisfy_start
+-- A run of a schedule's deadline started within its timer's window (less a
+-- tolerance for clocks): the timer will not alert. Parameters: started,
+-- key, tolerance, started, started.
+UPDATE timers SET satisfied_at = ?
+ WHERE key = ? AND satisfied_at IS NULL AND since - ? <= ? AND ? <= due_at;
+
+-- name: end_missed_starts
+-- A run of a deadline's schedule began: the missed starts before it ended
+-- (late). Parameters: its phase, when it began, the deadline's project,
+-- domain and name, when it began.
+UPDATE deadline_alerts SET ended_phase = ?, ended_at = ?
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+   AND breach = 'start_within' AND ended_at IS NULL AND since < ?;
+
+-- name: arm_late_start_timers
+-- The follow-up of each missed start end_missed_starts just closed (their
+-- ended_at is the time it wrote), due at once. Parameters: now, the
+-- deadline's project, domain and name, that time.
+INSERT INTO timers (key, kind, due_at, deadline_project, deadline_domain, deadline_name,
+                    project, domain, name, since, allowed, phase, schedule)
+SELECT 'resolve/' || deadline_project || '/' || deadline_domain || '/' || deadline_name
+       || '/' || project || '/' || domain || '/' || name,
+       'resolve', CAST(? AS {{timestamp}}), deadline_project, deadline_domain, deadline_name,
+       project, domain, name, since, allowed, ended_phase, ''
+  FROM deadline_alerts
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+   AND breach = 'start_within' AND resolve = 1 AND ended_at = ?
+ON CONFLICT (key) DO NOTHING;
+
+-- name: end_alerts
+-- An alerted execution ended. Parameters: its phase, when, project, domain, name.
+UPDATE deadline_alerts SET ended_phase = ?, ended_at = ?
+ WHERE project = ? AND domain = ? AND name = ? AND ended_at IS NULL;
+
+-- name: arm_resolve_timers
+-- The follow-up of each deadline that alerted about an execution that just
+-- ended, due at once. Parameters: now, project, domain, name.
+INSERT INTO timers (key, kind, due_at, deadline_project, deadline_domain, deadline_name,
+                    project, domain, name, since, allowed, phase, schedule)
+SELECT 'resolve/' || deadline_project || '/' || deadline_domain || '/' || deadline_name
+       || '/' || project || '/' || domain || '/' || name,
+       'resolve', CAST(? AS {{timestamp}}), deadline_project, deadline_domain, deadline_name, project, domain, name,
+       MIN(since), 0, MAX(ended_phase), ''
+  FROM deadline_alerts
+ WHERE project = ? AND domain = ? AND name = ? AND resolve = 1 AND ended_at IS NOT NULL
+ GROUP BY deadline_project, deadline_domain, deadline_name, project, domain, name
+ON CONFLICT (key) DO NOTHING;
+
+-- name: record_duration
+-- How long a run that just succeeded ran, from its first RUNNING event, if it
+-- had one. Parameters: series, ended at, ended at, project, domain, name.
+INSERT INTO run_durations (series, project, domain, name, ended_at, seconds)
+SELECT CAST(? AS TEXT), started.project, started.domain, started.name,
+       CAST(? AS {{timestamp}}), CAST(? AS {{timestamp}}) - started.at
+  FROM (SELECT project, domain, name, MIN(occurred_at) AS at FROM events
+         WHERE project = ? AND domain = ? AND name = ? AND phase = 2
+         GROUP BY project, domain, name) AS started
+ WHERE started.at IS NOT NULL
+ON CONFLICT (series, project, domain, name) DO NOTHING;
+
+-- name: prune_durations
+-- A series keeps its newest 1,000 runs (the most slower_than's of_last may ask
+-- for). Parameters: series, series.
+DELETE FROM run_durations
+ WHERE series = ? AND ended_at < (SELECT ended_at FROM run_durations WHERE series = ?
+                                   ORDER BY ended_at DESC LIMIT 1 OFFSET 999);
+
+-- name: recent_durations
+SELECT seconds FROM run_durations WHERE series = ? ORDER BY ended_at DESC LIMIT ?;
+
+-- name: delete_fired_timer
+-- A claimed timer, taken out to be settled; nothing if it was cancelled meanwhile
+-- (the execution moved on) or its lease passed to another process.
+DELETE FROM timers WHERE id = ? AND lease_owner = ? RETURNING *;
+
+-- name: moved_past_queued
+-- Whether an execution has an event past queueing (it may have come first).
+SELECT 1 AS found FROM events
+ WHERE project = ? AND domain = ? AND name = ? AND phase NOT IN (0, 1) LIMIT 1;
+
+-- name: insert_alert
+INSERT INTO deadline_alerts (deadline_project, deadline_domain, deadline_name, project, domain,
+                             name, breach, phase, since, allowed, breached_at, recipients,
+                             resolve)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (deadline_project, deadline_domain, deadline_name, project, domain, name, breach)
+DO NOTHING
+RETURNING id;
+
+-- name: insert_deadline_delivery
+-- A deadline's alert or follow-up, due at once; a key written before is skipped.
+INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
+                        channel, recipient, message, launch_plan, status, created_at, updated_at,
+                        next_attempt_at, group_key, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: alerts_of
+-- One deadline's alerts about one execution.
+SELECT * FROM deadline_alerts
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+   AND project = ? AND domain = ? AND name = ?
+ ORDER BY id;
+
+-- name: deadline_alerts
+-- One deadline's alerts, newest first, below the id given (the console's paging).
+SELECT * FROM deadline_alerts
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ? AND id < ?
+ ORDER BY id DESC LIMIT ?;
+
+-- name: open_alerts
+-- Alerts whose execution has not ended, newest first: what is over a deadline now.
+SELECT * FROM deadline_alerts WHERE ended_at IS NULL AND id < ? ORDER BY id DESC LIMIT ?;
+
+-- name: deadline_timers
+-- What one deadline waits for: its timers of each kind and the next one due.
+SELECT kind, COUNT(*) AS count, MIN(due_at) AS next_due FROM timers
+ WHERE deadline_project = ? AND deadline_domain = ? AND deadline_name = ?
+ GROUP BY kind ORDER BY kind;
+
+-- name: release_timers
+-- Drop every timer lease one owner holds (a graceful stop).
+UPDATE timers SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?;

@@ -42,9 +42,10 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted (project, domain, name
 -- A batch's executions (each once, in key order so that two batches take the
 -- rows' locks in the same order); existing ones are kept as they are.
 INSERT INTO executions (project, domain, name, launch_plan, workflow, notifications, created_at,
-                        notifications_source, lookup_error, rules, plan)
+                        notifications_source, lookup_error, rules, plan, trigger_name)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::double precision[], $8::text[], $9::text[], $10::text[], $11::text[])
+                     $7::double precision[], $8::text[], $9::text[], $10::text[], $11::text[],
+                     $12::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: lock_executions
@@ -327,3 +328,34 @@ ON CONFLICT (conversation) DO UPDATE SET
 -- An expression, not a statement: the launch plan's name inside the JSON
 -- column deliveries.launch_plan, for the console's launch plan filter.
 (launch_plan::jsonb ->> 'name')
+
+-- name: claim_timers
+-- Lease up to $3 due timers to owner $1 for $2 seconds, on the database clock
+-- ($4: how far the caller's clock runs ahead of it; 0 but where tests move
+-- time). SKIP LOCKED: replicas claiming at once take disjoint timers.
+WITH due AS (
+    SELECT id FROM timers
+     WHERE due_at <= {{now}} + $4 AND (lease_until IS NULL OR lease_until < {{now}})
+     ORDER BY due_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE timers AS t SET lease_owner = $1, lease_until = {{now}} + $2
+  FROM due WHERE t.id = due.id
+RETURNING t.*;
+
+-- name: next_timer_in
+-- Seconds until a timer can next be claimed (negative if overdue): the first
+-- not leased coming due (its clock $1 ahead), or a lease passing.
+SELECT LEAST(
+    (SELECT due_at FROM timers WHERE lease_until IS NULL OR lease_until < {{now}}
+      ORDER BY due_at LIMIT 1) - ({{now}} + $1),
+    (SELECT MIN(lease_until) FROM timers
+      WHERE lease_until IS NOT NULL AND lease_until >= {{now}}) - {{now}}
+) AS due_in;
+
+-- name: lock_execution
+-- The terminal phase of one execution, its row locked until commit: an event
+-- ending it and a timer alerting about it take turns.
+SELECT terminal_phase FROM executions WHERE project = $1 AND domain = $2 AND name = $3
+   FOR UPDATE;

@@ -190,3 +190,26 @@ ON CONFLICT (conversation) DO UPDATE SET
 -- An expression, not a statement: the launch plan's name inside the JSON
 -- column deliveries.launch_plan, for the console's launch plan filter.
 json_extract(launch_plan, '$.name')
+
+-- name: due_timers
+-- Up to N due timers not leased, earliest first. Parameters: due by, now, N.
+SELECT id FROM timers INDEXED BY timers_due
+ WHERE due_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+ ORDER BY due_at LIMIT ?;
+
+-- name: lease_timers
+-- Parameters: owner, lease until, a JSON array of timer ids.
+UPDATE timers SET lease_owner = ?, lease_until = ?
+ WHERE id IN (SELECT value FROM json_each(?))
+RETURNING *;
+
+-- name: first_free_timer
+-- When the first timer not leased is due. Parameters: now.
+SELECT due_at FROM timers INDEXED BY timers_due
+ WHERE lease_until IS NULL OR lease_until < ?
+ ORDER BY due_at LIMIT 1;
+
+-- name: earliest_timer_lease
+-- When the first lease held now passes. Parameters: now.
+SELECT MIN(lease_until) FROM timers INDEXED BY timers_leased
+ WHERE lease_until IS NOT NULL AND lease_until >= ?;

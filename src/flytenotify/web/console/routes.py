@@ -32,6 +32,8 @@ from flytenotify.channels.base import error_label
 from flytenotify.core.notification import declared_as
 from flytenotify.domain import (
     RULE_PHASES,
+    DeadlineAlert,
+    DeadlineId,
     Delivery,
     DeliveryStatus,
     ExecutionError,
@@ -40,10 +42,11 @@ from flytenotify.domain import (
     Silence,
     phase_name,
 )
-from flytenotify.engine.silences import describe, format_duration, next_start
+from flytenotify.engine.silences import describe, next_start
 from flytenotify.errors import Conflict, InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
+from flytenotify.schedules import format_duration, spoken_duration
 from flytenotify.store.base import DeliveryFilter, InboxMessage
 from flytenotify.store.errors import StoreUnavailable
 from flytenotify.web.console import silence_form
@@ -105,6 +108,8 @@ def console_app(
         Route("/silences/{id}", page(console.silence), methods=["GET"]),
         Route("/silences/{id}/end", page(console.end_silence), methods=["POST"]),
         Route("/flyte2", page(console.flyte2), methods=["GET"]),
+        Route("/deadlines", page(console.deadlines), methods=["GET"]),
+        Route("/deadlines/{project}/{domain}/{name}", page(console.deadline), methods=["GET"]),
         Route("/status", page(console.status), methods=["GET"]),
         Route("/inbox", page(console.inbox), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -147,6 +152,7 @@ class _Console:
         self.env.filters["declared_as"] = declared_as
         self.env.filters["error_label"] = _error_label
         self.env.filters["duration"] = format_duration
+        self.env.filters["spoken"] = spoken_duration
         self.env.globals.update(
             prefix=PREFIX,
             quote=quote,
@@ -483,6 +489,46 @@ class _Console:
             deliveries=[e for e in entries if e.kind is NamedKind.DELIVERY],
             warnings=warnings,
         )
+
+    async def deadlines(self, request: Request) -> Response:
+        """Every deadline, and the executions over one now (their alerts not closed yet)."""
+        await self.notifier.refresh_deadlines()  # a replica may have changed them
+        found = self.notifier.deadlines()
+        over = await self.notifier.open_alerts(limit=PAGE_SIZE)
+        return self.render(
+            request,
+            "deadlines.html",
+            deadlines=found,
+            warnings={d.id: self.notifier.deadline_routing_problems(d) for d in found},
+            over=over,
+            executions=await self._alerted_executions(over),
+        )
+
+    async def deadline(self, request: Request) -> Response:
+        """One deadline: what it says, what it waits for, and the alerts it sent."""
+        parts = {k: request.path_params[k] for k in ("project", "domain", "name")}
+        if id_problems(parts, ""):
+            raise HTTPException(404, "no such deadline: not a valid deadline name")
+        ident = DeadlineId(**parts)
+        await self.notifier.refresh_deadlines()
+        found = self.notifier.deadline(ident)
+        if found is None:
+            raise HTTPException(404, f"no deadline {ident}")
+        alerts = await self.notifier.deadline_alerts(ident, _cursor(request), PAGE_SIZE)
+        return self.render(
+            request,
+            "deadline.html",
+            deadline=found,
+            warnings=self.notifier.deadline_routing_problems(found),
+            timers=await self.notifier.deadline_timers(ident),
+            alerts=alerts,
+            executions=await self._alerted_executions(alerts),
+            older=alerts[-1].id if len(alerts) == PAGE_SIZE else None,
+        )
+
+    async def _alerted_executions(self, alerts: Sequence[DeadlineAlert]) -> set[ExecutionId]:
+        """Those of the alerts' executions the ledger holds (a missed start has none)."""
+        return set(await self.notifier.executions([alert.execution for alert in alerts]))
 
     async def status(self, request: Request) -> Response:
         channels = await self._channel_rows()
