@@ -416,6 +416,9 @@ def test_a_silence_made_on_one_replica_holds_what_another_plans(postgres_url: st
             assert ended.json()["released"] == 1
             _until(lambda: len(smtp.messages) == 2, "the released message")
             assert smtp.messages[1].rcpt_tos == ("held@example.com",)
-            shown = first.get(f"/api/v1/deliveries/{held['id']}").json()
-            assert shown["status"] == "delivered"
+            # The SMTP server holds the message a moment before the sender
+            # records it delivered: wait for the ledger, as a reader would.
+            path = f"/api/v1/deliveries/{held['id']}"
+            _until(lambda: first.get(path).json()["status"] == "delivered", "the ledger")
+            shown = first.get(path).json()
             assert [a["outcome"] for a in shown["attempts"]] == ["released", "delivered"]
