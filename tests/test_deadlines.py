@@ -9,10 +9,11 @@ them. Durations are short and real (seconds); where a cron schedule is involved
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,14 @@ from flytenotify.domain import (
     DeliveryStatus,
     EntityId,
     ExecutionId,
+    Silence,
     TimerKind,
 )
 from flytenotify.errors import Conflict, InputError, UpstreamUnavailable
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received
 from flytenotify.metrics import Metrics
+from flytenotify.models.core.execution import WorkflowExecutionPhase as P
 from flytenotify.store.base import DeliveryFilter
 from tests.flyteadmin_egress import v1_workflow, v2_workflow, workflow_event
 from tests.servers.flyteadmin import FlyteAdminServer, admin_launch_plan
@@ -609,3 +612,33 @@ async def test_a_fixed_rate_wants_a_run_within_a_period_of_the_last(
     assert "Launch plan every-minute did not start: no run began within 1m 1s of" in text
     assert f"of {opened}" in text
     assert "(every 1m, and 1s to start in)" in text
+
+
+async def test_a_silence_holds_a_deadlines_alert_and_ending_it_releases_it(
+    notifier: Notifier, smtp: SmtpServer
+) -> None:
+    now = datetime.now(UTC)
+    quiet = Silence(
+        recipient="ops@example.com",
+        starts_at=now,
+        ends_at=now + timedelta(hours=1),
+        comment="on it",
+        author="alice",
+    )
+    held_by, _ = await notifier.create_silence(quiet)
+    # A silence of terminal phases leaves a deadline's alert (a run still queued) alone.
+    terminal = dataclasses.replace(quiet, recipient="lead@example.com", phases={P.FAILED})
+    await notifier.create_silence(terminal)
+    recipients = ["ops@example.com", "lead@example.com"]
+    await notifier.put_deadline(deadline("held", max_queued="1s", recipients=recipients))
+    await notifier.report_event(event("e9", "QUEUED"))
+    (sent,) = await smtp.wait_for_messages(1, within=WAIT)
+    assert sent.rcpt_tos == ("lead@example.com",)
+    found = await notifier.deliveries(DeliveryFilter(execution=ExecutionId(PROJECT, DOMAIN, "e9")))
+    statuses = {d.recipient: (d.status, d.silence_id) for d in found}
+    assert statuses["ops@example.com"] == (DeliveryStatus.SILENCED, held_by.id)
+    _, released = await notifier.end_silence(held_by.id, "bob", release=True)
+    assert released == 1
+    await smtp.wait_for_messages(2, within=WAIT)
+    assert smtp.messages[1].rcpt_tos == ("ops@example.com",)
+    assert str(smtp.messages[1].message["Subject"]) == "Deadline held: proj/prod/e9 queued for 1s"

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flytenotify.config import DeadlineSpec
-from flytenotify.domain import DeadlineId, ExecutionId, TimerKind
+from flytenotify.domain import DeadlineId, ExecutionId, Silence, TimerKind
+from flytenotify.store.base import DeliveryFilter
 from tests.servers.flyte2 import QUEUED, RUNNING, SUCCEEDED, Flyte2Plane, RunKey
 from tests.servers.smtp import SmtpServer
 from tests.test_flyte2 import DOMAIN, PROJECT, WAIT, settings_for, until, watching
@@ -95,3 +97,33 @@ async def test_a_trigger_selects_the_runs_it_started_and_their_end_follows_up(
             return [a.ended_phase for a in alerts] == [4]
 
         await until(closed, "the alert to be closed by the run's end")
+
+
+async def test_a_silence_of_a_trigger_holds_the_alerts_of_the_runs_it_started(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    async with watching(settings) as watch:
+        notifier = watch.notifier
+        now = datetime.now(UTC)
+        quiet = Silence(
+            trigger="nightly",
+            starts_at=now,
+            ends_at=now + timedelta(hours=1),
+            comment="the nightly backfill is slow on purpose",
+            author="alice",
+        )
+        silence, _ = await notifier.create_silence(quiet)
+        await notifier.put_deadline(deadline("any-run", max_running="1s"))
+        quiet_run = await run(plane, "by-trigger", RUNNING, trigger="nightly")
+        loud_run = await run(plane, "by-hand", RUNNING)
+        await smtp.wait_for_messages(1, within=WAIT)
+        await asyncio.sleep(1.5)  # the other alert would be here by now
+        loud = f"{PROJECT}/{DOMAIN}/{loud_run.name}"
+        assert subjects(smtp) == [f"Deadline any-run: {loud} running for 1s"]
+
+        async def held() -> bool:
+            found = await notifier.deliveries(DeliveryFilter(silence=silence.id))
+            return [d.execution_id.name for d in found] == [quiet_run.name]
+
+        await until(held, "the silenced alert in the ledger")

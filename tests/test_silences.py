@@ -24,8 +24,6 @@ from flytenotify.domain import (
     DeliveryStatus,
     EmailEnvelope,
     EntityId,
-    Execution,
-    ExecutionEvent,
     ExecutionId,
     Mailbox,
     Recurrence,
@@ -212,9 +210,7 @@ def test_an_end_in_the_past_is_refused_and_durations_read_as_people_write_them()
 def test_an_inline_email_is_held_only_when_every_address_it_goes_to_is() -> None:
     """One message to several addresses (a Flyte 2 inline email): held only if the
     silence matches each of them, so nobody it does not name loses a message."""
-    run = ExecutionId("ml", "prod", "r1")
-    event = ExecutionEvent(execution_id=run, phase=P.FAILED, occurred_at=T0)
-    execution = Execution(id=run, launch_plan=None, notifications=(), created_at=T0)
+    subject = silences.Subject(ExecutionId("ml", "prod", "r1"), None, P.FAILED)
 
     def inline(*cc: str) -> NewDelivery:
         envelope = EmailEnvelope(to=(Mailbox("a@corp.example"),), cc=tuple(map(Mailbox, cc)))
@@ -222,12 +218,10 @@ def test_an_inline_email_is_held_only_when_every_address_it_goes_to_is() -> None
         return NewDelivery("k", 0, "email", "email", "a@corp.example", message)
 
     corp = _silence(id=7, recipient="corp.example")
-    one, both = silences.hold(
-        [inline("b@corp.example"), inline("c@else.example")], event, execution, [corp]
-    )
+    one, both = silences.hold([inline("b@corp.example"), inline("c@else.example")], subject, [corp])
     assert (one.silence_id, both.silence_id) == (7, None)
     just_a = _silence(id=8, recipient="a@corp.example")
-    assert silences.hold([inline()], event, execution, [just_a])[0].silence_id == 8
+    assert silences.hold([inline()], subject, [just_a])[0].silence_id == 8
 
 
 # -- through the Notifier: what a silence holds ----------------------------------------------------
@@ -285,7 +279,7 @@ async def _run(
         ({"recipient": "data.example.org"}, {}, {"lead@data.example.org"}),
         ({"recipient": "data-alerts"}, {}, {"#data-alerts"}),  # a Slack channel, without "#"
         ({"recipient": "example"}, {}, set()),  # no form of any recipient
-        ({"trigger": "nightly-cron"}, {}, set()),  # runs carry no trigger yet
+        ({"trigger": "nightly-cron"}, {}, set()),  # a run no trigger started
         ({"project": "proj", "recipient": "#data-alerts"}, {}, {"#data-alerts"}),
         ({"all": True}, {}, EVERYONE),
     ],
@@ -293,8 +287,7 @@ async def _run(
 async def test_each_matcher_holds_what_it_names_and_nothing_else(
     notifier: Notifier, matcher: dict[str, object], run: dict[str, object], held: set[str]
 ) -> None:
-    silence, _, warnings = await notifier.create_silence(_silence(**matcher))
-    assert [w.field for w in warnings] == (["trigger"] if "trigger" in matcher else [])
+    silence, _ = await notifier.create_silence(_silence(**matcher))
     found = await _run(notifier, "e1", **run)  # type: ignore[arg-type]
     assert {r for r, (status, _) in found.items() if status is DeliveryStatus.SILENCED} == held
     for recipient, (status, silence_id) in found.items():
@@ -311,7 +304,7 @@ async def test_a_recurring_silence_holds_only_in_its_windows(
     notifier: Notifier, clock: Clock
 ) -> None:
     nights = _silence(project="proj", ends_at=None, recurring=NIGHTS, starts_at=T0)
-    silence, held, _ = await notifier.create_silence(nights)
+    silence, held = await notifier.create_silence(nights)
     assert (held, notifier.silence_state(silence)) == (0, "scheduled")  # noon in Paris
     assert set((await _run(notifier, "noon")).values()) == {(DeliveryStatus.PENDING, None)}
     clock.at = _paris(2025, 1, 15, 23, 30)  # 22:30 UTC
@@ -327,7 +320,7 @@ async def test_a_recurring_silence_holds_only_in_its_windows(
 async def test_ending_without_release_keeps_what_it_held_silenced(
     notifier: Notifier, clock: Clock
 ) -> None:
-    silence, _, _ = await notifier.create_silence(_silence(launch_plan="nightly"))
+    silence, _ = await notifier.create_silence(_silence(launch_plan="nightly"))
     await _run(notifier, "e1")
     clock.at = T0 + timedelta(minutes=10)
     ended, released = await notifier.end_silence(silence.id, "bob")
@@ -357,7 +350,7 @@ async def test_ending_with_release_sends_what_it_held_now(database_url: str) -> 
         )
         async with Notifier(settings, clock=clock) as n:
             await n.register_launch_plan(PLAN, [Email([P.FAILED], ["ops@example.com"])])
-            silence, _, _ = await n.create_silence(_silence(recipient="example.com"))
+            silence, _ = await n.create_silence(_silence(recipient="example.com"))
             for name in ("e1", "e2"):
                 assert set((await _run(n, name)).values()) == {
                     (DeliveryStatus.SILENCED, silence.id)
@@ -390,7 +383,7 @@ async def test_a_new_silence_holds_the_waiting_deliveries_it_matches(
     waiting = await notifier.deliveries()
     assert len(waiting) == 3
     (in_flight,) = await notifier.store.claim("someone", time.time() + 1, 60.0, {"inbox": 1})
-    silence, held, _ = await notifier.create_silence(_silence(project="proj"))
+    silence, held = await notifier.create_silence(_silence(project="proj"))
     assert held == 2  # the one being sent right now is left to its send
     for delivery in await notifier.deliveries():
         trail = [(a.outcome, a.reply) for a in await notifier.attempts(delivery.id)]
@@ -405,7 +398,7 @@ async def test_a_new_silence_holds_the_waiting_deliveries_it_matches(
             assert trail == [("silenced", f"held by silence {silence.id} (alice@example.com)")]
     # A silence not in effect yet holds nothing now.
     later = _silence(project="proj", starts_at=T0 + timedelta(hours=1))
-    scheduled, held_now, _ = await notifier.create_silence(later)
+    scheduled, held_now = await notifier.create_silence(later)
     assert held_now == 0
     # Nor does one ended before its hold is written (an end racing its creation).
     await notifier.end_silence(silence.id, "bob")
@@ -415,14 +408,14 @@ async def test_a_new_silence_holds_the_waiting_deliveries_it_matches(
     assert len(fresh) == 1 + len(after)  # and the one in flight
     store = notifier.store
     assert await store.hold_deliveries(scheduled.id, fresh, time.time(), "") == 0
-    elsewhere, _, _ = await notifier.create_silence(_silence(domain="elsewhere"))
+    elsewhere, _ = await notifier.create_silence(_silence(domain="elsewhere"))
     assert await store.hold_deliveries(elsewhere.id, fresh, time.time(), "") == len(fresh) - 1
 
 
 async def test_what_an_expired_silence_held_stays_silenced_and_can_be_redriven(
     notifier: Notifier, clock: Clock
 ) -> None:
-    silence, _, _ = await notifier.create_silence(_silence(recipient="ops@example.com"))
+    silence, _ = await notifier.create_silence(_silence(recipient="ops@example.com"))
     found = await _run(notifier, "e1")
     assert found["ops@example.com"] == (DeliveryStatus.SILENCED, silence.id)
     clock.at = T0 + timedelta(hours=3)  # past its end
@@ -446,7 +439,7 @@ async def test_a_silence_ended_while_a_batch_was_planned_holds_none_of_it(
 ) -> None:
     """Intake reads the silences before its transaction; one ended (and its held
     deliveries released) in between must not hold what the batch then writes."""
-    silence, _, _ = await notifier.create_silence(_silence(project="proj"))
+    silence, _ = await notifier.create_silence(_silence(project="proj"))
     read_before = await notifier.store.silences_in_effect(T0.timestamp())
     assert [s.id for s in read_before] == [silence.id]
     await notifier.end_silence(silence.id, "bob", release=True)
@@ -465,7 +458,7 @@ async def test_a_silence_outlives_a_restart(database_url: str) -> None:
     async with Notifier(settings, dev_inbox=True, clock=clock) as first:
         await first.register_launch_plan(PLAN, [Email([P.FAILED], ["ops@example.com"])])
         nights = _silence(launch_plan="nightly", ends_at=None, recurring=NIGHTS)
-        silence, _, _ = await first.create_silence(nights)
+        silence, _ = await first.create_silence(nights)
     clock.at = _paris(2025, 1, 16, 2, 0)
     async with Notifier(settings, dev_inbox=True, clock=clock) as second:
         assert await second.silence(silence.id) == silence

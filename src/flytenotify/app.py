@@ -426,13 +426,12 @@ class Notifier:
 
     # -- silences --------------------------------------------------------------------
 
-    async def create_silence(self, silence: Silence) -> tuple[Silence, int, list[Problem]]:
+    async def create_silence(self, silence: Silence) -> tuple[Silence, int]:
         """Store a silence; when it is in effect now, hold the waiting deliveries it
         matches too (those not being sent at this moment).
 
-        Returns the silence as stored, how many waiting deliveries it held, and
-        warnings (a trigger matcher, which no run carries yet). Raises
-        :class:`InputError` naming every field that is wrong.
+        Returns the silence as stored and how many waiting deliveries it held.
+        Raises :class:`InputError` naming every field that is wrong.
         """
         now = self.now()
         problems = silencing.problems(silence, now)
@@ -442,19 +441,18 @@ class Notifier:
             dataclasses.replace(silence, created_at=now, ended_at=None, ended_by="")
         )
         held = await self._hold_waiting(stored) if silencing.in_effect(stored, now) else 0
-        warnings = []
-        if stored.trigger is not None:
-            warnings.append(
-                Problem(
-                    "trigger",
-                    "runs do not say which trigger started them yet: this silence matches"
-                    " no delivery until they do",
-                )
-            )
         log.info(
             "silence %d created by %s: %s", stored.id, stored.author, silencing.describe(stored)
         )
-        return stored, held, warnings
+        return stored, held
+
+    async def _trigger(self, silence: Silence, delivery: Delivery) -> str:
+        """The Flyte 2 trigger that started ``delivery``'s run, when ``silence`` asks
+        (deliveries do not carry it; their execution does)."""
+        if silence.trigger is None:
+            return ""
+        execution = await self.store.get_execution(delivery.execution_id)
+        return execution.trigger if execution is not None else ""
 
     async def _hold_waiting(self, silence: Silence) -> int:
         """Silence the pending and retrying deliveries ``silence`` matches, page by page."""
@@ -473,7 +471,11 @@ class Notifier:
                         limit=HOLD_PAGE,
                     )
                 )
-                matched = [d.id for d in page if silencing.holds(silence, d)]
+                matched = [
+                    d.id
+                    for d in page
+                    if silencing.holds(silence, d, await self._trigger(silence, d))
+                ]
                 if matched:
                     # Leases are judged by the time itself, whatever clock judges silences.
                     now = datetime.now(UTC).timestamp()
@@ -610,7 +612,9 @@ class Notifier:
         return [
             dataclasses.replace(
                 write,
-                deliveries=silencing.hold(write.deliveries, write.event, write.execution, quiet),
+                deliveries=silencing.hold(
+                    write.deliveries, silencing.Subject.of(write.event, write.execution), quiet
+                ),
             )
             for write in writes
         ]

@@ -1183,7 +1183,7 @@ def silences_show(silence_id: int, config_file: Path | None, db: str | None, as_
 @click.option("--project", help="Only this project's executions.")
 @click.option("--domain", help="Only this domain's.")
 @click.option("--launch-plan", help="Only this launch plan's (its name; a Flyte 2 run's task).")
-@click.option("--trigger", help="Only runs of this Flyte 2 trigger (runs do not carry one yet).")
+@click.option("--trigger", help="Only the runs this Flyte 2 trigger started.")
 @click.option(
     "--phase",
     multiple=True,
@@ -1232,7 +1232,7 @@ def silences_add(
     if (cron is None) != (duration is None):
         raise click.UsageError("a recurring silence needs both --cron and --duration")
 
-    async def work(n: Notifier) -> tuple[dict[str, Any], int, list[Any]]:
+    async def work(n: Notifier) -> tuple[dict[str, Any], int]:
         start = starts_at or n.now()
         end = start + timedelta(seconds=lasting) if lasting is not None else ends_at
         silence = Silence(
@@ -1251,18 +1251,16 @@ def silences_add(
             comment=comment,
             author=author,
         )
-        stored, held, warnings = await n.create_silence(silence)
-        return silence_view(stored, n.now(), held=held).to_json(), held, warnings
+        stored, held = await n.create_silence(silence)
+        return silence_view(stored, n.now(), held=held).to_json(), held
 
-    item, held, warnings = _direct_call(config_file, db, work, as_json)
+    item, held = _direct_call(config_file, db, work, as_json)
     if as_json:
-        click.echo(json.dumps({**item, "warnings": [str(w) for w in warnings]}, indent=2))
+        click.echo(json.dumps(item, indent=2))
         return
     click.echo(f"silence {item['id']} added ({item['state']})")
     if held:
         click.echo(f"  it holds {_count(held, 'waiting delivery', 'waiting deliveries')} now")
-    for warning in warnings:
-        click.echo(f"  warning: {warning}", err=True)
 
 
 @silences_group.command("end")

@@ -742,8 +742,7 @@ class Silence:
     ``starts_at`` until ``ends_at``; a recurring one during each window of
     ``recurring`` between them (``ends_at`` None: until someone ends it).
     ``ended_at`` and ``ended_by`` say who ended it early. ``trigger`` names a
-    Flyte 2 trigger; runs do not say which trigger started them yet, so a
-    silence that names one matches nothing for now.
+    Flyte 2 trigger: it matches the runs that trigger started.
     """
 
     id: int = 0  # given by the ledger

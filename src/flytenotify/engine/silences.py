@@ -12,8 +12,8 @@ is what a silence was for.
 Matching, one matcher at a time (each left out matches everything):
 ``project`` and ``domain`` are the execution's; ``launch_plan`` its launch
 plan's name, any version (a Flyte 2 run's task); ``trigger`` the Flyte 2
-trigger that started a run (runs do not carry one yet, so it matches nothing
-for now); ``phases`` the event's phase; ``recipient`` the delivery's recipient
+trigger that started a run (a run started by hand has none); ``phases`` the
+event's phase (a deadline's alert: the phase the run was in); ``recipient`` the delivery's recipient
 exactly (without regard to case) or any form of it an ``[allow]`` entry may
 name (an address's domain; a Slack channel with or without ``#``). An inline
 email, one message to several addresses, is held when every one of them
@@ -45,8 +45,10 @@ from flytenotify.channels.base import plain_allow_forms
 from flytenotify.domain import (
     RULE_PHASES,
     Delivery,
+    EntityId,
     Execution,
     ExecutionEvent,
+    ExecutionId,
     Recurrence,
     Silence,
     phase_name,
@@ -174,7 +176,7 @@ class Target:
     channel: str
     recipient: str
     addresses: tuple[str, ...] = ()  # an inline email's every address
-    trigger: str = ""  # runs do not carry theirs yet
+    trigger: str = ""  # the Flyte 2 trigger that started the run, if one did
 
 
 def matches(silence: Silence, target: Target) -> bool:
@@ -212,49 +214,57 @@ def _forms(target: Target) -> set[str]:
     )
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What planned deliveries are about: an execution in a phase, of a launch plan
+    (a Flyte 2 run: of a task), perhaps started by a Flyte 2 trigger."""
+
+    execution_id: ExecutionId
+    launch_plan: EntityId | None
+    phase: int
+    trigger: str = ""
+
+    @classmethod
+    def of(cls, event: ExecutionEvent, execution: Execution) -> Subject:
+        plan = execution.launch_plan or event.launch_plan
+        return cls(event.execution_id, plan, event.phase, execution.trigger)
+
+
 def hold(
-    deliveries: Sequence[NewDelivery],
-    event: ExecutionEvent,
-    execution: Execution,
-    silences: Sequence[Silence],
+    deliveries: Sequence[NewDelivery], subject: Subject, silences: Sequence[Silence]
 ) -> list[NewDelivery]:
     """``deliveries`` with the id of the first of ``silences`` (those in effect now)
     that matches each, if any: those are recorded silenced."""
     if not silences:
         return list(deliveries)
-    plan = execution.launch_plan or event.launch_plan
     held = []
     for delivery in deliveries:
-        envelope = delivery.message.envelope
-        target = Target(
-            project=event.execution_id.project,
-            domain=event.execution_id.domain,
-            launch_plan=plan.name if plan is not None else "",
-            phase=event.phase,
-            kind=delivery.kind,
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            addresses=tuple(box.address for box in envelope.everyone) if envelope else (),
-        )
+        target = _target(subject, delivery)
         found = next((s.id for s in silences if matches(s, target)), None)
         held.append(replace(delivery, silence_id=found) if found is not None else delivery)
     return held
 
 
-def holds(silence: Silence, delivery: Delivery) -> bool:
-    """Whether ``silence`` matches a delivery already in the ledger."""
+def holds(silence: Silence, delivery: Delivery, trigger: str = "") -> bool:
+    """Whether ``silence`` matches a delivery already in the ledger (whose run the
+    Flyte 2 ``trigger`` started, if one did)."""
+    subject = Subject(delivery.execution_id, delivery.launch_plan, delivery.phase, trigger)
+    return matches(silence, _target(subject, delivery))
+
+
+def _target(subject: Subject, delivery: NewDelivery | Delivery) -> Target:
     envelope = delivery.message.envelope
-    target = Target(
-        project=delivery.execution_id.project,
-        domain=delivery.execution_id.domain,
-        launch_plan=delivery.launch_plan.name if delivery.launch_plan is not None else "",
-        phase=delivery.phase,
+    return Target(
+        project=subject.execution_id.project,
+        domain=subject.execution_id.domain,
+        launch_plan=subject.launch_plan.name if subject.launch_plan is not None else "",
+        phase=subject.phase,
         kind=delivery.kind,
         channel=delivery.channel,
         recipient=delivery.recipient,
         addresses=tuple(box.address for box in envelope.everyone) if envelope else (),
+        trigger=subject.trigger,
     )
-    return matches(silence, target)
 
 
 # -- what a valid silence is --------------------------------------------------------------------

@@ -6,7 +6,9 @@ loop claims due ones with a lease (on PostgreSQL ``FOR UPDATE SKIP LOCKED``:
 one replica takes each), plans what each says (an alert, a follow-up, or for
 a schedule nothing when its run started) and settles it: the timer is taken
 out and its alert and deliveries written in one transaction, which first
-checks, under the execution's lock, that it still holds. A process killed
+checks, under the execution's lock, that it still holds. A silence in effect
+holds a deadline's messages as it holds any other (recorded silenced, never
+lost), matched on the run's facts and the phase it was in. A process killed
 while a timer is pending or claimed leaves it in the ledger: it fires after a
 restart, or on another replica once the lease passes.
 
@@ -24,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from flytenotify.config import Settings
 from flytenotify.domain import ExecutionId, Timer, TimerKind
+from flytenotify.engine import silences as silencing
 from flytenotify.engine.deadlines import (
     DeadlineBook,
     Planned,
@@ -129,7 +134,7 @@ class TimerLoop:
 
     async def _fire(self, timer: Timer) -> None:
         now = self.clock()
-        settlement = await self._settlement(timer, now)
+        settlement = await self._silenced(await self._settlement(timer, now), now)
         verdict = await self.store.settle_timer(settlement)
         if verdict is TimerVerdict.FIRED and (settlement.alert or settlement.deliveries):
             if settlement.deliveries:
@@ -166,6 +171,34 @@ class TimerLoop:
                 )
         planned = plan_alert(deadline, timer, execution, now, self.settings, self.dev_inbox)
         return _settle(timer, self.owner, planned, rearm)
+
+    async def _silenced(self, settlement: TimerSettlement, now: float) -> TimerSettlement:
+        """``settlement`` with the deliveries a silence in effect holds marked so (the
+        ledger checks again, in the settling transaction, that it has not ended)."""
+        if not settlement.deliveries:
+            return settlement
+        moment = datetime.fromtimestamp(now, UTC)
+        found = await self.store.silences_in_effect(now)
+        quiet = [silence for silence in found if silencing.in_effect(silence, moment)]
+        if not quiet:
+            return settlement
+        subject = silencing.Subject(
+            settlement.subject,
+            settlement.launch_plan,
+            settlement.phase,
+            await self._trigger(settlement),
+        )
+        held = silencing.hold(settlement.deliveries, subject, quiet)
+        return dataclasses.replace(settlement, deliveries=held)
+
+    async def _trigger(self, settlement: TimerSettlement) -> str:
+        """The Flyte 2 trigger of the run an alert is about; a missed start's: the one
+        its deadline watches, if any."""
+        execution = await self.store.get_execution(settlement.subject)
+        if execution is not None:
+            return execution.trigger
+        deadline = self.book.get(settlement.timer.deadline)
+        return deadline.trigger if deadline is not None else ""
 
     async def _follow_up(self, timer: Timer) -> TimerSettlement:
         assert timer.execution is not None

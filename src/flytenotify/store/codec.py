@@ -616,7 +616,8 @@ def deadline_delivery_columns(
     now: float,
 ) -> tuple[Any, ...]:
     """A ``deliveries`` row a deadline writes (``insert_deadline_delivery``): as
-    :func:`delivery_columns`, then its reason."""
+    :func:`delivery_columns` but for ``follows``, then its reason."""
+    held = delivery.silence_id is not None
     return (
         delivery.idempotency_key,
         execution_id.project,
@@ -629,10 +630,11 @@ def deadline_delivery_columns(
         delivery.recipient,
         delivery.message.json_text,
         dump_entity(launch_plan),
-        DeliveryStatus.PENDING.value,
+        (DeliveryStatus.SILENCED if held else DeliveryStatus.PENDING).value,
         now,
         now,
         now,
         delivery.group_key,
+        delivery.silence_id,
         reason.value,
     )

@@ -31,6 +31,7 @@ from flytenotify.store.base import (
     EventOutcome,
     EventResult,
     EventWrite,
+    NewDelivery,
     TimerVerdict,
     channel_key,
 )
@@ -109,7 +110,7 @@ def _result(outcome: EventOutcome, ids: tuple[int, ...], write: EventWrite) -> E
 
 def held_by(writes: Sequence[EventWrite]) -> list[int]:
     """The silences a batch's deliveries were marked with, each once, in id order."""
-    return sorted({d.silence_id for w in writes for d in w.deliveries if d.silence_id is not None})
+    return silences_of([d for write in writes for d in write.deliveries])
 
 
 def unless_ended(writes: Sequence[EventWrite], live: Collection[int]) -> list[EventWrite]:
@@ -119,16 +120,20 @@ def unless_ended(writes: Sequence[EventWrite], live: Collection[int]) -> list[Ev
     (and what it held perhaps released) must not hold what this batch writes.
     The store reads which are live in the transaction, locked against ending.
     """
+    return [replace(write, deliveries=still_held(write.deliveries, live)) for write in writes]
+
+
+def still_held(deliveries: Sequence[NewDelivery], live: Collection[int]) -> list[NewDelivery]:
+    """``deliveries`` with those whose silence is no longer ``live`` pending again."""
     return [
-        replace(
-            write,
-            deliveries=[
-                d if d.silence_id is None or d.silence_id in live else replace(d, silence_id=None)
-                for d in write.deliveries
-            ],
-        )
-        for write in writes
+        d if d.silence_id is None or d.silence_id in live else replace(d, silence_id=None)
+        for d in deliveries
     ]
+
+
+def silences_of(deliveries: Sequence[NewDelivery]) -> list[int]:
+    """The silences ``deliveries`` were marked with, each once, in id order."""
+    return sorted({d.silence_id for d in deliveries if d.silence_id is not None})
 
 
 def plan_intake(

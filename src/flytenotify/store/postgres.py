@@ -775,6 +775,8 @@ async def _settle(conn: Conn, settlement: TimerSettlement) -> TimerVerdict:
         if alert_id is None:
             return TimerVerdict.REPEATED
     now = float(await conn.fetchval(Q["db_now"]))
+    held = ledger.silences_of(settlement.deliveries)
+    live = {row["id"] for row in await conn.fetch(Q["lock_live_silences"], held)} if held else ()
     rows = [
         codec.deadline_delivery_columns(
             settlement.subject,
@@ -784,7 +786,7 @@ async def _settle(conn: Conn, settlement: TimerSettlement) -> TimerVerdict:
             settlement.reason,
             now,
         )
-        for delivery in settlement.deliveries
+        for delivery in ledger.still_held(settlement.deliveries, live)
     ]
     if rows:
         await conn.executemany(Q["insert_deadline_delivery"], rows)

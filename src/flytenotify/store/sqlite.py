@@ -527,7 +527,9 @@ def _settle(conn: sqlite3.Connection, settlement: TimerSettlement, now: float) -
         inserted = conn.execute(Q["insert_alert"], codec.alert_columns(alert)).fetchone()
         if inserted is None:
             return TimerVerdict.REPEATED
-    for delivery in settlement.deliveries:
+    held = ledger.silences_of(settlement.deliveries)
+    live = {r[0] for r in conn.execute(Q["live_silences"], (json.dumps(held),))} if held else ()
+    for delivery in ledger.still_held(settlement.deliveries, live):
         conn.execute(
             Q["insert_deadline_delivery"],
             codec.deadline_delivery_columns(

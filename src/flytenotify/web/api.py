@@ -556,8 +556,8 @@ class _Api:
     async def create_silence(self, request: Request) -> Response:
         body = s.parse(s.SilenceBody, await self._json(request))
         silence = body.silence(self.notifier.now())
-        stored, held, warnings = await self.notifier.create_silence(silence)
-        return answer(self._silence_view(stored, held=held, warnings=warnings), 201)
+        stored, held = await self.notifier.create_silence(silence)
+        return answer(self._silence_view(stored, held=held), 201)
 
     async def list_silences(self, request: Request) -> Response:
         query = s.parse(s.SilenceQuery, dict(request.query_params))

@@ -464,14 +464,13 @@ else:
             "next_start": Time | None,
             "held": int | None,
             "released": int | None,
-            "warnings": list[Problem] | None,
         },
         doc="A silence: what it matches (a matcher left null matches everything), when it"
         " is in effect, and its state now (next_start: when it next comes into effect)."
         " held: the waiting deliveries it held when created; released: those ending it"
         " released.",
     )
-    SilenceView._absent_when_none = frozenset({"held", "released", "warnings"})
+    SilenceView._absent_when_none = frozenset({"held", "released"})
 
     ActionView = view(
         ActionRecord,
@@ -914,9 +913,7 @@ class SilenceBody(Request):
     launch_plan: Name | None = Field(
         default=None, description="a launch plan's name, any version (a Flyte 2 run's task)"
     )
-    trigger: Name | None = Field(
-        default=None, description="a Flyte 2 trigger (runs do not carry one yet)"
-    )
+    trigger: Name | None = Field(default=None, description="a Flyte 2 trigger: the runs it started")
     phases: Annotated[list[RulePhase], Field(min_length=1)] | None = None
     recipient: Recipient | None = Field(
         default=None, description="exact, or a form an [allow] entry names (a domain)"

@@ -5,7 +5,7 @@
 --
 -- project, domain,   what it matches; NULL matches every value. launch_plan is
 -- launch_plan,       a name (any version); trigger_name a Flyte 2 trigger
--- trigger_name,      (runs do not carry theirs yet); recipient exact or a form
+-- trigger_name,      (the runs it started) ; recipient exact or a form
 -- recipient          an [allow] entry names (a domain)
 -- phases             JSON list of phase numbers; '[]' matches every phase
 -- match_all          1 when it matches everything on purpose (no matcher)

@@ -353,11 +353,11 @@ DO NOTHING
 RETURNING id;
 
 -- name: insert_deadline_delivery
--- A deadline's alert or follow-up, due at once; a key written before is skipped.
+-- A deadline's alert or follow-up, due at once (or silenced); a key written before is skipped.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
-                        next_attempt_at, group_key, reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_attempt_at, group_key, silence_id, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 

@@ -416,7 +416,7 @@ class _Console:
             form, silence = silence_form.read(await self._form(request), self.notifier.now())
             if silence is not None:
                 try:
-                    stored, held, _ = await self.notifier.create_silence(silence)
+                    stored, held = await self.notifier.create_silence(silence)
                 except InputError as error:
                     form.problems = error.problems
                 else:
