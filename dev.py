@@ -74,7 +74,19 @@ def run(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
-    return subprocess.call([str(BIN / "python"), "-m", "pytest", *args], cwd=ROOT)
+    return subprocess.call([str(BIN / "python"), "-m", "pytest", *workers(args), *args], cwd=ROOT)
+
+
+def workers(args: list[str]) -> list[str]:
+    """pytest-xdist's options unless ``args`` choose (``-n 0``: one process).
+
+    The suite waits on real servers far more than it computes, so twice as many
+    workers as cores; at most six, so that PostgreSQL's 100 connections suffice.
+    """
+    if any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in args):
+        return []
+    count = min(6, 2 * (os.cpu_count() or 1))
+    return ["-n", str(count), "--dist", "loadgroup"]
 
 
 def lint(_: list[str]) -> int:

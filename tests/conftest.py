@@ -7,6 +7,12 @@ database of its own. PostgreSQL is the server at ``FLYTENOTIFY_TEST_POSTGRES``
 server cannot be reached the PostgreSQL variant is skipped, saying why, except
 with ``CI=true``, where a missing database must fail the run rather than
 quietly test half the product.
+
+The suite runs in parallel workers (pytest-xdist; ``python3 dev.py test``
+starts them): every test makes its own servers, databases, NATS subjects and
+temporary files, so tests do not meet. The few files that start a server once
+for all their tests (module or session fixtures: the cloud brokers' emulators,
+a browser) are each kept on one worker, so it starts once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "FLYTENOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 CONNECT_TIMEOUT = 5.0
+
+# Files whose servers are shared by all their tests, each run by one worker
+# (``--dist loadgroup``); the cloud tests share the brokers' emulators.
+_SHARED_SERVERS = {
+    "test_api_schemathesis.py",
+    "test_cli_output.py",
+    "test_client.py",
+    "test_console_browser.py",
+    "test_console_paging.py",
+    "test_packaging.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cloud" in item.path.parent.parts[-1:]:
+            item.add_marker(pytest.mark.xdist_group("cloud-brokers"))
+        elif item.path.name in _SHARED_SERVERS:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def run_async(make: Callable[[], Awaitable[_T]], timeout: float = 30.0) -> _T:
