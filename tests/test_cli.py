@@ -348,3 +348,30 @@ def test_inbox_lists_the_newest_message_first(runner: CliRunner, tmp_path: Path)
     listed = json.loads(runner.invoke(main, ["inbox", "--json", *db]).output)
     assert [m["id"] for m in listed] == sorted((m["id"] for m in listed), reverse=True)
     assert "run-2" in listed[0]["subject"]
+
+
+def test_check_config_says_who_may_act_and_what_watches_time_and_gates(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    config = tmp_path / "flytenotify.toml"
+    config.write_text(
+        f'[database]\nurl = "{tmp_path / "x.db"}"\n'
+        '[deadlines.etl-sla]\nproject = "proj"\ndomain = "prod"\nmax_running = "2h"\n'
+        'recipients = ["ops@example.com"]\n'
+        '[waiting.approvals]\nrecipients = ["#releases"]\n'
+        '[flyteadmin]\nendpoint = "flyteadmin:81"\n'
+        '[[actions.allow]]\nproject = "proj"\nactions = ["approve", "reject"]\n'
+        'actors = ["slack:U123", "email:ana@example.com"]\n'
+    )
+    result = runner.invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "  deadlines: etl-sla\n" in result.output
+    assert "  waiting: approvals\n" in result.output
+    expected = "  actions: slack:U123, email:ana@example.com may approve, reject in proj/*\n"
+    assert expected in result.output
+    as_json = json.loads(runner.invoke(main, ["check-config", str(config), "--json"]).output)
+    assert (as_json["deadlines"], as_json["waiting"]) == (["etl-sla"], ["approvals"])
+    nobody = tmp_path / "empty.toml"
+    nobody.write_text(f'[database]\nurl = "{tmp_path / "y.db"}"\n')
+    quiet = runner.invoke(main, ["check-config", str(nobody)])
+    assert "actions: nobody may act on Flyte (no [[actions.allow]])" in quiet.output

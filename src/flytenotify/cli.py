@@ -149,6 +149,11 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
         click.echo(f"  intake {name}: {described}")
     if info["flyteadmin"] is not None:
         click.echo(f"  flyteadmin: {info['flyteadmin']}")
+    for key in ("deadlines", "waiting"):
+        if info[key]:
+            click.echo(f"  {key}: {', '.join(info[key])}")
+    for grant in info["actions"] or ["nobody may act on Flyte (no [[actions.allow]])"]:
+        click.echo(f"  actions: {grant}")
     for line in found:
         click.echo(f"  {line}")
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flytenotify.channels import registry
-from flytenotify.config import FlyteAdminConfig, ServerConfig, Settings
+from flytenotify.config import ActionGrant, FlyteAdminConfig, ServerConfig, Settings
 from flytenotify.intake import registry as intakes
 from flytenotify.intake.source import Source
 
@@ -168,6 +168,9 @@ def summary(
         "channels": channel_states(settings, dev),
         "intake": {source.name: source.describe() for source in sources},
         "flyteadmin": _describe_flyteadmin(admin) if admin is not None else None,
+        "deadlines": sorted(settings.deadlines),
+        "waiting": sorted(settings.waiting),
+        "actions": [_describe_grant(grant) for grant in settings.actions.allow],
         "server": {
             "listen": f"http://{server.host}:{server.port}",
             "auth": "bearer tokens" if token_count else "none",
@@ -202,6 +205,12 @@ def _describe_flyteadmin(admin: FlyteAdminConfig) -> str:
     else:
         auth = "no authentication"
     return f"{admin.endpoint} ({transport}, {auth})"
+
+
+def _describe_grant(grant: ActionGrant) -> str:
+    """``[[actions.allow]]`` for people: who may do what, where."""
+    scope = f"{grant.project or '*'}/{grant.domain or '*'}"
+    return f"{', '.join(grant.actors)} may {', '.join(grant.actions)} in {scope}"
 
 
 def _redact_url(url: str) -> str:
