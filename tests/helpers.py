@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -190,3 +191,18 @@ class HtmlMarkup(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         self.attributes += [(name, value or "") for name, value in attrs]
+
+
+_SAID_DURATION = re.compile(r" for (\d+)s(?=[,;]|$)")
+
+
+def fired_by(subject: str, limit: int) -> str:
+    """A deadline alert's ``subject`` with the time it says its run had queued or
+    run for written as ``limit`` seconds, when it is no less: a timer fired late
+    (a busy machine, a restart) says how late, which is right. A shorter time is
+    left as it is, so that the comparison fails showing it."""
+
+    def floor(match: re.Match[str]) -> str:
+        return f" for {limit}s" if int(match[1]) >= limit else match[0]
+
+    return _SAID_DURATION.sub(floor, subject)
