@@ -41,8 +41,12 @@ log = logging.getLogger("flytenotify.workers")
 # that ran this long before dying starts the count again.
 _RESTART_MIN, _RESTART_MAX = 1.0, 30.0
 _HEALTHY_RUN = 60.0
-# How often a worker reports its attempts to the parent's /metrics.
+# How often a worker reports its attempts to the parent's /metrics, and the
+# most attempts one report line carries: lines stay far below what the
+# parent reads as one (_REPORT_LINE_LIMIT), however fast the worker sends.
 _REPORT_EVERY = 0.5
+_REPORT_MOST = 500
+_REPORT_LINE_LIMIT = 1024 * 1024
 # Beyond the workers' own shutdown grace: how long the parent waits before SIGKILL.
 _STOP_MARGIN = 15.0
 
@@ -115,7 +119,11 @@ class Supervisor:
         failures = 0
         while not self._stopping:
             started = time.monotonic()
-            code = await self._run_once(worker)
+            try:
+                code: int | None = await self._run_once(worker)
+            except OSError as error:  # no process at all (out of memory, of file handles)
+                log.error("worker %d could not be started: %s", worker.number, error)
+                code = None
             if self._stopping:
                 # Killed by our SIGTERM: one still starting, with nothing to finish.
                 log.log(
@@ -149,6 +157,7 @@ class Supervisor:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,  # attempt reports for /metrics
             stderr=None,  # the log: the same stream as ours
+            limit=_REPORT_LINE_LIMIT,
             # Its own process group: a terminal's Ctrl-C reaches only us, and we
             # pass it on once, as SIGTERM.
             start_new_session=True,
@@ -180,7 +189,9 @@ def _alive(process: asyncio.subprocess.Process | None) -> bool:
     return process is not None and process.returncode is None
 
 
-def _exit_text(code: int) -> str:
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "not started"
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
@@ -249,10 +260,13 @@ class WorkerLink:
     def _report(self, hello: bool = False) -> None:
         if not self._attempts and not hello:
             return
-        line = json.dumps({"attempts": self._attempts}, separators=(",", ":")) + "\n"
-        self._attempts = []
+        attempts, self._attempts = self._attempts, []
+        lines = [
+            json.dumps({"attempts": attempts[i : i + _REPORT_MOST]}, separators=(",", ":"))
+            for i in range(0, max(len(attempts), 1), _REPORT_MOST)
+        ]
         with contextlib.suppress(OSError):  # the parent is gone: we are about to be too
-            sys.stdout.buffer.write(line.encode())
+            sys.stdout.buffer.write("".join(line + "\n" for line in lines).encode())
             sys.stdout.buffer.flush()
 
 
