@@ -10,6 +10,7 @@ whose sender died meanwhile (its connection closed).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -122,6 +123,21 @@ def test_sigterm_stops_the_parent_and_every_worker_cleanly(tmp_path: Path) -> No
         assert held.fetchone()[0] == 0
 
 
+def test_json_logs_say_which_worker_wrote_each_line(tmp_path: Path) -> None:
+    process, base = start_serve(tmp_path, "--workers", "2", "--log-format", "json")
+    try:
+        wait_for(lambda: all_running(base, 2), "the worker did not start", STARTUP)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=WAIT)
+    finally:
+        stop(process)
+    assert process.returncode == 0, output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    # The parent's lines carry no worker; worker 2's carry its number.
+    stopped = [entry.get("worker") for entry in lines if entry["message"] == "stopped"]
+    assert sorted(stopped, key=str) == [2, None]
+
+
 def test_kill_9_of_the_parent_leaves_no_worker_alive(tmp_path: Path) -> None:
     process, base = start_serve(tmp_path, "--workers", "3", within=STARTUP)
     try:
@@ -183,14 +199,6 @@ async def _wait(condition: object, what: str, within: float = WAIT) -> None:
         await asyncio.sleep(0.05)
 
 
-def _leased_by(db: Path, pid: int) -> int:
-    with sqlite3.connect(db) as conn:
-        owner = f"%:{pid}:%"  # owners are host:pid:random
-        query = "SELECT count(*) FROM deliveries WHERE lease_owner LIKE ?"
-        count: int = conn.execute(query, (owner,)).fetchone()[0]
-        return count
-
-
 def _statuses(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status")
@@ -217,21 +225,10 @@ async def test_a_killed_worker_is_restarted_and_its_deliveries_go_out_once(
         try:
             await _wait(lambda: all_running(base, 2), "the worker did not start", STARTUP)
             (worker,) = children(process.pid)
-            async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-                plan = {
-                    "version": "v1",
-                    "notifications": [
-                        {"phases": ["FAILED"], "email": {"recipientsEmail": ["webhook:ops"]}}
-                    ],
-                }
-                answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
-                assert answer.status_code == 200, answer.text
-                for n in range(total):
-                    event = event_json(f"run-{n}", "FAILED", launch_plan=PLAN)
-                    assert (await client.post("/api/v1/events", json=event)).status_code == 202
+            await _fail_runs(base, total)
             db = tmp_path / "x.db"
             await _wait(lambda: len(sink.held) == 2 * per_process, "both did not send")
-            assert _leased_by(db, worker) == per_process
+            assert len(_leased_ids(db, worker)) == per_process
 
             os.kill(worker, signal.SIGKILL)
             await _wait(lambda: len(sink.cut()) == per_process, "the worker's sends not cut")
@@ -257,6 +254,64 @@ async def test_a_killed_worker_is_restarted_and_its_deliveries_go_out_once(
             await asyncio.to_thread(stop, process)
     assert process.returncode == 0, output
     assert "worker 2 exited unexpectedly (killed by SIGKILL)" in output
+
+
+async def test_sigterm_waits_for_the_workers_sends_in_flight(tmp_path: Path) -> None:
+    """SIGTERM while each process holds 4 sends open: the parent exits only after
+    its worker's sends are answered and recorded, and no lease is left."""
+    per_process = 4
+    async with GatedSink() as sink:
+        config = tmp_path / "flytenotify.toml"
+        config.write_text(
+            f'[webhooks.ops]\nurl = "{sink.url()}"\ntimeout = 80.0\n'
+            "[grouping]\nby = []\n"
+            f"[dispatch]\nper_channel = {{webhook = {per_process}}}\nshutdown_grace = 60.0\n"
+        )
+        serve = [tmp_path, "--config", str(config), "--workers", "2"]
+        process, base = await asyncio.to_thread(start_serve, *serve, within=STARTUP)
+        try:
+            await _wait(lambda: all_running(base, 2), "the worker did not start", STARTUP)
+            (worker,) = children(process.pid)
+            await _fail_runs(base, 20)
+            db = tmp_path / "x.db"
+            await _wait(lambda: len(sink.held) == 2 * per_process, "both did not send")
+            held_by_worker = _leased_ids(db, worker)
+            assert len(held_by_worker) == per_process
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)  # the sends stay held a moment into the shutdown
+            sink.gate.set()
+            output, _ = await asyncio.to_thread(process.communicate, timeout=WAIT)
+        finally:
+            await asyncio.to_thread(stop, process)
+    assert process.returncode == 0, output
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, status, lease_owner FROM deliveries").fetchall()
+    delivered = {row[0] for row in rows if row[1] == "delivered"}
+    assert held_by_worker <= delivered
+    assert len(delivered) == len(sink.answered) == len(set(sink.answered))
+    assert all(row[2] is None for row in rows)
+
+
+async def _fail_runs(base: str, count: int) -> None:
+    """``count`` failed runs of a plan whose failures go to the ``ops`` webhook."""
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        plan = {
+            "version": "v1",
+            "notifications": [
+                {"phases": ["FAILED"], "email": {"recipientsEmail": ["webhook:ops"]}}
+            ],
+        }
+        answer = await client.put("/api/v1/launch-plans/proj/prod/nightly", json=plan)
+        assert answer.status_code == 200, answer.text
+        for n in range(count):
+            event = event_json(f"run-{n}", "FAILED", launch_plan=PLAN)
+            assert (await client.post("/api/v1/events", json=event)).status_code == 202
+
+
+def _leased_ids(db: Path, pid: int) -> set[int]:
+    with sqlite3.connect(db) as conn:
+        query = "SELECT id FROM deliveries WHERE lease_owner LIKE ?"
+        return {row[0] for row in conn.execute(query, (f"%:{pid}:%",))}
 
 
 def test_a_worker_is_never_started_by_the_api_or_dispatcher_roles(tmp_path: Path) -> None:
