@@ -347,3 +347,23 @@ def test_workers_below_one_are_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "server.workers" in result.stderr
+
+
+def test_the_workers_setting_comes_from_the_file_the_environment_and_the_default(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from flytenotify.cli import main
+
+    config = tmp_path / "flytenotify.toml"
+    config.write_text("[server]\nworkers = 3\n")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["check-config", str(config), "--json"], env={})
+    assert json.loads(shown.output)["server"]["workers"] == 3
+    env = {"FLYTENOTIFY_SERVER__WORKERS": "5"}
+    shown = runner.invoke(main, ["check-config", str(config)], env=env)
+    assert "workers: 5" in shown.output
+    config.write_text("")
+    shown = runner.invoke(main, ["check-config", str(config), "--json"], env={})
+    assert json.loads(shown.output)["server"]["workers"] == usable_cores()

@@ -144,7 +144,9 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     for name, state in info["channels"].items():
         click.echo(f"  {name}: {state}")
     server = info["server"]
-    click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+    click.echo(
+        f"  server: {server['listen']} (auth: {server['auth']}; workers: {server['workers']})"
+    )
     for name, described in info["intake"].items():
         click.echo(f"  intake {name}: {described}")
     if info["flyteadmin"] is not None:
