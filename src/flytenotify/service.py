@@ -291,7 +291,9 @@ async def serve(
     server = _Server(uv_config)
     running = _Intake(intake, egress.feed(notifier, metrics))
     settle_garbage_collection()  # everything is imported and built: what follows is traffic
-    starting = asyncio.create_task(_start(notifier, config, role, server, running, supervisor))
+    starting = asyncio.create_task(
+        _start(notifier, config, role, server, running, supervisor, worker=link is not None)
+    )
     if link is not None:
         # Its first report, which tells the parent we are up, runs at the loop's
         # first turn: after server.serve() below has set the signal handlers.
@@ -368,6 +370,8 @@ async def _start(
     server: _Server,
     intake: _Intake,
     supervisor: Supervisor | None,
+    *,
+    worker: bool = False,
 ) -> None:
     """Open the ledger (waiting for its server if need be), then dispatch and take intake."""
     try:
@@ -375,16 +379,21 @@ async def _start(
     except Exception:
         server.should_exit = True  # serve() returns and re-raises it
         raise
-    try:
-        for problem in await notifier.routing_problems():
-            log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
-    except Exception as error:  # the database went away again; dispatching copes with that
-        log.warning("could not check the launch plans' recipients: %s", error)
+    if not worker:  # a dispatcher worker's parent says it, once
+        await _log_routing_problems(notifier)
     if role != "api":
         notifier.start_dispatching()
     if supervisor is not None:  # only now: the ledger exists and has its newest schema
         supervisor.start()
     intake.start()
+
+
+async def _log_routing_problems(notifier: Notifier) -> None:
+    try:
+        for problem in await notifier.routing_problems():
+            log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
+    except Exception as error:  # the database went away again; dispatching copes with that
+        log.warning("could not check the launch plans' recipients: %s", error)
 
 
 async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:
