@@ -271,6 +271,9 @@ class WorkerLink:
 
 
 def _kill_me_with_parent() -> None:
+    # SIGKILL, not SIGTERM: a parent killed outright is the service crashing,
+    # and its workers go with it. Finishing their sends on their own, they
+    # would keep renewing leases while the service is started again.
     if not sys.platform.startswith("linux"):
         return
     import ctypes
