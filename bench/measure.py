@@ -48,6 +48,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_now(server: fn.Server) -> dict[int, float]:
+    """CPU seconds each of the service's processes (its dispatcher workers too) has used."""
+    return {pid: cpu_seconds(pid) for pid in server.pids}
+
+
+def cpu_since(server: fn.Server, before: dict[int, float]) -> float:
+    """CPU seconds the service used since ``before``; a worker started since counts whole."""
+    return sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in server.pids)
+
+
 def wait_for(sinks: SinkProcess, kind: str, expected: int, limit: float) -> None:
     """Until the sink has ``expected`` messages, ``limit`` passes, or delivery stalls."""
     deadline = time.monotonic() + limit
@@ -147,12 +157,12 @@ def flytenotify_run(
             fn.serve(Path(tmp), config, db=db, replicas=replicas) as server,
         ):
             plans = _register(server, channel, size)
-            cpu_before = sum(cpu_seconds(pid) for pid in server.pids)
+            cpu_before = cpu_now(server)
             intake = asyncio.run(
                 _send(server.base_url, channel, intake_mode, size, plans, settings)
             )
             wait_for(sinks, kind, size, limit=60 + size / 20)
-            cpu = sum(cpu_seconds(pid) for pid in server.pids) - cpu_before
+            cpu = cpu_since(server, cpu_before)
             peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
         collected = sinks.collect()
     stats = delivery_stats(intake, collected["receipts"][kind], size)
@@ -215,10 +225,10 @@ def drain_run(
         with fn.database(backend, workdir) as db:
             intake = _enqueue_held(sinks, workdir, size, settings, db)
             with fn.serve(workdir, config, db=db, replicas=replicas) as server:
-                cpu_before = sum(cpu_seconds(pid) for pid in server.pids)
+                cpu_before = cpu_now(server)
                 busy_before, clock_before = machine_busy_seconds(), time.monotonic()
                 wait_for(sinks, "http", size, limit=60 + size / 20)
-                cpu = sum(cpu_seconds(pid) for pid in server.pids) - cpu_before
+                cpu = cpu_since(server, cpu_before)
                 busy = machine_busy_seconds() - busy_before
                 wall = time.monotonic() - clock_before
                 peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
@@ -381,8 +391,8 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
         intake = _enqueue_held(sinks, workdir, size, settings)
         config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
         with fn.serve(workdir, config) as server:
-            samples = _sample_drain(sinks, server.pids[0], size, limit=120 + size / 20)
-            memory = memory_kib(server.pids[0])
+            samples = _sample_drain(sinks, server, size, limit=120 + size / 20)
+            peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
     drained = samples[-1]["delivered"] if samples else 0
     took = samples[-1]["t"] if samples else 0.0
     return {
@@ -393,17 +403,19 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
         "delivered": drained,
         "ok": drained >= size,
         "drain_per_s": drained / took if took > 0 else 0.0,
-        "peak_rss_mib": memory.get("VmHWM", 0) / 1024,
+        "peak_rss_mib": peak / 1024,
         "samples": samples,
     }
 
 
-def _sample_drain(sinks: SinkProcess, pid: int, size: int, limit: float) -> list[dict[str, Any]]:
+def _sample_drain(
+    sinks: SinkProcess, server: fn.Server, size: int, limit: float
+) -> list[dict[str, Any]]:
     started = time.monotonic()
     samples: list[dict[str, Any]] = []
     while time.monotonic() - started < limit:
         delivered = sinks.counts()["http"]
-        rss = memory_kib(pid).get("VmRSS", 0) / 1024
+        rss = sum(memory_kib(pid).get("VmRSS", 0) for pid in server.pids) / 1024
         samples.append({"t": time.monotonic() - started, "delivered": delivered, "rss_mib": rss})
         if delivered >= size:
             break
@@ -490,10 +502,10 @@ def broker_intake_run(
             )
             with serving as server:
                 ready = time.time()
-                cpu_before = cpu_seconds(server.pids[0])
+                cpu_before = cpu_now(server)
                 wait_for(sinks, "http", size, limit=60 + size / 10)
-                cpu = cpu_seconds(server.pids[0]) - cpu_before
-                peak = memory_kib(server.pids[0]).get("VmHWM", 0)
+                cpu = cpu_since(server, cpu_before)
+                peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
             calls = admin.calls() - calls_before
     finally:
         asyncio.run(lane.cleanup())

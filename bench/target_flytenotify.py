@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 from load import DOMAIN, PROJECT
-from procstat import free_port, stop_process, wait_until_answering
+from procstat import children, free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
@@ -112,7 +113,9 @@ class Server:
 
     @property
     def pids(self) -> list[int]:
-        return [process.pid for process in self.processes]
+        """Every process, with the dispatcher workers each started ([server] workers)."""
+        pids = [process.pid for process in self.processes]
+        return pids + [child for pid in pids for child in children(pid)]
 
     def register(self, launch_plan: str, notifications: list[dict[str, Any]]) -> None:
         url = f"{self.base_url}/api/v1/launch-plans/{PROJECT}/{DOMAIN}/{launch_plan}"
@@ -204,5 +207,17 @@ def serve(
 
 
 def _wait_answering(server: Server, path: str) -> None:
+    """Until ``path`` answers, and (for ``/readyz``) every dispatcher worker the
+    process starts is up: their CPU, measured from then, counts with the process's."""
     process = server.processes[0]
     wait_until_answering(process, f"{server.base_url}{path}", "flytenotify serve")
+    if path != "/readyz":  # start-up itself is measured: the workers start meanwhile
+        return
+    deadline = time.monotonic() + 60
+    while True:
+        workers = httpx.get(f"{server.base_url}/readyz", timeout=5).json().get("workers")
+        if workers is None or workers["running"] == workers["wanted"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"flytenotify serve: workers did not all start: {workers}")
+        time.sleep(0.05)

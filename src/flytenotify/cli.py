@@ -144,7 +144,9 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
     for name, state in info["channels"].items():
         click.echo(f"  {name}: {state}")
     server = info["server"]
-    click.echo(f"  server: {server['listen']} (auth: {server['auth']})")
+    click.echo(
+        f"  server: {server['listen']} (auth: {server['auth']}; workers: {server['workers']})"
+    )
     for name, described in info["intake"].items():
         click.echo(f"  intake {name}: {described}")
     if info["flyteadmin"] is not None:
@@ -232,6 +234,14 @@ async def _check_flyteadmin(settings: Settings, found: list[str]) -> list[str]:
     help="api: accept requests only; dispatcher: deliver only (serving just health and"
     " metrics); all: both. Scale each separately on PostgreSQL.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes for role all: this one (API and dispatch) and workers-1 more that"
+    " dispatch ([server] workers; default: the machine's cores). 1: one process.",
+)
+# A dispatcher worker started by its parent's serve (flytenotify.workers): its number.
+@click.option("--worker", type=click.IntRange(min=2), hidden=True)
 def serve(
     config_file: Path | None,
     host: str | None,
@@ -239,21 +249,29 @@ def serve(
     db: str | None,
     log_format: Literal["text", "json"],
     role: Literal["all", "api", "dispatcher"],
+    workers: int | None,
+    worker: int | None,
 ) -> None:
-    """Run the HTTP API and the dispatcher until SIGTERM or Ctrl-C."""
+    """Run the HTTP API and the dispatcher, on every core, until SIGTERM or Ctrl-C."""
     from flytenotify import service
     from flytenotify.intake.registry import MissingExtra, build
+    from flytenotify.workers import WorkerLink
 
-    loaded = _load(config_file, {"server": {"host": host, "port": port}, "database": {"url": db}})
+    link = WorkerLink(worker) if worker is not None else None
+    if link is not None:
+        link.die_with_parent()  # first: an orphan would keep leases and send beside the next
+    server = {"host": host, "port": port, "workers": workers}
+    loaded = _load(config_file, {"server": server, "database": {"url": db}})
     try:
         service.check_bind(loaded)
-        intake = build(loaded.settings)  # before anything starts: a client library missing
+        # Before anything starts: a client library missing (the parent checked for a worker).
+        intake = build(loaded.settings) if link is None else []
     except (service.UnsafeBind, MissingExtra) as error:
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)
-    service.configure_logging(log_format)
+    service.configure_logging(log_format, worker)
     try:
-        service.run(service.serve(loaded, role, intake))
+        service.run(service.serve(loaded, role, intake, log_format=log_format, link=link))
     except NotImplementedError as error:  # e.g. a database this version cannot open
         click.echo(f"flytenotify serve: {error}", err=True)
         sys.exit(2)

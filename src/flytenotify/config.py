@@ -9,6 +9,7 @@ in Python.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -708,11 +709,25 @@ def token_problem(token: str) -> str | None:
     return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform
+    tells it (a container limited to 2 of 64 cores gets 2), else every core."""
+    process_cpu_count: Callable[[], int | None] | None = getattr(os, "process_cpu_count", None)
+    if process_cpu_count is not None:  # Python 3.13+
+        return process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class ServerConfig(Section):
     """``[server]``: how the HTTP service listens and who may call it."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Processes ``serve`` runs (role ``all``): one serves the API and dispatches,
+    # the others only dispatch. One process's event loop uses one core.
+    workers: int = Field(default_factory=usable_cores, ge=1)
     api_tokens: list[SecretStr] = Field(default_factory=list)
     api_tokens_file: Path | None = None  # one token per line; blank lines and # comments skipped
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)

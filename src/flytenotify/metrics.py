@@ -115,8 +115,12 @@ class Metrics:
 
     def observe_attempt(self, delivery: Delivery, result: SendResult, seconds: float) -> None:
         """The dispatcher's observer: one finished attempt."""
-        self.attempts.labels(delivery.channel, result.outcome.value).inc()
-        self.latency.labels(delivery.channel).observe(max(seconds, 0.0))
+        self.count_attempt(delivery.channel, result.outcome.value, seconds)
+
+    def count_attempt(self, channel: str, outcome: str, seconds: float) -> None:
+        """One finished attempt, of this process or of one of its workers."""
+        self.attempts.labels(channel, outcome).inc()
+        self.latency.labels(channel).observe(max(seconds, 0.0))
 
     def event_received(self, outcome: str, count: int = 1) -> None:
         self.events.labels(outcome).inc(count)

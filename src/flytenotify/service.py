@@ -1,4 +1,6 @@
-"""``flytenotify serve``: the API and the dispatcher in one process, one event loop.
+"""``flytenotify serve``: the API and the dispatcher in one process, one event loop,
+and with ``[server] workers`` above one, dispatcher workers beside it
+(:mod:`flytenotify.workers`).
 
 With intake sections configured (roles ``all`` and ``api``), their sources
 run beside the API: a broker source per ``[intake.*]`` section feeds
@@ -19,6 +21,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Generator, Sequence
@@ -29,6 +32,9 @@ import uvicorn
 
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
+from flytenotify.channels.base import SendResult
+from flytenotify.domain import Delivery
+from flytenotify.engine.dispatch import AttemptObserver
 from flytenotify.intake import egress
 from flytenotify.intake import registry as intakes
 from flytenotify.intake.source import Feed
@@ -36,6 +42,7 @@ from flytenotify.metrics import Metrics
 from flytenotify.settings_loader import LoadedConfig, channel_states, shown_database
 from flytenotify.store import unreachable
 from flytenotify.web.api import create_app
+from flytenotify.workers import Supervisor, WorkerLink, worker_command, worker_env
 
 log = logging.getLogger("flytenotify.service")
 
@@ -73,13 +80,19 @@ def check_bind(config: LoadedConfig) -> None:
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.worker is not None:
+            entry["worker"] = self.worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -101,12 +114,14 @@ class _ExceptionOnOneLine(logging.Filter):
         return True
 
 
-def configure_logging(fmt: LogFormat) -> None:
+def configure_logging(fmt: LogFormat, worker: int | None = None) -> None:
+    """Log to stderr; a dispatcher worker's lines say its number (its stderr is its parent's)."""
     handler = logging.StreamHandler(sys.stderr)
+    tag = "" if worker is None else f"[worker {worker}] "
     handler.setFormatter(
-        _JsonFormatter()
+        _JsonFormatter(worker)
         if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -210,7 +225,12 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(
-    config: LoadedConfig, role: Role = "all", intake: Sequence[intakes.Built] | None = None
+    config: LoadedConfig,
+    role: Role = "all",
+    intake: Sequence[intakes.Built] | None = None,
+    *,
+    log_format: LogFormat = "text",
+    link: WorkerLink | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; raises :class:`UnsafeBind` before doing anything unsafe.
 
@@ -221,6 +241,10 @@ async def serve(
     ``intake`` are the sources built from ``config`` (by the caller, who checked
     that their client libraries are installed), built here if not given; they
     run with the API, so not in the ``dispatcher`` role.
+
+    In the ``all`` role, ``[server] workers`` above one also starts that many
+    minus one dispatcher workers (:mod:`flytenotify.workers`), logging in
+    ``log_format``. ``link`` is given in such a worker: its tie to the parent.
 
     HTTP is served at once, while the database may still be unreachable: a
     replica started before its PostgreSQL waits for it as long as it takes,
@@ -233,17 +257,28 @@ async def serve(
     server_config = config.server
     metrics = Metrics()
     notifier = Notifier(
-        config.settings, dev_inbox=server_config.dev_inbox, observer=metrics.observe_attempt
+        config.settings, dev_inbox=server_config.dev_inbox, observer=_observer(metrics, link)
     )
-    _log_startup(config, notifier)
-    log.info("role: %s", role)
+    if link is None:
+        _log_startup(config, notifier)
+        log.info("role: %s", role)
+    else:  # the parent said it all already
+        log.info("dispatcher worker %d (pid %d)", link.number, os.getpid())
+    supervisor = _supervisor(config, metrics, log_format) if role == "all" and not link else None
     if role == "dispatcher":
         intake = []
     elif intake is None:
         intake = intakes.build(config.settings)
     sources = [each.source for each in intake]
     metrics.watch_sources(sources)
-    app = create_app(notifier, server_config, metrics, api=role != "dispatcher", sources=sources)
+    app = create_app(
+        notifier,
+        server_config,
+        metrics,
+        api=role != "dispatcher",
+        sources=sources,
+        workers=supervisor,
+    )
     uv_config = uvicorn.Config(
         app,
         host=server_config.host,
@@ -256,7 +291,13 @@ async def serve(
     server = _Server(uv_config)
     running = _Intake(intake, egress.feed(notifier, metrics))
     settle_garbage_collection()  # everything is imported and built: what follows is traffic
-    starting = asyncio.create_task(_start(notifier, config, role, server, running))
+    starting = asyncio.create_task(
+        _start(notifier, config, role, server, running, supervisor, worker=link is not None)
+    )
+    if link is not None:
+        # Its first report, which tells the parent we are up, runs at the loop's
+        # first turn: after server.serve() below has set the signal handlers.
+        link.start_reporting()
     try:
         await server.serve()
         if running.tasks:
@@ -266,13 +307,47 @@ async def serve(
         log.info("no longer accepting requests; finishing in-flight deliveries")
         if starting.done():
             starting.result()  # re-raise why it could not start
-        await notifier.stop_dispatching()
+        await asyncio.gather(notifier.stop_dispatching(), _stop_workers(supervisor))
     finally:
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):  # raised above if it failed
             await starting
+        await _stop_workers(supervisor)  # if it failed before they were asked to
+        if link is not None:
+            await link.stop_reporting()
         await notifier.close()
     log.info("stopped")
+
+
+def _observer(metrics: Metrics, link: WorkerLink | None) -> AttemptObserver:
+    """Attempts count in this process's /metrics, and a worker's in its parent's too."""
+    if link is None:
+        return metrics.observe_attempt
+
+    def both(delivery: Delivery, result: SendResult, seconds: float) -> None:
+        metrics.observe_attempt(delivery, result, seconds)
+        link.observe_attempt(delivery, result, seconds)
+
+    return both
+
+
+def _supervisor(config: LoadedConfig, metrics: Metrics, log_format: LogFormat) -> Supervisor:
+    """The dispatcher workers ``[server] workers`` asks for beside this process."""
+    settings = config.settings
+    path = settings.database.sqlite_path
+    database = str(path.resolve()) if path is not None else settings.database.url
+    return Supervisor(
+        config.server.workers,
+        worker_command(config.source, log_format),
+        worker_env(database),
+        metrics,
+        grace=settings.dispatch.shutdown_grace,
+    )
+
+
+async def _stop_workers(supervisor: Supervisor | None) -> None:
+    if supervisor is not None:
+        await supervisor.stop()
 
 
 class _Intake:
@@ -289,7 +364,14 @@ class _Intake:
 
 
 async def _start(
-    notifier: Notifier, config: LoadedConfig, role: Role, server: _Server, intake: _Intake
+    notifier: Notifier,
+    config: LoadedConfig,
+    role: Role,
+    server: _Server,
+    intake: _Intake,
+    supervisor: Supervisor | None,
+    *,
+    worker: bool = False,
 ) -> None:
     """Open the ledger (waiting for its server if need be), then dispatch and take intake."""
     try:
@@ -297,14 +379,21 @@ async def _start(
     except Exception:
         server.should_exit = True  # serve() returns and re-raises it
         raise
+    if not worker:  # a dispatcher worker's parent says it, once
+        await _log_routing_problems(notifier)
+    if role != "api":
+        notifier.start_dispatching()
+    if supervisor is not None:  # only now: the ledger exists and has its newest schema
+        supervisor.start()
+    intake.start()
+
+
+async def _log_routing_problems(notifier: Notifier) -> None:
     try:
         for problem in await notifier.routing_problems():
             log.error("unroutable recipient: %s (its deliveries will be dead-lettered)", problem)
     except Exception as error:  # the database went away again; dispatching copes with that
         log.warning("could not check the launch plans' recipients: %s", error)
-    if role != "api":
-        notifier.start_dispatching()
-    intake.start()
 
 
 async def _open_ledger(notifier: Notifier, config: LoadedConfig) -> None:

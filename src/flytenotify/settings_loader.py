@@ -176,6 +176,7 @@ def summary(
             "auth": "bearer tokens" if token_count else "none",
             "max_body_bytes": server.max_body_bytes,
             "dev_inbox": dev,
+            "workers": server.workers,
         },
     }
 

@@ -75,6 +75,7 @@ from flytenotify.web import flyteidl_json, openapi
 from flytenotify.web import schemas as s
 from flytenotify.web.console import console_app
 from flytenotify.web.openapi import Operation
+from flytenotify.workers import Supervisor
 
 log = logging.getLogger("flytenotify.api")
 
@@ -122,16 +123,18 @@ def create_app(
     *,
     api: bool = True,
     sources: Sequence[Source] = (),
+    workers: Supervisor | None = None,
 ) -> Starlette:
     """The Starlette application serving ``notifier``.
 
     ``metrics`` should be the :class:`Metrics` whose ``observe_attempt`` the
     notifier's dispatcher reports to; without it, attempts are not counted.
     ``api=False`` serves only health, readiness and metrics (a dispatcher replica).
-    ``sources`` are the intake sources running beside it, reported by ``/readyz``.
+    ``sources`` are the intake sources running beside it, and ``workers`` the
+    dispatcher workers it supervises: both reported by ``/readyz``.
     """
     server = server or ServerConfig()
-    handlers = _Api(notifier, server, metrics or Metrics(), sources)
+    handlers = _Api(notifier, server, metrics or Metrics(), sources, workers)
     operations = [op for op in OPERATIONS if api or op.path in _DISPATCHER_PATHS]
     routes: list[BaseRoute] = _routes(handlers, operations)
     if api:
@@ -208,9 +211,11 @@ class _Api:
         server: ServerConfig,
         metrics: Metrics,
         sources: Sequence[Source] = (),
+        workers: Supervisor | None = None,
     ) -> None:
         self.notifier = notifier
         self.sources = list(sources)
+        self.workers = workers
         self.server = server
         self.metrics = metrics
         self.tokens = [_digest(t.encode()) for t in server.tokens()]
@@ -326,11 +331,15 @@ class _Api:
             return answer(unavailable, 503)
         intake = {src.name: s.SourceView.of(src.status) for src in self.sources} or None
         ready = all(src.status.ready for src in self.sources)
+        workers = self.workers
         body = s.Readiness(
             status="ready" if ready else "unavailable",
             database=database,
             channels=channels,
             intake=intake,
+            workers=s.WorkersState(running=workers.running, wanted=workers.wanted)
+            if workers is not None
+            else None,
         )
         return answer(body, 200 if ready else 503)
 

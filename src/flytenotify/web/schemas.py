@@ -652,14 +652,26 @@ class DatabaseState(Shape):
     _absent_when_none = frozenset({"schema_version", "schema_expected", "error"})
 
 
+class WorkersState(Shape):
+    """The processes dispatching for ``serve``: this one and its workers (``[server] workers``)."""
+
+    running: int
+    wanted: int
+
+
 class Readiness(Shape):
-    """Whether this process can do its work: its database, channels and intake sources."""
+    """Whether this process can do its work: its database, channels and intake sources.
+
+    ``workers`` says how many dispatching processes run; fewer than wanted (a
+    worker being restarted) leaves the service ready: this process dispatches too.
+    """
 
     status: Literal["ready", "unavailable"]
     database: DatabaseState
     channels: dict[str, str]  # configured, dev-inbox or unconfigured
     intake: dict[str, SourceView] | None = None
-    _absent_when_none = frozenset({"intake"})
+    workers: WorkersState | None = None
+    _absent_when_none = frozenset({"intake", "workers"})
 
 
 class DeliveryPage(Shape):
