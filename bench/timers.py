@@ -77,13 +77,17 @@ COUNT, IDLE, BATCH = 100_000, 10.0, 20  # the defaults: pending timers, idle sec
 
 
 def settings(url: str) -> Settings:
-    deadline = {
+    deadline: dict[str, Any] = {  # validated into a DeadlineConfig
         "project": PROJECT,
         "domain": DOMAIN,
         "max_queued": f"{ALLOWED:g}s",
         "recipients": ["ops@example.com"],
     }
-    return Settings(database=DatabaseConfig(url=url), deadlines={DEADLINE: deadline})
+    values: dict[str, Any] = {
+        "database": DatabaseConfig(url=url),
+        "deadlines": {DEADLINE: deadline},
+    }
+    return Settings(**values)
 
 
 # -- the ledger ---------------------------------------------------------------------------
