@@ -3,6 +3,10 @@
     python bench/flyte2_watch.py                      # 10,000 updates over 60 s, 50 ms sink
     python bench/flyte2_watch.py --updates 1500 --seconds 15 --latency 200
 
+``python3 dev.py bench`` runs it too (``--watch-updates``, ``--watch-seconds``,
+``--watch-latency``; ``--no-flyte2-watch`` skips it), and docs/benchmarks.md
+has its section (:func:`section`).
+
 The claim it measures: flytenotify watching a Flyte 2 control plane keeps up
 with 10,000 run updates a minute (3,334 runs, each QUEUED → RUNNING →
 SUCCEEDED, one in ten FAILED), sends each ended run's message exactly once,

@@ -3,6 +3,10 @@
     python bench/timers.py                    # 100,000 timers, 10 s idle, SQLite and PostgreSQL
     python bench/timers.py --n 20000 --idle 5 --no-postgresql
 
+``python3 dev.py bench`` runs it too (``--timers-n``, ``--timers-idle``,
+``--timers-batch``; ``--no-timers`` skips it), and docs/benchmarks.md has its
+section (:func:`section`).
+
 The claim it measures: deadlines' timers live in the ledger, so a process
 waiting on 100,000 of them uses no CPU while idle and little memory, and
 fires each within about a second of its due time.
