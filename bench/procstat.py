@@ -38,6 +38,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU seconds one thread of this process has used so far."""
+    with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak resident set), in KiB."""
     found: dict[str, int] = {}

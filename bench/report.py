@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import flyte2_watch
 import storm
+import timers
 
 RAW_FOR = {"email": "raw smtp_reused", "webhook": "raw http_keepalive"}
 RAW_FOR |= {"pagerduty": "raw http_keepalive", "slack": "raw http_keepalive"}
@@ -645,6 +649,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *storm.section(results.get("storm")),
         "",
+        *timers.section(results.get("timers")),
+        "",
+        *flyte2_watch.section(results.get("flyte2_watch")),
+        "",
         "## Backlog",
         "",
         *_backlog(results.get("backlog")),
@@ -695,3 +703,33 @@ def _plot_label(s: dict[str, Any]) -> str:
 def write(results: dict[str, Any], markdown_path: Path, png_path: Path) -> None:
     markdown_path.write_text(markdown(results), encoding="utf-8")
     plot(results, png_path)
+
+
+def sections(results: dict[str, Any]) -> str:
+    """The sections a partial results document has (e.g. only ``timers``), as markdown."""
+    parts: list[str] = []
+    if results.get("timers") is not None:
+        parts += [*timers.section(results["timers"]), ""]
+    if results.get("flyte2_watch") is not None:
+        parts += [*flyte2_watch.section(results["flyte2_watch"]), ""]
+    if results.get("storm") is not None:
+        parts += [*storm.section(results["storm"]), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    """``python bench/report.py RESULTS.json``: the markdown on stdout, nothing written.
+
+    A whole run's document gives the whole page; a partial one (no ``summary``) the
+    sections it has.
+    """
+    if len(argv) != 1:
+        print("usage: python bench/report.py RESULTS.json", file=sys.stderr)
+        return 2
+    results = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    print(markdown(results) if "summary" in results else sections(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

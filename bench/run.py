@@ -9,6 +9,8 @@
     python3 dev.py bench --intake-only   # FlyteAdmin's events from the brokers only (~2 min)
     python3 dev.py bench --intake-only --intake-n 5000 --brokers nats
     python3 dev.py bench --storm-only    # the alert-storm comparison only (~2-3 min)
+    python3 dev.py bench --no-timers --no-flyte2-watch  # without the two below
+    python3 dev.py bench --timers-n 20000 --timers-idle 5 --watch-updates 3000 --watch-seconds 20
     (SNS → SQS runs --intake-sqs-n events, 100 by default: moto, not flytenotify, bounds it)
 
 The latency matrix: flytenotify with its defaults (only where to send
@@ -24,6 +26,18 @@ drops it afterwards.
 The broker-intake runs consume FlyteAdmin's cloud events from NATS JetStream
 (127.0.0.1:4222), Google's Pub/Sub emulator and SNS → SQS in moto; a broker
 that is not there is skipped with the reason printed.
+
+Deadline timers (bench/timers.py): --timers-n pending timers (100,000) armed
+in the ledger, flytenotify idle --timers-idle seconds (10), then a batch of
+--timers-batch (20) fired: idle CPU, RSS and lateness, on SQLite and on
+PostgreSQL when it is reachable, against flytenotify with none pending and a
+naive asyncio.sleep-per-timer child.
+
+The Flyte 2 watch (bench/flyte2_watch.py): --watch-updates run updates
+(10,000) over --watch-seconds (60) on the loopback Flyte 2 plane, flytenotify's
+RunWatch sending one webhook per ended run to a sink answering after
+--watch-latency ms (50): exactly once, lag, CPU, RSS, against a client that
+only reads WatchRuns.
 
 Writes bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png;
 --intake-only writes bench/results/intake-latest.json and replaces only the
@@ -49,12 +63,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: sib
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the tests' builders and servers
 
 import brokers
+import flyte2_watch
 import measure
 import raw
 import report
 import storm
 import target_alertmanager as am
 import target_flytenotify as fn
+import timers
 from load import DOMAIN, PROJECT
 from sinks import SinkProcess
 from target_flyteadmin import FlyteAdminProcess
@@ -151,6 +167,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=list(brokers.BROKERS),
         help="brokers for the intake runs (default: all; none: skip them)",
     )
+    parser.add_argument(
+        "--no-timers", action="store_true", help="skip the pending deadline timers' run"
+    )
+    parser.add_argument(
+        "--timers-n", type=int, help="pending deadline timers (default 100,000; --quick 20,000)"
+    )
+    parser.add_argument(
+        "--timers-idle", type=float, help="seconds the timers are measured idle (default 10)"
+    )
+    parser.add_argument(
+        "--timers-batch", type=int, default=timers.BATCH, help="timers fired after the idle window"
+    )
+    parser.add_argument(
+        "--no-flyte2-watch", action="store_true", help="skip the Flyte 2 WatchRuns run"
+    )
+    parser.add_argument(
+        "--watch-updates",
+        type=int,
+        help="Flyte 2 run updates driven (default 10,000; --quick 3,000)",
+    )
+    parser.add_argument(
+        "--watch-seconds", type=float, help="over this many seconds (default 60; --quick 20)"
+    )
+    parser.add_argument(
+        "--watch-latency",
+        type=int,
+        default=flyte2_watch.LATENCY_MS,
+        help="the webhook sink's latency in ms for the Flyte 2 watch (default 50)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (1 if args.intake_only or quick else 2)
@@ -165,6 +210,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if quick:
         args.brokers = []
         args.extra_channels = []
+    args.timers_n = args.timers_n or (20_000 if quick else timers.COUNT)
+    args.timers_idle = args.timers_idle or (5.0 if quick else timers.IDLE)
+    args.watch_updates = args.watch_updates or (3_000 if quick else flyte2_watch.UPDATES)
+    args.watch_seconds = args.watch_seconds or (20.0 if quick else flyte2_watch.SECONDS)
     if args.full and not args.backlog:
         args.backlog = 1_000_000
     return args
@@ -374,7 +423,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             print(f"backlog N={args.backlog}", flush=True)
             backlog = measure.backlog_run(sinks, args.backlog, LOAD)
         broker_intake = None if args.backlog_only else run_broker_intake(args, sinks)
-    alert_storm = None if args.backlog_only or args.intake_only else storm.run()
+        others = not (args.backlog_only or args.intake_only)
+        watch = run_flyte2_watch(args, sinks) if others and not args.no_flyte2_watch else None
+    alert_storm = storm.run() if others else None
+    deadline_timers = run_timers(args) if others and not args.no_timers else None
     return {
         "machine": {**machine_before, "load_average_1m_at_end": os.getloadavg()[0]},
         "alertmanager": {
@@ -391,7 +443,36 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "backlog": backlog,
         "broker_intake": broker_intake,
         "storm": alert_storm,
+        "timers": deadline_timers,
+        "flyte2_watch": watch,
     }
+
+
+def run_timers(args: argparse.Namespace) -> dict[str, Any]:
+    """Pending deadline timers idling, on each ledger, against the anchors."""
+    print(f"deadline timers N={args.timers_n} idle {args.timers_idle:g} s ...", flush=True)
+    try:
+        found = timers.run(
+            args.timers_n, args.timers_idle, args.timers_batch, postgresql=not args.no_postgresql
+        )
+    except Exception as error:  # reported as failed, the other sections keep their numbers
+        return {"ok": False, "error": repr(error)}
+    print("\n".join(timers.table(found)), flush=True)
+    return found
+
+
+def run_flyte2_watch(args: argparse.Namespace, sinks: SinkProcess) -> dict[str, Any]:
+    """flytenotify watching a Flyte 2 plane driven at the rate asked, against the floor."""
+    print(
+        f"Flyte 2 watch: {args.watch_updates:,} updates over {args.watch_seconds:g} s ...",
+        flush=True,
+    )
+    try:
+        found = flyte2_watch.run(sinks, args.watch_updates, args.watch_seconds, args.watch_latency)
+    except Exception as error:  # reported as failed, the other sections keep their numbers
+        return {"ok": False, "error": repr(error)}
+    print("\n".join(flyte2_watch.table(found)), flush=True)
+    return found
 
 
 def run_broker_intake(args: argparse.Namespace, sinks: SinkProcess) -> dict[str, Any] | None:
@@ -541,6 +622,9 @@ def main(argv: list[str]) -> int:
     failed = [label for label, s in results["summary"].items() if not s["ok"]]
     broker_summary = (results["broker_intake"] or {}).get("summary", {})
     failed += [f"broker intake {label}" for label, s in broker_summary.items() if not s["ok"]]
+    for key, what in (("timers", "deadline timers"), ("flyte2_watch", "Flyte 2 watch")):
+        if results.get(key) is not None and not results[key]["ok"]:
+            failed.append(what)
     if failed or (results["backlog"] and not results["backlog"]["ok"]):
         print("FAILED runs: " + ", ".join(failed or ["backlog"]), file=sys.stderr)
         return 1

@@ -766,6 +766,10 @@ class _Listener:
     def __init__(self, app: _Asgi, port: int, *, tls: bool) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: uvicorn writes a response's head and body
+        # apart, and with Nagle's algorithm the body waits for the client's delayed ACK
+        # (40 ms a call on loopback; the Go server sets TCP_NODELAY, as Go always does).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((HOST, port))
         self.socket = sock
         self.port = int(sock.getsockname()[1])
@@ -1175,6 +1179,22 @@ class Flyte2Plane:
                 self._run(key).root.trigger = trigger
         if phase is not None:
             self.set_phase(key, phase)
+        return key
+
+    def copy_run(self, template: RunKey, name: str) -> RunKey:
+        """A new run ``name`` of ``template``'s project with its spec (as the SDK built it),
+        made as ``CreateRun`` makes one and, as ``start_run(phase=None)``, not yet announced.
+
+        The SDK's run path takes a tenth of a second per run: a benchmark driving thousands
+        of runs makes one with :meth:`start_run` and copies it.
+        """
+        key = RunKey(template.project, template.domain, name)
+        with self._lock:
+            source = self._run(template)
+            request = run_service_pb2.CreateRunRequest(run_spec=source.spec, source=source.source)
+            request.run_id.CopyFrom(key.identifier())
+            request.task_spec.CopyFrom(source.root.task_spec)
+            self._create_run(request)
         return key
 
     def _door_endpoint(self) -> str:
