@@ -317,6 +317,72 @@ async def test_slack_a_recovery_replies_once_in_the_last_failures_thread(
     assert recovery.in_reply_to in page
 
 
+async def fail_together_then_succeed(n: Notifier, failed: list[str], succeeded: str) -> None:
+    """``failed`` reported before anything is sent, so one claim folds them into a
+    digest; then ``succeeded``, once the digest went out."""
+    for name in failed:
+        await n.create_execution(execution(name), PLAN)
+        await n.report_event(event_json(name, "FAILED", error="disk full"))
+    await n.run_until_idle(include_retries=True, max_wait=20)
+    await n.create_execution(execution(succeeded), PLAN)
+    await n.report_event(event_json(succeeded, "SUCCEEDED"))
+    await n.run_until_idle(include_retries=True, max_wait=20)
+
+
+STORM = GroupingConfig(window=0.2)  # by destination and launch plan, the default
+
+
+async def test_slack_a_digests_message_is_updated_and_its_executions_follow_it(
+    database_url: str,
+) -> None:
+    async with SlackApiServer() as slack:
+        settings = settings_for(database_url, slack=slack_section(slack), grouping=STORM)
+        async with Notifier(settings) as n:
+            await n.register_launch_plan(PLAN, [Slack([P.FAILED], ["#alerts"])])
+            await fail_together_then_succeed(n, ["etl-1", "etl-2", "etl-3"], "etl-4")
+            failures = [d for d in await n.deliveries() if d.phase == P.FAILED]
+            (recovery,) = [d for d in await n.deliveries() if d.is_recovery]
+
+    (digest,) = slack.top_level(ALERTS)  # one message for the storm, and nothing new on top
+    assert "3 executions of nightly failed" in digest["text"]
+    assert {f.provider_message_id for f in failures} == {f"{ALERTS}/{digest['ts']}"}
+    # The success after them replies in the digest's thread...
+    (reply,) = slack.replies(ALERTS, digest["ts"])
+    assert "nightly succeeded again after 3 failures" in reply["text"]
+    assert recovery.in_reply_to == f"{ALERTS}/{digest['ts']}"
+    assert recovery.follows == "proj/prod/etl-3"
+    # ... and the digest is updated in place: still the digest, marked recovered.
+    (update,) = slack.calls_to("chat.update")
+    assert (update.body["channel"], update.body["ts"]) == (ALERTS, digest["ts"])
+    assert digest.get("edited") is True
+    assert all(name in digest["text"] for name in ("etl-1", "etl-2", "etl-3"))
+    assert "3 executions of nightly failed" in str(digest["blocks"][0])
+    assert "Recovered" in str(digest["blocks"][-1])
+
+
+async def test_mattermost_a_digests_post_is_patched_and_its_executions_follow_it(
+    database_url: str,
+) -> None:
+    async with MattermostServer() as mm:
+        section = MattermostConfig(url=mm.base, bot_token=SecretStr(BOT_TOKEN), team="ops")
+        settings = settings_for(database_url, mattermost=section, grouping=STORM)
+        async with Notifier(settings) as n:
+            plan = [Slack([P.FAILED], ["mattermost:alerts"])]
+            await n.register_launch_plan(PLAN, plan)
+            await fail_together_then_succeed(n, ["etl-1", "etl-2"], "etl-3")
+            (recovery,) = [d for d in await n.deliveries() if d.is_recovery]
+
+    (root,) = mm.roots()
+    assert "2 executions of nightly failed" in root["message"]
+    assert "edit_at" in root
+    assert "**Recovered:**" in root["message"]
+    assert "etl-1" in root["message"]
+    assert "etl-2" in root["message"]
+    (reply,) = mm.replies(root["id"])
+    assert "succeeded again after 2 failures" in reply["message"]
+    assert recovery.in_reply_to == root["id"]
+
+
 async def shown_by_api_and_console(n: Notifier, delivery_id: int) -> tuple[dict[str, Any], str]:
     """The delivery as ``GET /api/v1/deliveries/{id}`` answers it, and its console page."""
     app = create_app(n, ServerConfig())

@@ -658,11 +658,15 @@ class Thread:
     """The conversation a delivery continues: its first message, as the provider knows it.
 
     ``root`` is the delivery that sent that message (for a channel that shows
-    it again, updated); None when the ledger no longer has it.
+    it again, updated); None when the ledger no longer has it. When that
+    message was a digest (an alert storm folded into one message), ``digest``
+    is it again with each execution it names in its latest state sent to this
+    destination: a channel that updates the first message updates the digest.
     """
 
     root_id: str  # the provider's id of the first message (see Delivery.provider_message_id)
     root: Delivery | None = None
+    digest: Digest | None = None
 
 
 _DIGEST_WORDING = {

@@ -298,12 +298,18 @@ def mattermost_text(delivery: Delivery, limit: int = MAX_POST_CHARS) -> str:
 
 def updated_text(delivery: Delivery) -> str:
     """What a conversation's first post becomes when ``delivery`` follows it: the
-    execution's latest state; for a recovery, the first post as it was, marked recovered."""
+    execution's latest state; for a recovery, the first post as it was, marked
+    recovered. A digest stays the digest, each execution in its latest state."""
     thread = delivery.thread
-    if not delivery.is_recovery or thread is None or thread.root is None:
+    if thread is not None and thread.digest is not None:
+        first = replace(delivery, digest=thread.digest)
+    elif thread is not None and thread.root is not None and delivery.is_recovery:
+        first = thread.root
+    else:
         return mattermost_text(delivery)
-    recovered = f"\n\n**Recovered:** {_plain(delivery.message.subject)}"
-    return mattermost_text(thread.root, MAX_POST_CHARS - len(recovered)) + recovered
+    subject = _plain(delivery.message.subject)
+    recovered = f"\n\n**Recovered:** {subject}" if delivery.is_recovery else ""
+    return mattermost_text(first, MAX_POST_CHARS - len(recovered)) + recovered
 
 
 _REPLY_TEXT = 4000  # characters of the message's text a reply in a thread shows

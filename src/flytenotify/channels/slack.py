@@ -19,7 +19,10 @@ state and adds a reply in its thread (``thread_ts``) saying what happened. A
 message that can no longer be updated (``message_not_found``,
 ``cant_update_message``, ``edit_window_closed``: deleted, or past the
 workspace's edit window) is replaced by a new post, which the conversation
-follows from then on. A message's id is ``CHANNEL_ID/ts``. An incoming
+follows from then on. A digest is the first message of each execution it
+names: a later one updates the digest in place (the digest again, each
+execution in its latest state) and replies in its thread. A message's id is
+``CHANNEL_ID/ts``. An incoming
 webhook cannot edit: a later message is a new post that names what it follows.
 
 Messages are Block Kit with a ``text`` fallback. Every value is escaped for
@@ -391,12 +394,19 @@ def updated_root(delivery: Delivery) -> dict[str, Any]:
     """What a conversation's first message becomes when ``delivery`` follows it.
 
     The execution's latest state; for a recovery (another execution, the one
-    that succeeded) the first message as it was, marked recovered.
+    that succeeded) the first message as it was, marked recovered. A digest
+    stays the digest, each execution it names in its latest state.
     """
     thread = delivery.thread
+    if thread is not None and thread.digest is not None:
+        message = digest_message(thread.digest)
+        return _marked_recovered(message, delivery) if delivery.is_recovery else message
     if not delivery.is_recovery or thread is None or thread.root is None:
         return slack_message(delivery)
-    message = slack_message(thread.root)
+    return _marked_recovered(slack_message(thread.root), delivery)
+
+
+def _marked_recovered(message: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
     recovered = f":white_check_mark: *Recovered:* {escape_mrkdwn(delivery.message.subject)}"
     block = {"type": "context", "elements": [_mrkdwn(truncate(recovered, MAX_FIELD))]}
     blocks = [*message["blocks"][: MAX_BLOCKS - 1], block]

@@ -55,6 +55,7 @@ from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal,
 from flytenotify.store.base import (
     OTHER_CHANNELS,
     Completion,
+    DeliveryFilter,
     Store,
     channel_key,
 )
@@ -75,6 +76,9 @@ _PRUNE_EVERY_S = 600.0
 # How soon a message tries again while another delivery is sending the first
 # message of its conversation (usually done within a second).
 _FIRST_MESSAGE_WAIT = 2.0
+# A digest's message_id; it carries at most [grouping] max_size (1,000) rows.
+DIGEST_PREFIX = "digest:"
+DIGEST_MOST = 1000
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -150,6 +154,12 @@ def messages(deliveries: Sequence[Delivery], max_size: Callable[[str], int]) -> 
     return sent
 
 
+def _threads(delivery: Delivery) -> bool:
+    """Whether ``delivery``'s channel threads an execution's messages (``ChannelSpec.threads``)."""
+    spec = registry.get(delivery.channel)
+    return spec is not None and spec.threads
+
+
 def message_of(rows: tuple[Delivery, ...]) -> Delivery:
     """The message carrying ``rows`` (in id order): the row itself, or their digest."""
     if len(rows) == 1:
@@ -157,7 +167,7 @@ def message_of(rows: tuple[Delivery, ...]) -> Delivery:
     # The same rows make the same id: a digest sent again after a crash carries
     # the same email Message-ID and webhook delivery id, so the far side can drop it.
     keys = "\n".join(row.idempotency_key for row in rows)
-    digest_id = f"digest:{uuid.uuid5(uuid.NAMESPACE_URL, keys)}"
+    digest_id = f"{DIGEST_PREFIX}{uuid.uuid5(uuid.NAMESPACE_URL, keys)}"
     return replace(rows[0], digest=Digest(digest_id, rows))
 
 
@@ -502,8 +512,7 @@ class Dispatcher:
     def _converses(self, delivery: Delivery) -> bool:
         """Whether ``delivery`` (routed) is part of its execution's conversation with
         its destination: a single message over a channel that threads them."""
-        spec = registry.get(delivery.channel)
-        return delivery.digest is None and spec is not None and spec.threads
+        return delivery.digest is None and _threads(delivery)
 
     async def _join_conversation(self, delivery: Delivery) -> Delivery | SendResult:
         """``delivery`` as its conversation has it sent: as the first message, or
@@ -525,32 +534,78 @@ class Dispatcher:
                     retry_after=_FIRST_MESSAGE_WAIT,
                 )
             root = await self.store.get_delivery(conversation.root_delivery)
+            digest = await self._digest_now(root, delivery) if root is not None else None
         except Exception as error:
             log.warning("could not read conversation %s: %r", key, error)
             return SendResult.transient(
                 f"the ledger could not say what this message follows: {error!r}"
             )
-        return replace(delivery, thread=Thread(conversation.thread, root))
+        return replace(delivery, thread=Thread(conversation.thread, root, digest))
+
+    async def _digest_now(self, root: Delivery, delivery: Delivery) -> Digest | None:
+        """The digest ``root`` was sent in, if it was, with each execution it names
+        in its latest state sent to this destination, ``delivery``'s as it is now:
+        what the digest's message is updated to."""
+        if not root.message_id.startswith(DIGEST_PREFIX):
+            return None
+        carried = await self.store.list_deliveries(
+            DeliveryFilter(message=root.message_id, limit=DIGEST_MOST)
+        )
+        latest = [await self._latest(row, delivery) for row in carried]
+        digest = Digest(root.message_id, tuple(latest))
+        return with_list_link(replace(root, digest=digest), self._list_url).digest
+
+    async def _latest(self, row: Delivery, delivery: Delivery) -> Delivery:
+        """``row``'s execution as last sent to its destination (``delivery`` if it is
+        the one being sent now)."""
+        if row.execution_id == delivery.execution_id:
+            return delivery
+        sent = await self.store.list_deliveries(
+            DeliveryFilter(
+                execution=row.execution_id,
+                channel=row.channel,
+                recipient=row.recipient,
+                status=DeliveryStatus.DELIVERED,
+                newest_first=True,
+                limit=1,
+            )
+        )
+        return sent[0] if sent else row
 
     async def _note_first_message(self, delivery: Delivery, result: SendResult) -> None:
         """Record a conversation's first message once it is sent: what later ones follow.
 
         A delivery that was handed a thread and went out without following it
         sent a new first message (the old one was deleted): it is recorded too.
+        A digest is the first message of each execution it names that had none
+        with its destination: later messages about one of them follow it.
         """
-        if result.outcome is not Outcome.DELIVERED or not self._converses(delivery):
+        if result.outcome is not Outcome.DELIVERED or not _threads(delivery):
             return
         if delivery.thread is not None and result.in_reply_to:
             return
         thread = result.provider_message_id or f"single:{delivery.idempotency_key}"
         try:
-            await self.store.conversation_sent(delivery.conversation, delivery.id, thread)
+            if delivery.digest is not None:
+                await self._open_conversations(delivery.digest, thread)
+            else:
+                await self.store.conversation_sent(delivery.conversation, delivery.id, thread)
         except Exception as error:
             # Its delivery is delivered with no id recorded: the conversation's next
             # message takes it over and starts a new one.
             log.warning(
                 "could not record the first message of %s: %r", delivery.conversation, error
             )
+
+    async def _open_conversations(self, digest: Digest, thread: str) -> None:
+        """Make the digest sent as ``thread`` the first message of the conversation of
+        each row's execution with its destination that has none yet."""
+        for row in digest.deliveries:
+            if row.is_recovery:
+                continue  # a recovery goes where its failure went: it opens nothing
+            conversation = await self.store.join_conversation(row.conversation, row.id)
+            if conversation.root_delivery == row.id:
+                await self.store.conversation_sent(row.conversation, row.id, thread)
 
     def _prepare(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
         """The channel and the (routed) delivery to send, or why it cannot be sent."""
