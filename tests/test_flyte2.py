@@ -127,14 +127,22 @@ class Watching:
 
 @contextlib.asynccontextmanager
 async def watching(
-    settings: Settings, *, project: str = PROJECT, dev_inbox: bool = False
+    settings: Settings,
+    *,
+    project: str = PROJECT,
+    dev_inbox: bool = False,
+    reconcile_every: float = 0.5,
 ) -> AsyncIterator[Watching]:
     """A Notifier dispatching, and one RunWatch of ``project`` feeding it (quick intervals)."""
     assert settings.flyte2 is not None
     async with Notifier(settings, dev_inbox=dev_inbox) as notifier:
         notifier.start_dispatching()
         watch = RunWatch(
-            ControlPlane(settings.flyte2), project, DOMAIN, reconcile_every=0.5, paused_every=0.3
+            ControlPlane(settings.flyte2),
+            project,
+            DOMAIN,
+            reconcile_every=reconcile_every,
+            paused_every=0.3,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(watch.run(notifier, stop))
@@ -515,6 +523,27 @@ async def test_a_dropped_stream_reconnects_and_no_run_is_lost_or_sent_twice(
     assert names == sorted(f"Run drop-{i} failed" for i in range(6))
     details = [c for c in plane.calls_to("GetRunDetails")]
     assert len(details) == 6  # once per run: ended runs in the ledger are never asked again
+
+
+async def test_runs_ending_one_by_one_on_a_distant_control_plane_are_asked_about_together(
+    plane: Flyte2Plane, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Each end is a stream message of its own, and each costs a GetRunDetails round
+    trip: what arrives while one is asked about is asked about together next."""
+    email = flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["ana@example.com"])
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", plane, smtp)
+    # No reconciliation meanwhile: the stream alone tells of these runs.
+    async with watching(settings, reconcile_every=3600) as running:
+        runs = [await start_run(plane, f"far-{i}", email) for i in range(8)]
+        plane.details_delay = 0.3
+        for i, run in enumerate(runs):
+            await asyncio.to_thread(plane.finish, run, FAILED, error=f"error {i}")
+        for run in runs:
+            await settled(running.notifier, run, 1)
+    assert plane.most_details_at_once > 1
+    assert len(plane.calls_to("GetRunDetails")) == len(runs)
+    subjects = sorted(str(m.message["Subject"]) for m in smtp.messages)
+    assert subjects == sorted(f"Run far-{i} failed" for i in range(8))
 
 
 async def test_an_empty_project_is_ready_though_the_stream_says_nothing(

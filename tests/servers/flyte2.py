@@ -582,6 +582,16 @@ class _Services(RunService, TaskService, ClusterService, DataProxyService, AuthM
 
     async def get_run_details(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         self._record("GetRunDetails", request, ctx)
+        plane = self.plane
+        plane.details_now += 1
+        plane.most_details_at_once = max(plane.most_details_at_once, plane.details_now)
+        try:
+            await asyncio.sleep(plane.details_delay)
+            return self._run_details(request)
+        finally:
+            plane.details_now -= 1
+
+    def _run_details(self, request: Any) -> Any:
         key = RunKey(request.run_id.project, request.run_id.domain, request.run_id.name)
         with self.plane._lock:
             run = self.plane._runs.get(key)
@@ -835,6 +845,11 @@ class Flyte2Plane:
         self._watchers: list[_Watcher] = []  # touched on the plane's loop only
         self._clock = datetime.now(UTC)
         self._identity = uuid.uuid4().hex  # which plane the SDK was last pointed at
+        # A control plane far away: GetRunDetails answers after this many seconds;
+        # how many were being answered at once, now and at most (on the plane's loop).
+        self.details_delay = 0.0
+        self.details_now = 0
+        self.most_details_at_once = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._public: _Listener | None = None

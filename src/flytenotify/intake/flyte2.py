@@ -34,9 +34,10 @@ whatever is replayed, across restarts and replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from flyteidl2.common import phase_pb2
@@ -66,6 +67,7 @@ MARGIN = 300.0  # seconds before the position a reconciliation looks back (late 
 PAGE = 200  # runs per ListRuns page (the server's maximum)
 MAX_PAGES = 500  # a reconciliation pass reads at most this many pages (100,000 runs)
 CONCURRENCY = 8  # GetRunDetails calls at once
+READ_AHEAD = 5_000  # runs read from the stream and not yet recorded, at most
 PROGRESS_KEPT = 10_000  # runs whose last recorded phase is remembered (more are asked again)
 # A run seen FAILED may not carry its error yet (the control plane writes phases
 # and errors separately): read it again after these pauses before recording it bare.
@@ -167,15 +169,26 @@ class RunWatch:
                 raise failure
 
     async def _watch(self) -> None:
-        async for message in self.plane.watch_runs(self.project, self.domain):
-            self.status.last_message_at = time.time()
-            ended = [run for run in message.runs if run.action.status.phase in _ENDED]
-            if ended:
-                await self.record_ended(ended)
-            moving = [run for run in message.runs if run.action.status.phase not in _ENDED]
-            if moving:
-                await self.record_progress(moving)
+        """Record what the stream says, in batches: the stream carries about one run
+        per message, and recording an ended run waits for a ``GetRunDetails``
+        round trip, so one at a time a control plane 40 ms away caps a busy
+        project at 25 ended runs a second. What arrives while a batch is being
+        recorded goes in the next one, whose runs are asked about together."""
+        stream = _Batches(self.plane.watch_runs(self.project, self.domain), self.status)
+        async with stream:
+            while (batch := await stream.next()) is not None:
+                await self._record_batch(batch)
         raise ConnectionError("the control plane ended the WatchRuns stream")
+
+    async def _record_batch(self, runs: Sequence[run_definition_pb2.Run]) -> None:
+        # Every state before a run's end comes before it in the stream: the
+        # phases in progress first keeps each run's order.
+        moving = [run for run in runs if run.action.status.phase not in _ENDED]
+        if moving:
+            await self.record_progress(moving)
+        ended = [run for run in runs if run.action.status.phase in _ENDED]
+        if ended:
+            await self.record_ended(ended)
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -423,6 +436,55 @@ class RunWatch:
                 ),
             )
         )
+
+
+class _Batches:
+    """A ``WatchRuns`` stream read ahead by a task of its own: :meth:`next` returns
+    every run read since the last call (waiting for one), None once the stream
+    ended, or raises what ended it. At most :data:`READ_AHEAD` runs wait: then
+    the reader waits too, and the control plane's stream with it."""
+
+    def __init__(
+        self, messages: AsyncIterator[run_service_pb2.WatchRunsResponse], status: SourceStatus
+    ) -> None:
+        self._messages = messages
+        self._status = status
+        self._runs: list[run_definition_pb2.Run] = []
+        self._changed = asyncio.Event()  # runs arrived, or were taken, or the stream ended
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Batches:
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._reader is not None
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader  # its error, if any, was raised by next()
+
+    async def _read(self) -> None:
+        async for message in self._messages:
+            self._status.last_message_at = time.time()
+            while len(self._runs) >= READ_AHEAD:
+                self._changed.clear()
+                await self._changed.wait()
+            self._runs.extend(message.runs)
+            self._changed.set()
+
+    async def next(self) -> list[run_definition_pb2.Run] | None:
+        assert self._reader is not None
+        while not self._runs and not self._reader.done():
+            self._changed.clear()
+            waiting = asyncio.ensure_future(self._changed.wait())
+            await asyncio.wait({waiting, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+        if self._runs:
+            batch, self._runs = self._runs, []
+            self._changed.set()  # room again for a reader waiting on READ_AHEAD
+            return batch
+        self._reader.result()  # raises what ended the stream
+        return None
 
 
 def _task(run: run_definition_pb2.Run) -> str:
