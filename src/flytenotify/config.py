@@ -623,11 +623,22 @@ class ActionGrant(Section):
         return actors
 
     def grants(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
-        if self.project not in ("", execution.project) or self.domain not in ("", execution.domain):
-            return False
-        if action not in self.actions:
+        if not self._covers(action, execution):
             return False
         return any(_names(entry, who) for entry in self.actors for who in _claims(actor))
+
+    def names_kind(
+        self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]
+    ) -> bool:
+        """Whether it lets someone of one of ``kinds`` do ``action`` on ``execution``."""
+        if not self._covers(action, execution):
+            return False
+        return any(entry.partition(":")[0] in kinds for entry in self.actors)
+
+    def _covers(self, action: ActionKind, execution: ExecutionId) -> bool:
+        if self.project not in ("", execution.project) or self.domain not in ("", execution.domain):
+            return False
+        return action in self.actions
 
 
 def _claims(actor: Actor) -> tuple[str, ...]:
@@ -649,6 +660,11 @@ class ActionsConfig(Section):
 
     def permits(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
         return any(grant.grants(actor, action, execution) for grant in self.allow)
+
+    def offers(self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        """Whether some identity of ``kinds`` (``slack``, ``mattermost``...) may do
+        ``action`` on ``execution``: a chat message offers its button then."""
+        return any(grant.names_kind(action, execution, kinds) for grant in self.allow)
 
 
 class WaitingRule(Section):

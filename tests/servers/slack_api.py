@@ -29,14 +29,22 @@ and ``not_in_channel`` mark channels. Every call is recorded in ``calls``
 with its arrival time on ``time.monotonic()``; every message posted is kept
 in ``messages`` by (channel ID, ts) as it now reads, and :meth:`delete` deletes
 one (or :meth:`post_as_someone` posts one the bot cannot edit).
+
+Interactivity: :meth:`SlackApiServer.interaction` makes the callback Slack sends
+when a person clicks a button on a message it holds (a ``block_actions``
+payload, form-encoded, signed with the app's signing secret as Slack signs:
+:func:`slack_signature`), for a test to send to the app's Request URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,11 +55,19 @@ from multidict import CIMultiDict
 
 from tests.servers.http_sink import LoopbackServer
 
-__all__ = ["DEFAULT_CHANNELS", "DEFAULT_TOKEN", "WEBHOOK", "SlackApiServer", "SlackCall"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "DEFAULT_TOKEN",
+    "WEBHOOK",
+    "SlackApiServer",
+    "SlackCall",
+    "slack_signature",
+]
 
 DEFAULT_TOKEN = "xoxb-flytenotify-test"
 DEFAULT_CHANNELS = {"general": "C0GENERAL1", "alerts": "C0ALERTS01", "ops": "C0OPS00001"}
 WEBHOOK = "incoming-webhook"  # the ``method`` recorded for incoming-webhook posts
+TEAM_ID = "T0TEST"
 
 Answer = dict[str, Any]
 
@@ -163,6 +179,71 @@ class SlackApiServer(LoopbackServer):
             for (channel, _), message in self.messages.items()
             if channel == channel_id and "thread_ts" not in message
         ]
+
+    def interaction(
+        self,
+        channel_id: str,
+        ts: str,
+        action_id: str,
+        *,
+        user_id: str,
+        signing_secret: str,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The interactivity callback Slack sends when ``user_id`` clicks the button
+        ``action_id`` on a message: a ``block_actions`` payload, form-encoded, and its
+        headers, signed as Slack signs (``v0:TIMESTAMP:BODY``, HMAC-SHA256 with the
+        app's signing secret) at ``timestamp`` (now unless given)."""
+        message = self.messages[(channel_id, ts)]
+        block, element = _find_button(message["blocks"], action_id)
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+            "api_app_id": "A0TESTAPP",
+            "token": "verification-token-is-deprecated",
+            "container": {
+                "type": "message",
+                "message_ts": ts,
+                "channel_id": channel_id,
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"{next(self._ts)}.trigger",
+            "team": {"id": TEAM_ID, "domain": "flytenotify-test"},
+            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
+            "message": {key: value for key, value in message.items() if key != "bot"},
+            "response_url": f"{self.base}/actions/{TEAM_ID}/response",
+            "actions": [
+                {
+                    "type": element["type"],
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", ""),
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        when = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(when),
+            "X-Slack-Signature": slack_signature(signing_secret, when, body),
+        }
+        return body, headers
+
+    def buttons(self, channel_id: str, ts: str) -> list[str]:
+        """The action ids of the buttons a message shows now."""
+        return [
+            element["action_id"]
+            for block in self.messages[(channel_id, ts)]["blocks"]
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+        ]
+
+    def _channel_name(self, channel_id: str) -> str:
+        names = {cid: name for name, cid in self.channels.items()}
+        return names.get(channel_id, "directmessage")
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
@@ -394,6 +475,21 @@ def block_problems(blocks: Any) -> list[str]:
     return problems
 
 
+def slack_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``X-Slack-Signature`` of a request: ``v0=`` and the hex HMAC-SHA256 of
+    ``v0:TIMESTAMP:BODY`` keyed by the signing secret."""
+    signed = b"v0:" + str(timestamp).encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def _find_button(blocks: list[dict[str, Any]], action_id: str) -> tuple[dict[str, Any], Any]:
+    for block in blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                return block, element
+    raise KeyError(f"no button {action_id!r} on the message")
+
+
 def _text_of(obj: Any) -> str:
     return str(obj.get("text", "")) if isinstance(obj, dict) else ""
 
@@ -435,7 +531,16 @@ def _section_problems(block: dict[str, Any]) -> list[str]:
 
 def _actions_problems(block: dict[str, Any]) -> list[str]:
     problems: list[str] = []
-    for element in block.get("elements", []):
+    elements = block.get("elements", [])
+    if not 0 < len(elements) <= 25:
+        problems.append("actions needs 1-25 elements")
+    if len(str(block.get("block_id", ""))) > 255:
+        problems.append("block_id over 255 characters")
+    for element in elements:
+        if len(str(element.get("action_id", ""))) > 255:
+            problems.append("action_id over 255 characters")
+        if len(str(element.get("value", ""))) > 2000:
+            problems.append("button value over 2000 characters")
         if len(_text_of(element.get("text"))) > 75:
             problems.append("button text over 75 characters")
         if len(str(element.get("url", ""))) > 3000:

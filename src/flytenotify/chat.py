@@ -1,0 +1,282 @@
+"""Answering from chat: the buttons on Slack and Mattermost messages, and what a click does.
+
+A failure-type message (FAILED, TIMED_OUT, ABORTED, a deadline's alert) offers
+**Acknowledge** ("I'm on it": recorded once per execution and person, and the
+execution's deadlines alert no more), **Mute launch plan 1 h / 4 h** (a
+silence of that project, domain and launch plan, made as the API makes one)
+and, where ``[[actions.allow]]`` lets a chat user do them in its scope,
+**Relaunch** and **Recover**. A message about a boolean gate waiting for a
+person offers **Approve** and **Reject** where they are allowed. Gate
+answers, relaunches and recoveries go through
+:meth:`flytenotify.app.Notifier.act`, once, audited and allowed as every
+other action is.
+
+What each button does travels in the button itself (:class:`Button`, a small
+JSON object): Slack signs the whole callback with the app's signing secret
+(``channels/slack_interactions``), and a Mattermost button carries an HMAC of
+it with an expiry (:func:`sign_context`), since Mattermost signs nothing. Its
+shape is still checked (:meth:`Button.from_json`), naming the field that is
+wrong.
+
+What a click does is ``web/answers.py``'s; ``web/chat.py`` takes the
+platforms' callbacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import orjson
+
+from flytenotify.domain import (
+    PAUSED,
+    ActionKind,
+    Delivery,
+    DeliveryReason,
+    ExecutionId,
+)
+from flytenotify.errors import (
+    Forbidden,
+    InputError,
+    Problem,
+)
+from flytenotify.intake.limits import identifier_problems
+from flytenotify.models.core.execution import WorkflowExecutionPhase as P
+
+
+class ActionOffers(Protocol):
+    """Who may do what (``[actions]``, :class:`flytenotify.config.ActionsConfig`)."""
+
+    def offers(self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        """Whether some identity of ``kinds`` may do ``action`` on ``execution``."""
+        ...
+
+
+__all__ = [
+    "Button",
+    "ChatAction",
+    "offered",
+    "sign_context",
+    "verify_context",
+]
+
+FAILURES = frozenset({P.FAILED, P.TIMED_OUT, P.ABORTED})
+
+
+class ChatAction(enum.StrEnum):
+    """What a button asks."""
+
+    ACKNOWLEDGE = "ack"
+    MUTE_1H = "mute_1h"
+    MUTE_4H = "mute_4h"
+    APPROVE = "approve"
+    REJECT = "reject"
+    RELAUNCH = "relaunch"
+    RECOVER = "recover"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def flyte(self) -> ActionKind | None:
+        """The action on Flyte it asks for, if it asks Flyte anything."""
+        return _FLYTE.get(self)
+
+    @property
+    def mutes_for(self) -> timedelta | None:
+        return _MUTES.get(self)
+
+    @property
+    def family(self) -> frozenset[ChatAction]:
+        """The buttons a settled answer to this one takes off the message."""
+        for family in _FAMILIES:
+            if self in family:
+                return family
+        return frozenset({self})
+
+
+_LABELS = {
+    ChatAction.ACKNOWLEDGE: "Acknowledge",
+    ChatAction.MUTE_1H: "Mute launch plan 1 h",
+    ChatAction.MUTE_4H: "Mute 4 h",
+    ChatAction.APPROVE: "Approve",
+    ChatAction.REJECT: "Reject",
+    ChatAction.RELAUNCH: "Relaunch",
+    ChatAction.RECOVER: "Recover",
+}
+_FLYTE = {
+    ChatAction.APPROVE: ActionKind.APPROVE,
+    ChatAction.REJECT: ActionKind.REJECT,
+    ChatAction.RELAUNCH: ActionKind.RELAUNCH,
+    ChatAction.RECOVER: ActionKind.RECOVER,
+}
+_MUTES = {ChatAction.MUTE_1H: timedelta(hours=1), ChatAction.MUTE_4H: timedelta(hours=4)}
+_FAMILIES = (
+    frozenset({ChatAction.APPROVE, ChatAction.REJECT}),
+    frozenset({ChatAction.MUTE_1H, ChatAction.MUTE_4H}),
+)
+
+
+@dataclass(frozen=True)
+class Button:
+    """What one button asks: the action, the execution, the gate (approve and reject)
+    and the launch plan (what a mute silences)."""
+
+    action: ChatAction
+    execution_id: ExecutionId
+    signal_id: str = ""
+    launch_plan: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        eid = self.execution_id
+        found = {
+            "action": self.action.value,
+            "project": eid.project,
+            "domain": eid.domain,
+            "name": eid.name,
+            "signal_id": self.signal_id,
+            "launch_plan": self.launch_plan,
+        }
+        return {key: value for key, value in found.items() if value}
+
+    def encode(self) -> str:
+        return orjson.dumps(self.to_json()).decode()
+
+    @classmethod
+    def from_json(cls, data: object, field: str) -> Button:
+        """The button ``data`` describes, or :class:`InputError` naming ``field.KEY``."""
+        if not isinstance(data, dict):
+            raise InputError(Problem(field, "must be an object describing the button"))
+        problems: list[Problem] = []
+        action = str(data.get("action"))
+        if action not in set(ChatAction):
+            names = ", ".join(a.value for a in ChatAction)
+            problems.append(Problem(f"{field}.action", f"must be one of {names}, got {action!r}"))
+        for key in ("project", "domain", "name"):
+            problems += identifier_problems(data.get(key), f"{field}.{key}", key)
+        for key, part in (("signal_id", "name"), ("launch_plan", "name")):
+            problems += identifier_problems(data.get(key, ""), f"{field}.{key}", part, False)
+        unknown = set(data) - {"action", "project", "domain", "name", "signal_id", "launch_plan"}
+        problems += [Problem(f"{field}.{key}", "is not a field of a button") for key in unknown]
+        if not problems:
+            chosen = ChatAction(action)
+            if chosen.flyte is not None and chosen.flyte.answers_gate and not data.get("signal_id"):
+                problems.append(Problem(f"{field}.signal_id", f"{chosen.value} names the gate"))
+            if chosen.mutes_for is not None and not data.get("launch_plan"):
+                problems.append(Problem(f"{field}.launch_plan", "a mute names the launch plan"))
+        if problems:
+            raise InputError(problems)
+        return cls(
+            ChatAction(action),
+            ExecutionId(data["project"], data["domain"], data["name"]),
+            signal_id=data.get("signal_id", ""),
+            launch_plan=data.get("launch_plan", ""),
+        )
+
+    @classmethod
+    def decode(cls, text: object, field: str) -> Button:
+        if not isinstance(text, str):
+            raise InputError(Problem(field, "must be a string holding the button's JSON"))
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise InputError(Problem(field, "is not the JSON of a button")) from None
+        return cls.from_json(data, field)
+
+
+# -- which buttons a message offers ---------------------------------------------------------
+
+
+def offered(delivery: Delivery, actions: ActionOffers, kinds: Collection[str]) -> list[Button]:
+    """The buttons a message about ``delivery`` carries on a platform whose users are
+    identities of ``kinds`` (``slack``, ``slack-group``; ``mattermost``)."""
+    if delivery.digest is not None:
+        return []  # a digest speaks of many executions: each has its own message
+    eid = delivery.execution_id
+    variables = delivery.message.variables
+    if delivery.phase == PAUSED and delivery.reason is DeliveryReason.PHASE:
+        gate = variables.get("action", "")
+        if not gate or variables.get("expects") != "bool":
+            return []  # a typed gate is answered in the console
+        wanted = (ChatAction.APPROVE, ChatAction.REJECT)
+        return [
+            Button(action, eid, signal_id=gate)
+            for action in wanted
+            if _may(actions, action, eid, kinds)
+        ]
+    failed = delivery.reason is DeliveryReason.DEADLINE or (
+        delivery.reason is DeliveryReason.PHASE and delivery.phase in FAILURES
+    )
+    if not failed:
+        return []
+    buttons = [Button(ChatAction.ACKNOWLEDGE, eid)]
+    plan = launch_plan_of(delivery)
+    if plan:
+        buttons += [
+            Button(m, eid, launch_plan=plan) for m in (ChatAction.MUTE_1H, ChatAction.MUTE_4H)
+        ]
+    if delivery.reason is DeliveryReason.PHASE:
+        again = (ChatAction.RELAUNCH, ChatAction.RECOVER)
+        buttons += [Button(a, eid) for a in again if _may(actions, a, eid, kinds)]
+    return buttons
+
+
+def launch_plan_of(delivery: Delivery) -> str:
+    """The name of the launch plan (a Flyte 2 run's task) a mute would silence."""
+    if delivery.launch_plan is not None:
+        return delivery.launch_plan.name
+    return delivery.message.variables.get("launch_plan.name", "")
+
+
+def _may(
+    actions: ActionOffers, action: ChatAction, eid: ExecutionId, kinds: Collection[str]
+) -> bool:
+    kind = action.flyte
+    return kind is not None and actions.offers(kind, eid, kinds)
+
+
+# -- Mattermost: buttons carry their own proof -----------------------------------------------
+
+_CONTEXT_FIELDS = ("button", "expires", "mac")
+
+
+def sign_context(button: Button, secret: bytes, expires: float) -> dict[str, Any]:
+    """A Mattermost button's ``integration.context``: what it asks, until when, and an
+    HMAC-SHA256 over both keyed by ``[mattermost] action_secret``."""
+    data = button.to_json()
+    return {"button": data, "expires": int(expires), "mac": _mac(data, int(expires), secret)}
+
+
+def verify_context(context: object, secret: bytes, now: float) -> Button:
+    """The button a Mattermost callback's ``context`` carries, if its HMAC holds and it
+    has not expired. Raises :class:`Forbidden` (forged, expired) or :class:`InputError`
+    (a malformed context), naming the field."""
+    if not isinstance(context, dict):
+        raise InputError(Problem("context", "must be an object"))
+    missing = [name for name in _CONTEXT_FIELDS if name not in context]
+    if missing:
+        raise InputError([Problem(f"context.{name}", "is required") for name in missing])
+    data, expires, mac = (context[name] for name in _CONTEXT_FIELDS)
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        raise InputError(Problem("context.expires", "must be an integer (Unix seconds)"))
+    if not isinstance(mac, str) or not isinstance(data, dict):
+        raise Forbidden(Problem("context.mac", "does not match the button: forged or altered"))
+    if not hmac.compare_digest(mac.encode(), _mac(data, expires, secret).encode()):
+        raise Forbidden(Problem("context.mac", "does not match the button: forged or altered"))
+    if expires <= now:
+        raise Forbidden(Problem("context.expires", "the button has expired"))
+    return Button.from_json(data, "context.button")
+
+
+def _mac(data: dict[str, Any], expires: int, secret: bytes) -> str:
+    signed = orjson.dumps({"button": data, "expires": expires}, option=orjson.OPT_SORT_KEYS)
+    digest = hmac.new(secret, signed, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
