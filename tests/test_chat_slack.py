@@ -22,6 +22,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from flytenotify import Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.config import (
@@ -51,6 +52,7 @@ from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app
 from tests import flyteadmin_egress, gates
 from tests.flyteadmin_egress import workflow_event
+from tests.helpers import event_json
 from tests.servers.flyteadmin import FlyteAdminServer, admin_execution
 from tests.servers.slack_api import DEFAULT_TOKEN, SlackApiServer
 
@@ -201,6 +203,13 @@ async def test_acknowledge_updates_the_message_records_who_and_stops_the_deadlin
         (update,) = slack.calls_to("chat.update")
         assert (update.body["channel"], update.body["ts"]) == (ALERTS, ts)
 
+        # The audit trail shows it: the API's execution and the console's timeline.
+        detail = (await client.get("/api/v1/executions/proj/prod/e1")).json()
+        (shown_ack,) = detail["acknowledgements"]
+        assert (shown_ack["actor"], shown_ack["message"]) == (ack.actor, ack.message)
+        page = (await client.get("/ui/executions/proj/prod/e1")).text
+        assert 'Acknowledged</strong> by <span class="wrap">slack:U0ALICE</span>' in page
+
         # The same callback again (a replay within Slack's window): nothing new.
         again = await replay(client, sent)
         assert again.status_code == 200
@@ -324,6 +333,46 @@ async def test_approve_from_slack_sets_the_signal_once_and_a_stranger_is_refused
         ("slack:U0ALICE", "done"),
     ]
     assert history[1].proof == "slack-signature"
+
+
+async def test_relaunch_from_a_failure_message_where_actions_allow_it(
+    database_url: str, admin: FlyteAdminServer
+) -> None:
+    plan = EntityId(RUN.project, RUN.domain, "release", "v1")
+    allow = [{"project": RUN.project, "actors": ["slack:*"], "actions": ["relaunch"]}]
+    async with SlackApiServer() as slack:
+        settings = Settings.model_validate(
+            {
+                "database": {"url": database_url},
+                "flyteadmin": admin.config().model_dump(exclude_none=True),
+                "slack": slack_section(slack).model_dump(mode="python"),
+                "actions": {"allow": allow},
+            }
+        )
+        async with serving(settings) as (notifier, client):
+            await notifier.register_launch_plan(plan, [Slack([P.FAILED], ["#alerts"])])
+            await notifier.create_execution(RUN, launch_plan=plan)
+            failed = event_json(
+                RUN.name, "FAILED", project=RUN.project, domain=RUN.domain, error="boom"
+            )
+            await notifier.report_event(failed)
+            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+            ts = root_ts(slack)
+            # Relaunch is allowed to Slack users here; recover is not: no button for it.
+            assert [b for b in slack.buttons(ALERTS, ts) if b != "flytenotify_open_console"] == [
+                "flytenotify_ack",
+                "flytenotify_mute_1h",
+                "flytenotify_mute_4h",
+                "flytenotify_relaunch",
+            ]
+            answer, _ = await click(client, slack, ts, "relaunch", user=MALLORY)
+            assert answer.status_code == 200
+            (record,) = await notifier.action_history(RUN)
+    assert len(admin.requests_to("RelaunchExecution")) == 1
+    assert (record.actor, record.outcome.value) == ("slack:U0MALLORY", "done")
+    assert notes(slack, ts)[-1].startswith(f"Relaunched by <@{MALLORY}> at ")
+    assert notes(slack, ts)[-1].endswith(f": {record.result}")
+    assert "flytenotify_relaunch" not in slack.buttons(ALERTS, ts)
 
 
 # -- refused before anything is done ------------------------------------------------------------

@@ -130,7 +130,7 @@ def console_app(
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # event | delivery | attempt | action
+    kind: str  # event | delivery | attempt | action | acknowledgement
     item: Any
     delivery: Delivery | None = None
 
@@ -365,6 +365,8 @@ class _Console:
         actions = await self.notifier.action_history(execution_id)
         for action in actions:
             timeline.append(TimelineEntry(action.requested_at, "action", action))
+        for ack in await self.notifier.acknowledgements(execution_id):
+            timeline.append(TimelineEntry(ack.acknowledged_at, "acknowledgement", ack))
         timeline.sort(key=lambda entry: entry.at)
         return self.render(
             request,
