@@ -784,6 +784,15 @@ class Notifier:
             log.info("%s acknowledged by %s", execution_id, actor.identity)
         return found, new
 
+    async def use_link(self, nonce: str, actor: Actor) -> tuple[str, datetime, bool]:
+        """Record the first use of a signed link (once across replicas): who, when, and
+        whether this is the first use (else who used it first, and when)."""
+        return await self.store.use_link(nonce, actor.identity, self.now())
+
+    async def release_link(self, nonce: str) -> None:
+        """A use that could not be carried out: the link works again."""
+        await self.store.release_link(nonce)
+
     async def acknowledgements(self, execution_id: ExecutionId) -> list[Acknowledgement]:
         """Who acknowledged the execution, and when, first first."""
         return await self.store.list_acknowledgements(execution_id)

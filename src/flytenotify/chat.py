@@ -280,3 +280,83 @@ def _mac(data: dict[str, Any], expires: int, secret: bytes) -> str:
     signed = orjson.dumps({"button": data, "expires": expires}, option=orjson.OPT_SORT_KEYS)
     digest = hmac.new(secret, signed, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+# -- email: signed links to the console ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedLink:
+    """What a signed link carries: the button, for whom (an email address), its nonce
+    (a link is used once) and until when it works."""
+
+    button: Button
+    recipient: str
+    nonce: str
+    expires: int
+
+
+def sign_link(link: SignedLink, secret: bytes) -> str:
+    """The link's token: its JSON and an HMAC-SHA256 of it, both base64url."""
+    data = {
+        "button": link.button.to_json(),
+        "to": link.recipient,
+        "nonce": link.nonce,
+        "expires": link.expires,
+    }
+    body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    mac = hmac.new(secret, body, hashlib.sha256).digest()
+    return f"{_b64(body)}.{_b64(mac)}"
+
+
+def verify_link(token: object, secret: bytes, now: float) -> SignedLink:
+    """The link ``token`` stands for, if its HMAC holds and it has not expired.
+    Raises :class:`Forbidden` (forged, altered, expired) or :class:`InputError`
+    (not a token at all), naming ``token``."""
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
+        raise InputError(Problem("token", "is not a flytenotify link token"))
+    body_text, mac_text = token.split(".")
+    try:
+        body, mac = _unb64(body_text), _unb64(mac_text)
+    except ValueError:
+        raise InputError(Problem("token", "is not a flytenotify link token")) from None
+    expected = hmac.new(secret, body, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected):
+        raise Forbidden(Problem("token", "does not match its signature: forged or altered"))
+    data = orjson.loads(body)
+    expires = data.get("expires")
+    if not isinstance(expires, int) or expires <= now:
+        raise Forbidden(Problem("token", "the link has expired"))
+    button = Button.from_json(data.get("button"), "token.button")
+    return SignedLink(button, str(data.get("to", "")), str(data.get("nonce", "")), expires)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    if not text or not all(c.isalnum() or c in "-_" for c in text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+EMAIL_KINDS = frozenset({"email"})
+
+
+def email_links(
+    delivery: Delivery, actions: ActionOffers, base_url: str, secret: bytes, ttl: float
+) -> list[tuple[str, str]]:
+    """``(label, URL)`` of the signed links an email to one person carries: the buttons
+    a chat message would, for ``delivery.recipient``. The same delivery gives the
+    same links (nonce and expiry come from it), so a resent email carries the same."""
+    if delivery.digest is not None or delivery.message.envelope is not None:
+        return []  # a digest, or a user's email to several people: nobody to vouch for
+    expires = int(delivery.created_at.timestamp() + ttl)
+    links = []
+    for button in offered(delivery, actions, EMAIL_KINDS):
+        seed = f"{delivery.idempotency_key}/{button.action.value}".encode()
+        nonce = hashlib.sha256(seed).hexdigest()[:32]
+        token = sign_link(SignedLink(button, delivery.recipient, nonce, expires), secret)
+        links.append((button.action.label, f"{base_url}?token={token}"))
+    return links

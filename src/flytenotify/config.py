@@ -654,9 +654,23 @@ def _names(entry: str, identity: str) -> bool:
 
 
 class ActionsConfig(Section):
-    """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may."""
+    """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may.
+
+    ``link_secret`` (with ``[templates] public_url``) puts signed links in emails
+    sent to one person: the answer buttons chat messages carry, as links to a
+    confirmation page in the console (``/ui/act``), each usable once, until
+    ``link_ttl`` seconds after the message was written, as ``email:<recipient>``.
+    """
 
     allow: list[ActionGrant] = Field(default_factory=list)
+    link_secret: SecretStr | None = None
+    link_secret_file: Path | None = None
+    link_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    _secret_pairs = (("link_secret", "link_secret_file"),)
+
+    def resolved_link_secret(self) -> str | None:
+        return read_secret(self.link_secret, self.link_secret_file)
 
     def permits(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
         return any(grant.grants(actor, action, execution) for grant in self.allow)

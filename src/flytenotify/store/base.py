@@ -519,6 +519,15 @@ class Store(Protocol):
         """The execution's acknowledgements, first first."""
         ...
 
+    async def use_link(self, nonce: str, actor: str, at: datetime) -> tuple[str, datetime, bool]:
+        """Record the first use of the signed link ``nonce``: who used it and when,
+        and whether this use is the first (else who used it first, and when)."""
+        ...
+
+    async def release_link(self, nonce: str) -> None:
+        """Forget a use that could not be carried out: the link works again."""
+        ...
+
     # -- deadlines and their timers ---------------------------------------
 
     async def put_deadline(self, deadline: Deadline, schedule: Timer | None) -> None:

@@ -197,6 +197,20 @@ class SQLStore(ABC):
         rows = await self._fetch(self.queries["list_acknowledgements"], key)
         return [codec.acknowledgement_from_row(row) for row in rows]
 
+    async def use_link(self, nonce: str, actor: str, at: datetime) -> tuple[str, datetime, bool]:
+        rows = await self._change_returning(
+            self.queries["use_link"], (nonce, actor, codec.timestamp(at))
+        )
+        if rows:
+            return actor, at, True
+        first = await self._fetch_one("used_link", (nonce,))
+        if first is None:  # used, and released meanwhile: this use may go on another time
+            return actor, at, False
+        return first["actor"], codec.from_timestamp(first["used_at"]), False
+
+    async def release_link(self, nonce: str) -> None:
+        await self._change(self.queries["release_link"], (nonce,))
+
     # -- deadlines and their timers ----------------------------------------------------------
 
     async def list_deadlines(self) -> list[Deadline]:

@@ -193,6 +193,18 @@ SELECT * FROM acknowledgements WHERE project = ? AND domain = ? AND name = ? AND
 -- An execution's acknowledgements, first first.
 SELECT * FROM acknowledgements WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
 
+-- name: use_link
+-- A signed link's first use: a second writes nothing and returns no row.
+INSERT INTO used_links (nonce, actor, used_at) VALUES (?, ?, ?)
+ON CONFLICT (nonce) DO NOTHING RETURNING *;
+
+-- name: used_link
+SELECT * FROM used_links WHERE nonce = ?;
+
+-- name: release_link
+-- A use that could not be carried out (Flyte unreachable): the link works again.
+DELETE FROM used_links WHERE nonce = ?;
+
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
