@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from pydantic import SecretStr
 
 from flytenotify import Slack
 from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
+from flytenotify.cli import main
 from flytenotify.config import (
     DatabaseConfig,
     DeadlineSpec,
@@ -225,6 +227,14 @@ async def test_acknowledge_updates_the_message_records_who_and_stops_the_deadlin
         assert [a.breach for a in alerts] == [TimerKind.MAX_QUEUED]
         assert len(await notifier.deliveries(DeliveryFilter(execution=run))) == 1
     assert len(slack.posts(ALERTS)) == 1
+    # The CLI shows it too.
+    show = ["executions", "show", "proj/prod/e1", "--db", database_url]
+    shown = await asyncio.to_thread(CliRunner().invoke, main, [*show, "--json"])
+    assert shown.exit_code == 0, shown.output
+    (listed,) = json.loads(shown.output)["acknowledgements"]
+    assert listed["actor"] == "slack:U0ALICE"
+    text = await asyncio.to_thread(CliRunner().invoke, main, show)
+    assert "acknowledged: by slack:U0ALICE at " in text.output
 
 
 # -- Mute -------------------------------------------------------------------------------------
