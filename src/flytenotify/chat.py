@@ -197,7 +197,7 @@ class Button:
 
 def offered(delivery: Delivery, actions: ActionOffers, kinds: Collection[str]) -> list[Button]:
     """The buttons a message about ``delivery`` carries on a platform whose users are
-    identities of ``kinds`` (``slack``, ``slack-group``; ``mattermost``)."""
+    identities of ``kinds`` (``slack``, ``mattermost``, ``email``)."""
     if delivery.digest is not None:
         return []  # a digest speaks of many executions: each has its own message
     eid = delivery.execution_id

@@ -204,8 +204,9 @@ MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_wind
 # attempt return transient at once, leaving the wait to the engine's scheduler.
 DEFAULT_MAX_WAIT = 10.0
 
-# The identities a Slack user's click is vouched as ([[actions.allow]] kinds).
-SLACK_KINDS = frozenset({"slack", "slack-group"})
+# The identities a Slack user's click is vouched as ([[actions.allow]] kinds): the user
+# alone; their user groups are not looked up, so slack-group entries match no click.
+SLACK_KINDS = frozenset({"slack"})
 
 
 # --------------------------------------------------------------------------
