@@ -439,6 +439,21 @@ async def test_a_well_signed_but_malformed_payload_is_400_naming_the_field(tmp_p
             wrong_type = await send({"type": "view_submission", "user": user})
             no_name = await send({"type": "block_actions", "user": user, "actions": actions})
             bad_user = await send({"type": "block_actions", "user": {"id": "<!channel>"}})
+            # Well formed where it matters, junk where Slack echoes the message: done, and
+            # the message that cannot be updated is answered with an ephemeral text.
+            good = json.dumps({"action": "ack", "project": "proj", "domain": "prod", "name": "x"})
+            junk_blocks = [{"type": "actions", "block_id": "flytenotify_actions", "elements": [3]}]
+            odd = await send(
+                {
+                    "type": "block_actions",
+                    "user": user,
+                    "actions": [{"action_id": "flytenotify_ack", "value": good}],
+                    "container": {"channel_id": ALERTS, "message_ts": "1.000001"},
+                    "message": {"text": "x", "blocks": [*junk_blocks, "junk"]},
+                }
+            )
+    assert odd.status_code == 200, odd.text
+    assert odd.json()["text"].startswith(f"Acknowledged by <@{ALICE}> at ")
     assert wrong_type.status_code == 400
     assert wrong_type.json()["problems"][0]["field"] == "payload.type"
     assert no_name.status_code == 400

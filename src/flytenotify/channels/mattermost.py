@@ -340,6 +340,12 @@ MATTERMOST_KINDS = frozenset({"mattermost"})
 _STYLES = {ChatAction.APPROVE: "good", ChatAction.REJECT: "danger"}
 
 
+def _kept(actions: Any, gone: Collection[str]) -> list[Any]:
+    """A post's buttons less those ``gone`` names."""
+    found = actions if isinstance(actions, list) else []
+    return [x for x in found if isinstance(x, dict) and x.get("id") not in gone]
+
+
 def action_id(action: ChatAction) -> str:
     """A button's id as Mattermost wants it: letters and digits only."""
     return ACTION_PREFIX + re.sub(r"[^a-z0-9]", "", action.value)
@@ -525,9 +531,10 @@ class MattermostChannel(ChannelDefaults):
         props = post.get("props") if isinstance(post.get("props"), dict) else {}
         assert isinstance(props, dict)
         gone = {action_id(a) for a in button.action.family} if settled else set()
+        given = props.get("attachments")
         attachments = [
-            {**a, "actions": [x for x in a.get("actions", []) if x.get("id") not in gone]}
-            for a in props.get("attachments", [])
+            {**a, "actions": _kept(a.get("actions"), gone)}
+            for a in (given if isinstance(given, list) else [])
             if isinstance(a, dict)
         ]
         message = f"{post.get('message', '')}\n\n{note}"

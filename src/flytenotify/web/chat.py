@@ -242,7 +242,12 @@ def _without_answered(block: Any, click: _SlackClick, answer: ClickAnswer) -> di
     if block.get("block_id") != ACTIONS_BLOCK or not answer.settled:
         return block
     gone = {f"{ANSWER_PREFIX}{a.value}" for a in click.button.action.family}
-    elements = [e for e in block.get("elements", []) if e.get("action_id") not in gone]
+    given = block.get("elements")
+    elements = [
+        e
+        for e in (given if isinstance(given, list) else [])
+        if isinstance(e, dict) and e.get("action_id") not in gone
+    ]
     return {**block, "elements": elements} if elements else None
 
 
