@@ -52,6 +52,7 @@ from flytenotify.intake.source import Received
 from flytenotify.metrics import Metrics
 from flytenotify.store.base import DeliveryFilter
 from flytenotify.web.api import create_app
+from flytenotify.web.chat import SLACK_ANSWER_WITHIN, WORKING
 from tests import flyteadmin_egress, gates
 from tests.flyteadmin_egress import workflow_event
 from tests.helpers import event_json
@@ -164,10 +165,11 @@ def run_with(name: str) -> Execution:
     )
 
 
-async def fail(notifier: Notifier, run: Execution) -> None:
+async def fail(notifier: Notifier, run: Execution) -> ExecutionId:
     event = ExecutionEvent(run.id, P.FAILED, datetime.now(UTC))
     await notifier.record_checked_events([event], {run.id: run})
     await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+    return run.id
 
 
 # -- Acknowledge -------------------------------------------------------------------------------
@@ -383,6 +385,23 @@ async def test_relaunch_from_a_failure_message_where_actions_allow_it(
     assert notes(slack, ts)[-1].startswith(f"Relaunched by <@{MALLORY}> at ")
     assert notes(slack, ts)[-1].endswith(f": {record.result}")
     assert "flytenotify_relaunch" not in slack.buttons(ALERTS, ts)
+
+
+async def test_a_click_slower_than_slacks_3_seconds_is_answered_at_once_and_shown_later(
+    tmp_path: Any,
+) -> None:
+    async with SlackApiServer() as slack:
+        settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", slack)
+        async with serving(settings) as (notifier, client):
+            run = await fail(notifier, run_with("r9"))
+            ts = root_ts(slack)
+            slack.delay = SLACK_ANSWER_WITHIN + 1.0  # chat.update takes longer than Slack waits
+            answer, _ = await click(client, slack, ts, "ack")
+            assert answer.status_code == 200
+            assert answer.json()["text"] == WORKING
+            assert len(await notifier.acknowledgements(run)) == 1  # done before the update
+            await wait_until(lambda: slack.calls_to("chat.update"), "the message's update")
+    assert notes(slack, ts)[-1].startswith(f"Acknowledged by <@{ALICE}> at ")
 
 
 # -- refused before anything is done ------------------------------------------------------------

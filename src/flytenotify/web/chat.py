@@ -19,6 +19,7 @@ to the person who clicked when the message cannot be updated.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -101,8 +102,37 @@ async def slack_interaction(
         raise ChatRefusal(400, "invalid request", wrong.problems) from None
     if click is None:
         return None  # the console link: nothing to do
-    answer = await answer_click(notifier, click.button, click.actor, click.message_id, "Slack")
     metrics.chat_callbacks.labels("slack", "answered").inc()
+    work = asyncio.create_task(_answer_on_slack(notifier, click))
+    try:
+        # Slack wants an answer within 3 seconds; the work goes on after it if it must.
+        return await asyncio.wait_for(asyncio.shield(work), SLACK_ANSWER_WITHIN)
+    except TimeoutError:
+        _carried_on.add(work)
+        work.add_done_callback(_finished)
+        return s.SlackAnswer(text=WORKING)
+
+
+# Seconds the work of a click may take before Slack is answered without it.
+SLACK_ANSWER_WITHIN = 2.5
+WORKING = "Working on it: the message will say what came of it."
+_carried_on: set[asyncio.Task[Any]] = set()  # clicks still being answered after Slack was
+
+
+def _finished(work: asyncio.Task[Any]) -> None:
+    _carried_on.discard(work)
+    if not work.cancelled():
+        work.exception()  # logged where it was raised; retrieved so asyncio says nothing
+
+
+async def _answer_on_slack(notifier: Notifier, click: _SlackClick) -> s.SlackAnswer | None:
+    """Do the click and show what came of it on the message; an ephemeral answer when
+    the message could not say it (or nothing could be done now)."""
+    try:
+        answer = await answer_click(notifier, click.button, click.actor, click.message_id, "Slack")
+    except Exception:
+        log.exception("slack: a click on %s could not be answered", click.message_id)
+        raise
     note = escape_mrkdwn(answer.note).replace("{who}", f"<@{click.user}>")
     failed = await _show_on_slack(notifier, click, answer, note)
     if failed or answer.retry:
