@@ -347,6 +347,66 @@ async def test_approve_from_slack_sets_the_signal_once_and_a_stranger_is_refused
     assert history[1].proof == "slack-signature"
 
 
+@pytest.fixture
+def admin_at_replicas() -> Iterator[FlyteAdminServer]:
+    """FlyteAdmin with the run waiting at its typed gate alone."""
+    plan = EntityId(RUN.project, RUN.domain, "release", "v1")
+    with FlyteAdminServer() as server:
+        server.add(admin_execution(RUN, launch_plan=plan, workflow=plan))
+        server.reach_gates(RUN, gates.template(), only=["replicas"])
+        yield server
+
+
+async def test_a_typed_gate_is_answered_in_a_modal_its_value_checked_first(
+    database_url: str, admin_at_replicas: FlyteAdminServer
+) -> None:
+    admin = admin_at_replicas
+    async with SlackApiServer() as slack:
+        settings = Settings.model_validate(
+            {
+                "database": {"url": database_url},
+                "flyteadmin": admin.config().model_dump(exclude_none=True),
+                "slack": slack_section(slack).model_dump(mode="python"),
+                "waiting": {"releases": {"recipients": ["#alerts"]}},
+                "actions": {"allow": [{"project": RUN.project, "actors": ["slack:U0ALICE"]}]},
+            }
+        )
+        async with serving(settings) as (notifier, client):
+            await EgressIntake(notifier, Metrics(), "nats").handle([node_message("replicas")])
+            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+            ts = root_ts(slack)
+            assert slack.buttons(ALERTS, ts)[0] == "flytenotify_answer"
+
+            opened, _ = await click(client, slack, ts, "answer")
+            assert opened.status_code == 200
+            assert opened.content == b""  # the modal is open: nothing else to say
+            (view,) = slack.views
+
+            async def submit(value: str) -> httpx.Response:
+                sent = slack.submission(view, value, user_id=ALICE, signing_secret=SECRET)
+                return await replay(client, sent)
+
+            wrong = await submit("three")
+            assert wrong.status_code == 200
+            assert wrong.json() == {
+                "response_action": "errors",
+                "errors": {"value": "Refused: the gate expects an integer (int), got 'three'"},
+            }
+            assert admin.requests_to("SetSignal") == []
+
+            right = await submit("3")
+            assert right.status_code == 200
+            assert right.content == b""  # the modal closes
+            again = await submit("4")
+            assert again.content == b""
+    assert admin.signal_value(RUN, "replicas").scalar.primitive.integer == 3
+    assert len(admin.requests_to("SetSignal")) == 1
+    said, repeated = [m["text"] for m in slack.replies(ALERTS, ts)]
+    assert said.startswith(f"Signalled by <@{ALICE}> at ")
+    assert said.endswith(": set replicas to 3")
+    assert repeated.startswith("Already signalled by slack:U0ALICE at ")
+
+
 async def test_relaunch_from_a_failure_message_where_actions_allow_it(
     database_url: str, admin: FlyteAdminServer
 ) -> None:
@@ -455,7 +515,10 @@ async def test_a_well_signed_but_malformed_payload_is_400_naming_the_field(tmp_p
             user = {"id": ALICE}
             value = json.dumps({"action": "ack", "project": "proj", "domain": "prod"})
             actions = [{"action_id": "flytenotify_ack", "value": value}]
-            wrong_type = await send({"type": "view_submission", "user": user})
+            wrong_type = await send({"type": "shortcut", "user": user})
+            other_view = await send(
+                {"type": "view_submission", "user": user, "view": {"callback_id": "theirs"}}
+            )
             no_name = await send({"type": "block_actions", "user": user, "actions": actions})
             bad_user = await send({"type": "block_actions", "user": {"id": "<!channel>"}})
             # Well formed where it matters, junk where Slack echoes the message: done, and
@@ -475,6 +538,8 @@ async def test_a_well_signed_but_malformed_payload_is_400_naming_the_field(tmp_p
     assert odd.json()["text"].startswith(f"Acknowledged by <@{ALICE}> at ")
     assert wrong_type.status_code == 400
     assert wrong_type.json()["problems"][0]["field"] == "payload.type"
+    assert other_view.status_code == 400
+    assert other_view.json()["problems"][0]["field"] == "payload.view.callback_id"
     assert no_name.status_code == 400
     assert [p["field"] for p in no_name.json()["problems"]] == ["payload.actions[0].value.name"]
     assert bad_user.status_code == 400

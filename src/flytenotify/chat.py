@@ -80,6 +80,7 @@ class ChatAction(enum.StrEnum):
     REJECT = "reject"
     RELAUNCH = "relaunch"
     RECOVER = "recover"
+    ANSWER = "answer"  # a typed gate: the value is asked for in a form (a Slack modal)
 
     @property
     def label(self) -> str:
@@ -111,12 +112,14 @@ _LABELS = {
     ChatAction.REJECT: "Reject",
     ChatAction.RELAUNCH: "Relaunch",
     ChatAction.RECOVER: "Recover",
+    ChatAction.ANSWER: "Answer…",
 }
 _FLYTE = {
     ChatAction.APPROVE: ActionKind.APPROVE,
     ChatAction.REJECT: ActionKind.REJECT,
     ChatAction.RELAUNCH: ActionKind.RELAUNCH,
     ChatAction.RECOVER: ActionKind.RECOVER,
+    ChatAction.ANSWER: ActionKind.SIGNAL,
 }
 _MUTES = {ChatAction.MUTE_1H: timedelta(hours=1), ChatAction.MUTE_4H: timedelta(hours=4)}
 _FAMILIES = (
@@ -195,18 +198,28 @@ class Button:
 # -- which buttons a message offers ---------------------------------------------------------
 
 
-def offered(delivery: Delivery, actions: ActionOffers, kinds: Collection[str]) -> list[Button]:
+TYPED = frozenset({"int", "float", "str"})  # what a gate's value can be asked for as text
+
+
+def offered(
+    delivery: Delivery, actions: ActionOffers, kinds: Collection[str], *, forms: bool = False
+) -> list[Button]:
     """The buttons a message about ``delivery`` carries on a platform whose users are
-    identities of ``kinds`` (``slack``, ``mattermost``, ``email``)."""
+    identities of ``kinds`` (``slack``, ``mattermost``, ``email``); ``forms``: the
+    platform can ask for a typed gate's value (Slack's modals)."""
     if delivery.digest is not None:
         return []  # a digest speaks of many executions: each has its own message
     eid = delivery.execution_id
     variables = delivery.message.variables
     if delivery.phase == PAUSED and delivery.reason is DeliveryReason.PHASE:
         gate = variables.get("action", "")
-        if not gate or variables.get("expects") != "bool":
-            return []  # a typed gate is answered in the console
-        wanted = (ChatAction.APPROVE, ChatAction.REJECT)
+        expects = variables.get("expects")
+        if gate and forms and expects in TYPED:
+            wanted: tuple[ChatAction, ...] = (ChatAction.ANSWER,)
+        elif gate and expects == "bool":
+            wanted = (ChatAction.APPROVE, ChatAction.REJECT)
+        else:
+            return []  # a gate of another type is answered in the console
         return [
             Button(action, eid, signal_id=gate)
             for action in wanted

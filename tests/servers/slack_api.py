@@ -15,7 +15,8 @@ It behaves as Slack documents, closely enough to test a client against:
   did not post, ``no_text``, ``msg_too_long``, ``invalid_blocks``;
   ``edit_window_closed`` is scripted with :meth:`SlackApiServer.fail`),
   ``users.lookupByEmail`` (``users_not_found``), ``conversations.open``,
-  ``auth.test``.
+  ``auth.test``, ``views.open`` (a modal, kept in ``views``; ``invalid_trigger_id``
+  for a trigger no click gave).
 - ``POST /services/...``: an incoming webhook answering as Slack documents,
   as text: ``ok`` (200), ``invalid_payload`` (400, a body that is not JSON),
   ``no_text`` (400), ``no_service`` (404, a webhook in ``revoked_webhooks``),
@@ -33,7 +34,9 @@ one (or :meth:`post_as_someone` posts one the bot cannot edit).
 Interactivity: :meth:`SlackApiServer.interaction` makes the callback Slack sends
 when a person clicks a button on a message it holds (a ``block_actions``
 payload, form-encoded, signed with the app's signing secret as Slack signs:
-:func:`slack_signature`), for a test to send to the app's Request URL.
+:func:`slack_signature`), for a test to send to the app's Request URL;
+:meth:`SlackApiServer.submission` the ``view_submission`` of a modal the app
+opened, with a value typed in.
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class SlackApiServer(LoopbackServer):
         # (channel ID, ts) -> the message as it now reads ("text", "blocks",
         # "thread_ts" for a reply, "edited" once updated, "bot" when the bot posted it).
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.views: list[dict[str, Any]] = []  # modals opened (views.open), in order
 
     # -- addresses and scripting ----------------------------------------------
 
@@ -232,6 +236,31 @@ class SlackApiServer(LoopbackServer):
         }
         return body, headers
 
+    def submission(
+        self, view: dict[str, Any], value: str, *, user_id: str, signing_secret: str
+    ) -> tuple[bytes, dict[str, str]]:
+        """The ``view_submission`` callback Slack sends when ``user_id`` submits a modal
+        with ``value`` typed into its (one) plain-text input, signed as Slack signs."""
+        (block,) = [b for b in view["blocks"] if b.get("type") == "input"]
+        action_id = block["element"]["action_id"]
+        state = {block["block_id"]: {action_id: {"type": "plain_text_input", "value": value}}}
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "flytenotify-test"},
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+            "api_app_id": "A0TESTAPP",
+            "trigger_id": f"{next(self._ts)}.trigger",
+            "view": {**view, "state": {"values": state}, "team_id": TEAM_ID},
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        now = int(time.time())
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(now),
+            "X-Slack-Signature": slack_signature(signing_secret, now, body),
+        }
+        return body, headers
+
     def buttons(self, channel_id: str, ts: str) -> list[str]:
         """The action ids of the buttons a message shows now."""
         return [
@@ -311,6 +340,7 @@ class SlackApiServer(LoopbackServer):
             "users.lookupByEmail": self._lookup_by_email,
             "conversations.open": self._open,
             "auth.test": self._auth_test,
+            "views.open": self._open_view,
         }
 
     def _channel_id(self, channel: str) -> str | None:
@@ -372,6 +402,21 @@ class SlackApiServer(LoopbackServer):
         message["edited"] = True
         shown = {key: value for key, value in message.items() if key != "bot"}
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": shown}
+
+    def _open_view(self, params: dict[str, Any]) -> Answer:
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger.endswith(".trigger"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(str(view.get("private_metadata", ""))) > 3000:
+            return {"ok": False, "error": "invalid_arguments"}
+        opened = {**view, "id": f"V{next(self._ts):08d}"}
+        self.views.append(opened)
+        return {"ok": True, "view": opened}
 
     def _lookup_by_email(self, params: dict[str, Any]) -> Answer:
         email = str(params.get("email", "")).lower()

@@ -326,6 +326,33 @@ def answer_button(button: Button) -> dict[str, Any]:
     return element
 
 
+ANSWER_VIEW = "flytenotify_answer"  # the callback_id of the modal asking a gate's value
+
+
+def answer_view(button: Button, message_id: str, expects: str = "") -> dict[str, Any]:
+    """The modal asking for a typed gate's value; ``private_metadata`` says which gate
+    and which message (Slack gives it back, signed, with the submission)."""
+    metadata = json.dumps({"button": button.to_json(), "message": message_id})
+    what = f" ({expects})" if expects else ""
+    label = truncate(f"Value for {button.signal_id}{what}", 2000)
+    return {
+        "type": "modal",
+        "callback_id": ANSWER_VIEW,
+        "title": {"type": "plain_text", "text": "Answer the gate"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": metadata,
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "value",
+                "label": {"type": "plain_text", "text": label},
+                "element": {"type": "plain_text_input", "action_id": "value"},
+            }
+        ],
+    }
+
+
 def _actions(url: str, buttons: Sequence[Button]) -> dict[str, Any] | None:
     console = _console_button(url)
     elements = [answer_button(b) for b in buttons]
@@ -609,7 +636,7 @@ class SlackChannel(ChannelDefaults):
         """The answer buttons a message about ``delivery`` carries here."""
         if self._actions is None:
             return []
-        return offered(delivery, self._actions, SLACK_KINDS)
+        return offered(delivery, self._actions, SLACK_KINDS, forms=True)
 
     async def send(self, delivery: Delivery) -> SendResult:
         message = slack_message(delivery, self.buttons(delivery))
@@ -780,6 +807,26 @@ class SlackChannel(ChannelDefaults):
             await self._call(_method_key("chat.update"), 0.0, "chat.update", call)
         except _Gone as gone:
             return f"chat.update: {gone}"
+        except _Stop as stop:
+            return stop.result.reply
+        return ""
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """``views.open``: a modal for the person whose click gave ``trigger_id`` (valid
+        for 3 seconds); "" when Slack took it, else what went wrong."""
+        self._session()
+        call = lambda: self._web.views_open(trigger_id=trigger_id, view=view)  # noqa: E731
+        try:
+            await self._call(_method_key("views.open"), 0.0, "views.open", call)
+        except (_Stop, _Gone) as failed:
+            return str(failed)
+        return ""
+
+    async def reply(self, channel: str, ts: str, text: str) -> str:
+        """A reply in the thread of message ``ts``; "" when Slack took it."""
+        self._session()
+        try:
+            await self._post(channel, channel, {"text": text}, thread_ts=ts)
         except _Stop as stop:
             return stop.result.reply
         return ""

@@ -54,15 +54,22 @@ class ClickAnswer:
 
 
 async def answer_click(
-    notifier: Notifier, button: Button, actor: Actor, where: str, platform: str
+    notifier: Notifier,
+    button: Button,
+    actor: Actor,
+    where: str,
+    platform: str,
+    *,
+    value: str | None = None,
 ) -> ClickAnswer:
     """Do what ``button`` asks for ``actor``, clicked on the message whose provider id is
-    ``where``, on ``platform`` ("Slack", "Mattermost")."""
+    ``where``, on ``platform`` ("Slack", "Mattermost"); ``value``: the text a form
+    asked for (Answer on a typed gate), read as the gate's type."""
     if button.action is ChatAction.ACKNOWLEDGE:
         return await _acknowledge(notifier, button, actor, where)
     if button.action.mutes_for is not None:
         return await _mute(notifier, button, actor, platform)
-    return await _act(notifier, button, actor)
+    return await _act(notifier, button, actor, value)
 
 
 async def _acknowledge(notifier: Notifier, button: Button, actor: Actor, where: str) -> ClickAnswer:
@@ -118,11 +125,20 @@ async def _muting(
     return None
 
 
-async def _act(notifier: Notifier, button: Button, actor: Actor) -> ClickAnswer:
+async def _act(
+    notifier: Notifier, button: Button, actor: Actor, value: str | None = None
+) -> ClickAnswer:
     kind = button.action.flyte
     assert kind is not None
     try:
-        done = await notifier.act(button.execution_id, kind, actor, signal_id=button.signal_id)
+        done = await notifier.act(
+            button.execution_id,
+            kind,
+            actor,
+            signal_id=button.signal_id,
+            value=value,
+            from_text=value is not None,
+        )
     except Forbidden:
         note = f"Refused: {{who}} is not allowed to {kind.value} here"
         return ClickAnswer(note, settled=False, changed=False)
@@ -144,7 +160,7 @@ async def _act(notifier: Notifier, button: Button, actor: Actor) -> ClickAnswer:
     if not done.new:
         note = f"Already {record.action.past} by {record.actor} at {at}"
         return ClickAnswer(note, settled=True, changed=False)
-    result = f": {record.result}" if record.result else ""
+    result = f": {record.result or record.detail}" if record.result or value else ""
     note = f"{record.action.past.capitalize()} by {{who}} at {at}{result}"
     return ClickAnswer(note, settled=True, changed=True)
 

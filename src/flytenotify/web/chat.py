@@ -36,13 +36,15 @@ from flytenotify.channels.mattermost import MattermostChannel
 from flytenotify.channels.slack import (
     ACTIONS_BLOCK,
     ANSWER_PREFIX,
+    ANSWER_VIEW,
     MAX_BLOCKS,
     MAX_FIELD,
     SlackChannel,
+    answer_view,
     escape_mrkdwn,
     truncate,
 )
-from flytenotify.chat import Button, verify_context
+from flytenotify.chat import Button, ChatAction, verify_context
 from flytenotify.domain import Actor
 from flytenotify.errors import Forbidden, InputError, Problem
 from flytenotify.metrics import Metrics
@@ -96,13 +98,20 @@ async def slack_interaction(
         log.warning("slack: callback refused: %s", refused.problems[0].message)
         raise
     try:
-        click = _SlackClick.of(_slack_payload(body))
+        payload = _slack_payload(body)
+        submitted = _Submitted.of(payload) if payload["type"] == SUBMISSION else None
+        click = _SlackClick.of(payload) if submitted is None else None
     except InputError as wrong:
         metrics.chat_callbacks.labels("slack", "invalid").inc()
         raise ChatRefusal(400, "invalid request", wrong.problems) from None
+    if submitted is not None:
+        metrics.chat_callbacks.labels("slack", "answered").inc()
+        return await _answer_submitted(notifier, submitted)
     if click is None:
         return None  # the console link: nothing to do
     metrics.chat_callbacks.labels("slack", "answered").inc()
+    if click.button.action is ChatAction.ANSWER:
+        return await _ask_for_value(notifier, click)
     work = asyncio.create_task(_answer_on_slack(notifier, click))
     try:
         # Slack wants an answer within 3 seconds; the work goes on after it if it must.
@@ -110,7 +119,7 @@ async def slack_interaction(
     except TimeoutError:
         _carried_on.add(work)
         work.add_done_callback(_finished)
-        return s.SlackAnswer(text=WORKING)
+        return s.SlackAnswer.ephemeral(WORKING)
 
 
 # Seconds the work of a click may take before Slack is answered without it.
@@ -136,7 +145,7 @@ async def _answer_on_slack(notifier: Notifier, click: _SlackClick) -> s.SlackAns
     note = escape_mrkdwn(answer.note).replace("{who}", f"<@{click.user}>")
     failed = await _show_on_slack(notifier, click, answer, note)
     if failed or answer.retry:
-        return s.SlackAnswer(text=note)
+        return s.SlackAnswer.ephemeral(note)
     return None
 
 
@@ -185,9 +194,12 @@ def _slack_payload(body: bytes) -> dict[str, Any]:
         raise InputError(Problem("payload", "is not JSON")) from None
     if not isinstance(payload, dict):
         raise InputError(Problem("payload", "must be a JSON object"))
-    if payload.get("type") != "block_actions":
+    if payload.get("type") not in ("block_actions", SUBMISSION):
         raise InputError(
-            Problem("payload.type", f"must be block_actions, got {payload.get('type')!r}")
+            Problem(
+                "payload.type",
+                f"must be block_actions or {SUBMISSION}, got {payload.get('type')!r}",
+            )
         )
     return payload
 
@@ -211,9 +223,7 @@ class _SlackClick:
 
     @classmethod
     def of(cls, payload: dict[str, Any]) -> _SlackClick | None:
-        user = _at(payload, "user", "id")
-        if not isinstance(user, str) or not _SLACK_USER.fullmatch(user):
-            raise InputError(Problem("payload.user.id", f"must be a Slack user id, got {user!r}"))
+        user = _slack_user(payload)
         actions = payload.get("actions")
         if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
             raise InputError(Problem("payload.actions", "must list the button clicked"))
@@ -233,6 +243,88 @@ class _SlackClick:
                 Problem("payload.actions[0].action_id", "does not match the button's value")
             )
         return cls(payload, user, button)
+
+
+SUBMISSION = "view_submission"  # a modal's form sent: the value a typed gate asked for
+
+
+class _Submitted:
+    """A verified view_submission of flytenotify's modal: who answered which gate, on
+    which message, with what text."""
+
+    def __init__(self, user: str, button: Button, message_id: str, value: str) -> None:
+        self.user = user
+        self.button = button
+        self.message_id = message_id
+        self.value = value
+        self.actor = Actor(f"slack:{user}", "slack-signature")
+
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> _Submitted:
+        user = _slack_user(payload)
+        view = payload.get("view")
+        if not isinstance(view, dict) or view.get("callback_id") != ANSWER_VIEW:
+            raise InputError(Problem("payload.view.callback_id", f"must be {ANSWER_VIEW}"))
+        try:
+            metadata = orjson.loads(str(view.get("private_metadata") or ""))
+        except orjson.JSONDecodeError:
+            metadata = None
+        if not isinstance(metadata, dict):
+            field = "payload.view.private_metadata"
+            raise InputError(Problem(field, "is not what flytenotify's form carries"))
+        button = Button.from_json(metadata.get("button"), "payload.view.private_metadata.button")
+        if button.action is not ChatAction.ANSWER:
+            field = "payload.view.private_metadata.button.action"
+            raise InputError(Problem(field, "must be answer"))
+        value = _at(view, "state", "values", "value", "value", "value")
+        if not isinstance(value, str):
+            raise InputError(Problem("payload.view.state.values.value", "must hold the text"))
+        message = metadata.get("message")
+        return cls(user, button, message if isinstance(message, str) else "", value)
+
+
+async def _ask_for_value(notifier: Notifier, click: _SlackClick) -> s.SlackAnswer | None:
+    """Open the modal asking for a typed gate's value (Slack gives 3 seconds to)."""
+    channel = notifier.channels.get("slack")
+    trigger = click.payload.get("trigger_id")
+    if not isinstance(channel, SlackChannel) or not isinstance(trigger, str):
+        return s.SlackAnswer.ephemeral("This gate cannot be answered from here: use the console.")
+    failed = await channel.open_view(trigger, answer_view(click.button, click.message_id))
+    if failed:
+        log.warning("slack: could not open the form for %s: %s", click.message_id, failed)
+        return s.SlackAnswer.ephemeral(f"Could not open the form ({failed}): use the console.")
+    return None
+
+
+async def _answer_submitted(notifier: Notifier, submitted: _Submitted) -> s.SlackAnswer | None:
+    """Signal the gate with the value sent; a refusal (a value of the wrong type, not
+    allowed) is shown under the form's field, which stays open."""
+    answer = await answer_click(
+        notifier,
+        submitted.button,
+        submitted.actor,
+        submitted.message_id,
+        "Slack",
+        value=submitted.value,
+    )
+    note = escape_mrkdwn(answer.note).replace("{who}", f"<@{submitted.user}>")
+    if not answer.settled:
+        plain = answer.note.replace("{who}", "you")
+        return s.SlackAnswer(response_action="errors", errors={"value": truncate(plain, 2000)})
+    channel = notifier.channels.get("slack")
+    channel_id, _, ts = submitted.message_id.partition("/")
+    if isinstance(channel, SlackChannel) and ts:
+        failed = await channel.reply(channel_id, ts, note)
+        if failed:
+            log.warning("slack: could not say %r on %s: %s", note, submitted.message_id, failed)
+    return None
+
+
+def _slack_user(payload: dict[str, Any]) -> str:
+    user = _at(payload, "user", "id")
+    if not isinstance(user, str) or not _SLACK_USER.fullmatch(user):
+        raise InputError(Problem("payload.user.id", f"must be a Slack user id, got {user!r}"))
+    return user
 
 
 def _at(data: Any, *path: str) -> Any:

@@ -829,11 +829,22 @@ class MattermostAction(Request):
 
 class SlackAnswer(Shape):
     """What Slack is answered: nothing when the message was updated; otherwise an
-    ephemeral text for the person who clicked."""
+    ephemeral text for the person who clicked; for a form's submission with a wrong
+    value, the error to show under its field (``response_action`` ``errors``)."""
 
-    response_type: Literal["ephemeral"] = "ephemeral"
-    replace_original: bool = False
-    text: str
+    response_type: Literal["ephemeral"] | None = None
+    replace_original: bool | None = None
+    text: str | None = None
+    response_action: Literal["errors"] | None = None
+    errors: dict[str, str] | None = None
+
+    _absent_when_none: ClassVar[frozenset[str]] = frozenset(
+        {"response_type", "replace_original", "text", "response_action", "errors"}
+    )
+
+    @classmethod
+    def ephemeral(cls, text: str) -> SlackAnswer:
+        return cls(response_type="ephemeral", replace_original=False, text=text)
 
 
 class MattermostUpdate(Shape):
@@ -847,6 +858,8 @@ class MattermostAnswer(Shape):
 
     update: MattermostUpdate | None = None
     ephemeral_text: str | None = None
+
+    _absent_when_none: ClassVar[frozenset[str]] = frozenset({"update", "ephemeral_text"})
 
 
 def parse_action(data: Any) -> ApprovalBody | SignalBody | ExecutionActionBody:
