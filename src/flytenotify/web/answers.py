@@ -44,12 +44,11 @@ REPLAY_WINDOW = timedelta(minutes=5)
 class ClickAnswer:
     """What a click came to: ``note``, one line for the message (``{who}`` stands for
     the person, as the platform mentions them); ``settled`` when the question is
-    answered (its buttons come off the message); ``changed`` when this click changed
-    something; ``retry`` when nothing could be done now (Flyte unreachable)."""
+    answered (its buttons come off the message); ``retry`` when nothing could be done
+    now (Flyte unreachable)."""
 
     note: str
     settled: bool
-    changed: bool
     retry: bool = False
 
 
@@ -76,8 +75,8 @@ async def _acknowledge(notifier: Notifier, button: Button, actor: Actor, where: 
     ack, new = await notifier.acknowledge(button.execution_id, actor, where)
     at = _clock(ack.acknowledged_at)
     if new:
-        return ClickAnswer(f"Acknowledged by {{who}} at {at}", settled=True, changed=True)
-    return ClickAnswer(f"Already acknowledged by {{who}} at {at}", settled=True, changed=False)
+        return ClickAnswer(f"Acknowledged by {{who}} at {at}", settled=True)
+    return ClickAnswer(f"Already acknowledged by {{who}} at {at}", settled=True)
 
 
 async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str) -> ClickAnswer:
@@ -90,7 +89,7 @@ async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str)
     if held is not None:
         until = _clock(held.ends_at)
         note = f"Launch plan {button.launch_plan} is already muted until {until} (by {held.author})"
-        return ClickAnswer(note, settled=False, changed=False)
+        return ClickAnswer(note, settled=False)
     silence = Silence(
         project=eid.project,
         domain=eid.domain,
@@ -105,7 +104,7 @@ async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str)
         f"Launch plan {button.launch_plan} muted by {{who}} until {_clock(ends)}"
         f" (silence {stored.id})"
     )
-    return ClickAnswer(note, settled=False, changed=True)
+    return ClickAnswer(note, settled=False)
 
 
 async def _muting(
@@ -141,28 +140,28 @@ async def _act(
         )
     except Forbidden:
         note = f"Refused: {{who}} is not allowed to {kind.value} here"
-        return ClickAnswer(note, settled=False, changed=False)
+        return ClickAnswer(note, settled=False)
     except (InputError, UnknownReference) as refused:
         reasons = "; ".join(p.message for p in refused.problems)
-        return ClickAnswer(f"Refused: {reasons}", settled=False, changed=False)
+        return ClickAnswer(f"Refused: {reasons}", settled=False)
     except UpstreamRefused as refused:
-        return ClickAnswer(f"Flyte refused it: {refused}", settled=False, changed=False)
+        return ClickAnswer(f"Flyte refused it: {refused}", settled=False)
     except UpstreamUnavailable:
         note = f"Could not {kind.value} now: Flyte cannot be reached; try again"
-        return ClickAnswer(note, settled=False, changed=False, retry=True)
+        return ClickAnswer(note, settled=False, retry=True)
     record = done.record
     at = _clock(record.requested_at)
     if record.outcome is ActionOutcome.PENDING:
         note = f"Being {kind.past} by {record.actor}"
-        return ClickAnswer(note, settled=False, changed=False)
+        return ClickAnswer(note, settled=False)
     if record.outcome is ActionOutcome.ANSWERED:
-        return ClickAnswer(f"Nothing sent: {record.detail}", settled=True, changed=done.new)
+        return ClickAnswer(f"Nothing sent: {record.detail}", settled=True)
     if not done.new:
         note = f"Already {record.action.past} by {record.actor} at {at}"
-        return ClickAnswer(note, settled=True, changed=False)
+        return ClickAnswer(note, settled=True)
     result = f": {record.result or record.detail}" if record.result or value else ""
     note = f"{record.action.past.capitalize()} by {{who}} at {at}{result}"
-    return ClickAnswer(note, settled=True, changed=True)
+    return ClickAnswer(note, settled=True)
 
 
 def _clock(moment: datetime | None) -> str:

@@ -4,7 +4,9 @@
   Every request is verified with the app's signing secret (``[slack]
   signing_secret``) by slack_sdk's :class:`SignatureVerifier`: a missing, wrong
   or stale (over 5 minutes) signature is refused with 401 and changes
-  nothing. The body is form-encoded, ``payload=<JSON>`` (``block_actions``).
+  nothing. The body is form-encoded, ``payload=<JSON>``: ``block_actions`` (a
+  click), or the ``view_submission`` of the modal a typed gate's Answer… opens.
+  Slack waits 3 seconds: work that takes longer goes on after the answer.
 - ``POST /api/v1/chat/mattermost/actions``: the URL of a Mattermost message
   button's integration. Mattermost signs nothing, so each button carries an
   HMAC of what it asks and until when (``[mattermost] action_secret``); a
@@ -32,7 +34,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from flytenotify.app import Notifier
 from flytenotify.channels._chat import escape_markdown
-from flytenotify.channels.mattermost import MattermostChannel
+from flytenotify.channels.mattermost import ACTIONS_PATH, MattermostChannel
 from flytenotify.channels.slack import (
     ACTIONS_BLOCK,
     ANSWER_PREFIX,
@@ -54,7 +56,7 @@ from flytenotify.web.answers import ClickAnswer, answer_click
 log = logging.getLogger("flytenotify.chat")
 
 SLACK_PATH = "/api/v1/chat/slack/interactions"
-MATTERMOST_PATH = "/api/v1/chat/mattermost/actions"
+MATTERMOST_PATH = ACTIONS_PATH  # the URL the channel's buttons carry
 STALE_AFTER = 5 * 60  # seconds: Slack's own advice for its request timestamps
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 _CONSOLE_ACTION = "flytenotify_open_console"  # a link button: Slack calls back anyway
