@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -558,3 +559,26 @@ async def test_without_a_signing_secret_there_are_no_buttons_and_no_endpoint(
     assert answer.json()["problems"][0]["field"] == "slack.signing_secret"
     ts = root_ts(slack)
     assert slack.buttons(ALERTS, ts) == ["flytenotify_open_console"]
+
+
+def test_a_secret_that_can_show_no_buttons_is_said_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flytenotify.app import build_channels
+    from flytenotify.channels.mattermost import MattermostConfig
+
+    webhook_only = Settings(
+        slack=SlackConfig(
+            webhook_url=SecretStr("https://hooks.slack.com/services/T0/B0/x"),
+            signing_secret=SecretStr(SECRET),
+        ),
+        mattermost=MattermostConfig(
+            url="https://chat.example.com",
+            bot_token=SecretStr("t"),
+            action_secret=SecretStr(SECRET),
+        ),
+    )
+    with caplog.at_level(logging.WARNING):
+        build_channels(webhook_only)
+    assert "incoming webhook, which cannot carry buttons" in caplog.text
+    assert "without [templates] public_url no post has buttons" in caplog.text

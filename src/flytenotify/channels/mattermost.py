@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
@@ -98,6 +99,9 @@ __all__ = [
     "defuse_mentions",
     "mattermost_text",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class MattermostWebhook(SecretUrlTarget):
@@ -498,6 +502,11 @@ class MattermostChannel(ChannelDefaults):
             url = public + ACTIONS_PATH
             self._answering = _Answering(
                 settings.actions, url, secret.encode(), self._config.action_ttl
+            )
+        elif secret:
+            needs = "[templates] public_url" if self._api is not None else "url and bot_token"
+            log.warning(
+                "mattermost: action_secret is set, but without %s no post has buttons", needs
             )
 
     def buttons(self, delivery: Delivery) -> list[Button]:

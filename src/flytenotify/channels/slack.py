@@ -631,6 +631,11 @@ class SlackChannel(ChannelDefaults):
         them (:attr:`SlackConfig.answers`); which ones ``[[actions.allow]]`` says."""
         if self._config.answers and self._token is not None:
             self._actions = settings.actions
+        elif self._config.resolved_signing_secret():
+            log.warning(
+                "slack: signing_secret is set, but messages go through an incoming webhook,"
+                " which cannot carry buttons: none are shown"
+            )
 
     def buttons(self, delivery: Delivery) -> list[Button]:
         """The answer buttons a message about ``delivery`` carries here."""

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import errno
 import functools
+import logging
 import os
 import socket
 import ssl
@@ -66,6 +67,7 @@ from flytenotify.chat import email_links
 from flytenotify.domain import Delivery
 from flytenotify.sections import Section, read_secret
 
+log = logging.getLogger(__name__)
 ACT_PATH = "/ui/act"  # the console page a signed link opens (web/console)
 
 
@@ -213,6 +215,11 @@ class EmailChannel:
         public = (settings.templates.public_url or "").strip().rstrip("/")
         if secret and public:
             self._links = (settings.actions, f"{public}{ACT_PATH}", secret.encode())
+        elif secret:
+            log.warning(
+                "email: [actions] link_secret is set, but without [templates] public_url"
+                " no email carries links"
+            )
 
     def links(self, delivery: Delivery) -> list[tuple[str, str]]:
         """The signed ``(label, URL)`` answers the email for ``delivery`` carries."""
