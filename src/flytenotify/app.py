@@ -28,11 +28,18 @@ from cachetools import TTLCache
 
 from flytenotify.actions import ActionAnswer, Actions
 from flytenotify.channels import registry
-from flytenotify.channels.base import Channel, ChannelSpec, SendResult, Unreachable
+from flytenotify.channels.base import (
+    AnswersFromChat,
+    Channel,
+    ChannelSpec,
+    SendResult,
+    Unreachable,
+)
 from flytenotify.channels.inbox import InboxChannel
 from flytenotify.config import Settings
 from flytenotify.domain import (
     PAUSED,
+    Acknowledgement,
     ActionKind,
     ActionRecord,
     Actor,
@@ -162,6 +169,9 @@ def build_channels(
         for spec in registry.specs()
         if settings.configured(spec.name)
     }
+    for channel in channels.values():
+        if isinstance(channel, AnswersFromChat):
+            channel.offer_answers(settings)
     if dev_inbox and store is not None:
         channels[registry.INBOX] = InboxChannel(store)
     return channels
@@ -765,6 +775,31 @@ class Notifier:
         return await self.actions.act(
             execution_id, action, actor, target=signal_id, value=value, from_text=from_text
         )
+
+    async def acknowledge(
+        self, execution_id: ExecutionId, actor: Actor, message: str = ""
+    ) -> tuple[Acknowledgement, bool]:
+        """Record that ``actor`` is on the execution (a chat message's Acknowledge, on the
+        message whose provider id is ``message``): once per person, a repeat returns the
+        first (``False``). The execution's deadlines alert about it no more."""
+        check_execution_id(execution_id, "execution")
+        found, new = await self.store.acknowledge(execution_id, actor, message, self.now())
+        if new:
+            log.info("%s acknowledged by %s", execution_id, actor.identity)
+        return found, new
+
+    async def use_link(self, nonce: str, actor: Actor) -> tuple[str, datetime, bool]:
+        """Record the first use of a signed link (once across replicas): who, when, and
+        whether this is the first use (else who used it first, and when)."""
+        return await self.store.use_link(nonce, actor.identity, self.now())
+
+    async def release_link(self, nonce: str) -> None:
+        """A use that could not be carried out: the link works again."""
+        await self.store.release_link(nonce)
+
+    async def acknowledgements(self, execution_id: ExecutionId) -> list[Acknowledgement]:
+        """Who acknowledged the execution, and when, first first."""
+        return await self.store.list_acknowledgements(execution_id)
 
     async def action_history(self, execution_id: ExecutionId) -> list[ActionRecord]:
         """Every action asked on the execution, in order, whatever came of it."""

@@ -518,6 +518,7 @@ def executions_show(
     deliveries. Exits 1 if there is none."""
     from flytenotify.web.schemas import (
         MAX_LIMIT,
+        AcknowledgementView,
         ActionView,
         DeliveryView,
         EventView,
@@ -537,8 +538,9 @@ def executions_show(
         events = [EventView.of(found, e, outcome) for e, outcome in await n.events(execution_id)]
         deliveries = [DeliveryView.of(d) for d in await n.deliveries(query)]
         actions = [ActionView.of(a) for a in await n.action_history(execution_id)]
+        acks = [AcknowledgementView.of(a) for a in await n.acknowledgements(execution_id)]
         return ExecutionDetail.of(
-            found, events=events, deliveries=deliveries, actions=actions
+            found, events=events, deliveries=deliveries, actions=actions, acknowledgements=acks
         ).to_json()
 
     item = _run(config_file, db, work)
@@ -584,6 +586,9 @@ def _print_execution(item: dict[str, Any]) -> None:
         columns = ["id", "channel", "recipient", "status", "message"]
         _print_table(console, columns, rows, whole={"id", "status"})
     _print_actions(console, item["actions"])
+    for ack in item.get("acknowledgements", []):
+        where = f" on {ack['message']}" if ack["message"] else ""
+        field("acknowledged", f"by {ack['actor']} at {ack['acknowledged_at']}{where}")
 
 
 def _print_actions(console: Console, actions: list[dict[str, Any]]) -> None:

@@ -624,11 +624,22 @@ class ActionGrant(Section):
         return actors
 
     def grants(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
-        if self.project not in ("", execution.project) or self.domain not in ("", execution.domain):
-            return False
-        if action not in self.actions:
+        if not self._covers(action, execution):
             return False
         return any(_names(entry, who) for entry in self.actors for who in _claims(actor))
+
+    def names_kind(
+        self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]
+    ) -> bool:
+        """Whether it lets someone of one of ``kinds`` do ``action`` on ``execution``."""
+        if not self._covers(action, execution):
+            return False
+        return any(entry.partition(":")[0] in kinds for entry in self.actors)
+
+    def _covers(self, action: ActionKind, execution: ExecutionId) -> bool:
+        if self.project not in ("", execution.project) or self.domain not in ("", execution.domain):
+            return False
+        return action in self.actions
 
 
 def _claims(actor: Actor) -> tuple[str, ...]:
@@ -644,12 +655,31 @@ def _names(entry: str, identity: str) -> bool:
 
 
 class ActionsConfig(Section):
-    """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may."""
+    """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may.
+
+    ``link_secret`` (with ``[templates] public_url``) puts signed links in emails
+    sent to one person: the answer buttons chat messages carry, as links to a
+    confirmation page in the console (``/ui/act``), each usable once, until
+    ``link_ttl`` seconds after the message was written, as ``email:<recipient>``.
+    """
 
     allow: list[ActionGrant] = Field(default_factory=list)
+    link_secret: SecretStr | None = None
+    link_secret_file: Path | None = None
+    link_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    _secret_pairs = (("link_secret", "link_secret_file"),)
+
+    def resolved_link_secret(self) -> str | None:
+        return read_secret(self.link_secret, self.link_secret_file)
 
     def permits(self, actor: Actor, action: ActionKind, execution: ExecutionId) -> bool:
         return any(grant.grants(actor, action, execution) for grant in self.allow)
+
+    def offers(self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        """Whether some identity of ``kinds`` (``slack``, ``mattermost``...) may do
+        ``action`` on ``execution``: a chat message offers its button then."""
+        return any(grant.names_kind(action, execution, kinds) for grant in self.allow)
 
 
 class WaitingRule(Section):

@@ -282,6 +282,23 @@ class ActionRecord:
         return f"{self.outcome.value} at {when}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A person said "I'm on it" about an execution, from a chat message's button: a
+    row of the ``acknowledgements`` table, one per execution and person.
+
+    ``message`` is the provider's id of the message the button was on (Slack
+    ``CHANNEL/ts``, a Mattermost post id); empty when not known.
+    """
+
+    id: int
+    execution_id: ExecutionId
+    actor: str
+    proof: str
+    acknowledged_at: datetime
+    message: str = ""
+
+
 class NotificationSource(enum.StrEnum):
     """Where an execution's notifications came from."""
 

@@ -85,6 +85,14 @@ class Metrics:
             ["source", "type", "reason"],
             registry=self.registry,
         )
+        self.chat_callbacks = Counter(
+            "flytenotify_chat_callbacks",
+            "Button clicks called back by a chat platform, by platform and outcome (answered,"
+            " unverified: a forged, stale or expired callback, refused by nothing else;"
+            " invalid: a malformed one; not_configured)",
+            ["platform", "outcome"],
+            registry=self.registry,
+        )
         self.intake_up = Gauge(
             "flytenotify_intake_up",
             "1 while the source is connected to its broker, else 0",

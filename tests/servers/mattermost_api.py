@@ -12,7 +12,13 @@
 - ``PUT /api/v4/posts/<id>/patch``: 200 with the post, its ``message``
   replaced and ``edit_at`` set; 404 ``app.post.get.app_error`` for a post
   that does not exist or was deleted (:meth:`MattermostServer.delete`).
+- ``GET /api/v4/posts/<id>``: the post as it now reads (404 when gone).
 - ``GET /api/v4/users/me``: the bot.
+
+Message buttons: :meth:`MattermostServer.action` makes the request Mattermost
+sends to a button's integration URL when someone clicks it, and
+:meth:`MattermostServer.apply` does with the answer what Mattermost does (its
+``update`` replaces the post's message and props).
 
 The REST API wants ``Authorization: Bearer <token>`` (401 otherwise).
 :meth:`MattermostServer.rate_limit` makes the next requests answer 429 with
@@ -80,6 +86,52 @@ class MattermostServer(LoopbackServer):
     def roots(self) -> list[dict[str, Any]]:
         return [post for post in self.stored.values() if not post.get("root_id")]
 
+    def action(
+        self, post_id: str, action_id: str, *, user_id: str, user_name: str
+    ) -> tuple[str, Any]:
+        """What Mattermost sends when ``user_name`` clicks the button ``action_id`` on a
+        post (its ``DoPostAction``): the integration's URL and the JSON body, the
+        button's ``context`` as the post carries it."""
+        post = self.stored[post_id]
+        for attachment in post.get("props", {}).get("attachments", []):
+            for button in attachment.get("actions", []):
+                if button.get("id") == action_id:
+                    integration = button["integration"]
+                    body = {
+                        "user_id": user_id,
+                        "user_name": user_name,
+                        "channel_id": post["channel_id"],
+                        "channel_name": "alerts",
+                        "team_id": "team0ops",
+                        "team_domain": "ops",
+                        "post_id": post_id,
+                        "trigger_id": uuid.uuid4().hex,
+                        "type": "",
+                        "data_source": "",
+                        "context": integration.get("context", {}),
+                    }
+                    return integration["url"], body
+        raise KeyError(f"no button {action_id!r} on post {post_id}")
+
+    def apply(self, post_id: str, answer: dict[str, Any]) -> None:
+        """What Mattermost does with an integration's answer: ``update`` replaces the
+        post's message and props (its id and channel kept)."""
+        update = answer.get("update")
+        if update:
+            post = self.stored[post_id]
+            post["message"] = update.get("message", post["message"])
+            if "props" in update:
+                post["props"] = update["props"]
+            post["edit_at"] = int(time.time() * 1000)
+
+    def buttons(self, post_id: str) -> list[str]:
+        """The ids of the buttons a post shows now."""
+        return [
+            button["id"]
+            for attachment in self.stored[post_id].get("props", {}).get("attachments", [])
+            for button in attachment.get("actions", [])
+        ]
+
     def hook_url(self, hook_id: str = "h00k") -> str:
         return f"{self.base}/hooks/{hook_id}"
 
@@ -107,6 +159,7 @@ class MattermostServer(LoopbackServer):
         app.router.add_get("/api/v4/teams/name/{team}/channels/name/{channel}", self._channel)
         app.router.add_post("/api/v4/posts", self._post)
         app.router.add_put("/api/v4/posts/{post}/patch", self._patch)
+        app.router.add_get("/api/v4/posts/{post}", self._get_post)
         app.router.add_get("/api/v4/users/me", self._me)
 
     async def _record(self, request: web.Request, response: web.Response) -> web.Response:
@@ -213,8 +266,20 @@ class MattermostServer(LoopbackServer):
             if len(message) > MAX_RUNES:
                 return _error(400, "model.post.is_valid.msg.app_error", "Invalid message.")
             post["message"] = message
+        if "props" in patch:
+            post["props"] = patch["props"]
         post["edit_at"] = int(time.time() * 1000)
         return web.json_response(post, status=200)
+
+    async def _get_post(self, request: web.Request) -> web.Response:
+        response = self._unauthorised(request) or self._get_post_answer(request)
+        return await self._record(request, response)
+
+    def _get_post_answer(self, request: web.Request) -> web.Response:
+        post = self.stored.get(request.match_info["post"])
+        if post is None:
+            return _error(404, "app.post.get.app_error", "Unable to get the post.")
+        return web.json_response(post)
 
     async def _me(self, request: web.Request) -> web.Response:
         response = self._unauthorised(request) or web.json_response(

@@ -15,7 +15,8 @@ It behaves as Slack documents, closely enough to test a client against:
   did not post, ``no_text``, ``msg_too_long``, ``invalid_blocks``;
   ``edit_window_closed`` is scripted with :meth:`SlackApiServer.fail`),
   ``users.lookupByEmail`` (``users_not_found``), ``conversations.open``,
-  ``auth.test``.
+  ``auth.test``, ``views.open`` (a modal, kept in ``views``; ``invalid_trigger_id``
+  for a trigger no click gave).
 - ``POST /services/...``: an incoming webhook answering as Slack documents,
   as text: ``ok`` (200), ``invalid_payload`` (400, a body that is not JSON),
   ``no_text`` (400), ``no_service`` (404, a webhook in ``revoked_webhooks``),
@@ -29,14 +30,24 @@ and ``not_in_channel`` mark channels. Every call is recorded in ``calls``
 with its arrival time on ``time.monotonic()``; every message posted is kept
 in ``messages`` by (channel ID, ts) as it now reads, and :meth:`delete` deletes
 one (or :meth:`post_as_someone` posts one the bot cannot edit).
+
+Interactivity: :meth:`SlackApiServer.interaction` makes the callback Slack sends
+when a person clicks a button on a message it holds (a ``block_actions``
+payload, form-encoded, signed with the app's signing secret as Slack signs:
+:func:`slack_signature`), for a test to send to the app's Request URL;
+:meth:`SlackApiServer.submission` the ``view_submission`` of a modal the app
+opened, with a value typed in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,11 +58,19 @@ from multidict import CIMultiDict
 
 from tests.servers.http_sink import LoopbackServer
 
-__all__ = ["DEFAULT_CHANNELS", "DEFAULT_TOKEN", "WEBHOOK", "SlackApiServer", "SlackCall"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "DEFAULT_TOKEN",
+    "WEBHOOK",
+    "SlackApiServer",
+    "SlackCall",
+    "slack_signature",
+]
 
 DEFAULT_TOKEN = "xoxb-flytenotify-test"
 DEFAULT_CHANNELS = {"general": "C0GENERAL1", "alerts": "C0ALERTS01", "ops": "C0OPS00001"}
 WEBHOOK = "incoming-webhook"  # the ``method`` recorded for incoming-webhook posts
+TEAM_ID = "T0TEST"
 
 Answer = dict[str, Any]
 
@@ -111,6 +130,7 @@ class SlackApiServer(LoopbackServer):
         # (channel ID, ts) -> the message as it now reads ("text", "blocks",
         # "thread_ts" for a reply, "edited" once updated, "bot" when the bot posted it).
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.views: list[dict[str, Any]] = []  # modals opened (views.open), in order
 
     # -- addresses and scripting ----------------------------------------------
 
@@ -163,6 +183,96 @@ class SlackApiServer(LoopbackServer):
             for (channel, _), message in self.messages.items()
             if channel == channel_id and "thread_ts" not in message
         ]
+
+    def interaction(
+        self,
+        channel_id: str,
+        ts: str,
+        action_id: str,
+        *,
+        user_id: str,
+        signing_secret: str,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The interactivity callback Slack sends when ``user_id`` clicks the button
+        ``action_id`` on a message: a ``block_actions`` payload, form-encoded, and its
+        headers, signed as Slack signs (``v0:TIMESTAMP:BODY``, HMAC-SHA256 with the
+        app's signing secret) at ``timestamp`` (now unless given)."""
+        message = self.messages[(channel_id, ts)]
+        block, element = _find_button(message["blocks"], action_id)
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+            "api_app_id": "A0TESTAPP",
+            "token": "verification-token-is-deprecated",
+            "container": {
+                "type": "message",
+                "message_ts": ts,
+                "channel_id": channel_id,
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"{next(self._ts)}.trigger",
+            "team": {"id": TEAM_ID, "domain": "flytenotify-test"},
+            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
+            "message": {key: value for key, value in message.items() if key != "bot"},
+            "response_url": f"{self.base}/actions/{TEAM_ID}/response",
+            "actions": [
+                {
+                    "type": element["type"],
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", ""),
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        when = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(when),
+            "X-Slack-Signature": slack_signature(signing_secret, when, body),
+        }
+        return body, headers
+
+    def submission(
+        self, view: dict[str, Any], value: str, *, user_id: str, signing_secret: str
+    ) -> tuple[bytes, dict[str, str]]:
+        """The ``view_submission`` callback Slack sends when ``user_id`` submits a modal
+        with ``value`` typed into its (one) plain-text input, signed as Slack signs."""
+        (block,) = [b for b in view["blocks"] if b.get("type") == "input"]
+        action_id = block["element"]["action_id"]
+        state = {block["block_id"]: {action_id: {"type": "plain_text_input", "value": value}}}
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "flytenotify-test"},
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+            "api_app_id": "A0TESTAPP",
+            "trigger_id": f"{next(self._ts)}.trigger",
+            "view": {**view, "state": {"values": state}, "team_id": TEAM_ID},
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        now = int(time.time())
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(now),
+            "X-Slack-Signature": slack_signature(signing_secret, now, body),
+        }
+        return body, headers
+
+    def buttons(self, channel_id: str, ts: str) -> list[str]:
+        """The action ids of the buttons a message shows now."""
+        return [
+            element["action_id"]
+            for block in self.messages[(channel_id, ts)]["blocks"]
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+        ]
+
+    def _channel_name(self, channel_id: str) -> str:
+        names = {cid: name for name, cid in self.channels.items()}
+        return names.get(channel_id, "directmessage")
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
@@ -230,6 +340,7 @@ class SlackApiServer(LoopbackServer):
             "users.lookupByEmail": self._lookup_by_email,
             "conversations.open": self._open,
             "auth.test": self._auth_test,
+            "views.open": self._open_view,
         }
 
     def _channel_id(self, channel: str) -> str | None:
@@ -291,6 +402,21 @@ class SlackApiServer(LoopbackServer):
         message["edited"] = True
         shown = {key: value for key, value in message.items() if key != "bot"}
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": shown}
+
+    def _open_view(self, params: dict[str, Any]) -> Answer:
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger.endswith(".trigger"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(str(view.get("private_metadata", ""))) > 3000:
+            return {"ok": False, "error": "invalid_arguments"}
+        opened = {**view, "id": f"V{next(self._ts):08d}"}
+        self.views.append(opened)
+        return {"ok": True, "view": opened}
 
     def _lookup_by_email(self, params: dict[str, Any]) -> Answer:
         email = str(params.get("email", "")).lower()
@@ -394,6 +520,21 @@ def block_problems(blocks: Any) -> list[str]:
     return problems
 
 
+def slack_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``X-Slack-Signature`` of a request: ``v0=`` and the hex HMAC-SHA256 of
+    ``v0:TIMESTAMP:BODY`` keyed by the signing secret."""
+    signed = b"v0:" + str(timestamp).encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def _find_button(blocks: list[dict[str, Any]], action_id: str) -> tuple[dict[str, Any], Any]:
+    for block in blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                return block, element
+    raise KeyError(f"no button {action_id!r} on the message")
+
+
 def _text_of(obj: Any) -> str:
     return str(obj.get("text", "")) if isinstance(obj, dict) else ""
 
@@ -435,7 +576,16 @@ def _section_problems(block: dict[str, Any]) -> list[str]:
 
 def _actions_problems(block: dict[str, Any]) -> list[str]:
     problems: list[str] = []
-    for element in block.get("elements", []):
+    elements = block.get("elements", [])
+    if not 0 < len(elements) <= 25:
+        problems.append("actions needs 1-25 elements")
+    if len(str(block.get("block_id", ""))) > 255:
+        problems.append("block_id over 255 characters")
+    for element in elements:
+        if len(str(element.get("action_id", ""))) > 255:
+            problems.append("action_id over 255 characters")
+        if len(str(element.get("value", ""))) > 2000:
+            problems.append("button value over 2000 characters")
         if len(_text_of(element.get("text"))) > 75:
             problems.append("button text over 75 characters")
         if len(str(element.get("url", ""))) > 3000:

@@ -104,6 +104,15 @@ class Channel(Protocol):
         ...
 
 
+@runtime_checkable
+class AnswersFromChat(Protocol):
+    """A chat channel whose messages carry buttons people answer with (flytenotify.chat):
+    it learns from the settings which buttons to offer (``[[actions.allow]]``, the
+    public URL its callbacks come to)."""
+
+    def offer_answers(self, settings: Any) -> None: ...
+
+
 class ChannelDefaults:
     """The answers of a :class:`Channel` with nothing more specific to say."""
 

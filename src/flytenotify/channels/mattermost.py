@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -86,6 +87,7 @@ from flytenotify.channels.base import (
     follows_earlier,
 )
 from flytenotify.channels.slack import headline
+from flytenotify.chat import Button, ChatAction, offered, sign_context
 from flytenotify.domain import Delivery, Digest
 from flytenotify.sections import Section, http_url, read_secret
 
@@ -97,6 +99,9 @@ __all__ = [
     "defuse_mentions",
     "mattermost_text",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class MattermostWebhook(SecretUrlTarget):
@@ -121,7 +126,17 @@ class MattermostConfig(Section):
     lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # channel ids
     webhooks: dict[str, MattermostWebhook] = Field(default_factory=dict)
 
-    _secret_pairs = (("bot_token", "bot_token_file"),)
+    # Keys the HMAC each message button carries (Mattermost signs nothing): with it
+    # and [templates] public_url, REST API posts carry answer buttons whose clicks
+    # come to /api/v1/chat/mattermost/actions.
+    action_secret: SecretStr | None = None
+    action_secret_file: Path | None = None
+    action_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)  # seconds a button answers
+
+    _secret_pairs = (("bot_token", "bot_token_file"), ("action_secret", "action_secret_file"))
+
+    def resolved_action_secret(self) -> str | None:
+        return read_secret(self.action_secret, self.action_secret_file)
 
     @field_validator("url")
     @classmethod
@@ -329,6 +344,48 @@ def follow_up_note(execution: str) -> str:
 # A post id: 26 lower-case letters and digits (a webhook's post has none we know).
 _POST_ID = re.compile(r"[a-z0-9]{26}")
 
+ACTIONS_PATH = "/api/v1/chat/mattermost/actions"
+ACTION_PREFIX = "flytenotify"  # a button's id: this and its ChatAction (letters and digits)
+MATTERMOST_KINDS = frozenset({"mattermost"})
+_STYLES = {ChatAction.APPROVE: "good", ChatAction.REJECT: "danger"}
+
+
+def _kept(actions: Any, gone: Collection[str]) -> list[Any]:
+    """A post's buttons less those ``gone`` names."""
+    found = actions if isinstance(actions, list) else []
+    return [x for x in found if isinstance(x, dict) and x.get("id") not in gone]
+
+
+def action_id(action: ChatAction) -> str:
+    """A button's id as Mattermost wants it: letters and digits only."""
+    return ACTION_PREFIX + re.sub(r"[^a-z0-9]", "", action.value)
+
+
+@dataclass(frozen=True)
+class _Answering:
+    """What a post's buttons need: who may act, where clicks go, the HMAC key."""
+
+    actions: Any  # ActionsConfig
+    url: str
+    secret: bytes
+    ttl: float
+
+    def attachments(self, buttons: Sequence[Button], now: float) -> list[dict[str, Any]]:
+        if not buttons:
+            return []
+        expires = now + self.ttl
+        actions = [
+            {
+                "id": action_id(b.action),
+                "name": b.action.label,
+                "type": "button",
+                "style": _STYLES.get(b.action, "default"),
+                "integration": {"url": self.url, "context": sign_context(b, self.secret, expires)},
+            }
+            for b in buttons
+        ]
+        return [{"actions": actions}]
+
 
 def _props(delivery: Delivery) -> dict[str, str]:
     # Kept with the post: which delivery it was, to find duplicates after a crash.
@@ -440,6 +497,66 @@ class MattermostChannel(ChannelDefaults):
         self._channels: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, config.lookup_cache_ttl)
         # Created on the first send: an aiohttp session belongs to the running loop.
         self._session: aiohttp.ClientSession | None = None
+        self._answering: _Answering | None = None  # set by offer_answers
+
+    def offer_answers(self, settings: Any) -> None:
+        """REST API posts carry answer buttons from now on, when their clicks can come
+        back (``[templates] public_url``) and be verified (``action_secret``)."""
+        secret = self._config.resolved_action_secret()
+        public = (settings.templates.public_url or "").strip().rstrip("/")
+        if secret and public and self._api is not None:
+            url = public + ACTIONS_PATH
+            self._answering = _Answering(
+                settings.actions, url, secret.encode(), self._config.action_ttl
+            )
+        elif secret:
+            needs = "[templates] public_url" if self._api is not None else "url and bot_token"
+            log.warning(
+                "mattermost: action_secret is set, but without %s no post has buttons", needs
+            )
+
+    def buttons(self, delivery: Delivery) -> list[Button]:
+        if self._answering is None:
+            return []
+        return offered(delivery, self._answering.actions, MATTERMOST_KINDS)
+
+    def _post_props(self, delivery: Delivery) -> dict[str, Any]:
+        """A first post's props: which delivery it was, and its buttons."""
+        props: dict[str, Any] = dict(_props(delivery))
+        if self._answering is not None:
+            attachments = self._answering.attachments(self.buttons(delivery), time.time())
+            if attachments:
+                props["attachments"] = attachments
+        return props
+
+    async def answered_post(
+        self, post_id: str, note: str, button: Button, settled: bool
+    ) -> dict[str, Any] | None:
+        """The post ``post_id`` as a click's answer updates it: the note added, and a
+        settled answer's buttons taken off; None when the post cannot be read."""
+        if self._api is None or not _POST_ID.fullmatch(post_id):
+            return None
+        try:
+            answer = await self._api_call("GET", f"posts/{post_id}")
+        except _Stop:
+            return None
+        post = answer.json() if answer.status == 200 else None
+        if not isinstance(post, dict):
+            return None
+        props = post.get("props") if isinstance(post.get("props"), dict) else {}
+        assert isinstance(props, dict)
+        gone = {action_id(a) for a in button.action.family} if settled else set()
+        given = props.get("attachments")
+        attachments = [
+            {**a, "actions": _kept(a.get("actions"), gone)}
+            for a in (given if isinstance(given, list) else [])
+            if isinstance(a, dict)
+        ]
+        message = f"{post.get('message', '')}\n\n{note}"
+        return {
+            "message": truncate(message, MAX_POST_CHARS),
+            "props": {**props, "attachments": attachments},
+        }
 
     def _http(self) -> aiohttp.ClientSession:
         session = self._session
@@ -493,13 +610,20 @@ class MattermostChannel(ChannelDefaults):
         thread = delivery.thread
         if thread is not None and _POST_ID.fullmatch(thread.root_id):
             return await self._follow(delivery, channel_id, thread.root_id)
-        return await self._create_post(delivery, channel_id, mattermost_text(delivery))
+        return await self._create_post(
+            delivery, channel_id, mattermost_text(delivery), props=self._post_props(delivery)
+        )
 
     async def _create_post(
-        self, delivery: Delivery, channel_id: str, message: str, root_id: str = ""
+        self,
+        delivery: Delivery,
+        channel_id: str,
+        message: str,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
     ) -> SendResult:
         """``POST /api/v4/posts``: a new post, or a reply in ``root_id``'s thread."""
-        post = {"channel_id": channel_id, "message": message, "props": _props(delivery)}
+        post = {"channel_id": channel_id, "message": message, "props": props or _props(delivery)}
         if root_id:
             post["root_id"] = root_id
         body = json.dumps(post, ensure_ascii=False).encode("utf-8")
@@ -519,11 +643,14 @@ class MattermostChannel(ChannelDefaults):
     async def _follow(self, delivery: Delivery, channel_id: str, root_id: str) -> SendResult:
         """Update the conversation's first post to the latest state, then reply in its
         thread; a first post that is gone (404) is replaced by a new one."""
-        patch = json.dumps({"message": updated_text(delivery)}, ensure_ascii=False)
+        patched = {"message": updated_text(delivery), "props": self._post_props(delivery)}
+        patch = json.dumps(patched, ensure_ascii=False)
         path = f"posts/{root_id}/patch"
         answer = await self._api_call("PUT", path, patch.encode("utf-8"))
         if answer.status == 404:
-            result = await self._create_post(delivery, channel_id, mattermost_text(delivery))
+            result = await self._create_post(
+                delivery, channel_id, mattermost_text(delivery), props=self._post_props(delivery)
+            )
             return replace(
                 result, reply=f"patch {root_id}: {answer.reply}; posted anew: {result.reply}"
             )

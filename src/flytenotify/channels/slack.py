@@ -48,7 +48,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -81,6 +81,7 @@ from flytenotify.channels.base import (
     follows_earlier,
     plain_allow_forms,
 )
+from flytenotify.chat import Button, ChatAction, offered
 from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, read_secret
@@ -111,7 +112,26 @@ class SlackConfig(Section):
     lookup_cache_ttl: float = Field(default=3600.0, ge=0)  # users.lookupByEmail results
     timeout: float = Field(default=10.0, gt=0)
 
-    _secret_pairs = (("bot_token", "bot_token_file"), ("webhook_url", "webhook_url_file"))
+    # The Slack app's signing secret: with it, Web API messages carry answer buttons
+    # and /api/v1/chat/slack/interactions takes their callbacks (verified by it).
+    signing_secret: SecretStr | None = None
+    signing_secret_file: Path | None = None
+
+    _secret_pairs = (
+        ("bot_token", "bot_token_file"),
+        ("webhook_url", "webhook_url_file"),
+        ("signing_secret", "signing_secret_file"),
+    )
+
+    def resolved_signing_secret(self) -> str | None:
+        return read_secret(self.signing_secret, self.signing_secret_file)
+
+    @property
+    def answers(self) -> bool:
+        """Whether messages carry answer buttons: only a bot's (an incoming webhook's
+        messages cannot be interactive) and only when callbacks can be verified."""
+        signing = self.signing_secret is not None or self.signing_secret_file is not None
+        return self.uses_bot_token and signing
 
     def resolved_bot_token(self) -> str | None:
         return read_secret(self.bot_token, self.bot_token_file)
@@ -141,6 +161,7 @@ MAX_FIELD = 2000
 MAX_FIELDS = 10
 MAX_TEXT = 4000  # chat.postMessage truncates longer text; we cut it visibly instead
 MAX_URL = 3000
+MAX_ELEMENTS = 25  # an actions block's elements
 
 TRUNCATED = "… (truncated)"
 
@@ -185,6 +206,10 @@ MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_wind
 # A 429 block closer than this is sat out inside send(); a longer one makes the
 # attempt return transient at once, leaving the wait to the engine's scheduler.
 DEFAULT_MAX_WAIT = 10.0
+
+# The identities a Slack user's click is vouched as ([[actions.allow]] kinds): the user
+# alone; their user groups are not looked up, so slack-group entries match no click.
+SLACK_KINDS = frozenset({"slack"})
 
 
 # --------------------------------------------------------------------------
@@ -273,16 +298,71 @@ def _error_section(variables: dict[str, str]) -> dict[str, Any]:
     return _section(f"{label}\n```\n{truncate(message, room)}\n```")
 
 
+ACTIONS_BLOCK = "flytenotify_actions"  # the block_id of a message's buttons
+ANSWER_PREFIX = "flytenotify_"  # an answer button's action_id: this and its ChatAction
+_STYLES = {ChatAction.APPROVE: "primary", ChatAction.REJECT: "danger"}
+
+
 def _console_button(url: str) -> dict[str, Any] | None:
     if not url.startswith(("https://", "http://")) or len(url) > MAX_URL:
         return None
-    button = {
+    return {
         "type": "button",
         "text": {"type": "plain_text", "text": "View in Flyte console"},
         "url": url,
         "action_id": "flytenotify_open_console",
     }
-    return {"type": "actions", "elements": [button]}
+
+
+def answer_button(button: Button) -> dict[str, Any]:
+    """A Block Kit button for ``button``: its value says what it does (Slack signs
+    the callback that carries it back)."""
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": button.action.label},
+        "action_id": f"{ANSWER_PREFIX}{button.action.value}",
+        "value": button.encode(),
+    }
+    style = _STYLES.get(button.action)
+    if style:
+        element["style"] = style
+    return element
+
+
+ANSWER_VIEW = "flytenotify_answer"  # the callback_id of the modal asking a gate's value
+
+
+def answer_view(button: Button, message_id: str, expects: str = "") -> dict[str, Any]:
+    """The modal asking for a typed gate's value; ``private_metadata`` says which gate
+    and which message (Slack gives it back, signed, with the submission)."""
+    metadata = json.dumps({"button": button.to_json(), "message": message_id})
+    what = f" ({expects})" if expects else ""
+    label = truncate(f"Value for {button.signal_id}{what}", 2000)
+    return {
+        "type": "modal",
+        "callback_id": ANSWER_VIEW,
+        "title": {"type": "plain_text", "text": "Answer the gate"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": metadata,
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "value",
+                "label": {"type": "plain_text", "text": label},
+                "element": {"type": "plain_text_input", "action_id": "value"},
+            }
+        ],
+    }
+
+
+def _actions(url: str, buttons: Sequence[Button]) -> dict[str, Any] | None:
+    console = _console_button(url)
+    elements = [answer_button(b) for b in buttons]
+    elements += [console] if console is not None else []
+    if not elements:
+        return None
+    return {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": elements[:MAX_ELEMENTS]}
 
 
 def _context(variables: dict[str, str]) -> dict[str, Any] | None:
@@ -296,8 +376,9 @@ def _context(variables: dict[str, str]) -> dict[str, Any] | None:
     return {"type": "context", "elements": [_mrkdwn(truncate(" · ".join(parts), MAX_FIELD))]}
 
 
-def slack_message(delivery: Delivery) -> dict[str, Any]:
-    """``{"text": fallback, "blocks": [...]}`` for ``delivery``, within Slack's limits."""
+def slack_message(delivery: Delivery, buttons: Sequence[Button] = ()) -> dict[str, Any]:
+    """``{"text": fallback, "blocks": [...]}`` for ``delivery``, within Slack's limits;
+    ``buttons`` are the answers it offers (:func:`flytenotify.chat.offered`)."""
     if delivery.digest is not None:
         return digest_message(delivery.digest)
     message = delivery.message
@@ -313,7 +394,7 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
     blocks.append(_fields(delivery))
     if variables.get("error.message"):
         blocks.append(_error_section(variables))
-    blocks.append(_console_button(variables.get("console_url", "")))
+    blocks.append(_actions(variables.get("console_url", ""), buttons))
     blocks.append(_context(variables))
     fallback = escape_mrkdwn(title)
     if message.slack_text.strip():
@@ -390,7 +471,7 @@ def digest_message(digest: Digest) -> dict[str, Any]:
     return {"text": truncate(fallback, MAX_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
-def updated_root(delivery: Delivery) -> dict[str, Any]:
+def updated_root(delivery: Delivery, buttons: Sequence[Button] = ()) -> dict[str, Any]:
     """What a conversation's first message becomes when ``delivery`` follows it.
 
     The execution's latest state; for a recovery (another execution, the one
@@ -402,7 +483,7 @@ def updated_root(delivery: Delivery) -> dict[str, Any]:
         message = digest_message(thread.digest)
         return _marked_recovered(message, delivery) if delivery.is_recovery else message
     if not delivery.is_recovery or thread is None or thread.root is None:
-        return slack_message(delivery)
+        return slack_message(delivery, buttons)
     return _marked_recovered(slack_message(thread.root), delivery)
 
 
@@ -536,6 +617,7 @@ class SlackChannel(ChannelDefaults):
         self._users: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # email -> user ID
         self._dms: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
+        self._actions: Any = None  # [actions] once answers are offered (offer_answers)
         # slack_sdk's clients take an int timeout; ours lives on the session anyway.
         timeout = max(1, math.ceil(config.timeout))
         self._web = AsyncWebClient(
@@ -554,8 +636,25 @@ class SlackChannel(ChannelDefaults):
             self._hook.session = self._http
         return self._http
 
+    def offer_answers(self, settings: Any) -> None:
+        """Messages carry answer buttons from now on, when the configuration can answer
+        them (:attr:`SlackConfig.answers`); which ones ``[[actions.allow]]`` says."""
+        if self._config.answers and self._token is not None:
+            self._actions = settings.actions
+        elif self._config.resolved_signing_secret():
+            log.warning(
+                "slack: signing_secret is set, but messages go through an incoming webhook,"
+                " which cannot carry buttons: none are shown"
+            )
+
+    def buttons(self, delivery: Delivery) -> list[Button]:
+        """The answer buttons a message about ``delivery`` carries here."""
+        if self._actions is None:
+            return []
+        return offered(delivery, self._actions, SLACK_KINDS, forms=True)
+
     async def send(self, delivery: Delivery) -> SendResult:
-        message = slack_message(delivery)
+        message = slack_message(delivery, self.buttons(delivery))
         self._session()
         try:
             if self._token is None:
@@ -609,7 +708,7 @@ class SlackChannel(ChannelDefaults):
     async def _follow(self, delivery: Delivery, lane: str, channel: str, ts: str) -> SendResult:
         """Update the conversation's first message to the latest state, then reply in
         its thread; a first message that is gone is replaced by a new post."""
-        update = updated_root(delivery)
+        update = updated_root(delivery, self.buttons(delivery))
         try:
             await self._call(
                 _method_key("chat.update"),
@@ -618,7 +717,9 @@ class SlackChannel(ChannelDefaults):
                 lambda: self._web.chat_update(channel=channel, ts=ts, **update),
             )
         except _Gone as gone:
-            result = await self._post(lane, channel, slack_message(delivery))
+            result = await self._post(
+                lane, channel, slack_message(delivery, self.buttons(delivery))
+            )
             return replace(result, reply=f"chat.update: {gone}; posted anew: {result.reply}")
         return await self._post(lane, channel, thread_reply(delivery), thread_ts=ts)
 
@@ -711,6 +812,39 @@ class SlackChannel(ChannelDefaults):
         if 200 <= status < 300 or status == 0:
             return SendResult.transient(reply)  # an ok:false we do not know: see PERMANENT_ERRORS
         return http_status_result(status, reply)  # 5xx later; a 404 from a wrong base_url never
+
+    async def update_message(self, channel: str, ts: str, message: dict[str, Any]) -> str:
+        """``chat.update`` of a message the bot posted, to show what a click came to;
+        "" when Slack took it, else what went wrong (in one line)."""
+        self._session()
+        call = lambda: self._web.chat_update(channel=channel, ts=ts, **message)  # noqa: E731
+        try:
+            await self._call(_method_key("chat.update"), 0.0, "chat.update", call)
+        except _Gone as gone:
+            return f"chat.update: {gone}"
+        except _Stop as stop:
+            return stop.result.reply
+        return ""
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """``views.open``: a modal for the person whose click gave ``trigger_id`` (valid
+        for 3 seconds); "" when Slack took it, else what went wrong."""
+        self._session()
+        call = lambda: self._web.views_open(trigger_id=trigger_id, view=view)  # noqa: E731
+        try:
+            await self._call(_method_key("views.open"), 0.0, "views.open", call)
+        except (_Stop, _Gone) as failed:
+            return str(failed)
+        return ""
+
+    async def reply(self, channel: str, ts: str, text: str) -> str:
+        """A reply in the thread of message ``ts``; "" when Slack took it."""
+        self._session()
+        try:
+            await self._post(channel, channel, {"text": text}, thread_ts=ts)
+        except _Stop as stop:
+            return stop.result.reply
+        return ""
 
     # -- incoming webhook -----------------------------------------------------
 

@@ -4,7 +4,8 @@ Timers live in the ledger (``timers``), armed and dropped in the transactions
 that record events (:mod:`flytenotify.engine.deadlines` decides which). This
 loop claims due ones with a lease (on PostgreSQL ``FOR UPDATE SKIP LOCKED``:
 one replica takes each), plans what each says (an alert, a follow-up, or for
-a schedule nothing when its run started) and settles it: the timer is taken
+a schedule nothing when its run started; for an execution someone acknowledged
+from chat, nothing more either: they are on it) and settles it: the timer is taken
 out and its alert and deliveries written in one transaction, which first
 checks, under the execution's lock, that it still holds. A silence in effect
 holds a deadline's messages as it holds any other (recorded silenced, never
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flytenotify.config import Settings
-from flytenotify.domain import ExecutionId, Timer, TimerKind
+from flytenotify.domain import EXECUTION_TIMERS, ExecutionId, Timer, TimerKind
 from flytenotify.engine import silences as silencing
 from flytenotify.engine.deadlines import (
     DeadlineBook,
@@ -164,6 +165,12 @@ class TimerLoop:
             rearm = None  # the deadline no longer asks for its schedule to be kept
         execution = None
         if timer.execution is not None:
+            if timer.kind in EXECUTION_TIMERS and await self._acknowledged(timer.execution):
+                # Someone said they are on it: no more alerts for this run.
+                log.info("timer %s dropped: %s was acknowledged", timer.key, timer.execution)
+                return TimerSettlement(
+                    timer, self.owner, subject=timer.execution, phase=timer.phase
+                )
             execution = await self.store.get_execution(timer.execution)
             if execution is None:
                 return TimerSettlement(
@@ -199,6 +206,9 @@ class TimerLoop:
             return execution.trigger
         deadline = self.book.get(settlement.timer.deadline)
         return deadline.trigger if deadline is not None else ""
+
+    async def _acknowledged(self, execution: ExecutionId) -> bool:
+        return bool(await self.store.list_acknowledgements(execution))
 
     async def _follow_up(self, timer: Timer) -> TimerSettlement:
         assert timer.execution is not None

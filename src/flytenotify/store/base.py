@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from flytenotify.domain import (
+    Acknowledgement,
     ActionKind,
     ActionOutcome,
     ActionRecord,
@@ -502,6 +503,29 @@ class Store(Protocol):
 
     async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
         """The execution's actions, in the order they were asked."""
+        ...
+
+    # -- acknowledgements (people on it, from chat) ----------------------------
+
+    async def acknowledge(
+        self, execution_id: ExecutionId, actor: Actor, message: str, at: datetime
+    ) -> tuple[Acknowledgement, bool]:
+        """Record that ``actor`` acknowledged the execution (from the message whose
+        provider id is ``message``), once per person: a second time writes nothing and
+        returns the first. Whether this one was written."""
+        ...
+
+    async def list_acknowledgements(self, execution_id: ExecutionId) -> list[Acknowledgement]:
+        """The execution's acknowledgements, first first."""
+        ...
+
+    async def use_link(self, nonce: str, actor: str, at: datetime) -> tuple[str, datetime, bool]:
+        """Record the first use of the signed link ``nonce``: who used it and when,
+        and whether this use is the first (else who used it first, and when)."""
+        ...
+
+    async def release_link(self, nonce: str) -> None:
+        """Forget a use that could not be carried out: the link works again."""
         ...
 
     # -- deadlines and their timers ---------------------------------------

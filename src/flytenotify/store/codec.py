@@ -16,9 +16,11 @@ import orjson
 
 from flytenotify.core.notification import Notification
 from flytenotify.domain import (
+    Acknowledgement,
     ActionKind,
     ActionOutcome,
     ActionRecord,
+    Actor,
     Attempt,
     Deadline,
     DeadlineAlert,
@@ -474,6 +476,33 @@ def action_from_row(row: Mapping[str, Any]) -> ActionRecord:
         result=row["result"],
         requested_at=from_timestamp(row["requested_at"]),
         decision=row["decision"],
+    )
+
+
+def acknowledgement_columns(
+    execution_id: ExecutionId, actor: Actor, message: str, at: datetime
+) -> tuple[Any, ...]:
+    """An ``acknowledgements`` row as inserted: project, domain, name, actor, proof,
+    message, acknowledged_at."""
+    return (
+        execution_id.project,
+        execution_id.domain,
+        execution_id.name,
+        actor.identity,
+        actor.proof,
+        message,
+        timestamp(at),
+    )
+
+
+def acknowledgement_from_row(row: Mapping[str, Any]) -> Acknowledgement:
+    return Acknowledgement(
+        id=int(row["id"]),
+        execution_id=ExecutionId(row["project"], row["domain"], row["name"]),
+        actor=row["actor"],
+        proof=row["proof"],
+        acknowledged_at=from_timestamp(row["acknowledged_at"]),
+        message=row["message"],
     )
 
 

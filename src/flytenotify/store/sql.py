@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from flytenotify.domain import (
+    Acknowledgement,
     ActionOutcome,
     ActionRecord,
+    Actor,
     Attempt,
     Deadline,
     DeadlineAlert,
@@ -173,6 +176,40 @@ class SQLStore(ABC):
     async def list_actions(self, execution_id: ExecutionId) -> list[ActionRecord]:
         rows = await self._fetch(self.queries["list_actions"], ledger.execution_key(execution_id))
         return [codec.action_from_row(row) for row in rows]
+
+    # -- acknowledgements ---------------------------------------------------------------------
+
+    async def acknowledge(
+        self, execution_id: ExecutionId, actor: Actor, message: str, at: datetime
+    ) -> tuple[Acknowledgement, bool]:
+        columns = codec.acknowledgement_columns(execution_id, actor, message, at)
+        rows = await self._change_returning(self.queries["insert_acknowledgement"], columns)
+        if rows:
+            return codec.acknowledgement_from_row(rows[0]), True
+        key = (*ledger.execution_key(execution_id), actor.identity)
+        first = await self._fetch_one("acknowledgement_by", key)
+        if first is None:  # acknowledged, then gone: no path deletes acknowledgements
+            raise RuntimeError(f"the acknowledgement of {execution_id} by {actor} vanished")
+        return codec.acknowledgement_from_row(first), False
+
+    async def list_acknowledgements(self, execution_id: ExecutionId) -> list[Acknowledgement]:
+        key = ledger.execution_key(execution_id)
+        rows = await self._fetch(self.queries["list_acknowledgements"], key)
+        return [codec.acknowledgement_from_row(row) for row in rows]
+
+    async def use_link(self, nonce: str, actor: str, at: datetime) -> tuple[str, datetime, bool]:
+        rows = await self._change_returning(
+            self.queries["use_link"], (nonce, actor, codec.timestamp(at))
+        )
+        if rows:
+            return actor, at, True
+        first = await self._fetch_one("used_link", (nonce,))
+        if first is None:  # used, and released meanwhile: this use may go on another time
+            return actor, at, False
+        return first["actor"], codec.from_timestamp(first["used_at"]), False
+
+    async def release_link(self, nonce: str) -> None:
+        await self._change(self.queries["release_link"], (nonce,))
 
     # -- deadlines and their timers ----------------------------------------------------------
 

@@ -71,7 +71,7 @@ from flytenotify.metrics import Metrics
 from flytenotify.store.base import DeliveryFilter, EventOutcome
 from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import NEWEST
-from flytenotify.web import flyteidl_json, openapi
+from flytenotify.web import chat, flyteidl_json, openapi
 from flytenotify.web import schemas as s
 from flytenotify.web.console import console_app
 from flytenotify.web.openapi import Operation
@@ -85,7 +85,8 @@ CLOUDEVENTS = "application/cloudevents+json"
 
 Handler = Callable[[Request], Awaitable[Response]]
 # Probes must work without a token; everything else needs one when tokens are set.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The chat platforms' callbacks carry their own proof instead (web/chat.py).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", chat.SLACK_PATH, chat.MATTERMOST_PATH})
 # The web console asks for a token itself and keeps a session cookie (console/auth.py).
 CONSOLE = "/ui"
 REALM = "flytenotify"
@@ -417,11 +418,13 @@ class _Api:
             DeliveryFilter(execution=execution_id, limit=s.MAX_LIMIT)
         )
         actions = await self.notifier.action_history(execution_id)
+        acknowledged = await self.notifier.acknowledgements(execution_id)
         detail = s.ExecutionDetail.of(
             execution,
             events=[s.EventView.of(execution, event, outcome) for event, outcome in events],
             deliveries=[s.DeliveryView.of(d) for d in deliveries],
             actions=[s.ActionView.of(a) for a in actions],
+            acknowledgements=[s.AcknowledgementView.of(a) for a in acknowledged],
         )
         return answer(detail)
 
@@ -447,6 +450,24 @@ class _Api:
         execution_id = ExecutionId(*_path_id(request))
         found = await self.notifier.action_history(execution_id)
         return answer(s.ActionList(items=[s.ActionView.of(a) for a in found]))
+
+    # -- answers from chat -----------------------------------------------------------
+
+    async def slack_interactions(self, request: Request) -> Response:
+        body = await self._body(request)
+        try:
+            found = await chat.slack_interaction(self.notifier, request.headers, body, self.metrics)
+        except chat.ChatRefusal as refused:
+            raise ApiError(refused.status, refused.error, refused.problems) from None
+        return Response(status_code=200) if found is None else answer(found)
+
+    async def mattermost_actions(self, request: Request) -> Response:
+        data = await self._json(request)
+        try:
+            found = await chat.mattermost_action(self.notifier, data, self.metrics)
+        except chat.ChatRefusal as refused:
+            raise ApiError(refused.status, refused.error, refused.problems) from None
+        return answer(found)
 
     # -- events --------------------------------------------------------------------
 
@@ -761,6 +782,25 @@ OPERATIONS: list[Operation] = [
          202: ("Another request holds the decision and is asking Flyte now (pending)",
                s.ActionView)},
         (400, 401, 403, 404, 413, 415, 502, 503), body={JSON: s.ActionBody}, path_params=_IDS,
+    ),
+    Operation(
+        "POST", chat.SLACK_PATH,
+        "Slack's interactivity callback: a click on a message's button, verified with the"
+        " app's signing secret (no API token), done, and shown on the message",
+        _Api.slack_interactions,
+        {200: ("Answered: the message was updated (empty), or an ephemeral text for the"
+               " person who clicked when it could not be", s.SlackAnswer)},
+        (400, 401, 404, 413), body={"application/x-www-form-urlencoded": s.SlackInteraction},
+        public=True,
+    ),
+    Operation(
+        "POST", chat.MATTERMOST_PATH,
+        "Mattermost's call for a click on a message button: verified by the HMAC the"
+        " button carries (no API token), done, and the post updated",
+        _Api.mattermost_actions,
+        {200: ("Answered: the post as it now reads, or an ephemeral text",
+               s.MattermostAnswer)},
+        (400, 401, 404, 413, 415), body={JSON: s.MattermostAction}, public=True,
     ),
     Operation(
         "GET", _ACTIONS, "The actions asked on the execution, in order, whatever came of them",

@@ -50,6 +50,7 @@ from flytenotify.channels._url_policy import display_url
 from flytenotify.config import DeadlineSpec
 from flytenotify.domain import (
     RULE_PHASES,
+    Acknowledgement,
     ActionKind,
     ActionRecord,
     Attempt,
@@ -365,6 +366,7 @@ def _duration_or_none(seconds: float | None) -> str | None:
 
 if TYPE_CHECKING:
     ActionView: TypeAlias = View
+    AcknowledgementView: TypeAlias = View
     DeliveryView: TypeAlias = View
     AttemptView: TypeAlias = View
     DeliveryDetail: TypeAlias = View
@@ -486,6 +488,15 @@ else:
         doc="An action asked of Flyte through flytenotify, and what came of it.",
     )
 
+    AcknowledgementView = view(
+        Acknowledgement,
+        name="Acknowledgement",
+        hide={"execution_id", "id"},
+        show={"execution": (str, lambda a: str(a.execution_id))},
+        doc="A person said they are on the execution, from a chat message's button"
+        " (message: the provider's id of that message).",
+    )
+
     SourceView = view(
         SourceStatus,
         name="SourceStatus",
@@ -556,9 +567,10 @@ else:
             "events": list[EventView],
             "deliveries": list[DeliveryView],
             "actions": list[ActionView],
+            "acknowledgements": list[AcknowledgementView],
         },
-        doc="An execution: where its notifications came from, its events, deliveries and"
-        " the actions asked on it.",
+        doc="An execution: where its notifications came from, its events, deliveries, the"
+        " actions asked on it and who acknowledged it.",
     )
 
 
@@ -804,6 +816,61 @@ class ActionBody(RootModel[Annotated[
     ApprovalBody | SignalBody | ExecutionActionBody, Field(discriminator="action")
 ]]):  # fmt: skip
     """What to do on Flyte: its shape depends on ``action`` (the document's one of)."""
+
+
+class SlackInteraction(Request):
+    """Slack's interactivity callback, form-encoded: ``payload`` is the JSON of a
+    ``block_actions`` interaction (a click on a message's button)."""
+
+    payload: str
+
+
+class MattermostAction(Request):
+    """Mattermost's call when someone clicks a message button: who clicked, on which
+    post, and the button's ``context`` (what it asks, until when, and its HMAC)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")  # Mattermost adds fields over time
+
+    user_id: str
+    user_name: str = ""
+    post_id: str = ""
+    channel_id: str = ""
+    context: dict[str, Any]
+
+
+class SlackAnswer(Shape):
+    """What Slack is answered: nothing when the message was updated; otherwise an
+    ephemeral text for the person who clicked; for a form's submission with a wrong
+    value, the error to show under its field (``response_action`` ``errors``)."""
+
+    response_type: Literal["ephemeral"] | None = None
+    replace_original: bool | None = None
+    text: str | None = None
+    response_action: Literal["errors"] | None = None
+    errors: dict[str, str] | None = None
+
+    _absent_when_none: ClassVar[frozenset[str]] = frozenset(
+        {"response_type", "replace_original", "text", "response_action", "errors"}
+    )
+
+    @classmethod
+    def ephemeral(cls, text: str) -> SlackAnswer:
+        return cls(response_type="ephemeral", replace_original=False, text=text)
+
+
+class MattermostUpdate(Shape):
+    message: str
+    props: dict[str, Any] = Field(default_factory=dict)
+
+
+class MattermostAnswer(Shape):
+    """What Mattermost is answered: the post as it now reads (``update``), or a text
+    only the person who clicked sees (``ephemeral_text``)."""
+
+    update: MattermostUpdate | None = None
+    ephemeral_text: str | None = None
+
+    _absent_when_none: ClassVar[frozenset[str]] = frozenset({"update", "ephemeral_text"})
 
 
 def parse_action(data: Any) -> ApprovalBody | SignalBody | ExecutionActionBody:

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import errno
 import functools
+import logging
 import os
 import socket
 import ssl
@@ -29,7 +30,7 @@ import time
 from collections.abc import Iterator
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPStatus
 from aiosmtplib.email import quote_address
@@ -62,8 +63,12 @@ from flytenotify.channels.email.pool import (
     quit_session,
     reset_session,
 )
+from flytenotify.chat import email_links
 from flytenotify.domain import Delivery
 from flytenotify.sections import Section, read_secret
+
+log = logging.getLogger(__name__)
+ACT_PATH = "/ui/act"  # the console page a signed link opens (web/console)
 
 
 class SmtpConfig(Section):
@@ -197,17 +202,39 @@ class EmailChannel:
         self.max_in_flight = config.pool_size
         self._local_hostname: str | None = None
         self._pacer = Pacer(_BUDGET_WAIT, shared=shared_pacing)
+        self._links: tuple[Any, str, bytes] | None = None  # set by offer_answers
 
     def destination(self, delivery: Delivery) -> str:
         """The relay: every message goes through it, so its sends are limited together."""
         return self._where
+
+    def offer_answers(self, settings: Any) -> None:
+        """Emails to one person carry signed answer links from now on, when
+        ``[actions] link_secret`` and ``[templates] public_url`` say how."""
+        secret = settings.actions.resolved_link_secret()
+        public = (settings.templates.public_url or "").strip().rstrip("/")
+        if secret and public:
+            self._links = (settings.actions, f"{public}{ACT_PATH}", secret.encode())
+        elif secret:
+            log.warning(
+                "email: [actions] link_secret is set, but without [templates] public_url"
+                " no email carries links"
+            )
+
+    def links(self, delivery: Delivery) -> list[tuple[str, str]]:
+        """The signed ``(label, URL)`` answers the email for ``delivery`` carries."""
+        if self._links is None:
+            return []
+        actions, base, secret = self._links
+        return email_links(delivery, actions, base, secret, actions.link_ttl)
 
     async def send(self, delivery: Delivery) -> SendResult:
         # The Date of the message, reported back as the attempt's start: the
         # ledger then holds all the message is made of (see encode_message).
         sent_at = time.time()
         try:
-            payload = encode_message(delivery, self._config.sender, sent_at)
+            links = self.links(delivery)
+            payload = encode_message(delivery, self._config.sender, sent_at, links)
             rcpt_to = [b"TO:" + _envelope(address) for address in envelope_recipients(delivery)]
         except ValueError as exc:
             return SendResult.permanent(f"message not sent: {exc}")

@@ -32,6 +32,7 @@ import hashlib
 import html
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -121,7 +122,12 @@ def _checked_address(value: str) -> str:
     return parse_address(value).addr_spec
 
 
-def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None) -> bytes:
+def encode_message(
+    delivery: Delivery,
+    sender: str,
+    sent_at: float | None = None,
+    links: Sequence[tuple[str, str]] = (),
+) -> bytes:
     """The message for ``delivery`` as it goes on the wire: headers, a text and an HTML part.
 
     A pure function of the delivery, the sender and ``sent_at`` (Unix seconds,
@@ -129,13 +135,17 @@ def encode_message(delivery: Delivery, sender: str, sent_at: float | None = None
     come from the idempotency key (a digest's id), so the console shows the
     very bytes the relay was given, and a resend after a crash is the same message.
 
+    ``links`` are the signed ``(label, URL)`` answers an email to one person carries
+    (flytenotify.chat.email_links), at the end of both bodies; the console builds
+    the message again without them (they are the recipient's alone).
+
     Raises ``ValueError`` when a recipient or the sender is not one plain
     address; the subject is made single-line rather than refused, because an
     alert must still go out when an error message in it has a newline.
     """
     addressed = _addressed(delivery)
     sender = _checked_address(sender)
-    subject, text_body, html_body = message_content(delivery)
+    subject, text_body, html_body = message_content(delivery, links)
     subject = single_line(subject)
     text = _body(text_body)
     key = delivery.digest.id if delivery.digest is not None else delivery.idempotency_key
@@ -237,13 +247,33 @@ def envelope_recipients(delivery: Delivery) -> list[str]:
     return list(dict.fromkeys(_checked_address(box.address) for box in envelope.everyone))
 
 
-def message_content(delivery: Delivery) -> tuple[str, str, str]:
-    """Subject, text and HTML body: the rendered message's, or the digest's."""
+def message_content(
+    delivery: Delivery, links: Sequence[tuple[str, str]] = ()
+) -> tuple[str, str, str]:
+    """Subject, text and HTML body: the rendered message's (with ``links`` after it),
+    or the digest's."""
     if delivery.digest is None:
         message = delivery.message
-        return message.subject, message.text, message.html
+        if not links:
+            return message.subject, message.text, message.html
+        text = f"{message.text.rstrip()}\n\n{_links_text(links)}\n"
+        return message.subject, text, f"{message.html}\n{_links_html(links)}"
     digest = delivery.digest
     return digest.title, digest_text(digest), digest_html(digest)
+
+
+_LINKS_SAY = "Answer from here (each link asks you to confirm, and works once):"
+
+
+def _links_text(links: Sequence[tuple[str, str]]) -> str:
+    return "\n".join([_LINKS_SAY, *(f"  {label}: {url}" for label, url in links)])
+
+
+def _links_html(links: Sequence[tuple[str, str]]) -> str:
+    shown = " · ".join(
+        f'<a href="{html.escape(url)}">{html.escape(label)}</a>' for label, url in links
+    )
+    return f"<p>{html.escape(_LINKS_SAY)} {shown}</p>"
 
 
 def _digest_where(digest: Digest) -> str:

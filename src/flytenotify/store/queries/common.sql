@@ -179,6 +179,32 @@ UPDATE actions SET outcome = 'failed', decision = NULL,
 -- An execution's actions in the order they were asked.
 SELECT * FROM actions WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
 
+-- name: insert_acknowledgement
+-- A person's acknowledgement of an execution, once: a second one by the same
+-- person writes nothing and returns no row, and the caller reads the first.
+INSERT INTO acknowledgements (project, domain, name, actor, proof, message, acknowledged_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (project, domain, name, actor) DO NOTHING RETURNING *;
+
+-- name: acknowledgement_by
+SELECT * FROM acknowledgements WHERE project = ? AND domain = ? AND name = ? AND actor = ?;
+
+-- name: list_acknowledgements
+-- An execution's acknowledgements, first first.
+SELECT * FROM acknowledgements WHERE project = ? AND domain = ? AND name = ? ORDER BY id;
+
+-- name: use_link
+-- A signed link's first use: a second writes nothing and returns no row.
+INSERT INTO used_links (nonce, actor, used_at) VALUES (?, ?, ?)
+ON CONFLICT (nonce) DO NOTHING RETURNING *;
+
+-- name: used_link
+SELECT * FROM used_links WHERE nonce = ?;
+
+-- name: release_link
+-- A use that could not be carried out (Flyte unreachable): the link works again.
+DELETE FROM used_links WHERE nonce = ?;
+
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,

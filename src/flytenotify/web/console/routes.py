@@ -29,9 +29,11 @@ from starlette.staticfiles import StaticFiles
 from flytenotify.app import Notifier
 from flytenotify.channels import registry
 from flytenotify.channels.base import error_label
+from flytenotify.chat import verify_link
 from flytenotify.core.notification import declared_as
 from flytenotify.domain import (
     RULE_PHASES,
+    Actor,
     DeadlineAlert,
     DeadlineId,
     Delivery,
@@ -43,12 +45,13 @@ from flytenotify.domain import (
     phase_name,
 )
 from flytenotify.engine.silences import describe, next_start
-from flytenotify.errors import Conflict, InputError
+from flytenotify.errors import Conflict, Forbidden, InputError
 from flytenotify.intake.limits import MAX_INT, id_problems, parse_int
 from flytenotify.intake.source import Source
 from flytenotify.schedules import format_duration, spoken_duration
 from flytenotify.store.base import DeliveryFilter, InboxMessage
 from flytenotify.store.errors import StoreUnavailable
+from flytenotify.web.answers import answer_click
 from flytenotify.web.console import silence_form
 from flytenotify.web.console.auth import (
     COOKIE,
@@ -112,6 +115,8 @@ def console_app(
         Route("/deadlines/{project}/{domain}/{name}", page(console.deadline), methods=["GET"]),
         Route("/status", page(console.status), methods=["GET"]),
         Route("/inbox", page(console.inbox), methods=["GET"]),
+        # A signed link's own proof is its token: no session needed (the CSRF check stays).
+        Route("/act", page(console.act, public=True), methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -130,7 +135,7 @@ def console_app(
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # event | delivery | attempt | action
+    kind: str  # event | delivery | attempt | action | acknowledgement
     item: Any
     delivery: Delivery | None = None
 
@@ -365,6 +370,8 @@ class _Console:
         actions = await self.notifier.action_history(execution_id)
         for action in actions:
             timeline.append(TimelineEntry(action.requested_at, "action", action))
+        for ack in await self.notifier.acknowledgements(execution_id):
+            timeline.append(TimelineEntry(ack.acknowledged_at, "acknowledgement", ack))
         timeline.sort(key=lambda entry: entry.at)
         return self.render(
             request,
@@ -401,6 +408,34 @@ class _Console:
         redriven = [i for i in ids if await self.notifier.redrive(i) is not None]
         answer = {"redriven": len(redriven), "skipped": len(ids) - len(redriven)}
         return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(answer)}", 303)
+
+    async def act(self, request: Request) -> Response:
+        """A signed link from an email: GET asks to confirm (and changes nothing), POST
+        does it, once, as ``email:<recipient>``."""
+        secret = self.notifier.settings.actions.resolved_link_secret()
+        if not secret:
+            raise HTTPException(
+                404, "Signed links are not configured here ([actions] link_secret)."
+            )
+        form = await self._form(request) if request.method == "POST" else None
+        token = form.get("token") if form is not None else request.query_params.get("token")
+        try:
+            link = verify_link(token, secret.encode(), self.notifier.now().timestamp())
+        except (Forbidden, InputError) as refused:
+            status = 403 if isinstance(refused, Forbidden) else 400
+            raise HTTPException(status, f"This link cannot be used: {refused}") from None
+        actor = Actor(f"email:{link.recipient}", "signed-link")
+        if form is None:
+            return self.render(request, "act.html", link=link, token=token, done=None)
+        who, when, first = await self.notifier.use_link(link.nonce, actor)
+        if not first:
+            note = f"This link was used already, by {who} at {when:%Y-%m-%d %H:%M} UTC."
+            return self.render(request, "act.html", 409, link=link, token=None, done=note)
+        answer = await answer_click(self.notifier, link.button, actor, "", "email")
+        if answer.retry:
+            await self.notifier.release_link(link.nonce)  # nothing was done: it works again
+        done = answer.note.replace("{who}", link.recipient)
+        return self.render(request, "act.html", link=link, token=None, done=done)
 
     async def launch_plans(self, request: Request) -> Response:
         found = await self.notifier.launch_plans()
