@@ -29,9 +29,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import hypothesis
 import pytest
 
 _T = TypeVar("_T")
+
+# Property tests check what is computed, never how fast: Hypothesis's default
+# 200 ms deadline per example is a timed assertion that a busy machine (the
+# suite's parallel workers) fails now and then. A failure prints how to replay it.
+hypothesis.settings.register_profile("flytenotify", deadline=None, print_blob=True)
+hypothesis.settings.load_profile("flytenotify")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLYTENOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -55,6 +55,7 @@ from flytenotify.domain import (
     RunRule,
     Thread,
 )
+from flytenotify.store import store_for_url
 from flytenotify.store.postgres import PostgresStore
 from flytenotify.web.api import create_app
 from tests.helpers import PLAN, event_json, execution, rendered_delivery
@@ -467,6 +468,36 @@ async def test_replicas_joining_one_conversation_at_once_agree_on_one_first_mess
         by_key.setdefault(key, set()).add(conversation.root_delivery)
         assert conversation.thread is None
     assert all(len(roots) == 1 for roots in by_key.values())
+
+
+async def test_replicas_joining_a_claims_conversations_at_once_agree_on_each_first(
+    database_url: str,
+) -> None:
+    """join_conversations, a claim's joins in one statement: replicas racing on the
+    same conversations (in their sorted order, as the dispatcher gives them) agree."""
+    stores = [store_for_url(database_url), store_for_url(database_url)]
+    for store in stores:
+        await store.open()
+    keys = sorted(f"proj/prod/run-{i}|slack|#alerts" for i in range(30))
+    try:
+        found = await asyncio.gather(
+            *(
+                store.join_conversations([(key, delivery_id) for key in keys])
+                for delivery_id, store in ((1, stores[0]), (2, stores[1]))
+            )
+        )
+        again = await stores[0].join_conversations([(keys[0], 3)])
+    finally:
+        for store in stores:
+            await store.close()
+    first, second = found
+    assert set(first) == set(second) == set(keys)
+    for key in keys:
+        assert first[key].root_delivery == second[key].root_delivery
+        assert first[key].root_delivery in (1, 2)
+        assert first[key].thread is None
+    # A later join finds the conversation opened, and joins it.
+    assert again[keys[0]].root_delivery == first[keys[0]].root_delivery
 
 
 async def test_two_replicas_racing_on_one_executions_first_message_post_one(

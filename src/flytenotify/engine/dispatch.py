@@ -55,6 +55,7 @@ from flytenotify.engine.resolve import INBOX, UNROUTABLE, RoutingError, refusal,
 from flytenotify.store.base import (
     OTHER_CHANNELS,
     Completion,
+    Conversation,
     DeliveryFilter,
     Store,
     channel_key,
@@ -107,6 +108,9 @@ class _Flight:
     key: str  # the claim key it counts against (its channel, or OTHER_CHANNELS)
     task: asyncio.Task[None] | None = None
     overdue: bool = False
+    # Its execution's conversation with its destination, joined with its claim's
+    # (None: not part of one, or the ledger could not say; see _join_conversations).
+    conversation: Conversation | None = None
 
     @property
     def message_id(self) -> str:
@@ -361,10 +365,13 @@ class Dispatcher:
             raise
         finally:
             self._claiming = False
-        for delivery in messages(deliveries, self._max_size):
+        sent = messages(deliveries, self._max_size)
+        conversations = await self._join_conversations(sent)
+        for delivery in sent:
             key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
-            flight = _Flight(self._linked(delivery), key)
+            conversation = conversations.get(delivery.conversation)
+            flight = _Flight(self._linked(delivery), key, conversation=conversation)
             flight.task = asyncio.create_task(self._attempt(flight))
             self._flights.add(flight)
         # Not "the store was asked": with free slots and nothing due, that is
@@ -439,12 +446,13 @@ class Dispatcher:
     async def _attempt(self, flight: _Flight) -> None:
         delivery = flight.delivery
         try:
-            prepared = await self._ready(delivery)
+            prepared = await self._ready(delivery, flight.conversation)
+            opened: tuple[str, str] | None = None
             if isinstance(prepared, SendResult):
                 result, started = prepared, time.time()
             else:
                 result, started = await self._send_in_slot(flight, *prepared)
-                await self._note_first_message(prepared[1], result)
+                opened = await self._note_first_message(prepared[1], result)
             members = delivery.members
             if self._observer is not None:
                 for member in members:
@@ -461,6 +469,8 @@ class Dispatcher:
             decided = [
                 self._decide(member, result, started, retry_at, message) for member in members
             ]
+            if opened is not None:  # written with the outcome: one round trip, not two
+                decided[0] = replace(decided[0], opened=opened[0], thread=opened[1])
             self._completions += decided
             if decided[0].status is DeliveryStatus.DEAD:  # one outcome for the whole message
                 _log_dead(delivery, decided[0].reply)
@@ -497,14 +507,16 @@ class Dispatcher:
             guard.cancel()
             self._inflight.release(ticket, signal_of(result))
 
-    async def _ready(self, delivery: Delivery) -> tuple[Channel, Delivery] | SendResult:
+    async def _ready(
+        self, delivery: Delivery, conversation: Conversation | None
+    ) -> tuple[Channel, Delivery] | SendResult:
         """The channel and the delivery as it is to be sent (routed, in its
         conversation), or why it is not sent now."""
         prepared = self._prepare(delivery)
         if isinstance(prepared, SendResult):
             return prepared
         channel, routed = prepared
-        joined = await self._join_conversation(routed)
+        joined = await self._join_conversation(routed, conversation)
         return joined if isinstance(joined, SendResult) else (channel, joined)
 
     # -- conversations -----------------------------------------------------------
@@ -514,15 +526,36 @@ class Dispatcher:
         its destination: a single message over a channel that threads them."""
         return delivery.digest is None and _threads(delivery)
 
-    async def _join_conversation(self, delivery: Delivery) -> Delivery | SendResult:
+    async def _join_conversations(self, sent: Sequence[Delivery]) -> dict[str, Conversation]:
+        """The conversations of a claim's single messages that may be part of one,
+        joined together (two statements for the claim, not two per message): the
+        earliest of a claim's messages of one conversation is offered as its first."""
+        first: dict[str, int] = {}
+        for delivery in sent:
+            if self._converses(delivery):
+                key = delivery.conversation
+                first[key] = min(first.get(key, delivery.id), delivery.id)
+        if not first:
+            return {}
+        try:
+            return await self.store.join_conversations(sorted(first.items()))
+        except Exception as error:
+            # Each of them then waits and is tried again (_join_conversation).
+            log.warning("could not join %d conversations: %r", len(first), error)
+            return {}
+
+    async def _join_conversation(
+        self, delivery: Delivery, conversation: Conversation | None
+    ) -> Delivery | SendResult:
         """``delivery`` as its conversation has it sent: as the first message, or
         with the ``thread`` it updates or follows; or, while another delivery is
         sending the first message, the wait for it."""
         if not self._converses(delivery):
             return delivery
         key = delivery.conversation
+        if conversation is None:
+            return SendResult.transient("the ledger could not say what this message follows")
         try:
-            conversation = await self.store.join_conversation(key, delivery.id)
             if conversation.root_delivery == delivery.id:
                 return delivery
             if conversation.thread is None:
@@ -572,30 +605,34 @@ class Dispatcher:
         )
         return sent[0] if sent else row
 
-    async def _note_first_message(self, delivery: Delivery, result: SendResult) -> None:
-        """Record a conversation's first message once it is sent: what later ones follow.
+    async def _note_first_message(
+        self, delivery: Delivery, result: SendResult
+    ) -> tuple[str, str] | None:
+        """The conversation whose first message ``delivery`` sent and that message's
+        id, what later ones follow: recorded with its outcome.
 
         A delivery that was handed a thread and went out without following it
         sent a new first message (the old one was deleted): it is recorded too.
         A digest is the first message of each execution it names that had none
-        with its destination: later messages about one of them follow it.
+        with its destination (recorded here: later messages about one of them
+        follow it).
         """
         if result.outcome is not Outcome.DELIVERED or not _threads(delivery):
-            return
+            return None
         if delivery.thread is not None and result.in_reply_to:
-            return
+            return None
         thread = result.provider_message_id or f"single:{delivery.idempotency_key}"
+        if delivery.digest is None:
+            return delivery.conversation, thread
         try:
-            if delivery.digest is not None:
-                await self._open_conversations(delivery.digest, thread)
-            else:
-                await self.store.conversation_sent(delivery.conversation, delivery.id, thread)
+            await self._open_conversations(delivery.digest, thread)
         except Exception as error:
             # Its delivery is delivered with no id recorded: the conversation's next
             # message takes it over and starts a new one.
             log.warning(
                 "could not record the first message of %s: %r", delivery.conversation, error
             )
+        return None
 
     async def _open_conversations(self, digest: Digest, thread: str) -> None:
         """Make the digest sent as ``thread`` the first message of the conversation of

@@ -164,6 +164,10 @@ class Completion:
     message_size: int = 1  # how many executions that message carried
     provider_message_id: str = ""  # the provider's id of what it went out as
     in_reply_to: str = ""  # the conversation's first message it updated or followed
+    # It sent the first message of this conversation ("" none), as ``thread``:
+    # written with the outcome, what the conversation's later messages follow.
+    opened: str = ""
+    thread: str = ""
 
 
 @dataclass(frozen=True)
@@ -368,6 +372,13 @@ class Store(Protocol):
 
         Atomic across replicas: of several joining at once, exactly one is the first.
         """
+        ...
+
+    async def join_conversations(
+        self, joining: Sequence[tuple[str, int]]
+    ) -> dict[str, Conversation]:
+        """:meth:`join_conversation` for a claim's deliveries at once, ``(key, delivery
+        id)`` each, at most one per key: one or two statements, not two per delivery."""
         ...
 
     async def conversation_sent(self, key: str, delivery_id: int, thread: str) -> None:

@@ -147,7 +147,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
-    """The batch as the twelve column arrays the ``complete`` query unnests."""
+    """The batch as the fourteen column arrays the ``complete`` query unnests."""
     rows = [
         (
             c.delivery_id,
@@ -163,10 +163,12 @@ def _completion_columns(completions: Sequence[Completion]) -> list[list[Any]]:
             c.message_size,
             c.provider_message_id,
             c.in_reply_to,
+            c.opened,
+            c.thread,
         )
         for c in completions
     ]
-    return _columns(rows, 12)
+    return _columns(rows, 14)
 
 
 def _rowcount(status: str) -> int:
@@ -288,6 +290,12 @@ class PostgresStore(SQLStore):
         if changed:
             self.space.wrote()
         return changed
+
+    async def _join_all(self, joining: Sequence[tuple[str, int]]) -> None:
+        await self._change(Q["join_conversations"], _columns(list(joining), 2))
+
+    def _keys(self, keys: list[str]) -> tuple[Any, ...]:
+        return (keys,)
 
     async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
         async def write(conn: Conn) -> list[Row]:

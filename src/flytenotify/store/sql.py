@@ -50,6 +50,15 @@ from flytenotify.store.queries import Queries
 Row = Mapping[str, Any]
 
 
+def conversation_from_row(row: Row) -> Conversation:
+    status = row["root_status"]
+    return Conversation(
+        root_delivery=int(row["root_delivery"]),
+        thread=row["thread"],
+        root_status=DeliveryStatus(status) if status is not None else None,
+    )
+
+
 class SQLStore(ABC):
     queries: Queries
 
@@ -311,12 +320,26 @@ class SQLStore(ABC):
         await self._change(self.queries["join_conversation"], self._join_args(key, delivery_id))
         row = await self._fetch_one("select_conversation", (key,))
         assert row is not None  # just opened, and conversations are never deleted
-        status = row["root_status"]
-        return Conversation(
-            root_delivery=int(row["root_delivery"]),
-            thread=row["thread"],
-            root_status=DeliveryStatus(status) if status is not None else None,
+        return conversation_from_row(row)
+
+    async def join_conversations(
+        self, joining: Sequence[tuple[str, int]]
+    ) -> dict[str, Conversation]:
+        if not joining:
+            return {}
+        await self._join_all(joining)
+        rows = await self._fetch(
+            self.queries["select_conversations"], self._keys([k for k, _ in joining])
         )
+        return {row["conversation"]: conversation_from_row(row) for row in rows}
+
+    @abstractmethod
+    async def _join_all(self, joining: Sequence[tuple[str, int]]) -> None:
+        """The upserts of :meth:`join_conversations`, as the dialect batches them."""
+
+    @abstractmethod
+    def _keys(self, keys: list[str]) -> tuple[Any, ...]:
+        """A list of keys as ``select_conversations`` takes it."""
 
     def _join_args(self, key: str, delivery_id: int) -> tuple[Any, ...]:
         """The arguments of ``join_conversation``: leases are judged by the

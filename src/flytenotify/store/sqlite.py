@@ -132,6 +132,14 @@ class SQLiteStore(SQLStore):
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
         return await self._write(lambda conn: conn.execute(sql, args).rowcount)
 
+    async def _join_all(self, joining: Sequence[tuple[str, int]]) -> None:
+        now = codec.now()
+        rows = [(key, delivery_id, now, now) for key, delivery_id in joining]
+        await self._write(lambda conn: conn.executemany(Q["join_conversation"], rows))
+
+    def _keys(self, keys: list[str]) -> tuple[Any, ...]:
+        return (json.dumps(keys),)
+
     async def _change_returning(self, sql: str, args: Sequence[Any]) -> list[Row]:
         return await self._write(lambda conn: conn.execute(sql, args).fetchall())
 
@@ -589,6 +597,10 @@ def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> No
             (c.delivery_id, number, c.started_at, c.finished_at, c.outcome, c.reply)
             for c, number in held
         ],
+    )
+    conn.executemany(
+        Q["conversation_sent"],
+        [(c.delivery_id, c.thread, c.finished_at, c.opened) for c, _ in held if c.opened],
     )
 
 

@@ -178,9 +178,9 @@ WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
                          $5::double precision[], $6::double precision[],
                          $7::double precision[], $8::text[], $9::text[], $10::int[],
-                         $11::text[], $12::text[])
+                         $11::text[], $12::text[], $13::text[], $14::text[])
            AS b(id, owner, status, reply, delay, started_at, finished_at, outcome,
-                message_id, message_size, provider_message_id, in_reply_to)
+                message_id, message_size, provider_message_id, in_reply_to, opened, thread)
 ), done AS (
     UPDATE deliveries AS d
        SET status = batch.status, attempts = d.attempts + 1, last_reply = batch.reply,
@@ -203,6 +203,12 @@ WITH batch AS (
              WHERE batch.status = 'retrying' AND done.group_key IS NOT NULL
              GROUP BY done.group_key) AS r
      WHERE g.group_key = r.group_key
+), opened AS (
+    -- A conversation's first message was sent (conversation_sent, for the batch).
+    UPDATE conversations AS c
+       SET root_delivery = done.id, thread = batch.thread, updated_at = {{now}}
+      FROM done JOIN batch ON batch.id = done.id
+     WHERE batch.opened <> '' AND c.conversation = batch.opened
 )
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, reply)
 SELECT done.id, done.attempts, batch.started_at, batch.finished_at, batch.outcome, batch.reply
@@ -323,6 +329,26 @@ ON CONFLICT (conversation) DO UPDATE SET
                 WHERE d.id = c.root_delivery
                   AND (d.status IN ('dead', 'delivered')
                        OR d.lease_until IS NULL OR d.lease_until < {{now}}));
+
+-- name: join_conversations
+-- join_conversation for a claim's deliveries in one statement: the arrays are
+-- the keys and delivery ids (one per key: an upsert cannot touch a row twice).
+INSERT INTO conversations AS c (conversation, root_delivery, thread, updated_at)
+SELECT j.key, j.id, NULL, {{now}} FROM unnest($1::text[], $2::bigint[]) AS j(key, id)
+ON CONFLICT (conversation) DO UPDATE SET
+    root_delivery = excluded.root_delivery, updated_at = excluded.updated_at
+ WHERE c.thread IS NULL
+   AND c.root_delivery <> excluded.root_delivery
+   AND EXISTS (SELECT 1 FROM deliveries AS d
+                WHERE d.id = c.root_delivery
+                  AND (d.status IN ('dead', 'delivered')
+                       OR d.lease_until IS NULL OR d.lease_until < {{now}}));
+
+-- name: select_conversations
+-- As select_conversation, for an array of keys.
+SELECT c.conversation, c.root_delivery, c.thread, d.status AS root_status
+  FROM conversations AS c LEFT JOIN deliveries AS d ON d.id = c.root_delivery
+ WHERE c.conversation = ANY($1::text[]);
 
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON

@@ -186,6 +186,12 @@ ON CONFLICT (conversation) DO UPDATE SET
                   AND (d.status IN ('dead', 'delivered')
                        OR d.lease_until IS NULL OR d.lease_until < ?));
 
+-- name: select_conversations
+-- As select_conversation, for a JSON array of keys.
+SELECT c.conversation, c.root_delivery, c.thread, d.status AS root_status
+  FROM conversations AS c LEFT JOIN deliveries AS d ON d.id = c.root_delivery
+ WHERE c.conversation IN (SELECT value FROM json_each(?));
+
 -- name: launch_plan_name
 -- An expression, not a statement: the launch plan's name inside the JSON
 -- column deliveries.launch_plan, for the console's launch plan filter.
