@@ -370,7 +370,7 @@ class Dispatcher:
         for delivery in sent:
             key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
-            conversation = conversations.get(delivery.conversation)
+            conversation = conversations.get(delivery.id)
             flight = _Flight(self._linked(delivery), key, conversation=conversation)
             flight.task = asyncio.create_task(self._attempt(flight))
             self._flights.add(flight)
@@ -526,23 +526,27 @@ class Dispatcher:
         its destination: a single message over a channel that threads them."""
         return delivery.digest is None and _threads(delivery)
 
-    async def _join_conversations(self, sent: Sequence[Delivery]) -> dict[str, Conversation]:
-        """The conversations of a claim's single messages that may be part of one,
-        joined together (two statements for the claim, not two per message): the
-        earliest of a claim's messages of one conversation is offered as its first."""
-        first: dict[str, int] = {}
+    async def _join_conversations(self, sent: Sequence[Delivery]) -> dict[int, Conversation]:
+        """By delivery id, the conversations of a claim's single messages (as routed
+        now) joined together: two statements for the claim, not two per message.
+        The earliest of a claim's messages of one conversation is offered as its
+        first; a message missing here joins on its own (_join_conversation)."""
+        keys: dict[int, str] = {}
         for delivery in sent:
-            if self._converses(delivery):
-                key = delivery.conversation
-                first[key] = min(first.get(key, delivery.id), delivery.id)
+            prepared = self._prepare(delivery)
+            if not isinstance(prepared, SendResult) and self._converses(prepared[1]):
+                keys[delivery.id] = prepared[1].conversation
+        first: dict[str, int] = {}
+        for delivery_id, key in keys.items():
+            first[key] = min(first.get(key, delivery_id), delivery_id)
         if not first:
             return {}
         try:
-            return await self.store.join_conversations(sorted(first.items()))
+            joined = await self.store.join_conversations(sorted(first.items()))
         except Exception as error:
-            # Each of them then waits and is tried again (_join_conversation).
-            log.warning("could not join %d conversations: %r", len(first), error)
+            log.warning("could not join %d conversations at once: %r", len(first), error)
             return {}
+        return {i: joined[key] for i, key in keys.items() if key in joined}
 
     async def _join_conversation(
         self, delivery: Delivery, conversation: Conversation | None
@@ -553,9 +557,9 @@ class Dispatcher:
         if not self._converses(delivery):
             return delivery
         key = delivery.conversation
-        if conversation is None:
-            return SendResult.transient("the ledger could not say what this message follows")
         try:
+            if conversation is None:
+                conversation = await self.store.join_conversation(key, delivery.id)
             if conversation.root_delivery == delivery.id:
                 return delivery
             if conversation.thread is None:
