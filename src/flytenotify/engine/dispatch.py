@@ -359,14 +359,14 @@ class Dispatcher:
                 completions,
                 self._groups,
             )
+            sent = messages(deliveries, self._max_size)
+            conversations = await self._join_conversations(sent)
         except BaseException:
             # Not written: keep them for the next round (the rows stay leased).
             self._completions[:0] = completions
             raise
         finally:
             self._claiming = False
-        sent = messages(deliveries, self._max_size)
-        conversations = await self._join_conversations(sent)
         for delivery in sent:
             key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
