@@ -348,6 +348,53 @@ async def test_approve_from_slack_sets_the_signal_once_and_a_stranger_is_refused
     assert history[1].proof == "slack-signature"
 
 
+async def test_a_slack_group_entry_allows_its_members_as_slack_says(
+    database_url: str, admin: FlyteAdminServer
+) -> None:
+    async with SlackApiServer() as slack:
+        slack.usergroups["S0RELEASE"] = [ALICE, "U0BOB"]
+        settings = Settings.model_validate(
+            {
+                "database": {"url": database_url},
+                "flyteadmin": admin.config().model_dump(exclude_none=True),
+                "slack": slack_section(slack).model_dump(mode="python"),
+                "waiting": {"releases": {"recipients": ["#alerts"]}},
+                "actions": {
+                    "allow": [
+                        {
+                            "project": RUN.project,
+                            "actions": ["approve", "reject"],
+                            "actors": ["slack-group:S0RELEASE", "slack-group:S0GONE"],
+                        }
+                    ]
+                },
+            }
+        )
+        async with serving(settings) as (notifier, client):
+            await EgressIntake(notifier, Metrics(), "nats").handle([node_message("approve-deploy")])
+            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+            ts = root_ts(slack)
+            # A group entry alone offers the buttons.
+            assert slack.buttons(ALERTS, ts)[:2] == ["flytenotify_approve", "flytenotify_reject"]
+
+            await click(client, slack, ts, "approve", user=MALLORY)
+            assert notes(slack, ts)[-1] == f"Refused: <@{MALLORY}> is not allowed to approve here"
+            assert admin.requests_to("SetSignal") == []
+
+            await click(client, slack, ts, "approve")
+            assert admin.signal_value(RUN, "approve-deploy").scalar.primitive.boolean is True
+            assert notes(slack, ts)[-1].startswith(f"Approved by <@{ALICE}> at ")
+            history = await notifier.action_history(RUN)
+    # Each group named was asked of Slack: a listed one once (cached), one Slack
+    # does not know at each click (nobody is in it, and that is not remembered).
+    asked = sorted(c.body["usergroup"] for c in slack.calls_to("usergroups.users.list"))
+    assert asked == ["S0GONE", "S0GONE", "S0RELEASE"]
+    assert [(a.actor, a.outcome.value) for a in history] == [
+        ("slack:U0MALLORY", "refused"),
+        ("slack:U0ALICE", "done"),
+    ]
+
+
 @pytest.fixture
 def admin_at_replicas() -> Iterator[FlyteAdminServer]:
     """FlyteAdmin with the run waiting at its typed gate alone."""

@@ -681,6 +681,17 @@ class ActionsConfig(Section):
         ``action`` on ``execution``: a chat message offers its button then."""
         return any(grant.names_kind(action, execution, kinds) for grant in self.allow)
 
+    def named(self, kind: str) -> set[str]:
+        """The values of every entry of ``kind`` (``slack-group`` -> the group IDs
+        named anywhere): what a chat platform is asked an actor's membership of."""
+        return {
+            value
+            for grant in self.allow
+            for actor in grant.actors
+            for found_kind, _, value in [actor.partition(":")]
+            if found_kind == kind and value and value != "*"
+        }
+
 
 class WaitingRule(Section):
     """``[waiting.NAME]``: who is told a Flyte 1 execution waits at a gate (``approve()``,

@@ -15,7 +15,8 @@ It behaves as Slack documents, closely enough to test a client against:
   did not post, ``no_text``, ``msg_too_long``, ``invalid_blocks``;
   ``edit_window_closed`` is scripted with :meth:`SlackApiServer.fail`),
   ``users.lookupByEmail`` (``users_not_found``), ``conversations.open``,
-  ``auth.test``, ``views.open`` (a modal, kept in ``views``; ``invalid_trigger_id``
+  ``auth.test``, ``usergroups.users.list`` (from ``usergroups``; ``no_such_subteam``),
+  ``views.open`` (a modal, kept in ``views``; ``invalid_trigger_id``
   for a trigger no click gave).
 - ``POST /services/...``: an incoming webhook answering as Slack documents,
   as text: ``ok`` (200), ``invalid_payload`` (400, a body that is not JSON),
@@ -131,6 +132,7 @@ class SlackApiServer(LoopbackServer):
         # "thread_ts" for a reply, "edited" once updated, "bot" when the bot posted it).
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.views: list[dict[str, Any]] = []  # modals opened (views.open), in order
+        self.usergroups: dict[str, list[str]] = {}  # user group ID -> its members' IDs
 
     # -- addresses and scripting ----------------------------------------------
 
@@ -341,6 +343,7 @@ class SlackApiServer(LoopbackServer):
             "conversations.open": self._open,
             "auth.test": self._auth_test,
             "views.open": self._open_view,
+            "usergroups.users.list": self._usergroup_users,
         }
 
     def _channel_id(self, channel: str) -> str | None:
@@ -402,6 +405,12 @@ class SlackApiServer(LoopbackServer):
         message["edited"] = True
         shown = {key: value for key, value in message.items() if key != "bot"}
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": shown}
+
+    def _usergroup_users(self, params: dict[str, Any]) -> Answer:
+        members = self.usergroups.get(str(params.get("usergroup") or ""))
+        if members is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(members)}
 
     def _open_view(self, params: dict[str, Any]) -> Answer:
         trigger = str(params.get("trigger_id") or "")

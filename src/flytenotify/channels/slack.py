@@ -48,7 +48,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -207,9 +207,10 @@ MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_wind
 # attempt return transient at once, leaving the wait to the engine's scheduler.
 DEFAULT_MAX_WAIT = 10.0
 
-# The identities a Slack user's click is vouched as ([[actions.allow]] kinds): the user
-# alone; their user groups are not looked up, so slack-group entries match no click.
-SLACK_KINDS = frozenset({"slack"})
+# The identities a Slack user's click is vouched as ([[actions.allow]] kinds): the
+# user, and the user groups Slack says they are in (usergroups.users.list).
+SLACK_KINDS = frozenset({"slack", "slack-group"})
+GROUP_KIND = "slack-group"
 
 
 # --------------------------------------------------------------------------
@@ -615,6 +616,8 @@ class SlackChannel(ChannelDefaults):
         self._pacer = Pacer(max_wait, shared=shared_pacing)
         ttl = config.lookup_cache_ttl
         self._users: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # email -> user ID
+        # user group ID -> its members' IDs
+        self._groups: TTLCache[str, frozenset[str]] = TTLCache(LOOKUPS_KEPT, ttl)
         self._dms: TTLCache[str, str] = TTLCache(LOOKUPS_KEPT, ttl)  # user ID -> DM channel ID
         self._http: aiohttp.ClientSession | None = None
         self._actions: Any = None  # [actions] once answers are offered (offer_answers)
@@ -825,6 +828,39 @@ class SlackChannel(ChannelDefaults):
         except _Stop as stop:
             return stop.result.reply
         return ""
+
+    async def groups_of(self, user: str, groups: Collection[str]) -> tuple[str, ...]:
+        """Which of the user groups ``groups`` (IDs, ``S...``) ``user`` is in, as
+        ``slack-group:ID`` claims, by ``usergroups.users.list`` (cached like the
+        other lookups). A group Slack cannot list counts as one the user is not
+        in: a click is refused rather than allowed on a guess."""
+        self._session()
+        found = []
+        for group in sorted(groups):
+            try:
+                members = await self._members(group)
+            except _Stop as stop:
+                log.warning("slack: cannot list user group %s: %s", group, stop.result.reply)
+                continue
+            if user in members:
+                found.append(f"{GROUP_KIND}:{group}")
+        return tuple(found)
+
+    async def _members(self, group: str) -> frozenset[str]:
+        cached = self._groups.get(group)
+        if cached is not None:
+            return cached
+        method = "usergroups.users.list"
+        call = lambda: self._web.usergroups_users_list(usergroup=group)  # noqa: E731
+        response = await self._call(_method_key(method), 0.0, method, call)
+        users = response.get("users")
+        members = (
+            frozenset(u for u in users if isinstance(u, str))
+            if isinstance(users, list)
+            else frozenset()
+        )
+        self._groups[group] = members
+        return members
 
     async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
         """``views.open``: a modal for the person whose click gave ``trigger_id`` (valid

@@ -22,6 +22,7 @@ to the person who clicked when the message cannot be updated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -39,6 +40,7 @@ from flytenotify.channels.slack import (
     ACTIONS_BLOCK,
     ANSWER_PREFIX,
     ANSWER_VIEW,
+    GROUP_KIND,
     MAX_BLOCKS,
     MAX_FIELD,
     SlackChannel,
@@ -136,11 +138,22 @@ def _finished(work: asyncio.Task[Any]) -> None:
         work.exception()  # logged where it was raised; retrieved so asyncio says nothing
 
 
+async def _vouched(notifier: Notifier, actor: Actor, user: str) -> Actor:
+    """``actor`` with the user groups named in ``[[actions.allow]]`` that Slack says
+    ``user`` is in: what ``slack-group:`` entries are matched against."""
+    wanted = notifier.settings.actions.named(GROUP_KIND)
+    channel = notifier.channels.get("slack")
+    if not wanted or not isinstance(channel, SlackChannel):
+        return actor
+    return dataclasses.replace(actor, groups=await channel.groups_of(user, wanted))
+
+
 async def _answer_on_slack(notifier: Notifier, click: _SlackClick) -> s.SlackAnswer | None:
     """Do the click and show what came of it on the message; an ephemeral answer when
     the message could not say it (or nothing could be done now)."""
     try:
-        answer = await answer_click(notifier, click.button, click.actor, click.message_id, "Slack")
+        actor = await _vouched(notifier, click.actor, click.user)
+        answer = await answer_click(notifier, click.button, actor, click.message_id, "Slack")
     except Exception:
         log.exception("slack: a click on %s could not be answered", click.message_id)
         raise
@@ -304,7 +317,7 @@ async def _answer_submitted(notifier: Notifier, submitted: _Submitted) -> s.Slac
     answer = await answer_click(
         notifier,
         submitted.button,
-        submitted.actor,
+        await _vouched(notifier, submitted.actor, submitted.user),
         submitted.message_id,
         "Slack",
         value=submitted.value,
