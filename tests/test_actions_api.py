@@ -211,6 +211,7 @@ actors = ["cli:{getpass.getuser()}"]
         ],
     )
     assert wrong.exit_code == 1
+    assert "flytenotify: refused" in wrong.output
     assert "value: the gate expects a string (str), got 3" in wrong.output
     text = runner.invoke(
         main,

@@ -656,13 +656,16 @@ def _direct_call(
     db: str | None,
     work: Callable[[Notifier], Awaitable[_T]],
     as_json: bool,
+    mistake: str = "invalid request",
 ) -> _T:
+    """``work`` on the database; a mistake in the request exits 1 saying ``mistake``
+    and naming each problem."""
     from flytenotify.errors import InputError
 
     try:
         return _run(config_file, db, work)
     except (InputError, NotificationConfigError) as error:
-        _fail("invalid request", [str(p) for p in error.problems], as_json)
+        _fail(mistake, [str(p) for p in error.problems], as_json)
 
 
 @main.command()
@@ -879,9 +882,7 @@ def _acting(
     from flytenotify.errors import UpstreamRefused, UpstreamUnavailable
 
     try:
-        return _run(config_file, db, work)
-    except (InputError, NotificationConfigError) as error:
-        _fail("refused", [str(p) for p in error.problems], as_json)
+        return _direct_call(config_file, db, work, as_json, mistake="refused")
     except (UpstreamRefused, UpstreamUnavailable) as error:
         _fail(f"Flyte: {error}", [], as_json)
 
