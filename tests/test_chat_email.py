@@ -10,37 +10,22 @@ goes through the loopback SMTP server; the page through the service's console.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.app import Notifier
 from flytenotify.config import (
     ActionsConfig,
     DatabaseConfig,
     GroupingConfig,
-    ServerConfig,
     Settings,
     TemplateConfig,
 )
-from flytenotify.domain import (
-    EntityId,
-    Execution,
-    ExecutionEvent,
-    ExecutionId,
-    NotificationSource,
-    RunRule,
-)
-from flytenotify.web.api import create_app
+from tests.chat import fail, failing_run, serving
 from tests.servers.smtp import SmtpServer
 
 PUBLIC = "https://flytenotify.example.com"
 SECRET = "kJ2m9Qz4rT7wX1bN5cV8hL3pS6dF0gA2yU4iO7eR9tW"
-TASK = EntityId("proj", "prod", "train", "v3")
 ONCALL = "oncall@example.com"
 
 
@@ -52,29 +37,6 @@ def settings_for(database_url: str, smtp: SmtpServer) -> Settings:
         templates=TemplateConfig(public_url=PUBLIC),
         actions=ActionsConfig.model_validate({"link_secret": SECRET}),
     )
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[Notifier, httpx.AsyncClient]]:
-    async with Notifier(settings) as notifier:
-        transport = httpx.ASGITransport(app=create_app(notifier, ServerConfig()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield notifier, client
-
-
-async def fail(notifier: Notifier, name: str) -> ExecutionId:
-    run = Execution(
-        id=ExecutionId("proj", "prod", name),
-        launch_plan=TASK,
-        notifications=(),
-        created_at=datetime.now(UTC),
-        source=NotificationSource.FLYTE2,
-        rules=(RunRule(frozenset({P.FAILED}), name="oncall", recipients=(ONCALL,)),),
-    )
-    event = ExecutionEvent(run.id, P.FAILED, datetime.now(UTC))
-    await notifier.record_checked_events([event], {run.id: run})
-    await notifier.run_until_idle(include_retries=True, max_wait=20)
-    return run.id
 
 
 def links_in(smtp: SmtpServer) -> dict[str, str]:
@@ -102,7 +64,7 @@ async def test_a_signed_link_asks_first_then_acknowledges_once_as_the_recipient(
 ) -> None:
     with SmtpServer() as smtp:
         async with serving(settings_for(database_url, smtp)) as (notifier, client):
-            run = await fail(notifier, "e1")
+            run = await fail(notifier, failing_run("e1", ONCALL))
             links = links_in(smtp)
             assert list(links) == ["Acknowledge", "Mute launch plan 1 h", "Mute 4 h"]
 
@@ -138,7 +100,7 @@ async def test_an_altered_or_foreign_token_is_refused_and_changes_nothing(tmp_pa
     with SmtpServer() as smtp:
         settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", smtp)
         async with serving(settings) as (notifier, client):
-            run = await fail(notifier, "e2")
+            run = await fail(notifier, failing_run("e2", ONCALL))
             path = links_in(smtp)["Acknowledge"]
             body, mac = path.split("token=", 1)[1].split(".")
             tampered = f"/ui/act?token={body[:-2]}AA.{mac}"

@@ -10,40 +10,25 @@ when, and one altered, forged or expired is refused before anything is done.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from flytenotify import WorkflowExecutionPhase as P
-from flytenotify.app import Notifier
 from flytenotify.channels.mattermost import MattermostConfig
 from flytenotify.chat import Button, ChatAction, sign_context
 from flytenotify.config import (
     DatabaseConfig,
     GroupingConfig,
-    ServerConfig,
     Settings,
     TemplateConfig,
 )
-from flytenotify.domain import (
-    EntityId,
-    Execution,
-    ExecutionEvent,
-    ExecutionId,
-    NotificationSource,
-    RunRule,
-)
-from flytenotify.web.api import create_app
+from tests.chat import fail, failing_run, serving
 from tests.servers.mattermost_api import BOT_TOKEN, MattermostServer
 
 SECRET = "Vq0c2mQk1hHq3yYb6x0tJ4lS8rP5nW7eZ9aD3fG1uK0"
 PUBLIC = "https://flytenotify.example.com"
 PATH = "/api/v1/chat/mattermost/actions"
-TASK = EntityId("proj", "prod", "train", "v3")
 ALICE_ID = "a" * 26
 
 
@@ -62,29 +47,6 @@ def settings_for(database_url: str, mm: MattermostServer, secret: str | None = S
     )
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[Notifier, httpx.AsyncClient]]:
-    async with Notifier(settings) as notifier:
-        transport = httpx.ASGITransport(app=create_app(notifier, ServerConfig()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield notifier, client
-
-
-async def fail(notifier: Notifier, name: str) -> ExecutionId:
-    run = Execution(
-        id=ExecutionId("proj", "prod", name),
-        launch_plan=TASK,
-        notifications=(),
-        created_at=datetime.now(UTC),
-        source=NotificationSource.FLYTE2,
-        rules=(RunRule(frozenset({P.FAILED}), name="oncall", recipients=("mattermost:alerts",)),),
-    )
-    event = ExecutionEvent(run.id, P.FAILED, datetime.now(UTC))
-    await notifier.record_checked_events([event], {run.id: run})
-    await notifier.run_until_idle(include_retries=True, max_wait=20)
-    return run.id
-
-
 async def click(
     client: httpx.AsyncClient, mm: MattermostServer, post_id: str, action: str, **change: Any
 ) -> httpx.Response:
@@ -101,7 +63,7 @@ async def test_acknowledge_from_mattermost_updates_the_post_and_is_recorded_once
         MattermostServer() as mm,
         serving(settings_for(database_url, mm)) as (notifier, client),
     ):
-        run = await fail(notifier, "m1")
+        run = await fail(notifier, failing_run("m1", "mattermost:alerts"))
         (root,) = mm.roots()
         post_id = root["id"]
         assert mm.buttons(post_id) == ["flytenotifyack", "flytenotifymute1h", "flytenotifymute4h"]
@@ -133,7 +95,7 @@ async def test_forged_altered_and_expired_buttons_are_refused_and_change_nothing
         MattermostServer() as mm,
         serving(settings_for(f"sqlite:///{tmp_path / 'x.db'}", mm)) as (notifier, client),
     ):
-        run = await fail(notifier, "m2")
+        run = await fail(notifier, failing_run("m2", "mattermost:alerts"))
         (root,) = mm.roots()
         post_id = root["id"]
         _, body = mm.action(post_id, "flytenotifyack", user_id=ALICE_ID, user_name="alice")
@@ -172,7 +134,7 @@ async def test_without_an_action_secret_posts_have_no_buttons(tmp_path: Any) -> 
         MattermostServer() as mm,
         serving(settings_for(f"sqlite:///{tmp_path / 'x.db'}", mm, secret=None)) as (n, client),
     ):
-        await fail(n, "m3")
+        await fail(n, failing_run("m3", "mattermost:alerts"))
         answer = await client.post(PATH, json={"user_id": ALICE_ID, "context": {}})
     (root,) = mm.roots()
     assert mm.buttons(root["id"]) == []

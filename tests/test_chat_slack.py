@@ -14,9 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -32,7 +30,6 @@ from flytenotify.config import (
     DatabaseConfig,
     DeadlineSpec,
     GroupingConfig,
-    ServerConfig,
     Settings,
     SlackConfig,
     TemplateConfig,
@@ -41,20 +38,16 @@ from flytenotify.domain import (
     DeadlineId,
     DeliveryStatus,
     EntityId,
-    Execution,
-    ExecutionEvent,
     ExecutionId,
-    NotificationSource,
-    RunRule,
     TimerKind,
 )
 from flytenotify.intake.egress import EgressIntake
 from flytenotify.intake.source import Received
 from flytenotify.metrics import Metrics
 from flytenotify.store.base import DeliveryFilter
-from flytenotify.web.api import create_app
 from flytenotify.web.chat import SLACK_ANSWER_WITHIN, WORKING
 from tests import flyteadmin_egress, gates
+from tests.chat import fail, failing_run, serving
 from tests.flyteadmin_egress import workflow_event
 from tests.helpers import event_json
 from tests.servers.flyteadmin import FlyteAdminServer, admin_execution
@@ -64,7 +57,6 @@ ALERTS = "C0ALERTS01"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 URL = "/api/v1/chat/slack/interactions"
 ALICE, MALLORY = "U0ALICE", "U0MALLORY"
-TASK = EntityId("proj", "prod", "train", "v3")
 WAIT = 20.0
 
 
@@ -88,14 +80,6 @@ def settings_for(
         **more,
     }
     return Settings(**values)
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[Notifier, httpx.AsyncClient]]:
-    async with Notifier(settings) as notifier:
-        transport = httpx.ASGITransport(app=create_app(notifier, ServerConfig()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield notifier, client
 
 
 async def wait_until(check: Callable[[], Any], what: str) -> Any:
@@ -152,25 +136,6 @@ async def timers_gone(notifier: Notifier, ident: DeadlineId) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"deadline {ident}'s timers never came due")
-
-
-def run_with(name: str) -> Execution:
-    """A Flyte 2 run of TASK whose rule sends its failures to #alerts."""
-    return Execution(
-        id=ExecutionId("proj", "prod", name),
-        launch_plan=TASK,
-        notifications=(),
-        created_at=datetime.now(UTC),
-        source=NotificationSource.FLYTE2,
-        rules=(RunRule(frozenset({P.FAILED}), name="oncall", recipients=("#alerts",)),),
-    )
-
-
-async def fail(notifier: Notifier, run: Execution) -> ExecutionId:
-    event = ExecutionEvent(run.id, P.FAILED, datetime.now(UTC))
-    await notifier.record_checked_events([event], {run.id: run})
-    await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
-    return run.id
 
 
 # -- Acknowledge -------------------------------------------------------------------------------
@@ -248,7 +213,7 @@ async def test_mute_for_an_hour_silences_the_launch_plans_next_failure(database_
         SlackApiServer() as slack,
         serving(settings_for(database_url, slack)) as (notifier, client),
     ):
-        await fail(notifier, run_with("r1"))
+        await fail(notifier, failing_run("r1", "#alerts"))
         ts = root_ts(slack)
         assert {"flytenotify_mute_1h", "flytenotify_mute_4h"} <= set(slack.buttons(ALERTS, ts))
 
@@ -274,7 +239,7 @@ async def test_mute_for_an_hour_silences_the_launch_plans_next_failure(database_
         assert len((await notifier.silences(active=True))[0]) == 1
         assert "already muted" in notes(slack, ts)[-1]
 
-        await fail(notifier, run_with("r2"))
+        await fail(notifier, failing_run("r2", "#alerts"))
         (held,) = await notifier.deliveries(
             DeliveryFilter(execution=ExecutionId("proj", "prod", "r2"))
         )
@@ -501,7 +466,7 @@ async def test_a_click_slower_than_slacks_3_seconds_is_answered_at_once_and_show
     async with SlackApiServer() as slack:
         settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", slack)
         async with serving(settings) as (notifier, client):
-            run = await fail(notifier, run_with("r9"))
+            run = await fail(notifier, failing_run("r9", "#alerts"))
             ts = root_ts(slack)
             slack.delay = SLACK_ANSWER_WITHIN + 1.0  # chat.update takes longer than Slack waits
             answer, _ = await click(client, slack, ts, "ack")
@@ -519,7 +484,7 @@ async def test_forged_stale_and_malformed_callbacks_change_nothing(tmp_path: Any
     async with SlackApiServer() as slack:
         settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", slack)
         async with serving(settings) as (notifier, client):
-            await fail(notifier, run_with("r3"))
+            await fail(notifier, failing_run("r3", "#alerts"))
             ts = root_ts(slack)
             forged, _ = await click(client, slack, ts, "ack", secret="not-the-signing-secret")
             stale, _ = await click(client, slack, ts, "ack", timestamp=int(time.time()) - 6 * 60)
@@ -600,7 +565,7 @@ async def test_without_a_signing_secret_there_are_no_buttons_and_no_endpoint(
     async with SlackApiServer() as slack:
         settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", slack, secret=None)
         async with serving(settings) as (notifier, client):
-            await fail(notifier, run_with("r4"))
+            await fail(notifier, failing_run("r4", "#alerts"))
             answer = await client.post(URL, content=b"payload=%7B%7D")
     assert answer.status_code == 404
     assert answer.json()["problems"][0]["field"] == "slack.signing_secret"
