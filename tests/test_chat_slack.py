@@ -268,23 +268,35 @@ def node_message(gate: str) -> Received:
     return Received(flyteadmin_egress.v2_node(event).nats_json(), position=f"node {gate}")
 
 
+def gate_settings(
+    database_url: str, admin: FlyteAdminServer, slack: SlackApiServer, allow: dict[str, Any]
+) -> Settings:
+    """FlyteAdmin's gates announced to #alerts ([waiting]), answered as ``allow`` lets."""
+    return Settings.model_validate(
+        {
+            "database": {"url": database_url},
+            "flyteadmin": admin.config().model_dump(exclude_none=True),
+            "slack": slack_section(slack).model_dump(mode="python"),
+            "waiting": {"releases": {"recipients": ["#alerts"]}},
+            "actions": {"allow": [{"project": RUN.project, **allow}]},
+        }
+    )
+
+
+async def announce(notifier: Notifier, slack: SlackApiServer, gate: str) -> str:
+    """The egress says RUN reached ``gate``; the ts of the message announcing it."""
+    await EgressIntake(notifier, Metrics(), "nats").handle([node_message(gate)])
+    await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+    return root_ts(slack)
+
+
 async def test_approve_from_slack_sets_the_signal_once_and_a_stranger_is_refused(
     database_url: str, admin: FlyteAdminServer
 ) -> None:
     async with SlackApiServer() as slack:
-        settings = Settings.model_validate(
-            {
-                "database": {"url": database_url},
-                "flyteadmin": admin.config().model_dump(exclude_none=True),
-                "slack": slack_section(slack).model_dump(mode="python"),
-                "waiting": {"releases": {"recipients": ["#alerts"]}},
-                "actions": {"allow": [{"project": RUN.project, "actors": ["slack:U0ALICE"]}]},
-            }
-        )
+        settings = gate_settings(database_url, admin, slack, {"actors": ["slack:U0ALICE"]})
         async with serving(settings) as (notifier, client):
-            await EgressIntake(notifier, Metrics(), "nats").handle([node_message("approve-deploy")])
-            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
-            ts = root_ts(slack)
+            ts = await announce(notifier, slack, "approve-deploy")
             assert slack.buttons(ALERTS, ts)[:2] == ["flytenotify_approve", "flytenotify_reject"]
 
             refused, _ = await click(client, slack, ts, "approve", user=MALLORY)
@@ -318,27 +330,11 @@ async def test_a_slack_group_entry_allows_its_members_as_slack_says(
 ) -> None:
     async with SlackApiServer() as slack:
         slack.usergroups["S0RELEASE"] = [ALICE, "U0BOB"]
-        settings = Settings.model_validate(
-            {
-                "database": {"url": database_url},
-                "flyteadmin": admin.config().model_dump(exclude_none=True),
-                "slack": slack_section(slack).model_dump(mode="python"),
-                "waiting": {"releases": {"recipients": ["#alerts"]}},
-                "actions": {
-                    "allow": [
-                        {
-                            "project": RUN.project,
-                            "actions": ["approve", "reject"],
-                            "actors": ["slack-group:S0RELEASE", "slack-group:S0GONE"],
-                        }
-                    ]
-                },
-            }
-        )
+        groups = ["slack-group:S0RELEASE", "slack-group:S0GONE"]
+        allow = {"actions": ["approve", "reject"], "actors": groups}
+        settings = gate_settings(database_url, admin, slack, allow)
         async with serving(settings) as (notifier, client):
-            await EgressIntake(notifier, Metrics(), "nats").handle([node_message("approve-deploy")])
-            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
-            ts = root_ts(slack)
+            ts = await announce(notifier, slack, "approve-deploy")
             # A group entry alone offers the buttons.
             assert slack.buttons(ALERTS, ts)[:2] == ["flytenotify_approve", "flytenotify_reject"]
 
@@ -375,19 +371,9 @@ async def test_a_typed_gate_is_answered_in_a_modal_its_value_checked_first(
 ) -> None:
     admin = admin_at_replicas
     async with SlackApiServer() as slack:
-        settings = Settings.model_validate(
-            {
-                "database": {"url": database_url},
-                "flyteadmin": admin.config().model_dump(exclude_none=True),
-                "slack": slack_section(slack).model_dump(mode="python"),
-                "waiting": {"releases": {"recipients": ["#alerts"]}},
-                "actions": {"allow": [{"project": RUN.project, "actors": ["slack:U0ALICE"]}]},
-            }
-        )
+        settings = gate_settings(database_url, admin, slack, {"actors": ["slack:U0ALICE"]})
         async with serving(settings) as (notifier, client):
-            await EgressIntake(notifier, Metrics(), "nats").handle([node_message("replicas")])
-            await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
-            ts = root_ts(slack)
+            ts = await announce(notifier, slack, "replicas")
             assert slack.buttons(ALERTS, ts)[0] == "flytenotify_answer"
 
             opened, _ = await click(client, slack, ts, "answer")
