@@ -106,11 +106,13 @@ class _Flight:
 
     delivery: Delivery
     key: str  # the claim key it counts against (its channel, or OTHER_CHANNELS)
-    task: asyncio.Task[None] | None = None
-    overdue: bool = False
+    # Its channel and the delivery routed (Dispatcher._prepare), or why it is not sent.
+    prepared: tuple[Channel, Delivery] | SendResult
     # Its execution's conversation with its destination, joined with its claim's
     # (None: not part of one, or the ledger could not say; see _join_conversations).
     conversation: Conversation | None = None
+    task: asyncio.Task[None] | None = None
+    overdue: bool = False
 
     @property
     def message_id(self) -> str:
@@ -359,8 +361,9 @@ class Dispatcher:
                 completions,
                 self._groups,
             )
-            sent = messages(deliveries, self._max_size)
-            conversations = await self._join_conversations(sent)
+            sent = [self._linked(d) for d in messages(deliveries, self._max_size)]
+            prepared = {delivery.id: self._prepare(delivery) for delivery in sent}
+            conversations = await self._join_conversations(prepared)
         except BaseException:
             # Not written: keep them for the next round (the rows stay leased).
             self._completions[:0] = completions
@@ -370,8 +373,7 @@ class Dispatcher:
         for delivery in sent:
             key = channel_key(delivery.channel, limits)
             self._busy[key] += 1
-            conversation = conversations.get(delivery.id)
-            flight = _Flight(self._linked(delivery), key, conversation=conversation)
+            flight = _Flight(delivery, key, prepared[delivery.id], conversations.get(delivery.id))
             flight.task = asyncio.create_task(self._attempt(flight))
             self._flights.add(flight)
         # Not "the store was asked": with free slots and nothing due, that is
@@ -446,7 +448,7 @@ class Dispatcher:
     async def _attempt(self, flight: _Flight) -> None:
         delivery = flight.delivery
         try:
-            prepared = await self._ready(delivery, flight.conversation)
+            prepared = await self._ready(flight)
             opened: tuple[str, str] | None = None
             if isinstance(prepared, SendResult):
                 result, started = prepared, time.time()
@@ -507,16 +509,13 @@ class Dispatcher:
             guard.cancel()
             self._inflight.release(ticket, signal_of(result))
 
-    async def _ready(
-        self, delivery: Delivery, conversation: Conversation | None
-    ) -> tuple[Channel, Delivery] | SendResult:
+    async def _ready(self, flight: _Flight) -> tuple[Channel, Delivery] | SendResult:
         """The channel and the delivery as it is to be sent (routed, in its
         conversation), or why it is not sent now."""
-        prepared = self._prepare(delivery)
-        if isinstance(prepared, SendResult):
-            return prepared
-        channel, routed = prepared
-        joined = await self._join_conversation(routed, conversation)
+        if isinstance(flight.prepared, SendResult):
+            return flight.prepared
+        channel, routed = flight.prepared
+        joined = await self._join_conversation(routed, flight.conversation)
         return joined if isinstance(joined, SendResult) else (channel, joined)
 
     # -- conversations -----------------------------------------------------------
@@ -526,16 +525,18 @@ class Dispatcher:
         its destination: a single message over a channel that threads them."""
         return delivery.digest is None and _threads(delivery)
 
-    async def _join_conversations(self, sent: Sequence[Delivery]) -> dict[int, Conversation]:
-        """By delivery id, the conversations of a claim's single messages (as routed
-        now) joined together: two statements for the claim, not two per message.
-        The earliest of a claim's messages of one conversation is offered as its
-        first; a message missing here joins on its own (_join_conversation)."""
-        keys: dict[int, str] = {}
-        for delivery in sent:
-            prepared = self._prepare(delivery)
-            if not isinstance(prepared, SendResult) and self._converses(prepared[1]):
-                keys[delivery.id] = prepared[1].conversation
+    async def _join_conversations(
+        self, prepared: Mapping[int, tuple[Channel, Delivery] | SendResult]
+    ) -> dict[int, Conversation]:
+        """By delivery id, the conversations of a claim's single messages (as routed:
+        ``prepared``) joined together: two statements for the claim, not two per
+        message. The earliest of a claim's messages of one conversation is offered
+        as its first; a message missing here joins on its own (_join_conversation)."""
+        keys = {
+            delivery_id: ready[1].conversation
+            for delivery_id, ready in prepared.items()
+            if not isinstance(ready, SendResult) and self._converses(ready[1])
+        }
         first: dict[str, int] = {}
         for delivery_id, key in keys.items():
             first[key] = min(first.get(key, delivery_id), delivery_id)
