@@ -58,6 +58,17 @@ def cpu_since(server: fn.Server, before: dict[int, float]) -> float:
     return sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in server.pids)
 
 
+def peak_rss(server: fn.Server) -> dict[str, float]:
+    """Peak RSS (VmHWM) of the service: summed over its processes, the largest one's,
+    and how many there were (`serve` runs one per core by default)."""
+    peaks = [memory_kib(pid).get("VmHWM", 0) / 1024 for pid in server.pids]
+    return {
+        "peak_rss_mib": sum(peaks),
+        "peak_rss_process_mib": max(peaks, default=0.0),
+        "processes": len(peaks),
+    }
+
+
 def wait_for(sinks: SinkProcess, kind: str, expected: int, limit: float) -> None:
     """Until the sink has ``expected`` messages, ``limit`` passes, or delivery stalls."""
     deadline = time.monotonic() + limit
@@ -163,7 +174,7 @@ def flytenotify_run(
             )
             wait_for(sinks, kind, size, limit=60 + size / 20)
             cpu = cpu_since(server, cpu_before)
-            peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
+            memory = peak_rss(server)
         collected = sinks.collect()
     stats = delivery_stats(intake, collected["receipts"][kind], size)
     return {
@@ -178,7 +189,7 @@ def flytenotify_run(
         **stats,
         "cpu_s_per_1000": 1000 * cpu / max(1, stats["delivered"]),
         "cpu_cores_busy": cpu / stats["seconds"] if stats["seconds"] > 0 else 0.0,
-        "peak_rss_mib": peak / 1024,
+        **memory,
     }
 
 
@@ -231,7 +242,7 @@ def drain_run(
                 cpu = cpu_since(server, cpu_before)
                 busy = machine_busy_seconds() - busy_before
                 wall = time.monotonic() - clock_before
-                peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
+                memory = peak_rss(server)
         collected = sinks.collect()
     receipts = collected["receipts"]["http"]
     ids = [n for _, n in receipts]
@@ -260,7 +271,7 @@ def drain_run(
         "cpu_cores_busy": cpu / took if took > 0 else 0.0,
         # Every process on the machine (PostgreSQL, the sinks too) while draining.
         "machine_cores_busy": busy / wall if wall > 0 else 0.0,
-        "peak_rss_mib": peak / 1024,
+        **memory,
     }
 
 
@@ -392,7 +403,7 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
         config = fn.config_toml(sinks.ports["smtp"], sinks.ports["http"])
         with fn.serve(workdir, config) as server:
             samples = _sample_drain(sinks, server, size, limit=120 + size / 20)
-            peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
+            memory = peak_rss(server)
     drained = samples[-1]["delivered"] if samples else 0
     took = samples[-1]["t"] if samples else 0.0
     return {
@@ -403,7 +414,7 @@ def backlog_run(sinks: SinkProcess, size: int, settings: dict[str, Any]) -> dict
         "delivered": drained,
         "ok": drained >= size,
         "drain_per_s": drained / took if took > 0 else 0.0,
-        "peak_rss_mib": peak / 1024,
+        **memory,
         "samples": samples,
     }
 
@@ -505,7 +516,7 @@ def broker_intake_run(
                 cpu_before = cpu_now(server)
                 wait_for(sinks, "http", size, limit=60 + size / 10)
                 cpu = cpu_since(server, cpu_before)
-                peak = sum(memory_kib(pid).get("VmHWM", 0) for pid in server.pids)
+                memory = peak_rss(server)
             calls = admin.calls() - calls_before
     finally:
         asyncio.run(lane.cleanup())
@@ -527,7 +538,7 @@ def broker_intake_run(
         "after_startup_per_s": size / after_startup if measured_after else None,
         "flyteadmin_calls": calls,
         "cpu_s_per_1000": 1000 * cpu / size if measured_after else None,
-        "peak_rss_mib": peak / 1024,
+        **memory,
     }
 
 

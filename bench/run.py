@@ -535,6 +535,8 @@ _NUMBERS = (
     "delivered_per_s",
     "cpu_s_per_1000",
     "peak_rss_mib",
+    "peak_rss_process_mib",
+    "processes",
     "cpu_cores_busy",
     "machine_cores_busy",
     "peak_in_flight",
