@@ -236,7 +236,9 @@ def drain_run(
         with fn.database(backend, workdir) as db:
             intake = _enqueue_held(sinks, workdir, size, settings, db)
             with fn.serve(workdir, config, db=db, replicas=replicas) as server:
-                cpu_before = cpu_now(server)
+                # From each process's readiness, not from now: the first replicas
+                # up start draining while the others are still starting.
+                cpu_before = server.ready_cpu
                 busy_before, clock_before = machine_busy_seconds(), time.monotonic()
                 wait_for(sinks, "http", size, limit=60 + size / 20)
                 cpu = cpu_since(server, cpu_before)

@@ -644,7 +644,8 @@ def markdown(results: dict[str, Any]) -> str:
         "received by the sink. Latency here is from the request that carried the event (or "
         "alert) to the sink's receipt, the same measure for both systems. CPU is user+system "
         "time of the server processes (every flytenotify serve process of the run, or "
-        "alertmanager) per delivery; peak RSS is summed over them too, and the largest process's is given beside it. "
+        "alertmanager) per delivery; peak RSS is summed over them too, and the largest "
+        "process's is given beside it. "
         "A run counts only if every message arrived exactly as expected.",
         "",
         "PostgreSQL rows: PostgreSQL 15 on the same machine (its CPU and memory are not "

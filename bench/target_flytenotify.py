@@ -9,14 +9,14 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from load import DOMAIN, PROJECT
-from procstat import children, free_port, stop_process, wait_until_answering
+from procstat import children, cpu_seconds, free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 FLYTENOTIFY = ROOT / ".venv" / "bin" / "flytenotify"
@@ -110,6 +110,8 @@ def notification(channel: str, slack_channel: str = "#bench") -> dict[str, Any]:
 class Server:
     processes: list[subprocess.Popen[bytes]]  # one, or an api and a dispatcher
     base_url: str
+    # Each process's CPU seconds when it was first seen ready: what start-up cost.
+    ready_cpu: dict[int, float] = field(default_factory=dict)
 
     @property
     def pids(self) -> list[int]:
@@ -200,7 +202,9 @@ def serve(
         _wait_answering(start(roles[0]), until)
         for server in [start(role) for role in roles[1:]]:
             _wait_answering(server, until)
-        yield Server([p for server in servers for p in server.processes], servers[0].base_url)
+        ready = {pid: cpu for server in servers for pid, cpu in server.ready_cpu.items()}
+        processes = [p for server in servers for p in server.processes]
+        yield Server(processes, servers[0].base_url, ready)
     finally:
         for server in servers:
             stop_process(server.processes[0])
@@ -215,8 +219,12 @@ def _wait_answering(server: Server, path: str) -> None:
         return
     deadline = time.monotonic() + 60
     while True:
+        for pid in server.pids:  # each as soon as seen: a worker up early may start work
+            server.ready_cpu.setdefault(pid, cpu_seconds(pid))
         workers = httpx.get(f"{server.base_url}/readyz", timeout=5).json().get("workers")
         if workers is None or workers["running"] == workers["wanted"]:
+            for pid in server.pids:
+                server.ready_cpu.setdefault(pid, cpu_seconds(pid))
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"flytenotify serve: workers did not all start: {workers}")
