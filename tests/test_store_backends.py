@@ -26,6 +26,8 @@ from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import (
+    PAUSED,
+    Delivery,
     DeliveryStatus,
     EntityId,
     Execution,
@@ -445,6 +447,41 @@ async def test_claim_writes_the_outcomes_it_is_given_first(database_url: str, st
     assert again.attempts == 1
     await store.complete([outcome(b.id, "me", DeliveryStatus.DELIVERED, None)])
     assert [t.number for t in await store.list_attempts(b.id)] == [1, 2]
+
+
+async def test_latest_of_message_reads_what_each_destination_was_told_last(store: Store) -> None:
+    """A digest updated in place names each execution it carried as its destination
+    last heard of it: the newest row delivered there, whatever came after it elsewhere."""
+    # Actions waiting for input: the one kind of event before the end that enqueues.
+    await store.record_events([_write(name, PAUSED) for name in ("a", "b", "c")])
+    first = await store.claim("me", time.time(), 60.0, {OTHER_CHANNELS: 10})
+    carried = {row.execution_id.name: row for row in first if row.recipient == "r0@x.io"}
+    await store.complete(
+        [_delivered(row, "digest:storm" if row in carried.values() else "") for row in first]
+    )
+    await store.record_events([_write("b", P.FAILED, tag="later"), _write("c", P.FAILED)])
+    later = await store.claim("me", time.time(), 60.0, {OTHER_CHANNELS: 10})
+    b_later = [row for row in later if row.execution_id.name == "b"]
+    await store.complete([_delivered(row, "") for row in b_later])  # c's: still in flight
+
+    latest = {
+        (row.execution_id.name, row.recipient): row.id
+        for row in await store.latest_of_message("digest:storm")
+    }
+    b_to_r0 = next(row.id for row in b_later if row.recipient == "r0@x.io")
+    assert latest == {
+        ("a", "r0@x.io"): carried["a"].id,
+        ("b", "r0@x.io"): b_to_r0,  # told since; its row to r1 is another destination
+        ("c", "r0@x.io"): carried["c"].id,  # its later row is not delivered yet
+    }
+    assert await store.latest_of_message("digest:none") == []
+
+
+def _delivered(row: Delivery, message_id: str) -> Completion:
+    now = time.time()
+    message = message_id or f"single:{row.idempotency_key}"
+    done = DeliveryStatus.DELIVERED
+    return Completion(row.id, "me", now, now, "delivered", "202", done, None, message)
 
 
 # -- a batch of events: as if they came one after another -------------------------------------

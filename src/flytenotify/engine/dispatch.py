@@ -583,32 +583,25 @@ class Dispatcher:
     async def _digest_now(self, root: Delivery, delivery: Delivery) -> Digest | None:
         """The digest ``root`` was sent in, if it was, with each execution it names
         in its latest state sent to this destination, ``delivery``'s as it is now:
-        what the digest's message is updated to."""
+        what the digest's message is updated to. Two statements, however many
+        executions it names: a storm's digest is updated once per later message."""
         if not root.message_id.startswith(DIGEST_PREFIX):
             return None
         carried = await self.store.list_deliveries(
             DeliveryFilter(message=root.message_id, limit=DIGEST_MOST)
         )
-        latest = [await self._latest(row, delivery) for row in carried]
-        digest = Digest(root.message_id, tuple(latest))
-        return with_list_link(replace(root, digest=digest), self._list_url).digest
+        sent = {
+            (row.execution_id, row.channel, row.recipient): row
+            for row in await self.store.latest_of_message(root.message_id)
+        }
 
-    async def _latest(self, row: Delivery, delivery: Delivery) -> Delivery:
-        """``row``'s execution as last sent to its destination (``delivery`` if it is
-        the one being sent now)."""
-        if row.execution_id == delivery.execution_id:
-            return delivery
-        sent = await self.store.list_deliveries(
-            DeliveryFilter(
-                execution=row.execution_id,
-                channel=row.channel,
-                recipient=row.recipient,
-                status=DeliveryStatus.DELIVERED,
-                newest_first=True,
-                limit=1,
-            )
-        )
-        return sent[0] if sent else row
+        def latest(row: Delivery) -> Delivery:
+            if row.execution_id == delivery.execution_id:
+                return delivery
+            return sent.get((row.execution_id, row.channel, row.recipient), row)
+
+        digest = Digest(root.message_id, tuple(latest(row) for row in carried))
+        return with_list_link(replace(root, digest=digest), self._list_url).digest
 
     async def _note_first_message(
         self, delivery: Delivery, result: SendResult

@@ -386,6 +386,12 @@ class Store(Protocol):
         a deleted one); ``thread`` is its provider id, what later messages follow."""
         ...
 
+    async def latest_of_message(self, message_id: str) -> list[Delivery]:
+        """For each execution the message ``message_id`` carried (a digest), the
+        newest delivery delivered to its channel and recipient: what a digest
+        updated in place says of each, read in one statement."""
+        ...
+
     async def failure_streak(self, plan: str, look_back: int) -> FailureStreak | None:
         """The failures of ``plan`` ("project/domain/name") since its last success,
         among its ``look_back`` latest ended executions, when one of them notified

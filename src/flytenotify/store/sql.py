@@ -308,6 +308,10 @@ class SQLStore(ABC):
         rows = await self._fetch(*deliveries_query(self.queries, query))
         return [codec.delivery_from_row(row) for row in rows]
 
+    async def latest_of_message(self, message_id: str) -> list[Delivery]:
+        rows = await self._fetch(self.queries["latest_of_message"], (message_id,))
+        return [codec.delivery_from_row(row) for row in rows]
+
     async def list_attempts(self, delivery_id: int) -> list[Attempt]:
         rows = await self._fetch(self.queries["list_attempts"], (delivery_id,))
         return [codec.attempt_from_row(row) for row in rows]

@@ -227,6 +227,21 @@ SELECT c.root_delivery, c.thread, d.status AS root_status FROM conversations AS 
 -- Parameters: delivery id, provider id, now, key.
 UPDATE conversations SET root_delivery = ?, thread = ?, updated_at = ? WHERE conversation = ?;
 
+-- name: latest_of_message
+-- For each execution a message (its message_id) carried, the newest delivery
+-- delivered to the same channel and recipient: what that destination was told
+-- of it last. One statement for a digest of any size.
+SELECT * FROM deliveries
+ WHERE id IN (SELECT MAX(later.id)
+                FROM deliveries AS carried
+                JOIN deliveries AS later
+                  ON later.project = carried.project AND later.domain = carried.domain
+                 AND later.name = carried.name AND later.channel = carried.channel
+                 AND later.recipient = carried.recipient
+               WHERE carried.message_id = ? AND later.status = 'delivered'
+               GROUP BY later.project, later.domain, later.name, later.channel,
+                        later.recipient);
+
 -- name: plan_executions
 -- The ended executions of one launch plan (a Flyte 2 task), latest first.
 -- Parameters: the plan ("project/domain/name"), how many.
