@@ -210,6 +210,12 @@ def serve(
             stop_process(server.processes[0])
 
 
+def _note_ready(server: Server) -> None:
+    """Each process's CPU as soon as it is seen: a worker up early may start work."""
+    for pid in server.pids:
+        server.ready_cpu.setdefault(pid, cpu_seconds(pid))
+
+
 def _wait_answering(server: Server, path: str) -> None:
     """Until ``path`` answers, and (for ``/readyz``) every dispatcher worker the
     process starts is up: their CPU, measured from then, counts with the process's."""
@@ -219,12 +225,10 @@ def _wait_answering(server: Server, path: str) -> None:
         return
     deadline = time.monotonic() + 60
     while True:
-        for pid in server.pids:  # each as soon as seen: a worker up early may start work
-            server.ready_cpu.setdefault(pid, cpu_seconds(pid))
+        _note_ready(server)
         workers = httpx.get(f"{server.base_url}/readyz", timeout=5).json().get("workers")
         if workers is None or workers["running"] == workers["wanted"]:
-            for pid in server.pids:
-                server.ready_cpu.setdefault(pid, cpu_seconds(pid))
+            _note_ready(server)  # a worker that came up since the look above
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"flytenotify serve: workers did not all start: {workers}")

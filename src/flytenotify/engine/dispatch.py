@@ -583,8 +583,9 @@ class Dispatcher:
     async def _digest_now(self, root: Delivery, delivery: Delivery) -> Digest | None:
         """The digest ``root`` was sent in, if it was, with each execution it names
         in its latest state sent to this destination, ``delivery``'s as it is now:
-        what the digest's message is updated to. Two statements, however many
-        executions it names: a storm's digest is updated once per later message."""
+        what the digest's message is updated to. Two statements however many
+        executions it names: a storm's digest is updated for each later message
+        about any of them."""
         if not root.message_id.startswith(DIGEST_PREFIX):
             return None
         carried = await self.store.list_deliveries(
