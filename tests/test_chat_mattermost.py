@@ -10,11 +10,13 @@ when, and one altered, forged or expired is refused before anything is done.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.channels.mattermost import MattermostConfig
 from flytenotify.chat import Button, ChatAction, sign_context
 from flytenotify.config import (
@@ -23,7 +25,8 @@ from flytenotify.config import (
     Settings,
     TemplateConfig,
 )
-from tests.chat import fail, failing_run, serving
+from flytenotify.domain import ExecutionEvent
+from tests.chat import WAIT, fail, failing_run, serving
 from tests.servers.mattermost_api import BOT_TOKEN, MattermostServer
 
 SECRET = "Vq0c2mQk1hHq3yYb6x0tJ4lS8rP5nW7eZ9aD3fG1uK0"
@@ -86,6 +89,29 @@ async def test_acknowledge_from_mattermost_updates_the_post_and_is_recorded_once
     assert (silence.launch_plan, silence.author) == ("train", "mattermost:alice")
     assert silence.comment == "muted from Mattermost"
     assert "already muted" in replayed.json()["update"]["message"]
+
+
+async def test_a_recovery_rewriting_an_acknowledged_post_still_says_who_acknowledged_it(
+    database_url: str,
+) -> None:
+    async with (
+        MattermostServer() as mm,
+        serving(settings_for(database_url, mm)) as (notifier, client),
+    ):
+        run = await fail(notifier, failing_run("m1", "mattermost:alerts"))
+        (root,) = mm.roots()
+        answer = await click(client, mm, root["id"], "flytenotifyack")
+        mm.apply(root["id"], answer.json())
+        (ack,) = await notifier.acknowledgements(run)
+
+        again = failing_run("m2", "mattermost:alerts")  # the same task, succeeding
+        succeeded = ExecutionEvent(again.id, P.SUCCEEDED, datetime.now(UTC))
+        await notifier.record_checked_events([succeeded], {again.id: again})
+        await notifier.run_until_idle(include_retries=True, max_wait=WAIT)
+    post = mm.stored[root["id"]]
+    assert "**Recovered:**" in post["message"]
+    assert f"Acknowledged by @alice at {ack.acknowledged_at:%H:%M} UTC" in post["message"]
+    assert len(mm.replies(root["id"])) == 1
 
 
 async def test_forged_altered_and_expired_buttons_are_refused_and_change_nothing(

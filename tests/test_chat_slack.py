@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -38,6 +39,7 @@ from flytenotify.domain import (
     DeadlineId,
     DeliveryStatus,
     EntityId,
+    ExecutionEvent,
     ExecutionId,
     TimerKind,
 )
@@ -205,6 +207,48 @@ async def test_acknowledge_updates_the_message_records_who_and_stops_the_deadlin
     assert "acknowledged: by slack:U0ALICE at " in text.output
 
 
+async def test_a_later_state_rewriting_the_message_still_says_who_acknowledged_it(
+    database_url: str,
+) -> None:
+    """A run late to start is acknowledged from its alert; its failure then rewrites
+    that message: the note stays, and Acknowledge is not offered again."""
+    deadline = DeadlineSpec.model_validate({"recipients": ["#alerts"], "max_queued": "1s"})
+    run = failing_run("late1", "#alerts")
+    async with (
+        SlackApiServer() as slack,
+        serving(settings_for(database_url, slack)) as (notifier, client),
+    ):
+        notifier.start_dispatching()
+        await notifier.put_deadline(deadline.deadline(DeadlineId("proj", "prod", "start-sla")))
+        queued = ExecutionEvent(run.id, P.QUEUED, datetime.now(UTC))
+        await notifier.record_checked_events([queued], {run.id: run})
+        await wait_until(lambda: slack.posts(ALERTS), "the deadline's alert")
+        ts = root_ts(slack)
+        answer, _ = await click(client, slack, ts, "ack")
+        assert answer.status_code == 200, answer.text
+        (ack,) = await notifier.acknowledgements(run.id)
+
+        await fail(notifier, run)
+        await wait_until(lambda: slack.replies(ALERTS, ts), "the failure's reply")
+    acknowledged = f"Acknowledged by <@{ALICE}> at {ack.acknowledged_at:%H:%M} UTC"
+    clicked, *rewrites = slack.calls_to("chat.update")
+    assert acknowledged in str(clicked.body["blocks"])
+    # The failure and the deadline's end each rewrote the message, and neither took
+    # the note off; the failure's asks for no second acknowledgement.
+    assert len(rewrites) == 2
+    assert all(acknowledged in str(update.body["blocks"]) for update in rewrites)
+    (failure,) = [u for u in rewrites if u.body["text"].startswith(":x: Execution")]
+    offered = [
+        element["action_id"]
+        for block in failure.body["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+    assert offered == ["flytenotify_mute_1h", "flytenotify_mute_4h", "flytenotify_open_console"]
+    assert acknowledged in notes(slack, ts)
+    assert len(slack.top_level(ALERTS)) == 1
+
+
 # -- Mute -------------------------------------------------------------------------------------
 
 
@@ -216,6 +260,7 @@ async def test_mute_for_an_hour_silences_the_launch_plans_next_failure(database_
         await fail(notifier, failing_run("r1", "#alerts"))
         ts = root_ts(slack)
         assert {"flytenotify_mute_1h", "flytenotify_mute_4h"} <= set(slack.buttons(ALERTS, ts))
+
 
         answer, sent = await click(client, slack, ts, "mute_1h")
         assert answer.status_code == 200, answer.text

@@ -28,9 +28,9 @@ import base64
 import enum
 import hashlib
 import hmac
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -38,6 +38,7 @@ import orjson
 from flytenotify.domain import (
     PAUSED,
     ActionKind,
+    Answer,
     Delivery,
     DeliveryReason,
     ExecutionId,
@@ -62,6 +63,9 @@ class ActionOffers(Protocol):
 __all__ = [
     "Button",
     "ChatAction",
+    "answer_lines",
+    "answer_note",
+    "clock",
     "offered",
     "sign_context",
     "verify_context",
@@ -220,11 +224,8 @@ def offered(
             wanted = (ChatAction.APPROVE, ChatAction.REJECT)
         else:
             return []  # a gate of another type is answered in the console
-        return [
-            Button(action, eid, signal_id=gate)
-            for action in wanted
-            if _may(actions, action, eid, kinds)
-        ]
+        asking = [Button(a, eid, signal_id=gate) for a in wanted if _may(actions, a, eid, kinds)]
+        return _unanswered(asking, delivery)
     failed = delivery.reason is DeliveryReason.DEADLINE or (
         delivery.reason is DeliveryReason.PHASE and delivery.phase in FAILURES
     )
@@ -239,7 +240,59 @@ def offered(
     if delivery.reason is DeliveryReason.PHASE:
         again = (ChatAction.RELAUNCH, ChatAction.RECOVER)
         buttons += [Button(a, eid) for a in again if _may(actions, a, eid, kinds)]
-    return buttons
+    return _unanswered(buttons, delivery)
+
+
+def _unanswered(buttons: list[Button], delivery: Delivery) -> list[Button]:
+    """``buttons`` less those a person already answered from an earlier message about
+    the execution: a message rewritten after an acknowledgement asks for none again."""
+    answers = delivery.thread.answers if delivery.thread is not None else ()
+    return [b for b in buttons if not any(_answers(a, b) for a in answers)]
+
+
+def _answers(answer: Answer, button: Button) -> bool:
+    asks = button.action.flyte
+    if asks is None:  # Acknowledge answers Acknowledge; a mute is asked for afresh
+        return button.action is ChatAction.ACKNOWLEDGE and answer.action is None
+    if answer.action is None:
+        return False
+    if asks.answers_gate:
+        return answer.action.answers_gate and answer.target == button.signal_id
+    return answer.action is asks
+
+
+def clock(moment: datetime | None) -> str:
+    """``02:14 UTC`` (with the date when it is not today), as an answer's note says when."""
+    if moment is None:
+        return "until ended"
+    moment = moment.astimezone(UTC)
+    if moment.date() == datetime.now(UTC).date():
+        return moment.strftime("%H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def answer_note(answer: Answer) -> str:
+    """``Acknowledged by {who} at 02:14 UTC``, what a message says of ``answer``:
+    ``{who}`` stands for the person, as the platform mentions them."""
+    note = f"{answer.done} by {{who}} at {clock(answer.at)}"
+    return f"{note}: {answer.result}" if answer.result else note
+
+
+def answer_lines(
+    answers: Sequence[Answer],
+    platform: str,
+    mention: Callable[[str], str],
+    escape: Callable[[str], str],
+) -> list[str]:
+    """Each answer as a line of a message on ``platform`` (``slack``, ``mattermost``):
+    a person of the platform as ``mention`` names them (``slack:U1`` -> ``<@U1>``),
+    anyone else by their identity; the rest escaped for the platform's markup."""
+    lines = []
+    for answer in answers:
+        kind, _, name = answer.actor.partition(":")
+        who = mention(name) if kind == platform and name else escape(answer.actor)
+        lines.append(escape(answer_note(answer)).replace("{who}", who, 1))
+    return lines
 
 
 def launch_plan_of(delivery: Delivery) -> str:

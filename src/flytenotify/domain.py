@@ -684,6 +684,34 @@ class Thread:
     root_id: str  # the provider's id of the first message (see Delivery.provider_message_id)
     root: Delivery | None = None
     digest: Digest | None = None
+    # What people did from the messages about the execution the first message is
+    # about (acknowledged it, approved its gate, relaunched it), first first: a
+    # channel that rewrites that message says them again, and offers no button
+    # they answered.
+    answers: tuple[Answer, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Something a person did about an execution from one of its messages: an
+    acknowledgement (``action`` None) or an action on Flyte that was done."""
+
+    actor: str  # their identity: slack:U1, mattermost:ana, email:a@b, teams:oncall
+    at: datetime
+    action: ActionKind | None = None
+    target: str = ""  # the gate an approve, reject or signal answered
+    result: str = ""  # what Flyte said was done (a relaunch's new execution)
+
+    @classmethod
+    def of(cls, found: Acknowledgement | ActionRecord) -> Answer:
+        if isinstance(found, Acknowledgement):
+            return cls(found.actor, found.acknowledged_at)
+        return cls(found.actor, found.requested_at, found.action, found.target, found.result)
+
+    @property
+    def done(self) -> str:
+        """``Acknowledged``, ``Approved``...: what the person did, as a note begins."""
+        return "Acknowledged" if self.action is None else self.action.past.capitalize()
 
 
 _DIGEST_WORDING = {

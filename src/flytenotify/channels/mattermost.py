@@ -87,8 +87,8 @@ from flytenotify.channels.base import (
     follows_earlier,
 )
 from flytenotify.channels.slack import headline
-from flytenotify.chat import Button, ChatAction, offered, sign_context
-from flytenotify.domain import Delivery, Digest
+from flytenotify.chat import Button, ChatAction, answer_lines, offered, sign_context
+from flytenotify.domain import Delivery, Digest, Thread
 from flytenotify.sections import Section, http_url, read_secret
 
 __all__ = [
@@ -316,15 +316,33 @@ def updated_text(delivery: Delivery) -> str:
     execution's latest state; for a recovery, the first post as it was, marked
     recovered. A digest stays the digest, each execution in its latest state."""
     thread = delivery.thread
+    answered = _answers_text(thread)
     if thread is not None and thread.digest is not None:
         first = replace(delivery, digest=thread.digest)
     elif thread is not None and thread.root is not None and delivery.is_recovery:
         first = thread.root
     else:
-        return mattermost_text(delivery)
+        return mattermost_text(delivery, MAX_POST_CHARS - len(answered)) + answered
     subject = _plain(delivery.message.subject)
     recovered = f"\n\n**Recovered:** {subject}" if delivery.is_recovery else ""
-    return mattermost_text(first, MAX_POST_CHARS - len(recovered)) + recovered
+    room = MAX_POST_CHARS - len(answered) - len(recovered)
+    return mattermost_text(first, room) + answered + recovered
+
+
+# A Mattermost user name: what a click's answer mentions (web/chat.py reads it).
+USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def _answers_text(thread: Thread | None) -> str:
+    """Who acknowledged or answered the post, as the clicks' answers had written it
+    ("Acknowledged by @ana at 02:14 UTC"): a rewritten post keeps saying it."""
+    answers = thread.answers if thread is not None else ()
+    lines = answer_lines(answers, "mattermost", _mention, _plain)
+    return "".join(f"\n\n{line}" for line in lines)
+
+
+def _mention(name: str) -> str:
+    return f"@{name}" if USER_NAME.fullmatch(name) else _plain(name)
 
 
 _REPLY_TEXT = 4000  # characters of the message's text a reply in a thread shows

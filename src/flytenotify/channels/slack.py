@@ -81,8 +81,8 @@ from flytenotify.channels.base import (
     follows_earlier,
     plain_allow_forms,
 )
-from flytenotify.chat import Button, ChatAction, offered
-from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
+from flytenotify.chat import Button, ChatAction, answer_lines, offered
+from flytenotify.domain import Delivery, DeliveryReason, Digest, Thread, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 from flytenotify.sections import Section, read_secret
 
@@ -484,8 +484,23 @@ def updated_root(delivery: Delivery, buttons: Sequence[Button] = ()) -> dict[str
         message = digest_message(thread.digest)
         return _marked_recovered(message, delivery) if delivery.is_recovery else message
     if not delivery.is_recovery or thread is None or thread.root is None:
-        return slack_message(delivery, buttons)
-    return _marked_recovered(slack_message(thread.root), delivery)
+        return _with_answers(slack_message(delivery, buttons), thread)
+    return _marked_recovered(_with_answers(slack_message(thread.root), thread), delivery)
+
+
+def _with_answers(message: dict[str, Any], thread: Thread | None) -> dict[str, Any]:
+    """``message`` still saying who acknowledged or answered it ("Acknowledged by
+    @ana at 02:14 UTC"), as the clicks' answers had written it."""
+    answers = thread.answers if thread is not None else ()
+    lines = answer_lines(answers, "slack", _mention, escape_mrkdwn)
+    if not lines:
+        return message
+    block = {"type": "context", "elements": [_mrkdwn(truncate("\n".join(lines), MAX_FIELD))]}
+    return {"text": message["text"], "blocks": [*message["blocks"][: MAX_BLOCKS - 1], block]}
+
+
+def _mention(user: str) -> str:
+    return f"<@{user}>" if user.isalnum() else escape_mrkdwn(user)
 
 
 def _marked_recovered(message: dict[str, Any], delivery: Delivery) -> dict[str, Any]:

@@ -44,6 +44,8 @@ from flytenotify.channels.base import Channel, Outcome, SendResult
 from flytenotify.config import Settings
 from flytenotify.domain import (
     DEFAULT_GROUP_RULE,
+    ActionOutcome,
+    Answer,
     Delivery,
     DeliveryStatus,
     Digest,
@@ -573,12 +575,24 @@ class Dispatcher:
                 )
             root = await self.store.get_delivery(conversation.root_delivery)
             digest = await self._digest_now(root, delivery) if root is not None else None
+            answers = await self._answers(root) if digest is None else ()
         except Exception as error:
             log.warning("could not read conversation %s: %r", key, error)
             return SendResult.transient(
                 f"the ledger could not say what this message follows: {error!r}"
             )
-        return replace(delivery, thread=Thread(conversation.thread, root, digest))
+        return replace(delivery, thread=Thread(conversation.thread, root, digest, answers))
+
+    async def _answers(self, root: Delivery | None) -> tuple[Answer, ...]:
+        """What people did from the messages about ``root``'s execution: rewriting its
+        message must not take their names off it."""
+        if root is None:
+            return ()
+        eid = root.execution_id
+        answers = [Answer.of(ack) for ack in await self.store.list_acknowledgements(eid)]
+        actions = await self.store.list_actions(eid)
+        answers += [Answer.of(a) for a in actions if a.outcome is ActionOutcome.DONE]
+        return tuple(sorted(answers, key=lambda answer: answer.at))
 
     async def _digest_now(self, root: Delivery, delivery: Delivery) -> Digest | None:
         """The digest ``root`` was sent in, if it was, with each execution it names

@@ -20,11 +20,11 @@ the answer on the message after.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flytenotify.app import Notifier
-from flytenotify.chat import Button, ChatAction
-from flytenotify.domain import ActionOutcome, Actor, ExecutionId, Silence
+from flytenotify.chat import Button, ChatAction, answer_note, clock
+from flytenotify.domain import ActionOutcome, Actor, Answer, ExecutionId, Silence
 from flytenotify.errors import (
     Forbidden,
     InputError,
@@ -73,10 +73,8 @@ async def answer_click(
 
 async def _acknowledge(notifier: Notifier, button: Button, actor: Actor, where: str) -> ClickAnswer:
     ack, new = await notifier.acknowledge(button.execution_id, actor, where)
-    at = _clock(ack.acknowledged_at)
-    if new:
-        return ClickAnswer(f"Acknowledged by {{who}} at {at}", settled=True)
-    return ClickAnswer(f"Already acknowledged by {{who}} at {at}", settled=True)
+    note = answer_note(Answer.of(ack))
+    return ClickAnswer(note if new else f"Already {note[0].lower()}{note[1:]}", settled=True)
 
 
 async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str) -> ClickAnswer:
@@ -87,7 +85,7 @@ async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str)
     ends = now + duration
     held = await _muting(notifier, eid, button.launch_plan, ends - REPLAY_WINDOW)
     if held is not None:
-        until = _clock(held.ends_at)
+        until = clock(held.ends_at)
         note = f"Launch plan {button.launch_plan} is already muted until {until} (by {held.author})"
         return ClickAnswer(note, settled=False)
     silence = Silence(
@@ -101,7 +99,7 @@ async def _mute(notifier: Notifier, button: Button, actor: Actor, platform: str)
     )
     stored, _ = await notifier.create_silence(silence)
     note = (
-        f"Launch plan {button.launch_plan} muted by {{who}} until {_clock(ends)}"
+        f"Launch plan {button.launch_plan} muted by {{who}} until {clock(ends)}"
         f" (silence {stored.id})"
     )
     return ClickAnswer(note, settled=False)
@@ -150,7 +148,7 @@ async def _act(
         note = f"Could not {kind.value} now: Flyte cannot be reached; try again"
         return ClickAnswer(note, settled=False, retry=True)
     record = done.record
-    at = _clock(record.requested_at)
+    at = clock(record.requested_at)
     if record.outcome is ActionOutcome.PENDING:
         note = f"Being {kind.past} by {record.actor}"
         return ClickAnswer(note, settled=False)
@@ -162,13 +160,3 @@ async def _act(
     result = f": {record.result or record.detail}" if record.result or value else ""
     note = f"{record.action.past.capitalize()} by {{who}} at {at}{result}"
     return ClickAnswer(note, settled=True)
-
-
-def _clock(moment: datetime | None) -> str:
-    """``02:14 UTC`` (with the date when it is not today)."""
-    if moment is None:
-        return "until ended"
-    moment = moment.astimezone(UTC)
-    if moment.date() == datetime.now(UTC).date():
-        return moment.strftime("%H:%M UTC")
-    return moment.strftime("%Y-%m-%d %H:%M UTC")

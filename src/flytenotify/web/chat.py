@@ -35,7 +35,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from flytenotify.app import Notifier
 from flytenotify.channels._chat import escape_markdown
-from flytenotify.channels.mattermost import ACTIONS_PATH, MattermostChannel
+from flytenotify.channels.mattermost import ACTIONS_PATH, USER_NAME, MattermostChannel
 from flytenotify.channels.slack import (
     ACTIONS_BLOCK,
     ANSWER_PREFIX,
@@ -439,13 +439,12 @@ def _mattermost_secret(notifier: Notifier) -> bytes | None:
     return secret.encode() if secret else None
 
 
-_MATTERMOST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MATTERMOST_ID = re.compile(r"[a-z0-9]{26}")
 
 
 def _mattermost_user(body: s.MattermostAction) -> str:
     """Who clicked: the user name Mattermost gives, else the user id."""
-    if _MATTERMOST_NAME.fullmatch(body.user_name):
+    if USER_NAME.fullmatch(body.user_name):
         return body.user_name
     if _MATTERMOST_ID.fullmatch(body.user_id):
         return body.user_id

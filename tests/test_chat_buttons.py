@@ -1,0 +1,73 @@
+"""Which buttons a message offers, once people have answered earlier messages about
+its execution: a rewritten message asks nobody again what was already answered."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from flytenotify.chat import ChatAction, answer_lines, offered
+from flytenotify.domain import PAUSED, ActionKind, Answer, Delivery, ExecutionId, Thread
+from tests.helpers import rendered_delivery
+
+AT = datetime(2026, 3, 1, 2, 14, tzinfo=UTC)
+
+
+class AllowEverything:
+    def offers(self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        return True
+
+
+def following(delivery: Delivery, *answers: Answer) -> Delivery:
+    return replace(delivery, thread=Thread("C1/1.0", answers=answers))
+
+
+def asked(delivery: Delivery) -> list[ChatAction]:
+    return [b.action for b in offered(delivery, AllowEverything(), {"slack"}, forms=True)]
+
+
+def gate(signal: str) -> Delivery:
+    failed = rendered_delivery("slack", "slack", "#alerts")
+    message = replace(failed.message, variables={"action": signal, "expects": "bool"})
+    return replace(failed, phase=PAUSED, message=message)
+
+
+def test_an_acknowledged_failure_offers_everything_but_acknowledge() -> None:
+    failed = rendered_delivery("slack", "slack", "#alerts")
+    assert asked(failed)[0] is ChatAction.ACKNOWLEDGE
+    after = asked(following(failed, Answer("slack:U1", AT)))
+    assert after == [
+        ChatAction.MUTE_1H,
+        ChatAction.MUTE_4H,
+        ChatAction.RELAUNCH,
+        ChatAction.RECOVER,
+    ]
+
+
+def test_a_relaunch_done_takes_relaunch_off_and_leaves_recover() -> None:
+    failed = rendered_delivery("slack", "slack", "#alerts")
+    relaunched = Answer("slack:U1", AT, ActionKind.RELAUNCH, result="proj/dev/e2")
+    assert ChatAction.RELAUNCH not in asked(following(failed, relaunched))
+    assert ChatAction.RECOVER in asked(following(failed, relaunched))
+
+
+def test_an_answered_gate_hides_only_its_own_buttons() -> None:
+    approved = Answer("slack:U1", AT, ActionKind.APPROVE, target="deploy")
+    both = [ChatAction.APPROVE, ChatAction.REJECT]
+    assert asked(following(gate("deploy"), approved)) == []
+    assert asked(following(gate("rollback"), approved)) == both
+
+
+def test_answers_are_said_with_the_platforms_mentions_and_the_rest_escaped() -> None:
+    answers = [
+        Answer("slack:U1", AT),
+        Answer("email:a<b>@example.com", AT, ActionKind.RELAUNCH, result="proj/dev/<e2>"),
+    ]
+    lines = answer_lines(
+        answers, "slack", lambda user: f"<@{user}>", lambda t: t.replace("<", "&lt;")
+    )
+    assert lines == [
+        "Acknowledged by <@U1> at 2026-03-01 02:14 UTC",
+        "Relaunched by email:a&lt;b>@example.com at 2026-03-01 02:14 UTC: proj/dev/&lt;e2>",
+    ]
