@@ -261,7 +261,6 @@ async def test_mute_for_an_hour_silences_the_launch_plans_next_failure(database_
         ts = root_ts(slack)
         assert {"flytenotify_mute_1h", "flytenotify_mute_4h"} <= set(slack.buttons(ALERTS, ts))
 
-
         answer, sent = await click(client, slack, ts, "mute_1h")
         assert answer.status_code == 200, answer.text
         silences, _ = await notifier.silences(active=True)

@@ -16,7 +16,9 @@ JSON object): Slack signs the whole callback with the app's signing secret
 (``channels/slack_interactions``), and a Mattermost button carries an HMAC of
 it with an expiry (:func:`sign_context`), since Mattermost signs nothing. Its
 shape is still checked (:meth:`Button.from_json`), naming the field that is
-wrong.
+wrong. Emails to one person and Teams cards, which cannot call back, carry the
+same answers as signed links to the console's confirmation page
+(:class:`LinkSigner`).
 
 What a click does is ``web/answers.py``'s; ``web/chat.py`` takes the
 platforms' callbacks.
@@ -28,6 +30,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,15 +64,22 @@ class ActionOffers(Protocol):
 
 
 __all__ = [
+    "ACT_PATH",
     "Button",
     "ChatAction",
+    "LinkSigner",
+    "SignedLink",
     "answer_lines",
     "answer_note",
     "clock",
     "offered",
     "sign_context",
+    "sign_link",
     "verify_context",
+    "verify_link",
 ]
+
+log = logging.getLogger(__name__)
 
 FAILURES = frozenset({P.FAILED, P.TIMED_OUT, P.ABORTED})
 
@@ -209,7 +219,7 @@ def offered(
     delivery: Delivery, actions: ActionOffers, kinds: Collection[str], *, forms: bool = False
 ) -> list[Button]:
     """The buttons a message about ``delivery`` carries on a platform whose users are
-    identities of ``kinds`` (``slack``, ``mattermost``, ``email``); ``forms``: the
+    identities of ``kinds`` (``slack``, ``mattermost``, ``email``, ``teams``); ``forms``: the
     platform can ask for a typed gate's value (Slack's modals)."""
     if delivery.digest is not None:
         return []  # a digest speaks of many executions: each has its own message
@@ -348,28 +358,42 @@ def _mac(data: dict[str, Any], expires: int, secret: bytes) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-# -- email: signed links to the console ------------------------------------------------------
+# -- email and Teams: signed links to the console ---------------------------------------------
+
+ACT_PATH = "/ui/act"  # the console page a signed link opens (web/console)
+# Who a signed link acts as: ``email:<address>``, the one person the email went to;
+# ``teams:<name>``, whoever reads the channel of the ``[teams.NAME]`` webhook.
+LINK_KINDS = ("email", "teams")
 
 
 @dataclass(frozen=True)
 class SignedLink:
-    """What a signed link carries: the button, for whom (an email address), its nonce
-    (a link is used once) and until when it works."""
+    """What a signed link carries: the button, for whom (an email address, a Teams
+    webhook's name: ``via`` says which), its nonce (a link is used once) and until
+    when it works."""
 
     button: Button
     recipient: str
     nonce: str
     expires: int
+    via: str = "email"
+
+    @property
+    def actor(self) -> str:
+        """The identity it acts as: ``email:a@example.com``, ``teams:oncall``."""
+        return f"{self.via}:{self.recipient}"
 
 
 def sign_link(link: SignedLink, secret: bytes) -> str:
     """The link's token: its JSON and an HMAC-SHA256 of it, both base64url."""
-    data = {
+    data: dict[str, Any] = {
         "button": link.button.to_json(),
         "to": link.recipient,
         "nonce": link.nonce,
         "expires": link.expires,
     }
+    if link.via != "email":  # an email's token reads as it did before Teams had links
+        data["via"] = link.via
     body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     mac = hmac.new(secret, body, hashlib.sha256).digest()
     return f"{_b64(body)}.{_b64(mac)}"
@@ -393,8 +417,53 @@ def verify_link(token: object, secret: bytes, now: float) -> SignedLink:
     expires = data.get("expires")
     if not isinstance(expires, int) or expires <= now:
         raise Forbidden(Problem("token", "the link has expired"))
+    via = data.get("via", "email")
+    if via not in LINK_KINDS:
+        raise InputError(Problem("token.via", f"must be one of {', '.join(LINK_KINDS)}"))
     button = Button.from_json(data.get("button"), "token.button")
-    return SignedLink(button, str(data.get("to", "")), str(data.get("nonce", "")), expires)
+    return SignedLink(button, str(data.get("to", "")), str(data.get("nonce", "")), expires, via)
+
+
+@dataclass(frozen=True)
+class LinkSigner:
+    """What a channel needs to put signed answer links in its messages: who may act
+    (``[actions]``), the console's confirmation page, the key and how long a link works."""
+
+    actions: ActionOffers
+    page: str  # the public URL of ACT_PATH
+    secret: bytes
+    ttl: float
+
+    @classmethod
+    def of(cls, settings: Any, channel: str) -> LinkSigner | None:
+        """The signer ``[actions] link_secret`` and ``[templates] public_url`` make;
+        None (said once, when the secret is set) without both."""
+        secret = settings.actions.resolved_link_secret()
+        public = (settings.templates.public_url or "").strip().rstrip("/")
+        if secret and public:
+            page = f"{public}{ACT_PATH}"
+            return cls(settings.actions, page, secret.encode(), settings.actions.link_ttl)
+        if secret:
+            log.warning(
+                "%s: [actions] link_secret is set, but without [templates] public_url"
+                " no message carries links",
+                channel,
+            )
+        return None
+
+    def links(self, delivery: Delivery, via: str) -> list[tuple[str, str]]:
+        """``(label, URL)`` of the signed links a message about ``delivery`` carries: the
+        buttons a chat message would, for ``via:<delivery.recipient>``. The same
+        delivery gives the same links (nonce and expiry come from it), so a message
+        sent again carries the same."""
+        expires = int(delivery.created_at.timestamp() + self.ttl)
+        links = []
+        for button in offered(delivery, self.actions, {via}):
+            seed = f"{delivery.idempotency_key}/{button.action.value}".encode()
+            nonce = hashlib.sha256(seed).hexdigest()[:32]
+            link = SignedLink(button, delivery.recipient, nonce, expires, via)
+            links.append((button.action.label, f"{self.page}?token={sign_link(link, self.secret)}"))
+        return links
 
 
 def _b64(data: bytes) -> str:
@@ -405,24 +474,3 @@ def _unb64(text: str) -> bytes:
     if not text or not all(c.isalnum() or c in "-_" for c in text):
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-EMAIL_KINDS = frozenset({"email"})
-
-
-def email_links(
-    delivery: Delivery, actions: ActionOffers, base_url: str, secret: bytes, ttl: float
-) -> list[tuple[str, str]]:
-    """``(label, URL)`` of the signed links an email to one person carries: the buttons
-    a chat message would, for ``delivery.recipient``. The same delivery gives the
-    same links (nonce and expiry come from it), so a resent email carries the same."""
-    if delivery.digest is not None or delivery.message.envelope is not None:
-        return []  # a digest, or a user's email to several people: nobody to vouch for
-    expires = int(delivery.created_at.timestamp() + ttl)
-    links = []
-    for button in offered(delivery, actions, EMAIL_KINDS):
-        seed = f"{delivery.idempotency_key}/{button.action.value}".encode()
-        nonce = hashlib.sha256(seed).hexdigest()[:32]
-        token = sign_link(SignedLink(button, delivery.recipient, nonce, expires), secret)
-        links.append((button.action.label, f"{base_url}?token={token}"))
-    return links

@@ -582,7 +582,7 @@ def _allow_entries(spec: ChannelSpec[Any], entries: list[str] | None) -> list[st
 
 # What an [[actions.allow]] entry may name: an identity's kind (KIND:VALUE, VALUE "*"
 # for any of that kind), or "anonymous" (the API without api_tokens, loopback only).
-ACTOR_KINDS = ("api-token", "slack", "slack-group", "mattermost", "email", "cli")
+ACTOR_KINDS = ("api-token", "slack", "slack-group", "mattermost", "email", "teams", "cli")
 ANONYMOUS = "anonymous"
 
 
@@ -599,7 +599,9 @@ class ActionGrant(Section):
     as actions record them: ``KIND:VALUE`` with KIND one of ``api-token`` (the
     first 16 hex digits of the token's SHA-256), ``slack`` (a user id),
     ``slack-group`` (a user group id: anyone the chat layer vouches is in it),
-    ``mattermost`` (a user name), ``email``, ``cli`` (the local user running
+    ``mattermost`` (a user name), ``email`` (the one person a signed link was
+    mailed to), ``teams`` (a ``[teams.NAME]`` webhook's name: whoever reads that
+    channel follows its card's signed links), ``cli`` (the local user running
     ``flytenotify act`` on the database); VALUE ``*`` is anyone of that kind.
     ``anonymous`` is whoever calls an API that has no ``api_tokens``.
     """
@@ -660,9 +662,10 @@ class ActionsConfig(Section):
     """``[actions]``: who may act on Flyte from flytenotify. No entry: nobody may.
 
     ``link_secret`` (with ``[templates] public_url``) puts signed links in emails
-    sent to one person: the answer buttons chat messages carry, as links to a
-    confirmation page in the console (``/ui/act``), each usable once, until
-    ``link_ttl`` seconds after the message was written, as ``email:<recipient>``.
+    sent to one person and in Teams cards: the answer buttons chat messages
+    carry, as links to a confirmation page in the console (``/ui/act``), each
+    usable once, until ``link_ttl`` seconds after the message was written, as
+    ``email:<recipient>`` or ``teams:<webhook name>``.
     """
 
     allow: list[ActionGrant] = Field(default_factory=list)

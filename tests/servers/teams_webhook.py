@@ -9,9 +9,11 @@
   refusals inside a 200: "Webhook message delivery failed with error:
   Microsoft Teams endpoint returned HTTP error 429 with ContextId ...".
 
-Both answer 413 for a body over 28 KB, as Teams does. :meth:`TeamsWebhookServer.script`
-makes the next requests answer a given status and body (optionally with
-``Retry-After``). Every request is recorded in ``requests``.
+Both answer 413 for a body over 28 KB, as Teams does, and refuse a card with
+an action other than a link (``Action.OpenUrl``), which nothing could answer.
+:meth:`TeamsWebhookServer.script` makes the next requests answer a given status
+and body (optionally with ``Retry-After``). Every request is recorded in
+``requests``.
 """
 
 from __future__ import annotations
@@ -136,4 +138,10 @@ def _card_problem(body: bytes) -> str | None:
         return "the card's 'type' must be 'AdaptiveCard'."
     if not isinstance(content.get("body"), list) or not content.get("version"):
         return "the card needs 'version' and 'body'."
+    for action in content.get("actions", []):
+        # A webhook's card cannot call anyone back: only links work in it.
+        if action.get("type") != "Action.OpenUrl":
+            return f"a webhook's card takes only Action.OpenUrl, got {action.get('type')!r}."
+        if not str(action.get("url", "")).startswith(("https://", "http://")):
+            return "an Action.OpenUrl needs an http(s) 'url'."
     return None

@@ -19,7 +19,10 @@ permanent with Teams' answer in the reply. Redirects are not followed.
 
 A webhook cannot edit a card it posted: a later message of a conversation
 (the same execution, or its recovery) is a new card that says which
-execution's earlier message it follows.
+execution's earlier message it follows. Nor can its card call back: with
+``[actions] link_secret`` and ``[templates] public_url`` the answers a chat
+message offers (Acknowledge, Mute...) are ``Action.OpenUrl`` links to the
+console's confirmation page, signed for ``teams:NAME`` (``chat.LinkSigner``).
 
 The URL is the credential: only its host is ever logged or shown. Teams
 accepts messages up to about 28 KB and throttles a webhook sending more than
@@ -75,6 +78,7 @@ from flytenotify.channels.base import (
     follows_earlier,
     named_target,
 )
+from flytenotify.chat import LinkSigner
 from flytenotify.domain import Delivery, DeliveryReason, Digest, phase_name
 from flytenotify.models.core.execution import WorkflowExecutionPhase
 
@@ -170,9 +174,13 @@ def _console_action(url: str) -> list[dict[str, Any]]:
 
 
 def adaptive_card(
-    delivery: Delivery, error_keep: int | None = None, text_keep: int | None = None
+    delivery: Delivery,
+    error_keep: int | None = None,
+    text_keep: int | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The Adaptive Card for ``delivery``; the error and the message cut to the lengths given."""
+    """The Adaptive Card for ``delivery``; the error and the message cut to the lengths
+    given; ``links``: the signed answer links, ``(label, URL)``, as buttons."""
     message = delivery.message
     variables = message.variables
     phase = variables.get("phase_text") or phase_name(delivery.phase)
@@ -195,7 +203,8 @@ def adaptive_card(
     error_length = len(variables.get("error.message", ""))
     body += _error(variables, error_length if error_keep is None else error_keep)
     body += _ended(variables)
-    return _card(body, _console_action(variables.get("console_url", "")))
+    answers = [{"type": "Action.OpenUrl", "title": label, "url": url} for label, url in links]
+    return _card(body, answers + _console_action(variables.get("console_url", "")))
 
 
 def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -277,10 +286,15 @@ def digest_card(digest: Digest, shown: int) -> dict[str, Any]:
     return _card(body, actions)
 
 
-def teams_message(delivery: Delivery, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+def teams_message(
+    delivery: Delivery,
+    limit: int = MAX_PAYLOAD_BYTES,
+    links: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
     """The request body for ``delivery``, at most ``limit`` bytes of JSON: the longest
     texts (the error, and the message text quoting it) are cut just enough, visibly.
-    A digest lists as many of its executions as fit and says how many more."""
+    A digest lists as many of its executions as fit and says how many more.
+    ``links``: the card's signed answer links (none on a digest)."""
     digest = delivery.digest
     if digest is not None:
         shown = most_that_fit(
@@ -289,7 +303,7 @@ def teams_message(delivery: Delivery, limit: int = MAX_PAYLOAD_BYTES) -> dict[st
         return _wrap(digest_card(digest, shown))
 
     def build(keep: Sequence[int]) -> dict[str, Any]:
-        return _wrap(adaptive_card(delivery, error_keep=keep[0], text_keep=keep[1]))
+        return _wrap(adaptive_card(delivery, keep[0], keep[1], links))
 
     lengths = [len(delivery.message.variables.get("error.message", "")), len(delivery.message.text)]
     return shrink_to_fit(build, lengths, lambda payload: len(_encode(payload)) <= limit)
@@ -385,6 +399,19 @@ class TeamsChannel(ChannelDefaults):
         self._pacer = Pacer(max_wait=max_wait, shared=shared_pacing)
         # Created on the first send: an aiohttp session belongs to the running loop.
         self._session: aiohttp.ClientSession | None = None
+        self._links: LinkSigner | None = None  # set by offer_answers
+
+    def offer_answers(self, settings: Any) -> None:
+        """Cards carry signed answer links from now on (a webhook's card cannot call
+        back: its buttons open the console's confirmation page), when ``[actions]
+        link_secret`` and ``[templates] public_url`` say how."""
+        self._links = LinkSigner.of(settings, "teams")
+
+    def links(self, delivery: Delivery) -> list[tuple[str, str]]:
+        """The signed ``(label, URL)`` answers the card for ``delivery`` carries."""
+        if self._links is None or delivery.digest is not None:
+            return []
+        return self._links.links(delivery, "teams")
 
     def _http(self) -> aiohttp.ClientSession:
         session = self._session
@@ -396,7 +423,7 @@ class TeamsChannel(ChannelDefaults):
         hook = self._hooks.get(delivery.recipient)
         if hook is None:
             return SendResult.permanent(f"no Teams webhook named {delivery.recipient!r}")
-        body = _encode(teams_message(delivery))
+        body = _encode(teams_message(delivery, links=self.links(delivery)))
         try:
             status, reason, headers, text = await self._pacer.run(
                 hook.lane, hook.interval, lambda: self._post(hook, body)

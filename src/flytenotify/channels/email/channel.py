@@ -63,12 +63,11 @@ from flytenotify.channels.email.pool import (
     quit_session,
     reset_session,
 )
-from flytenotify.chat import email_links
+from flytenotify.chat import LinkSigner
 from flytenotify.domain import Delivery
 from flytenotify.sections import Section, read_secret
 
 log = logging.getLogger(__name__)
-ACT_PATH = "/ui/act"  # the console page a signed link opens (web/console)
 
 
 class SmtpConfig(Section):
@@ -202,7 +201,7 @@ class EmailChannel:
         self.max_in_flight = config.pool_size
         self._local_hostname: str | None = None
         self._pacer = Pacer(_BUDGET_WAIT, shared=shared_pacing)
-        self._links: tuple[Any, str, bytes] | None = None  # set by offer_answers
+        self._links: LinkSigner | None = None  # set by offer_answers
 
     def destination(self, delivery: Delivery) -> str:
         """The relay: every message goes through it, so its sends are limited together."""
@@ -211,22 +210,15 @@ class EmailChannel:
     def offer_answers(self, settings: Any) -> None:
         """Emails to one person carry signed answer links from now on, when
         ``[actions] link_secret`` and ``[templates] public_url`` say how."""
-        secret = settings.actions.resolved_link_secret()
-        public = (settings.templates.public_url or "").strip().rstrip("/")
-        if secret and public:
-            self._links = (settings.actions, f"{public}{ACT_PATH}", secret.encode())
-        elif secret:
-            log.warning(
-                "email: [actions] link_secret is set, but without [templates] public_url"
-                " no email carries links"
-            )
+        self._links = LinkSigner.of(settings, "email")
 
     def links(self, delivery: Delivery) -> list[tuple[str, str]]:
         """The signed ``(label, URL)`` answers the email for ``delivery`` carries."""
-        if self._links is None:
+        if self._links is None or delivery.digest is not None:
             return []
-        actions, base, secret = self._links
-        return email_links(delivery, actions, base, secret, actions.link_ttl)
+        if delivery.message.envelope is not None:
+            return []  # a user's email to several people: nobody to vouch for
+        return self._links.links(delivery, "email")
 
     async def send(self, delivery: Delivery) -> SendResult:
         # The Date of the message, reported back as the attempt's start: the

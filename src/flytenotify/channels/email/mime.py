@@ -136,7 +136,7 @@ def encode_message(
     very bytes the relay was given, and a resend after a crash is the same message.
 
     ``links`` are the signed ``(label, URL)`` answers an email to one person carries
-    (flytenotify.chat.email_links), at the end of both bodies; the console builds
+    (flytenotify.chat.LinkSigner), at the end of both bodies; the console builds
     the message again without them (they are the recipient's alone).
 
     Raises ``ValueError`` when a recipient or the sender is not one plain

@@ -410,8 +410,8 @@ class _Console:
         return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(answer)}", 303)
 
     async def act(self, request: Request) -> Response:
-        """A signed link from an email: GET asks to confirm (and changes nothing), POST
-        does it, once, as ``email:<recipient>``."""
+        """A signed link from an email or a Teams card: GET asks to confirm (and changes
+        nothing), POST does it, once, as ``email:<recipient>`` or ``teams:<webhook>``."""
         secret = self.notifier.settings.actions.resolved_link_secret()
         if not secret:
             raise HTTPException(
@@ -424,17 +424,18 @@ class _Console:
         except (Forbidden, InputError) as refused:
             status = 403 if isinstance(refused, Forbidden) else 400
             raise HTTPException(status, f"This link cannot be used: {refused}") from None
-        actor = Actor(f"email:{link.recipient}", "signed-link")
+        actor = Actor(link.actor, "signed-link")
         if form is None:
             return self.render(request, "act.html", link=link, token=token, done=None)
         who, when, first = await self.notifier.use_link(link.nonce, actor)
         if not first:
             note = f"This link was used already, by {who} at {when:%Y-%m-%d %H:%M} UTC."
             return self.render(request, "act.html", 409, link=link, token=None, done=note)
-        answer = await answer_click(self.notifier, link.button, actor, "", "email")
+        platform = "Teams" if link.via == "teams" else link.via
+        answer = await answer_click(self.notifier, link.button, actor, "", platform)
         if answer.retry:
             await self.notifier.release_link(link.nonce)  # nothing was done: it works again
-        done = answer.note.replace("{who}", link.recipient)
+        done = answer.note.replace("{who}", link.actor if link.via == "teams" else link.recipient)
         return self.render(request, "act.html", link=link, token=None, done=done)
 
     async def launch_plans(self, request: Request) -> Response:
