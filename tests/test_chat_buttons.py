@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from flytenotify.chat import ChatAction, answer_lines, offered
+from flytenotify.config import ActionsConfig
 from flytenotify.domain import PAUSED, ActionKind, Answer, Delivery, ExecutionId, Thread
 from tests.helpers import rendered_delivery
 
@@ -16,6 +17,9 @@ AT = datetime(2026, 3, 1, 2, 14, tzinfo=UTC)
 
 class AllowEverything:
     def offers(self, action: ActionKind, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        return True
+
+    def offers_answers(self, execution: ExecutionId, kinds: Collection[str]) -> bool:
         return True
 
 
@@ -71,3 +75,19 @@ def test_answers_are_said_with_the_platforms_mentions_and_the_rest_escaped() -> 
         "Acknowledged by <@U1> at 2026-03-01 02:14 UTC",
         "Relaunched by email:a&lt;b>@example.com at 2026-03-01 02:14 UTC: proj/dev/&lt;e2>",
     ]
+
+
+def test_kept_to_the_people_actions_allow_acknowledge_and_mute_need_an_entry_of_the_kind() -> None:
+    failed = rendered_delivery("slack", "slack", "#alerts")
+    entry = {"project": "proj", "actors": ["mattermost:ana"], "actions": ["relaunch"]}
+    kept = ActionsConfig.model_validate({"acknowledge_and_mute": "allowed", "allow": [entry]})
+    assert offered(failed, kept, {"slack"}) == []  # no Slack user is named anywhere
+    mattermost = [b.action for b in offered(failed, kept, {"mattermost"})]
+    assert mattermost == [
+        ChatAction.ACKNOWLEDGE,
+        ChatAction.MUTE_1H,
+        ChatAction.MUTE_4H,
+        ChatAction.RELAUNCH,
+    ]
+    other = replace(failed, execution_id=ExecutionId("elsewhere", "dev", "e1"))
+    assert offered(other, kept, {"mattermost"}) == []  # outside the entry's project

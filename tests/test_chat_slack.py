@@ -28,6 +28,7 @@ from flytenotify import WorkflowExecutionPhase as P
 from flytenotify.app import Notifier
 from flytenotify.cli import main
 from flytenotify.config import (
+    ActionsConfig,
     DatabaseConfig,
     DeadlineSpec,
     GroupingConfig,
@@ -290,6 +291,38 @@ async def test_mute_for_an_hour_silences_the_launch_plans_next_failure(database_
     assert held.status is DeliveryStatus.SILENCED
     assert held.silence_id == silence.id
     assert len(slack.top_level(ALERTS)) == 1  # r2's failure was not posted
+
+
+async def test_acknowledge_and_mute_can_be_kept_to_the_people_actions_allow(
+    database_url: str,
+) -> None:
+    allowed = {
+        "acknowledge_and_mute": "allowed",
+        "allow": [{"project": "proj", "actors": [f"slack:{ALICE}"], "actions": ["abort"]}],
+    }
+    async with SlackApiServer() as slack:
+        settings = settings_for(database_url, slack, actions=ActionsConfig.model_validate(allowed))
+        async with serving(settings) as (notifier, client):
+            run = await fail(notifier, failing_run("r3", "#alerts"))
+            ts = root_ts(slack)
+            assert {"flytenotify_ack", "flytenotify_mute_1h"} <= set(slack.buttons(ALERTS, ts))
+
+            for action in ("ack", "mute_4h"):
+                answer, _ = await click(client, slack, ts, action, user=MALLORY)
+                assert answer.status_code == 200, answer.text
+            refused = notes(slack, ts)[-2:]
+            assert await notifier.acknowledgements(run) == []
+            assert (await notifier.silences(active=True))[0] == []
+            assert "flytenotify_ack" in slack.buttons(ALERTS, ts)  # still Alice's to click
+
+            answer, _ = await click(client, slack, ts, "ack")
+            assert answer.status_code == 200, answer.text
+            (ack,) = await notifier.acknowledgements(run)
+    assert refused == [
+        f"Refused: <@{MALLORY}> is not allowed to acknowledge here",
+        f"Refused: <@{MALLORY}> is not allowed to mute here",
+    ]
+    assert ack.actor == f"slack:{ALICE}"
 
 
 # -- Approve, refused, replayed --------------------------------------------------------------

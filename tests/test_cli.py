@@ -360,6 +360,7 @@ def test_check_config_says_who_may_act_and_what_watches_time_and_gates(
         'recipients = ["ops@example.com"]\n'
         '[waiting.approvals]\nrecipients = ["#releases"]\n'
         '[flyteadmin]\nendpoint = "flyteadmin:81"\n'
+        '[actions]\nacknowledge_and_mute = "allowed"\n'
         '[[actions.allow]]\nproject = "proj"\nactions = ["approve", "reject"]\n'
         'actors = ["slack:U123", "email:ana@example.com"]\n'
     )
@@ -369,9 +370,11 @@ def test_check_config_says_who_may_act_and_what_watches_time_and_gates(
     assert "  waiting: approvals\n" in result.output
     expected = "  actions: slack:U123, email:ana@example.com may approve, reject in proj/*\n"
     assert expected in result.output
+    assert "  acknowledge and mute: only the actors [[actions.allow]] names\n" in result.output
     as_json = json.loads(runner.invoke(main, ["check-config", str(config), "--json"]).output)
     assert (as_json["deadlines"], as_json["waiting"]) == (["etl-sla"], ["approvals"])
     nobody = tmp_path / "empty.toml"
     nobody.write_text(f'[database]\nurl = "{tmp_path / "y.db"}"\n')
     quiet = runner.invoke(main, ["check-config", str(nobody)])
     assert "actions: nobody may act on Flyte (no [[actions.allow]])" in quiet.output
+    assert "acknowledge and mute: anyone who sees the message" in quiet.output

@@ -62,6 +62,10 @@ class ActionOffers(Protocol):
         """Whether some identity of ``kinds`` may do ``action`` on ``execution``."""
         ...
 
+    def offers_answers(self, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        """Whether some identity of ``kinds`` may acknowledge ``execution`` and mute it."""
+        ...
+
 
 __all__ = [
     "ACT_PATH",
@@ -241,12 +245,12 @@ def offered(
     )
     if not failed:
         return []
-    buttons = [Button(ChatAction.ACKNOWLEDGE, eid)]
-    plan = launch_plan_of(delivery)
-    if plan:
-        buttons += [
-            Button(m, eid, launch_plan=plan) for m in (ChatAction.MUTE_1H, ChatAction.MUTE_4H)
-        ]
+    buttons = []
+    if actions.offers_answers(eid, kinds):
+        buttons.append(Button(ChatAction.ACKNOWLEDGE, eid))
+        plan = launch_plan_of(delivery)
+        mutes = (ChatAction.MUTE_1H, ChatAction.MUTE_4H) if plan else ()
+        buttons += [Button(m, eid, launch_plan=plan) for m in mutes]
     if delivery.reason is DeliveryReason.PHASE:
         again = (ChatAction.RELAUNCH, ChatAction.RECOVER)
         buttons += [Button(a, eid) for a in again if _may(actions, a, eid, kinds)]

@@ -156,6 +156,10 @@ def check_config(file: Path, as_json: bool, connect: bool) -> None:
             click.echo(f"  {key}: {', '.join(info[key])}")
     for grant in info["actions"] or ["nobody may act on Flyte (no [[actions.allow]])"]:
         click.echo(f"  actions: {grant}")
+    if info["acknowledge_and_mute"] == "allowed":
+        click.echo("  acknowledge and mute: only the actors [[actions.allow]] names")
+    else:
+        click.echo("  acknowledge and mute: anyone who sees the message")
     for line in found:
         click.echo(f"  {line}")
 

@@ -669,6 +669,10 @@ class ActionsConfig(Section):
     """
 
     allow: list[ActionGrant] = Field(default_factory=list)
+    # Acknowledge and Mute from a message: "anyone" who can see it, or "allowed":
+    # only people some [[actions.allow]] entry names, for any action, in the
+    # execution's scope (a stranger in a shared channel mutes nothing).
+    acknowledge_and_mute: Literal["anyone", "allowed"] = "anyone"
     link_secret: SecretStr | None = None
     link_secret_file: Path | None = None
     link_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
@@ -685,6 +689,21 @@ class ActionsConfig(Section):
         """Whether some identity of ``kinds`` (``slack``, ``mattermost``...) may do
         ``action`` on ``execution``: a chat message offers its button then."""
         return any(grant.names_kind(action, execution, kinds) for grant in self.allow)
+
+    def permits_answer(self, actor: Actor, execution: ExecutionId) -> bool:
+        """Whether ``actor`` may acknowledge ``execution`` or mute its launch plan."""
+        if self.acknowledge_and_mute == "anyone":
+            return True
+        return any(grant.grants(actor, a, execution) for grant in self.allow for a in grant.actions)
+
+    def offers_answers(self, execution: ExecutionId, kinds: Collection[str]) -> bool:
+        """Whether a message about ``execution`` on a platform whose users are of
+        ``kinds`` offers Acknowledge and Mute."""
+        if self.acknowledge_and_mute == "anyone":
+            return True
+        return any(
+            grant.names_kind(a, execution, kinds) for grant in self.allow for a in grant.actions
+        )
 
     def named(self, kind: str) -> set[str]:
         """The values of every entry of ``kind`` (``slack-group`` -> the group IDs

@@ -171,6 +171,7 @@ def summary(
         "deadlines": sorted(settings.deadlines),
         "waiting": sorted(settings.waiting),
         "actions": [_describe_grant(grant) for grant in settings.actions.allow],
+        "acknowledge_and_mute": settings.actions.acknowledge_and_mute,
         "server": {
             "listen": f"http://{server.host}:{server.port}",
             "auth": "bearer tokens" if token_count else "none",

@@ -5,6 +5,9 @@ vouches clicked it, and says what came of it in one line for the message
 (:class:`ClickAnswer`); ``web/chat.py`` checks the callback first and shows
 the answer on the message after.
 
+- **Acknowledge** and **Mute**, by anyone who sees the message, or with
+  ``[actions] acknowledge_and_mute = "allowed"`` only by people an
+  ``[[actions.allow]]`` entry names in the execution's scope.
 - **Acknowledge**: recorded once per execution and person
   (:meth:`~flytenotify.app.Notifier.acknowledge`); the execution's deadlines
   alert about it no more.
@@ -64,11 +67,14 @@ async def answer_click(
     """Do what ``button`` asks for ``actor``, clicked on the message whose provider id is
     ``where``, on ``platform`` ("Slack", "Mattermost"); ``value``: the text a form
     asked for (Answer on a typed gate), read as the gate's type."""
+    if button.action.flyte is not None:
+        return await _act(notifier, button, actor, value)
+    if not notifier.settings.actions.permits_answer(actor, button.execution_id):
+        what = "acknowledge" if button.action is ChatAction.ACKNOWLEDGE else "mute"
+        return ClickAnswer(f"Refused: {{who}} is not allowed to {what} here", settled=False)
     if button.action is ChatAction.ACKNOWLEDGE:
         return await _acknowledge(notifier, button, actor, where)
-    if button.action.mutes_for is not None:
-        return await _mute(notifier, button, actor, platform)
-    return await _act(notifier, button, actor, value)
+    return await _mute(notifier, button, actor, platform)
 
 
 async def _acknowledge(notifier: Notifier, button: Button, actor: Actor, where: str) -> ClickAnswer:
