@@ -73,7 +73,6 @@ from flytenotify.store.errors import StoreUnavailable
 from flytenotify.store.migrations import NEWEST
 from flytenotify.web import chat, flyteidl_json, openapi
 from flytenotify.web import schemas as s
-from flytenotify.web.console import console_app
 from flytenotify.web.openapi import Operation
 from flytenotify.workers import Supervisor
 
@@ -139,6 +138,10 @@ def create_app(
     operations = [op for op in OPERATIONS if api or op.path in _DISPATCHER_PATHS]
     routes: list[BaseRoute] = _routes(handlers, operations)
     if api:
+        # Imported here: a dispatcher replica serves no pages, and its memory is
+        # then spared jinja2 and the console (about 2 MiB a process).
+        from flytenotify.web.console import console_app
+
         routes += [Mount(CONSOLE, console_app(notifier, server.tokens(), sources))]
 
     async def http_error(request: Request, exc: Exception) -> Response:
