@@ -27,6 +27,7 @@ from flytenotify.app import Notifier
 from flytenotify.config import DatabaseConfig, Settings
 from flytenotify.domain import (
     PAUSED,
+    DeadlineId,
     Delivery,
     DeliveryStatus,
     EntityId,
@@ -36,6 +37,8 @@ from flytenotify.domain import (
     GroupRule,
     LaunchPlan,
     RenderedMessage,
+    Timer,
+    TimerKind,
 )
 from flytenotify.store import store_for_url, upgrade
 from flytenotify.store.base import (
@@ -262,6 +265,32 @@ async def test_a_sqlite_write_waits_for_another_process_to_release_the_lock(
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             await store.register_launch_plan(_plan_with_email())
         other.execute("ROLLBACK")
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_sqlite_timer_claim_with_none_due_does_not_wait_for_the_lock(
+    tmp_path: Path,
+) -> None:
+    # Every commit of another process wakes the timer loop: a claim that finds
+    # nothing due must not queue this process's writes behind the lock.
+    path = tmp_path / "ledger.db"
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    now = time.time()
+    schedule = Timer(TimerKind.START_WITHIN, DeadlineId("p", "d", "nightly"), now + 60, now, 60)
+    try:
+        await store.put_schedule_timer(schedule)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        assert await asyncio.wait_for(store.claim_timers("me", now, 30, 10), 1) == []
+        claiming = asyncio.create_task(store.claim_timers("me", now + 61, 30, 10))
+        await asyncio.sleep(0.3)
+        assert not claiming.done()  # one is due: that claim waits for the lock
+        other.execute("COMMIT")
+        claimed = await asyncio.wait_for(claiming, 5)
+        assert [t.deadline.name for t in claimed] == ["nightly"]
     finally:
         other.close()
         await store.close()

@@ -336,14 +336,22 @@ class SQLiteStore(SQLStore):
     async def claim_timers(
         self, owner: str, due_by: float, lease: float, limit: int
     ) -> list[Timer]:
-        def write(conn: sqlite3.Connection) -> list[Timer]:
+        def due(conn: sqlite3.Connection) -> list[int]:
             now = codec.now()
-            due = [row[0] for row in conn.execute(Q["due_timers"], (due_by, now, limit))]
-            if not due:
+            return [row[0] for row in conn.execute(Q["due_timers"], (due_by, now, limit))]
+
+        def write(conn: sqlite3.Connection) -> list[Timer]:
+            found = due(conn)
+            if not found:
                 return []
-            rows = conn.execute(Q["lease_timers"], (owner, now + lease, json.dumps(due)))
+            rows = conn.execute(Q["lease_timers"], (owner, codec.now() + lease, json.dumps(found)))
             return sorted((codec.timer_from_row(row) for row in rows), key=lambda t: t.due_at)
 
+        # Every commit of another process wakes the timer loop: looking first
+        # without the write lock keeps those wake-ups from queueing this
+        # process's claims and intake behind a wait for the lock.
+        if not await self._read(due):
+            return []
         return await self._write(write)
 
     async def next_timer_in(self, due_by: float) -> float | None:
