@@ -460,15 +460,16 @@ def _record_events(
     phases = {key: conn.execute(Q["terminal_phase"], key).fetchone()[0] for key in keys}
     plan = ledger.plan_intake(writes, phases)
     conn.executemany(Q["move_to_terminal"], [(phase, now, *key) for key, phase in plan.moves])
-    inserted: dict[str, int] = {}
-    for position in plan.enqueued:
-        write = writes[position]
-        for delivery in write.deliveries:
-            row = conn.execute(
-                Q["insert_delivery"], codec.delivery_columns(write, delivery, now)
-            ).fetchone()
-            if row is not None:
-                inserted[row["idempotency_key"]] = int(row["id"])
+    last = conn.execute(Q["last_delivery_id"]).fetchone()[0]
+    conn.executemany(
+        Q["insert_delivery"],
+        [
+            codec.delivery_columns(writes[position], delivery, now)
+            for position in plan.enqueued
+            for delivery in writes[position].deliveries
+        ],
+    )
+    inserted = {key: int(id_) for id_, key in conn.execute(Q["deliveries_after"], (last,))}
     events = zip(writes, plan.outcomes, strict=True)
     conn.executemany(
         Q["insert_event"],

@@ -21,13 +21,22 @@ SELECT terminal_phase FROM executions WHERE project = ? AND domain = ? AND name 
 UPDATE executions SET terminal_phase = ?, terminal_at = ?
  WHERE project = ? AND domain = ? AND name = ? AND terminal_phase IS NULL;
 
+-- name: last_delivery_id
+-- The highest id so far: under the write lock, every row inserted after this
+-- gets a higher one (ids are rowids, each one more than the highest).
+SELECT COALESCE(MAX(id), 0) FROM deliveries;
+
 -- name: insert_delivery
--- One row at a time: executemany cannot return the ids.
+-- For executemany: the rows written are read back with deliveries_after.
 INSERT INTO deliveries (idempotency_key, project, domain, name, phase, notification_index, kind,
                         channel, recipient, message, launch_plan, status, created_at, updated_at,
                         next_attempt_at, group_key, silence_id, follows)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key;
+ON CONFLICT (idempotency_key) DO NOTHING;
+
+-- name: deliveries_after
+-- The rows inserted since last_delivery_id, in the same transaction. Parameters: that id.
+SELECT id, idempotency_key FROM deliveries WHERE id > ?;
 
 -- name: pending_channel_after
 -- The next channel with pending rows after the one given: one index seek.
