@@ -291,6 +291,10 @@ class ChannelSpec(Generic[C]):
     # PagerDuty's dedup key), followed by messages that say what they follow
     # where it does not (email's In-Reply-To, Teams, webhooks).
     threads: bool = False
+    # Set when ``send`` shows what people did from an execution's messages
+    # (``Thread.answers``): notes on a rewritten message, and no button or
+    # link for what was answered. Only then does a follow-up read them.
+    answers: bool = False
 
     # The configuration it is built with, from its section (None when absent)
     # and the whole ``Settings``, for a channel that needs more than its own

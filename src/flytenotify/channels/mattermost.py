@@ -840,4 +840,5 @@ CHANNEL: ChannelSpec[MattermostConfig] = ChannelSpec(
     allow_names=_AllowNames,
     digests=always,
     threads=True,
+    answers=True,
 )

@@ -989,4 +989,5 @@ CHANNEL: ChannelSpec[SlackConfig] = ChannelSpec(
     allow_forms=_allow_forms,
     digests=always,
     threads=True,
+    answers=True,
 )

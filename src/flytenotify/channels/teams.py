@@ -496,4 +496,5 @@ CHANNEL: ChannelSpec[dict[str, TeamsTarget]] = ChannelSpec(
     allow_names=lambda targets: targets,
     digests=always,
     threads=True,
+    answers=True,
 )

@@ -168,6 +168,12 @@ def _threads(delivery: Delivery) -> bool:
     return spec is not None and spec.threads
 
 
+def _shows_answers(delivery: Delivery) -> bool:
+    """Whether ``delivery``'s channel shows what people did (``ChannelSpec.answers``)."""
+    spec = registry.get(delivery.channel)
+    return spec is not None and spec.answers
+
+
 def message_of(rows: tuple[Delivery, ...]) -> Delivery:
     """The message carrying ``rows`` (in id order): the row itself, or their digest."""
     if len(rows) == 1:
@@ -575,7 +581,8 @@ class Dispatcher:
                 )
             root = await self.store.get_delivery(conversation.root_delivery)
             digest = await self._digest_now(root, delivery) if root is not None else None
-            answers = await self._answers(root) if digest is None else ()
+            shows = digest is None and _shows_answers(delivery)
+            answers = await self._answers(root) if shows else ()
         except Exception as error:
             log.warning("could not read conversation %s: %r", key, error)
             return SendResult.transient(

@@ -481,4 +481,5 @@ CHANNEL: ChannelSpec[SmtpConfig] = ChannelSpec(
     allow_entry_problem=_allow_entry_problem,
     digests=always,
     threads=True,
+    answers=True,
 )
