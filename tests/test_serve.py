@@ -308,12 +308,42 @@ def test_the_open_file_limit_is_raised_to_fit_the_sends_in_flight(tmp_path: Path
     assert line.split()[3:5] == [str(2048 + 1024), "8192"]
 
 
-def test_the_service_does_not_import_the_http_client() -> None:
-    """httpx (for flytenotify.Client) would cost every serve process ~3 MiB for nothing."""
+def test_the_service_does_not_import_what_it_may_never_use() -> None:
+    """httpx (for flytenotify.Client) would cost every serve process ~3 MiB for
+    nothing, nh3 (the HTML sanitiser) 1.5 MiB where no template holds HTML."""
     code = (
         "import sys, flytenotify.cli, flytenotify.service, flytenotify.web.api\n"
         "assert 'httpx' not in sys.modules, 'httpx imported by the service'\n"
+        "assert 'nh3' not in sys.modules, 'nh3 imported by the service'\n"
+        "from flytenotify.engine.sanitize import sanitize_html\n"
+        "assert sanitize_html('<b onclick=x>hi</b>') == '<b>hi</b>' and 'nh3' in sys.modules\n"
         "from flytenotify import Client\n"
         "assert Client.__module__ == 'flytenotify.client' and 'httpx' in sys.modules\n"
     )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_console_is_loaded_by_its_first_page_not_at_start_up(tmp_path: Path) -> None:
+    """jinja2 and the console's pages cost a process about 2 MiB: only a process
+    whose console is opened pays."""
+    code = f"""
+import asyncio, sys, httpx
+from flytenotify.app import Notifier
+from flytenotify.config import DatabaseConfig, Settings
+from flytenotify.web.api import create_app
+
+async def main():
+    settings = Settings(database=DatabaseConfig(url="sqlite:///{tmp_path / "ledger.db"}"))
+    async with Notifier(settings, dev_inbox=True) as notifier:
+        app = create_app(notifier)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert "jinja2" not in sys.modules, "the console was loaded at start-up"
+            page = await client.get("/ui/deliveries")
+            assert page.status_code == 200 and "<h1>Deliveries</h1>" in page.text, page.text
+            assert "jinja2" in sys.modules
+
+asyncio.run(main())
+"""
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

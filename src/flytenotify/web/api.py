@@ -138,11 +138,8 @@ def create_app(
     operations = [op for op in OPERATIONS if api or op.path in _DISPATCHER_PATHS]
     routes: list[BaseRoute] = _routes(handlers, operations)
     if api:
-        # Imported here: a dispatcher replica serves no pages, and its memory is
-        # then spared jinja2 and the console (about 2 MiB a process).
-        from flytenotify.web.console import console_app
-
-        routes += [Mount(CONSOLE, console_app(notifier, server.tokens(), sources))]
+        tokens = server.tokens()
+        routes += [Mount(CONSOLE, _OnFirstRequest(lambda: _console(notifier, tokens, sources)))]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -158,6 +155,27 @@ def create_app(
     app.state.notifier = notifier
     app.state.metrics = handlers.metrics
     return app
+
+
+def _console(notifier: Notifier, tokens: Sequence[str], sources: Sequence[Source]) -> ASGIApp:
+    # Imported here: jinja2 and the console's pages are about 2 MiB of a
+    # process's memory, which only a process whose console is opened pays.
+    from flytenotify.web.console import console_app
+
+    return console_app(notifier, tokens, sources)
+
+
+class _OnFirstRequest:
+    """An ASGI app built when its first request comes, not at start-up."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
 
 
 def _routes(api: _Api, operations: Sequence[Operation]) -> list[BaseRoute]:
