@@ -126,6 +126,17 @@ def test_serve_delivers_into_the_inbox_and_stops_cleanly(
         assert db.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 2
 
 
+def test_requests_are_parsed_by_httptools(server: tuple[subprocess.Popen[str], str]) -> None:
+    """uvicorn picks httptools' C parser when it is installed, h11 (pure Python) when
+    not: one event per request costs a tenth less CPU with it."""
+    process, base = server
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    maps = Path(f"/proc/{process.pid}/maps")
+    if not maps.exists():
+        pytest.skip("no /proc on this platform to see which libraries serve loaded")
+    assert "httptools/parser/parser" in maps.read_text(encoding="utf-8")
+
+
 def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     result = subprocess.run(
         [
