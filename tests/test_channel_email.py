@@ -435,6 +435,25 @@ async def test_a_slow_server_times_out_as_transient() -> None:
     assert result.reply.startswith(f"DATA on 127.0.0.1:{server.port} failed: timed out")
 
 
+async def test_smtp_timeout_bounds_a_messages_whole_transaction() -> None:
+    # Each reply comes within the timeout, MAIL's and RCPT's together do not: the
+    # relay is given smtp.timeout for the message, not for each of its replies.
+    async with SmtpServer() as server:
+        server.script("MAIL", delay=0.3, times=1)
+        server.script("RCPT", delay=0.3, times=1)
+        channel = EmailChannel(server.smtp_config(timeout=0.5))
+        try:
+            slow = await channel.send(make_delivery())
+            fine = await channel.send(make_delivery())
+        finally:
+            await channel.close()
+        assert slow.outcome is Outcome.TRANSIENT
+        assert slow.reply == f"RCPT on 127.0.0.1:{server.port} failed: timed out after 0.5 s"
+        assert fine.outcome is Outcome.DELIVERED, fine.reply
+        assert len(server.messages) == 1
+        assert server.sessions == 2  # the timed-out session was closed, not reused
+
+
 async def test_a_server_that_is_down_then_up(smtp_servers: Servers) -> None:
     server = smtp_servers(start=False, port=free_port())
     channel = EmailChannel(server.smtp_config())

@@ -81,6 +81,8 @@ class SmtpConfig(Section):
     password_file: Path | None = None
     verify_certificates: bool = True  # off only for tests against a self-signed server
     ca_file: Path | None = None  # trust this CA bundle in addition to the system's
+    # Seconds for connecting and each step of a session's set-up, and for a
+    # message's whole transaction (MAIL to the reply after its data).
     timeout: float = Field(default=30.0, gt=0)
     sender: str = "flytenotify@localhost"
     # Sessions open at once: the most emails in flight to this relay. The
@@ -160,6 +162,23 @@ def _os_reason(exc: OSError) -> str | None:
     if exc.errno is not None and exc.errno in errno.errorcode:
         return os.strerror(exc.errno)
     return exc.strerror  # e.g. resolver errors: "Name or service not known"
+
+
+class _Expiry:
+    """Closes ``smtp`` after ``seconds`` unless cancelled first."""
+
+    def __init__(self, smtp: SMTP, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._smtp = smtp
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._smtp.close()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class _Failure(Exception):
@@ -372,29 +391,37 @@ class EmailChannel:
         assert smtp is not None
         stage = "MAIL"
         refused: list[str] = []
+        # One timer for the transaction, not aiosmtplib's own for each reply: its
+        # asyncio.wait_for per command was a twentieth of an email's CPU. When the
+        # relay has not answered within smtp.timeout, the session is closed, which
+        # ends the wait for its reply.
+        timer = _Expiry(smtp, self._config.timeout)
         try:
             # SMTP.mail() and .rcpt() would parse and quote both addresses again for
             # every message (~20 us of CPU); the quoted forms are made once and cached.
-            reply = await smtp.execute_command(b"MAIL", self._mail_from)
+            reply = await smtp.execute_command(b"MAIL", self._mail_from, timeout=None)
             if reply.code != SMTPStatus.completed:
                 raise SMTPResponseException(reply.code, reply.message)
             stage = "RCPT"
             for address in rcpt_to:
-                reply = await smtp.execute_command(b"RCPT", address)
+                reply = await smtp.execute_command(b"RCPT", address, timeout=None)
                 if reply.code in (SMTPStatus.completed, SMTPStatus.will_forward):
                     continue
                 if len(refused) == len(rcpt_to) - 1:  # the last one left: nobody to send to
                     raise SMTPResponseException(reply.code, reply.message)
                 refused.append(f"{address[3:].decode('ascii')} ({reply.code} {reply.message})")
             stage = "DATA"
-            reply = await smtp.data(payload)
+            reply = await smtp.data(payload, timeout=None)
         except SMTPResponseException as exc:
             return await self._refused(slot, stage, exc)
         except (SMTPException, *CONNECTION_ERRORS) as exc:
-            reason = f"{stage} on {self._where} failed: {describe(exc)}"
+            why = f"timed out after {timer.seconds:g} s" if timer.expired else describe(exc)
+            reason = f"{stage} on {self._where} failed: {why}"
             # A dead reused connection shows at MAIL, before any of the message was sent.
             stale = slot.reused and stage == "MAIL" and isinstance(exc, ConnectionError)
-            raise _Failure(SendResult.transient(reason), stale=stale) from exc
+            raise _Failure(SendResult.transient(reason), stale=stale and not timer.expired) from exc
+        finally:
+            timer.cancel()
         slot.reusable = True
         not_to = f"; refused by the server: {', '.join(refused)}" if refused else ""
         return SendResult.delivered(f"{reply.code} {reply.message}{not_to}")
