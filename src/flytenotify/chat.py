@@ -387,6 +387,17 @@ class SignedLink:
         """The identity it acts as: ``email:a@example.com``, ``teams:oncall``."""
         return f"{self.via}:{self.recipient}"
 
+    @property
+    def signer(self) -> str:
+        """Who it speaks for, as a page names them: the address the email went to,
+        or ``teams:oncall`` (a webhook's name alone would not say it is one)."""
+        return self.actor if self.via == "teams" else self.recipient
+
+    @property
+    def platform(self) -> str:
+        """Where it was followed from, as an answer says it ("muted from Teams")."""
+        return "Teams" if self.via == "teams" else self.via
+
 
 def sign_link(link: SignedLink, secret: bytes) -> str:
     """The link's token: its JSON and an HMAC-SHA256 of it, both base64url."""

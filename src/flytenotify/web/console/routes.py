@@ -431,11 +431,10 @@ class _Console:
         if not first:
             note = f"This link was used already, by {who} at {when:%Y-%m-%d %H:%M} UTC."
             return self.render(request, "act.html", 409, link=link, token=None, done=note)
-        platform = "Teams" if link.via == "teams" else link.via
-        answer = await answer_click(self.notifier, link.button, actor, "", platform)
+        answer = await answer_click(self.notifier, link.button, actor, "", link.platform)
         if answer.retry:
             await self.notifier.release_link(link.nonce)  # nothing was done: it works again
-        done = answer.note.replace("{who}", link.actor if link.via == "teams" else link.recipient)
+        done = answer.note.replace("{who}", link.signer)
         return self.render(request, "act.html", link=link, token=None, done=done)
 
     async def launch_plans(self, request: Request) -> Response:
