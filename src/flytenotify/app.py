@@ -66,6 +66,7 @@ from flytenotify.domain import (
 )
 from flytenotify.engine import recovery, resolve
 from flytenotify.engine import silences as silencing
+from flytenotify.engine.coalesce import Coalescer
 from flytenotify.engine.deadlines import DeadlineBook, percentile, schedule_timer, timer_work
 from flytenotify.engine.dispatch import AttemptObserver, Dispatcher
 from flytenotify.engine.render import template_variables
@@ -242,6 +243,9 @@ class Notifier:
         self._refresher: asyncio.Task[None] | None = None
         self._timer_runner: asyncio.Task[None] | None = None
         self._unarmed: list[Deadline] = []  # configured schedules not armed yet (FlyteAdmin away)
+        # Concurrent small intakes (one event per request) share one pass: one
+        # transaction, one read of their launch plans and of the silences.
+        self._grouped: Coalescer[ExecutionEvent, EventResult] = Coalescer(self._record_now)
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -581,7 +585,19 @@ class Notifier:
         ``known`` gives executions the caller read from where they live (a
         Flyte 2 run and its rules): used for those the ledger does not hold yet;
         one it holds keeps what was frozen when it was first recorded.
+
+        Calls without ``known`` that arrive while another is being recorded are
+        recorded together, in one transaction (engine/coalesce.py).
         """
+        if known:
+            return await self._record_now(events, known)
+        return await self._grouped(events)
+
+    async def _record_now(
+        self,
+        events: Sequence[ExecutionEvent],
+        known: Mapping[ExecutionId, Execution] | None = None,
+    ) -> list[EventResult]:
         executions = await self._executions_for(events, known or {})
         streaks = await self._failure_streaks(events, executions)
         writes = []

@@ -168,6 +168,8 @@ class _State:
     requests: list[AdminRequest] = field(default_factory=list)
     # The next answers of each method, scripted (GetExecution's by default).
     failures: dict[str, deque[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
+    # Executions GetExecution answers with this code every time (one that is down).
+    refused: dict[ExecutionId, grpc.StatusCode] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     discovery_calls: int = 0
     # (execution, signal id) -> admin.Signal, in creation order (the table's order).
@@ -261,6 +263,8 @@ class _Admin(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             return code, details, None
         if wanted is None:
             return grpc.StatusCode.OK, "", None
+        if wanted in state.refused:
+            return state.refused[wanted], f"scripted for {wanted.name}", None
         found = state.executions.get(wanted)
         if found is None:
             return grpc.StatusCode.NOT_FOUND, f"missing entity of type execution {wanted}", None
@@ -467,6 +471,11 @@ class FlyteAdminServer:
         with self.state.lock:
             queue = self.state.failures.setdefault(method, deque())
             queue.extend([(code, details)] * count)
+
+    def refuse(self, execution_id: ExecutionId, code: grpc.StatusCode) -> None:
+        """Answer every GetExecution of ``execution_id`` with ``code``, whatever else is asked."""
+        with self.state.lock:
+            self.state.refused[execution_id] = code
 
     def reach_gates(
         self, execution_id: ExecutionId, template: Any, only: Iterable[str] | None = None
