@@ -183,3 +183,21 @@ async def test_a_caller_gone_before_its_pass_is_not_run_and_the_others_are() -> 
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert run.passes == [[1], [3]]
+
+
+async def test_callers_are_cancelled_with_the_pass_not_left_waiting() -> None:
+    run = Recorder()
+    run.release.clear()
+    group: Coalescer[int, int] = Coalescer(run)
+    running = asyncio.create_task(group([1]))
+    await asyncio.sleep(0.01)  # [1] is being run
+    waiting = asyncio.create_task(group([2]))
+    await asyncio.sleep(0.01)  # [2] waits for the next pass
+    drainer = next(t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_drain")
+    drainer.cancel()
+    for caller in (running, waiting):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, timeout=5)
+    assert run.passes == [[1]]
+    run.release.set()
+    assert await asyncio.wait_for(group([3]), timeout=5) == [6]  # the next call gets a pass

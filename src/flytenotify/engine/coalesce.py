@@ -62,12 +62,14 @@ class Coalescer(Generic[Item, Result]):
         return await call.answer
 
     async def _drain(self) -> None:
+        group: list[_Call[Item, Result]] = []
         try:
             while self._waiting:
-                await self._pass(self._take())
+                group = self._take()
+                await self._pass(group)
         finally:
-            # Cancelled (the loop shutting down): nobody is left to answer the rest.
-            for call in self._waiting:
+            # Cancelled (the loop shutting down): nobody is left to answer these.
+            for call in [*group, *self._waiting]:
                 call.answer.cancel()
             self._waiting.clear()
             self._drainer = None
