@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from flytenotify import Email
@@ -25,6 +26,7 @@ from flytenotify.store import store_for_url
 from flytenotify.store.base import EventOutcome, EventResult, EventWrite, Store
 from flytenotify.store.errors import StoreUnavailable
 from tests.helpers import PLAN, event_json, execution
+from tests.live_server import LiveServer
 from tests.servers.flyteadmin import FlyteAdminServer, admin_execution
 from tests.servers.smtp import SmtpServer
 
@@ -100,6 +102,43 @@ async def test_one_callers_failure_is_its_own(tmp_path: Path) -> None:
     ] * 3
     assert recorded["down"] is None  # nothing of the refused caller was written
     assert all(recorded[n] is not None for n in ("a", "b", "c"))
+
+
+async def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
+    names = [f"ok-{i}" for i in range(CALLERS)]
+    with FlyteAdminServer() as admin:
+        for name in names:
+            admin.add(
+                admin_execution(
+                    execution(name),
+                    launch_plan=PLAN,
+                    workflow=PLAN,
+                    notifications=[Email([P.FAILED], ["ops@example.com"])],
+                )
+            )
+        admin.refuse(execution("down"), grpc.StatusCode.UNAVAILABLE)
+        settings = Settings(
+            database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'l.db'}"),
+            flyteadmin=admin.config(),
+        )
+        with LiveServer(tmp_path / "l.db", settings) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                answers = await asyncio.gather(
+                    *(
+                        client.post("/api/v1/events", json=event_json(name, "FAILED"))
+                        for name in [*names[:12], "down", *names[12:]]
+                    )
+                )
+                down = await client.get("/api/v1/executions/proj/prod/down")
+                kept = [await client.get(f"/api/v1/executions/proj/prod/{n}") for n in names]
+    refused = answers.pop(12)
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"]
+    assert [a.status_code for a in answers] == [202] * CALLERS
+    assert [a.json()["outcome"] for a in answers] == ["enqueued"] * CALLERS
+    assert down.status_code == 404  # nothing of the refused request was recorded
+    assert [k.status_code for k in kept] == [200] * CALLERS
+    assert all(len(k.json()["deliveries"]) == 1 for k in kept)
 
 
 # -- the coalescer alone ------------------------------------------------------------------
