@@ -264,11 +264,24 @@ def _v2(topic: str, data: Message, ident: str, source: str, occurred: datetime) 
 
 
 def v2_workflow(
-    event: event_pb2.WorkflowExecutionEvent, launch_plan: tuple[str, str, str, str] | None = None
+    event: event_pb2.WorkflowExecutionEvent,
+    launch_plan: tuple[str, str, str, str] | None = None,
+    outputs: dict[str, int] | None = None,
 ) -> FlyteCloudEvent:
     """``launch_plan`` (project, domain, name, version): FlyteAdmin fills ``launch_plan_id``
-    for SUCCEEDED, or for every phase with ``enrichAllWorkflowEventTypes``."""
+    for SUCCEEDED, or for every phase with ``enrichAllWorkflowEventTypes``. ``outputs``
+    (name: ``SimpleType`` number): a SUCCEEDED event's workflow outputs, which FlyteAdmin
+    sends as ``output_interface``, with an artifact id for each."""
     wrapped = cloudevents_pb2.CloudEventWorkflowExecution(raw_event=event)
+    for name, simple in (outputs or {}).items():
+        variable = wrapped.output_interface.outputs.variables[name]
+        variable.type.simple = simple  # type: ignore[assignment]
+        variable.description = f"the workflow's output {name}"
+        artifact = wrapped.artifact_ids.add()
+        artifact.artifact_key.project = event.execution_id.project
+        artifact.artifact_key.domain = event.execution_id.domain
+        artifact.artifact_key.name = name
+        artifact.version = event.execution_id.name
     if launch_plan is not None:
         project, domain, name, version = launch_plan
         wrapped.launch_plan_id.CopyFrom(

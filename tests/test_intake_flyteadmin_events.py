@@ -7,10 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from flyteidl.core import execution_pb2
+from flyteidl.event import event_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flytenotify.domain import EntityId, ErrorKind, ExecutionId
 from flytenotify.errors import InputError
 from flytenotify.intake import flyteadmin_events as fe
+from flytenotify.intake.events import event_from_proto
 from flytenotify.models.core.execution import WorkflowExecutionPhase as P
 from tests import flyteadmin_egress as egress
 
@@ -103,6 +108,86 @@ def test_fields_a_newer_flyteadmin_adds_are_tolerated() -> None:
     data["anotherNewField"] = "y"
     decoded = fe.decode(envelope(data_base64=b64(data)))
     assert isinstance(decoded, fe.WorkflowEvent)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_succeeded_event_with_its_outputs_and_artifacts(form: str) -> None:
+    message = egress.workflow_event("run-10", "SUCCEEDED")
+    cloud_event = egress.v2_workflow(message, PLAN, outputs={"o0": 1, "report": 3})
+    assert b"outputInterface" in cloud_event.data
+    assert b"artifactIds" in cloud_event.data
+    decoded = fe.decode(wire(cloud_event, form))
+    assert isinstance(decoded, fe.WorkflowEvent)
+    assert decoded.launch_plan == EntityId(*PLAN)
+    assert decoded.event == event_from_proto(message, EntityId(*PLAN))
+
+
+def test_what_is_not_read_cannot_make_an_event_malformed() -> None:
+    """Only the event and the launch plan are read: the output interface, artifact
+    ids, principal and the event's inline outputs are FlyteAdmin's business."""
+    message = egress.workflow_event("run-11", "SUCCEEDED")
+    data = json.loads(egress.v2_workflow(message, PLAN).data)
+    data["outputInterface"] = {"outputs": 7}
+    data["artifactIds"] = "none"
+    data["principal"] = {"who": 1}
+    data["rawEvent"]["outputData"] = ["not", "a", "literal", "map"]
+    decoded = fe.decode(envelope(type=fe.V2_WORKFLOW, data_base64=b64(data)))
+    assert isinstance(decoded, fe.WorkflowEvent)
+    assert decoded.event == event_from_proto(message, EntityId(*PLAN))
+
+
+@pytest.mark.parametrize(
+    ("launch_plan_id", "says"),
+    [({"name": 5}, "name"), ("nightly", "JSON object"), ({"project": ["p"]}, "project")],
+)
+def test_a_malformed_launch_plan_id_names_its_field(launch_plan_id: object, says: str) -> None:
+    data = json.loads(egress.v2_workflow(egress.workflow_event("x", "FAILED"), PLAN).data)
+    data["launchPlanId"] = launch_plan_id
+    found = problems(envelope(type=fe.V2_WORKFLOW, data_base64=b64(data)))
+    assert list(found) == ["data.launchPlanId"]
+    assert says in found["data.launchPlanId"]
+
+
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_TERMINAL = ["SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"]
+
+
+@st.composite
+def published_events(draw: st.DrawFn) -> event_pb2.WorkflowExecutionEvent:
+    """What FlytePropeller reports, any field set or not: seconds, micro- or nanoseconds."""
+    message = event_pb2.WorkflowExecutionEvent(
+        phase=execution_pb2.WorkflowExecution.Phase.Value(draw(st.sampled_from(_TERMINAL)))
+    )
+    message.execution_id.project = draw(_NAMES)
+    message.execution_id.domain = draw(_NAMES)
+    message.execution_id.name = draw(_NAMES)
+    message.producer_id = draw(st.text(max_size=10))
+    message.occurred_at.seconds = draw(st.integers(946_684_800, 4_102_444_800))
+    message.occurred_at.nanos = draw(st.sampled_from([0, 123_000, 123_456_789]))
+    if draw(st.booleans()):
+        message.output_uri = draw(st.text(max_size=30))
+    if draw(st.booleans()):
+        message.error.code = draw(st.text(max_size=10))
+        message.error.message = draw(st.text(max_size=30))
+        message.error.kind = draw(st.sampled_from([0, 1, 2]))  # type: ignore[assignment]
+    if draw(st.booleans()):
+        message.output_data.literals["o0"].scalar.primitive.integer = draw(st.integers())
+    return message
+
+
+@given(published_events(), st.booleans(), st.booleans())
+def test_published_events_read_exactly_as_protobuf_reads_them(
+    message: event_pb2.WorkflowExecutionEvent, v2: bool, enriched: bool
+) -> None:
+    plan = EntityId(*PLAN) if v2 and enriched else None
+    cloud_event = (
+        egress.v2_workflow(message, PLAN if enriched else None)
+        if v2
+        else egress.v1_workflow(message)
+    )
+    decoded = fe.decode(cloud_event.nats_json())
+    assert isinstance(decoded, fe.WorkflowEvent)
+    assert decoded.event == event_from_proto(message, plan)
 
 
 def test_protobuf_field_numbers_are_the_cloudevents_specification() -> None:

@@ -56,14 +56,26 @@ def event_from_json(data: object) -> ExecutionEvent:
     return _plain_event(fields, launch_plan) or _event_via_protobuf(fields, launch_plan)
 
 
-def _event_via_protobuf(fields: dict[str, Any], launch_plan: EntityId | None) -> ExecutionEvent:
+def published_event_from_json(
+    fields: Mapping[str, Any], launch_plan: EntityId | None
+) -> ExecutionEvent:
+    """An event as FlyteAdmin publishes it in a cloud event (its ``raw_event``): the
+    fields an event is made of are read, any other is ignored (``output_data``, and
+    what a newer FlyteAdmin adds), so only what is used can make it malformed."""
+    used = {key: value for key, value in fields.items() if key in _PLAIN_SPELLINGS}
+    return _plain_event(used, launch_plan) or _event_via_protobuf(dict(fields), launch_plan, True)
+
+
+def _event_via_protobuf(
+    fields: dict[str, Any], launch_plan: EntityId | None, ignore_unknown: bool = False
+) -> ExecutionEvent:
     """protobuf's own JSON parser: every form the mapping allows, and its error messages."""
     wrong = enum_problems(fields)
     if wrong:
         raise InputError(wrong)
     message = event_pb2.WorkflowExecutionEvent()
     try:
-        json_format.ParseDict(fields, message)
+        json_format.ParseDict(fields, message, ignore_unknown_fields=ignore_unknown)
     except json_format.ParseError as error:
         raise InputError(Problem(_field_of(str(error)), str(error))) from None
     return event_from_proto(message, launch_plan)

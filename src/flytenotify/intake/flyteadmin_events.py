@@ -43,9 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flyteidl.admin import event_pb2 as admin_event_pb2
-from flyteidl.core import execution_pb2
-from flyteidl.event import cloudevents_pb2, event_pb2
+from flyteidl.core import execution_pb2, identifier_pb2
+from flyteidl.event import event_pb2
 from google.protobuf import (
     any_pb2,
     descriptor_pb2,
@@ -58,7 +57,11 @@ from google.protobuf.message import DecodeError, Message
 
 from flytenotify.domain import EntityId, ExecutionEvent, ExecutionId, GateReached
 from flytenotify.errors import InputError, Problem
-from flytenotify.intake.events import enum_problems, event_from_proto, execution_id_problems
+from flytenotify.intake.events import (
+    enum_problems,
+    execution_id_problems,
+    published_event_from_json,
+)
 from flytenotify.intake.limits import loads_json
 from flytenotify.models.core.execution import TERMINAL_PHASES, WorkflowExecutionPhase
 
@@ -274,14 +277,12 @@ def _workflow_event(kind: str, ident: str, data: Any, follows: Follows) -> Decod
     wrong = enum_problems(raw_event, f"data.{inner}")
     if wrong:
         raise InputError(wrong)
-    if kind == V1_WORKFLOW:
-        request = _parse(admin_event_pb2.WorkflowExecutionEventRequest(), data)
-        message, launch_plan = request.event, None
-    else:
-        wrapped = _parse(cloudevents_pb2.CloudEventWorkflowExecution(), data)
-        message, launch_plan = wrapped.raw_event, _launch_plan(wrapped)
+    # Only the event and the launch plan are read: the rest of the data (a
+    # SUCCEEDED event's output interface, artifact ids, principal) costs the
+    # parse of all of it and is used by nothing here.
+    launch_plan = _launch_plan(data) if kind == V2_WORKFLOW else None
     try:
-        event = event_from_proto(message, launch_plan)
+        event = published_event_from_json(raw_event, launch_plan)
     except InputError as error:
         raise InputError(
             [Problem(f"data.{inner}.{p.field}".rstrip("."), p.message) for p in error.problems]
@@ -343,19 +344,25 @@ def _may_be_gate(raw: dict[str, Any]) -> bool:
     return isinstance(node, str) and node not in _NOT_GATES
 
 
-def _parse(message: Message, data: dict[str, Any]) -> Any:
+def _parse(message: Message, data: dict[str, Any], field: str = "data") -> Any:
     # Fields a newer FlyteAdmin adds must not make its events malformed.
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except json_format.ParseError as error:
-        raise InputError(Problem("data", str(error))) from None
+        raise InputError(Problem(field, str(error))) from None
     return message
 
 
-def _launch_plan(wrapped: Any) -> EntityId | None:
-    if not wrapped.HasField("launch_plan_id") or not wrapped.launch_plan_id.name:
+def _launch_plan(data: dict[str, Any]) -> EntityId | None:
+    """v2's ``launch_plan_id``, where FlyteAdmin filled it (a name), read by protobuf."""
+    field = "launchPlanId" if "launchPlanId" in data else "launch_plan_id"
+    if data.get(field) is None:
         return None
-    ident = wrapped.launch_plan_id
+    if not isinstance(data[field], dict):
+        raise InputError(Problem(f"data.{field}", "must be a JSON object: an Identifier"))
+    ident: Any = _parse(identifier_pb2.Identifier(), data[field], f"data.{field}")
+    if not ident.name:
+        return None
     return EntityId(ident.project, ident.domain, ident.name, ident.version)
 
 
