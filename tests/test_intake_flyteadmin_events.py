@@ -148,6 +148,23 @@ def test_a_malformed_launch_plan_id_names_its_field(launch_plan_id: object, says
     assert says in found["data.launchPlanId"]
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        {"resourceType": 3},
+        {"resource_type": "LAUNCH_PLAN"},
+        {"resourceType": "LAUNCH_PLAN", "someFutureField": {"x": 1}},
+    ],
+)
+def test_a_launch_plan_id_spelled_otherwise_reads_the_same(spelled: dict[str, object]) -> None:
+    data = json.loads(egress.v2_workflow(egress.workflow_event("x", "FAILED"), PLAN).data)
+    data["launchPlanId"] = {k: v for k, v in data["launchPlanId"].items() if k != "resourceType"}
+    data["launchPlanId"].update(spelled)
+    decoded = fe.decode(envelope(type=fe.V2_WORKFLOW, data_base64=b64(data)))
+    assert isinstance(decoded, fe.WorkflowEvent)
+    assert decoded.launch_plan == EntityId(*PLAN)
+
+
 _NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 _TERMINAL = ["SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"]
 

@@ -358,12 +358,26 @@ def _launch_plan(data: dict[str, Any]) -> EntityId | None:
     field = "launchPlanId" if "launchPlanId" in data else "launch_plan_id"
     if data.get(field) is None:
         return None
-    if not isinstance(data[field], dict):
+    given = data[field]
+    if not isinstance(given, dict):
         raise InputError(Problem(f"data.{field}", "must be a JSON object: an Identifier"))
-    ident: Any = _parse(identifier_pb2.Identifier(), data[field], f"data.{field}")
-    if not ident.name:
-        return None
-    return EntityId(ident.project, ident.domain, ident.name, ident.version)
+    if _plain_identifier(given):
+        parts = [given.get(part, "") for part in _ENTITY_PARTS]
+    else:
+        ident = _parse(identifier_pb2.Identifier(), given, f"data.{field}")
+        parts = [getattr(ident, part) for part in _ENTITY_PARTS]
+    project, domain, name, version = parts
+    return EntityId(project, domain, name, version) if name else None
+
+
+_ENTITY_PARTS = ("project", "domain", "name", "version")
+_IDENTIFIER_FIELDS = frozenset({"resourceType", "project", "domain", "name", "version", "org"})
+
+
+def _plain_identifier(given: dict[str, Any]) -> bool:
+    """An Identifier as jsonpb writes it, every field text: read as it is (protobuf's
+    parser cost more than the rest of the event). Any other shape goes to protobuf."""
+    return _IDENTIFIER_FIELDS.issuperset(given) and all(isinstance(v, str) for v in given.values())
 
 
 # -- io.cloudevents.v1.CloudEvent, built from its descriptor ----------------------------
