@@ -165,6 +165,9 @@ class FlyteAdmin:
         self.credentials = credentials_for(config, "flyteadmin", self._tokens)
         # Made on first use: a grpc.aio channel belongs to the event loop it was made on.
         self._channel: grpc.aio.Channel | None = None
+        # A stub builds a callable for each of its service's methods (AdminService has
+        # dozens): made once per channel, not once per call.
+        self._stubs: dict[type, Any] = {}
         self._discovery: AuthDiscovery | None = None
         self._discovery_lock = asyncio.Lock()
 
@@ -193,19 +196,25 @@ class FlyteAdmin:
                 )
         return self._channel
 
+    def _stub(self, kind: type) -> Any:
+        if kind not in self._stubs:
+            self._stubs[kind] = kind(self._open_channel())
+        return self._stubs[kind]
+
     @property
     def _admin(self) -> Any:
-        return admin_pb2_grpc.AdminServiceStub(self._open_channel())
+        return self._stub(admin_pb2_grpc.AdminServiceStub)
 
     @property
     def _auth(self) -> Any:
-        return auth_pb2_grpc.AuthMetadataServiceStub(self._open_channel())
+        return self._stub(auth_pb2_grpc.AuthMetadataServiceStub)
 
     @property
     def _signals(self) -> Any:
-        return signal_pb2_grpc.SignalServiceStub(self._open_channel())
+        return self._stub(signal_pb2_grpc.SignalServiceStub)
 
     async def close(self) -> None:
+        self._stubs.clear()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
