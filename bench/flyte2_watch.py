@@ -84,6 +84,7 @@ SETTLE = 1.0  # seconds waited after the last expected message, for duplicates
 
 async def child_flytenotify(endpoint: str, sink_url: str, database_url: str) -> None:
     """flytenotify dispatching and watching the project, until stdin closes."""
+    from flytenotify import service
     from flytenotify.app import Notifier
     from flytenotify.config import (
         DatabaseConfig,
@@ -111,6 +112,7 @@ async def child_flytenotify(endpoint: str, sink_url: str, database_url: str) -> 
     }
     settings = Settings(**values)
     async with Notifier(settings) as notifier:
+        service.settle_garbage_collection()
         notifier.start_dispatching()
         watch = RunWatch(ControlPlane(flyte2), PROJECT, DOMAIN)  # serve's wiring, its defaults
         stop = asyncio.Event()
@@ -541,7 +543,12 @@ def main(argv: list[str]) -> int:
     if args.child:
         kind, *rest = args.child
         if kind == "flytenotify":
-            asyncio.run(child_flytenotify(*rest))
+            from flytenotify import service
+
+            # As `serve` runs: one malloc arena, start-up frozen out of the
+            # collector, uvloop.
+            service.one_malloc_arena()
+            service.run(child_flytenotify(*rest))
         else:
             asyncio.run(child_counter(rest[0]))
         return 0
