@@ -354,7 +354,8 @@ def _parse(message: Message, data: dict[str, Any], field: str = "data") -> Any:
 
 
 def _launch_plan(data: dict[str, Any]) -> EntityId | None:
-    """v2's ``launch_plan_id``, where FlyteAdmin filled it (a name), read by protobuf."""
+    """v2's ``launch_plan_id``, where FlyteAdmin filled it (a name): as jsonpb writes
+    it, read directly; in any other shape, by protobuf."""
     field = "launchPlanId" if "launchPlanId" in data else "launch_plan_id"
     if data.get(field) is None:
         return None
